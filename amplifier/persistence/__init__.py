@@ -1,0 +1,104 @@
+"""The durable session store: one persistence actor per Runtime, files per session.
+
+Knows nothing of agents: it stores events, messages (dicts with a ``role``)
+and metadata, in the layout of DESIGN.md.
+"""
+
+from ._actor import (
+    Clock,
+    CommitListener,
+    OpenedSession,
+    SessionWriter,
+    Stamp,
+    Store,
+    open_store,
+)
+from ._exceptions import (
+    AmbiguousSessionId,
+    CorruptSession,
+    InvalidSessionId,
+    PersistenceError,
+    RecoveryWarning,
+    SessionLocked,
+    SessionNotFound,
+    StoreClosed,
+    WriteFailed,
+)
+from ._journal import RecoveryReport, recover_dead_journals
+from ._lock import is_locked
+from ._paths import (
+    MAX_ID_LENGTH,
+    SessionLocation,
+    default_home,
+    project_slug,
+    validate_session_id,
+)
+from ._reader import (
+    SessionSummary,
+    all_projects,
+    find_session,
+    iter_events,
+    list_sessions,
+    load_transcript,
+    merge_events,
+    read_metadata,
+    session_tree,
+    summarize,
+)
+from ._records import (
+    SCHEMA_VERSION,
+    Durability,
+    EndStatus,
+    EventRecord,
+    SessionMetadata,
+    SessionStatus,
+    TranscriptRecord,
+    format_ts,
+    utc_now,
+)
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "SCHEMA_VERSION",
+    "AmbiguousSessionId",
+    "Clock",
+    "CommitListener",
+    "CorruptSession",
+    "Durability",
+    "EndStatus",
+    "EventRecord",
+    "InvalidSessionId",
+    "OpenedSession",
+    "PersistenceError",
+    "RecoveryReport",
+    "RecoveryWarning",
+    "SessionLocation",
+    "SessionLocked",
+    "SessionMetadata",
+    "SessionNotFound",
+    "SessionStatus",
+    "SessionSummary",
+    "SessionWriter",
+    "Stamp",
+    "Store",
+    "StoreClosed",
+    "TranscriptRecord",
+    "WriteFailed",
+    "all_projects",
+    "default_home",
+    "find_session",
+    "format_ts",
+    "is_locked",
+    "iter_events",
+    "list_sessions",
+    "load_transcript",
+    "merge_events",
+    "open_store",
+    "project_slug",
+    "read_metadata",
+    "recover_dead_journals",
+    "session_tree",
+    "summarize",
+    "utc_now",
+    "validate_session_id",
+]

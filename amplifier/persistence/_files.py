@@ -1,0 +1,209 @@
+"""Low-level file work shared by the persistence actor, recovery and readers.
+
+All functions here block; the actor calls them from its worker thread,
+readers from wherever they run (the CLI, ``anyio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._exceptions import RecoveryWarning
+
+_TAIL_CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class JsonlContent:
+    """What a JSONL file holds: its valid records, and what was wrong with the rest."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    torn_tail: bytes = b""
+    """Bytes after the last newline: a record cut off by a crash mid-append."""
+    corrupt_lines: list[int] = field(default_factory=list)
+    """1-based numbers of complete lines that are not valid JSON objects."""
+
+
+def parse_jsonl(data: bytes, *, name: str = "", warn: bool = True) -> JsonlContent:
+    """Split ``data`` into records; a missing final newline marks a torn tail."""
+    content = JsonlContent()
+    end = data.rfind(b"\n") + 1
+    content.torn_tail = data[end:]
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            content.records.append(record)
+        else:
+            content.corrupt_lines.append(number)
+    if warn and content.corrupt_lines:
+        lines = ", ".join(map(str, content.corrupt_lines[:10]))
+        warnings.warn(
+            f"{name}: skipped {len(content.corrupt_lines)} damaged line(s) ({lines})",
+            RecoveryWarning,
+            stacklevel=2,
+        )
+    return content
+
+
+def read_jsonl(path: Path, *, warn: bool = True) -> JsonlContent:
+    """Read a whole JSONL file. A missing file is an empty one."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return JsonlContent()
+    return parse_jsonl(data, name=str(path), warn=warn)
+
+
+def _complete_end(fd: int, size: int) -> int:
+    """Offset just past the last newline of the file (0 if it has none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
+
+
+def set_aside_torn_tail(path: Path) -> Path | None:
+    """If ``path`` ends without a newline, move the fragment to a side file and cut it off.
+
+    Only the session's owner may call this (a live writer's half-written line
+    would otherwise be taken for a torn one). Returns the side file, if any.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        keep = _complete_end(fd, size)
+        if keep == size:
+            return None
+        fragment = os.pread(fd, size - keep, keep)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        side = path.with_name(f"{path.name}.torn-{stamp}-{secrets.token_hex(3)}")
+        write_new_file(side, fragment, sync=True)
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    warnings.warn(
+        f"{path}: a record cut off by a crash ({len(fragment)} bytes) was moved to {side.name}",
+        RecoveryWarning,
+        stacklevel=2,
+    )
+    return side
+
+
+def iter_lines_backwards(path: Path) -> Iterator[bytes]:
+    """The complete lines of ``path``, last first, reading only as much as needed.
+
+    Bytes after the last newline (a torn record) are not a line and are skipped.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        position = _complete_end(fd, os.fstat(fd).st_size)
+        carry = b""  # the end of a line whose beginning lies further back
+        while position > 0:
+            start = max(0, position - _TAIL_CHUNK)
+            pieces = (os.pread(fd, position - start, start) + carry).split(b"\n")
+            position = start
+            if position > 0:
+                carry = pieces.pop(0)
+            for line in reversed(pieces):
+                if line.strip():
+                    yield line
+    finally:
+        os.close(fd)
+
+
+def last_seq(path: Path) -> int:
+    """The ``seq`` of the last valid record of a JSONL file, 0 if it has none."""
+    for line in iter_lines_backwards(path):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("seq"), int):
+            return int(record["seq"])
+    return 0
+
+
+def metadata_seq(path: Path) -> int | None:
+    """The ``seq`` stamped into a ``metadata.json``; None if it is missing or unreadable."""
+    try:
+        document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    seq = document.get("seq") if isinstance(document, dict) else None
+    return seq if isinstance(seq, int) else None
+
+
+def write_new_file(path: Path, data: bytes, *, sync: bool) -> None:
+    """Create ``path`` owner-only with ``data`` (replacing nothing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_replace(path: Path, data: bytes, *, sync: bool) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old or the new file, never half.
+
+    Write a temporary file beside it, then rename over it. With ``sync`` the
+    temporary file is fsynced before the rename and the folder after it, so
+    the new version also survives a power loss.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        write_new_file(temp, data, sync=sync)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    if sync:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file by name (its pages are shared by every descriptor)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,144 @@
+"""Where sessions live on disk, and which names are safe to put there.
+
+Layout (DESIGN.md, "On disk")::
+
+    $AMPLIFIER_HOME/projects/<project-slug>/sessions/<session-id>/
+        transcript.jsonl  events.jsonl  metadata.json  .lock
+
+Rule: every id that reaches the file system has passed ``validate_session_id``
+first, so no id can name a path outside its project's ``sessions`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._exceptions import InvalidSessionId
+
+MAX_ID_LENGTH = 128
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+TRANSCRIPT = "transcript.jsonl"
+EVENTS = "events.jsonl"
+METADATA = "metadata.json"
+LOCK = ".lock"
+
+
+def validate_session_id(value: str) -> str:
+    """Return ``value`` if it is safe to use as a session id (or prefix); raise otherwise.
+
+    Allowed: letters, digits, ``-``, ``_`` and ``.``, starting with a letter or
+    digit, at most ``MAX_ID_LENGTH`` characters, and never ``..``.
+    """
+    if not value:
+        raise InvalidSessionId(value, "it is empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidSessionId(value, f"longer than {MAX_ID_LENGTH} characters")
+    if ".." in value:
+        raise InvalidSessionId(value, "'..' is not allowed")
+    if "/" in value or "\\" in value or "\x00" in value:
+        raise InvalidSessionId(value, "path separators are not allowed")
+    if not _SAFE_ID.fullmatch(value):
+        raise InvalidSessionId(
+            value,
+            "only letters, digits, '-', '_' and '.' are allowed, starting with a letter or digit",
+        )
+    return value
+
+
+def project_slug(directory: str | os.PathLike[str]) -> str:
+    """The folder name of a project: its absolute path with every ``/`` turned into ``-``.
+
+    ``/home/user/projects/my-app`` becomes ``-home-user-projects-my-app``.
+    """
+    return os.path.abspath(os.fspath(directory)).replace(os.sep, "-")
+
+
+def default_home() -> Path:
+    """``$AMPLIFIER_HOME`` if set, else ``~/.amplifier``."""
+    configured = os.environ.get("AMPLIFIER_HOME")
+    if configured:
+        return Path(configured).expanduser().absolute()
+    return Path.home() / ".amplifier"
+
+
+def is_safe_slug(slug: str) -> bool:
+    """True if ``slug`` can name a folder under ``projects/`` without leaving it."""
+    return bool(slug) and "/" not in slug and "\x00" not in slug and slug not in {".", ".."}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLocation:
+    """Where one session's files live: the home, the project folder and the id."""
+
+    home: Path
+    project: str
+    session_id: str
+
+    def __post_init__(self) -> None:
+        validate_session_id(self.session_id)
+        if not is_safe_slug(self.project):
+            raise InvalidSessionId(self.project, "not a valid project folder name")
+
+    @property
+    def relative(self) -> str:
+        """The session folder relative to the home, as the journal names it."""
+        return f"projects/{self.project}/sessions/{self.session_id}"
+
+    @property
+    def directory(self) -> Path:
+        return self.home / "projects" / self.project / "sessions" / self.session_id
+
+    @property
+    def transcript(self) -> Path:
+        return self.directory / TRANSCRIPT
+
+    @property
+    def events(self) -> Path:
+        return self.directory / EVENTS
+
+    @property
+    def metadata(self) -> Path:
+        return self.directory / METADATA
+
+    @property
+    def lock(self) -> Path:
+        return self.directory / LOCK
+
+    @classmethod
+    def from_relative(cls, home: Path, relative: str) -> SessionLocation:
+        """Parse a journal's relative folder name back into a location (validated)."""
+        parts = relative.split("/")
+        if len(parts) != 4 or parts[0] != "projects" or parts[2] != "sessions":
+            raise InvalidSessionId(relative, "not a session folder")
+        return cls(home, parts[1], parts[3])
+
+
+def projects_root(home: Path) -> Path:
+    return home / "projects"
+
+
+def sessions_root(home: Path, project: str) -> Path:
+    return home / "projects" / project / "sessions"
+
+
+def journal_root(home: Path) -> Path:
+    return home / "journal"
+
+
+def ensure_private_dir(path: Path, *, below: Path) -> None:
+    """Create ``path`` and every missing folder between it and ``below`` owner-only (0700).
+
+    ``Path.mkdir(parents=True)`` would give the parents the default mode, so
+    each level is made here. ``below`` itself is created too (it is the home).
+    """
+    chain = [path, *path.parents]
+    stop = chain.index(below) if below in chain else len(chain) - 1
+    for folder in reversed(chain[: stop + 1]):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue

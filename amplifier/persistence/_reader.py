@@ -1,0 +1,209 @@
+"""Reading stored sessions: metadata, transcripts, events, listings, id lookup.
+
+Readers never write. A torn last line (a crash mid-append, or a live writer
+caught mid-line) is left where it is and not returned; only the session's
+owner sets it aside (``_files.set_aside_torn_tail``). All functions block.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from ._exceptions import (
+    AmbiguousSessionId,
+    CorruptSession,
+    RecoveryWarning,
+    SessionNotFound,
+)
+from ._files import read_jsonl
+from ._lock import is_locked
+from ._paths import (
+    SessionLocation,
+    is_safe_slug,
+    projects_root,
+    sessions_root,
+    validate_session_id,
+)
+from ._records import EventRecord, SessionMetadata, TranscriptRecord
+
+_R = TypeVar("_R", EventRecord, TranscriptRecord)
+
+
+def read_metadata(location: SessionLocation) -> SessionMetadata:
+    """The session's ``metadata.json``; ``SessionNotFound`` or ``CorruptSession`` otherwise."""
+    try:
+        data = location.metadata.read_bytes()
+    except FileNotFoundError:
+        if not location.directory.is_dir():
+            raise SessionNotFound(location.session_id) from None
+        raise CorruptSession(location.session_id, "metadata.json is missing") from None
+    try:
+        return SessionMetadata.model_validate_json(data)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"] if exc.errors() else "unreadable"
+        raise CorruptSession(location.session_id, f"metadata.json is invalid ({reason})") from None
+
+
+def load_transcript(location: SessionLocation) -> list[TranscriptRecord]:
+    """Every complete, valid message of the session, in order."""
+    return list(_records(location.transcript, TranscriptRecord))
+
+
+def iter_events(location: SessionLocation) -> Iterator[EventRecord]:
+    """The session's events in ``seq`` order (the order they were written)."""
+    return _records(location.events, EventRecord)
+
+
+def merge_events(locations: Iterable[SessionLocation]) -> Iterator[EventRecord]:
+    """The events of several sessions (a parent and its children) in one ``seq`` order."""
+    return heapq.merge(*(iter_events(loc) for loc in locations), key=lambda e: e.seq)
+
+
+def _records(path: Path, model: type[_R]) -> Iterator[_R]:
+    content = read_jsonl(path)
+    skipped = 0
+    for record in content.records:
+        try:
+            yield model.model_validate(record)
+        except ValidationError:
+            skipped += 1
+    if skipped:
+        warnings.warn(
+            f"{path}: skipped {skipped} record(s) that do not have the expected fields",
+            RecoveryWarning,
+            stacklevel=2,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """One row of a listing: where the session is, what its metadata says, whether it is live."""
+
+    location: SessionLocation
+    metadata: SessionMetadata | None
+    problem: str | None = None
+    """Why ``metadata`` is None (damaged or missing metadata)."""
+
+    @property
+    def session_id(self) -> str:
+        return self.location.session_id
+
+    @property
+    def live(self) -> bool:
+        """A process holds the session right now."""
+        return is_locked(self.location.lock)
+
+    @property
+    def status(self) -> str:
+        """``active`` (live), ``interrupted`` (active, but its process is gone), or how it ended."""
+        if self.metadata is None:
+            return "damaged"
+        if self.metadata.status == "active" and not self.live:
+            return "interrupted"
+        return self.metadata.status
+
+
+def project_ids(home: Path, project: str) -> list[str]:
+    """Every session id stored for a project (unsorted, unvalidated names skipped)."""
+    try:
+        names = os.listdir(sessions_root(home, project))
+    except FileNotFoundError:
+        return []
+    return [name for name in names if _is_session_name(name)]
+
+
+def all_projects(home: Path) -> list[str]:
+    try:
+        return sorted(name for name in os.listdir(projects_root(home)) if is_safe_slug(name))
+    except FileNotFoundError:
+        return []
+
+
+def summarize(location: SessionLocation) -> SessionSummary:
+    try:
+        return SessionSummary(location, read_metadata(location))
+    except (CorruptSession, SessionNotFound) as exc:
+        return SessionSummary(location, None, problem=str(exc))
+
+
+def list_sessions(home: Path, project: str | None) -> list[SessionSummary]:
+    """The sessions of ``project`` (or of every project if None), newest first.
+
+    A session whose metadata is damaged is listed too, marked, after the others.
+    """
+    projects = [project] if project is not None else all_projects(home)
+    rows = [
+        summarize(SessionLocation(home, slug, session_id))
+        for slug in projects
+        for session_id in project_ids(home, slug)
+    ]
+    rows.sort(key=_newest_first)
+    return rows
+
+
+def _newest_first(row: SessionSummary) -> tuple[int, float, str]:
+    if row.metadata is None:
+        return (1, 0.0, row.session_id)
+    return (0, -row.metadata.created.timestamp(), row.session_id)
+
+
+def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> SessionLocation:
+    """The one session whose id is ``id_or_prefix`` or starts with it.
+
+    An exact id wins over prefixes. The current ``project`` is searched
+    first; a session of another project is found too (its location says
+    which). Raises ``InvalidSessionId``, ``SessionNotFound`` or
+    ``AmbiguousSessionId`` (listing the matches).
+    """
+    validate_session_id(id_or_prefix)
+    projects = all_projects(home)
+    if project is not None and project in projects:
+        projects.remove(project)
+        projects.insert(0, project)
+    matches: list[SessionLocation] = []
+    for slug in projects:
+        for session_id in project_ids(home, slug):
+            if session_id == id_or_prefix:
+                return SessionLocation(home, slug, session_id)
+            if session_id.startswith(id_or_prefix):
+                matches.append(SessionLocation(home, slug, session_id))
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in matches))
+    raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
+
+
+def _is_session_name(name: str) -> bool:
+    try:
+        validate_session_id(name)
+    except ValueError:
+        return False
+    return True
+
+
+def session_tree(location: SessionLocation) -> list[SessionLocation]:
+    """The session and all its descendants (children live beside it), parents first."""
+    found = [location]
+    index = 0
+    while index < len(found):
+        current = found[index]
+        index += 1
+        try:
+            children = read_metadata(current).children
+        except (CorruptSession, SessionNotFound):
+            continue
+        for child in children:
+            try:
+                found.append(SessionLocation(current.home, current.project, child))
+            except ValueError:
+                continue
+    return found

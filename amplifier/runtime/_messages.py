@@ -1,0 +1,67 @@
+"""What travels through a session's mailbox, and what comes back (STYLE rule 5).
+
+Commands are verbs (``Prompt``, ``Close``); outcomes are facts in the past
+tense (``Answered``, ``Failed``, ``Cancelled``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from anyio.streams.memory import MemoryObjectSendStream
+from pydantic import BaseModel, ConfigDict, Field
+
+from amplifier.persistence import EndStatus
+
+
+class Reply(BaseModel):
+    """The answer to one prompt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    text: str
+    turn: int
+    """1-based number of the turn within the session (across resumes)."""
+
+
+class Answered(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["answered"] = "answered"
+    reply: Reply
+
+
+class Failed(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["failed"] = "failed"
+    reason: str
+
+
+class Cancelled(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["cancelled"] = "cancelled"
+
+
+Outcome = Annotated[Answered | Failed | Cancelled, Field(discriminator="kind")]
+
+
+class Prompt(BaseModel):
+    """Answer ``text``; first record ``context`` (messages handed over by a delegating parent)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    kind: Literal["prompt"] = "prompt"
+    text: str
+    context: tuple[dict[str, Any], ...] = ()
+    reply: MemoryObjectSendStream[Answered | Failed | Cancelled]
+
+
+class Close(BaseModel):
+    """Write ``session:end`` with ``status`` and stop."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["close"] = "close"
+    status: EndStatus = "completed"
+    error: str | None = None
+
+
+SessionMessage = Annotated[Prompt | Close, Field(discriminator="kind")]

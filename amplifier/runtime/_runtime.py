@@ -1,0 +1,248 @@
+"""The Runtime: a persistence actor and a task group of session actors.
+
+    Runtime  (async context manager)
+     ├─ PersistenceActor        the only writer of session files
+     └─ session task group
+         ├─ SessionActor root A
+         │    └─ (inside A's delegation calls) SessionActor children
+         └─ SessionActor root B
+
+Shutdown order: sessions end (each writes ``session:end``), then the
+persistence actor drains its mailbox, makes everything durable and closes
+its files. Cancellation (Ctrl-C, a timeout, a cancel scope) still gets the
+final records written and leaves every session resumable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from amplifier.persistence import (
+    Clock,
+    Durability,
+    EventRecord,
+    RecoveryReport,
+    SessionLocation,
+    SessionMetadata,
+    SessionSummary,
+    Store,
+    default_home,
+    find_session,
+    iter_events,
+    list_sessions,
+    merge_events,
+    open_store,
+    project_slug,
+    session_tree,
+    utc_now,
+)
+
+from ._bus import EventBus, Subscription
+from ._exceptions import RuntimeClosed
+from ._ids import new_root_id
+from ._session import Services, Session, SessionActor
+from ._turns import EchoTurnHandler, TurnHandler
+
+
+class SessionOpening:
+    """``await rt.open_session(...)`` gives a ``Session``; ``async with`` also closes it."""
+
+    def __init__(self, open_: Callable[[], Awaitable[Session]]) -> None:
+        self._open = open_
+        self._session: Session | None = None
+
+    def __await__(self) -> Generator[Any, None, Session]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Session:
+        self._session = await self._open()
+        return self._session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.__aexit__(exc_type, exc, tb)
+
+
+class Runtime:
+    """Opens, resumes and observes sessions. Create it with ``open_runtime``."""
+
+    def __init__(
+        self, services: Services, tg: TaskGroup, *, cwd: Path, profile: str | None
+    ) -> None:
+        self._services = services
+        self._tg = tg
+        self._roots: set[SessionActor] = set()
+        self._closed = False
+        self.cwd = cwd
+        self.project = project_slug(cwd)
+        self.profile = profile
+
+    @property
+    def home(self) -> Path:
+        return self._store.home
+
+    @property
+    def _store(self) -> Store:
+        return self._services.store
+
+    @property
+    def durability(self) -> Durability:
+        return self._store.durability
+
+    @property
+    def recovered(self) -> RecoveryReport:
+        """What start-up recovery restored from runtimes that died."""
+        return self._store.recovered
+
+    def open_session(
+        self,
+        agent: str = "default",
+        *,
+        profile: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> SessionOpening:
+        """Start a new root session of ``agent``.
+
+        ``await`` it for a ``Session`` (closed when the runtime closes), or use
+        ``async with`` to close it at the end of the block.
+        ``metadata.json`` (identity first) and ``session:start`` are durable
+        before this returns.
+        """
+
+        async def open_() -> Session:
+            now = self._services.clock()
+            session_id = new_root_id(now)
+            metadata = SessionMetadata(
+                session_id=session_id,
+                created=now,
+                updated=now,
+                cwd=str(self.cwd),
+                project=self.project,
+                agent=agent,
+                profile=profile if profile is not None else self.profile,
+                root_id=session_id,
+                attributes=dict(attributes or {}),
+            )
+            location = SessionLocation(self.home, self.project, session_id)
+            return await self._start(SessionActor(self._services, location, create=metadata))
+
+        return SessionOpening(open_)
+
+    def resume(self, session_id: str) -> SessionOpening:
+        """Open a stored session again, by id or unique prefix, from any project.
+
+        Its history is kept; profile, provider and agent come from the
+        current configuration. Raises ``SessionNotFound``, ``AmbiguousSessionId``,
+        ``InvalidSessionId`` or ``SessionLocked``.
+        """
+
+        async def open_() -> Session:
+            location = await self.find(session_id)
+            return await self._start(SessionActor(self._services, location, create=None))
+
+        return SessionOpening(open_)
+
+    async def _start(self, actor: SessionActor) -> Session:
+        if self._closed:
+            raise RuntimeClosed(actor.id, "the runtime is closed")
+        session: Session = await self._tg.start(actor.run)
+        self._roots.add(actor)
+        return session
+
+    async def find(self, id_or_prefix: str) -> SessionLocation:
+        """Where the session with this id (or unique id prefix) is stored."""
+        return await anyio.to_thread.run_sync(
+            lambda: find_session(self.home, id_or_prefix, project=self.project)
+        )
+
+    async def sessions(self, *, all_projects: bool = False) -> list[SessionSummary]:
+        """Stored sessions of this project (or every project), newest first."""
+        project = None if all_projects else self.project
+        return await anyio.to_thread.run_sync(lambda: list_sessions(self.home, project))
+
+    async def events(self, session_id: str, *, tree: bool = False) -> AsyncIterator[EventRecord]:
+        """A session's persisted events (with ``tree``: and its sub-sessions'), in seq order."""
+        location = await self.find(session_id)
+        await self._store.flush()
+
+        def read() -> list[EventRecord]:
+            if tree:
+                return list(merge_events(session_tree(location)))
+            return list(iter_events(location))
+
+        for record in await anyio.to_thread.run_sync(read):
+            yield record
+
+    def subscribe(
+        self, session_id: str | None = None, *, tree: bool = True, buffer: int = 1024
+    ) -> Subscription:
+        """Events as they are persisted: of one session (and its subtree), or of all."""
+        return self._services.bus.subscribe(session_id, tree=tree, buffer=buffer)
+
+    def _close(self) -> None:
+        """Ask every root session to end; never blocks (it may run while cancelled)."""
+        self._closed = True
+        for actor in self._roots:
+            actor.close_mailbox()
+
+
+def _resolve(
+    home: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None
+) -> tuple[Path, Path]:
+    root = Path(home).expanduser().absolute() if home is not None else default_home()
+    return root, Path(cwd).absolute() if cwd is not None else Path.cwd()
+
+
+@asynccontextmanager
+async def open_runtime(
+    *,
+    handler: TurnHandler | None = None,
+    home: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    durability: Durability = "fsync",
+    profile: str | None = None,
+    clock: Clock = utc_now,
+    max_depth: int = 3,
+    max_children: int = 4,
+    mailbox_size: int = 16,
+) -> AsyncIterator[Runtime]:
+    """Start a Runtime storing under ``home`` (default ``$AMPLIFIER_HOME`` or ``~/.amplifier``).
+
+    ``cwd`` is the project directory (default: the current one); ``handler``
+    answers every turn (default: ``EchoTurnHandler``). ``max_depth`` bounds
+    delegation nesting, ``max_children`` the children a session runs at once.
+    On exit, open sessions end with status ``completed`` (``cancelled`` if the
+    exit is a cancellation) and everything is made durable.
+    """
+    root, directory = _resolve(home, cwd)
+    async with open_store(root, durability=durability, clock=clock) as store:
+        bus = EventBus()
+        store.add_listener(bus.deliver)
+        services = Services(
+            store=store,
+            handler=handler if handler is not None else EchoTurnHandler(),
+            bus=bus,
+            clock=clock,
+            mailbox_size=mailbox_size,
+            max_depth=max_depth,
+            max_children=max_children,
+        )
+        async with anyio.create_task_group() as tg:
+            runtime = Runtime(services, tg, cwd=directory, profile=profile)
+            try:
+                yield runtime
+            finally:
+                runtime._close()

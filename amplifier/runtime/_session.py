@@ -1,0 +1,671 @@
+"""Session actors: one task and one bounded mailbox per session, root or delegated.
+
+Rule 1: a session handles one mailbox message at a time; a turn's
+        cancellation comes from outside the mailbox (``Session.cancel``),
+        since the mailbox is busy while a turn runs.
+Rule 2: a child session is a task inside its parent's delegation call, so it
+        cannot outlive its parent; cancelling the parent cancels it first.
+Rule 3: every record is awaited before the session goes on, so whatever
+        follows from a record is written after it (see the persistence
+        actor's Rule 3: that is the causal order between parent and child).
+Rule 4: a session's final records (``prompt:complete``, ``session:end``,
+        metadata) are written in a shielded, time-bounded scope, also when
+        the session is cancelled, so it stays resumable with an honest status.
+Rule 5: an exception in one session never crashes the Runtime: it ends that
+        session with status ``failed``. Only cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, assert_never, cast
+
+import anyio
+from anyio.abc import TaskStatus
+from pydantic import JsonValue
+
+from amplifier.persistence import (
+    CorruptSession,
+    EndStatus,
+    PersistenceError,
+    SessionLocation,
+    SessionMetadata,
+    SessionWriter,
+    Store,
+    iter_events,
+    load_transcript,
+    read_metadata,
+    validate_session_id,
+)
+
+from ._bus import EventBus, Subscription
+from ._delegation import Delegation, DelegationResult, DelegationStatus
+from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
+from ._ids import new_child_id
+from ._lifecycle import Lifecycle, SessionState
+from ._messages import Answered, Cancelled, Close, Failed, Prompt, Reply, SessionMessage
+from ._turns import TurnHandler
+
+FINAL_RECORDS_TIMEOUT = 5.0
+"""Seconds a cancelled session may spend writing its final records."""
+CHILD_CLOSE_GRACE = 5.0
+"""Seconds a child may take to end after its answer (or timeout) before it is cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What every session of one Runtime shares. Immutable; no session state lives here."""
+
+    store: Store
+    handler: TurnHandler
+    bus: EventBus
+    clock: Callable[[], datetime]
+    mailbox_size: int
+    max_depth: int
+    max_children: int
+
+
+Outcome = Answered | Failed | Cancelled
+
+
+class SessionActor:
+    """One session's task. Created by the Runtime (roots) or by a delegation (children)."""
+
+    def __init__(
+        self,
+        services: Services,
+        location: SessionLocation,
+        *,
+        create: SessionMetadata | None,
+    ) -> None:
+        self.location = location
+        self.id = location.session_id
+        self._services = services
+        self._create = create
+        self._meta: SessionMetadata | None = create
+        self._writer: SessionWriter | None = None
+        self._life = Lifecycle(f"session {self.id}")
+        self._send, self._mailbox = anyio.create_memory_object_stream[SessionMessage](
+            services.mailbox_size
+        )
+        self._turn_scope: anyio.CancelScope | None = None
+        self._current: Prompt | None = None
+        self._children = anyio.CapacityLimiter(services.max_children)
+        self.context = SessionContext(self)
+        self.ended = anyio.Event()
+
+    # -- the task -------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[Session] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open the files, serve the mailbox, write the final records.
+
+        Fails before ``started`` (so ``tg.start`` raises to the opener) if the
+        session cannot be created or opened.
+        """
+        status: EndStatus = "completed"
+        error: str | None = None
+        started = False
+        try:
+            await self._begin()
+            self._life.move(SessionState.IDLE)
+            task_status.started(Session(self))
+            started = True
+            async with self._mailbox:
+                async for message in self._mailbox:
+                    match message:
+                        case Prompt():
+                            await self._answer(message)
+                        case Close():
+                            status, error = message.status, message.error
+                            break
+                        case _:
+                            assert_never(message)
+        except anyio.get_cancelled_exc_class():
+            status = "cancelled"
+            raise
+        except Exception as exc:
+            status, error = "failed", _describe(exc)
+            if not started:
+                raise
+        finally:
+            self._send.close()
+            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                await self._end(status, error)
+            self._services.bus.unregister(self.id)
+            self.ended.set()
+
+    async def _begin(self) -> None:
+        store = self._services.store
+        if self._create is not None:
+            self._writer = await store.create(self.location, self._create)
+            self._services.bus.register(self.id, self._create.parent_id)
+            meta = self._create
+            await self.emit(
+                "session:start",
+                {
+                    "session_id": self.id,
+                    "agent": meta.agent,
+                    "profile": meta.profile,
+                    "parent_id": meta.parent_id,
+                    "root_id": meta.root_id,
+                    "depth": meta.depth,
+                    "cwd": meta.cwd,
+                    **meta.attributes,
+                },
+            )
+            return
+        # A failure from here on still ends the session through ``_end``.
+        self._writer, opened = await store.open(self.location)
+        meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
+        self._meta = meta
+        self._services.bus.register(self.id, meta.parent_id)
+        previous = meta.status
+        meta.status = "active"
+        meta.error = None
+        await self._write_metadata()
+        history = await self.context.history()
+        await self.emit(
+            "session:resume",
+            {
+                "messages": len(history),
+                "previous_status": previous,
+                "metadata_rebuilt": repaired,
+                "torn_lines_set_aside": [p.name for p in opened.torn],
+            },
+        )
+        await self._services.handler.on_resume(self.context)
+
+    async def _end(self, status: EndStatus, error: str | None) -> None:
+        if self._life.state is SessionState.ENDED:
+            return
+        if self._life.state is not SessionState.CLOSING:
+            self._life.move(SessionState.CLOSING)
+        writer = self._writer
+        if writer is not None:
+            try:
+                data: dict[str, Any] = {"status": status}
+                if error is not None:
+                    data["error"] = error
+                await self.emit("session:end", data)
+                if self._meta is not None:
+                    self._meta.status = status
+                    self._meta.error = error
+                    await self._write_metadata()
+            except PersistenceError:
+                pass  # the disk refused; closing still releases the session
+            finally:
+                await writer.close()
+        self._life.move(SessionState.ENDED)
+
+    # -- one turn -------------------------------------------------------------------
+
+    async def _answer(self, prompt: Prompt) -> None:
+        reply = prompt.reply
+        if reply.statistics().open_receive_streams == 0:
+            reply.close()  # whoever asked has given up waiting
+            return
+        meta = self._require_meta()
+        self._life.move(SessionState.RUNNING)
+        meta.turns += 1
+        number = meta.turns
+        outcome: Outcome = Cancelled()
+        try:
+            with anyio.CancelScope() as scope:
+                self._turn_scope, self._current = scope, prompt
+                try:
+                    for message in prompt.context:
+                        await self.record(message)
+                    await self.emit("prompt:submit", {"prompt": prompt.text, "turn": number})
+                    await self.record({"role": "user", "content": prompt.text})
+                    meta.last_prompt = prompt.text
+                    await self._write_metadata()
+                    text = await self._services.handler.run_turn(
+                        Turn(self.context, prompt.text, number)
+                    )
+                    outcome = Answered(reply=Reply(session_id=self.id, text=text, turn=number))
+                except Exception as exc:
+                    outcome = Failed(reason=_describe(exc))
+        finally:
+            self._turn_scope = self._current = None
+            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                await self._complete_turn(number, outcome)
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                reply.send_nowait(outcome)  # refused only if nobody is waiting any more
+            reply.close()
+        self._life.move(SessionState.IDLE)
+
+    async def _complete_turn(self, number: int, outcome: Outcome) -> None:
+        data: dict[str, Any] = {"turn": number, "status": _turn_status(outcome)}
+        if isinstance(outcome, Failed):
+            data["error"] = outcome.reason
+        try:
+            await self.emit("prompt:complete", data)
+            await self._write_metadata()
+        except PersistenceError:
+            pass  # the outcome still reaches the caller; the next write will report the disk
+
+    def cancel_turn(self, prompt: Prompt | None = None) -> None:
+        """Cancel the running turn (only if it answers ``prompt``, when given)."""
+        if self._turn_scope is not None and (prompt is None or self._current is prompt):
+            self._turn_scope.cancel()
+
+    async def ask(self, text: str, context: Sequence[Mapping[str, Any]] = ()) -> Outcome:
+        """Send a prompt and wait for its outcome. Cancelling the wait cancels the turn."""
+        if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
+            raise SessionClosed(self.id)
+        send, receive = anyio.create_memory_object_stream[Outcome](1)
+        prompt = Prompt(text=text, context=tuple(dict(m) for m in context), reply=send)
+        with receive:
+            try:
+                await self._send.send(prompt)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.close()
+                raise SessionClosed(self.id) from None
+            try:
+                return await receive.receive()
+            except anyio.EndOfStream:
+                raise RuntimeClosed(self.id, f"session {self.id} ended before answering") from None
+            except anyio.get_cancelled_exc_class():
+                self.cancel_turn(prompt)
+                raise
+
+    def close_mailbox(self, status: EndStatus = "completed", error: str | None = None) -> None:
+        """Ask the session to end after the messages already queued; never blocks."""
+        # A full or closed mailbox needs no Close: closing the stream ends
+        # the session after what is queued.
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+            self._send.send_nowait(Close(status=status, error=error))
+        self._send.close()
+
+    # -- records ----------------------------------------------------------------------
+
+    async def emit(self, event: str, data: Mapping[str, Any]) -> int:
+        writer = self._require_writer()
+        parent_id = self._meta.parent_id if self._meta is not None else None
+        stamp = await writer.append_event(event, dict(data), parent_id=parent_id)
+        return stamp.seq
+
+    async def record(self, message: Mapping[str, Any]) -> int:
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise ValueError("a message needs a 'role'")
+        stamp = await self._require_writer().append_message(dict(message))
+        if role in ("user", "assistant"):
+            self._require_meta().message_count += 1
+        return stamp.seq
+
+    async def _write_metadata(self) -> None:
+        meta = self._require_meta()
+        meta.updated = self._services.clock()
+        await self._require_writer().write_metadata(meta)
+
+    def _require_writer(self) -> SessionWriter:
+        if self._writer is None:
+            raise SessionClosed(self.id)
+        return self._writer
+
+    def _require_meta(self) -> SessionMetadata:
+        if self._meta is None:
+            raise SessionClosed(self.id)
+        return self._meta
+
+    @property
+    def metadata(self) -> SessionMetadata:
+        return self._require_meta()
+
+    @property
+    def state(self) -> SessionState:
+        return self._life.state
+
+    # -- delegation --------------------------------------------------------------------
+
+    async def delegate(self, request: Delegation) -> DelegationResult:
+        """Run ``request`` in a child session; never raises for the child's failure."""
+        async with self._children:
+            return await self._run_child(request)
+
+    async def _run_child(self, request: Delegation) -> DelegationResult:
+        meta = self._require_meta()
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        resuming = request.session_id is not None
+        child_id = request.session_id or new_child_id(self.id, request.agent)
+        location = SessionLocation(self.location.home, self.location.project, child_id)
+        await self.emit(
+            "delegate:start",
+            {
+                "child_id": child_id,
+                "agent": request.agent,
+                "instruction": request.instruction,
+                "resumed": resuming,
+            },
+        )
+        if not resuming:
+            # Written before the child exists: every child on disk is listed by its parent.
+            meta.children.append(child_id)
+            await self._write_metadata()
+        status: DelegationStatus = "cancelled"
+        response: str | None = None
+        error: str | None = None
+        try:
+            create = None if resuming else self._child_metadata(child_id, request.agent)
+            child = SessionActor(self._services, location, create=create)
+            async with anyio.create_task_group() as tg:
+                try:
+                    await tg.start(child.run)
+                except Exception as exc:
+                    status, error = "failed", _describe(exc)
+                else:
+                    status, response, error = await self._supervise(child, request, tg)
+        finally:
+            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                data: dict[str, Any] = {
+                    "child_id": child_id,
+                    "agent": request.agent,
+                    "status": status,
+                }
+                if error is not None:
+                    data["error"] = error
+                await self.emit("delegate:end", data)
+        return DelegationResult(
+            session_id=child_id, agent=request.agent, status=status, response=response, error=error
+        )
+
+    async def _supervise(
+        self, child: SessionActor, request: Delegation, tg: anyio.abc.TaskGroup
+    ) -> tuple[DelegationStatus, str | None, str | None]:
+        """Ask the child, then close it with the matching end status."""
+        status: DelegationStatus
+        response = error = None
+        end: EndStatus = "cancelled"
+        try:
+            with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
+                try:
+                    outcome: Outcome = await child.ask(request.instruction, request.context)
+                except (RuntimeClosed, SessionClosed) as exc:
+                    outcome = Failed(reason=str(exc))
+            if timer.cancelled_caught:
+                status, error = "timed_out", f"no answer within {request.timeout:g} s"
+            else:
+                match outcome:
+                    case Answered(reply=reply):
+                        status, response, end = "completed", reply.text, "completed"
+                    case Failed(reason=reason):
+                        status, error, end = "failed", reason, "failed"
+                    case Cancelled():
+                        status, error = "cancelled", "the child's turn was cancelled"
+                    case _:
+                        assert_never(outcome)
+        finally:
+            child.close_mailbox(end, error)
+        with anyio.move_on_after(CHILD_CLOSE_GRACE):
+            await child.ended.wait()
+        if not child.ended.is_set():
+            tg.cancel_scope.cancel()
+        return status, response, error
+
+    def _refusal(self, request: Delegation) -> DelegationResult | None:
+        meta = self._require_meta()
+        reason = None
+        if meta.depth + 1 > self._services.max_depth:
+            reason = f"delegation depth limit ({self._services.max_depth}) reached"
+        elif request.session_id is not None:
+            try:
+                validate_session_id(request.session_id)
+            except ValueError as exc:
+                reason = str(exc)
+            else:
+                if request.session_id not in meta.children:
+                    reason = f"{request.session_id} is not a sub-session of {self.id}"
+        if reason is None:
+            return None
+        return DelegationResult(
+            session_id=request.session_id or "",
+            agent=request.agent,
+            status="failed",
+            error=reason,
+        )
+
+    def _child_metadata(self, child_id: str, agent: str) -> SessionMetadata:
+        meta = self._require_meta()
+        now = self._services.clock()
+        return SessionMetadata(
+            session_id=child_id,
+            created=now,
+            updated=now,
+            cwd=meta.cwd,
+            project=meta.project,
+            agent=agent,
+            profile=meta.profile,
+            parent_id=self.id,
+            root_id=meta.root_id,
+            depth=meta.depth + 1,
+            attributes=dict(meta.attributes),
+        )
+
+
+def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
+    """The stored metadata, or metadata rebuilt from the event log if it is damaged."""
+    try:
+        return read_metadata(location), False
+    except CorruptSession as damage:
+        start = next((e for e in iter_events(location) if e.event == "session:start"), None)
+        if start is None:
+            raise CorruptSession(
+                location.session_id, f"{damage.reason}; no session:start to rebuild from"
+            ) from None
+        data = start.data
+        messages = sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
+        parent_id = data.get("parent_id")
+        return (
+            SessionMetadata(
+                session_id=location.session_id,
+                created=start.ts,
+                updated=start.ts,
+                cwd=str(data.get("cwd", "")),
+                project=location.project,
+                agent=str(data.get("agent", "default")),
+                profile=str(data["profile"]) if data.get("profile") else None,
+                parent_id=str(parent_id) if parent_id else None,
+                root_id=str(data.get("root_id") or location.session_id),
+                depth=depth if isinstance(depth := data.get("depth"), int) else 0,
+                message_count=messages,
+            ),
+            True,
+        )
+
+
+def _turn_status(outcome: Outcome) -> Literal["completed", "failed", "cancelled"]:
+    match outcome:
+        case Answered():
+            return "completed"
+        case Failed():
+            return "failed"
+        case Cancelled():
+            return "cancelled"
+        case _:
+            assert_never(outcome)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class SessionContext:
+    """What a turn handler may know and do about the session it serves."""
+
+    def __init__(self, actor: SessionActor) -> None:
+        self._actor = actor
+        self.state: dict[str, object] = {}
+        """Scratch space for the turn handler, kept while the session is open (not persisted)."""
+
+    @property
+    def id(self) -> str:
+        return self._actor.id
+
+    @property
+    def metadata(self) -> SessionMetadata:
+        """A copy of the session's current metadata."""
+        return self._actor.metadata.model_copy(deep=True)
+
+    @property
+    def agent(self) -> str:
+        return self._actor.metadata.agent
+
+    @property
+    def depth(self) -> int:
+        return self._actor.metadata.depth
+
+    @property
+    def location(self) -> SessionLocation:
+        return self._actor.location
+
+    async def history(self) -> list[dict[str, Any]]:
+        """The session's stored messages, oldest first (what resume restores)."""
+        await self._actor._services.store.flush()
+        records = await anyio.to_thread.run_sync(load_transcript, self._actor.location)
+        return [record.message() for record in records]
+
+    async def emit(self, event: str, data: Mapping[str, JsonValue]) -> int:
+        """Persist an event of this session; returns its ``seq`` once durable."""
+        return await self._actor.emit(event, data)
+
+    async def record(self, message: Mapping[str, Any]) -> int:
+        """Append a message (a mapping with ``role``) to the transcript; returns its ``seq``."""
+        return await self._actor.record(message)
+
+
+class Turn:
+    """One prompt being answered, as the turn handler sees it."""
+
+    def __init__(self, session: SessionContext, prompt: str, number: int) -> None:
+        self.session = session
+        self.prompt = prompt
+        self.number = number
+
+    async def emit(self, event: str, data: Mapping[str, JsonValue]) -> int:
+        """Persist an event; returns its ``seq`` once durable."""
+        return await self.session.emit(event, data)
+
+    async def record(self, message: Mapping[str, Any]) -> int:
+        """Append a message to the transcript as it happens; returns its ``seq``."""
+        return await self.session.record(message)
+
+    async def delegate(
+        self,
+        agent: str,
+        instruction: str,
+        *,
+        session_id: str | None = None,
+        context: Sequence[Mapping[str, Any]] = (),
+        timeout: float | None = None,  # noqa: ASYNC109 - bounds the child, which reports timed_out
+    ) -> DelegationResult:
+        """Run ``instruction`` in a child session of ``agent`` and wait for its result.
+
+        A child that fails, times out or is refused returns a result with
+        that status; only cancellation of this turn propagates.
+        """
+        request = Delegation(
+            agent=agent,
+            instruction=instruction,
+            session_id=session_id,
+            context=tuple(dict(m) for m in context),
+            timeout=timeout,
+        )
+        return await self.session._actor.delegate(request)
+
+    async def delegate_all(self, requests: Sequence[Delegation]) -> list[DelegationResult]:
+        """Run several delegations concurrently (within the session's child limit).
+
+        Results come back in the order of ``requests``.
+        """
+        results: list[DelegationResult | None] = [None] * len(requests)
+
+        async def run(index: int, request: Delegation) -> None:
+            results[index] = await self.session._actor.delegate(request)
+
+        async with anyio.create_task_group() as tg:
+            for index, request in enumerate(requests):
+                tg.start_soon(run, index, request)
+        return cast(list[DelegationResult], results)
+
+
+class Session:
+    """A handle on an open session: ask it, cancel its turn, subscribe to it, close it."""
+
+    def __init__(self, actor: SessionActor) -> None:
+        self._actor = actor
+
+    @property
+    def id(self) -> str:
+        return self._actor.id
+
+    @property
+    def metadata(self) -> SessionMetadata:
+        """A copy of the session's current metadata."""
+        return self._actor.metadata.model_copy(deep=True)
+
+    @property
+    def state(self) -> SessionState:
+        return self._actor.state
+
+    @property
+    def location(self) -> SessionLocation:
+        return self._actor.location
+
+    async def ask(self, prompt: str) -> Reply:
+        """Run one turn and return its answer.
+
+        Raises ``TurnFailed`` if the turn handler failed, ``TurnCancelled`` if
+        the turn was cancelled (``cancel``); the session goes on after both.
+        Cancelling the call cancels the turn.
+        """
+        outcome = await self._actor.ask(prompt)
+        match outcome:
+            case Answered(reply=reply):
+                return reply
+            case Failed(reason=reason):
+                raise TurnFailed(self.id, reason)
+            case Cancelled():
+                raise TurnCancelled(self.id)
+            case _:
+                assert_never(outcome)
+
+    def cancel(self) -> None:
+        """Cancel the running turn, if any; the session stays open. Never blocks."""
+        self._actor.cancel_turn()
+
+    def subscribe(self, *, tree: bool = True, buffer: int = 1024) -> Subscription:
+        """Events of this session (and, with ``tree``, its sub-sessions) as they are persisted."""
+        return self._actor._services.bus.subscribe(self.id, tree=tree, buffer=buffer)
+
+    async def close(self) -> None:
+        """End the session (``session:end`` status completed) and wait until it is written.
+
+        Idempotent. Waits for a running turn to finish first; ``cancel`` it
+        to end sooner.
+        """
+        self._actor.close_mailbox()
+        await self._actor.ended.wait()
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class()):
+            # Cancelled here: do not wait (that would block the cancellation);
+            # the session ends on its own with status cancelled.
+            self._actor.close_mailbox("cancelled")
+            return
+        await self.close()

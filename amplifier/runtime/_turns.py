@@ -1,0 +1,46 @@
+"""What runs inside a turn: the ``TurnHandler`` protocol, and the trivial handler.
+
+The runtime knows nothing of language models. A session hands each prompt
+to its Runtime's turn handler, which answers it through a ``Turn``: it can
+record messages, emit events and delegate to child sessions. The agent loop
+(``amplifier.agents``) is one such handler; ``EchoTurnHandler`` is another,
+for tests and for trying the runtime without any model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._session import SessionContext, Turn
+
+
+class TurnHandler(Protocol):
+    """Answers prompts for every session of a Runtime."""
+
+    async def on_resume(self, session: SessionContext) -> None:
+        """Called once when a stored session is loaded again, before its first turn.
+
+        The place to repair a turn that a crash cut off (DESIGN.md, Resume).
+        """
+
+    async def run_turn(self, turn: Turn) -> str:
+        """Answer ``turn.prompt``; return the final answer's text.
+
+        Record the assistant's messages with ``turn.record`` as they happen.
+        Raising fails the turn (the session goes on); cancellation is
+        delivered here as the backend's cancellation exception.
+        """
+        ...
+
+
+class EchoTurnHandler:
+    """Answers every prompt with ``echo: <prompt>``. Knows no model; never fails."""
+
+    async def on_resume(self, session: SessionContext) -> None:
+        return None
+
+    async def run_turn(self, turn: Turn) -> str:
+        text = f"echo: {turn.prompt}"
+        await turn.record({"role": "assistant", "content": text})
+        return text

@@ -1,0 +1,57 @@
+"""Test configuration: every async test runs on asyncio AND trio."""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BACKENDS = ("asyncio", "trio")
+
+
+@pytest.fixture(params=[pytest.param(name, id=name) for name in BACKENDS])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse a run in which some async test would not run on both backends."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for item in session.items:
+        function = getattr(item, "function", None)
+        if function is None or not inspect.iscoroutinefunction(function):
+            continue
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("anyio_backend") if callspec else None
+        base = item.nodeid.split("[")[0]
+        seen[base].add(str(backend))
+    missing = {name: BACKENDS_SET - found for name, found in seen.items() if found != BACKENDS_SET}
+    # A selection (-k, a single node id) may legitimately pick one backend.
+    if missing and not session.config.option.keyword and not _selected_by_id(session):
+        raise pytest.UsageError(f"async tests not run on both backends: {sorted(missing)}")
+
+
+BACKENDS_SET = set(BACKENDS)
+
+
+def _selected_by_id(session: pytest.Session) -> bool:
+    return any("[" in arg for arg in session.config.args)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh ``$AMPLIFIER_HOME`` for the test."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("AMPLIFIER_HOME", str(path))
+    yield path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project directory (the runtime's working directory)."""
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
