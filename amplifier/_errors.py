@@ -13,6 +13,9 @@ always a bad argument (a malformed session id, an unknown agent name).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class AmplifierError(Exception):
     """Root of the failures: the request was valid, carrying it out failed."""
@@ -20,3 +23,25 @@ class AmplifierError(Exception):
 
 class UsageError(ValueError):
     """Root of the misuses: the request itself is invalid."""
+
+
+@contextmanager
+def unwrap_single_error() -> Iterator[None]:
+    """Let a lone exception out of a task group as itself, not as a one-member group.
+
+    ``open_runtime`` and ``open_store`` run the caller's block inside a task
+    group; an error raised by that block (or by one task) should reach the
+    caller as the error it is, with its own traceback and cause.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        error = group.exceptions[0]
+        context = error.__context__
+        try:
+            raise error
+        finally:
+            error.__context__ = context
+            del error, group

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,12 +40,13 @@ def _selected_by_id(session: pytest.Session) -> bool:
     return any("[" in arg for arg in session.config.args)
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh ``$AMPLIFIER_HOME`` for the test."""
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``$AMPLIFIER_HOME`` for every test: no test touches the user's sessions."""
     path = tmp_path / "home"
     monkeypatch.setenv("AMPLIFIER_HOME", str(path))
-    yield path
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    return path
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def _root() -> None:
 
 @app.command()
 def run(
-    prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin if omitted.")] = None,
+    prompt: Annotated[str | None, typer.Argument(help="The prompt (default: stdin).")] = None,
     durability: Annotated[
         str, typer.Option(help="fsync (default), flush or none.", metavar="MODE")
     ] = "fsync",

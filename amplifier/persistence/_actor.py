@@ -42,6 +42,8 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
 
+from amplifier._errors import unwrap_single_error
+
 from ._exceptions import PersistenceError, SessionNotFound, StoreClosed, WriteFailed
 from ._files import (
     atomic_replace,
@@ -50,6 +52,7 @@ from ._files import (
     last_seq,
     metadata_seq,
     set_aside_torn_tail,
+    write_all,
 )
 from ._journal import FrameKind, Journal, RecoveryReport, encode_frame, recover_dead_journals
 from ._lock import FileLock
@@ -222,7 +225,10 @@ class _OpenFiles:
         self._fds: OrderedDict[Path, tuple[int, int]] = OrderedDict()
 
     def write(self, path: Path, data: bytes) -> tuple[Path, int, int]:
-        """Append ``data``; returns what rollback needs (path, descriptor, old length)."""
+        """Append ``data``; returns what rollback needs (path, descriptor, old length).
+
+        If the write fails part-way, the file is cut back before the error propagates.
+        """
         entry = self._fds.get(path)
         if entry is None:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -235,9 +241,12 @@ class _OpenFiles:
             self._fds.move_to_end(path)
         fd, size = entry
         undo = (path, fd, size)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        try:
+            write_all(fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.rollback(undo)
+            raise
         self._fds[path] = (fd, size + len(data))
         return undo
 
@@ -726,12 +735,13 @@ async def open_store(
     send, receive = anyio.create_memory_object_stream[Any](MAILBOX_SIZE)
     actor = PersistenceActor(home, durability, clock, receive)
     await anyio.to_thread.run_sync(actor.prepare)
-    async with anyio.create_task_group() as tg:
-        await tg.start(actor.run)
-        try:
-            yield Store(actor, send)
-        finally:
-            send.close()
-            with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-                await actor.stopped.wait()
-            actor.scope.cancel()
+    with unwrap_single_error():
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            try:
+                yield Store(actor, send)
+            finally:
+                send.close()
+                with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+                    await actor.stopped.wait()
+                actor.scope.cancel()

@@ -149,6 +149,13 @@ def last_seq(path: Path) -> int:
     return 0
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def metadata_seq(path: Path) -> int | None:
     """The ``seq`` stamped into a ``metadata.json``; None if it is missing or unreadable."""
     try:
@@ -163,7 +170,7 @@ def write_new_file(path: Path, data: bytes, *, sync: bool) -> None:
     """Create ``path`` owner-only with ``data`` (replacing nothing)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
     finally:

@@ -45,7 +45,14 @@ from enum import IntEnum
 from pathlib import Path
 
 from ._exceptions import InvalidSessionId, RecoveryWarning, SessionLocked
-from ._files import atomic_replace, fsync_dir, last_seq, metadata_seq, set_aside_torn_tail
+from ._files import (
+    atomic_replace,
+    fsync_dir,
+    last_seq,
+    metadata_seq,
+    set_aside_torn_tail,
+    write_all,
+)
 from ._lock import FileLock
 from ._paths import SessionLocation, ensure_private_dir, journal_root
 
@@ -139,7 +146,7 @@ class Journal:
         """Append ``data``; on failure the journal is cut back to where it was."""
         before = self.size
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         except OSError:
             self.truncate(before)
             raise
@@ -164,13 +171,6 @@ class Journal:
         with contextlib.suppress(OSError):
             fsync_dir(self.path.parent)
         os.close(self._fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 @dataclass(slots=True)
@@ -272,7 +272,7 @@ def _replay_session(location: SessionLocation, frames: list[Frame]) -> int:
         if missing:
             fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                _write_all(fd, b"".join(missing))
+                write_all(fd, b"".join(missing))
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from amplifier._errors import unwrap_single_error
 from amplifier.persistence import (
     Clock,
     Durability,
@@ -240,9 +241,10 @@ async def open_runtime(
             max_depth=max_depth,
             max_children=max_children,
         )
-        async with anyio.create_task_group() as tg:
-            runtime = Runtime(services, tg, cwd=directory, profile=profile)
-            try:
-                yield runtime
-            finally:
-                runtime._close()
+        with unwrap_single_error():
+            async with anyio.create_task_group() as tg:
+                runtime = Runtime(services, tg, cwd=directory, profile=profile)
+                try:
+                    yield runtime
+                finally:
+                    runtime._close()

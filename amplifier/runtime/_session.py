@@ -133,6 +133,7 @@ class SessionActor:
                 raise
         finally:
             self._send.close()
+            self._mailbox.close()
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                 await self._end(status, error)
             self._services.bus.unregister(self.id)

@@ -1,0 +1,144 @@
+"""Cancellation: a turn cut off by a deadline or a cancel scope leaves honest, resumable files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from amplifier import Delegation, Turn, TurnCancelled, open_runtime
+
+from .helpers import FnHandler, events, first, metadata, transcript
+
+
+class Hang:
+    """A turn that persists a 'working' event, says so, and then never finishes."""
+
+    def __init__(self, *, only: str | None = None) -> None:
+        self.working = anyio.Event()
+        self.only = only
+
+    async def __call__(self, turn: Turn) -> str:
+        if self.only is not None and turn.prompt != self.only:
+            return "quick"
+        await turn.emit("working", {})
+        self.working.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_cancelled_runtime_ends_the_session_cancelled(home: Path, project: Path) -> None:
+    """Cancelling everything mid-turn still writes prompt:complete and session:end as cancelled."""
+    hang = Hang()
+    ids: list[str] = []
+    with anyio.CancelScope() as scope:
+        async with open_runtime(cwd=project, handler=FnHandler(hang)) as rt:
+            session = await rt.open_session()
+            ids.append(session.id)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(session.ask, "long job")
+                await hang.working.wait()
+                scope.cancel()
+    (session_id,) = ids
+    log = events(home, session_id)
+    assert log[-2]["event"] == "prompt:complete"
+    assert log[-2]["data"]["status"] == "cancelled"
+    assert log[-1]["event"] == "session:end"
+    assert log[-1]["data"]["status"] == "cancelled"
+    assert metadata(home, session_id)["status"] == "cancelled"
+    assert [m["content"] for m in transcript(home, session_id)] == ["long job"]
+
+
+async def test_cancelled_session_resumes_with_its_history(home: Path, project: Path) -> None:
+    """After a cancelled run the session resumes, keeps its prompt, and answers again."""
+    hang = Hang()
+    with anyio.CancelScope() as scope:
+        async with open_runtime(cwd=project, handler=FnHandler(hang)) as rt:
+            session = await rt.open_session()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(session.ask, "long job")
+                await hang.working.wait()
+                scope.cancel()
+    async with open_runtime(cwd=project) as rt, rt.resume(session.id) as again:
+        reply = await again.ask("are you back?")
+    assert reply.text == "echo: are you back?"
+    assert [m["content"] for m in transcript(home, session.id)][:2] == ["long job", "are you back?"]
+    assert metadata(home, session.id)["status"] == "completed"
+    resumed = first(events(home, session.id), "session:resume")
+    assert resumed["data"]["previous_status"] == "cancelled"
+
+
+async def test_cancelled_runtime_with_children_keeps_the_causal_order(
+    home: Path, project: Path
+) -> None:
+    """Cancelling a parent with running children ends the children first, all as cancelled."""
+    ready = anyio.Event()
+    started = 0
+
+    async def work(turn: Turn) -> str:
+        nonlocal started
+        if turn.session.depth == 0:
+            await turn.delegate_all([Delegation(agent="explorer", instruction="x")] * 3)
+            return "unreachable"
+        started += 1
+        if started == 3:
+            ready.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    ids: list[str] = []
+    with anyio.CancelScope() as scope:
+        async with open_runtime(cwd=project, handler=FnHandler(work)) as rt:
+            session = await rt.open_session()
+            ids.append(session.id)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(session.ask, "fan out")
+                await ready.wait()
+                scope.cancel()
+    parent = events(home, ids[0])
+    children = metadata(home, ids[0])["children"]
+    assert len(children) == 3
+    for child in children:
+        end = events(home, child)[-1]
+        assert (end["event"], end["data"]["status"]) == ("session:end", "cancelled")
+        assert metadata(home, child)["status"] == "cancelled"
+        assert end["seq"] < first(parent, "delegate:end", child_id=child)["seq"]
+    assert parent[-1]["data"]["status"] == "cancelled"
+
+
+async def test_giving_up_on_an_ask_cancels_only_that_turn(home: Path, project: Path) -> None:
+    """A caller that stops waiting cancels the turn; the session answers the next prompt."""
+    hang = Hang(only="hang")
+    async with open_runtime(cwd=project, handler=FnHandler(hang)) as rt, rt.open_session() as s:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def stop_waiting() -> None:
+                    await hang.working.wait()
+                    scope.cancel()
+
+                tg.start_soon(stop_waiting)
+                await s.ask("hang")
+        assert (await s.ask("next")).text == "quick"
+    completed = [e["data"]["status"] for e in events(home, s.id) if e["event"] == "prompt:complete"]
+    assert completed == ["cancelled", "completed"]
+
+
+async def test_session_cancel_interrupts_the_turn_and_keeps_the_session(
+    home: Path, project: Path
+) -> None:
+    """Session.cancel() makes ask raise TurnCancelled; the session stays usable."""
+    hang = Hang(only="hang")
+    async with open_runtime(cwd=project, handler=FnHandler(hang)) as rt, rt.open_session() as s:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_soon() -> None:
+                await hang.working.wait()
+                s.cancel()
+
+            tg.start_soon(cancel_soon)
+            with pytest.raises(TurnCancelled):
+                await s.ask("hang")
+        assert (await s.ask("next")).text == "quick"
+    assert metadata(home, s.id)["status"] == "completed"

@@ -1,0 +1,286 @@
+"""Delegation: child sessions run inside their parent, concurrently, in one causal order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from amplifier import (
+    Delegation,
+    DelegationResult,
+    SessionState,
+    Turn,
+    TurnCancelled,
+    open_runtime,
+)
+from amplifier.runtime import is_child_id
+
+from .helpers import FnHandler, events, first, lines, metadata, session_dirs, transcript
+
+
+def _all_records(home: Path, session_id: str) -> list[dict[str, object]]:
+    folder = session_dirs(home)[session_id]
+    return lines(folder / "events.jsonl") + lines(folder / "transcript.jsonl")
+
+
+async def test_three_concurrent_children_share_one_causal_seq_order(
+    home: Path, project: Path
+) -> None:
+    """Parent + 3 concurrent children: one strictly increasing seq; children end before results."""
+    running = 0
+    peak = 0
+    all_started = anyio.Event()
+
+    async def work(turn: Turn) -> str:
+        nonlocal running, peak
+        if turn.session.depth == 0:
+            results = await turn.delegate_all(
+                [Delegation(agent="explorer", instruction=f"part {n}") for n in range(3)]
+            )
+            for result in results:
+                await turn.record({"role": "tool", "content": result.response})
+            return " | ".join(r.response or "" for r in results)
+        running += 1
+        peak = max(peak, running)
+        if running == 3:
+            all_started.set()
+        with anyio.fail_after(5):
+            await all_started.wait()  # only returns if all three children run at once
+        await turn.emit("note", {"child": turn.session.id})
+        running -= 1
+        return f"done {turn.prompt}"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        reply = await s.ask("split the work")
+    assert reply.text == "done part 0 | done part 1 | done part 2"
+    assert peak == 3
+
+    children = metadata(home, s.id)["children"]
+    assert len(children) == 3
+    seqs = [r["seq"] for sid in [s.id, *children] for r in _all_records(home, sid)]
+    assert len(seqs) == len(set(seqs)), "seq values repeat across sessions"
+    for sid in [s.id, *children]:
+        for name in ("events.jsonl", "transcript.jsonl"):
+            file_seqs = [r["seq"] for r in lines(session_dirs(home)[sid] / name)]
+            assert file_seqs == sorted(file_seqs)
+
+    parent_events = events(home, s.id)
+    for child in children:
+        child_events = events(home, child)
+        started = first(parent_events, "delegate:start", child_id=child)["seq"]
+        ended = first(parent_events, "delegate:end", child_id=child)["seq"]
+        assert started < first(child_events, "session:start")["seq"]
+        assert first(child_events, "session:end")["seq"] < ended
+        tool_results = [m for m in transcript(home, s.id) if m["role"] == "tool"]
+        assert all(ended < m["seq"] for m in tool_results)
+
+
+async def test_child_metadata_names_its_parent_root_and_depth(home: Path, project: Path) -> None:
+    """A sub-session has the documented id format and its lineage in metadata."""
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            return (await turn.delegate("Code Reviewer", "check")).session_id
+        return "ok"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        child_id = (await s.ask("go")).text
+    assert is_child_id(child_id)
+    assert child_id.startswith(s.id.split("-")[1] + "-")
+    assert child_id.endswith("_code-reviewer")
+    stored = metadata(home, child_id)
+    assert (stored["parent_id"], stored["root_id"], stored["depth"]) == (s.id, s.id, 1)
+    assert stored["agent"] == "Code Reviewer"
+    assert stored["status"] == "completed"
+    assert metadata(home, s.id)["children"] == [child_id]
+
+
+async def test_failing_child_returns_a_failed_result_and_the_parent_goes_on(
+    home: Path, project: Path
+) -> None:
+    """A child that raises gives the parent a failed result carrying the child's id."""
+    results: list[DelegationResult] = []
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            results.append(await turn.delegate("explorer", "crash please"))
+            results.append(await turn.delegate("explorer", "fine"))
+            return "parent finished"
+        if turn.prompt == "crash please":
+            raise ValueError("cannot read the file")
+        return "child ok"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        assert (await s.ask("go")).text == "parent finished"
+    failed, fine = results
+    assert failed.status == "failed"
+    assert "ValueError: cannot read the file" in (failed.error or "")
+    assert failed.exception is not None
+    assert failed.exception.session_id == failed.session_id
+    assert fine.ok
+    assert fine.response == "child ok"
+    assert metadata(home, failed.session_id)["status"] == "failed"
+    assert (
+        first(events(home, s.id), "delegate:end", child_id=failed.session_id)["data"]["status"]
+        == "failed"
+    )
+
+
+async def test_child_exceeding_its_timeout_is_cancelled_and_reported(
+    home: Path, project: Path
+) -> None:
+    """A child that takes too long ends as cancelled and the parent gets 'timed_out'."""
+    results: list[DelegationResult] = []
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            results.append(await turn.delegate("explorer", "hang", timeout=0.2))
+            return "parent finished"
+        await turn.emit("note", {"started": True})
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        with anyio.fail_after(10):
+            assert (await s.ask("go")).text == "parent finished"
+    (result,) = results
+    assert result.status == "timed_out"
+    child = events(home, result.session_id)
+    assert first(child, "prompt:complete")["data"]["status"] == "cancelled"
+    assert child[-1]["event"] == "session:end"
+    assert child[-1]["data"]["status"] == "cancelled"
+
+
+async def test_children_beyond_the_limit_wait_their_turn(project: Path) -> None:
+    """max_children bounds how many children of one session run at once."""
+    running = 0
+    peak = 0
+
+    async def work(turn: Turn) -> str:
+        nonlocal running, peak
+        if turn.session.depth == 0:
+            results = await turn.delegate_all(
+                [Delegation(agent="explorer", instruction=str(n)) for n in range(6)]
+            )
+            return ",".join(r.response or "?" for r in results)
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.01)
+        running -= 1
+        return turn.prompt
+
+    async with open_runtime(cwd=project, handler=FnHandler(work), max_children=2) as rt:
+        async with rt.open_session() as s:
+            assert (await s.ask("go")).text == "0,1,2,3,4,5"
+    assert peak == 2
+
+
+async def test_nested_delegation_and_the_depth_limit(home: Path, project: Path) -> None:
+    """Children may delegate again, down to max_depth; deeper requests are refused with a reason."""
+    seen: dict[int, DelegationResult] = {}
+
+    async def work(turn: Turn) -> str:
+        depth = turn.session.depth
+        result = await turn.delegate("worker", f"level {depth + 1}")
+        seen[depth] = result
+        return f"{depth}<{result.status}>"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work), max_depth=2) as rt:
+        async with rt.open_session() as s:
+            assert (await s.ask("go")).text == "0<completed>"
+    assert seen[1].ok
+    assert seen[2].status == "failed"
+    assert "depth limit (2)" in (seen[2].error or "")
+    grandchild = metadata(home, seen[1].session_id)
+    assert (grandchild["depth"], grandchild["root_id"]) == (2, s.id)
+
+
+async def test_cancelling_the_parent_turn_cancels_children_first(home: Path, project: Path) -> None:
+    """Cancelling a turn with children running ends the children, then the parent records it."""
+    children_running = anyio.Event()
+    count = 0
+
+    async def work(turn: Turn) -> str:
+        nonlocal count
+        if turn.session.depth == 0:
+            await turn.delegate_all([Delegation(agent="explorer", instruction="wait")] * 2)
+            return "unreachable"
+        count += 1
+        if count == 2:
+            children_running.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_ready() -> None:
+                await children_running.wait()
+                s.cancel()
+
+            tg.start_soon(cancel_when_ready)
+            with pytest.raises(TurnCancelled):
+                await s.ask("go")
+        assert s.state is SessionState.IDLE  # the session goes on after the cancelled turn
+    parent = events(home, s.id)
+    for child in metadata(home, s.id)["children"]:
+        child_end = events(home, child)[-1]
+        assert child_end["event"] == "session:end"
+        assert child_end["data"]["status"] == "cancelled"
+        parent_end = first(parent, "delegate:end", child_id=child)
+        assert parent_end["data"]["status"] == "cancelled"
+        assert child_end["seq"] < parent_end["seq"]
+    assert first(parent, "prompt:complete")["data"]["status"] == "cancelled"
+
+
+async def test_a_child_can_be_continued_later(home: Path, project: Path) -> None:
+    """delegate(..., session_id=) continues an earlier child with its history."""
+    results: list[DelegationResult] = []
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            if not results:
+                results.append(await turn.delegate("explorer", "remember 42"))
+            else:
+                results.append(
+                    await turn.delegate(
+                        "explorer", "what was it?", session_id=results[0].session_id
+                    )
+                )
+            return "ok"
+        history = await turn.session.history()
+        return " / ".join(m["content"] for m in history if m["role"] == "user")
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        await s.ask("first")
+        await s.ask("second")
+    assert results[1].session_id == results[0].session_id
+    assert results[1].response == "remember 42 / what was it?"
+    assert metadata(home, s.id)["children"] == [results[0].session_id]
+
+
+async def test_only_own_children_can_be_continued(project: Path) -> None:
+    """A session cannot take over another session's child (or any other session) by id."""
+    results: list[DelegationResult] = []
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            target = turn.prompt.removeprefix("steal ")
+            if target != turn.prompt:
+                results.append(await turn.delegate("explorer", "hi", session_id=target))
+            else:
+                results.append(await turn.delegate("explorer", "hi"))
+        return "ok"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt:
+        async with rt.open_session() as owner:
+            await owner.ask("make a child")
+        async with rt.open_session() as thief:
+            await thief.ask(f"steal {results[0].session_id}")
+            await thief.ask("steal ../../x")
+    assert results[1].status == "failed"
+    assert "is not a sub-session of" in (results[1].error or "")
+    assert results[2].status == "failed"
+    assert "invalid session id" in (results[2].error or "")

@@ -1,0 +1,280 @@
+"""The session store: records, seq, files on disk, torn lines, the journal, locks, full disks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+
+import amplifier.persistence._actor as actor_module
+from amplifier import RecoveryWarning, SessionLocked, WriteFailed
+from amplifier.persistence import (
+    SessionLocation,
+    SessionMetadata,
+    iter_events,
+    list_sessions,
+    load_transcript,
+    open_store,
+    read_metadata,
+)
+from amplifier.persistence._journal import MAGIC, FrameKind, encode_frame
+
+from .helpers import lines
+
+NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+
+
+def _meta(session_id: str, **extra: object) -> SessionMetadata:
+    return SessionMetadata(
+        session_id=session_id,
+        created=NOW,
+        updated=NOW,
+        cwd="/p",
+        project="-p",
+        agent="default",
+        root_id=session_id,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _where(home: Path, session_id: str) -> SessionLocation:
+    return SessionLocation(home, "-p", session_id)
+
+
+async def test_seq_is_strictly_increasing_across_sessions(home: Path) -> None:
+    """Records of different sessions, written concurrently, form one total order."""
+    async with open_store(home) as store:
+        writers = [await store.create(_where(home, f"s{i}"), _meta(f"s{i}")) for i in range(5)]
+        seqs: list[int] = []
+
+        async def write(index: int) -> None:
+            for n in range(20):
+                stamp = await writers[index].append_event("note", {"n": n}, parent_id=None)
+                seqs.append(stamp.seq)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(5):
+                tg.start_soon(write, index)
+        for writer in writers:
+            await writer.close()
+    assert len(set(seqs)) == len(seqs) == 100
+    for i in range(5):
+        written = [r["seq"] for r in lines(_where(home, f"s{i}").events)]
+        assert written == sorted(written)
+        assert len(written) == 20
+
+
+async def test_metadata_exists_before_any_record(home: Path) -> None:
+    """Creating a session writes metadata.json first, marked active."""
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"))
+        metadata = read_metadata(_where(home, "s1"))
+        assert metadata.status == "active"
+        assert metadata.session_id == "s1"
+        assert not _where(home, "s1").events.exists()
+        await writer.close()
+
+
+async def test_session_files_are_owner_only(home: Path) -> None:
+    """Transcripts may hold secrets: files are 0600 and folders 0700."""
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"))
+        await writer.append_event("note", {}, parent_id=None)
+        await writer.append_message({"role": "user", "content": "secret"})
+        await writer.close()
+    for path in [home, *home.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path} has mode {oct(mode)}"
+
+
+async def test_creating_an_existing_session_fails_and_keeps_it(home: Path) -> None:
+    """A second create with the same id is refused; the first session's files are untouched."""
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1", last_prompt="first"))
+        await writer.close()
+        with pytest.raises(FileExistsError):
+            await store.create(_where(home, "s1"), _meta("s1", last_prompt="second"))
+    assert read_metadata(_where(home, "s1")).last_prompt == "first"
+
+
+async def test_metadata_is_replaced_whole(home: Path) -> None:
+    """Each metadata write replaces the file atomically; no temporary files are left."""
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"))
+        for n in range(10):
+            await writer.write_metadata(_meta("s1", message_count=n))
+        await writer.close()
+    assert read_metadata(_where(home, "s1")).message_count == 9
+    assert sorted(p.name for p in _where(home, "s1").directory.iterdir()) == [
+        ".lock",
+        "metadata.json",
+    ]
+
+
+async def test_reader_skips_torn_last_line_without_touching_it(home: Path) -> None:
+    """A reader ignores a half-written last line and leaves the file as it is."""
+    location = await _session_with_events(home, 3)
+    with location.events.open("ab") as f:
+        f.write(b'{"version":1,"seq":99,"ts":"2026')
+    before = location.events.read_bytes()
+    assert [e.data["n"] for e in iter_events(location)] == [0, 1, 2]
+    assert location.events.read_bytes() == before
+
+
+async def test_open_sets_torn_last_line_aside_with_warning(home: Path) -> None:
+    """Opening a session for writing moves a torn fragment to a side file and says so."""
+    location = await _session_with_events(home, 3)
+    fragment = b'{"version":1,"seq":99,"ts":"2026'
+    with location.events.open("ab") as f:
+        f.write(fragment)
+    async with open_store(home) as store:
+        with pytest.warns(RecoveryWarning, match="moved to events.jsonl.torn-"):
+            writer, opened = await store.open(location)
+        await writer.append_event("after", {}, parent_id=None)
+        await writer.close()
+    assert [side.read_bytes() for side in opened.torn] == [fragment]
+    assert [r["event"] for r in lines(location.events)] == ["note"] * 3 + ["after"]
+
+
+async def test_damaged_middle_line_is_skipped_with_warning(home: Path) -> None:
+    """A corrupt line (a bit flip) costs that record only, and the reader says which line."""
+    location = await _session_with_events(home, 3)
+    data = location.events.read_bytes().split(b"\n")
+    data[1] = b"{garbage"
+    location.events.write_bytes(b"\n".join(data))
+    with pytest.warns(RecoveryWarning, match=r"skipped 1 damaged line\(s\) \(2\)"):
+        kept = [e.data["n"] for e in iter_events(location)]
+    assert kept == [0, 2]
+
+
+async def test_reopened_session_continues_above_its_last_seq(home: Path) -> None:
+    """A later runtime's records sort after the earlier ones within the session's files."""
+    location = await _session_with_events(home, 5)
+    last = lines(location.events)[-1]["seq"]
+    async with open_store(home) as store:
+        writer, opened = await store.open(location)
+        stamp = await writer.append_event("later", {}, parent_id=None)
+        await writer.close()
+    assert opened.last_seq >= last
+    assert stamp.seq > opened.last_seq
+
+
+async def test_two_runtimes_cannot_write_one_session(home: Path) -> None:
+    """A second opener gets an error naming who holds the session."""
+    location = await _session_with_events(home, 1)
+    async with open_store(home) as first, open_store(home) as second:
+        writer, _ = await first.open(location)
+        with pytest.raises(SessionLocked, match="in use by another runtime in this process"):
+            await second.open(location)
+        await writer.close()
+        writer, _ = await second.open(location)
+        await writer.close()
+
+
+async def test_journal_of_dead_runtime_is_replayed(home: Path) -> None:
+    """Records that reached the journal but not the session files are restored on start-up."""
+    location = await _session_with_events(home, 2)
+    have = lines(location.events)
+    last = have[-1]["seq"]
+    folder = location.relative.encode()
+    missing = [
+        orjson.dumps({**have[-1], "seq": last + n, "data": {"n": 100 + n}}) + b"\n" for n in (1, 2)
+    ]
+    message = (
+        orjson.dumps(
+            {"version": 1, "seq": last + 3, "ts": have[-1]["ts"], "role": "user", "content": "hi"}
+        )
+        + b"\n"
+    )
+    frames = [
+        encode_frame(have[0]["seq"], FrameKind.EVENT, folder, orjson.dumps(have[0]) + b"\n"),
+        *(
+            encode_frame(last + n, FrameKind.EVENT, folder, line)
+            for n, line in zip((1, 2), missing, strict=True)
+        ),
+        encode_frame(last + 3, FrameKind.MESSAGE, folder, message),
+    ]
+    journal = home / "journal" / "20261124T000000Z-1-dead.journal"
+    journal.parent.mkdir(mode=0o700, exist_ok=True)
+    journal.write_bytes(MAGIC + b"".join(frames) + b"\x05\x00\x00")  # a torn final frame
+    with pytest.warns(RecoveryWarning, match="restored 3 record"):
+        async with open_store(home) as store:
+            assert store.recovered.records == 3
+    assert [e.data["n"] for e in iter_events(location)] == [0, 1, 101, 102]
+    assert [m.message()["content"] for m in load_transcript(location)] == ["hi"]
+    assert not journal.exists()
+
+
+async def test_journal_of_live_runtime_is_left_alone(home: Path) -> None:
+    """Starting a second runtime on the same home never replays the first one's journal."""
+    async with open_store(home) as first:
+        writer = await first.create(_where(home, "s1"), _meta("s1"))
+        await writer.append_event("note", {}, parent_id=None)
+        journals = sorted((home / "journal").glob("*.journal"))
+        async with open_store(home) as second:
+            assert second.recovered.records == 0
+            assert set(journals) <= set((home / "journal").glob("*.journal"))
+        await writer.close()
+    assert not list((home / "journal").glob("*.journal"))
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush", "none"])
+async def test_every_durability_mode_writes_the_same_files(home: Path, durability: str) -> None:
+    """The durability mode changes when data is safe, never what ends up on disk."""
+    async with open_store(home, durability=durability) as store:  # type: ignore[arg-type]
+        writer = await store.create(_where(home, "s1"), _meta("s1"))
+        for n in range(50):
+            await writer.append_event("note", {"n": n}, parent_id=None)
+        await store.flush()
+        assert len(lines(_where(home, "s1").events)) == 50
+        await writer.close()
+    assert [r["data"]["n"] for r in lines(_where(home, "s1").events)] == list(range(50))
+    assert not list((home / "journal").glob("*"))
+
+
+async def test_full_disk_fails_the_batch_and_keeps_stored_records(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC mid-write: a clear error, no partial line; writing works again once space returns."""
+    location = await _session_with_events(home, 2)
+    before = location.events.read_bytes()
+
+    def half_then_full(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    async with open_store(home) as store:
+        writer, _ = await store.open(location)
+        monkeypatch.setattr(actor_module, "write_all", half_then_full)
+        with pytest.raises(WriteFailed, match="the disk is full"):
+            await writer.append_event("lost", {}, parent_id=None)
+        assert location.events.read_bytes() == before
+        monkeypatch.undo()
+        await writer.append_event("kept", {}, parent_id=None)
+        await writer.close()
+    assert [r["event"] for r in lines(location.events)] == ["note", "note", "kept"]
+
+
+async def test_listing_marks_damaged_metadata_and_shows_the_rest(home: Path) -> None:
+    """One session with broken metadata does not hide the others."""
+    await _session_with_events(home, 1, "good")
+    bad = await _session_with_events(home, 1, "bad")
+    bad.metadata.write_bytes(b'{"session_id": ')
+    rows = list_sessions(home, "-p")
+    assert [(r.session_id, r.status) for r in rows] == [("good", "interrupted"), ("bad", "damaged")]
+
+
+async def _session_with_events(home: Path, count: int, session_id: str = "s1") -> SessionLocation:
+    location = _where(home, session_id)
+    async with open_store(home) as store:
+        writer = await store.create(location, _meta(session_id))
+        for n in range(count):
+            await writer.append_event("note", {"n": n}, parent_id=None)
+        await writer.close()
+    return location

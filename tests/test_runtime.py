@@ -1,0 +1,264 @@
+"""Sessions through the Python API: open, ask, close, resume, observe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from amplifier import (
+    AmbiguousSessionId,
+    InvalidSessionId,
+    SessionClosed,
+    SessionLocked,
+    SessionNotFound,
+    Turn,
+    TurnFailed,
+    open_runtime,
+)
+
+from .helpers import FnHandler, events, metadata, names, transcript
+
+
+async def test_open_session_writes_identity_before_the_first_turn(
+    home: Path, project: Path
+) -> None:
+    """A new session is on disk (metadata, session:start) before it is asked anything."""
+    async with open_runtime(cwd=project, profile="dev") as rt:
+        session = await rt.open_session(agent="explorer")
+        stored = metadata(home, session.id)
+        assert stored["status"] == "active"
+        assert stored["agent"] == "explorer"
+        assert stored["profile"] == "dev"
+        assert stored["cwd"] == str(project)
+        assert names(events(home, session.id)) == ["session:start"]
+        assert (
+            home / "projects" / str(project).replace("/", "-") / "sessions" / session.id
+        ).is_dir()
+
+
+async def test_ask_returns_the_answer_and_persists_both_messages(home: Path, project: Path) -> None:
+    """A turn leaves the prompt and the answer in the transcript, and its events in the log."""
+    async with open_runtime(cwd=project) as rt, rt.open_session() as session:
+        reply = await session.ask("hello")
+    assert reply.text == "echo: hello"
+    assert reply.turn == 1
+    assert [(m["role"], m["content"]) for m in transcript(home, session.id)] == [
+        ("user", "hello"),
+        ("assistant", "echo: hello"),
+    ]
+    assert names(events(home, session.id)) == [
+        "session:start",
+        "prompt:submit",
+        "prompt:complete",
+        "session:end",
+    ]
+
+
+async def test_closing_a_session_marks_it_completed(home: Path, project: Path) -> None:
+    """Leaving the session's block writes session:end and the final metadata."""
+    async with open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("one")
+            await session.ask("two")
+        with pytest.raises(SessionClosed):
+            await session.ask("three")
+    stored = metadata(home, session.id)
+    assert stored["status"] == "completed"
+    assert stored["message_count"] == 4
+    assert stored["last_prompt"] == "two"
+    assert stored["turns"] == 2
+    assert events(home, session.id)[-1]["data"] == {"status": "completed"}
+
+
+async def test_sessions_left_open_end_with_the_runtime(home: Path, project: Path) -> None:
+    """A session opened without a block is closed, and durable, when the runtime exits."""
+    async with open_runtime(cwd=project) as rt:
+        session = await rt.open_session()
+        await session.ask("hi")
+    assert metadata(home, session.id)["status"] == "completed"
+
+
+async def test_resume_keeps_history_and_id(home: Path, project: Path) -> None:
+    """A resumed session has its old messages and goes on under the same id."""
+    seen: list[list[str]] = []
+
+    async def remember(turn: Turn) -> str:
+        seen.append([m["content"] for m in await turn.session.history()])
+        return "ok"
+
+    async with open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask("first")
+    handler = FnHandler(remember)
+    async with open_runtime(cwd=project, handler=handler) as rt, rt.resume(session.id) as again:
+        assert again.id == session.id
+        reply = await again.ask("second")
+    assert handler.resumed == [session.id]
+    assert reply.turn == 2
+    assert seen == [["first", "echo: first", "second"]]
+    resumed = [e for e in events(home, session.id) if e["event"] == "session:resume"]
+    assert resumed[0]["data"]["messages"] == 2
+    assert resumed[0]["data"]["previous_status"] == "completed"
+
+
+async def test_resume_accepts_a_unique_prefix(project: Path) -> None:
+    """Typing the start of an id is enough when it is unambiguous."""
+    async with open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("x")
+        async with rt.resume(session.id[:20]) as again:
+            assert again.id == session.id
+
+
+async def test_resume_with_ambiguous_prefix_lists_the_matches(project: Path) -> None:
+    """A prefix matching two sessions is refused with both ids named."""
+    async with open_runtime(cwd=project) as rt:
+        first = await rt.open_session()
+        second = await rt.open_session()
+        await first.close()
+        await second.close()
+        with pytest.raises(AmbiguousSessionId) as caught:
+            await rt.resume("2")
+    assert {first.id, second.id} <= set(caught.value.matches)
+
+
+async def test_resume_of_unknown_or_malformed_id_fails_clearly(project: Path) -> None:
+    """Unknown ids say 'not found' and point at --all; path tricks are refused outright."""
+    async with open_runtime(cwd=project) as rt:
+        with pytest.raises(SessionNotFound, match="session list --all"):
+            await rt.resume("20990101T000000Z-0000000000000000")
+        with pytest.raises(InvalidSessionId):
+            await rt.resume("../../etc")
+
+
+async def test_resume_finds_a_session_of_another_project(home: Path, tmp_path: Path) -> None:
+    """A session started in one directory can be resumed from another; it stays in its project."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    async with open_runtime(cwd=first) as rt, rt.open_session() as session:
+        await session.ask("in a")
+    async with open_runtime(cwd=second) as rt, rt.resume(session.id) as again:
+        await again.ask("from b")
+        assert again.location.project == str(first).replace("/", "-")
+    assert len(transcript(home, session.id)) == 4
+
+
+async def test_same_session_cannot_be_open_twice(project: Path) -> None:
+    """Opening a session another runtime holds fails and names the holder."""
+    async with open_runtime(cwd=project) as rt:
+        session = await rt.open_session()
+        async with open_runtime(cwd=project) as other:
+            with pytest.raises(SessionLocked, match="in use by"):
+                await other.resume(session.id)
+
+
+async def test_failed_turn_is_reported_and_the_session_goes_on(home: Path, project: Path) -> None:
+    """An error inside a turn reaches the caller; the next prompt still works."""
+
+    async def flaky(turn: Turn) -> str:
+        if turn.prompt == "boom":
+            raise RuntimeError("provider unavailable")
+        return "fine"
+
+    async with open_runtime(cwd=project, handler=FnHandler(flaky)) as rt, rt.open_session() as s:
+        with pytest.raises(TurnFailed, match="provider unavailable"):
+            await s.ask("boom")
+        assert (await s.ask("again")).text == "fine"
+    completed = [e["data"] for e in events(home, s.id) if e["event"] == "prompt:complete"]
+    assert completed[0]["status"] == "failed"
+    assert "RuntimeError: provider unavailable" in completed[0]["error"]
+    assert completed[1]["status"] == "completed"
+    assert metadata(home, s.id)["status"] == "completed"
+
+
+async def test_events_are_read_back_in_seq_order(project: Path) -> None:
+    """Runtime.events yields what was persisted, in seq order."""
+    async with open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            await session.ask("hi")
+        read = [e async for e in rt.events(session.id)]
+    assert next(e.event for e in read) == "session:start"
+    assert [e.seq for e in read] == sorted(e.seq for e in read)
+    assert read[-1].event == "session:end"
+
+
+async def test_subscriber_sees_events_as_they_are_persisted(project: Path) -> None:
+    """A subscription receives each event of the session once it is durable, in order."""
+    got: list[str] = []
+    async with open_runtime(cwd=project) as rt, rt.open_session() as session:
+        async with session.subscribe() as stream:
+            await session.ask("hi")
+            with anyio.fail_after(5):
+                async for event in stream:
+                    got.append(event.event)
+                    if event.event == "prompt:complete":
+                        break
+    assert got == ["prompt:submit", "prompt:complete"]
+
+
+async def test_slow_subscriber_is_cut_off_not_waited_for(project: Path) -> None:
+    """A subscriber that never reads does not hold sessions back; it learns it fell behind."""
+    from amplifier import SubscriberTooSlow
+
+    async def chatty(turn: Turn) -> str:
+        for n in range(20):
+            await turn.emit("note", {"n": n})
+        return "done"
+
+    async with open_runtime(cwd=project, handler=FnHandler(chatty)) as rt:
+        async with rt.open_session() as session, session.subscribe(buffer=5) as stream:
+            assert (await session.ask("go")).text == "done"
+            with pytest.raises(SubscriberTooSlow):
+                async for _ in stream:
+                    pass
+
+
+async def test_listing_shows_this_projects_sessions_newest_first(tmp_path: Path) -> None:
+    """sessions() lists this project's sessions; all_projects adds the others."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    async with open_runtime(cwd=first) as rt:
+        older = await rt.open_session()
+        await older.close()
+        newer = await rt.open_session()
+        await newer.close()
+    async with open_runtime(cwd=second) as rt:
+        elsewhere = await rt.open_session()
+        await elsewhere.close()
+        here = [row.session_id for row in await rt.sessions()]
+        everywhere = {row.session_id for row in await rt.sessions(all_projects=True)}
+    async with open_runtime(cwd=first) as rt:
+        mine = [row.session_id for row in await rt.sessions()]
+    assert here == [elsewhere.id]
+    assert everywhere == {older.id, newer.id, elsewhere.id}
+    assert mine == [newer.id, older.id]
+
+
+async def test_interrupted_session_lists_as_interrupted(home: Path, project: Path) -> None:
+    """A session whose process died while it was active is shown as interrupted, not active."""
+    async with open_runtime(cwd=project) as rt:
+        session = await rt.open_session()
+        listed = {row.session_id: row.status for row in await rt.sessions()}
+        assert listed[session.id] == "active"
+    path = next(home.glob(f"projects/*/sessions/{session.id}/metadata.json"))
+    path.write_text(path.read_text().replace('"completed"', '"active"'))
+    async with open_runtime(cwd=project) as rt:
+        listed = {row.session_id: row.status for row in await rt.sessions()}
+    assert listed[session.id] == "interrupted"
+
+
+async def test_damaged_metadata_is_rebuilt_on_resume(home: Path, project: Path) -> None:
+    """A session with unreadable metadata still resumes, and says it rebuilt it."""
+    async with open_runtime(cwd=project) as rt, rt.open_session(agent="reviewer") as session:
+        await session.ask("hi")
+    path = next(home.glob(f"projects/*/sessions/{session.id}/metadata.json"))
+    path.write_bytes(b"\x00\x01garbage")
+    async with open_runtime(cwd=project) as rt, rt.resume(session.id) as again:
+        assert again.metadata.agent == "reviewer"
+        assert again.metadata.message_count == 2
+    resumed = next(e for e in events(home, session.id) if e["event"] == "session:resume")
+    assert resumed["data"]["metadata_rebuilt"] is True
+    assert metadata(home, session.id)["agent"] == "reviewer"
