@@ -262,3 +262,15 @@ async def test_damaged_metadata_is_rebuilt_on_resume(home: Path, project: Path) 
     resumed = next(e for e in events(home, session.id) if e["event"] == "session:resume")
     assert resumed["data"]["metadata_rebuilt"] is True
     assert metadata(home, session.id)["agent"] == "reviewer"
+
+
+async def test_subscription_ends_when_its_session_ends(project: Path) -> None:
+    """Iterating a session's subscription stops after its session:end instead of hanging."""
+    async with open_runtime(cwd=project) as rt:
+        session = await rt.open_session()
+        async with session.subscribe() as stream:
+            await session.ask("hi")
+            await session.close()
+            with anyio.fail_after(5):
+                got = [event.event async for event in stream]
+    assert got == ["prompt:submit", "prompt:complete", "session:end"]

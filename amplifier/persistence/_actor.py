@@ -486,11 +486,11 @@ class PersistenceActor:
         if self._journal is not None:
             self._dirty.update(batch.lines)
             self._dirty.update(batch.documents)
+        closing = [r.location for r in batch.requests if isinstance(r, CloseSession)]
+        if closing:
+            self._close(closing)
         for index, request in enumerate(batch.requests):
-            if isinstance(request, CloseSession):
-                self._close(request.location)
-                batch.results[index] = None
-            elif isinstance(request, Flush):
+            if isinstance(request, CloseSession | Flush):
                 batch.results[index] = None
         if self._journal is not None and self._journal.size > CHECKPOINT_BYTES:
             self._checkpoint()
@@ -532,25 +532,32 @@ class PersistenceActor:
         self._held[location] = _Held(location, lock)
         return OpenedSession(last_seq=seen, torn=torn)
 
-    def _close(self, location: SessionLocation) -> None:
-        held = self._held.pop(location, None)
-        paths = (location.events, location.transcript, location.metadata)
+    def _close(self, locations: list[SessionLocation]) -> None:
+        """Release sessions; with a journal, first make their files independent of it."""
         if self._lazy:
             self._write_lazy_now()
-        for path in paths[:2]:
-            self._files.close(path)
-        if self._journal is not None:
+        folders: set[Path] = set()
+        for location in locations:
+            self._files.close(location.events)
+            self._files.close(location.transcript)
+            if self._journal is None:
+                continue
             # Once the lock is released another process may write here; the
             # files must not depend on our journal any more.
-            for path in paths:
+            for path in (location.events, location.transcript, location.metadata):
                 if path in self._dirty:
                     fsync_path(path)
                     self._dirty.discard(path)
-            for folder in (location.directory, location.directory.parent):
-                fsync_dir(folder)
-                self._dirty_dirs.discard(folder)
-        if held is not None:
-            held.lock.release()
+            folders.add(location.directory)
+            if location.directory.parent in self._dirty_dirs:
+                folders.add(location.directory.parent)
+        for folder in folders:  # a shared sessions/ folder is synced once per batch
+            fsync_dir(folder)
+            self._dirty_dirs.discard(folder)
+        for location in locations:
+            held = self._held.pop(location, None)
+            if held is not None:
+                held.lock.release()
 
     def _checkpoint(self) -> None:
         """Make every session file written since the last checkpoint durable; empty the journal."""

@@ -84,6 +84,9 @@ class Subscription:
             self._end()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._end()
+        else:
+            if record["event"] == "session:end" and record["session_id"] == self.session_id:
+                self._end()  # the subscribed session is over: iteration ends after this event
 
     def _end(self) -> None:
         self._send.close()

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from amplifier._errors import unwrap_single_error
 from amplifier.persistence import (
@@ -159,9 +159,17 @@ class Runtime:
     async def _start(self, actor: SessionActor) -> Session:
         if self._closed:
             raise RuntimeClosed(actor.id, "the runtime is closed")
-        session: Session = await self._tg.start(actor.run)
-        self._roots.add(actor)
+        session: Session = await self._tg.start(self._run_root, actor)
         return session
+
+    async def _run_root(
+        self, actor: SessionActor, *, task_status: TaskStatus[Session] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._roots.add(actor)
+        try:
+            await actor.run(task_status=task_status)
+        finally:
+            self._roots.discard(actor)
 
     async def find(self, id_or_prefix: str) -> SessionLocation:
         """Where the session with this id (or unique id prefix) is stored."""

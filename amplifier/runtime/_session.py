@@ -199,7 +199,8 @@ class SessionActor:
             except PersistenceError:
                 pass  # the disk refused; closing still releases the session
             finally:
-                await writer.close()
+                with contextlib.suppress(PersistenceError):
+                    await writer.close()
         self._life.move(SessionState.ENDED)
 
     # -- one turn -------------------------------------------------------------------
