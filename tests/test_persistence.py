@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 import amplifier.persistence._actor as actor_module
+import amplifier.persistence._journal as journal_module
 from amplifier import RecoveryWarning, SessionLocked, WriteFailed
 from amplifier.persistence import (
     SessionLocation,
@@ -23,7 +24,7 @@ from amplifier.persistence import (
     open_store,
     read_metadata,
 )
-from amplifier.persistence._journal import MAGIC, FrameKind, encode_frame
+from amplifier.persistence._journal import MAGIC, FrameKind, encode_batch, encode_entry
 
 from .helpers import lines
 
@@ -183,26 +184,28 @@ async def test_journal_of_dead_runtime_is_replayed(home: Path) -> None:
     have = lines(location.events)
     last = have[-1]["seq"]
     folder = location.relative.encode()
+
+    def event(seq: int, n: int) -> bytes:
+        return orjson.dumps({**have[-1], "seq": seq, "data": {"n": n}}) + b"\n"
+
+    message = {"version": 1, "seq": last + 3, "ts": have[-1]["ts"], "role": "user", "content": "hi"}
+    already = encode_entry(have[0]["seq"], FrameKind.EVENT, folder, orjson.dumps(have[0]) + b"\n")
     missing = [
-        orjson.dumps({**have[-1], "seq": last + n, "data": {"n": 100 + n}}) + b"\n" for n in (1, 2)
+        encode_entry(last + 1, FrameKind.EVENT, folder, event(last + 1, 101)),
+        encode_entry(last + 2, FrameKind.EVENT, folder, event(last + 2, 102)),
+        encode_entry(last + 3, FrameKind.MESSAGE, folder, orjson.dumps(message) + b"\n"),
     ]
-    message = (
-        orjson.dumps(
-            {"version": 1, "seq": last + 3, "ts": have[-1]["ts"], "role": "user", "content": "hi"}
-        )
-        + b"\n"
-    )
-    frames = [
-        encode_frame(have[0]["seq"], FrameKind.EVENT, folder, orjson.dumps(have[0]) + b"\n"),
-        *(
-            encode_frame(last + n, FrameKind.EVENT, folder, line)
-            for n, line in zip((1, 2), missing, strict=True)
-        ),
-        encode_frame(last + 3, FrameKind.MESSAGE, folder, message),
-    ]
+    stale = encode_batch(1, encode_entry(1, FrameKind.EVENT, folder, event(1, 666)))
+    torn = encode_batch(last + 9, encode_entry(last + 9, FrameKind.EVENT, folder, event(1, 777)))
     journal = home / "journal" / "20261124T000000Z-1-dead.journal"
     journal.parent.mkdir(mode=0o700, exist_ok=True)
-    journal.write_bytes(MAGIC + b"".join(frames) + b"\x05\x00\x00")  # a torn final frame
+    journal.write_bytes(
+        MAGIC
+        + encode_batch(have[0]["seq"], already)
+        + encode_batch(last + 1, b"".join(missing))
+        + stale  # left beyond the end by a reset: its seq is not above the last one
+        + torn[:-5]
+    )
     with pytest.warns(RecoveryWarning, match="restored 3 record"):
         async with open_store(home) as store:
             assert store.recovered.records == 3
@@ -238,20 +241,20 @@ async def test_every_durability_mode_writes_the_same_files(home: Path, durabilit
     assert not list((home / "journal").glob("*"))
 
 
-async def test_full_disk_fails_the_batch_and_keeps_stored_records(
+def _half_then_full(fd: int, data: bytes) -> None:
+    os.write(fd, data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+async def test_full_disk_fails_a_flushed_batch_and_keeps_stored_records(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ENOSPC mid-write: a clear error, no partial line; writing works again once space returns."""
+    """Durability flush, ENOSPC mid-write: a clear error, no partial line, and it works again."""
     location = await _session_with_events(home, 2)
     before = location.events.read_bytes()
-
-    def half_then_full(fd: int, data: bytes) -> None:
-        os.write(fd, data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    async with open_store(home) as store:
+    async with open_store(home, durability="flush") as store:
         writer, _ = await store.open(location)
-        monkeypatch.setattr(actor_module, "write_all", half_then_full)
+        monkeypatch.setattr(actor_module, "write_all", _half_then_full)
         with pytest.raises(WriteFailed, match="the disk is full"):
             await writer.append_event("lost", {}, parent_id=None)
         assert location.events.read_bytes() == before
@@ -259,6 +262,47 @@ async def test_full_disk_fails_the_batch_and_keeps_stored_records(
         await writer.append_event("kept", {}, parent_id=None)
         await writer.close()
     assert [r["event"] for r in lines(location.events)] == ["note", "note", "kept"]
+
+
+async def test_full_disk_refuses_records_the_journal_cannot_take(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durability fsync, the journal write fails: nothing is acknowledged, nothing is stored."""
+    location = await _session_with_events(home, 2)
+
+    def full(self: object, batch: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    async with open_store(home) as store:
+        writer, _ = await store.open(location)
+        monkeypatch.setattr(journal_module.Journal, "append", full)
+        with pytest.raises(WriteFailed, match="the disk is full"):
+            await writer.append_event("lost", {}, parent_id=None)
+        monkeypatch.undo()
+        await writer.append_event("kept", {}, parent_id=None)
+        await writer.close()
+    assert [r["event"] for r in lines(location.events)] == ["note", "note", "kept"]
+
+
+async def test_full_disk_behind_the_journal_loses_nothing_acknowledged(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durability fsync, the session file write fails: the record is safe, flush says why, and
+    it lands exactly once when space returns."""
+    location = await _session_with_events(home, 2)
+    before = location.events.read_bytes()
+    async with open_store(home) as store:
+        writer, _ = await store.open(location)
+        monkeypatch.setattr(actor_module, "write_all", _half_then_full)
+        stamp = await writer.append_event("safe", {}, parent_id=None)
+        with pytest.raises(WriteFailed, match="the disk is full"):
+            await store.flush()
+        assert location.events.read_bytes() == before
+        monkeypatch.undo()
+        await store.flush()
+        await writer.close()
+    written = lines(location.events)
+    assert [(r["event"], r["seq"]) for r in written[2:]] == [("safe", stamp.seq)]
 
 
 async def test_listing_marks_damaged_metadata_and_shows_the_rest(home: Path) -> None:

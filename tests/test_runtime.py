@@ -32,7 +32,7 @@ async def test_open_session_writes_identity_before_the_first_turn(
         assert stored["agent"] == "explorer"
         assert stored["profile"] == "dev"
         assert stored["cwd"] == str(project)
-        assert names(events(home, session.id)) == ["session:start"]
+        assert [e.event async for e in rt.events(session.id)] == ["session:start"]
         assert (
             home / "projects" / str(project).replace("/", "-") / "sessions" / session.id
         ).is_dir()

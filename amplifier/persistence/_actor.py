@@ -9,17 +9,27 @@ Rule 3: a request is acknowledged only after its whole batch is durable
         acknowledgement before it goes on, so anything that happens because
         of a record (a child's ``session:start`` after its parent's
         ``delegate:start``; a parent's ``delegate:end`` after its child's
-        ``session:end``) is written in a later batch: causality is the
-        order of batches.
-Rule 4: a batch succeeds or fails as a whole. If the disk refuses any write,
-        every file touched by the batch (and the journal) is cut back to
-        its length before the batch and every request in it fails with
-        ``WriteFailed``; what was stored before stays intact.
+        ``session:end``) is committed in a later batch: causality is the
+        order of batches, and the journal (or, without one, the files)
+        holds batches in that order.
+Rule 4: a batch succeeds or fails as a whole. If the disk refuses a write,
+        every request of the batch fails with ``WriteFailed`` and nothing
+        of it counts: files are cut back to their length before the batch.
 
 Group commit: the actor takes one request, then every request already
-waiting, and commits them together: one journal write + one ``fdatasync``
-(durability ``fsync``), then the per-session files, all in one call to its
-worker thread. See ``_journal`` for why one journal per Runtime.
+waiting, and commits them together. What "committed" means depends on the
+durability:
+
+    fsync   the batch goes into the journal with one fdatasync (in the worker
+            thread); the session files are written behind it, coalesced,
+            within ``WRITE_BEHIND_DELAY`` (see ``_journal`` for why)
+    flush   the batch is written to the session files (worker thread)
+    none    the batch is buffered and written behind, like fsync, without
+            the journal
+
+A batch that creates, opens or closes a session, or asks for a flush,
+brings every session file fully up to date before it is answered, so
+readers and other processes see everything once such a request returns.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import contextlib
 import errno
 import math
 import os
+import secrets
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -38,7 +50,7 @@ from typing import Annotated, Any, Literal, assert_never
 
 import anyio
 import orjson
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,25 +65,35 @@ from ._files import (
     metadata_seq,
     set_aside_torn_tail,
     write_all,
+    write_new_file,
 )
-from ._journal import FrameKind, Journal, RecoveryReport, encode_frame, recover_dead_journals
-from ._lock import FileLock
-from ._paths import SessionLocation, ensure_private_dir
+from ._journal import (
+    FrameKind,
+    Journal,
+    RecoveryReport,
+    encode_batch,
+    encode_entry,
+    recover_dead_journals,
+)
+from ._lock import FileLock, is_locked
+from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir
 from ._records import SCHEMA_VERSION, Durability, SessionMetadata, format_ts, utc_now
 
 Clock = Callable[[], datetime]
 """Wall-clock time for record stamps; tests pass a fake one."""
 
-Stream = Literal["events", "transcript"]
-
 MAILBOX_SIZE = 4096
 OPEN_FILE_LIMIT = 256
 """Transcript/event files kept open at once; older ones are closed and reopened on demand."""
-CHECKPOINT_BYTES = 32 * 1024 * 1024
+CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Journal size that triggers a checkpoint (fsync the session files, empty the journal)."""
-LAZY_WRITE_BYTES = 256 * 1024
-LAZY_WRITE_DELAY = 0.05
-"""Durability ``none``: buffered records reach the OS at least this often (seconds)."""
+WRITE_BEHIND_BYTES = 1024 * 1024
+WRITE_BEHIND_DELAY = 0.05
+"""Seconds (at most) between a record's acknowledgement and its line in the session file."""
+STAGING = ".staging"
+"""Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
+STAGING_GRACE = 60.0
+"""Seconds before an unlocked half-built folder counts as left behind by a crash."""
 SHUTDOWN_GRACE = 10.0
 """How long closing the store waits for outstanding writers before it stops the actor."""
 
@@ -104,29 +126,42 @@ Must not block; the runtime uses it to feed in-process subscribers.
 
 
 class _Reply:
-    """A one-shot answer from the actor to the task that sent a request."""
+    """The slot a request's answer is put in; ``_Acks`` tells when to look."""
 
-    __slots__ = ("_done", "error", "value")
+    __slots__ = ("done", "error", "value")
 
     def __init__(self) -> None:
-        self._done = anyio.Event()
+        self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
 
-    def resolve(self, value: Any) -> None:
-        self.value = value
-        self._done.set()
 
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self._done.set()
+class _Acks:
+    """Tells waiting senders that a batch was answered: one event per commit.
 
-    async def wait(self) -> Any:
-        """Wait for the answer. Checkpoint; cancelling the wait does not undo the request."""
-        await self._done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
+    One event per request would cost more than the rest of a record's path
+    together; instead every sender waits on the current commit's event and
+    looks at its own ``_Reply`` when it fires. A request answered by this
+    commit is done; one that arrived too late for it waits for the next.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    async def wait(self, reply: _Reply) -> Any:
+        """Wait for ``reply``'s answer. Checkpoint; cancelling does not undo the request."""
+        while not reply.done:
+            await self._event.wait()
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    def announce(self) -> None:
+        """Wake every waiter; called after a commit filled its replies."""
+        event, self._event = self._event, anyio.Event()
+        event.set()
 
 
 class _Request(BaseModel):
@@ -150,20 +185,30 @@ class OpenSession(_Request):
     location: SessionLocation
 
 
-class AppendRecord(_Request):
-    """Append one record (without ``version``/``seq``/``ts``, stamped here) to a session file."""
+class AppendEvent(_Request):
+    """Append one event to a session's ``events.jsonl`` (stamped here)."""
 
-    kind: Literal["append"] = "append"
-    location: SessionLocation
-    stream: Stream
-    record: dict[str, Any]
+    kind: Literal["event"] = "event"
+    handle: int
+    session_id: str
+    parent_id: str | None
+    event: str
+    data: dict[str, Any]
+
+
+class AppendMessage(_Request):
+    """Append one message to a session's ``transcript.jsonl`` (stamped here)."""
+
+    kind: Literal["message"] = "message"
+    handle: int
+    message: dict[str, Any]
 
 
 class WriteMetadata(_Request):
     """Replace a session's ``metadata.json`` (atomically)."""
 
     kind: Literal["metadata"] = "metadata"
-    location: SessionLocation
+    handle: int
     metadata: dict[str, Any]
 
 
@@ -171,17 +216,23 @@ class CloseSession(_Request):
     """Make the session's files durable, close them and release its lock."""
 
     kind: Literal["close"] = "close"
-    location: SessionLocation
+    handle: int
 
 
 class Flush(_Request):
-    """Barrier: answered once everything sent before it is written to the OS."""
+    """Barrier: answered once everything sent before it is in the session files."""
 
     kind: Literal["flush"] = "flush"
 
 
 Request = Annotated[
-    CreateSession | OpenSession | AppendRecord | WriteMetadata | CloseSession | Flush,
+    CreateSession
+    | OpenSession
+    | AppendEvent
+    | AppendMessage
+    | WriteMetadata
+    | CloseSession
+    | Flush,
     Field(discriminator="kind"),
 ]
 
@@ -194,13 +245,41 @@ class _Held:
     lock: FileLock
     events: Path = field(init=False)
     transcript: Path = field(init=False)
+    metadata: Path = field(init=False)
     folder: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         # Computed once: building paths per record would dominate the hot path.
         self.events = self.location.events
         self.transcript = self.location.transcript
+        self.metadata = self.location.metadata
         self.folder = self.location.relative.encode()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Lines and metadata documents not yet in the session files."""
+
+    lines: dict[Path, list[bytes]] = field(default_factory=dict)
+    newest: dict[Path, int] = field(default_factory=dict)
+    """The highest seq among each file's pending lines."""
+    documents: dict[Path, bytes] = field(default_factory=dict)
+    size: int = 0
+
+    def append(self, path: Path, line: bytes, seq: int) -> None:
+        self.lines.setdefault(path, []).append(line)
+        self.newest[path] = seq
+        self.size += len(line)
+
+    def add(self, other: _Pending) -> None:
+        for path, lines in other.lines.items():
+            self.lines.setdefault(path, []).extend(lines)
+            self.newest[path] = max(self.newest.get(path, 0), other.newest[path])
+        self.documents.update(other.documents)
+        self.size += other.size
+
+    def __bool__(self) -> bool:
+        return bool(self.lines or self.documents)
 
 
 @dataclass(slots=True)
@@ -208,13 +287,21 @@ class _Batch:
     """One group commit: what to write where, and whom to answer."""
 
     requests: list[Any]
-    journal: list[tuple[int, bytes]] = field(default_factory=list)
-    """Frames, each with the index of the request it belongs to."""
-    lines: dict[Path, list[bytes]] = field(default_factory=dict)
-    documents: dict[Path, bytes] = field(default_factory=dict)
+    records: _Pending = field(default_factory=_Pending)
+    """Appended lines and metadata updates of sessions already open."""
+    entries: list[bytes] = field(default_factory=list)
+    """The records as journal entries (durability fsync), in seq order."""
+    first_seq: int = 0
+    created: dict[int, tuple[bytes, Stamp]] = field(default_factory=dict)
+    """New sessions' first metadata, by request index."""
     events: list[dict[str, Any]] = field(default_factory=list)
     results: dict[int, Any] = field(default_factory=dict)
     """Answers by request index; an exception value fails that request."""
+    controls: bool = False
+    """The batch creates, opens or closes a session or asks for a flush."""
+
+
+_CONTROLS = (CreateSession, OpenSession, CloseSession, Flush)
 
 
 class _OpenFiles:
@@ -224,11 +311,8 @@ class _OpenFiles:
         self._limit = limit
         self._fds: OrderedDict[Path, tuple[int, int]] = OrderedDict()
 
-    def write(self, path: Path, data: bytes) -> tuple[Path, int, int]:
-        """Append ``data``; returns what rollback needs (path, descriptor, old length).
-
-        If the write fails part-way, the file is cut back before the error propagates.
-        """
+    def write(self, path: Path, data: bytes) -> None:
+        """Append ``data``; if the write fails part-way, cut the file back first."""
         entry = self._fds.get(path)
         if entry is None:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -240,21 +324,32 @@ class _OpenFiles:
         else:
             self._fds.move_to_end(path)
         fd, size = entry
-        undo = (path, fd, size)
         try:
             write_all(fd, data)
         except OSError:
             with contextlib.suppress(OSError):
-                self.rollback(undo)
+                os.ftruncate(fd, size)
             raise
         self._fds[path] = (fd, size + len(data))
-        return undo
 
-    def rollback(self, undo: tuple[Path, int, int]) -> None:
-        path, fd, size = undo
-        os.ftruncate(fd, size)
-        if path in self._fds:
-            self._fds[path] = (fd, size)
+    def length(self, path: Path) -> int:
+        """The file's length as this cache knows it (opening it if needed)."""
+        entry = self._fds.get(path)
+        if entry is not None:
+            return entry[1]
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def truncate(self, path: Path, length: int) -> None:
+        """Cut a file back to ``length`` (undoing appends of a failed batch)."""
+        entry = self._fds.get(path)
+        if entry is not None:
+            os.ftruncate(entry[0], length)
+            self._fds[path] = (entry[0], length)
+        else:
+            os.truncate(path, length)
 
     def close(self, path: Path) -> None:
         entry = self._fds.pop(path, None)
@@ -286,16 +381,24 @@ class PersistenceActor:
         self._clock = clock
         self._receive = receive
         self._seq = 0
-        self._held: dict[SessionLocation, _Held] = {}
+        self._handles = 0
+        self._held: dict[int, _Held] = {}
         self._files = _OpenFiles(OPEN_FILE_LIMIT)
         self._journal: Journal | None = None
+        self._behind = _Pending()
+        """Acknowledged, not yet in the session files (durability fsync or none)."""
+        self._behind_since = math.inf
+        self._writing = False
+        """A write-behind task is running (at most one at a time)."""
+        self._files_lock = anyio.Lock()
+        """Held around every worker-thread call that touches the session files."""
+        self._tasks: TaskGroup | None = None
         self._dirty: set[Path] = set()
+        """Written since the last checkpoint, not yet fsynced (durability fsync)."""
         self._dirty_dirs: set[Path] = set()
-        self._lazy: dict[Path, list[bytes]] = {}
-        self._lazy_bytes = 0
-        self._lazy_since = math.inf
         self._broken: BaseException | None = None
         self.listeners: list[CommitListener] = []
+        self.acks = _Acks()
         self.recovered = RecoveryReport()
         self.scope = anyio.CancelScope(shield=True)
         self.stopped = anyio.Event()
@@ -318,9 +421,13 @@ class PersistenceActor:
         """
         try:
             with self.scope:
-                task_status.started()
-                async with self._receive:
-                    await self._serve()
+                async with anyio.create_task_group() as tasks:
+                    self._tasks = tasks
+                    task_status.started()
+                    async with self._receive:
+                        await self._serve()
+                    # Stop retrying a failed write-behind; _shutdown writes the rest.
+                    tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._shutdown)
@@ -329,17 +436,8 @@ class PersistenceActor:
     async def _serve(self) -> None:
         receive = self._receive
         while True:
-            first: Any = None
             try:
-                if self._lazy:
-                    wait = max(0.0, self._lazy_since + LAZY_WRITE_DELAY - anyio.current_time())
-                    with anyio.move_on_after(wait):
-                        first = await receive.receive()
-                    if first is None:
-                        await self._write_lazy()
-                        continue
-                else:
-                    first = await receive.receive()
+                first = await receive.receive()
             except anyio.EndOfStream:
                 return
             requests = [first]
@@ -351,14 +449,17 @@ class PersistenceActor:
             await self._commit(requests)
 
     def _shutdown(self) -> None:
-        """Blocking: write what is buffered, make it durable, let go of every file."""
+        """Blocking: write what is behind, make it durable, let go of every file."""
         try:
-            if self._lazy:
-                self._write_lazy_now()
+            self._write_files(self._behind)
             if self._journal is not None:
                 self._checkpoint()
                 self._journal.remove()
                 self._journal = None
+        except OSError:
+            # The journal still holds what the files lack; the next Runtime replays it.
+            if self._journal is not None:
+                self._journal.abandon()
         finally:
             self._files.close_all()
             for held in self._held.values():
@@ -368,144 +469,317 @@ class PersistenceActor:
     # -- one group commit -------------------------------------------------------
 
     async def _commit(self, requests: list[Any]) -> None:
+        batch = self._stamp(requests)
+        if batch.records:
+            failure = self._broken
+            if failure is None:
+                try:
+                    await self._commit_records(batch)
+                except OSError as exc:
+                    failure = _write_failed(exc)
+            if failure is not None:
+                for index, request in enumerate(requests):
+                    if not isinstance(request, _CONTROLS):
+                        batch.results[index] = failure
+                batch.events.clear()
+        if batch.controls:
+            async with self._files_lock:
+                await anyio.to_thread.run_sync(self._run_controls, batch)
+            if not self._behind:
+                self._behind_since = math.inf
+        self._answer(batch)
+        if self._journal is not None and self._journal.size > CHECKPOINT_BYTES:
+            async with self._files_lock:
+                with contextlib.suppress(OSError):  # the files are retried; so is this
+                    await anyio.to_thread.run_sync(self._checkpoint_all)
+
+    async def _commit_records(self, batch: _Batch) -> None:
+        """Make the batch's records durable as the durability says (Rule 4: all or none)."""
+        records = batch.records
+        if self.durability == "flush":
+            async with self._files_lock:
+                await anyio.to_thread.run_sync(self._write_now, records)
+            return
+        if self._journal is not None and batch.entries:
+            body = b"".join(batch.entries)
+            await anyio.to_thread.run_sync(
+                self._journal.append, encode_batch(batch.first_seq, body)
+            )
+        self._defer(records)
+
+    def _stamp(self, requests: list[Any]) -> _Batch:
+        """Give every record its seq and its line; nothing is written yet."""
         batch = _Batch(requests)
         ts = format_ts(self._clock())
-        controls = False
+        journaling = self._journal is not None
+        records = batch.records
         for index, request in enumerate(requests):
             match request:
-                case AppendRecord():
-                    held = self._held.get(request.location)
+                case AppendEvent():
+                    held = self._held.get(request.handle)
                     if held is None:
-                        batch.results[index] = _not_open(request.location)
+                        batch.results[index] = _not_open()
+                        continue
+                    self._seq += 1
+                    record = {
+                        "version": SCHEMA_VERSION,
+                        "seq": self._seq,
+                        "ts": ts,
+                        "session_id": request.session_id,
+                        "parent_id": request.parent_id,
+                        "event": request.event,
+                        "data": request.data,
+                    }
+                    line = orjson.dumps(record, option=_LINE)
+                    records.append(held.events, line, self._seq)
+                    if journaling:
+                        batch.entries.append(
+                            encode_entry(self._seq, FrameKind.EVENT, held.folder, line)
+                        )
+                    batch.events.append(record)
+                    batch.results[index] = Stamp(self._seq, ts)
+                case AppendMessage():
+                    held = self._held.get(request.handle)
+                    if held is None:
+                        batch.results[index] = _not_open()
                         continue
                     self._seq += 1
                     record = {"version": SCHEMA_VERSION, "seq": self._seq, "ts": ts}
-                    record.update(request.record)
+                    record.update(request.message)
                     line = orjson.dumps(record, option=_LINE)
-                    events = request.stream == "events"
-                    path = held.events if events else held.transcript
-                    batch.lines.setdefault(path, []).append(line)
-                    if self._journal is not None:
-                        kind = FrameKind.EVENT if events else FrameKind.MESSAGE
-                        frame = encode_frame(self._seq, kind, held.folder, line)
-                        batch.journal.append((index, frame))
-                    if events:
-                        batch.events.append(record)
+                    records.append(held.transcript, line, self._seq)
+                    if journaling:
+                        batch.entries.append(
+                            encode_entry(self._seq, FrameKind.MESSAGE, held.folder, line)
+                        )
                     batch.results[index] = Stamp(self._seq, ts)
-                case WriteMetadata() | CreateSession():
-                    creating = isinstance(request, CreateSession)
-                    if not creating and request.location not in self._held:
-                        batch.results[index] = _not_open(request.location)
+                case WriteMetadata():
+                    held = self._held.get(request.handle)
+                    if held is None:
+                        batch.results[index] = _not_open()
                         continue
                     self._seq += 1
-                    document = dict(request.metadata, seq=self._seq)
-                    data = orjson.dumps(document, option=_DOCUMENT)
-                    batch.documents[request.location.metadata] = data
-                    if self._journal is not None:
-                        folder = request.location.relative.encode()
-                        frame = encode_frame(self._seq, FrameKind.METADATA, folder, data)
-                        batch.journal.append((index, frame))
+                    data = orjson.dumps(dict(request.metadata, seq=self._seq), option=_DOCUMENT)
+                    records.documents[held.metadata] = data
+                    records.size += len(data)
+                    if journaling:
+                        batch.entries.append(
+                            encode_entry(self._seq, FrameKind.METADATA, held.folder, data)
+                        )
                     batch.results[index] = Stamp(self._seq, ts)
-                    controls = controls or creating
-                case OpenSession() | CloseSession() | Flush():
-                    controls = True
+                case CreateSession() | OpenSession() | CloseSession() | Flush():
+                    batch.controls = True
                 case _:
                     assert_never(request)
-
-        if self._broken is not None:
-            self._answer(batch, failure=self._broken)
-            return
-        if self.durability == "none" and not controls and not batch.documents:
-            self._buffer_lazily(batch)
-            self._answer(batch)
-            return
-        try:
-            await anyio.to_thread.run_sync(self._write_batch, batch)
-        except OSError as exc:
-            self._answer(batch, failure=_write_failed(exc))
-            return
-        self._answer(batch)
-
-    def _answer(self, batch: _Batch, failure: BaseException | None = None) -> None:
-        if failure is None:
-            for listener in self.listeners:
-                listener(batch.events)
-        for index, request in enumerate(batch.requests):
-            result = batch.results.get(index)
-            if failure is not None and not isinstance(result, BaseException):
-                request.reply.fail(failure)
-            elif isinstance(result, BaseException):
-                request.reply.fail(result)
-            else:
-                request.reply.resolve(result)
-
-    def _write_batch(self, batch: _Batch) -> None:
-        """Blocking, in the worker thread: the whole batch or nothing (Rule 4)."""
-        for index, request in enumerate(batch.requests):
+        if batch.entries:
+            batch.first_seq = _entry_seq(batch.entries[0])
+        # A new session's metadata is made durable by its own fsync, not the
+        # journal; stamping it last keeps the batch's records contiguous.
+        for index, request in enumerate(requests):
             if isinstance(request, CreateSession):
-                try:
-                    self._create(request.location)
-                except (PersistenceError, OSError) as exc:
-                    batch.results[index] = exc
-                    batch.documents.pop(request.location.metadata, None)
-            elif isinstance(request, OpenSession):
+                self._seq += 1
+                data = orjson.dumps(dict(request.metadata, seq=self._seq), option=_DOCUMENT)
+                batch.created[index] = (data, Stamp(self._seq, ts))
+        return batch
+
+    def _answer(self, batch: _Batch) -> None:
+        for listener in self.listeners:
+            listener(batch.events)
+        results = batch.results
+        for index, request in enumerate(batch.requests):
+            reply = request.reply
+            result = results.get(index)
+            if isinstance(result, BaseException):
+                reply.error = result
+            else:
+                reply.value = result
+            reply.done = True
+        self.acks.announce()
+
+    def _defer(self, records: _Pending) -> None:
+        """Keep acknowledged records for the session files; a background task writes them."""
+        if not records:
+            return
+        if not self._behind:
+            self._behind_since = anyio.current_time()
+        self._behind.add(records)
+        if self._behind.size >= WRITE_BEHIND_BYTES:
+            self._behind_since = -math.inf  # due now
+        if not self._writing and self._tasks is not None:
+            self._writing = True
+            self._tasks.start_soon(self._write_behind)
+
+    async def _write_behind(self) -> None:
+        """Bring the session files up to date, ``WRITE_BEHIND_DELAY`` after the oldest record.
+
+        Runs beside the actor's commits (one worker thread journals while
+        another writes the files). On a failure the unwritten rest goes back
+        in front of newer records and is tried again: with a journal nothing
+        acknowledged is lost; without one (durability none) new requests
+        are refused until the disk takes writes again.
+        """
+        try:
+            while self._behind:
+                due = self._behind_since + WRITE_BEHIND_DELAY - anyio.current_time()
+                if due > 0:
+                    await anyio.sleep(due)
+                async with self._files_lock:
+                    chunk, self._behind = self._behind, _Pending()
+                    self._behind_since = math.inf
+                    try:
+                        await anyio.to_thread.run_sync(self._write_files, chunk)
+                    except OSError as exc:
+                        if self._journal is None:
+                            self._broken = _write_failed(exc)
+                        self._behind_since = anyio.current_time()
+                    else:
+                        self._broken = None
+                    finally:
+                        if chunk:  # what did not land goes back, ahead of newer records
+                            chunk.add(self._behind)
+                            self._behind = chunk
+                            self._behind_since = min(self._behind_since, anyio.current_time())
+        finally:
+            self._writing = False
+
+    # -- in the worker thread ------------------------------------------------------
+
+    def _checkpoint_all(self) -> None:
+        self._write_files(self._behind)
+        self._checkpoint()
+
+    def _write_now(self, records: _Pending) -> None:
+        """Durability flush: write the batch's records, or none of them."""
+        written: list[tuple[Path, int]] = []
+        try:
+            for path, lines in records.lines.items():
+                written.append((path, self._files.length(path)))
+                self._files.write(path, b"".join(lines))
+        except OSError:
+            for path, length in written:
+                with contextlib.suppress(OSError):
+                    self._files.truncate(path, length)
+            raise
+        for path, data in records.documents.items():
+            atomic_replace(path, data, sync=False)
+
+    def _run_controls(self, batch: _Batch) -> None:
+        """Blocking: creates and opens, then everything behind to the files, then closes.
+
+        Each control request gets its own answer; none of them raises here.
+        Everything behind is written first: a new child's folder must never
+        appear before its parent's ``delegate:start`` and ``children`` list.
+        """
+        behind_failed: WriteFailed | None = None
+        try:
+            self._write_files(self._behind)
+        except OSError as exc:
+            behind_failed = _write_failed(exc)
+        self._create_all(batch, refuse=behind_failed)
+        for index, request in enumerate(batch.requests):
+            if isinstance(request, OpenSession):
                 try:
                     batch.results[index] = self._open(request.location)
                 except (PersistenceError, OSError) as exc:
                     batch.results[index] = exc
-        journal = b""
-        if batch.journal and self._journal is not None:
-            # A create that failed (the folder exists) must leave no frame:
-            # replaying it would overwrite the metadata of the session there.
-            journal = b"".join(
-                frame
-                for index, frame in batch.journal
-                if not isinstance(batch.results.get(index), BaseException)
-            )
-            self._journal.append(journal)
-            self._journal.sync()
-        if self._lazy:
-            self._write_lazy_now()
-        undo: list[tuple[Path, int, int]] = []
-        try:
-            for path, lines in batch.lines.items():
-                undo.append(self._files.write(path, b"".join(lines)))
-            for path, data in batch.documents.items():
-                atomic_replace(path, data, sync=False)
-        except OSError:
-            for step in reversed(undo):
-                with contextlib.suppress(OSError):
-                    self._files.rollback(step)
-            if self._journal is not None and journal:
-                try:
-                    self._journal.truncate(self._journal.size - len(journal))
-                    self._journal.sync()
-                except OSError as exc:
-                    self._broken = _write_failed(exc)
-            raise
-        if self._journal is not None:
-            self._dirty.update(batch.lines)
-            self._dirty.update(batch.documents)
-        closing = [r.location for r in batch.requests if isinstance(r, CloseSession)]
-        if closing:
-            self._close(closing)
+        closing: list[int] = []
         for index, request in enumerate(batch.requests):
             if isinstance(request, CloseSession | Flush):
-                batch.results[index] = None
-        if self._journal is not None and self._journal.size > CHECKPOINT_BYTES:
-            self._checkpoint()
+                batch.results[index] = behind_failed
+                if isinstance(request, CloseSession) and behind_failed is None:
+                    closing.append(request.handle)
+        if closing:
+            try:
+                self._close(closing)
+            except OSError as exc:
+                for index, request in enumerate(batch.requests):
+                    if isinstance(request, CloseSession):
+                        batch.results[index] = _write_failed(exc)
 
-    # -- session files ------------------------------------------------------------
+    def _create_all(self, batch: _Batch, *, refuse: WriteFailed | None) -> None:
+        """Create the batch's new sessions; each folder appears complete or not at all.
 
-    def _create(self, location: SessionLocation) -> None:
-        ensure_private_dir(location.directory.parent, below=self.home)
-        location.directory.mkdir(mode=0o700)  # FileExistsError: the id is taken
-        lock = FileLock.acquire(location.lock, session_id=location.session_id)
-        self._held[location] = _Held(location, lock)
-        self._dirty_dirs.add(location.directory.parent)
-        self._dirty_dirs.add(location.directory)
+        A folder is built in the project's ``.staging`` folder (lock taken,
+        ``metadata.json`` written, and fsynced with durability fsync), then
+        renamed into ``sessions/``: a crash at any instant leaves either no
+        session or one that lists and resumes (identity first).
+        With ``refuse`` set (what is behind could not be written), no session
+        is created, since its parent's records might not be on disk yet.
+        """
+        if refuse is not None:
+            for index in batch.created:
+                batch.results[index] = refuse
+            return
+        made: dict[int, tuple[SessionLocation, FileLock]] = {}
+        durable = self.durability == "fsync"
+        for index, (document, _) in batch.created.items():
+            location = batch.requests[index].location
+            try:
+                made[index] = (location, self._build(location, document, durable=durable))
+            except (PersistenceError, OSError) as exc:
+                batch.results[index] = exc
+        if durable and made:
+            try:
+                for parent in {location.directory.parent for location, _ in made.values()}:
+                    fsync_dir(parent)
+            except OSError as exc:
+                failure = _write_failed(exc)
+                for index, (location, lock) in made.items():
+                    lock.release()
+                    _remove_folder(location.directory)
+                    batch.results[index] = failure
+                return
+        for index, (location, lock) in made.items():
+            batch.results[index] = (self._hold(location, lock), batch.created[index][1])
 
-    def _open(self, location: SessionLocation) -> OpenedSession:
+    def _build(self, location: SessionLocation, document: bytes, *, durable: bool) -> FileLock:
+        sessions = location.directory.parent
+        staging = sessions.parent / STAGING
+        ensure_private_dir(sessions, below=self.home)
+        ensure_private_dir(staging, below=self.home)
+        _sweep_staging(staging)
+        if location.directory.exists():
+            raise FileExistsError(errno.EEXIST, "session exists", str(location.directory))
+        hidden = staging / f"{location.session_id}-{secrets.token_hex(4)}"
+        hidden.mkdir(mode=0o700)
+        lock: FileLock | None = None
+        try:
+            lock = FileLock.acquire(hidden / LOCK, session_id=location.session_id)
+            write_new_file(hidden / METADATA, document, sync=durable)
+            os.rename(hidden, location.directory)  # the lock's descriptor moves with it
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            _remove_folder(hidden)
+            raise
+        lock.path = location.lock
+        return lock
+
+    def _write_files(self, writes: _Pending) -> None:
+        """Write ``writes`` to the session files, removing each part as it lands.
+
+        Files go in the order of their newest pending seq, so the files keep
+        the causal order at every instant, even before a journal replay: a
+        child's last line (``session:end``) precedes its parent's
+        ``delegate:end``, so the child's file is written first.
+        On failure, ``writes`` holds exactly what is still to be written (a
+        file whose write failed part-way was cut back).
+        """
+        for path in sorted(writes.lines, key=writes.newest.__getitem__):
+            self._files.write(path, b"".join(writes.lines[path]))
+            del writes.lines[path]
+            del writes.newest[path]
+            self._dirty.add(path)
+        while writes.documents:
+            path, data = next(iter(writes.documents.items()))
+            atomic_replace(path, data, sync=False)
+            del writes.documents[path]
+            self._dirty.add(path)
+        writes.size = 0
+        if self._journal is None:
+            self._dirty.clear()
+
+    def _open(self, location: SessionLocation) -> tuple[int, OpenedSession]:
         if not location.directory.is_dir():
             raise SessionNotFound(location.session_id)
         # Before taking the lock: replay needs the locks of the sessions it restores.
@@ -529,39 +803,43 @@ class PersistenceActor:
         # The session's files continue above their own last seq, whichever
         # Runtime wrote it, so seq only grows within every file.
         self._seq = max(self._seq, seen)
-        self._held[location] = _Held(location, lock)
-        return OpenedSession(last_seq=seen, torn=torn)
+        return self._hold(location, lock), OpenedSession(last_seq=seen, torn=torn)
 
-    def _close(self, locations: list[SessionLocation]) -> None:
+    def _hold(self, location: SessionLocation, lock: FileLock) -> int:
+        self._handles += 1
+        self._held[self._handles] = _Held(location, lock)
+        return self._handles
+
+    def _close(self, handles: list[int]) -> None:
         """Release sessions; with a journal, first make their files independent of it."""
-        if self._lazy:
-            self._write_lazy_now()
+        closing = {h: self._held[h] for h in handles if h in self._held}
         folders: set[Path] = set()
-        for location in locations:
-            self._files.close(location.events)
-            self._files.close(location.transcript)
+        for held in closing.values():
+            self._files.close(held.events)
+            self._files.close(held.transcript)
             if self._journal is None:
                 continue
             # Once the lock is released another process may write here; the
             # files must not depend on our journal any more.
-            for path in (location.events, location.transcript, location.metadata):
+            for path in (held.events, held.transcript, held.metadata):
                 if path in self._dirty:
                     fsync_path(path)
                     self._dirty.discard(path)
-            folders.add(location.directory)
-            if location.directory.parent in self._dirty_dirs:
-                folders.add(location.directory.parent)
+            folders.add(held.location.directory)
+            if held.location.directory.parent in self._dirty_dirs:
+                folders.add(held.location.directory.parent)
         for folder in folders:  # a shared sessions/ folder is synced once per batch
             fsync_dir(folder)
             self._dirty_dirs.discard(folder)
-        for location in locations:
-            held = self._held.pop(location, None)
-            if held is not None:
-                held.lock.release()
+        for handle, held in closing.items():
+            del self._held[handle]
+            held.lock.release()
 
     def _checkpoint(self) -> None:
         """Make every session file written since the last checkpoint durable; empty the journal."""
         assert self._journal is not None
+        if self._behind:
+            return  # the files are not complete yet; the next write-behind checkpoints
         for path in self._dirty:
             fsync_path(path)
         for folder in self._dirty_dirs | {p.parent for p in self._dirty}:
@@ -571,33 +849,35 @@ class PersistenceActor:
         self._dirty_dirs.clear()
         self._journal.reset()
 
-    # -- durability "none": written out in large chunks ---------------------------
 
-    def _buffer_lazily(self, batch: _Batch) -> None:
-        if not self._lazy:
-            self._lazy_since = anyio.current_time()
-        for path, lines in batch.lines.items():
-            self._lazy.setdefault(path, []).extend(lines)
-            self._lazy_bytes += sum(map(len, lines))
-        if self._lazy_bytes >= LAZY_WRITE_BYTES:
-            self._lazy_since = -math.inf  # write out at the next turn of the loop
-
-    async def _write_lazy(self) -> None:
-        try:
-            await anyio.to_thread.run_sync(self._write_lazy_now)
-        except OSError as exc:
-            self._broken = _write_failed(exc)
-
-    def _write_lazy_now(self) -> None:
-        pending, self._lazy = self._lazy, {}
-        self._lazy_bytes = 0
-        self._lazy_since = math.inf
-        for path, lines in pending.items():
-            self._files.write(path, b"".join(lines))
+def _sweep_staging(staging: Path) -> None:
+    """Remove folders a crash left half-built (unlocked, and older than a minute)."""
+    try:
+        leftovers = list(staging.iterdir())
+    except FileNotFoundError:
+        return
+    for folder in leftovers:
+        with contextlib.suppress(OSError):
+            if time.time() - folder.stat().st_mtime > STAGING_GRACE and not is_locked(
+                folder / LOCK
+            ):
+                _remove_folder(folder)
 
 
-def _not_open(location: SessionLocation) -> PersistenceError:
-    return PersistenceError(f"session {location.session_id} is not open for writing")
+def _remove_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        for leftover in folder.iterdir():
+            leftover.unlink()
+        folder.rmdir()
+
+
+def _entry_seq(entry: bytes) -> int:
+    seq: int = int.from_bytes(entry[:8], "little")
+    return seq
+
+
+def _not_open() -> PersistenceError:
+    return PersistenceError("the session is not open for writing (it was closed)")
 
 
 def _write_failed(exc: OSError) -> WriteFailed:
@@ -619,6 +899,7 @@ class Store:
     def __init__(self, actor: PersistenceActor, send: MemoryObjectSendStream[Any]) -> None:
         self._actor = actor
         self._send = send
+        self._acks = actor.acks
 
     @property
     def home(self) -> Path:
@@ -641,67 +922,82 @@ class Store:
         reply = _Reply()
         document = metadata.model_dump(mode="json")
         await _send(self._send, CreateSession(location=location, metadata=document, reply=reply))
-        await reply.wait()
-        return SessionWriter(location, self._send.clone())
+        handle, _ = await self._acks.wait(reply)
+        return SessionWriter(location, handle, self._send.clone(), self._acks)
 
     async def open(self, location: SessionLocation) -> tuple[SessionWriter, OpenedSession]:
         """Lock an existing session for writing (``SessionLocked`` if someone else has it)."""
         reply = _Reply()
         await _send(self._send, OpenSession(location=location, reply=reply))
-        opened: OpenedSession = await reply.wait()
-        return SessionWriter(location, self._send.clone()), opened
+        handle, opened = await self._acks.wait(reply)
+        return SessionWriter(location, handle, self._send.clone(), self._acks), opened
 
     async def flush(self) -> None:
-        """Wait until everything sent so far has reached the OS (even with durability ``none``)."""
+        """Wait until everything sent so far is in the session files (any durability)."""
         reply = _Reply()
         await _send(self._send, Flush(reply=reply))
-        await reply.wait()
+        await self._acks.wait(reply)
 
 
 class SessionWriter:
     """One session's way into the persistence actor; owned by that session's task."""
 
-    def __init__(self, location: SessionLocation, send: MemoryObjectSendStream[Any]) -> None:
+    __slots__ = ("_acks", "_closed", "_handle", "_send", "location", "session_id")
+
+    def __init__(
+        self,
+        location: SessionLocation,
+        handle: int,
+        send: MemoryObjectSendStream[Any],
+        acks: _Acks,
+    ) -> None:
         self.location = location
+        self.session_id = location.session_id
+        self._handle = handle
         self._send = send
+        self._acks = acks
         self._closed = False
 
     async def append_event(
         self, event: str, data: dict[str, Any], *, parent_id: str | None
     ) -> Stamp:
-        record = {
-            "session_id": self.location.session_id,
-            "parent_id": parent_id,
-            "event": event,
-            "data": data,
-        }
-        return await self._request("events", record)
+        """Append one event; returns its stamp once durable."""
+        reply = _Reply()
+        request = AppendEvent(
+            handle=self._handle,
+            session_id=self.session_id,
+            parent_id=parent_id,
+            event=event,
+            data=data,
+            reply=reply,
+        )
+        await self._submit(request)
+        stamp: Stamp = await self._acks.wait(reply)
+        return stamp
 
     async def append_message(self, message: dict[str, Any]) -> Stamp:
         """Append one message (a dict with at least ``role``) to ``transcript.jsonl``."""
-        return await self._request("transcript", message)
-
-    async def _request(self, stream: Stream, record: dict[str, Any]) -> Stamp:
-        if self._closed:
-            raise StoreClosed(f"session {self.location.session_id} is closed for writing")
         reply = _Reply()
-        await _send(
-            self._send,
-            AppendRecord(location=self.location, stream=stream, record=record, reply=reply),
-        )
-        stamp: Stamp = await reply.wait()
+        await self._submit(AppendMessage(handle=self._handle, message=message, reply=reply))
+        stamp: Stamp = await self._acks.wait(reply)
         return stamp
 
     async def write_metadata(self, metadata: SessionMetadata) -> Stamp:
-        if self._closed:
-            raise StoreClosed(f"session {self.location.session_id} is closed for writing")
         reply = _Reply()
         document = metadata.model_dump(mode="json")
-        await _send(
-            self._send, WriteMetadata(location=self.location, metadata=document, reply=reply)
-        )
-        stamp: Stamp = await reply.wait()
+        await self._submit(WriteMetadata(handle=self._handle, metadata=document, reply=reply))
+        stamp: Stamp = await self._acks.wait(reply)
         return stamp
+
+    async def _submit(self, request: Any) -> None:
+        if self._closed:
+            raise StoreClosed(f"session {self.session_id} is closed for writing")
+        try:
+            self._send.send_nowait(request)
+        except anyio.WouldBlock:
+            await _send(self._send, request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise StoreClosed("the persistence actor has stopped") from None
 
     async def close(self) -> None:
         """Make the session's files durable and release its lock. Idempotent."""
@@ -710,8 +1006,8 @@ class SessionWriter:
         self._closed = True
         try:
             reply = _Reply()
-            await _send(self._send, CloseSession(location=self.location, reply=reply))
-            await reply.wait()
+            await _send(self._send, CloseSession(handle=self._handle, reply=reply))
+            await self._acks.wait(reply)
         finally:
             self._send.close()
 

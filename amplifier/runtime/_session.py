@@ -97,6 +97,8 @@ class SessionActor:
         self._children = anyio.CapacityLimiter(services.max_children)
         self.context = SessionContext(self)
         self.ended = anyio.Event()
+        self._recorded = False
+        """session:start or session:resume is on disk; only then does the end get written."""
 
     # -- the task -------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class SessionActor:
                     **meta.attributes,
                 },
             )
+            self._recorded = True
             return
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
@@ -167,7 +170,6 @@ class SessionActor:
         previous = meta.status
         meta.status = "active"
         meta.error = None
-        await self._write_metadata()
         history = await self.context.history()
         await self.emit(
             "session:resume",
@@ -178,6 +180,8 @@ class SessionActor:
                 "torn_lines_set_aside": [p.name for p in opened.torn],
             },
         )
+        self._recorded = True
+        await self._write_metadata()
         await self._services.handler.on_resume(self.context)
 
     async def _end(self, status: EndStatus, error: str | None) -> None:
@@ -186,7 +190,12 @@ class SessionActor:
         if self._life.state is not SessionState.CLOSING:
             self._life.move(SessionState.CLOSING)
         writer = self._writer
-        if writer is not None:
+        if writer is not None and not self._recorded:
+            # It never got going (e.g. its metadata could not be loaded):
+            # leave its files exactly as they were found.
+            with contextlib.suppress(PersistenceError):
+                await writer.close()
+        elif writer is not None:
             try:
                 data: dict[str, Any] = {"status": status}
                 if error is not None:
@@ -286,9 +295,14 @@ class SessionActor:
     # -- records ----------------------------------------------------------------------
 
     async def emit(self, event: str, data: Mapping[str, Any]) -> int:
-        writer = self._require_writer()
+        writer = self._writer
+        if writer is None:
+            raise SessionClosed(self.id)
         parent_id = self._meta.parent_id if self._meta is not None else None
-        stamp = await writer.append_event(event, dict(data), parent_id=parent_id)
+        # The record is serialised before the call returns, so the caller's
+        # dict is not kept: no copy needed.
+        payload = data if type(data) is dict else dict(data)
+        stamp = await writer.append_event(event, payload, parent_id=parent_id)
         return stamp.seq
 
     async def record(self, message: Mapping[str, Any]) -> int:
@@ -553,7 +567,7 @@ class Turn:
 
     async def emit(self, event: str, data: Mapping[str, JsonValue]) -> int:
         """Persist an event; returns its ``seq`` once durable."""
-        return await self.session.emit(event, data)
+        return await self.session._actor.emit(event, data)
 
     async def record(self, message: Mapping[str, Any]) -> int:
         """Append a message to the transcript as it happens; returns its ``seq``."""
