@@ -1,0 +1,24 @@
+"""The benchmarks still run and check what they store (correctness only, no timing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def test_persistence_benchmark_runs_and_verifies(tmp_path: Path) -> None:
+    """benchmarks/persistence.py --quick completes and prints its table and verdicts."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "persistence.py"), "--quick", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| asyncio | fsync |" in done.stdout
+    assert "| trio    | fsync |" in done.stdout
+    assert "reproduce:" in done.stdout
