@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from amplifier import SessionContext, Turn
+from amplifier import SessionContext, SessionSetup, Turn
 
 TurnFunction = Callable[[Turn], Awaitable[str]]
 
@@ -19,6 +19,9 @@ class FnHandler:
     def __init__(self, fn: TurnFunction | None = None) -> None:
         self.fn = fn
         self.resumed: list[str] = []
+
+    def prepare_session(self, agent: str | None) -> SessionSetup:
+        return SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: SessionContext) -> None:
         self.resumed.append(session.id)

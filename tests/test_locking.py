@@ -19,6 +19,9 @@ HOLDER = """
 import sys, anyio, amplifier
 
 class Ticker:
+    def prepare_session(self, agent):
+        return amplifier.SessionSetup(agent=agent or "default")
+
     async def on_resume(self, session):
         pass
 

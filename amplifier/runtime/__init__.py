@@ -21,7 +21,7 @@ from ._lifecycle import ALLOWED, Lifecycle, SessionState
 from ._messages import Reply
 from ._runtime import Runtime, SessionOpening, open_runtime
 from ._session import Session, SessionContext, Turn
-from ._turns import EchoTurnHandler, TurnHandler
+from ._turns import EchoTurnHandler, SessionSetup, TurnHandler
 
 __all__ = [
     "ALLOWED",
@@ -41,6 +41,7 @@ __all__ = [
     "SessionContext",
     "SessionError",
     "SessionOpening",
+    "SessionSetup",
     "SessionState",
     "SubscriberTooSlow",
     "Subscription",

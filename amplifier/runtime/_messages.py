@@ -6,6 +6,7 @@ tense (``Answered``, ``Failed``, ``Cancelled``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from anyio.streams.memory import MemoryObjectSendStream
@@ -53,6 +54,8 @@ class Prompt(BaseModel):
     text: str
     context: tuple[dict[str, Any], ...] = ()
     reply: MemoryObjectSendStream[Answered | Failed | Cancelled]
+    on_text: Callable[[str], Awaitable[None]] | None = None
+    """Receives the answer's text as it streams in (not persisted: the final message is)."""
 
 
 class Close(BaseModel):

@@ -110,12 +110,12 @@ class Runtime:
 
     def open_session(
         self,
-        agent: str = "default",
+        agent: str | None = None,
         *,
         profile: str | None = None,
         attributes: Mapping[str, str] | None = None,
     ) -> SessionOpening:
-        """Start a new root session of ``agent``.
+        """Start a new root session of ``agent`` (None: the handler's default agent).
 
         ``await`` it for a ``Session`` (closed when the runtime closes), or use
         ``async with`` to close it at the end of the block.
@@ -124,6 +124,7 @@ class Runtime:
         """
 
         async def open_() -> Session:
+            setup = self._services.handler.prepare_session(agent)
             now = self._services.clock()
             session_id = new_root_id(now)
             metadata = SessionMetadata(
@@ -132,10 +133,10 @@ class Runtime:
                 updated=now,
                 cwd=str(self.cwd),
                 project=self.project,
-                agent=agent,
+                agent=setup.agent,
                 profile=profile if profile is not None else self.profile,
                 root_id=session_id,
-                attributes=dict(attributes or {}),
+                attributes={**setup.attributes, **(attributes or {})},
             )
             location = SessionLocation(self.home, self.project, session_id)
             return await self._start(SessionActor(self._services, location, create=metadata))
@@ -241,6 +242,7 @@ async def open_runtime(
         bus = EventBus()
         store.add_listener(bus.deliver)
         services = Services(
+            profile=profile,
             store=store,
             handler=handler if handler is not None else EchoTurnHandler(),
             bus=bus,

@@ -18,7 +18,7 @@ Rule 5: an exception in one session never crashes the Runtime: it ends that
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -60,6 +60,8 @@ CHILD_CLOSE_GRACE = 5.0
 class Services:
     """What every session of one Runtime shares. Immutable; no session state lives here."""
 
+    profile: str | None
+    """The Runtime's profile: a resumed session takes it (configuration as it is now)."""
     store: Store
     handler: TurnHandler
     bus: EventBus
@@ -165,11 +167,18 @@ class SessionActor:
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
         meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
+        # Configuration is taken as it is NOW: an agent that no longer exists
+        # fails the resume here, before anything is written.
+        setup = self._services.handler.prepare_session(meta.agent)
         self._meta = meta
         self._services.bus.register(self.id, meta.parent_id)
         previous = meta.status
+        previous_config = {"profile": meta.profile, **meta.attributes}
         meta.status = "active"
         meta.error = None
+        if self._services.profile is not None:
+            meta.profile = self._services.profile
+        meta.attributes = {**meta.attributes, **setup.attributes}
         history = await self.context.history()
         await self.emit(
             "session:resume",
@@ -178,6 +187,8 @@ class SessionActor:
                 "previous_status": previous,
                 "metadata_rebuilt": repaired,
                 "torn_lines_set_aside": [p.name for p in opened.torn],
+                "previous_config": previous_config,
+                "config": {"profile": meta.profile, **meta.attributes},
             },
         )
         self._recorded = True
@@ -234,9 +245,8 @@ class SessionActor:
                     await self.record({"role": "user", "content": prompt.text})
                     meta.last_prompt = prompt.text
                     await self._write_metadata()
-                    text = await self._services.handler.run_turn(
-                        Turn(self.context, prompt.text, number)
-                    )
+                    turn = Turn(self.context, prompt.text, number, on_text=prompt.on_text)
+                    text = await self._services.handler.run_turn(turn)
                     outcome = Answered(reply=Reply(session_id=self.id, text=text, turn=number))
                 except Exception as exc:
                     outcome = Failed(reason=_describe(exc))
@@ -264,12 +274,19 @@ class SessionActor:
         if self._turn_scope is not None and (prompt is None or self._current is prompt):
             self._turn_scope.cancel()
 
-    async def ask(self, text: str, context: Sequence[Mapping[str, Any]] = ()) -> Outcome:
+    async def ask(
+        self,
+        text: str,
+        context: Sequence[Mapping[str, Any]] = (),
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Outcome:
         """Send a prompt and wait for its outcome. Cancelling the wait cancels the turn."""
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
         send, receive = anyio.create_memory_object_stream[Outcome](1)
-        prompt = Prompt(text=text, context=tuple(dict(m) for m in context), reply=send)
+        prompt = Prompt(
+            text=text, context=tuple(dict(m) for m in context), reply=send, on_text=on_text
+        )
         with receive:
             try:
                 await self._send.send(prompt)
@@ -560,10 +577,28 @@ class SessionContext:
 class Turn:
     """One prompt being answered, as the turn handler sees it."""
 
-    def __init__(self, session: SessionContext, prompt: str, number: int) -> None:
+    def __init__(
+        self,
+        session: SessionContext,
+        prompt: str,
+        number: int,
+        *,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.session = session
         self.prompt = prompt
         self.number = number
+        self._on_text = on_text
+
+    @property
+    def streaming(self) -> bool:
+        """Someone is reading the answer as it is produced."""
+        return self._on_text is not None
+
+    async def stream(self, text: str) -> None:
+        """Pass a piece of the answer to whoever asked, as it arrives (not persisted)."""
+        if self._on_text is not None and text:
+            await self._on_text(text)
 
     async def emit(self, event: str, data: Mapping[str, JsonValue]) -> int:
         """Persist an event; returns its ``seq`` once durable."""
@@ -635,14 +670,17 @@ class Session:
     def location(self) -> SessionLocation:
         return self._actor.location
 
-    async def ask(self, prompt: str) -> Reply:
+    async def ask(
+        self, prompt: str, *, on_text: Callable[[str], Awaitable[None]] | None = None
+    ) -> Reply:
         """Run one turn and return its answer.
 
-        Raises ``TurnFailed`` if the turn handler failed, ``TurnCancelled`` if
-        the turn was cancelled (``cancel``); the session goes on after both.
+        ``on_text`` receives the answer's text as it streams in. Raises
+        ``TurnFailed`` if the turn handler failed, ``TurnCancelled`` if the
+        turn was cancelled (``cancel``); the session goes on after both.
         Cancelling the call cancels the turn.
         """
-        outcome = await self._actor.ask(prompt)
+        outcome = await self._actor.ask(prompt, on_text=on_text)
         match outcome:
             case Answered(reply=reply):
                 return reply

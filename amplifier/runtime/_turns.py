@@ -9,14 +9,33 @@ for tests and for trying the runtime without any model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._session import SessionContext, Turn
 
 
+@dataclass(frozen=True, slots=True)
+class SessionSetup:
+    """What a handler says a new (or resumed) session of an agent is."""
+
+    agent: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """Descriptive labels for metadata and ``session:start`` (provider, model, ...)."""
+
+
 class TurnHandler(Protocol):
     """Answers prompts for every session of a Runtime."""
+
+    def prepare_session(self, agent: str | None) -> SessionSetup:
+        """Resolve ``agent`` (None: the default one) for a session about to open or resume.
+
+        Raise a ``UsageError`` for an agent that does not exist; the session
+        is then not opened and nothing is written.
+        """
+        ...
 
     async def on_resume(self, session: SessionContext) -> None:
         """Called once when a stored session is loaded again, before its first turn.
@@ -36,6 +55,9 @@ class TurnHandler(Protocol):
 
 class EchoTurnHandler:
     """Answers every prompt with ``echo: <prompt>``. Knows no model; never fails."""
+
+    def prepare_session(self, agent: str | None) -> SessionSetup:
+        return SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: SessionContext) -> None:
         return None

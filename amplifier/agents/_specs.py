@@ -1,0 +1,143 @@
+"""Agent specs: Markdown files with YAML front matter; the body is the instructions.
+
+    ---
+    name: explorer
+    description: Reads and summarises files
+    tools: [read_file, list_dir, glob, grep]
+    agents: []                 # the agents it may delegate to
+    provider: openai           # optional: overrides the profile's provider kind
+    model: gpt-4o-mini         # optional: overrides the profile's model
+    ---
+    You explore a code base ...
+
+Found, in rising precedence: the built-ins shipped with Amplifier,
+``$AMPLIFIER_HOME/agents/*.md``, and ``<project>/.amplifier/agents/*.md``;
+a spec of the same name higher up replaces the one below.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._exceptions import ConfigError, UnknownAgent
+from ._provider_config import ProviderKind
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class AgentSpec(BaseModel):
+    """What an agent is: its instructions, tools, and whom it may delegate to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=_NAME.pattern)
+    description: str = ""
+    tools: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+    """Agents this one may delegate to (needs the ``delegate`` tool too)."""
+    provider: ProviderKind | None = None
+    model: str | None = None
+    instructions: str = ""
+    source: str = "built-in"
+    """Where the spec was read from (a path, or ``built-in``)."""
+
+
+def parse_spec(text: str, *, source: Path | str) -> AgentSpec:
+    """An ``AgentSpec`` from a spec file's text; ``ConfigError`` naming file and line otherwise."""
+    path = Path(source) if not isinstance(source, Path) else source
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        raise ConfigError(
+            "an agent spec starts with a '---' line of YAML front matter", path=path, line=1
+        )
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    except StopIteration:
+        raise ConfigError(
+            "the front matter is not closed by a '---' line", path=path, line=len(lines)
+        ) from None
+    front = "\n".join(lines[1:end])
+    try:
+        fields = yaml.safe_load(front) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"invalid front matter: {problem}", path=path, line=line) from None
+    if not isinstance(fields, dict):
+        raise ConfigError("the front matter must be a mapping of fields", path=path, line=2)
+    body = "\n".join(lines[end + 1 :]).strip()
+    try:
+        return AgentSpec.model_validate({**fields, "instructions": body, "source": str(source)})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        raise ConfigError(
+            f"{key or 'front matter'}: {error['msg']}", path=path, line=_line_of(lines[:end], key)
+        ) from None
+
+
+def _line_of(front: list[str], key: str) -> int:
+    for number, line in enumerate(front, start=1):
+        if line.startswith(f"{key}:"):
+            return number
+    return 1
+
+
+class AgentCatalog:
+    """Every agent spec available to a project, by name."""
+
+    def __init__(self, specs: Iterable[AgentSpec]) -> None:
+        self._specs = {spec.name: spec for spec in specs}
+
+    def __getitem__(self, name: str) -> AgentSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownAgent(name, self.names) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    @classmethod
+    def load(cls, *, home: Path, project: Path) -> AgentCatalog:
+        """Built-ins, then ``home/agents``, then ``project/.amplifier/agents`` (later wins)."""
+        specs: dict[str, AgentSpec] = {}
+        for spec in builtin_specs():
+            specs[spec.name] = spec
+        for folder in (home / "agents", project / ".amplifier" / "agents"):
+            for spec in _specs_in(folder):
+                specs[spec.name] = spec
+        return cls(specs.values())
+
+
+def builtin_specs() -> list[AgentSpec]:
+    folder = resources.files("amplifier.agents") / "builtin" / "agents"
+    return [
+        parse_spec(entry.read_text(encoding="utf-8"), source=f"built-in:{entry.name}")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".md")
+    ]
+
+
+def _specs_in(folder: Path) -> list[AgentSpec]:
+    if not folder.is_dir():
+        return []
+    specs = []
+    for path in sorted(folder.glob("*.md")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read agent spec: {exc}", path=path) from None
+        specs.append(parse_spec(text, source=path))
+    return specs

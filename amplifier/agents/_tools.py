@@ -1,0 +1,112 @@
+"""The ``Tool`` protocol, the context a tool runs in, and project confinement.
+
+A tool has a name, a description and a pydantic model of its arguments;
+the model's JSON schema is what providers see. ``run`` returns the text the
+model gets back, or raises ``ToolFailed`` with a message the model gets as
+an error result. File tools never leave the project directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from ._exceptions import ToolFailed
+from ._provider import ToolSpec
+
+if TYPE_CHECKING:
+    from amplifier.runtime import Turn
+
+    from ._specs import AgentSpec
+
+MAX_TOOL_OUTPUT = 64 * 1024
+"""Characters of tool output kept in the transcript; longer output is cut with a note."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """Where a tool call happens: the project, the turn, the calling agent."""
+
+    root: Path
+    """The project directory (resolved); file tools stay inside it."""
+    turn: Turn
+    agent: AgentSpec
+    call_id: str
+
+
+class Tool(Protocol):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Arguments: ClassVar[type[BaseModel]]
+
+    async def run(self, arguments: Any, context: ToolContext) -> str:
+        """Do the work; return the result text, or raise ``ToolFailed``."""
+        ...
+
+
+def spec_of(tool: Tool) -> ToolSpec:
+    schema = tool.Arguments.model_json_schema()
+    schema.pop("title", None)
+    return ToolSpec(name=tool.name, description=tool.description, parameters=schema)
+
+
+def parse_arguments(tool: Tool, arguments: Mapping[str, Any]) -> BaseModel:
+    """Validate a model's arguments; a mistake becomes a ``ToolFailed`` the model can read."""
+    try:
+        return tool.Arguments.model_validate(dict(arguments))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'arguments'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ToolFailed(f"invalid arguments for {tool.name}: {problems}") from None
+
+
+def confine(root: Path, path: str) -> Path:
+    """``path`` (relative to the project, or absolute) resolved inside ``root``.
+
+    Symlinks are followed before the check, so a link pointing out of the
+    project is refused like any other path outside it.
+    """
+    if "\x00" in path:
+        raise ToolFailed("invalid path")
+    candidate = Path(path) if os.path.isabs(path) else root / path
+    resolved = Path(os.path.realpath(candidate))
+    if resolved != root and root not in resolved.parents:
+        raise ToolFailed(f"{path}: outside the project directory; refused")
+    return resolved
+
+
+def clip(text: str, limit: int = MAX_TOOL_OUTPUT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters not shown]"
+
+
+class ToolBox:
+    """The tools an agent may use, by name."""
+
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools = {tool.name: tool for tool in tools}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(spec_of(self._tools[name]) for name in self.names)
+
+    def only(self, names: Iterable[str]) -> ToolBox:
+        return ToolBox(self._tools[name] for name in names if name in self._tools)
