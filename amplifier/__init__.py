@@ -4,6 +4,16 @@ The public API is what this module exports; everything else may change.
 """
 
 from amplifier._errors import AmplifierError, UsageError
+from amplifier.agents import (
+    AgentSpec,
+    ConfigError,
+    Profile,
+    ProviderError,
+    ScriptedProvider,
+    UnknownAgent,
+    UnknownProfile,
+    open_runtime,
+)
 from amplifier.persistence import (
     AmbiguousSessionId,
     CorruptSession,
@@ -38,13 +48,14 @@ from amplifier.runtime import (
     TurnCancelled,
     TurnFailed,
     TurnHandler,
-    open_runtime,
 )
 
 __all__ = [
+    "AgentSpec",
     "AmbiguousSessionId",
     "AmplifierError",
     "ChildSessionError",
+    "ConfigError",
     "CorruptSession",
     "Delegation",
     "DelegationResult",
@@ -53,10 +64,13 @@ __all__ = [
     "EventRecord",
     "InvalidSessionId",
     "PersistenceError",
+    "Profile",
+    "ProviderError",
     "RecoveryWarning",
     "Reply",
     "Runtime",
     "RuntimeClosed",
+    "ScriptedProvider",
     "Session",
     "SessionClosed",
     "SessionContext",
@@ -73,6 +87,8 @@ __all__ = [
     "TurnCancelled",
     "TurnFailed",
     "TurnHandler",
+    "UnknownAgent",
+    "UnknownProfile",
     "UsageError",
     "WriteFailed",
     "open_runtime",

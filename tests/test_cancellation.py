@@ -7,7 +7,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from amplifier import Delegation, Turn, TurnCancelled, open_runtime
+from amplifier import Delegation, Turn, TurnCancelled
+from amplifier.runtime import open_runtime
 
 from .helpers import FnHandler, events, first, metadata, transcript
 

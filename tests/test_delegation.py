@@ -13,9 +13,8 @@ from amplifier import (
     SessionState,
     Turn,
     TurnCancelled,
-    open_runtime,
 )
-from amplifier.runtime import is_child_id
+from amplifier.runtime import is_child_id, open_runtime
 
 from .helpers import FnHandler, events, first, lines, metadata, session_dirs, transcript
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from amplifier import RecoveryWarning, SessionLocked, open_runtime
+from amplifier import RecoveryWarning, SessionLocked
+from amplifier.runtime import open_runtime
 
 from .helpers import events, lines, session_dirs
 

@@ -15,8 +15,9 @@ from amplifier import (
     SessionNotFound,
     Turn,
     TurnFailed,
-    open_runtime,
+    UsageError,
 )
+from amplifier.runtime import open_runtime
 
 from .helpers import FnHandler, events, metadata, names, transcript
 
@@ -274,3 +275,17 @@ async def test_subscription_ends_when_its_session_ends(project: Path) -> None:
             with anyio.fail_after(5):
                 got = [event.event async for event in stream]
     assert got == ["prompt:submit", "prompt:complete", "session:end"]
+
+
+async def test_an_event_that_is_not_json_fails_only_that_call(project: Path) -> None:
+    """A turn that emits a value JSON cannot hold gets an error; the runtime keeps running."""
+
+    async def bad(turn: Turn) -> str:
+        with pytest.raises(UsageError, match="JSON values only"):
+            await turn.emit("note", {"when": object()})
+        await turn.emit("note", {"fine": True})
+        return "survived"
+
+    async with open_runtime(cwd=project, handler=FnHandler(bad)) as rt, rt.open_session() as s:
+        assert (await s.ask("go")).text == "survived"
+        assert (await s.ask("again")).text == "survived"

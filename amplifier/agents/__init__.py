@@ -1,3 +1,97 @@
-"""Agent specs, the agent loop, tools, providers and profiles."""
+"""Agent specs, the agent loop, tools, providers and profiles.
 
-__all__: list[str] = []
+The SDK-backed providers (``openai``, ``anthropic``) are chosen by name in a
+profile or with ``open_runtime(provider=...)``; their modules are imported
+only when used.
+"""
+
+from ._context import INTERRUPTED, Compaction, fit, normalize
+from ._delegate_tool import DelegateTool
+from ._exceptions import (
+    AgentError,
+    ConfigError,
+    ProviderError,
+    ProviderMalformed,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ToolFailed,
+    UnknownAgent,
+    UnknownProfile,
+)
+from ._file_tools import file_tools
+from ._loop import AgentTurnHandler
+from ._messages import (
+    MESSAGE,
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+    parse_history,
+    to_record,
+)
+from ._offline import OfflineProvider
+from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog, ToolPolicy
+from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
+from ._provider_config import ProviderConfig, ProviderKind
+from ._providers import make_provider
+from ._runtime import load_profile, open_runtime
+from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
+from ._specs import AgentCatalog, AgentSpec, parse_spec
+from ._tools import Tool, ToolBox, ToolContext, confine
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "INTERRUPTED",
+    "MESSAGE",
+    "AgentCatalog",
+    "AgentError",
+    "AgentSpec",
+    "AgentTurnHandler",
+    "AssistantMessage",
+    "Compaction",
+    "ConfigError",
+    "DelegateTool",
+    "Message",
+    "OfflineProvider",
+    "Profile",
+    "ProfileCatalog",
+    "Provider",
+    "ProviderConfig",
+    "ProviderError",
+    "ProviderKind",
+    "ProviderMalformed",
+    "ProviderRejected",
+    "ProviderRequest",
+    "ProviderResponse",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "ScriptedCall",
+    "ScriptedProvider",
+    "ScriptedTurn",
+    "TextSink",
+    "Tool",
+    "ToolBox",
+    "ToolCall",
+    "ToolContext",
+    "ToolFailed",
+    "ToolPolicy",
+    "ToolResultMessage",
+    "ToolSpec",
+    "UnknownAgent",
+    "UnknownProfile",
+    "Usage",
+    "UserMessage",
+    "confine",
+    "file_tools",
+    "fit",
+    "load_profile",
+    "make_provider",
+    "normalize",
+    "open_runtime",
+    "parse_history",
+    "parse_spec",
+    "to_record",
+]

@@ -68,9 +68,8 @@ MESSAGE = TypeAdapter(Message)
 
 def to_record(message: UserMessage | AssistantMessage | ToolResultMessage) -> dict[str, Any]:
     """The transcript fields of ``message`` (defaults left out, so lines stay short)."""
-    record: dict[str, Any] = message.model_dump(mode="json", exclude_defaults=True)
-    record["role"] = message.role
-    return record
+    fields = message.model_dump(mode="json", exclude_defaults=True)
+    return {"role": message.role, **fields}
 
 
 def parse_history(

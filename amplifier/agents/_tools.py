@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -40,9 +40,16 @@ class ToolContext:
 
 
 class Tool(Protocol):
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Arguments: ClassVar[type[BaseModel]]
+    """A tool; the three attributes are usually plain class attributes (or a nested class)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def Arguments(self) -> type[BaseModel]: ...
 
     async def run(self, arguments: Any, context: ToolContext) -> str:
         """Do the work; return the result text, or raise ``ToolFailed``."""

@@ -31,6 +31,7 @@ from ._paths import (
     SessionLocation,
     default_home,
     project_slug,
+    resolve_home_and_cwd,
     validate_session_id,
 )
 from ._reader import (
@@ -97,6 +98,7 @@ __all__ = [
     "project_slug",
     "read_metadata",
     "recover_dead_journals",
+    "resolve_home_and_cwd",
     "session_tree",
     "summarize",
     "utc_now",

@@ -54,7 +54,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
 
-from amplifier._errors import unwrap_single_error
+from amplifier._errors import UsageError, unwrap_single_error
 
 from ._exceptions import PersistenceError, SessionNotFound, StoreClosed, WriteFailed
 from ._files import (
@@ -520,17 +520,20 @@ class PersistenceActor:
                     if held is None:
                         batch.results[index] = _not_open()
                         continue
-                    self._seq += 1
                     record = {
                         "version": SCHEMA_VERSION,
-                        "seq": self._seq,
+                        "seq": self._seq + 1,
                         "ts": ts,
                         "session_id": request.session_id,
                         "parent_id": request.parent_id,
                         "event": request.event,
                         "data": request.data,
                     }
-                    line = orjson.dumps(record, option=_LINE)
+                    line = _serialise(record, _LINE)
+                    if isinstance(line, UsageError):
+                        batch.results[index] = line
+                        continue
+                    self._seq += 1
                     records.append(held.events, line, self._seq)
                     if journaling:
                         batch.entries.append(
@@ -543,10 +546,13 @@ class PersistenceActor:
                     if held is None:
                         batch.results[index] = _not_open()
                         continue
-                    self._seq += 1
-                    record = {"version": SCHEMA_VERSION, "seq": self._seq, "ts": ts}
+                    record = {"version": SCHEMA_VERSION, "seq": self._seq + 1, "ts": ts}
                     record.update(request.message)
-                    line = orjson.dumps(record, option=_LINE)
+                    line = _serialise(record, _LINE)
+                    if isinstance(line, UsageError):
+                        batch.results[index] = line
+                        continue
+                    self._seq += 1
                     records.append(held.transcript, line, self._seq)
                     if journaling:
                         batch.entries.append(
@@ -862,6 +868,14 @@ def _sweep_staging(staging: Path) -> None:
                 folder / LOCK
             ):
                 _remove_folder(folder)
+
+
+def _serialise(record: dict[str, Any], option: int) -> bytes | UsageError:
+    """The record's line, or the caller's mistake (a value JSON cannot hold) as an error."""
+    try:
+        return orjson.dumps(record, option=option)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        return UsageError(f"a record must hold JSON values only: {exc}")
 
 
 def _remove_folder(folder: Path) -> None:

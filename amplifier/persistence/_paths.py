@@ -65,6 +65,14 @@ def default_home() -> Path:
     return Path.home() / ".amplifier"
 
 
+def resolve_home_and_cwd(
+    home: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None
+) -> tuple[Path, Path]:
+    """Absolute home (default ``default_home()``) and project directory (default: current)."""
+    root = Path(home).expanduser().absolute() if home is not None else default_home()
+    return root, Path(cwd).absolute() if cwd is not None else Path.cwd()
+
+
 def is_safe_slug(slug: str) -> bool:
     """True if ``slug`` can name a folder under ``projects/`` without leaving it."""
     return bool(slug) and "/" not in slug and "\x00" not in slug and slug not in {".", ".."}

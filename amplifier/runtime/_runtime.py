@@ -35,13 +35,13 @@ from amplifier.persistence import (
     SessionMetadata,
     SessionSummary,
     Store,
-    default_home,
     find_session,
     iter_events,
     list_sessions,
     merge_events,
     open_store,
     project_slug,
+    resolve_home_and_cwd,
     session_tree,
     utc_now,
 )
@@ -209,13 +209,6 @@ class Runtime:
             actor.close_mailbox()
 
 
-def _resolve(
-    home: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None
-) -> tuple[Path, Path]:
-    root = Path(home).expanduser().absolute() if home is not None else default_home()
-    return root, Path(cwd).absolute() if cwd is not None else Path.cwd()
-
-
 @asynccontextmanager
 async def open_runtime(
     *,
@@ -237,7 +230,7 @@ async def open_runtime(
     On exit, open sessions end with status ``completed`` (``cancelled`` if the
     exit is a cancellation) and everything is made durable.
     """
-    root, directory = _resolve(home, cwd)
+    root, directory = resolve_home_and_cwd(home, cwd)
     async with open_store(root, durability=durability, clock=clock) as store:
         bus = EventBus()
         store.add_listener(bus.deliver)

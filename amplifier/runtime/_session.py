@@ -26,7 +26,6 @@ from typing import Any, Literal, assert_never, cast
 
 import anyio
 from anyio.abc import TaskStatus
-from pydantic import JsonValue
 
 from amplifier.persistence import (
     CorruptSession,
@@ -565,11 +564,11 @@ class SessionContext:
         records = await anyio.to_thread.run_sync(load_transcript, self._actor.location)
         return [record.message() for record in records]
 
-    async def emit(self, event: str, data: Mapping[str, JsonValue]) -> int:
-        """Persist an event of this session; returns its ``seq`` once durable."""
+    async def emit(self, event: str, data: Mapping[str, object]) -> int:
+        """Persist an event of this session (JSON values); returns its ``seq`` once durable."""
         return await self._actor.emit(event, data)
 
-    async def record(self, message: Mapping[str, Any]) -> int:
+    async def record(self, message: Mapping[str, object]) -> int:
         """Append a message (a mapping with ``role``) to the transcript; returns its ``seq``."""
         return await self._actor.record(message)
 
@@ -600,11 +599,11 @@ class Turn:
         if self._on_text is not None and text:
             await self._on_text(text)
 
-    async def emit(self, event: str, data: Mapping[str, JsonValue]) -> int:
-        """Persist an event; returns its ``seq`` once durable."""
+    async def emit(self, event: str, data: Mapping[str, object]) -> int:
+        """Persist an event (JSON values); returns its ``seq`` once durable."""
         return await self.session._actor.emit(event, data)
 
-    async def record(self, message: Mapping[str, Any]) -> int:
+    async def record(self, message: Mapping[str, object]) -> int:
         """Append a message to the transcript as it happens; returns its ``seq``."""
         return await self.session.record(message)
 

@@ -1,0 +1,280 @@
+"""The agent loop: what answers a prompt inside a session turn.
+
+    prompt -> provider:request -> provider:response -> tool calls
+           -> tool:pre / tool:post (the calls of one response concurrently)
+           -> provider:request -> ... until an answer without tool calls,
+              or the profile's max_rounds
+
+Rule 1: every message goes to the transcript as it happens: the assistant
+        message when its response is complete, each tool result as soon as
+        it and every result before it are done (results keep call order).
+Rule 2: the model always sees a valid history: ``_context.normalize`` pairs
+        every call with a result, ``_context.fit`` keeps it in the window.
+Rule 3: a turn cut off (cancelled, crashed) leaves no call without a result
+        for long: the loop answers unfinished calls "interrupted; outcome
+        unknown" when it is cancelled, and ``on_resume`` does the same for
+        whatever a crash left, on every resume path.
+Rule 4: API keys live in the provider objects only; events record the
+        provider, model, usage and latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from amplifier.runtime import SessionContext, SessionSetup, Turn
+
+from ._context import INTERRUPTED, fit, missing_results, normalize
+from ._delegate_tool import DelegateTool
+from ._exceptions import ProviderError, ToolFailed
+from ._file_tools import file_tools
+from ._messages import (
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolResultMessage,
+    parse_history,
+    to_record,
+)
+from ._profiles import Profile
+from ._provider import Provider, ProviderRequest
+from ._provider_config import ProviderConfig
+from ._providers import make_provider
+from ._specs import AgentCatalog, AgentSpec
+from ._tools import ToolBox, ToolContext, clip, parse_arguments
+
+FINAL_RECORDS_TIMEOUT = 5.0
+_EXCERPT = 300
+
+
+class AgentTurnHandler:
+    """Runs agents for every session of a Runtime, under one profile."""
+
+    def __init__(
+        self,
+        *,
+        catalog: AgentCatalog,
+        profile: Profile,
+        root: Path,
+        provider: Provider | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.profile = profile
+        self._root = root.resolve()
+        self._fixed = provider
+        self._providers: dict[ProviderConfig, Provider] = {}
+        delegate = DelegateTool(catalog, child_timeout=lambda: self.profile.child_timeout)
+        self._tools = ToolBox([*file_tools(), delegate])
+
+    # -- the TurnHandler protocol -------------------------------------------------
+
+    def prepare_session(self, agent: str | None) -> SessionSetup:
+        spec = self.catalog[agent or self.profile.agent]
+        provider = self._provider(spec)
+        return SessionSetup(
+            agent=spec.name, attributes={"provider": provider.name, "model": provider.model}
+        )
+
+    async def on_resume(self, session: SessionContext) -> None:
+        """Repair a turn a crash cut off: answer every call left without a result."""
+        history, unreadable = parse_history(await session.history())
+        missing = missing_results(history)
+        for call_id, name in missing:
+            result = ToolResultMessage(
+                tool_call_id=call_id, name=name, content=INTERRUPTED, is_error=True
+            )
+            await session.record(to_record(result))
+        if missing or unreadable:
+            await session.emit(
+                "session:repair",
+                {"tool_results_added": len(missing), "unreadable_messages": unreadable},
+            )
+
+    async def run_turn(self, turn: Turn) -> str:
+        spec = self.catalog[turn.session.agent]
+        provider = self._provider(spec)
+        tools = self._tools_for(spec)
+        history, _ = parse_history(await turn.session.history())
+        budget = self._budget(spec, tools)
+        for round_ in range(1, self.profile.max_rounds + 1):
+            messages, compaction = fit(normalize(history), budget)
+            if compaction is not None:
+                await turn.emit("context:compact", {"round": round_, **compaction.as_event()})
+            message = await self._call(turn, provider, spec, tools, messages, round_)
+            await turn.record(to_record(message))
+            history.append(message)
+            if not message.tool_calls:
+                return message.content
+            history.extend(await self._run_tools(turn, spec, tools, message.tool_calls))
+        note = (
+            f"Stopped after {self.profile.max_rounds} model calls (the profile's max_rounds); "
+            "the work so far is in this session's transcript."
+        )
+        await turn.emit("turn:limit", {"rounds": self.profile.max_rounds})
+        await turn.record(to_record(AssistantMessage(content=note, provider="amplifier")))
+        return note
+
+    async def aclose(self) -> None:
+        """Close every provider this handler opened."""
+        providers, self._providers = list(self._providers.values()), {}
+        for provider in providers:
+            await provider.aclose()
+
+    # -- one model call -----------------------------------------------------------
+
+    async def _call(
+        self,
+        turn: Turn,
+        provider: Provider,
+        spec: AgentSpec,
+        tools: ToolBox,
+        messages: Sequence[Message],
+        round_: int,
+    ) -> AssistantMessage:
+        request = ProviderRequest(
+            model=provider.model,
+            instructions=spec.instructions,
+            messages=tuple(messages),
+            tools=tools.specs(),
+            max_output_tokens=self.profile.max_output_tokens,
+        )
+        label: dict[str, Any] = {
+            "provider": provider.name,
+            "model": provider.model,
+            "round": round_,
+        }
+        await turn.emit(
+            "provider:request", {**label, "messages": len(messages), "tools": tools.names}
+        )
+        started = anyio.current_time()
+        try:
+            response = await provider.complete(
+                request, on_text=turn.stream if turn.streaming else None
+            )
+        except ProviderError as exc:
+            latency = round((anyio.current_time() - started) * 1000, 1)
+            await turn.emit("provider:error", {**label, "latency_ms": latency, "error": str(exc)})
+            raise
+        latency = round((anyio.current_time() - started) * 1000, 1)
+        await turn.emit(
+            "provider:response",
+            {
+                **label,
+                "latency_ms": latency,
+                "usage": response.usage.model_dump(),
+                "stop_reason": response.stop_reason,
+                "tool_calls": [call.name for call in response.message.tool_calls],
+            },
+        )
+        return response.message
+
+    # -- tools ------------------------------------------------------------------------
+
+    async def _run_tools(
+        self, turn: Turn, spec: AgentSpec, tools: ToolBox, calls: Sequence[ToolCall]
+    ) -> list[ToolResultMessage]:
+        """Run the calls concurrently; record their results in call order as they complete."""
+        results: list[ToolResultMessage | None] = [None] * len(calls)
+        recorded = 0
+        recording = anyio.Lock()
+        limiter = anyio.CapacityLimiter(self.profile.tool_concurrency)
+
+        async def record_ready() -> None:
+            nonlocal recorded
+            async with recording:
+                while recorded < len(calls) and (ready := results[recorded]) is not None:
+                    await turn.record(to_record(ready))
+                    recorded += 1
+
+        async def run(index: int, call: ToolCall) -> None:
+            async with limiter:
+                results[index] = await self._run_tool(turn, spec, tools, call)
+            await record_ready()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, call in enumerate(calls):
+                    tg.start_soon(run, index, call)
+        finally:
+            if recorded < len(calls):
+                # Cut off: answer what did not finish, so the history stays valid.
+                with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                    for index in range(recorded, len(calls)):
+                        results[index] = results[index] or ToolResultMessage(
+                            tool_call_id=calls[index].id,
+                            name=calls[index].name,
+                            content=INTERRUPTED,
+                            is_error=True,
+                        )
+                    await record_ready()
+        return [result for result in results if result is not None]
+
+    async def _run_tool(
+        self, turn: Turn, spec: AgentSpec, tools: ToolBox, call: ToolCall
+    ) -> ToolResultMessage:
+        await turn.emit(
+            "tool:pre", {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
+        )
+        started = anyio.current_time()
+        is_error = True
+        try:
+            tool = tools.get(call.name)
+            if tool is None:
+                raise ToolFailed(
+                    f"no tool {call.name!r} for agent {spec.name!r}; "
+                    f"available: {', '.join(tools.names) or 'none'}"
+                )
+            arguments = parse_arguments(tool, call.arguments)
+            context = ToolContext(root=self._root, turn=turn, agent=spec, call_id=call.id)
+            output = await tool.run(arguments, context)
+            is_error = False
+        except ToolFailed as exc:
+            output = str(exc)
+        except Exception as exc:  # a tool's bug must not end the turn: the model is told
+            output = f"{type(exc).__name__}: {exc}"
+        output = clip(output)
+        data: dict[str, Any] = {
+            "tool": call.name,
+            "call_id": call.id,
+            "is_error": is_error,
+            "latency_ms": round((anyio.current_time() - started) * 1000, 1),
+            "result": output[:_EXCERPT],
+            "result_chars": len(output),
+        }
+        await turn.emit("tool:post", data)
+        return ToolResultMessage(
+            tool_call_id=call.id, name=call.name, content=output, is_error=is_error
+        )
+
+    # -- configuration ----------------------------------------------------------------
+
+    def _tools_for(self, spec: AgentSpec) -> ToolBox:
+        return self._tools.only(name for name in spec.tools if self.profile.tools.permits(name))
+
+    def _budget(self, spec: AgentSpec, tools: ToolBox) -> int:
+        """Tokens left for the history once instructions, tool schemas and the answer fit."""
+        fixed = len(spec.instructions) // 4 + sum(
+            len(str(t.parameters)) // 4 for t in tools.specs()
+        )
+        return max(256, self.profile.context_window - self.profile.max_output_tokens - fixed)
+
+    def _config(self, spec: AgentSpec) -> ProviderConfig:
+        config = self.profile.provider
+        if spec.provider is not None and spec.provider != config.kind:
+            config = ProviderConfig(kind=spec.provider)
+        if spec.model is not None:
+            config = config.model_copy(update={"model": spec.model})
+        return config
+
+    def _provider(self, spec: AgentSpec) -> Provider:
+        if self._fixed is not None:
+            return self._fixed
+        config = self._config(spec)
+        provider = self._providers.get(config)
+        if provider is None:
+            provider = self._providers[config] = make_provider(config)
+        return provider

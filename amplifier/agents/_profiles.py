@@ -1,0 +1,158 @@
+"""Profiles: named configurations a session runs under (``--profile``).
+
+A profile picks the provider and model, the default agent, the tool policy,
+the context window, the durability and the limits of the agent loop. Found,
+in rising precedence: the built-ins (``base``, ``dev``),
+``$AMPLIFIER_HOME/profiles/*.yaml`` and ``<project>/.amplifier/profiles/*.yaml``.
+A profile may ``extends:`` another; its fields are merged over the other's
+(nested sections field by field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from amplifier.persistence import Durability
+
+from ._exceptions import ConfigError, UnknownProfile
+from ._provider_config import ProviderConfig
+
+DEFAULT_PROFILE = "base"
+
+
+class ToolPolicy(BaseModel):
+    """Which tools sessions may use, on top of what each agent spec lists."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allow: tuple[str, ...] | None = None
+    """Only these tools (None: whatever the agent spec lists)."""
+    deny: tuple[str, ...] = ()
+    """Never these tools."""
+
+    def permits(self, tool: str) -> bool:
+        return tool not in self.deny and (self.allow is None or tool in self.allow)
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    provider: ProviderConfig = ProviderConfig()
+    agent: str = "default"
+    """The agent a new session runs when none is named."""
+    tools: ToolPolicy = ToolPolicy()
+    context_window: int = Field(default=128_000, ge=256)
+    """Tokens the model accepts; history beyond it is compacted."""
+    max_output_tokens: int = Field(default=4096, gt=0)
+    durability: Durability = "fsync"
+    max_rounds: int = Field(default=24, ge=1)
+    """Model calls in one turn before the turn stops with what it has."""
+    max_depth: int = Field(default=3, ge=0)
+    """How deep delegation may nest."""
+    max_children: int = Field(default=4, ge=1)
+    """Sub-sessions one session runs at the same time."""
+    tool_concurrency: int = Field(default=8, ge=1)
+    """Tool calls of one response running at the same time."""
+    child_timeout: float | None = Field(default=None, gt=0)
+    """Seconds a sub-session may take before it is cancelled (None: no limit)."""
+    source: str = "built-in"
+
+
+class ProfileCatalog:
+    """Every profile available to a project, by name (with ``extends`` resolved)."""
+
+    def __init__(self, raw: Mapping[str, tuple[dict[str, Any], str]]) -> None:
+        self._raw = dict(raw)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._raw)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def get(self, name: str) -> Profile:
+        """The profile ``name``; ``UnknownProfile`` (listing the others) if there is none."""
+        fields, source = self._resolve(name, ())
+        try:
+            return Profile.model_validate({**fields, "name": name, "source": source})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise ConfigError(f"{where}: {error['msg']}", path=_path(source)) from None
+
+    def _resolve(self, name: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+        if name not in self._raw:
+            raise UnknownProfile(name, self.names)
+        if name in seen:
+            raise ConfigError(
+                f"profiles extend each other in a circle: {' -> '.join((*seen, name))}"
+            )
+        fields, source = self._raw[name]
+        parent = fields.get("extends")
+        own = {k: v for k, v in fields.items() if k != "extends"}
+        if parent is None:
+            return own, source
+        base, _ = self._resolve(str(parent), (*seen, name))
+        return _merge(base, own), source
+
+    @classmethod
+    def load(cls, *, home: Path, project: Path) -> ProfileCatalog:
+        raw: dict[str, tuple[dict[str, Any], str]] = {}
+        folder = resources.files("amplifier.agents") / "builtin" / "profiles"
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".yaml"):
+                name = entry.name.removesuffix(".yaml")
+                raw[name] = (
+                    _parse(entry.read_text(encoding="utf-8"), f"built-in:{entry.name}"),
+                    "built-in",
+                )
+        for directory in (home / "profiles", project / ".amplifier" / "profiles"):
+            for path in _profile_files(directory):
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError(f"cannot read profile: {exc}", path=path) from None
+                raw[path.stem] = (_parse(text, str(path)), str(path))
+        return cls(raw)
+
+
+def _profile_files(directory: Path) -> Iterable[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
+    try:
+        fields = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid profile: {problem}", path=_path(source), line=line) from None
+    if not isinstance(fields, dict):
+        raise ConfigError("a profile must be a mapping of fields", path=_path(source), line=1)
+    return fields
+
+
+def _path(source: str) -> Path | None:
+    return None if source.startswith("built-in") else Path(source)
+
+
+def _merge(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

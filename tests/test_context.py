@@ -1,0 +1,169 @@
+"""What the model is shown: a valid history that fits the window, even after 10,000 messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+import amplifier
+from amplifier import ScriptedProvider
+from amplifier.agents import (
+    INTERRUPTED,
+    AssistantMessage,
+    Message,
+    ScriptedTurn,
+    ToolCall,
+    ToolResultMessage,
+    UserMessage,
+    fit,
+    normalize,
+)
+from amplifier.agents._context import estimate_tokens
+
+from .helpers import events, first, session_dirs
+
+
+def _call(call_id: str, name: str = "read_file") -> AssistantMessage:
+    return AssistantMessage(tool_calls=(ToolCall(id=call_id, name=name, arguments={"path": "x"}),))
+
+
+def _result(call_id: str, content: str = "ok") -> ToolResultMessage:
+    return ToolResultMessage(tool_call_id=call_id, name="read_file", content=content)
+
+
+def _assert_pairs_intact(messages: list[Message]) -> None:
+    for index, message in enumerate(messages):
+        if isinstance(message, AssistantMessage):
+            following = messages[index + 1 : index + 1 + len(message.tool_calls)]
+            assert [r.tool_call_id for r in following if isinstance(r, ToolResultMessage)] == [
+                c.id for c in message.tool_calls
+            ]
+        if isinstance(message, ToolResultMessage):
+            assert any(
+                isinstance(m, AssistantMessage)
+                and message.tool_call_id in {c.id for c in m.tool_calls}
+                for m in messages[:index]
+            )
+
+
+def test_call_without_result_is_answered_as_interrupted() -> None:
+    """A tool call a crash left unanswered is shown to the model with an explicit result."""
+    history: list[Message] = [UserMessage(content="go"), _call("a")]
+    shown = normalize(history)
+    assert isinstance(shown[-1], ToolResultMessage)
+    assert (shown[-1].content, shown[-1].is_error) == (INTERRUPTED, True)
+
+
+def test_results_are_moved_next_to_their_call_and_orphans_dropped() -> None:
+    """Results appended later (a repair) sit right after their call; results of no call go."""
+    history: list[Message] = [
+        UserMessage(content="go"),
+        _call("a"),
+        UserMessage(content="next"),
+        _result("a", "late"),
+        _result("ghost"),
+    ]
+    shown = normalize(history)
+    assert [type(m).__name__ for m in shown] == [
+        "UserMessage",
+        "AssistantMessage",
+        "ToolResultMessage",
+        "UserMessage",
+    ]
+    _assert_pairs_intact(shown)
+
+
+def test_history_within_budget_is_unchanged() -> None:
+    """Nothing is compacted while the history fits."""
+    history: list[Message] = [UserMessage(content="hi"), AssistantMessage(content="hello")]
+    assert fit(history, 1000) == (history, None)
+
+
+def test_compaction_keeps_first_prompt_current_turn_and_pairs() -> None:
+    """Over budget: the first prompt, current turn and call/result pairs survive; old turns go."""
+    history: list[Message] = [UserMessage(content="the goal: fix the parser")]
+    for n in range(200):
+        history += [
+            UserMessage(content=f"step {n}"),
+            _call(f"c{n}"),
+            _result(f"c{n}", "x" * 2000),
+            AssistantMessage(content=f"done {n}"),
+        ]
+    history += [UserMessage(content="now summarise"), _call("last"), _result("last", "y" * 3000)]
+    shown, compaction = fit(normalize(history), 4000)
+    assert compaction is not None
+    assert sum(estimate_tokens(m) for m in shown) <= 4000
+    assert shown[0] == UserMessage(content="the goal: fix the parser")
+    assert "earlier messages left out" in shown[1].content
+    assert shown[-3:] == history[-3:]  # the current turn, untouched
+    _assert_pairs_intact(shown)
+    assert compaction.omitted > 0
+    assert compaction.shortened > 0
+    assert compaction.tokens_after < compaction.tokens_before
+
+
+def test_oversized_current_turn_keeps_its_prompt_and_latest_rounds() -> None:
+    """Even one huge turn is cut down to fit, keeping the prompt and the latest tool rounds."""
+    history: list[Message] = [UserMessage(content="big job")]
+    for n in range(50):
+        history += [_call(f"c{n}"), _result(f"c{n}", "z" * 4000)]
+    shown, compaction = fit(normalize(history), 3000)
+    assert compaction is not None
+    assert shown[0] == UserMessage(content="big job")
+    assert "messages of this turn left out" in shown[1].content
+    assert shown[-1].tool_call_id == "c49"  # type: ignore[union-attr]
+    _assert_pairs_intact(shown)
+    assert sum(estimate_tokens(m) for m in shown) <= 3000
+
+
+async def test_resumed_session_with_ten_thousand_messages_completes_a_turn(
+    home: Path, tmp_path: Path
+) -> None:
+    """A session with 10,000 stored messages resumes under a small window and answers."""
+    project = tmp_path / "p"
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "tiny.yaml").write_text(
+        "context_window: 6000\nmax_output_tokens: 500\n"
+    )
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask("first prompt: remember the goal")
+    transcript = session_dirs(home)[session.id] / "transcript.jsonl"
+    last = orjson.loads(transcript.read_bytes().splitlines()[-1])
+    lines: list[bytes] = []
+    seq = last["seq"]
+    for n in range(2500):  # 4 messages a turn: 10,000 messages
+        turn: list[dict[str, Any]] = [
+            {"role": "user", "content": f"question {n}"},
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": f"t{n}", "name": "read_file", "arguments": {"path": "a"}}],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": f"t{n}",
+                "name": "read_file",
+                "content": "data " * 200,
+            },
+            {"role": "assistant", "content": f"answer {n}"},
+        ]
+        for message in turn:
+            seq += 1
+            lines.append(orjson.dumps({"version": 1, "seq": seq, "ts": last["ts"], **message}))
+    with transcript.open("ab") as f:
+        f.write(b"\n".join(lines) + b"\n")
+
+    provider = ScriptedProvider([ScriptedTurn(text="still here")])
+    async with amplifier.open_runtime(cwd=project, profile="tiny", provider=provider) as rt:
+        async with rt.resume(session.id) as again:
+            reply = await again.ask("what was the goal?")
+    assert reply.text == "still here"
+    (request,) = provider.requests
+    assert request.messages[0] == UserMessage(content="first prompt: remember the goal")
+    assert request.messages[-1] == UserMessage(content="what was the goal?")
+    assert sum(estimate_tokens(m) for m in request.messages) <= 6000
+    _assert_pairs_intact(list(request.messages))
+    compact = first(events(home, session.id), "context:compact")["data"]
+    assert compact["messages_before"] >= 10_002
+    assert compact["omitted_messages"] > 9000
