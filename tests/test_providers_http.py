@@ -456,4 +456,4 @@ async def test_provider_close_is_idempotent_and_final(kind: Kind, server: FakeLL
 async def test_provider_default_models(server: FakeLLMServer) -> None:
     """Without a model in the profile, each provider names a sensible default."""
     async with make("openai", server) as openai, make("anthropic", server) as anthropic:
-        assert (openai.model, anthropic.model) == ("gpt-4o-mini", "claude-sonnet-4-5")
+        assert (openai.model, anthropic.model) == ("gpt-5.4-mini", "claude-sonnet-5-5")

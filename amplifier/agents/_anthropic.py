@@ -71,7 +71,7 @@ from ._wire import (
     first_error,
 )
 
-DEFAULT_MODEL: Final = "claude-sonnet-4-5"
+DEFAULT_MODEL: Final = "claude-sonnet-5-5"
 ERRORS: Final = SdkErrors(
     timeout=anthropic.APITimeoutError,
     status=anthropic.APIStatusError,

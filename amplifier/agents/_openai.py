@@ -58,7 +58,7 @@ from ._wire import (
     first_error,
 )
 
-DEFAULT_MODEL: Final = "gpt-4o-mini"
+DEFAULT_MODEL: Final = "gpt-5.4-mini"
 ERRORS: Final = SdkErrors(
     timeout=openai.APITimeoutError,
     status=openai.APIStatusError,

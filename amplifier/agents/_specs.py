@@ -6,7 +6,7 @@
     tools: [read_file, list_dir, glob, grep]
     agents: []                 # the agents it may delegate to
     provider: openai           # optional: overrides the profile's provider kind
-    model: gpt-4o-mini         # optional: overrides the profile's model
+    model: gpt-5.4-mini        # optional: overrides the profile's model
     ---
     You explore a code base ...
 
