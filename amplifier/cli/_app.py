@@ -1,59 +1,566 @@
-"""The typer application. Presentation only: every behaviour lives in the Python API."""
+"""The typer application. Presentation only: every behaviour lives in the Python API.
+
+Exit codes: 0 done, 1 a failure (provider, disk, a session in use),
+2 a usage error (bad id, unknown agent or profile, bad flag), 130 Ctrl-C.
+Errors are one line on stderr, never a traceback (``AMPLIFIER_DEBUG=1``
+shows one). With ``--json`` stdout carries exactly one JSON document.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-from typing import Annotated
+import traceback
+import warnings
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
 
-from amplifier import AmplifierError, UsageError, open_runtime
-from amplifier.persistence import Durability
+from amplifier import (
+    AmbiguousSessionId,
+    AmplifierError,
+    Runtime,
+    Session,
+    TurnCancelled,
+    TurnFailed,
+    UsageError,
+    open_runtime,
+)
+from amplifier.agents import ProviderKind
+
+from ._interactive import History, run_interactive
+from ._render import (
+    console,
+    event_lines,
+    metadata_lines,
+    safe,
+    sessions_table,
+    summary_json,
+    transcript_lines,
+    tree_lines,
+    write_json,
+)
 
 app = typer.Typer(
     name="amplifier",
-    help="Run and manage AI-agent sessions.",
-    no_args_is_help=True,
+    help="Run and manage AI-agent sessions. With no command: an interactive session.",
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+session_app = typer.Typer(
+    help="List, show, resume, delete and clean up sessions.", no_args_is_help=True
+)
+app.add_typer(session_app, name="session")
 
 
-@app.callback()
-def _root() -> None:
-    """Run and manage AI-agent sessions."""
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class Provider(StrEnum):
+    offline = "offline"
+    scripted = "scripted"
+    openai = "openai"
+    anthropic = "anthropic"
+
+
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document (same as --output-format json).")
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--output-format", help="text or json.")]
+ProfileOption = Annotated[
+    str | None, typer.Option("--profile", "-p", help="Profile to run under (default: base).")
+]
+ProviderOption = Annotated[
+    Provider | None, typer.Option("--provider", help="Override the profile's provider.")
+]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="Override the profile's model.")
+]
+AgentOption = Annotated[
+    str | None,
+    typer.Option("--agent", "-a", help="Agent of a new session (default: the profile's)."),
+]
+NoHistory = Annotated[
+    bool, typer.Option("--no-history", help="Do not show the recent history first.")
+]
+FullHistory = Annotated[bool, typer.Option("--full-history", help="Show the whole history first.")]
+
+
+class _Exit(Exception):
+    """Leave with this code after the message was already shown."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+# -- running a command ------------------------------------------------------------
+
+
+def _backend() -> str:
+    return os.environ.get("AMPLIFIER_ASYNC_BACKEND", "asyncio")
+
+
+def _say(message: str) -> None:
+    """A status line for the person at the terminal (stderr, never mixed into --json)."""
+    console(stderr=True).print(safe(message), markup=False, highlight=False)
+
+
+def _fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
+    if as_json:
+        write_json({"error": message, "exit_code": code})
+    sys.stderr.write(f"Error: {safe(message)}\n")
+    raise typer.Exit(code)
+
+
+def _execute(main: Callable[[], Awaitable[int | None]], *, as_json: bool = False) -> None:
+    """Run ``main`` on the event loop; turn every failure into one line and an exit code."""
+    warnings.showwarning = _show_warning
+    try:
+        code = anyio.run(main, backend=_backend())
+    except _Exit as exit_:
+        raise typer.Exit(exit_.code) from None
+    except (UsageError, AmbiguousSessionId) as exc:
+        _fail(str(exc), code=2, as_json=as_json)
+    except AmplifierError as exc:
+        _fail(str(exc), code=1, as_json=as_json)
+    except KeyboardInterrupt:
+        _fail("interrupted", code=130, as_json=as_json)
+    except OSError as exc:
+        _fail(
+            f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
+            code=1,
+            as_json=as_json,
+        )
+    except Exception as exc:
+        if os.environ.get("AMPLIFIER_DEBUG"):
+            traceback.print_exc()
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc} (AMPLIFIER_DEBUG=1 shows where)",
+            code=1,
+            as_json=as_json,
+        )
+    if code:
+        raise typer.Exit(code)
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    sys.stderr.write(f"Warning: {safe(str(message))}\n")
+
+
+def _json_mode(json_flag: bool, output_format: OutputFormat) -> bool:
+    return json_flag or output_format is OutputFormat.json
+
+
+def _provider(provider: Provider | None) -> ProviderKind | None:
+    return provider.value if provider is not None else None
+
+
+async def _other_project_note(rt: Runtime, session: Session) -> None:
+    if session.location.project != rt.project:
+        _say(f"(session of another project: {session.metadata.cwd})")
+
+
+# -- one turn ---------------------------------------------------------------------
+
+
+async def _one_turn(session: Session, prompt: str, *, as_json: bool) -> int:
+    """Ask once, streaming on a terminal; Ctrl-C cancels the turn (exit 130)."""
+    stream = sys.stdout.isatty() and not as_json
+    streamed: list[str] = []
+
+    async def show(piece: str) -> None:
+        streamed.append(piece)
+        sys.stdout.write(safe(piece))
+        sys.stdout.flush()
+
+    async with anyio.create_task_group() as tg:
+
+        async def cancel_on_interrupt() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    session.cancel()
+
+        tg.start_soon(cancel_on_interrupt)
+        try:
+            reply = await session.ask(prompt, on_text=show if stream else None)
+        except TurnCancelled:
+            tg.cancel_scope.cancel()
+            if as_json:
+                write_json({"session_id": session.id, "status": "cancelled"})
+            if streamed:
+                sys.stdout.write("\n")
+            _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
+            return 130
+        except TurnFailed as exc:
+            tg.cancel_scope.cancel()
+            if as_json:
+                write_json({"session_id": session.id, "status": "failed", "error": exc.reason})
+            sys.stderr.write(f"Error: {safe(exc.reason)}\n")
+            _say(f"Session: {session.id}")
+            return 1
+        tg.cancel_scope.cancel()
+    if as_json:
+        write_json(
+            {
+                "session_id": session.id,
+                "status": "completed",
+                "response": reply.text,
+                "turn": reply.turn,
+            }
+        )
+        return 0
+    if stream:
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(safe(reply.text) + "\n")
+    sys.stdout.flush()
+    _say(f"Session: {session.id}")
+    return 0
+
+
+def _read_prompt(prompt: str | None) -> str | None:
+    if prompt is not None:
+        return prompt
+    if sys.stdin.isatty():
+        return None
+    return sys.stdin.read()
+
+
+def _history(no_history: bool, full_history: bool) -> History:
+    if no_history and full_history:
+        _fail("--no-history and --full-history cannot go together", code=2)
+    return "none" if no_history else "full" if full_history else "recent"
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    profile: ProfileOption = None,
+    provider: ProviderOption = None,
+    model: ModelOption = None,
+    agent: AgentOption = None,
+) -> None:
+    """Run and manage AI-agent sessions. With no command: an interactive session."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def main() -> None:
+        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+            async with rt.open_session(agent=agent) as session:
+                await run_interactive(rt, session, history="none", say=_say)
+
+    _execute(main)
 
 
 @app.command()
 def run(
-    prompt: Annotated[str | None, typer.Argument(help="The prompt (default: stdin).")] = None,
-    durability: Annotated[
-        str, typer.Option(help="fsync (default), flush or none.", metavar="MODE")
-    ] = "fsync",
+    prompt: Annotated[
+        str | None, typer.Argument(help="The prompt (default: read from stdin).")
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", "-r", help="Continue this session (id or unique prefix)."),
+    ] = None,
+    profile: ProfileOption = None,
+    provider: ProviderOption = None,
+    model: ModelOption = None,
+    agent: AgentOption = None,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Run one turn in a new session and print the answer and the session id."""
-    text = prompt if prompt is not None else sys.stdin.read()
-    if not text.strip():
-        _fail("no prompt given (pass it as an argument or on stdin)", code=2)
-    if durability not in ("fsync", "flush", "none"):
-        _fail(f"unknown durability {durability!r}; use fsync, flush or none", code=2)
-    mode: Durability = durability  # type: ignore[assignment]
+    """Run one turn in a new session (or --resume one), print the answer and the session id."""
+    as_json = _json_mode(json_flag, output_format)
+    text = _read_prompt(prompt)
+    if not text or not text.strip():
+        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
+    if resume is not None and agent is not None:
+        _fail(
+            "--agent applies to a new session; a resumed one keeps its agent",
+            code=2,
+            as_json=as_json,
+        )
 
-    async def one_turn() -> None:
-        async with open_runtime(durability=mode) as rt, rt.open_session() as session:
-            reply = await session.ask(text)
-            typer.echo(reply.text)
-            typer.echo(f"session: {session.id}", err=True)
+    async def main() -> int:
+        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+            opening = rt.resume(resume) if resume is not None else rt.open_session(agent=agent)
+            async with opening as session:
+                if not as_json:
+                    await _other_project_note(rt, session)
+                return await _one_turn(session, text, as_json=as_json)
 
-    try:
-        anyio.run(one_turn)
-    except (AmplifierError, UsageError) as exc:
-        _fail(str(exc), code=2 if isinstance(exc, UsageError) else 1)
+    _execute(main, as_json=as_json)
 
 
-def _fail(message: str, *, code: int) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
+@app.command(name="continue")
+def continue_(
+    prompt: Annotated[
+        str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
+    ] = None,
+    no_history: NoHistory = False,
+    full_history: FullHistory = False,
+    profile: ProfileOption = None,
+    provider: ProviderOption = None,
+    model: ModelOption = None,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
+) -> None:
+    """Resume the most recent session of this project."""
+    as_json = _json_mode(json_flag, output_format)
+    history = _history(no_history, full_history)
+
+    async def main() -> int | None:
+        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+            latest = await rt.latest()
+            if latest is None:
+                _fail(
+                    "no session to continue in this project; start one with 'amplifier run'",
+                    code=1,
+                    as_json=as_json,
+                )
+            return await _resume(rt, latest.session_id, prompt, history=history, as_json=as_json)
+
+    _execute(main, as_json=as_json)
+
+
+async def _resume(
+    rt: Runtime, session_id: str, prompt: str | None, *, history: History, as_json: bool
+) -> int | None:
+    async with rt.resume(session_id) as session:
+        if prompt is not None:
+            if not as_json:
+                await _other_project_note(rt, session)
+            return await _one_turn(session, prompt, as_json=as_json)
+        if as_json:
+            _fail(
+                "--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True
+            )
+        await _other_project_note(rt, session)
+        await run_interactive(rt, session, history=history, say=_say)
+    return None
+
+
+@session_app.command("list")
+def list_(
+    all_projects: Annotated[
+        bool, typer.Option("--all", help="Sessions of every project (adds Project).")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Show at most N sessions.")
+    ] = None,
+    tree: Annotated[
+        bool, typer.Option("--tree", help="Show sub-sessions under their parent.")
+    ] = False,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
+) -> None:
+    """This project's sessions, newest first."""
+    as_json = _json_mode(json_flag, output_format)
+
+    async def main() -> None:
+        async with open_runtime(durability="none") as rt:
+            rows = await rt.sessions(all_projects=all_projects)
+        by_id = {row.session_id: row for row in rows}
+
+        def parent(row: Any) -> str | None:
+            meta = row.metadata
+            return meta.parent_id if meta is not None and meta.parent_id in by_id else None
+
+        roots = [row for row in rows if parent(row) is None]
+        if limit is not None:
+            roots = roots[:limit]
+        shown: list[tuple[Any, int]] = []
+        for root_row in roots:
+            shown.append((root_row, 0))
+            if tree:
+                _add_children(root_row.session_id, rows, parent, shown, 1)
+        if as_json:
+            write_json([{**summary_json(row), "depth": depth} for row, depth in shown])
+            return
+        if not shown:
+            hint = "" if all_projects else " (--all shows every project's)"
+            _say(f"No sessions in this project{hint}.")
+            return
+        sessions_table(shown, show_project=all_projects, out=console())
+
+    _execute(main, as_json=as_json)
+
+
+def _add_children(
+    parent_id: str,
+    rows: list[Any],
+    parent: Callable[[Any], str | None],
+    shown: list[tuple[Any, int]],
+    depth: int,
+) -> None:
+    for row in sorted((r for r in rows if parent(r) == parent_id), key=lambda r: r.session_id):
+        shown.append((row, depth))
+        _add_children(row.session_id, rows, parent, shown, depth + 1)
+
+
+@session_app.command("show")
+def show(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    events: Annotated[bool, typer.Option("--events", help="Show the event log too.")] = False,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
+) -> None:
+    """A session's metadata, its sub-session tree and its transcript."""
+    as_json = _json_mode(json_flag, output_format)
+
+    async def main() -> None:
+        async with open_runtime(durability="none") as rt:
+            tree = await rt.tree(session_id)
+            head = tree[0]
+            records = await rt.transcript(head.session_id)
+            log = [e async for e in rt.events(head.session_id)] if events else []
+            project = rt.project
+        if as_json:
+            document: dict[str, Any] = {
+                **summary_json(head),
+                "tree": [summary_json(row) for row in tree],
+                "transcript": [record.model_dump(mode="json") for record in records],
+            }
+            if events:
+                document["events"] = [event.model_dump(mode="json") for event in log]
+            write_json(document)
+            return
+        out = console()
+        if head.location.project != project:
+            where = head.metadata.cwd if head.metadata else head.location.project
+            _say(f"(session of another project: {where})")
+        if head.metadata is None:
+            out.print(
+                f"Session:   {head.session_id}\nStatus:    damaged ({safe(head.problem or '')})",
+                markup=False,
+            )
+        else:
+            out.print("\n".join(metadata_lines(head.metadata, head.status)), markup=False)
+        if len(tree) > 1:
+            out.print("\nSub-sessions:", markup=False)
+            out.print("\n".join(tree_lines(tree, head.session_id)), markup=False)
+        out.print(f"\nTranscript ({len(records)} messages):\n", markup=False)
+        out.print("\n".join(transcript_lines(records)), markup=False)
+        if events:
+            out.print(f"Events ({len(log)}):", markup=False)
+            out.print("\n".join(event_lines(log)), markup=False)
+
+    _execute(main, as_json=as_json)
+
+
+@session_app.command("resume")
+def resume_(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
+    ] = None,
+    no_history: NoHistory = False,
+    full_history: FullHistory = False,
+    profile: ProfileOption = None,
+    provider: ProviderOption = None,
+    model: ModelOption = None,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
+) -> None:
+    """Resume a session (sub-sessions too): with a prompt, one turn; without, interactive."""
+    as_json = _json_mode(json_flag, output_format)
+    history = _history(no_history, full_history)
+
+    async def main() -> int | None:
+        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+            return await _resume(rt, session_id, prompt, history=history, as_json=as_json)
+
+    _execute(main, as_json=as_json)
+
+
+@session_app.command("delete")
+def delete(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
+) -> None:
+    """Delete a session and its sub-sessions (never one in use)."""
+    as_json = _json_mode(json_flag, output_format)
+
+    async def main() -> None:
+        async with open_runtime(durability="none") as rt:
+            tree = await rt.tree(session_id)
+            target = tree[0].session_id
+            if not yes:
+                if not sys.stdin.isatty():
+                    _fail("not deleting without confirmation: pass --yes", code=2, as_json=as_json)
+                more = f" and its {len(tree) - 1} sub-session(s)" if len(tree) > 1 else ""
+                confirmed = await anyio.to_thread.run_sync(
+                    lambda: typer.confirm(
+                        f"Delete session {target}{more}?", default=False, err=True
+                    )
+                )
+                if not confirmed:
+                    _say("Nothing deleted.")
+                    raise _Exit(1)
+            removed = await rt.delete(target)
+        if as_json:
+            write_json({"deleted": removed})
+        else:
+            for removed_id in removed:
+                print(f"Deleted {removed_id}")
+
+    _execute(main, as_json=as_json)
+
+
+@session_app.command("cleanup")
+def cleanup(
+    days: Annotated[
+        float, typer.Option("--days", min=0, help="Delete sessions not updated for this many days.")
+    ] = 30,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list what would be deleted.")
+    ] = False,
+    all_projects: Annotated[
+        bool, typer.Option("--all", help="Every project's sessions, not only this one's.")
+    ] = False,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
+) -> None:
+    """Delete old sessions, each with its sub-sessions; sessions in use are left alone."""
+    as_json = _json_mode(json_flag, output_format)
+
+    async def main() -> None:
+        async with open_runtime(durability="none") as rt:
+            result = await rt.cleanup(days=days, dry_run=dry_run, all_projects=all_projects)
+        gone = [row for tree in result.trees for row in tree] if dry_run else result.removed
+        if as_json:
+            write_json(
+                {
+                    "dry_run": dry_run,
+                    "days": days,
+                    "would_delete" if dry_run else "deleted": [row.session_id for row in gone],
+                    "in_use": [row.session_id for row in result.in_use],
+                }
+            )
+            return
+        verb = "Would delete" if dry_run else "Deleted"
+        for row in gone:
+            print(f"{verb} {row.session_id}")
+        for row in result.in_use:
+            print(f"Kept {row.session_id} (in use)")
+        if not gone:
+            scope = "any project" if all_projects else "this project"
+            _say(f"No session of {scope} is older than {days:g} days.")
+
+    _execute(main, as_json=as_json)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ import errno
 import math
 import os
 import secrets
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -225,6 +226,13 @@ class Flush(_Request):
     kind: Literal["flush"] = "flush"
 
 
+class DeleteSessions(_Request):
+    """Remove sessions' folders: all of them, or none if any is in use."""
+
+    kind: Literal["delete"] = "delete"
+    locations: tuple[SessionLocation, ...]
+
+
 Request = Annotated[
     CreateSession
     | OpenSession
@@ -232,7 +240,8 @@ Request = Annotated[
     | AppendMessage
     | WriteMetadata
     | CloseSession
-    | Flush,
+    | Flush
+    | DeleteSessions,
     Field(discriminator="kind"),
 ]
 
@@ -301,7 +310,7 @@ class _Batch:
     """The batch creates, opens or closes a session or asks for a flush."""
 
 
-_CONTROLS = (CreateSession, OpenSession, CloseSession, Flush)
+_CONTROLS = (CreateSession, OpenSession, CloseSession, Flush, DeleteSessions)
 
 
 class _OpenFiles:
@@ -573,7 +582,7 @@ class PersistenceActor:
                             encode_entry(self._seq, FrameKind.METADATA, held.folder, data)
                         )
                     batch.results[index] = Stamp(self._seq, ts)
-                case CreateSession() | OpenSession() | CloseSession() | Flush():
+                case CreateSession() | OpenSession() | CloseSession() | Flush() | DeleteSessions():
                     batch.controls = True
                 case _:
                     assert_never(request)
@@ -686,6 +695,12 @@ class PersistenceActor:
             if isinstance(request, OpenSession):
                 try:
                     batch.results[index] = self._open(request.location)
+                except (PersistenceError, OSError) as exc:
+                    batch.results[index] = exc
+        for index, request in enumerate(batch.requests):
+            if isinstance(request, DeleteSessions):
+                try:
+                    batch.results[index] = self._delete(request.locations)
                 except (PersistenceError, OSError) as exc:
                     batch.results[index] = exc
         closing: list[int] = []
@@ -810,6 +825,29 @@ class PersistenceActor:
         # Runtime wrote it, so seq only grows within every file.
         self._seq = max(self._seq, seen)
         return self._hold(location, lock), OpenedSession(last_seq=seen, torn=torn)
+
+    def _delete(self, locations: tuple[SessionLocation, ...]) -> list[str]:
+        """Remove the folders (children before parents); none if any session is in use."""
+        # A dead runtime's journal could otherwise bring a deleted session back.
+        recover_dead_journals(self.home)
+        locks: list[FileLock] = []
+        try:
+            for location in locations:
+                if not location.directory.is_dir():
+                    continue
+                locks.append(FileLock.acquire(location.lock, session_id=location.session_id))
+            removed = []
+            for location in reversed(locations):
+                if location.directory.is_dir():
+                    shutil.rmtree(location.directory)
+                    removed.append(location.session_id)
+            for parent in {location.directory.parent for location in locations}:
+                with contextlib.suppress(FileNotFoundError):
+                    fsync_dir(parent)
+            return removed
+        finally:
+            for lock in locks:
+                lock.release()
 
     def _hold(self, location: SessionLocation, lock: FileLock) -> int:
         self._handles += 1
@@ -945,6 +983,17 @@ class Store:
         await _send(self._send, OpenSession(location=location, reply=reply))
         handle, opened = await self._acks.wait(reply)
         return SessionWriter(location, handle, self._send.clone(), self._acks), opened
+
+    async def delete(self, locations: Sequence[SessionLocation]) -> list[str]:
+        """Delete these sessions (give children after their parent); their ids as removed.
+
+        Raises ``SessionLocked`` naming the holder, and deletes nothing, if any
+        of them is open in some process.
+        """
+        reply = _Reply()
+        await _send(self._send, DeleteSessions(locations=tuple(locations), reply=reply))
+        removed: list[str] = await self._acks.wait(reply)
+        return removed
 
     async def flush(self) -> None:
         """Wait until everything sent so far is in the session files (any durability)."""

@@ -19,13 +19,14 @@ from ._exceptions import (
 from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
 from ._lifecycle import ALLOWED, Lifecycle, SessionState
 from ._messages import Reply
-from ._runtime import Runtime, SessionOpening, open_runtime
+from ._runtime import Cleanup, Runtime, SessionOpening, open_runtime, plan_cleanup
 from ._session import Session, SessionContext, Turn
 from ._turns import EchoTurnHandler, SessionSetup, TurnHandler
 
 __all__ = [
     "ALLOWED",
     "ChildSessionError",
+    "Cleanup",
     "Delegation",
     "DelegationResult",
     "DelegationStatus",
@@ -55,5 +56,6 @@ __all__ = [
     "new_child_id",
     "new_root_id",
     "open_runtime",
+    "plan_cleanup",
     "span_of",
 ]

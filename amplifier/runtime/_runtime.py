@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,17 +34,21 @@ from amplifier.persistence import (
     EventRecord,
     RecoveryReport,
     SessionLocation,
+    SessionLocked,
     SessionMetadata,
     SessionSummary,
     Store,
+    TranscriptRecord,
     find_session,
     iter_events,
     list_sessions,
+    load_transcript,
     merge_events,
     open_store,
     project_slug,
     resolve_home_and_cwd,
     session_tree,
+    summarize,
     utc_now,
 )
 
@@ -196,6 +202,61 @@ class Runtime:
         for record in await anyio.to_thread.run_sync(read):
             yield record
 
+    async def latest(self) -> SessionSummary | None:
+        """The most recent root session of this project (what ``continue`` resumes)."""
+        for row in await self.sessions():
+            if row.metadata is not None and row.metadata.parent_id is None:
+                return row
+        return None
+
+    async def transcript(self, session_id: str) -> list[TranscriptRecord]:
+        """A session's stored messages, oldest first."""
+        location = await self.find(session_id)
+        await self._store.flush()
+        return await anyio.to_thread.run_sync(load_transcript, location)
+
+    async def tree(self, session_id: str) -> list[SessionSummary]:
+        """The session and its sub-sessions (depth first, parents before children)."""
+        location = await self.find(session_id)
+        await self._store.flush()
+        return await anyio.to_thread.run_sync(
+            lambda: [summarize(node) for node in session_tree(location)]
+        )
+
+    async def delete(self, session_id: str) -> list[str]:
+        """Delete a session and its sub-sessions; the ids removed.
+
+        Raises ``SessionLocked`` (and deletes nothing) if any of them is in use.
+        """
+        location = await self.find(session_id)
+        tree = await anyio.to_thread.run_sync(session_tree, location)
+        return await self._store.delete(tree)
+
+    async def cleanup(
+        self, *, days: float, dry_run: bool = False, all_projects: bool = False
+    ) -> Cleanup:
+        """Delete sessions not updated for ``days``, each with its sub-sessions.
+
+        A tree goes only if every session in it is that old and none is in
+        use; sessions in use are never touched (they are reported).
+        ``dry_run`` only reports what would go.
+        """
+        cutoff = self._services.clock() - timedelta(days=days)
+        rows = await self.sessions(all_projects=all_projects)
+        plan = plan_cleanup(rows, cutoff)
+        if dry_run:
+            return plan
+        removed: list[SessionSummary] = []
+        in_use = list(plan.in_use)
+        for tree in plan.trees:
+            try:
+                await self._store.delete([row.location for row in tree])
+            except SessionLocked:
+                in_use.extend(tree)  # opened since the plan was made: left alone
+            else:
+                removed.extend(tree)
+        return Cleanup(trees=[], removed=removed, in_use=in_use)
+
     def subscribe(
         self, session_id: str | None = None, *, tree: bool = True, buffer: int = 1024
     ) -> Subscription:
@@ -207,6 +268,53 @@ class Runtime:
         self._closed = True
         for actor in self._roots:
             actor.close_mailbox()
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    """What ``Runtime.cleanup`` found: trees to remove (dry run), removed, or in use."""
+
+    trees: list[list[SessionSummary]]
+    """Planned removals, a root with its sub-sessions each (what a dry run reports)."""
+    removed: list[SessionSummary] = field(default_factory=list)
+    in_use: list[SessionSummary] = field(default_factory=list)
+    """Old enough, but open in some process: left alone."""
+
+
+def _last_touched(row: SessionSummary) -> datetime:
+    if row.metadata is not None:
+        return row.metadata.updated
+    try:  # damaged metadata: the folder's own time is the best we know
+        return datetime.fromtimestamp(row.location.directory.stat().st_mtime, UTC)
+    except OSError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def plan_cleanup(rows: list[SessionSummary], cutoff: datetime) -> Cleanup:
+    """Trees (a root and all whose parent chain leads to it) untouched since ``cutoff``."""
+    by_id = {row.session_id: row for row in rows}
+    children: dict[str, list[SessionSummary]] = {}
+    roots = []
+    for row in rows:
+        parent = row.metadata.parent_id if row.metadata is not None else None
+        if parent is not None and parent in by_id:
+            children.setdefault(parent, []).append(row)
+        else:
+            roots.append(row)
+    trees: list[list[SessionSummary]] = []
+    in_use: list[SessionSummary] = []
+    for root in roots:
+        tree = [root]
+        for row in tree:  # grows while it is walked: breadth first, parents first
+            tree.extend(children.get(row.session_id, []))
+        if any(_last_touched(row) >= cutoff for row in tree):
+            continue
+        live = [row for row in tree if row.live]
+        if live:
+            in_use.extend(live)
+        else:
+            trees.append(tree)
+    return Cleanup(trees=trees, in_use=in_use)
 
 
 @asynccontextmanager

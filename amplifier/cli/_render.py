@@ -1,0 +1,177 @@
+"""How the CLI shows things: tables, transcripts, trees, JSON, and safe text.
+
+Rule 1: text that came from a session (prompts, answers, tool output) is
+        printed through ``safe()``: terminal control sequences in it are
+        shown, not executed, so a transcript cannot rewrite the screen.
+Rule 2: off a terminal, or with ``NO_COLOR``, output is plain text: no
+        colour, no box drawing, so it pipes and greps well.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import IO, Any
+
+import orjson
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from amplifier import EventRecord, SessionMetadata, SessionSummary, TranscriptRecord
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+PROMPT_WIDTH = 48
+
+
+def plain(stream: IO[str] | None = None) -> bool:
+    """True when output should carry no colour or drawing (Rule 2)."""
+    target = stream or sys.stdout
+    return bool(os.environ.get("NO_COLOR")) or not target.isatty()
+
+
+def console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    bare = plain(stream)
+    return Console(
+        file=stream,
+        no_color=bare,
+        color_system=None if bare else "auto",
+        highlight=False,
+        emoji=False,
+        soft_wrap=bare,
+        width=200 if bare else None,
+    )
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters (escape sequences, bells, ...) made visible."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def one_line(text: str | None, width: int = PROMPT_WIDTH) -> str:
+    flat = " ".join(safe(text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def when(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def write_json(document: Any) -> None:
+    """The one JSON document a ``--json`` command prints on stdout."""
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def summary_json(row: SessionSummary) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "session_id": row.session_id,
+        "project": row.location.project,
+        "status": row.status,
+        "path": str(row.location.directory),
+    }
+    if row.metadata is not None:
+        data["metadata"] = row.metadata.model_dump(mode="json")
+    else:
+        data["problem"] = row.problem
+    return data
+
+
+def sessions_table(
+    rows: Sequence[tuple[SessionSummary, int]], *, show_project: bool, out: Console
+) -> None:
+    """The ``session list`` table; each row with its depth (sub-sessions are indented)."""
+    bare = plain(out.file)
+    table = Table(box=None if bare else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("ID", "Created", "Profile", "Messages", "Last Prompt", "Status"):
+        table.add_column(column, no_wrap=column != "Last Prompt", overflow="fold")
+    if show_project:
+        table.add_column("Project", no_wrap=True)
+    for row, depth in rows:
+        indent = "  " * depth + ("└─ " if depth else "")
+        meta = row.metadata
+        cells = [
+            indent + row.session_id,
+            when(meta.created) if meta else "?",
+            (meta.profile or "-") if meta else "?",
+            str(meta.message_count) if meta else "?",
+            f'"{one_line(meta.last_prompt)}"' if meta and meta.last_prompt else "",
+            row.status if meta else f"damaged: {one_line(row.problem, 60)}",
+        ]
+        if show_project:
+            cells.append(meta.cwd if meta and meta.cwd else row.location.project)
+        table.add_row(*(Text(cell) for cell in cells))
+    out.print(table)
+
+
+def metadata_lines(meta: SessionMetadata, status: str) -> list[str]:
+    lines = [
+        f"Session:   {meta.session_id}",
+        f"Status:    {status}",
+        f"Created:   {when(meta.created)}    Updated: {when(meta.updated)}",
+        f"Project:   {safe(meta.cwd)}",
+        f"Agent:     {safe(meta.agent)}    Profile: {meta.profile or '-'}",
+    ]
+    if meta.attributes:
+        lines.append(
+            "Provider:  " + ", ".join(f"{k}={safe(v)}" for k, v in sorted(meta.attributes.items()))
+        )
+    lines.append(f"Messages:  {meta.message_count}    Turns: {meta.turns}")
+    if meta.parent_id:
+        lines.append(f"Parent:    {meta.parent_id}    Root: {meta.root_id}    Depth: {meta.depth}")
+    if meta.error:
+        lines.append(f"Error:     {one_line(meta.error, 200)}")
+    return lines
+
+
+def tree_lines(rows: Sequence[SessionSummary], root_id: str) -> list[str]:
+    """The sub-session tree under ``root_id``, one line a session."""
+    depth = {root_id: 0}
+    lines = []
+    for row in rows:
+        meta = row.metadata
+        parent = meta.parent_id if meta else None
+        level = depth.get(parent, 0) + 1 if parent in depth and row.session_id != root_id else 0
+        depth[row.session_id] = level
+        agent = safe(meta.agent) if meta else "?"
+        lines.append(
+            f"{'  ' * level}{'└─ ' if level else ''}{row.session_id}  [{agent}] {row.status}"
+        )
+    return lines
+
+
+def transcript_lines(records: Iterable[TranscriptRecord]) -> list[str]:
+    """The conversation as a person reads it: who said what, what tools did."""
+    lines: list[str] = []
+    for record in records:
+        message = record.message()
+        role = message.get("role")
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        if role == "user":
+            lines.append(f"> {safe(text)}")
+        elif role == "assistant":
+            if text:
+                lines.append(safe(text))
+            for call in message.get("tool_calls") or []:
+                arguments = orjson.dumps(call.get("arguments", {})).decode()
+                lines.append(f"  -> {safe(str(call.get('name')))} {one_line(arguments, 120)}")
+        elif role == "tool":
+            mark = "error" if message.get("is_error") else "ok"
+            lines.append(f"  <- {safe(str(message.get('name')))} ({mark}): {one_line(text, 160)}")
+        else:
+            lines.append(f"[{safe(str(role))}] {one_line(text, 160)}")
+        lines.append("")
+    return lines
+
+
+def event_lines(records: Iterable[EventRecord]) -> list[str]:
+    return [
+        f"{e.seq:>8}  {e.ts.astimezone().strftime('%H:%M:%S.%f')[:-3]}  "
+        f"{e.session_id[-28:]:>28}  {e.event:<18} {one_line(orjson.dumps(e.data).decode(), 140)}"
+        for e in records
+    ]
