@@ -126,6 +126,8 @@ def _execute(main: Callable[[], Awaitable[int | None]], *, as_json: bool = False
         code = anyio.run(main, backend=_backend())
     except _Exit as exit_:
         raise typer.Exit(exit_.code) from None
+    except typer.Exit:
+        raise  # a command already said what went wrong
     except (UsageError, AmbiguousSessionId) as exc:
         _fail(str(exc), code=2, as_json=as_json)
     except AmplifierError as exc:

@@ -27,6 +27,7 @@ from typing import Any, Literal, assert_never, cast
 import anyio
 from anyio.abc import TaskStatus
 
+from amplifier._errors import AmplifierError, UsageError
 from amplifier.persistence import (
     CorruptSession,
     EndStatus,
@@ -525,7 +526,10 @@ def _turn_status(outcome: Outcome) -> Literal["completed", "failed", "cancelled"
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for an error: Amplifier's own say enough; others are named by type."""
     text = str(exc)
+    if isinstance(exc, AmplifierError | UsageError) and text:
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -1,0 +1,421 @@
+"""The command line through typer's test runner: each command and flag, as the docs describe."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from typer.testing import CliRunner
+
+import amplifier
+from amplifier.cli import app
+
+from .helpers import events, metadata, session_dirs, transcript
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every command runs from inside the project directory, like a user would."""
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("NO_COLOR", "1")
+    return project
+
+
+def cli(*args: str, input: str | None = None, code: int = 0) -> Any:
+    result = runner.invoke(app, list(args), input=input)
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    return result
+
+
+def cli_json(*args: str, code: int = 0) -> Any:
+    result = cli(*args, "--json", code=code)
+    return json.loads(result.stdout)
+
+
+def new_session(prompt: str = "hello") -> str:
+    document = cli_json("run", prompt)
+    return str(document["session_id"])
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def test_run_prints_the_answer_and_the_session_id() -> None:
+    """`amplifier run PROMPT` answers on stdout and names the session on stderr."""
+    result = cli("run", "Explain this code")
+    assert "You asked: Explain this code" in result.stdout
+    assert "not a language model" in result.stdout
+    assert result.stderr.startswith("Session: 20")
+
+
+def test_run_reads_the_prompt_from_stdin() -> None:
+    """`echo hi | amplifier run` uses the piped text as the prompt."""
+    result = cli("run", input="piped question\n")
+    assert "You asked: piped question" in result.stdout
+
+
+def test_run_without_a_prompt_is_a_usage_error() -> None:
+    """No argument and nothing on stdin: exit 2 with one line saying what is missing."""
+    result = cli("run", input="", code=2)
+    assert result.stderr.strip() == "Error: no prompt: give it as an argument or on stdin"
+
+
+def test_run_json_is_one_document_with_the_answer(home: Path) -> None:
+    """--json prints exactly one JSON document: id, status, response."""
+    document = cli_json("run", "hi")
+    assert document["status"] == "completed"
+    assert "You asked: hi" in document["response"]
+    assert document["session_id"] in session_dirs(home)
+
+
+def test_output_format_json_equals_json_flag() -> None:
+    """--output-format json is the long spelling of --json."""
+    result = cli("run", "hi", "--output-format", "json")
+    assert json.loads(result.stdout)["status"] == "completed"
+
+
+def test_run_resume_continues_the_session(home: Path) -> None:
+    """--resume ID (or a unique prefix) adds a turn to that session."""
+    session_id = new_session("first")
+    document = cli_json("run", "second", "--resume", session_id[:24])
+    assert document["session_id"] == session_id
+    assert document["turn"] == 2
+    assert [m["content"] for m in transcript(home, session_id) if m["role"] == "user"] == [
+        "first",
+        "second",
+    ]
+
+
+def test_run_profile_and_agent_flags(home: Path) -> None:
+    """--profile and --agent end up in the session's metadata."""
+    document = cli_json("run", "hi", "--profile", "dev", "--agent", "explorer")
+    stored = metadata(home, document["session_id"])
+    assert (stored["profile"], stored["agent"]) == ("dev", "explorer")
+
+
+def test_run_provider_and_model_flags_override_the_profile(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--provider/--model replace the profile's; a missing key or dead endpoint is one line."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    missing = cli("run", "hi", "--provider", "openai", code=2)
+    assert "needs an API key: set OPENAI_API_KEY" in missing.stderr
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "local.yaml").write_text(
+        "provider: {kind: openai, base_url: 'http://127.0.0.1:9/v1', max_retries: 0, timeout: 2}\n"
+    )
+    dead = cli("run", "hi", "--profile", "local", "--model", "m2", code=1)
+    assert "cannot reach http://127.0.0.1:9" in dead.stderr.splitlines()[0]
+    (session_id,) = session_dirs(home)
+    assert metadata(home, session_id)["attributes"] == {"provider": "openai", "model": "m2"}
+    scripted = cli("run", "hi", "--provider", "scripted", code=2)
+    assert "the scripted provider needs 'script'" in scripted.stderr
+
+
+def test_run_unknown_agent_or_profile_lists_the_choices() -> None:
+    """A typo in --agent or --profile names what exists (exit 2)."""
+    assert (
+        "available: default, explorer, reviewer"
+        in cli("run", "x", "--agent", "nope", code=2).stderr
+    )
+    assert "available: base, dev" in cli("run", "x", "--profile", "nope", code=2).stderr
+
+
+def test_run_provider_failure_is_one_line_and_exit_1(home: Path) -> None:
+    """A failing model call: one error line, exit 1, and the session is kept."""
+    result = cli("run", "/fail upstream is down", code=1)
+    assert result.stderr.splitlines()[0] == "Error: offline: upstream is down"
+    (session_id,) = session_dirs(home)
+    assert metadata(home, session_id)["status"] == "completed"
+
+
+# -- continue --------------------------------------------------------------------------
+
+
+def test_continue_with_a_prompt_resumes_the_latest_root_session(home: Path) -> None:
+    """`amplifier continue PROMPT` goes on in the newest root session of this project."""
+    new_session("older")
+    newest = new_session("/delegate explorer: look")
+    document = cli_json("continue", "and then?")
+    assert document["session_id"] == newest
+    assert document["turn"] == 2
+
+
+def test_continue_without_sessions_says_how_to_start() -> None:
+    """With nothing to continue, exit 1 and point at `amplifier run`."""
+    result = cli("continue", "x", code=1)
+    assert "no session to continue in this project" in result.stderr
+
+
+# -- session list ----------------------------------------------------------------------
+
+
+def test_list_shows_columns_newest_first() -> None:
+    """The table has the documented columns and the newest session on top."""
+    first, second = new_session("Add error handling"), new_session("Explain the auth flow")
+    lines = cli("session", "list").stdout.splitlines()
+    assert lines[0].split() == ["ID", "Created", "Profile", "Messages", "Last", "Prompt", "Status"]
+    assert lines[1].startswith(second)
+    assert '"Explain the auth flow"' in lines[1]
+    assert lines[2].startswith(first)
+    assert lines[1].split()[3:5] == ["base", "2"]
+
+
+def test_list_limit_and_json() -> None:
+    """--limit N keeps the newest N; --json gives them as a list."""
+    ids = [new_session(f"s{n}") for n in range(3)]
+    rows = cli_json("session", "list", "--limit", "2")
+    assert [row["session_id"] for row in rows] == ids[::-1][:2]
+    assert rows[0]["metadata"]["message_count"] == 2
+
+
+def test_list_tree_shows_sub_sessions_under_their_parent() -> None:
+    """--tree lists each sub-session indented under its parent; without it, roots only."""
+    parent = new_session("/delegate explorer: read\n/delegate reviewer: review")
+    plain = cli("session", "list").stdout
+    tree = cli("session", "list", "--tree").stdout.splitlines()
+    assert "_explorer" not in plain
+    assert tree[1].startswith(parent)
+    assert {line.strip().split()[1].rsplit("_", 1)[1] for line in tree[2:4]} == {
+        "explorer",
+        "reviewer",
+    }
+    assert all(line.startswith("  └─ ") for line in tree[2:4])
+
+
+def test_list_all_adds_other_projects_and_a_project_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--all shows every project's sessions with a Project column."""
+    here = new_session("here")
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    there = new_session("there")
+    assert here not in cli("session", "list").stdout
+    everything = cli("session", "list", "--all").stdout
+    assert "Project" in everything.splitlines()[0]
+    assert here in everything
+    assert there in everything
+    assert str(other) in everything
+
+
+def test_list_marks_damaged_metadata_and_shows_the_rest(home: Path) -> None:
+    """A session with broken metadata is listed as damaged; the others are unaffected."""
+    good, bad = new_session("good"), new_session("bad")
+    (session_dirs(home)[bad] / "metadata.json").write_text("{not json")
+    out = cli("session", "list").stdout
+    assert good in out
+    assert f"{bad}" in out
+    assert "damaged" in out
+
+
+def test_list_empty_project_says_so() -> None:
+    """No sessions here: a one-line note pointing at --all."""
+    result = cli("session", "list")
+    assert "No sessions in this project (--all shows every project's)." in result.stderr
+
+
+# -- session show ----------------------------------------------------------------------
+
+
+def test_show_prints_metadata_tree_and_transcript() -> None:
+    """show has the metadata, the sub-session tree and the conversation."""
+    session_id = new_session('/delegate explorer: /tool list_dir {"path": "."}')
+    out = cli("session", "show", session_id).stdout
+    assert f"Session:   {session_id}" in out
+    assert "Sub-sessions:" in out
+    assert "_explorer  [explorer] completed" in out
+    assert '> /delegate explorer: /tool list_dir {"path": "."}' in out
+    assert "-> delegate" in out
+
+
+def test_show_events_and_json() -> None:
+    """--events adds the event log; --json gives metadata, tree, transcript and events."""
+    session_id = new_session("hi")
+    assert "session:start" in cli("session", "show", session_id, "--events").stdout
+    document = cli_json("session", "show", session_id, "--events")
+    assert document["session_id"] == session_id
+    assert [m["role"] for m in document["transcript"]] == ["user", "assistant"]
+    assert document["events"][0]["event"] == "session:start"
+
+
+def test_show_escapes_terminal_control_sequences() -> None:
+    """Escape sequences stored in a transcript are shown, not executed."""
+    session_id = new_session("look \x1b[2J\x1b]0;pwned\x07 here")
+    out = cli("session", "show", session_id).stdout
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "\\x1b[2J" in out
+
+
+def test_show_finds_a_session_of_another_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id from another project is found, and the output says which project."""
+    session_id = new_session("elsewhere")
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    result = cli("session", "show", session_id[:25])
+    assert "session of another project" in result.stderr
+    assert session_id in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "code", "message"),
+    [
+        ("../x", 2, "invalid session id '../x': '..' is not allowed"),
+        ("a/b", 2, "path separators are not allowed"),
+        ("", 2, "it is empty"),
+        ("20991231T000000Z-0000000000000000", 1, "Session not found"),
+    ],
+)
+def test_show_rejects_bad_and_unknown_ids_in_one_line(given: str, code: int, message: str) -> None:
+    """Bad ids are usage errors (2); unknown ones are 'not found' (1) with a hint."""
+    result = cli("session", "show", given, code=code)
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+    if code == 1:
+        assert "session list --all" in line
+
+
+def test_ambiguous_prefix_lists_the_matches() -> None:
+    """A prefix shared by two sessions names both (exit 2)."""
+    first, second = new_session("a"), new_session("b")
+    result = cli("session", "show", "2", code=2)
+    assert first in result.stderr
+    assert second in result.stderr
+
+
+# -- session resume --------------------------------------------------------------------
+
+
+def test_resume_with_prompt_works_for_sub_sessions_too(home: Path) -> None:
+    """`session resume CHILD PROMPT` continues a sub-session directly."""
+    parent = new_session("/delegate explorer: remember 7")
+    (child,) = metadata(home, parent)["children"]
+    document = cli_json("session", "resume", child, "what was it?")
+    assert document["session_id"] == child
+    assert "2 prompt(s)" in document["response"]
+
+
+# -- session delete --------------------------------------------------------------------
+
+
+def test_delete_with_yes_removes_the_session_and_its_children(home: Path) -> None:
+    """delete --yes removes the session and every sub-session, and says so."""
+    parent = new_session("/delegate explorer: x\n/delegate reviewer: y")
+    children = metadata(home, parent)["children"]
+    document = cli_json("session", "delete", parent, "--yes")
+    assert set(document["deleted"]) == {parent, *children}
+    assert session_dirs(home) == {}
+
+
+def test_delete_without_confirmation_deletes_nothing(home: Path) -> None:
+    """Off a terminal, delete needs --yes; nothing is removed without it."""
+    session_id = new_session()
+    result = cli("session", "delete", session_id, code=2)
+    assert "pass --yes" in result.stderr
+    assert session_id in session_dirs(home)
+
+
+# -- session cleanup -------------------------------------------------------------------
+
+
+def _aged_session(days: float, prompt: str) -> str:
+    """A session created (and last updated) ``days`` ago, with a sub-session."""
+    moment = datetime.now(UTC) - timedelta(days=days)
+
+    async def make() -> str:
+        async with amplifier.open_runtime(clock=lambda: moment) as rt, rt.open_session() as s:
+            await s.ask(f"/delegate explorer: {prompt}")
+            return s.id
+
+    return anyio.run(make)
+
+
+def test_cleanup_removes_old_sessions_with_their_children(home: Path) -> None:
+    """Sessions older than --days go, each with its sub-sessions; recent ones stay."""
+    old = _aged_session(40, "old")
+    middle = _aged_session(10, "middle")
+    recent = new_session("recent")
+    old_child = metadata(home, old)["children"][0]
+    document = cli_json("session", "cleanup")
+    assert set(document["deleted"]) == {old, old_child}
+    assert set(session_dirs(home)) >= {middle, recent}
+    assert old not in session_dirs(home)
+    document = cli_json("session", "cleanup", "--days", "7")
+    assert middle in document["deleted"]
+    assert recent in session_dirs(home)
+
+
+def test_cleanup_dry_run_deletes_nothing(home: Path) -> None:
+    """--dry-run lists what would go and leaves every file in place."""
+    old = _aged_session(90, "old")
+    before = set(session_dirs(home))
+    result = cli("session", "cleanup", "--dry-run")
+    assert f"Would delete {old}" in result.stdout
+    assert set(session_dirs(home)) == before
+
+
+def test_cleanup_is_per_project_unless_all(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cleanup touches this project's sessions; --all every project's."""
+    here = _aged_session(40, "here")
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert cli_json("session", "cleanup")["deleted"] == []
+    assert here in cli_json("session", "cleanup", "--all")["deleted"]
+
+
+# -- conventions -----------------------------------------------------------------------
+
+
+def test_every_command_accepts_json() -> None:
+    """--json is accepted by each command and its output parses."""
+    session_id = new_session()
+    for args in (
+        ["session", "list"],
+        ["session", "show", session_id],
+        ["session", "resume", session_id, "again"],
+        ["session", "cleanup", "--dry-run"],
+        ["continue", "more"],
+        ["session", "delete", session_id, "--yes"],
+    ):
+        cli_json(*args)
+
+
+def test_json_error_is_a_document_too() -> None:
+    """With --json an error is still one JSON document on stdout (and one line on stderr)."""
+    result = cli("session", "show", "../x", "--json", code=2)
+    assert json.loads(result.stdout)["exit_code"] == 2
+    assert result.stderr.startswith("Error: invalid session id")
+
+
+def test_plain_output_has_no_escape_codes() -> None:
+    """With NO_COLOR (or off a terminal) tables and text carry no ANSI codes."""
+    new_session()
+    assert "\x1b" not in cli("session", "list").stdout
+
+
+def test_help_offers_shell_completion() -> None:
+    """typer's standard --install-completion option is there."""
+    assert "--install-completion" in cli("--help").stdout
+
+
+def test_events_of_a_cli_run_record_provider_and_usage(home: Path) -> None:
+    """A CLI run leaves the same event log as the API: provider calls with usage."""
+    session_id = new_session()
+    response = next(e for e in events(home, session_id) if e["event"] == "provider:response")
+    assert response["data"]["provider"] == "offline"
+    assert response["data"]["usage"]["output_tokens"] > 0
