@@ -37,7 +37,7 @@ from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog, ToolPolicy
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
 from ._provider_config import ProviderConfig, ProviderKind
 from ._providers import make_provider
-from ._runtime import load_profile, open_runtime
+from ._runtime import load_profile, open_runtime, session_profile
 from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
 from ._specs import AgentCatalog, AgentSpec, parse_spec
 from ._tools import Tool, ToolBox, ToolContext, confine
@@ -93,5 +93,6 @@ __all__ = [
     "open_runtime",
     "parse_history",
     "parse_spec",
+    "session_profile",
     "to_record",
 ]

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import anyio
 
-from amplifier.persistence import Clock, Durability, resolve_home_and_cwd, utc_now
+from amplifier.persistence import (
+    Clock,
+    CorruptSession,
+    Durability,
+    find_session,
+    project_slug,
+    read_metadata,
+    resolve_home_and_cwd,
+    utc_now,
+)
 from amplifier.runtime import Runtime, TurnHandler
 from amplifier.runtime import open_runtime as open_core_runtime
 
@@ -40,6 +49,25 @@ def load_profile(
             update={"provider": profile.provider.model_copy(update=changes)}
         )
     return profile
+
+
+def session_profile(
+    session_id: str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """The profile a stored session runs under (id or unique prefix), for resuming it.
+
+    Resuming takes this profile as it is configured now. None if the session
+    recorded no profile or its metadata is damaged (resume rebuilds it).
+    """
+    root, directory = resolve_home_and_cwd(home, cwd)
+    location = find_session(root, session_id, project=project_slug(directory))
+    try:
+        return read_metadata(location).profile
+    except CorruptSession:
+        return None
 
 
 @asynccontextmanager

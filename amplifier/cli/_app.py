@@ -13,7 +13,7 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
@@ -30,7 +30,7 @@ from amplifier import (
     UsageError,
     open_runtime,
 )
-from amplifier.agents import ProviderKind
+from amplifier.agents import ProviderKind, session_profile
 
 from ._interactive import History, run_interactive
 from ._render import (
@@ -119,11 +119,23 @@ def _fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _execute(main: Callable[[], Awaitable[int | None]], *, as_json: bool = False) -> None:
-    """Run ``main`` on the event loop; turn every failure into one line and an exit code."""
+def _execute(
+    main: Callable[[AsyncIterator[int]], Awaitable[int | None]], *, as_json: bool = False
+) -> None:
+    """Run ``main`` on the event loop; turn every failure into one line and an exit code.
+
+    ``main`` gets the Ctrl-C signals. The receiver is open before ``main``
+    starts and until it has returned (runtime closed): a Ctrl-C is never
+    handled by Python's default, which would interrupt shutdown mid-write.
+    """
     warnings.showwarning = _show_warning
+
+    async def guarded() -> int | None:
+        with anyio.open_signal_receiver(signal.SIGINT) as interrupts:
+            return await main(interrupts)
+
     try:
-        code = anyio.run(main, backend=_backend())
+        code = anyio.run(guarded, backend=_backend())
     except _Exit as exit_:
         raise typer.Exit(exit_.code) from None
     except typer.Exit:
@@ -134,6 +146,14 @@ def _execute(main: Callable[[], Awaitable[int | None]], *, as_json: bool = False
         _fail(str(exc), code=1, as_json=as_json)
     except KeyboardInterrupt:
         _fail("interrupted", code=130, as_json=as_json)
+    except BaseExceptionGroup as group:
+        # trio wraps even a lone KeyboardInterrupt raised in a task group.
+        if (
+            group.subgroup(KeyboardInterrupt) is not None
+            and group.split(KeyboardInterrupt)[1] is None
+        ):
+            _fail("interrupted", code=130, as_json=as_json)
+        raise
     except OSError as exc:
         _fail(
             f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
@@ -174,7 +194,9 @@ async def _other_project_note(rt: Runtime, session: Session) -> None:
 # -- one turn ---------------------------------------------------------------------
 
 
-async def _one_turn(session: Session, prompt: str, *, as_json: bool) -> int:
+async def _one_turn(
+    session: Session, prompt: str, *, interrupts: AsyncIterator[int], as_json: bool
+) -> int:
     """Ask once, streaming on a terminal; Ctrl-C cancels the turn (exit 130)."""
     stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []
@@ -187,9 +209,8 @@ async def _one_turn(session: Session, prompt: str, *, as_json: bool) -> int:
     async with anyio.create_task_group() as tg:
 
         async def cancel_on_interrupt() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT) as signals:
-                async for _ in signals:
-                    session.cancel()
+            async for _ in interrupts:
+                session.cancel()
 
         tg.start_soon(cancel_on_interrupt)
         try:
@@ -258,10 +279,10 @@ def root(
     if ctx.invoked_subcommand is not None:
         return
 
-    async def main() -> None:
+    async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
             async with rt.open_session(agent=agent) as session:
-                await run_interactive(rt, session, history="none", say=_say)
+                await run_interactive(rt, session, history="none", interrupts=interrupts, say=_say)
 
     _execute(main)
 
@@ -294,13 +315,16 @@ def run(
             as_json=as_json,
         )
 
-    async def main() -> int:
-        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+    async def main(interrupts: AsyncIterator[int]) -> int:
+        chosen = profile
+        if resume is not None and chosen is None:
+            chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
+        async with open_runtime(profile=chosen, provider=_provider(provider), model=model) as rt:
             opening = rt.resume(resume) if resume is not None else rt.open_session(agent=agent)
             async with opening as session:
                 if not as_json:
                     await _other_project_note(rt, session)
-                return await _one_turn(session, text, as_json=as_json)
+                return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
 
     _execute(main, as_json=as_json)
 
@@ -322,34 +346,52 @@ def continue_(
     as_json = _json_mode(json_flag, output_format)
     history = _history(no_history, full_history)
 
-    async def main() -> int | None:
-        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
-            latest = await rt.latest()
-            if latest is None:
-                _fail(
-                    "no session to continue in this project; start one with 'amplifier run'",
-                    code=1,
-                    as_json=as_json,
-                )
-            return await _resume(rt, latest.session_id, prompt, history=history, as_json=as_json)
+    async def main(interrupts: AsyncIterator[int]) -> int | None:
+        async with open_runtime(durability="none") as probe:
+            latest = await probe.latest()
+        if latest is None:
+            _fail(
+                "no session to continue in this project; start one with 'amplifier run'",
+                code=1,
+                as_json=as_json,
+            )
+        return await _resume(
+            latest.session_id,
+            prompt,
+            profile=profile,
+            provider=provider,
+            model=model,
+            history=history,
+            interrupts=interrupts,
+            as_json=as_json,
+        )
 
     _execute(main, as_json=as_json)
 
 
 async def _resume(
-    rt: Runtime, session_id: str, prompt: str | None, *, history: History, as_json: bool
+    session_id: str,
+    prompt: str | None,
+    *,
+    profile: str | None,
+    provider: Provider | None,
+    model: str | None,
+    history: History,
+    interrupts: AsyncIterator[int],
+    as_json: bool,
 ) -> int | None:
-    async with rt.resume(session_id) as session:
-        if prompt is not None:
+    """Resume under the session's own profile as configured now (unless --profile says)."""
+    if prompt is None and as_json:
+        _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
+    if profile is None:
+        profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
+    async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+        async with rt.resume(session_id) as session:
             if not as_json:
                 await _other_project_note(rt, session)
-            return await _one_turn(session, prompt, as_json=as_json)
-        if as_json:
-            _fail(
-                "--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True
-            )
-        await _other_project_note(rt, session)
-        await run_interactive(rt, session, history=history, say=_say)
+            if prompt is not None:
+                return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
+            await run_interactive(rt, session, history=history, interrupts=interrupts, say=_say)
     return None
 
 
@@ -370,7 +412,7 @@ def list_(
     """This project's sessions, newest first."""
     as_json = _json_mode(json_flag, output_format)
 
-    async def main() -> None:
+    async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(durability="none") as rt:
             rows = await rt.sessions(all_projects=all_projects)
         by_id = {row.session_id: row for row in rows}
@@ -421,7 +463,7 @@ def show(
     """A session's metadata, its sub-session tree and its transcript."""
     as_json = _json_mode(json_flag, output_format)
 
-    async def main() -> None:
+    async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(durability="none") as rt:
             tree = await rt.tree(session_id)
             head = tree[0]
@@ -479,9 +521,17 @@ def resume_(
     as_json = _json_mode(json_flag, output_format)
     history = _history(no_history, full_history)
 
-    async def main() -> int | None:
-        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
-            return await _resume(rt, session_id, prompt, history=history, as_json=as_json)
+    async def main(interrupts: AsyncIterator[int]) -> int | None:
+        return await _resume(
+            session_id,
+            prompt,
+            profile=profile,
+            provider=provider,
+            model=model,
+            history=history,
+            interrupts=interrupts,
+            as_json=as_json,
+        )
 
     _execute(main, as_json=as_json)
 
@@ -496,7 +546,7 @@ def delete(
     """Delete a session and its sub-sessions (never one in use)."""
     as_json = _json_mode(json_flag, output_format)
 
-    async def main() -> None:
+    async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(durability="none") as rt:
             tree = await rt.tree(session_id)
             target = tree[0].session_id
@@ -539,7 +589,7 @@ def cleanup(
     """Delete old sessions, each with its sub-sessions; sessions in use are left alone."""
     as_json = _json_mode(json_flag, output_format)
 
-    async def main() -> None:
+    async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(durability="none") as rt:
             result = await rt.cleanup(days=days, dry_run=dry_run, all_projects=all_projects)
         gone = [row for tree in result.trees for row in tree] if dry_run else result.removed

@@ -10,15 +10,15 @@ on the event loop, whichever thread is reading.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Literal
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from amplifier import (
@@ -88,9 +88,15 @@ async def run_interactive(
     session: Session,
     *,
     history: History,
+    interrupts: AsyncIterator[int],
     say: Callable[[str], None],
 ) -> None:
-    """Serve one session until the user leaves. ``say`` prints status lines (stderr)."""
+    """Serve one session until the user leaves. ``say`` prints status lines (stderr).
+
+    ``interrupts`` delivers Ctrl-C; the caller opens it before anything else
+    and keeps it open until the runtime has closed, so no Ctrl-C ever meets
+    Python's default handler (which would kill the process mid-write).
+    """
     meta = session.metadata
     say(
         f"Amplifier: session {session.id} (agent {meta.agent}, profile {meta.profile or '-'}, "
@@ -104,8 +110,8 @@ async def run_interactive(
     state = _State()
     async with anyio.create_task_group() as tg, lines:
         reader = LineReader(send)
-        tg.start_soon(_watch_interrupts, session, state, say)
-        tg.start_soon(_live_delegations, session, say)
+        tg.start_soon(_watch_interrupts, session, state, interrupts, say)
+        await tg.start(_live_delegations, session, say)
         while True:
             _prompt()
             reader.request()
@@ -179,24 +185,31 @@ async def _turn(session: Session, text: str, state: _State, say: Callable[[str],
         sys.stdout.flush()
 
 
-async def _watch_interrupts(session: Session, state: _State, say: Callable[[str], None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT) as signals:
-        async for _ in signals:
-            if state.in_turn:
-                session.cancel()
-                continue
-            state.interrupts += 1
-            if state.interrupts >= 2:
-                state.leave.set()
-                return
-            sys.stdout.write("\n")
-            say("(Ctrl-C again, or Ctrl-D, to leave)")
-            _prompt()
+async def _watch_interrupts(
+    session: Session, state: _State, interrupts: AsyncIterator[int], say: Callable[[str], None]
+) -> None:
+    async for _ in interrupts:
+        if state.in_turn:
+            session.cancel()
+            continue
+        state.interrupts += 1
+        if state.interrupts >= 2:
+            state.leave.set()
+            return
+        sys.stdout.write("\n")
+        say("(Ctrl-C again, or Ctrl-D, to leave)")
+        _prompt()
 
 
-async def _live_delegations(session: Session, say: Callable[[str], None]) -> None:
+async def _live_delegations(
+    session: Session,
+    say: Callable[[str], None],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     """Which child is running, for which agent, and how it ended, as it happens."""
     async with session.subscribe(tree=True, buffer=4096) as events:
+        task_status.started()  # subscribed before the first prompt: nothing is missed
         try:
             async for event in events:
                 line = _describe(event)
