@@ -424,3 +424,25 @@ def test_ctrl_c_cancelled_session_resumes_later(
     offline = cli(args, cwd=project, home=home, backend=backend)
     assert "You asked: and now?" in offline.stdout
     assert "This session has seen 4 prompt(s)" in offline.stdout
+
+
+def test_delete_asks_on_a_terminal_and_no_keeps_the_session(
+    backend: str, project: Path, home: Path
+) -> None:
+    """On a terminal, delete asks first: 'n' keeps the session, 'y' deletes it."""
+    session_id = earlier_session("keep me?", cwd=project, home=home, backend=backend)
+    with interactive(
+        ["session", "delete", session_id], cwd=project, home=home, backend=backend
+    ) as term:
+        term.see(f"Delete session {session_id}?")
+        term.send("n")
+        term.see("Nothing deleted.")
+        assert term.leave() == 1
+    assert show(session_id, cwd=project, home=home, backend=backend)["session_id"] == session_id
+    with interactive(
+        ["session", "delete", session_id], cwd=project, home=home, backend=backend
+    ) as term:
+        term.see(f"Delete session {session_id}?")
+        term.send("y")
+        term.see(f"Deleted {session_id}")
+        assert term.leave() == 0
