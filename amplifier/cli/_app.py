@@ -25,6 +25,7 @@ from amplifier import (
     AmplifierError,
     Runtime,
     Session,
+    SessionSummary,
     TurnCancelled,
     TurnFailed,
     UsageError,
@@ -401,8 +402,9 @@ def list_(
         bool, typer.Option("--all", help="Sessions of every project (adds Project).")
     ] = False,
     limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=1, help="Show at most N sessions.")
-    ] = None,
+        int,
+        typer.Option("--limit", "-n", min=0, help="Show the newest N sessions (0: all)."),
+    ] = 50,
     tree: Annotated[
         bool, typer.Option("--tree", help="Show sub-sessions under their parent.")
     ] = False,
@@ -413,22 +415,22 @@ def list_(
     as_json = _json_mode(json_flag, output_format)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
+        shown: list[tuple[SessionSummary, int]] = []
         async with open_runtime(durability="none") as rt:
-            rows = await rt.sessions(all_projects=all_projects)
-        by_id = {row.session_id: row for row in rows}
-
-        def parent(row: Any) -> str | None:
-            meta = row.metadata
-            return meta.parent_id if meta is not None and meta.parent_id in by_id else None
-
-        roots = [row for row in rows if parent(row) is None]
-        if limit is not None:
-            roots = roots[:limit]
-        shown: list[tuple[Any, int]] = []
-        for root_row in roots:
-            shown.append((root_row, 0))
-            if tree:
-                _add_children(root_row.session_id, rows, parent, shown, 1)
+            # One more than asked: says whether there is more than the page.
+            page = await rt.sessions(
+                all_projects=all_projects, limit=limit + 1 if limit else None, roots_only=True
+            )
+            more = bool(limit) and len(page) > limit
+            for root_row in page[:limit] if limit else page:
+                if not tree:
+                    shown.append((root_row, 0))
+                    continue
+                nodes = await rt.tree(root_row.session_id)
+                base = root_row.metadata.depth if root_row.metadata else 0
+                shown.extend(
+                    (node, (node.metadata.depth - base) if node.metadata else 0) for node in nodes
+                )
         if as_json:
             write_json([{**summary_json(row), "depth": depth} for row, depth in shown])
             return
@@ -437,20 +439,10 @@ def list_(
             _say(f"No sessions in this project{hint}.")
             return
         sessions_table(shown, show_project=all_projects, out=console())
+        if more:
+            _say(f"(the newest {limit} shown; --limit N shows more, --limit 0 all)")
 
     _execute(main, as_json=as_json)
-
-
-def _add_children(
-    parent_id: str,
-    rows: list[Any],
-    parent: Callable[[Any], str | None],
-    shown: list[tuple[Any, int]],
-    depth: int,
-) -> None:
-    for row in sorted((r for r in rows if parent(r) == parent_id), key=lambda r: r.session_id):
-        shown.append((row, depth))
-        _add_children(row.session_id, rows, parent, shown, depth + 1)
 
 
 @session_app.command("show")
@@ -568,6 +560,25 @@ def delete(
         else:
             for removed_id in removed:
                 print(f"Deleted {removed_id}")
+
+    _execute(main, as_json=as_json)
+
+
+@session_app.command("reindex")
+def reindex(
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
+) -> None:
+    """Rebuild the session index (what list and id lookups read) from the session files."""
+    as_json = _json_mode(json_flag, output_format)
+
+    async def main(interrupts: AsyncIterator[int]) -> None:
+        async with open_runtime(durability="none") as rt:
+            total = await rt.reindex()
+        if as_json:
+            write_json({"indexed": total})
+        else:
+            print(f"Indexed {total} sessions.")
 
     _execute(main, as_json=as_json)
 

@@ -40,6 +40,7 @@ import math
 import os
 import secrets
 import shutil
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -68,6 +69,11 @@ from ._files import (
     write_all,
     write_new_file,
 )
+from ._index import connect as connect_index
+from ._index import index_path
+from ._index import rebuild as rebuild_index
+from ._index import remove as remove_from_index
+from ._index import upsert as upsert_index
 from ._journal import (
     FrameKind,
     Journal,
@@ -226,6 +232,12 @@ class Flush(_Request):
     kind: Literal["flush"] = "flush"
 
 
+class Reindex(_Request):
+    """Rebuild the session index from every session's metadata file."""
+
+    kind: Literal["reindex"] = "reindex"
+
+
 class DeleteSessions(_Request):
     """Remove sessions' folders: all of them, or none if any is in use."""
 
@@ -241,7 +253,8 @@ Request = Annotated[
     | WriteMetadata
     | CloseSession
     | Flush
-    | DeleteSessions,
+    | DeleteSessions
+    | Reindex,
     Field(discriminator="kind"),
 ]
 
@@ -310,7 +323,7 @@ class _Batch:
     """The batch creates, opens or closes a session or asks for a flush."""
 
 
-_CONTROLS = (CreateSession, OpenSession, CloseSession, Flush, DeleteSessions)
+_CONTROLS = (CreateSession, OpenSession, CloseSession, Flush, DeleteSessions, Reindex)
 
 
 class _OpenFiles:
@@ -406,6 +419,7 @@ class PersistenceActor:
         """Written since the last checkpoint, not yet fsynced (durability fsync)."""
         self._dirty_dirs: set[Path] = set()
         self._broken: BaseException | None = None
+        self._index: sqlite3.Connection | None = None
         self.listeners: list[CommitListener] = []
         self.acks = _Acks()
         self.recovered = RecoveryReport()
@@ -418,6 +432,10 @@ class PersistenceActor:
         """Blocking start-up: replay dead journals, then create our own."""
         ensure_private_dir(self.home / "projects", below=self.home)
         self.recovered = recover_dead_journals(self.home)
+        fresh = not index_path(self.home).exists()
+        self._index = connect_index(self.home)
+        if fresh:  # first use of this home (or the index was removed): build it
+            rebuild_index(self.home, self._index)
         if self.durability == "fsync":
             self._journal = Journal.create(self.home)
 
@@ -474,6 +492,9 @@ class PersistenceActor:
             for held in self._held.values():
                 held.lock.release()
             self._held.clear()
+            if self._index is not None:
+                self._index.close()
+                self._index = None
 
     # -- one group commit -------------------------------------------------------
 
@@ -582,7 +603,14 @@ class PersistenceActor:
                             encode_entry(self._seq, FrameKind.METADATA, held.folder, data)
                         )
                     batch.results[index] = Stamp(self._seq, ts)
-                case CreateSession() | OpenSession() | CloseSession() | Flush() | DeleteSessions():
+                case (
+                    CreateSession()
+                    | OpenSession()
+                    | CloseSession()
+                    | Flush()
+                    | DeleteSessions()
+                    | Reindex()
+                ):
                     batch.controls = True
                 case _:
                     assert_never(request)
@@ -677,6 +705,7 @@ class PersistenceActor:
             raise
         for path, data in records.documents.items():
             atomic_replace(path, data, sync=False)
+        self._note_documents(records.documents)
 
     def _run_controls(self, batch: _Batch) -> None:
         """Blocking: creates and opens, then everything behind to the files, then closes.
@@ -703,6 +732,11 @@ class PersistenceActor:
                     batch.results[index] = self._delete(request.locations)
                 except (PersistenceError, OSError) as exc:
                     batch.results[index] = exc
+            elif isinstance(request, Reindex):
+                try:
+                    batch.results[index] = rebuild_index(self.home, self._require_index())
+                except (sqlite3.Error, OSError) as exc:
+                    batch.results[index] = PersistenceError(f"could not rebuild the index: {exc}")
         closing: list[int] = []
         for index, request in enumerate(batch.requests):
             if isinstance(request, CloseSession | Flush):
@@ -750,6 +784,9 @@ class PersistenceActor:
                     _remove_folder(location.directory)
                     batch.results[index] = failure
                 return
+        self._note_documents(
+            {location.metadata: batch.created[index][0] for index, (location, _) in made.items()}
+        )
         for index, (location, lock) in made.items():
             batch.results[index] = (self._hold(location, lock), batch.created[index][1])
 
@@ -791,11 +828,16 @@ class PersistenceActor:
             del writes.lines[path]
             del writes.newest[path]
             self._dirty.add(path)
-        while writes.documents:
-            path, data = next(iter(writes.documents.items()))
-            atomic_replace(path, data, sync=False)
-            del writes.documents[path]
-            self._dirty.add(path)
+        written: dict[Path, bytes] = {}
+        try:
+            while writes.documents:
+                path, data = next(iter(writes.documents.items()))
+                atomic_replace(path, data, sync=False)
+                del writes.documents[path]
+                self._dirty.add(path)
+                written[path] = data
+        finally:
+            self._note_documents(written)
         writes.size = 0
         if self._journal is None:
             self._dirty.clear()
@@ -844,10 +886,35 @@ class PersistenceActor:
             for parent in {location.directory.parent for location in locations}:
                 with contextlib.suppress(FileNotFoundError):
                     fsync_dir(parent)
+            with contextlib.suppress(sqlite3.Error):
+                remove_from_index(self._require_index(), removed)
             return removed
         finally:
             for lock in locks:
                 lock.release()
+
+    def _require_index(self) -> sqlite3.Connection:
+        if self._index is None:
+            self._index = connect_index(self.home)
+        return self._index
+
+    def _note_documents(self, documents: dict[Path, bytes]) -> None:
+        """Keep the session index in step with the metadata files just written.
+
+        The index is a cache: if SQLite fails, the files are still right and
+        ``reindex`` mends it, so a failure here must not fail the write.
+        """
+        if not documents:
+            return
+        items = []
+        for path, data in documents.items():
+            folder = path.parent
+            with contextlib.suppress(ValueError):
+                items.append(
+                    (SessionLocation(self.home, folder.parent.parent.name, folder.name), data)
+                )
+        with contextlib.suppress(sqlite3.Error):
+            upsert_index(self._require_index(), items)
 
     def _hold(self, location: SessionLocation, lock: FileLock) -> int:
         self._handles += 1
@@ -994,6 +1061,13 @@ class Store:
         await _send(self._send, DeleteSessions(locations=tuple(locations), reply=reply))
         removed: list[str] = await self._acks.wait(reply)
         return removed
+
+    async def reindex(self) -> int:
+        """Rebuild the session index from the metadata files; how many sessions it holds."""
+        reply = _Reply()
+        await _send(self._send, Reindex(reply=reply))
+        total: int = await self._acks.wait(reply)
+        return total
 
     async def flush(self) -> None:
         """Wait until everything sent so far is in the session files (any durability)."""

@@ -39,6 +39,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import sqlite3
 import struct
 import time
 import warnings
@@ -58,6 +59,8 @@ from ._files import (
     set_aside_torn_tail,
     write_all,
 )
+from ._index import connect as connect_index
+from ._index import upsert as upsert_index
 from ._lock import FileLock
 from ._paths import SessionLocation, ensure_private_dir, journal_root
 
@@ -268,6 +271,7 @@ def _recover_one(home: Path, path: Path, report: RecoveryReport) -> None:
 
 
 def _replay(home: Path, frames: list[Frame], report: RecoveryReport) -> None:
+    restored_metadata: list[tuple[SessionLocation, bytes]] = []
     by_folder: dict[str, list[Frame]] = defaultdict(list)
     for frame in frames:
         by_folder[frame.folder].append(frame)
@@ -284,12 +288,19 @@ def _replay(home: Path, frames: list[Frame], report: RecoveryReport) -> None:
             report.skipped.append(folder)
             continue
         try:
-            restored = _replay_session(location, group)
+            restored = _replay_session(location, group, restored_metadata)
         finally:
             lock.release()
         if restored:
             report.records += restored
             report.sessions.add(location.session_id)
+    if restored_metadata:
+        with contextlib.suppress(sqlite3.Error):  # a cache: reindex mends it
+            db = connect_index(home)
+            try:
+                upsert_index(db, restored_metadata)
+            finally:
+                db.close()
     if report.records:
         warnings.warn(
             f"restored {report.records} record(s) of {len(report.sessions)} session(s) "
@@ -299,7 +310,11 @@ def _replay(home: Path, frames: list[Frame], report: RecoveryReport) -> None:
         )
 
 
-def _replay_session(location: SessionLocation, frames: list[Frame]) -> int:
+def _replay_session(
+    location: SessionLocation,
+    frames: list[Frame],
+    restored_metadata: list[tuple[SessionLocation, bytes]],
+) -> int:
     restored = 0
     for kind, target in (
         (FrameKind.EVENT, location.events),
@@ -322,6 +337,7 @@ def _replay_session(location: SessionLocation, frames: list[Frame]) -> int:
         current = metadata_seq(location.metadata)
         if current is None or newest.seq > current:
             atomic_replace(location.metadata, newest.payload, sync=True)
+            restored_metadata.append((location, newest.payload))
             restored += 1
     fsync_dir(location.directory)
     return restored

@@ -7,8 +7,10 @@ owner sets it aside (``_files.set_aside_torn_tail``). All functions block.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
+import sqlite3
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,11 @@ from ._exceptions import (
     SessionNotFound,
 )
 from ._files import read_jsonl
+from ._index import connect as connect_index
+from ._index import index_path
+from ._index import page as index_page
+from ._index import rebuild as rebuild_index
+from ._index import with_prefix as index_prefix
 from ._lock import is_locked
 from ._paths import (
     SessionLocation,
@@ -134,19 +141,40 @@ def summarize(location: SessionLocation) -> SessionSummary:
         return SessionSummary(location, None, problem=str(exc))
 
 
-def list_sessions(home: Path, project: str | None) -> list[SessionSummary]:
-    """The sessions of ``project`` (or of every project if None), newest first.
+def list_sessions(
+    home: Path,
+    project: str | None,
+    *,
+    limit: int | None = None,
+    roots_only: bool = False,
+) -> list[SessionSummary]:
+    """The sessions of ``project`` (every project if None), newest first.
 
-    A session whose metadata is damaged is listed too, marked, after the others.
+    The session index picks and orders the page (one indexed query, however
+    many sessions there are); each row shown is then read from its own
+    metadata file, which is authoritative. A session whose metadata is
+    damaged is listed too, marked, after the others of the page.
     """
-    projects = [project] if project is not None else all_projects(home)
-    rows = [
-        summarize(SessionLocation(home, slug, session_id))
-        for slug in projects
-        for session_id in project_ids(home, slug)
-    ]
+    if not home.is_dir():
+        return []
+    with _index(home) as db:
+        page = index_page(db, home, project=project, limit=limit, roots_only=roots_only)
+    rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
     rows.sort(key=_newest_first)
     return rows
+
+
+@contextlib.contextmanager
+def _index(home: Path) -> Iterator[sqlite3.Connection]:
+    """The session index, built first if this home has none yet."""
+    fresh = not index_path(home).exists()
+    db = connect_index(home)
+    try:
+        if fresh:
+            rebuild_index(home, db)
+        yield db
+    finally:
+        db.close()
 
 
 def _newest_first(row: SessionSummary) -> tuple[int, float, str]:
@@ -164,6 +192,22 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
     ``AmbiguousSessionId`` (listing the matches).
     """
     validate_session_id(id_or_prefix)
+    if project is not None:
+        here = SessionLocation(home, project, id_or_prefix)
+        if here.directory.is_dir():
+            return here
+    if home.is_dir():
+        with _index(home) as db:
+            indexed = [m for m in index_prefix(db, home, id_or_prefix) if m.directory.is_dir()]
+        exact = [m for m in indexed if m.session_id == id_or_prefix]
+        if exact:
+            return exact[0]
+        if len(indexed) == 1:
+            return indexed[0]
+        if indexed:
+            raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in indexed))
+    # Not in the index (written by a runtime that crashed before indexing it):
+    # look at the folders themselves.
     projects = all_projects(home)
     if project is not None and project in projects:
         projects.remove(project)

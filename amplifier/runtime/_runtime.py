@@ -184,10 +184,28 @@ class Runtime:
             lambda: find_session(self.home, id_or_prefix, project=self.project)
         )
 
-    async def sessions(self, *, all_projects: bool = False) -> list[SessionSummary]:
-        """Stored sessions of this project (or every project), newest first."""
+    async def sessions(
+        self,
+        *,
+        all_projects: bool = False,
+        limit: int | None = None,
+        roots_only: bool = False,
+    ) -> list[SessionSummary]:
+        """Stored sessions of this project (or every project), newest first.
+
+        ``limit`` gives the first page (read through the session index, so it
+        costs the same however many sessions exist); ``roots_only`` leaves out
+        sub-sessions.
+        """
         project = None if all_projects else self.project
-        return await anyio.to_thread.run_sync(lambda: list_sessions(self.home, project))
+        await self._store.flush()
+        return await anyio.to_thread.run_sync(
+            lambda: list_sessions(self.home, project, limit=limit, roots_only=roots_only)
+        )
+
+    async def reindex(self) -> int:
+        """Rebuild the session index from every session's metadata; how many it holds."""
+        return await self._store.reindex()
 
     async def events(self, session_id: str, *, tree: bool = False) -> AsyncIterator[EventRecord]:
         """A session's persisted events (with ``tree``: and its sub-sessions'), in seq order."""
@@ -204,8 +222,8 @@ class Runtime:
 
     async def latest(self) -> SessionSummary | None:
         """The most recent root session of this project (what ``continue`` resumes)."""
-        for row in await self.sessions():
-            if row.metadata is not None and row.metadata.parent_id is None:
+        for row in await self.sessions(limit=8, roots_only=True):
+            if row.metadata is not None:
                 return row
         return None
 

@@ -1,0 +1,188 @@
+"""The session index: one row per session, so listing and finding ids stay fast.
+
+``$AMPLIFIER_HOME/index.sqlite3`` holds each session's project, times,
+lineage and metadata document. It is a cache of the ``metadata.json``
+files: the persistence actor writes a row whenever it writes a metadata
+file (and a journal replay does too); ``rebuild`` recreates it from the
+files (``amplifier session reindex``), and a missing index is rebuilt on
+first use. Reading a page of a listing is one indexed query, however many
+sessions the home holds.
+
+SQLite (standard library) does the work a hand-made index file would do
+badly: concurrent readers and writers across processes (WAL), atomic
+transactions, ordered range scans. Writes are not fsynced: the index can
+always be rebuilt, the metadata files are what is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import orjson
+
+from ._paths import SessionLocation, validate_session_id
+
+INDEX = "index.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    project    TEXT NOT NULL,
+    created    TEXT NOT NULL,
+    parent_id  TEXT,
+    root_id    TEXT,
+    document   BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS by_project_created ON sessions (project, created DESC);
+CREATE INDEX IF NOT EXISTS by_created ON sessions (created DESC);
+CREATE INDEX IF NOT EXISTS by_root ON sessions (root_id);
+"""
+
+
+def index_path(home: Path) -> Path:
+    return home / INDEX
+
+
+def connect(home: Path) -> sqlite3.Connection:
+    """A connection to the index (created owner-only if missing)."""
+    path = index_path(home)
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _row(
+    location: SessionLocation, document: bytes
+) -> tuple[str, str, str, str | None, str | None, bytes]:
+    fields = orjson.loads(document)
+    return (
+        location.session_id,
+        location.project,
+        str(fields.get("created", "")),
+        fields.get("parent_id"),
+        fields.get("root_id"),
+        document,
+    )
+
+
+def upsert(db: sqlite3.Connection, items: Iterable[tuple[SessionLocation, bytes]]) -> None:
+    """Record these sessions' metadata documents (one transaction)."""
+    rows = []
+    for location, document in items:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            rows.append(_row(location, document))
+    if not rows:
+        return
+    with db:
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+            "project=excluded.project, created=excluded.created, parent_id=excluded.parent_id, "
+            "root_id=excluded.root_id, document=excluded.document",
+            rows,
+        )
+
+
+def remove(db: sqlite3.Connection, session_ids: Iterable[str]) -> None:
+    with db:
+        db.execute("BEGIN")
+        db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in session_ids])
+
+
+def rebuild(home: Path, db: sqlite3.Connection) -> int:
+    """Recreate the index from the metadata files of every project; how many sessions."""
+    rows = []
+    for location in _all_locations(home):
+        try:
+            document = location.metadata.read_bytes()
+            rows.append(_row(location, document))
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            # Damaged metadata: still listed (the listing marks it) by id and project.
+            rows.append((location.session_id, location.project, "", None, None, b"{}"))
+    with db:
+        db.execute("BEGIN")
+        db.execute("DELETE FROM sessions")
+        db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return len(rows)
+
+
+def _all_locations(home: Path) -> Iterator[SessionLocation]:
+    projects = home / "projects"
+    try:
+        slugs = sorted(os.listdir(projects))
+    except FileNotFoundError:
+        return
+    for slug in slugs:
+        try:
+            names = os.listdir(projects / slug / "sessions")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            try:
+                validate_session_id(name)
+                yield SessionLocation(home, slug, name)
+            except ValueError:
+                continue
+
+
+def page(
+    db: sqlite3.Connection,
+    home: Path,
+    *,
+    project: str | None,
+    limit: int | None,
+    roots_only: bool,
+) -> list[tuple[SessionLocation, bytes]]:
+    """Newest first: sessions of ``project`` (None: every project)."""
+    where, args = [], []
+    if project is not None:
+        where.append("project = ?")
+        args.append(project)
+    if roots_only:
+        where.append("parent_id IS NULL")
+    query = "SELECT project, session_id, document FROM sessions"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    query += " ORDER BY created DESC, session_id"
+    if limit is not None:
+        query += " LIMIT ?"
+        args.append(str(limit))
+    return _locations(home, db.execute(query, args))
+
+
+def with_prefix(
+    db: sqlite3.Connection, home: Path, prefix: str, *, limit: int = 50
+) -> list[SessionLocation]:
+    """Sessions whose id starts with ``prefix`` (an index range scan, not a LIKE)."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    rows = db.execute(
+        "SELECT project, session_id, document FROM sessions "
+        "WHERE session_id >= ? AND session_id < ? ORDER BY session_id LIMIT ?",
+        (prefix, upper, limit),
+    )
+    return [location for location, _ in _locations(home, rows)]
+
+
+def _locations(
+    home: Path, rows: Iterable[tuple[str, str, bytes]]
+) -> list[tuple[SessionLocation, bytes]]:
+    found = []
+    for project, session_id, document in rows:
+        try:
+            found.append((SessionLocation(home, project, session_id), bytes(document)))
+        except ValueError:
+            continue
+    return found
+
+
+def count(db: sqlite3.Connection) -> int:
+    value = db.execute("SELECT COUNT(*) FROM sessions").fetchone()
+    return int(value[0]) if value else 0
