@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 import amplifier
+import amplifier.persistence._reader as reader_module
 from amplifier import ScriptedProvider
 from amplifier.agents import (
     INTERRUPTED,
@@ -164,6 +166,42 @@ async def test_resumed_session_with_ten_thousand_messages_completes_a_turn(
     assert request.messages[-1] == UserMessage(content="what was the goal?")
     assert sum(estimate_tokens(m) for m in request.messages) <= 6000
     _assert_pairs_intact(list(request.messages))
+    assert "earlier messages left out" in request.messages[1].content
     compact = first(events(home, session.id), "context:compact")["data"]
-    assert compact["messages_before"] >= 10_002
-    assert compact["omitted_messages"] > 9000
+    assert compact["history_read"] == "tail"
+
+
+async def test_resume_and_next_turn_never_read_the_whole_transcript(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming a long session and answering reads only the end of its transcript."""
+    project = tmp_path / "p"
+    project.mkdir()
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask("the first prompt")
+    transcript = session_dirs(home)[session.id] / "transcript.jsonl"
+    last = orjson.loads(transcript.read_bytes().splitlines()[-1])
+    filler = [
+        orjson.dumps(
+            {
+                "version": 1,
+                "seq": last["seq"] + n,
+                "ts": last["ts"],
+                "role": "user",
+                "content": "x" * 500,
+            }
+        )
+        for n in range(1, 4001)
+    ]
+    with transcript.open("ab") as f:
+        f.write(b"\n".join(filler) + b"\n")
+
+    def whole_file_read(location: object) -> None:
+        raise AssertionError("the whole transcript was read")
+
+    monkeypatch.setattr(reader_module, "load_transcript", whole_file_read)
+    provider = ScriptedProvider([ScriptedTurn(text="fine")])
+    async with amplifier.open_runtime(cwd=project, provider=provider) as rt:
+        async with rt.resume(session.id) as again:
+            assert (await again.ask("next")).text == "fine"
+    assert provider.requests[0].messages[0] == UserMessage(content="the first prompt")

@@ -63,7 +63,8 @@ class DelegateTool:
             )
         handed: list[dict[str, str]] = []
         if arguments.context != "none":
-            history, _ = parse_history(await context.turn.session.history())
+            tail = await context.turn.session.history_tail(max_bytes=CONTEXT_CHARS * 4)
+            history, _ = parse_history(tail.messages)
             text = render_context(history, recent=arguments.context == "recent")
             if text:
                 handed.append(

@@ -28,7 +28,7 @@ import anyio
 
 from amplifier.runtime import SessionContext, SessionSetup, Turn
 
-from ._context import INTERRUPTED, fit, missing_results, normalize
+from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
 from ._delegate_tool import DelegateTool
 from ._exceptions import ProviderError, ToolFailed
 from ._file_tools import file_tools
@@ -37,6 +37,7 @@ from ._messages import (
     Message,
     ToolCall,
     ToolResultMessage,
+    UserMessage,
     parse_history,
     to_record,
 )
@@ -48,6 +49,8 @@ from ._specs import AgentCatalog, AgentSpec
 from ._tools import ToolBox, ToolContext, clip, parse_arguments
 
 FINAL_RECORDS_TIMEOUT = 5.0
+REPAIR_WINDOW = 256 * 1024
+"""Bytes at the end of a transcript searched for a turn a crash cut off."""
 _EXCERPT = 300
 
 
@@ -80,8 +83,12 @@ class AgentTurnHandler:
         )
 
     async def on_resume(self, session: SessionContext) -> None:
-        """Repair a turn a crash cut off: answer every call left without a result."""
-        history, unreadable = parse_history(await session.history())
+        """Repair a turn a crash cut off: answer every call left without a result.
+
+        A cut-off turn is the last one, so only the end of the history is read.
+        """
+        tail = await session.history_tail(max_bytes=REPAIR_WINDOW)
+        history, unreadable = parse_history(tail.messages)
         missing = missing_results(history)
         for call_id, name in missing:
             result = ToolResultMessage(
@@ -98,12 +105,19 @@ class AgentTurnHandler:
         spec = self.catalog[turn.session.agent]
         provider = self._provider(spec)
         tools = self._tools_for(spec)
-        history, _ = parse_history(await turn.session.history())
         budget = self._budget(spec, tools)
+        history, partial = await self._history(turn, budget)
         for round_ in range(1, self.profile.max_rounds + 1):
             messages, compaction = fit(normalize(history), budget)
-            if compaction is not None:
-                await turn.emit("context:compact", {"round": round_, **compaction.as_event()})
+            if compaction is not None or partial:
+                data: dict[str, Any] = {
+                    "round": round_,
+                    "history_read": "tail" if partial else "all",
+                }
+                if compaction is not None:
+                    data.update(compaction.as_event())
+                await turn.emit("context:compact", data)
+                partial = False  # said once per turn
             message = await self._call(turn, provider, spec, tools, messages, round_)
             await turn.record(to_record(message))
             history.append(message)
@@ -123,6 +137,21 @@ class AgentTurnHandler:
         providers, self._providers = list(self._providers.values()), {}
         for provider in providers:
             await provider.aclose()
+
+    async def _history(self, turn: Turn, budget: int) -> tuple[list[Message], bool]:
+        """The first prompt and as much recent history as the window could use.
+
+        Only the end of the transcript is read (about twice what the window
+        holds, in bytes of JSON), so a turn costs the same in a session of a
+        hundred messages or of a hundred thousand. True if part was not read.
+        """
+        tail = await turn.session.history_tail(max_bytes=budget * CHARS_PER_TOKEN * 2 + 65536)
+        history, _ = parse_history(tail.messages)
+        if tail.complete:
+            return history, False
+        first, _ = parse_history([tail.first] if tail.first is not None else [])
+        gap = UserMessage(content="[earlier messages left out to fit the context window]")
+        return [*first, gap, *history], True
 
     # -- one model call -----------------------------------------------------------
 

@@ -132,11 +132,19 @@ def _execute(
     warnings.showwarning = _show_warning
 
     async def guarded() -> int | None:
-        with anyio.open_signal_receiver(signal.SIGINT) as interrupts:
-            return await main(interrupts)
+        # Ignored underneath the receiver: a receiver that closes re-delivers
+        # the Ctrl-Cs it did not consume to the handler it replaced (trio
+        # does), and after the work is done there is nothing left to stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            with anyio.open_signal_receiver(signal.SIGINT) as interrupts:
+                return await main(interrupts)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     try:
         code = anyio.run(guarded, backend=_backend())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except _Exit as exit_:
         raise typer.Exit(exit_.code) from None
     except typer.Exit:

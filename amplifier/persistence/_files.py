@@ -137,6 +137,16 @@ def iter_lines_backwards(path: Path) -> Iterator[bytes]:
         os.close(fd)
 
 
+def first_line(path: Path) -> bytes | None:
+    """The first complete line of ``path`` (None if it has none)."""
+    try:
+        with path.open("rb") as stream:
+            line = stream.readline()
+    except FileNotFoundError:
+        return None
+    return line.rstrip(b"\n") if line.endswith(b"\n") else None
+
+
 def last_seq(path: Path) -> int:
     """The ``seq`` of the last valid record of a JSONL file, 0 if it has none."""
     for line in iter_lines_backwards(path):

@@ -25,7 +25,7 @@ from ._exceptions import (
     RecoveryWarning,
     SessionNotFound,
 )
-from ._files import read_jsonl
+from ._files import first_line, iter_lines_backwards, read_jsonl
 from ._index import connect as connect_index
 from ._index import index_path
 from ._index import page as index_page
@@ -62,6 +62,54 @@ def read_metadata(location: SessionLocation) -> SessionMetadata:
 def load_transcript(location: SessionLocation) -> list[TranscriptRecord]:
     """Every complete, valid message of the session, in order."""
     return list(_records(location.transcript, TranscriptRecord))
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptTail:
+    """The end of a transcript, and its first message if that is not part of the end."""
+
+    first: TranscriptRecord | None
+    records: list[TranscriptRecord]
+    """The last messages, oldest first."""
+    complete: bool
+    """``records`` is the whole transcript (``first`` is then None)."""
+
+
+def load_transcript_tail(location: SessionLocation, *, max_bytes: int) -> TranscriptTail:
+    """The first message and the last ``max_bytes`` or so of the transcript.
+
+    Reads from the end, only as far as needed: resuming a session with a
+    huge history costs what its context window needs, not the whole file.
+    """
+    path = location.transcript
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return TranscriptTail(None, [], True)
+    if size <= max_bytes:
+        return TranscriptTail(None, load_transcript(location), True)
+    lines: list[bytes] = []
+    taken = 0
+    for line in iter_lines_backwards(path):
+        lines.append(line)
+        taken += len(line) + 1
+        if taken >= max_bytes:
+            break
+    lines.reverse()
+    records = [r for r in (_parse_line(line) for line in lines) if r is not None]
+    first = _parse_line(first_line(path))
+    if first is not None and records and first.seq >= records[0].seq:
+        first = None  # the tail reached the start after all
+    return TranscriptTail(first, records, False)
+
+
+def _parse_line(line: bytes | None) -> TranscriptRecord | None:
+    if not line:
+        return None
+    try:
+        return TranscriptRecord.model_validate_json(line)
+    except ValidationError:
+        return None
 
 
 def iter_events(location: SessionLocation) -> Iterator[EventRecord]:

@@ -20,7 +20,7 @@ from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id
 from ._lifecycle import ALLOWED, Lifecycle, SessionState
 from ._messages import Reply
 from ._runtime import Cleanup, Runtime, SessionOpening, open_runtime, plan_cleanup
-from ._session import Session, SessionContext, Turn
+from ._session import HistoryTail, Session, SessionContext, Turn
 from ._turns import EchoTurnHandler, SessionSetup, TurnHandler
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "DelegationStatus",
     "EchoTurnHandler",
     "EventBus",
+    "HistoryTail",
     "IllegalTransition",
     "Lifecycle",
     "Reply",

@@ -38,6 +38,7 @@ from amplifier.persistence import (
     Store,
     iter_events,
     load_transcript,
+    load_transcript_tail,
     read_metadata,
     validate_session_id,
 )
@@ -179,11 +180,10 @@ class SessionActor:
         if self._services.profile is not None:
             meta.profile = self._services.profile
         meta.attributes = {**meta.attributes, **setup.attributes}
-        history = await self.context.history()
         await self.emit(
             "session:resume",
             {
-                "messages": len(history),
+                "messages": meta.message_count,
                 "previous_status": previous,
                 "metadata_rebuilt": repaired,
                 "torn_lines_set_aside": [p.name for p in opened.torn],
@@ -533,6 +533,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryTail:
+    """The start and the end of a history (see ``SessionContext.history_tail``)."""
+
+    first: dict[str, Any] | None
+    """The first message, when ``messages`` does not reach back to it."""
+    messages: list[dict[str, Any]]
+    complete: bool
+    """``messages`` is the whole history."""
+
+
 class SessionContext:
     """What a turn handler may know and do about the session it serves."""
 
@@ -563,10 +574,26 @@ class SessionContext:
         return self._actor.location
 
     async def history(self) -> list[dict[str, Any]]:
-        """The session's stored messages, oldest first (what resume restores)."""
+        """All of the session's stored messages, oldest first."""
         await self._actor._services.store.flush()
         records = await anyio.to_thread.run_sync(load_transcript, self._actor.location)
         return [record.message() for record in records]
+
+    async def history_tail(self, *, max_bytes: int) -> HistoryTail:
+        """The first message and the last ``max_bytes`` or so of the history.
+
+        What a turn needs from a long session: its first prompt and its
+        recent messages, read from the end of the transcript only.
+        """
+        await self._actor._services.store.flush()
+        tail = await anyio.to_thread.run_sync(
+            lambda: load_transcript_tail(self._actor.location, max_bytes=max_bytes)
+        )
+        return HistoryTail(
+            first=tail.first.message() if tail.first is not None else None,
+            messages=[record.message() for record in tail.records],
+            complete=tail.complete,
+        )
 
     async def emit(self, event: str, data: Mapping[str, object]) -> int:
         """Persist an event of this session (JSON values); returns its ``seq`` once durable."""
