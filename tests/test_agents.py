@@ -190,7 +190,7 @@ async def test_tool_calls_of_one_response_run_concurrently_and_record_in_call_or
     async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
         await session.ask(prompt)
     results = _tool_results(home, session.id)
-    assert [r["tool_call_id"] for r in results] == ["call_1", "call_2", "call_3"]
+    assert [r["tool_call_id"].rsplit("_", 1)[1] for r in results] == ["1", "2", "3"]
     assert ["file 2" in results[0]["content"], "file 0" in results[1]["content"]] == [True, True]
     log = events(home, session.id)
     pres = [e["seq"] for e in log if e["event"] == "tool:pre"]
@@ -325,3 +325,12 @@ async def test_a_child_is_continued_through_the_delegate_tool(home: Path, projec
     assert "2 prompt(s)" in second["response"]  # the child saw both instructions
     assert metadata(home, session.id)["children"] == [child]
     assert [e["event"] for e in events(home, child)].count("session:resume") == 1
+
+
+async def test_each_turn_sees_its_own_tool_results(home: Path, project: Path) -> None:
+    """A second turn's tool calls are answered by their own results, not the first turn's."""
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask('/tool read_file {"path": "README.md"}')
+        reply = await session.ask('/tool read_file {"path": "src/app.py"}')
+    assert "Results of this turn:\n- read_file (ok):" in reply.text
+    assert "return 42" in reply.text.split("Results of this turn:")[1]

@@ -77,6 +77,20 @@ def test_results_are_moved_next_to_their_call_and_orphans_dropped() -> None:
     _assert_pairs_intact(shown)
 
 
+def test_call_ids_reused_across_turns_pair_with_their_own_results() -> None:
+    """Providers that reuse ids turn after turn still get each call paired with its own result."""
+    history: list[Message] = [
+        UserMessage(content="one"),
+        _call("call_1"),
+        _result("call_1", "first"),
+        UserMessage(content="two"),
+        _call("call_1"),
+        _result("call_1", "second"),
+    ]
+    shown = normalize(history)
+    assert [m.content for m in shown if isinstance(m, ToolResultMessage)] == ["first", "second"]
+
+
 def test_history_within_budget_is_unchanged() -> None:
     """Nothing is compacted while the history fits."""
     history: list[Message] = [UserMessage(content="hi"), AssistantMessage(content="hello")]

@@ -39,37 +39,50 @@ def estimate_tokens(message: Message) -> int:
 
 
 def missing_results(history: Sequence[Message]) -> list[tuple[str, str]]:
-    """``(call id, tool name)`` of every tool call that has no result anywhere."""
-    answered = {m.tool_call_id for m in history if isinstance(m, ToolResultMessage)}
-    return [
-        (call.id, call.name)
-        for message in history
-        if isinstance(message, AssistantMessage)
-        for call in message.tool_calls
-        if call.id not in answered
-    ]
+    """``(call id, tool name)`` of every tool call with no result after it."""
+    missing: list[tuple[str, str]] = []
+    answered_later: set[str] = set()
+    for message in reversed(history):
+        if isinstance(message, ToolResultMessage):
+            answered_later.add(message.tool_call_id)
+        elif isinstance(message, AssistantMessage):
+            missing.extend(
+                (call.id, call.name)
+                for call in reversed(message.tool_calls)
+                if call.id not in answered_later
+            )
+    missing.reverse()
+    return missing
 
 
 def normalize(history: Sequence[Message]) -> list[Message]:
-    """The history with every tool call directly followed by its result (see module doc)."""
-    results = {m.tool_call_id: m for m in history if isinstance(m, ToolResultMessage)}
-    used: set[str] = set()
+    """The history with every tool call directly followed by its result (see module doc).
+
+    Each assistant message is paired with the results that directly follow
+    it: ids need only be unique within one response (some providers reuse
+    them from turn to turn).
+    """
     out: list[Message] = []
-    for message in history:
+    index, end = 0, len(history)
+    while index < end:
+        message = history[index]
+        index += 1
         if isinstance(message, ToolResultMessage):
-            continue  # placed right after its call below, or dropped as an orphan
+            continue  # answers no call of the response before it: dropped
         out.append(message)
-        if isinstance(message, AssistantMessage):
-            for call in message.tool_calls:
-                if call.id in used:
-                    continue
-                used.add(call.id)
-                out.append(
-                    results.get(call.id)
-                    or ToolResultMessage(
-                        tool_call_id=call.id, name=call.name, content=INTERRUPTED, is_error=True
-                    )
-                )
+        if not isinstance(message, AssistantMessage) or not message.tool_calls:
+            continue
+        results: dict[str, ToolResultMessage] = {}
+        while index < end and isinstance(following := history[index], ToolResultMessage):
+            results.setdefault(following.tool_call_id, following)
+            index += 1
+        out.extend(
+            results.get(call.id)
+            or ToolResultMessage(
+                tool_call_id=call.id, name=call.name, content=INTERRUPTED, is_error=True
+            )
+            for call in message.tool_calls
+        )
     return out
 
 

@@ -16,6 +16,7 @@ call of a turn; once the tools have answered, the next call summarises them.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 
 import orjson
@@ -47,7 +48,8 @@ class OfflineProvider:
             isinstance(m, AssistantMessage) for m in messages[start + 1 :]
         )
         if first_call:
-            calls = _commands(prompt)
+            # Ids unique across turns, as real providers make them.
+            calls = _commands(prompt, prefix=f"call_{secrets.token_hex(4)}")
             if calls:
                 return _respond(
                     AssistantMessage(content="", tool_calls=tuple(calls), **_me()), prompt
@@ -79,7 +81,7 @@ def _last_prompt_index(messages: Sequence[Message]) -> int | None:
     return None
 
 
-def _commands(prompt: str) -> list[ToolCall]:
+def _commands(prompt: str, *, prefix: str) -> list[ToolCall]:
     calls: list[ToolCall] = []
     for raw in prompt.splitlines():
         line = raw.strip()
@@ -88,7 +90,7 @@ def _commands(prompt: str) -> list[ToolCall]:
         if match := _DELEGATE.fullmatch(line):
             arguments = {"agent": match[1], "instruction": match[2].strip()}
             calls.append(
-                ToolCall(id=f"call_{len(calls) + 1}", name="delegate", arguments=arguments)
+                ToolCall(id=f"{prefix}_{len(calls) + 1}", name="delegate", arguments=arguments)
             )
         elif match := _TOOL.fullmatch(line):
             try:
@@ -97,7 +99,7 @@ def _commands(prompt: str) -> list[ToolCall]:
                 parsed = {"_invalid_json": match[2]}
             if not isinstance(parsed, dict):
                 parsed = {"_invalid_json": match[2]}
-            calls.append(ToolCall(id=f"call_{len(calls) + 1}", name=match[1], arguments=parsed))
+            calls.append(ToolCall(id=f"{prefix}_{len(calls) + 1}", name=match[1], arguments=parsed))
     return calls
 
 

@@ -8,6 +8,7 @@ an error result. File tools never leave the project directory.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,9 +58,15 @@ class Tool(Protocol):
 
 
 def spec_of(tool: Tool) -> ToolSpec:
-    schema = tool.Arguments.model_json_schema()
+    """The tool as a model sees it (computed once per tool: a JSON schema is not cheap)."""
+    return _spec(tool.name, tool.description, tool.Arguments)
+
+
+@functools.cache
+def _spec(name: str, description: str, arguments: type[BaseModel]) -> ToolSpec:
+    schema = arguments.model_json_schema()
     schema.pop("title", None)
-    return ToolSpec(name=tool.name, description=tool.description, parameters=schema)
+    return ToolSpec(name=name, description=description, parameters=schema)
 
 
 def parse_arguments(tool: Tool, arguments: Mapping[str, Any]) -> BaseModel:
