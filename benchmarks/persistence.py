@@ -11,10 +11,17 @@ in one run, on asyncio and on trio:
 - ``flush``: our path with every batch handed to the OS (for information);
 - ``naive``: the baseline to beat, with no actor at all: each of the N
   concurrent tasks appends to its own file and fsyncs it, one event at a
-  time, in a worker thread (``anyio.to_thread.run_sync``, default limiter).
+  time, in a worker thread (``anyio.to_thread.run_sync``, default limiter);
+- ``sdk``: the peer baseline, the OpenAI Agents SDK's session store
+  ``SQLiteSession``: N ``SQLiteSession(session_id, db_path)`` sharing ONE SQLite file,
+  each adding its M items one ``add_items([item])`` at a time, each awaited
+  before the next (the SDK's own settings: WAL, ``synchronous=FULL``, so
+  every commit fsyncs the WAL, as durable as ``fsync``). The SDK calls
+  ``asyncio.to_thread``, so it runs on asyncio only; on trio it fails and
+  the table says so.
 
-Targets: ``fsync`` >= 0.7x ``none`` and >= 5x ``naive``; p99 acknowledgement
-latency of ``fsync`` <= 10 ms.
+Targets: ``fsync`` >= 0.7x ``none``, >= 5x ``naive`` and >= 20x
+``sdk`` (SQLiteSession); p99 acknowledgement latency of ``fsync`` <= 10 ms.
 
 Only the public API (``import amplifier``) is used. events/s counts only the
 benchmark's own events, over the wall time from the moment every session
@@ -32,19 +39,22 @@ Reproduce::
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -53,10 +63,11 @@ import orjson
 import amplifier
 
 Backend = Literal["asyncio", "trio"]
-Mode = Literal["fsync", "none", "flush", "naive"]
+Mode = Literal["fsync", "none", "flush", "naive", "sdk"]
 
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
-MODES: tuple[Mode, ...] = ("fsync", "none", "flush", "naive")
+MODES: tuple[Mode, ...] = ("fsync", "none", "flush", "naive", "sdk")
+"""``sdk`` is the Agents SDK's SQLiteSession (a short name keeps the table's columns)."""
 TEXT = (
     "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut"
 )
@@ -66,6 +77,7 @@ RECORDS_PER_ASK = 5
 
 FSYNC_VS_NONE = 0.7
 FSYNC_VS_NAIVE = 5.0
+FSYNC_VS_SQLITE_SESSION = 20.0
 P99_LIMIT_MS = 10.0
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,6 +232,92 @@ async def run_naive(directory: Path, config: Config, *, verify: bool) -> RunResu
     return RunResult(config.sessions * config.events, seconds, latencies)
 
 
+# -- the peer baseline: the OpenAI Agents SDK's SQLiteSession, one shared file ----
+
+
+def _sqlite_session_class() -> Any:
+    """``agents.SQLiteSession``, imported with tracing off and a dummy key (no network)."""
+    os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
+    os.environ.setdefault("OPENAI_API_KEY", "sk-dummy-for-benchmarks")
+    from agents import SQLiteSession
+
+    return SQLiteSession
+
+
+async def run_sqlite_session(directory: Path, config: Config, *, verify: bool) -> RunResult:
+    """N SQLiteSessions on ONE database file, each adding its items one at a time."""
+    SQLiteSession = _sqlite_session_class()
+    database = directory / "agents.sqlite"
+    sessions = [SQLiteSession(f"session-{k}", database) for k in range(config.sessions)]
+    latencies: list[float] = []
+
+    async def session(store: Any) -> None:
+        clock = time.perf_counter
+        for i in range(config.events):
+            start = clock()
+            await store.add_items([{"role": "user", "content": f"{i} {TEXT}"}])
+            latencies.append(clock() - start)
+
+    try:
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for store in sessions:
+                tg.start_soon(session, store)
+        seconds = time.perf_counter() - start
+        if verify:
+            for store in sessions:
+                items = await store.get_items()
+                numbers = [int(item["content"].split(" ", 1)[0]) for item in items]
+                if numbers != list(range(config.events)):
+                    raise AssertionError(f"{store.session_id}: stored items {numbers[:5]}...")
+    finally:
+        for store in sessions:
+            store.close()
+    return RunResult(config.sessions * config.events, seconds, latencies)
+
+
+def sqlite_session_problem(backend: Backend, root: Path) -> str | None:
+    """Why SQLiteSession cannot run on ``backend`` (None: it can)."""
+    directory = Path(tempfile.mkdtemp(prefix=f"{backend}-probe-", dir=root))
+    problem: str | None = None
+    # On trio the SDK's asyncio calls fail and leave a coroutine never awaited.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            run = partial(run_sqlite_session, directory, Config(1, 1), verify=True)
+            anyio.run(run, backend=backend)
+        except ImportError as exc:
+            problem = f"not installed ({exc.name}): pip install -e '.[bench]'"
+        except Exception as exc:
+            error: BaseException = exc
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]
+            problem = (
+                f"fails on {backend} ({type(error).__name__}: {error}): "
+                "the SDK calls asyncio directly"
+            )
+            del error  # its traceback holds the coroutine the SDK never awaited
+        gc.collect()
+    shutil.rmtree(directory, ignore_errors=True)
+    return problem
+
+
+def sqlite_synchronous() -> str:
+    """The WAL ``synchronous`` level SQLite uses here (the SDK leaves SQLite's default)."""
+    import sqlite3
+
+    with tempfile.TemporaryDirectory() as directory:
+        connection = sqlite3.connect(Path(directory) / "probe.sqlite")
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            level = connection.execute("PRAGMA synchronous").fetchone()[0]
+        finally:
+            connection.close()
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return f"{names.get(level, level)} ({level})"
+
+
 # -- driving the runs -------------------------------------------------------------
 
 
@@ -229,9 +327,33 @@ def run_one(backend: Backend, mode: Mode, config: Config, root: Path, *, verify:
     try:
         if mode == "naive":
             return anyio.run(partial(run_naive, directory, config, verify=verify), backend=backend)
+        if mode == "sdk":
+            run = partial(run_sqlite_session, directory, config, verify=verify)
+            return anyio.run(run, backend=backend)
         return anyio.run(partial(run_ours, directory, config, mode, verify=verify), backend=backend)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def code_state() -> str:
+    """Which amplifier is measured: its commit and how many of its files are uncommitted."""
+    package = Path(amplifier.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(package.parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(package.parent), "status", "--porcelain", "--", package.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return f"amplifier from {package}"
+    return f"amplifier at {head}" + (f" + {len(changed)} uncommitted file(s)" if changed else "")
 
 
 def default_root() -> Path:
@@ -277,6 +399,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-verify", action="store_true", help="skip reading the files back after each run"
     )
     parser.add_argument(
+        "--no-peers", action="store_true", help="skip the Agents SDK SQLiteSession baseline"
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit with status 1 if a target is not met"
     )
     args = parser.parse_args(argv)
@@ -309,17 +434,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"trio {metadata.version('trio')}, {os.cpu_count()} CPUs, "
         f"writing in {root} ({filesystem(root)})"
     )
+    print(code_state())
     results: dict[tuple[Backend, Mode], list[RunResult]] = {}
+    skipped: dict[Backend, str] = {}
+    """Why SQLiteSession did not run on a backend."""
     try:
+        for backend in backends:
+            if args.no_peers:
+                skipped[backend] = "skipped (--no-peers)"
+            elif (problem := sqlite_session_problem(backend, root)) is not None:
+                skipped[backend] = problem
+        if len(skipped) < len(backends):
+            print(
+                "sdk: the Agents SDK's SQLiteSession, one file for all sessions, WAL, synchronous "
+                f"{sqlite_synchronous()}, agents {metadata.version('openai-agents')}"
+            )
+
+        def modes(backend: Backend) -> tuple[Mode, ...]:
+            return tuple(m for m in MODES if m != "sdk" or backend not in skipped)
+
         if not args.quick:  # warm up threads, imports and the page cache; not measured
             small = Config(min(config.sessions, 10), min(config.events, 10))
             for backend in backends:
-                for mode in MODES:
+                for mode in modes(backend):
                     run_one(backend, mode, small, root, verify=False)
         for repetition in range(args.repeat):
             # Interleaved, and in a rotating order, so drift hits every mode alike.
-            order = MODES[repetition % len(MODES) :] + MODES[: repetition % len(MODES)]
             for backend in backends:
+                available = modes(backend)
+                shift = repetition % len(available)
+                order = available[shift:] + available[:shift]
                 for mode in order:
                     result = run_one(backend, mode, config, root, verify=verify)
                     results.setdefault((backend, mode), []).append(result)
@@ -332,15 +476,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    met = report(results, backends, config)
+    met = report(results, backends, config, skipped)
     print(f"\nreproduce: {COMMAND}" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""))
     return 1 if args.strict and not met else 0
+
+
+def ratio(value: float) -> str:
+    """``0.54x``; small ratios keep three significant digits (``0.0191x``)."""
+    return f"{value:.2f}x" if value >= 0.1 else f"{value:.3g}x"
 
 
 def report(
     results: dict[tuple[Backend, Mode], list[RunResult]],
     backends: Sequence[Backend],
     config: Config,
+    skipped: dict[Backend, str],
 ) -> bool:
     """Print the table and a verdict per target; True if every target is met."""
 
@@ -348,12 +498,26 @@ def report(
         return statistics.median(value(run) for run in results[(backend, mode)])
 
     print()
-    header = ("backend", "mode", "events/s", "p50 ms", "p99 ms", "ratio vs none", "ratio vs naive")
+    header = (
+        "backend",
+        "mode",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio vs none",
+        "ratio vs naive",
+        "ratio vs ours",
+    )
     rows: list[tuple[str, ...]] = []
     for backend in backends:
         none = median(backend, "none", lambda r: r.rate)
         naive = median(backend, "naive", lambda r: r.rate)
+        ours = median(backend, "fsync", lambda r: r.rate)
         for mode in MODES:
+            if (backend, mode) not in results:
+                reason = skipped.get(backend, "not run")
+                rows.append((backend, mode, "n/a", "", "", "", "", reason))
+                continue
             rate = median(backend, mode, lambda r: r.rate)
             rows.append(
                 (
@@ -362,18 +526,23 @@ def report(
                     f"{rate:.0f}",
                     f"{median(backend, mode, lambda r: r.percentile_ms(50)):.2f}",
                     f"{median(backend, mode, lambda r: r.percentile_ms(99)):.2f}",
-                    f"{rate / none:.2f}x",
-                    f"{rate / naive:.2f}x",
+                    ratio(rate / none),
+                    ratio(rate / naive),
+                    ratio(rate / ours),
                 )
             )
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    right = {2, 3, 4, 5, 6}
+    # A reason for a missing row may be long: it does not widen its column.
+    widths = [
+        max(len(row[i]) for row in (header, *rows) if row[2] != "n/a" or i < 7)
+        for i in range(len(header))
+    ]
+    right = {2, 3, 4, 5, 6, 7}
 
     def line(cells: Sequence[str]) -> str:
         return (
             "| "
             + " | ".join(
-                cell.rjust(width) if i in right else cell.ljust(width)
+                cell.rjust(width) if i in right and len(cell) <= width else cell.ljust(width)
                 for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
             )
             + " |"
@@ -394,8 +563,10 @@ def report(
         f"\nevents/s counts only the {config.sessions}x{config.events} bench events; each ask "
         f"also writes {RECORDS_PER_ASK} records of its own (prompt:submit, user message, "
         f"metadata, prompt:complete, metadata), so our modes write {extra / config.events:.2f}x "
-        "as many records as counted. naive writes only the bench events. Ratios are ratios "
-        "of medians within one backend."
+        "as many records as counted. naive and sdk write only the bench events (sdk: the "
+        "Agents SDK's SQLiteSession, one transaction per add_items, all sessions in one "
+        "file). Ratios are "
+        "ratios of medians within one backend; ratio vs ours is the row over ours (fsync)."
     )
 
     print()
@@ -405,7 +576,7 @@ def report(
         none = median(backend, "none", lambda r: r.rate)
         naive = median(backend, "naive", lambda r: r.rate)
         p99 = median(backend, "fsync", lambda r: r.percentile_ms(99))
-        verdicts = (
+        verdicts = [
             (
                 fsync >= FSYNC_VS_NONE * none,
                 f"fsync >= {FSYNC_VS_NONE}x none",
@@ -421,10 +592,22 @@ def report(
                 f"fsync p99 ack latency <= {P99_LIMIT_MS:g} ms",
                 f"{p99:.2f} ms",
             ),
-        )
+        ]
+        if (backend, "sdk") in results:
+            peer = median(backend, "sdk", lambda r: r.rate)
+            verdicts.append(
+                (
+                    fsync >= FSYNC_VS_SQLITE_SESSION * peer,
+                    f"fsync >= {FSYNC_VS_SQLITE_SESSION:g}x sdk (SQLiteSession)",
+                    f"{fsync / peer:.1f}x ({fsync:.0f} vs {peer:.0f} events/s)",
+                )
+            )
         for ok, target, figure in verdicts:
             everything = everything and ok
-            print(f"{backend:7}  {target:32} {'met' if ok else 'NOT met'}: {figure}")
+            print(f"{backend:7}  {target:34} {'met' if ok else 'NOT met'}: {figure}")
+        if (backend, "sdk") not in results:
+            target = f"fsync >= {FSYNC_VS_SQLITE_SESSION:g}x sdk (SQLiteSession)"
+            print(f"{backend:7}  {target:34} not measured: SQLiteSession {skipped.get(backend)}")
     return everything
 
 

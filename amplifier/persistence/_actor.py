@@ -267,14 +267,12 @@ class _Held:
     lock: FileLock
     events: Path = field(init=False)
     transcript: Path = field(init=False)
-    metadata: Path = field(init=False)
     folder: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         # Computed once: building paths per record would dominate the hot path.
         self.events = self.location.events
         self.transcript = self.location.transcript
-        self.metadata = self.location.metadata
         self.folder = self.location.relative.encode()
 
 
@@ -596,7 +594,7 @@ class PersistenceActor:
                         continue
                     self._seq += 1
                     data = orjson.dumps(dict(request.metadata, seq=self._seq), option=_DOCUMENT)
-                    records.documents[held.metadata] = data
+                    records.documents[held.location.metadata] = data
                     records.size += len(data)
                     if journaling:
                         batch.entries.append(
@@ -932,7 +930,7 @@ class PersistenceActor:
                 continue
             # Once the lock is released another process may write here; the
             # files must not depend on our journal any more.
-            for path in (held.events, held.transcript, held.metadata):
+            for path in (held.events, held.transcript, held.location.metadata):
                 if path in self._dirty:
                     fsync_path(path)
                     self._dirty.discard(path)

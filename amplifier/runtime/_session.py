@@ -97,7 +97,8 @@ class SessionActor:
         )
         self._turn_scope: anyio.CancelScope | None = None
         self._current: Prompt | None = None
-        self._children = anyio.CapacityLimiter(services.max_children)
+        self._children: anyio.CapacityLimiter | None = None
+        """Made at the first delegation: most sessions never delegate, and idle ones add up."""
         self.context = SessionContext(self)
         self.ended = anyio.Event()
         self._recorded = False
@@ -358,6 +359,8 @@ class SessionActor:
 
     async def delegate(self, request: Delegation) -> DelegationResult:
         """Run ``request`` in a child session; never raises for the child's failure."""
+        if self._children is None:
+            self._children = anyio.CapacityLimiter(self._services.max_children)
         async with self._children:
             return await self._run_child(request)
 
@@ -549,8 +552,14 @@ class SessionContext:
 
     def __init__(self, actor: SessionActor) -> None:
         self._actor = actor
-        self.state: dict[str, object] = {}
+        self._state: dict[str, object] | None = None
+
+    @property
+    def state(self) -> dict[str, object]:
         """Scratch space for the turn handler, kept while the session is open (not persisted)."""
+        if self._state is None:
+            self._state = {}  # made on first use: most sessions never need one
+        return self._state
 
     @property
     def id(self) -> str:
