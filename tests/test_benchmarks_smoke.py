@@ -22,3 +22,19 @@ def test_persistence_benchmark_runs_and_verifies(tmp_path: Path) -> None:
     assert "| asyncio | fsync |" in done.stdout
     assert "| trio    | fsync |" in done.stdout
     assert "reproduce:" in done.stdout
+
+
+def test_every_benchmark_runs_and_checks_what_it_measured(tmp_path: Path) -> None:
+    """run_all.py --quick runs each benchmark at smoke size; every check passes (no timing)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = done.stdout.split("===== targets")[1]
+    for name in ("persistence", "delegation", "memory", "resume", "listing"):
+        assert f"({name}: " in done.stdout
+        assert summary.count(name) >= 2, f"{name} printed no verdicts"
