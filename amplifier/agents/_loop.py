@@ -45,6 +45,7 @@ from ._profiles import Profile
 from ._provider import Provider, ProviderRequest
 from ._provider_config import ProviderConfig
 from ._providers import make_provider
+from ._redact import COMMON_PATTERNS, Redactor
 from ._specs import AgentCatalog, AgentSpec
 from ._tools import ToolBox, ToolContext, clip, parse_arguments
 
@@ -72,6 +73,12 @@ class AgentTurnHandler:
         self._providers: dict[ProviderConfig, Provider] = {}
         delegate = DelegateTool(catalog, child_timeout=lambda: self.profile.child_timeout)
         self._tools = ToolBox([*file_tools(), delegate])
+        self.redact: Redactor | None = None
+        if profile.redact:
+            keys = [k for k in (profile.provider.key(),) if k]
+            self.redact = Redactor(
+                secrets=keys, patterns=(*COMMON_PATTERNS, *profile.redact_patterns)
+            )
 
     # -- the TurnHandler protocol -------------------------------------------------
 
@@ -266,6 +273,8 @@ class AgentTurnHandler:
         except Exception as exc:  # a tool's bug must not end the turn: the model is told
             output = f"{type(exc).__name__}: {exc}"
         output = clip(output)
+        if self.redact is not None:
+            output = self.redact(output)  # tool output is stored: no secrets in it
         data: dict[str, Any] = {
             "tool": call.name,
             "call_id": call.id,

@@ -10,13 +10,14 @@ A profile may ``extends:`` another; its fields are merged over the other's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from amplifier.persistence import Durability
 
@@ -63,7 +64,21 @@ class Profile(BaseModel):
     """Tool calls of one response running at the same time."""
     child_timeout: float | None = Field(default=None, gt=0)
     """Seconds a sub-session may take before it is cancelled (None: no limit)."""
+    redact: bool = True
+    """Keep API keys and credential-like strings out of events, metadata and tool output."""
+    redact_patterns: tuple[str, ...] = ()
+    """More regular expressions to redact, beyond the common key formats."""
     source: str = "built-in"
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return patterns
 
 
 class ProfileCatalog:

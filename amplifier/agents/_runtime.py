@@ -111,6 +111,7 @@ async def open_runtime(
             clock=clock,
             max_depth=settings.max_depth,
             max_children=settings.max_children,
+            scrub=agents.redact if agents is not None else None,
         ) as runtime:
             yield runtime
     finally:

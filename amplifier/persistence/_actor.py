@@ -58,7 +58,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amplifier._errors import UsageError, unwrap_single_error
 
-from ._exceptions import PersistenceError, SessionNotFound, StoreClosed, WriteFailed
+from ._exceptions import (
+    CorruptSession,
+    PersistenceError,
+    SessionNotFound,
+    StoreClosed,
+    WriteFailed,
+)
 from ._files import (
     atomic_replace,
     fsync_dir,
@@ -83,7 +89,7 @@ from ._journal import (
     recover_dead_journals,
 )
 from ._lock import FileLock, is_locked
-from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir
+from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir, refuse_links_out
 from ._records import SCHEMA_VERSION, Durability, SessionMetadata, format_ts, utc_now
 
 Clock = Callable[[], datetime]
@@ -335,7 +341,9 @@ class _OpenFiles:
         """Append ``data``; if the write fails part-way, cut the file back first."""
         entry = self._fds.get(path)
         if entry is None:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
             entry = (fd, os.fstat(fd).st_size)
             self._fds[path] = entry
             if len(self._fds) > self._limit:
@@ -793,6 +801,12 @@ class PersistenceActor:
         staging = sessions.parent / STAGING
         ensure_private_dir(sessions, below=self.home)
         ensure_private_dir(staging, below=self.home)
+        if os.path.realpath(sessions) != os.path.join(
+            os.path.realpath(self.home), location.relative.rsplit("/", 1)[0]
+        ):
+            raise CorruptSession(
+                location.session_id, "its project folder is a link out of the store"
+            )
         _sweep_staging(staging)
         if location.directory.exists():
             raise FileExistsError(errno.EEXIST, "session exists", str(location.directory))
@@ -843,6 +857,7 @@ class PersistenceActor:
     def _open(self, location: SessionLocation) -> tuple[int, OpenedSession]:
         if not location.directory.is_dir():
             raise SessionNotFound(location.session_id)
+        refuse_links_out(location)
         # Before taking the lock: replay needs the locks of the sessions it restores.
         recovered = recover_dead_journals(self.home)
         self.recovered.records += recovered.records
@@ -875,6 +890,7 @@ class PersistenceActor:
             for location in locations:
                 if not location.directory.is_dir():
                     continue
+                refuse_links_out(location)
                 locks.append(FileLock.acquire(location.lock, session_id=location.session_id))
             removed = []
             for location in reversed(locations):

@@ -60,10 +60,22 @@ def parse_jsonl(data: bytes, *, name: str = "", warn: bool = True) -> JsonlConte
     return content
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of a session file, never through a symbolic link (Rule 1 of ``_paths``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_jsonl(path: Path, *, warn: bool = True) -> JsonlContent:
     """Read a whole JSONL file. A missing file is an empty one."""
     try:
-        data = path.read_bytes()
+        data = read_file(path)
     except FileNotFoundError:
         return JsonlContent()
     return parse_jsonl(data, name=str(path), warn=warn)
@@ -88,7 +100,7 @@ def set_aside_torn_tail(path: Path) -> Path | None:
     would otherwise be taken for a torn one). Returns the side file, if any.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     try:
@@ -118,7 +130,7 @@ def iter_lines_backwards(path: Path) -> Iterator[bytes]:
     Bytes after the last newline (a torn record) are not a line and are skipped.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return
     try:
@@ -140,10 +152,11 @@ def iter_lines_backwards(path: Path) -> Iterator[bytes]:
 def first_line(path: Path) -> bytes | None:
     """The first complete line of ``path`` (None if it has none)."""
     try:
-        with path.open("rb") as stream:
-            line = stream.readline()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as stream:
+        line = stream.readline()
     return line.rstrip(b"\n") if line.endswith(b"\n") else None
 
 
@@ -169,7 +182,7 @@ def write_all(fd: int, data: bytes) -> None:
 def metadata_seq(path: Path) -> int | None:
     """The ``seq`` stamped into a ``metadata.json``; None if it is missing or unreadable."""
     try:
-        document = orjson.loads(path.read_bytes())
+        document = orjson.loads(read_file(path))
     except (OSError, orjson.JSONDecodeError):
         return None
     seq = document.get("seq") if isinstance(document, dict) else None
@@ -178,7 +191,7 @@ def metadata_seq(path: Path) -> int | None:
 
 def write_new_file(path: Path, data: bytes, *, sync: bool) -> None:
     """Create ``path`` owner-only with ``data`` (replacing nothing)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         write_all(fd, data)
         if sync:
@@ -207,7 +220,7 @@ def atomic_replace(path: Path, data: bytes, *, sync: bool) -> None:
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
@@ -217,7 +230,7 @@ def fsync_dir(path: Path) -> None:
 def fsync_path(path: Path) -> None:
     """fsync a file by name (its pages are shared by every descriptor)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return
     try:

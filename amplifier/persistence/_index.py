@@ -24,6 +24,7 @@ from pathlib import Path
 
 import orjson
 
+from ._files import read_file
 from ._paths import SessionLocation, validate_session_id
 
 INDEX = "index.sqlite3"
@@ -102,7 +103,7 @@ def rebuild(home: Path, db: sqlite3.Connection) -> int:
     rows = []
     for location in _all_locations(home):
         try:
-            document = location.metadata.read_bytes()
+            document = read_file(location.metadata)
             rows.append(_row(location, document))
         except (OSError, orjson.JSONDecodeError, AttributeError):
             # Damaged metadata: still listed (the listing marks it) by id and project.

@@ -157,7 +157,7 @@ class Journal:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}"
         temp = folder / f"{name}.creating"
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             write_all(fd, MAGIC + _ZEROS)
@@ -238,7 +238,9 @@ def recover_dead_journals(home: Path) -> RecoveryReport:
     candidates = sorted(p for p in folder.iterdir() if p.suffix in {_SUFFIX, ".creating"})
     if not candidates:
         return report
-    guard = os.open(folder / ".recovery.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    guard = os.open(
+        folder / ".recovery.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    )
     try:
         fcntl.flock(guard, fcntl.LOCK_EX)
         for path in candidates:
@@ -250,7 +252,7 @@ def recover_dead_journals(home: Path) -> RecoveryReport:
 
 def _recover_one(home: Path, path: Path, report: RecoveryReport) -> None:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return  # replayed and removed by a process that held the guard before us
     try:
@@ -324,7 +326,9 @@ def _replay_session(
         have = last_seq(target)
         missing = [f.payload for f in frames if f.kind is kind and f.seq > have]
         if missing:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
             try:
                 write_all(fd, b"".join(missing))
                 os.fsync(fd)

@@ -45,7 +45,7 @@ class FileLock:
 
         Blocking (a few short retries); call from a worker thread.
         """
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             for attempt in range(_ACQUIRE_ATTEMPTS):
                 try:
@@ -85,7 +85,7 @@ class FileLock:
 def is_locked(path: Path) -> bool:
     """True if a live process (or runtime) holds the lock at ``path`` right now."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return False
     try:

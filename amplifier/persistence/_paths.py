@@ -1,11 +1,15 @@
 """Where sessions live on disk, and which names are safe to put there.
 
+Rule 1: nothing is read or written through a symbolic link that leads out
+        of the store: files are opened with O_NOFOLLOW, and a session whose
+        folder resolves elsewhere is refused (``SessionLocation.leads_outside``).
+
 Layout (DESIGN.md, "On disk")::
 
     $AMPLIFIER_HOME/projects/<project-slug>/sessions/<session-id>/
         transcript.jsonl  events.jsonl  metadata.json  .lock
 
-Rule: every id that reaches the file system has passed ``validate_session_id``
+Rule 2: every id that reaches the file system has passed ``validate_session_id``
 first, so no id can name a path outside its project's ``sessions`` folder.
 """
 
@@ -16,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._exceptions import InvalidSessionId
+from ._exceptions import CorruptSession, InvalidSessionId
 
 MAX_ID_LENGTH = 128
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -116,6 +120,16 @@ class SessionLocation:
     def lock(self) -> Path:
         return self.directory / LOCK
 
+    def leads_outside(self) -> bool:
+        """True if a symbolic link on the way makes the folder lie outside the store.
+
+        Session files are opened without following a final link (O_NOFOLLOW);
+        this catches a link in the middle (the session folder, ``sessions``
+        or the project folder), so nothing is read or written outside home.
+        """
+        expected = os.path.join(os.path.realpath(self.home), self.relative)
+        return os.path.realpath(self.directory) != expected
+
     @classmethod
     def from_relative(cls, home: Path, relative: str) -> SessionLocation:
         """Parse a journal's relative folder name back into a location (validated)."""
@@ -123,6 +137,19 @@ class SessionLocation:
         if len(parts) != 4 or parts[0] != "projects" or parts[2] != "sessions":
             raise InvalidSessionId(relative, "not a session folder")
         return cls(home, parts[1], parts[3])
+
+
+def refuse_links_out(location: SessionLocation) -> None:
+    """Raise ``CorruptSession`` if the session's folder leads out of the store (Rule 1)."""
+    if location.leads_outside():
+        raise CorruptSession(
+            location.session_id, "its folder is a link out of the session store; not followed"
+        )
+    for path in (location.transcript, location.events, location.metadata, location.lock):
+        if path.is_symlink():
+            raise CorruptSession(
+                location.session_id, f"{path.name} is a symbolic link; not followed"
+            )
 
 
 def projects_root(home: Path) -> Path:

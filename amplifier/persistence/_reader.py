@@ -25,7 +25,7 @@ from ._exceptions import (
     RecoveryWarning,
     SessionNotFound,
 )
-from ._files import first_line, iter_lines_backwards, read_jsonl
+from ._files import first_line, iter_lines_backwards, read_file, read_jsonl
 from ._index import connect as connect_index
 from ._index import index_path
 from ._index import page as index_page
@@ -36,6 +36,7 @@ from ._paths import (
     SessionLocation,
     is_safe_slug,
     projects_root,
+    refuse_links_out,
     sessions_root,
     validate_session_id,
 )
@@ -46,8 +47,9 @@ _R = TypeVar("_R", EventRecord, TranscriptRecord)
 
 def read_metadata(location: SessionLocation) -> SessionMetadata:
     """The session's ``metadata.json``; ``SessionNotFound`` or ``CorruptSession`` otherwise."""
+    refuse_links_out(location)
     try:
-        data = location.metadata.read_bytes()
+        data = read_file(location.metadata)
     except FileNotFoundError:
         if not location.directory.is_dir():
             raise SessionNotFound(location.session_id) from None
@@ -61,6 +63,7 @@ def read_metadata(location: SessionLocation) -> SessionMetadata:
 
 def load_transcript(location: SessionLocation) -> list[TranscriptRecord]:
     """Every complete, valid message of the session, in order."""
+    refuse_links_out(location)
     return list(_records(location.transcript, TranscriptRecord))
 
 
@@ -81,9 +84,10 @@ def load_transcript_tail(location: SessionLocation, *, max_bytes: int) -> Transc
     Reads from the end, only as far as needed: resuming a session with a
     huge history costs what its context window needs, not the whole file.
     """
+    refuse_links_out(location)
     path = location.transcript
     try:
-        size = path.stat().st_size
+        size = path.lstat().st_size
     except FileNotFoundError:
         return TranscriptTail(None, [], True)
     if size <= max_bytes:
@@ -114,6 +118,7 @@ def _parse_line(line: bytes | None) -> TranscriptRecord | None:
 
 def iter_events(location: SessionLocation) -> Iterator[EventRecord]:
     """The session's events in ``seq`` order (the order they were written)."""
+    refuse_links_out(location)
     return _records(location.events, EventRecord)
 
 

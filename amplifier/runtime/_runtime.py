@@ -347,12 +347,15 @@ async def open_runtime(
     max_depth: int = 3,
     max_children: int = 4,
     mailbox_size: int = 16,
+    scrub: Callable[[str], str] | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start a Runtime storing under ``home`` (default ``$AMPLIFIER_HOME`` or ``~/.amplifier``).
 
     ``cwd`` is the project directory (default: the current one); ``handler``
     answers every turn (default: ``EchoTurnHandler``). ``max_depth`` bounds
     delegation nesting, ``max_children`` the children a session runs at once.
+    ``scrub`` (e.g. a redactor of secrets) is applied to every string of every
+    event and to the last prompt kept in metadata.
     On exit, open sessions end with status ``completed`` (``cancelled`` if the
     exit is a cancellation) and everything is made durable.
     """
@@ -369,6 +372,7 @@ async def open_runtime(
             mailbox_size=mailbox_size,
             max_depth=max_depth,
             max_children=max_children,
+            scrub=scrub,
         )
         with unwrap_single_error():
             async with anyio.create_task_group() as tg:

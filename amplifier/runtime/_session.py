@@ -70,6 +70,8 @@ class Services:
     mailbox_size: int
     max_depth: int
     max_children: int
+    scrub: Callable[[str], str] | None = None
+    """Applied to every string of every event, and to metadata's last prompt."""
 
 
 Outcome = Answered | Failed | Cancelled
@@ -244,7 +246,8 @@ class SessionActor:
                         await self.record(message)
                     await self.emit("prompt:submit", {"prompt": prompt.text, "turn": number})
                     await self.record({"role": "user", "content": prompt.text})
-                    meta.last_prompt = prompt.text
+                    scrub = self._services.scrub
+                    meta.last_prompt = scrub(prompt.text) if scrub else prompt.text
                     await self._write_metadata()
                     turn = Turn(self.context, prompt.text, number, on_text=prompt.on_text)
                     text = await self._services.handler.run_turn(turn)
@@ -318,8 +321,11 @@ class SessionActor:
             raise SessionClosed(self.id)
         parent_id = self._meta.parent_id if self._meta is not None else None
         # The record is serialised before the call returns, so the caller's
-        # dict is not kept: no copy needed.
+        # dict is not kept: no copy needed (unless it is scrubbed).
         payload = data if type(data) is dict else dict(data)
+        scrub = self._services.scrub
+        if scrub is not None:
+            payload = _scrubbed(payload, scrub)
         stamp = await writer.append_event(event, payload, parent_id=parent_id)
         return stamp.seq
 
@@ -514,6 +520,17 @@ def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
             ),
             True,
         )
+
+
+def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
+    """``value`` (JSON-like) with every string passed through ``scrub``."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, scrub) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(item, scrub) for item in value]
+    return value
 
 
 def _turn_status(outcome: Outcome) -> Literal["completed", "failed", "cancelled"]:
