@@ -55,3 +55,19 @@ def project(tmp_path: Path) -> Path:
     path = tmp_path / "project"
     path.mkdir()
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--trials",
+        type=int,
+        default=None,
+        help="trials of the heavy reliability tests (SIGKILL, load); default: the CI size",
+    )
+
+
+@pytest.fixture
+def trials(request: pytest.FixtureRequest) -> int | None:
+    """--trials N from the command line, or None for the test's own CI default."""
+    value = request.config.getoption("--trials")
+    return int(value) if value is not None else None
