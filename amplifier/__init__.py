@@ -26,6 +26,7 @@ from amplifier.persistence import (
     SessionMetadata,
     SessionNotFound,
     SessionSummary,
+    StoreWarning,
     TranscriptRecord,
     WriteFailed,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "SessionSetup",
     "SessionState",
     "SessionSummary",
+    "StoreWarning",
     "SubscriberTooSlow",
     "TranscriptRecord",
     "Turn",

@@ -22,6 +22,7 @@ from ._exceptions import (
     SessionLocked,
     SessionNotFound,
     StoreClosed,
+    StoreWarning,
     WriteFailed,
 )
 from ._journal import RecoveryReport, recover_dead_journals
@@ -85,6 +86,7 @@ __all__ = [
     "Stamp",
     "Store",
     "StoreClosed",
+    "StoreWarning",
     "TranscriptRecord",
     "TranscriptTail",
     "WriteFailed",

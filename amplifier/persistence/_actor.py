@@ -42,6 +42,7 @@ import secrets
 import shutil
 import sqlite3
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -63,6 +64,7 @@ from ._exceptions import (
     PersistenceError,
     SessionNotFound,
     StoreClosed,
+    StoreWarning,
     WriteFailed,
 )
 from ._files import (
@@ -325,6 +327,8 @@ class _Batch:
     """Answers by request index; an exception value fails that request."""
     controls: bool = False
     """The batch creates, opens or closes a session or asks for a flush."""
+    behind_failed: WriteFailed | None = None
+    """What stopped the files being brought up to date before the controls ran."""
 
 
 _CONTROLS = (CreateSession, OpenSession, CloseSession, Flush, DeleteSessions, Reindex)
@@ -425,6 +429,8 @@ class PersistenceActor:
         """Written since the last checkpoint, not yet fsynced (durability fsync)."""
         self._dirty_dirs: set[Path] = set()
         self._broken: BaseException | None = None
+        self._behind_failing = False
+        """Writing behind has failed since it last succeeded (warned once)."""
         self._index: sqlite3.Connection | None = None
         self.listeners: list[CommitListener] = []
         self.acks = _Acks()
@@ -439,9 +445,13 @@ class PersistenceActor:
         ensure_private_dir(self.home / "projects", below=self.home)
         self.recovered = recover_dead_journals(self.home)
         fresh = not index_path(self.home).exists()
-        self._index = connect_index(self.home)
-        if fresh:  # first use of this home (or the index was removed): build it
-            rebuild_index(self.home, self._index)
+        try:
+            self._index = connect_index(self.home)
+            if fresh:  # first use of this home (or the index was removed): build it
+                rebuild_index(self.home, self._index)
+        except sqlite3.Error:
+            # A cache: without it listings scan the folders; reindex builds it later.
+            self._index = None
         if self.durability == "fsync":
             self._journal = Journal.create(self.home)
 
@@ -463,7 +473,9 @@ class PersistenceActor:
                     tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._shutdown)
+                left = await anyio.to_thread.run_sync(self._shutdown)
+                if left:
+                    warnings.warn(left, StoreWarning, stacklevel=1)
             self.stopped.set()
 
     async def _serve(self) -> None:
@@ -481,17 +493,25 @@ class PersistenceActor:
                     break
             await self._commit(requests)
 
-    def _shutdown(self) -> None:
-        """Blocking: write what is behind, make it durable, let go of every file."""
+    def _shutdown(self) -> str | None:
+        """Blocking: write what is behind, make it durable, let go of every file.
+
+        Returns what the user must be told if not everything could be written.
+        """
+        left = None
         try:
             self._write_files(self._behind)
             if self._journal is not None:
                 self._checkpoint()
                 self._journal.remove()
                 self._journal = None
-        except OSError:
+        except OSError as exc:
             # The journal still holds what the files lack; the next Runtime replays it.
             if self._journal is not None:
+                left = (
+                    f"{_write_failed(exc)}; what is missing stays in {self._journal.path} and "
+                    "is written to the session files by the next runtime that starts"
+                )
                 self._journal.abandon()
         finally:
             self._files.close_all()
@@ -501,6 +521,7 @@ class PersistenceActor:
             if self._index is not None:
                 self._index.close()
                 self._index = None
+        return left
 
     # -- one group commit -------------------------------------------------------
 
@@ -521,6 +542,8 @@ class PersistenceActor:
         if batch.controls:
             async with self._files_lock:
                 await anyio.to_thread.run_sync(self._run_controls, batch)
+            if batch.behind_failed is not None and self._journal is not None:
+                self._warn_behind(batch.behind_failed)
             if not self._behind:
                 self._behind_since = math.inf
         self._answer(batch)
@@ -680,9 +703,12 @@ class PersistenceActor:
                     except OSError as exc:
                         if self._journal is None:
                             self._broken = _write_failed(exc)
+                        else:
+                            self._warn_behind(_write_failed(exc))
                         self._behind_since = anyio.current_time()
                     else:
                         self._broken = None
+                        self._behind_failing = False
                     finally:
                         if chunk:  # what did not land goes back, ahead of newer records
                             chunk.add(self._behind)
@@ -690,6 +716,18 @@ class PersistenceActor:
                             self._behind_since = min(self._behind_since, anyio.current_time())
         finally:
             self._writing = False
+
+    def _warn_behind(self, failure: WriteFailed) -> None:
+        """Say once (per spell of failures) that the files lag behind the journal."""
+        if self._behind_failing:
+            return
+        self._behind_failing = True
+        warnings.warn(
+            f"{failure}; the records are safe in the journal and reach the session files "
+            "once there is room (at the latest, when the next runtime starts)",
+            StoreWarning,
+            stacklevel=1,
+        )
 
     # -- in the worker thread ------------------------------------------------------
 
@@ -725,6 +763,7 @@ class PersistenceActor:
             self._write_files(self._behind)
         except OSError as exc:
             behind_failed = _write_failed(exc)
+        batch.behind_failed = behind_failed
         self._create_all(batch, refuse=behind_failed)
         for index, request in enumerate(batch.requests):
             if isinstance(request, OpenSession):
@@ -777,7 +816,11 @@ class PersistenceActor:
             location = batch.requests[index].location
             try:
                 made[index] = (location, self._build(location, document, durable=durable))
-            except (PersistenceError, OSError) as exc:
+            except FileExistsError as exc:
+                batch.results[index] = exc
+            except OSError as exc:
+                batch.results[index] = _write_failed(exc)
+            except PersistenceError as exc:
                 batch.results[index] = exc
         if durable and made:
             try:
@@ -1188,7 +1231,10 @@ async def open_store(
     """
     send, receive = anyio.create_memory_object_stream[Any](MAILBOX_SIZE)
     actor = PersistenceActor(home, durability, clock, receive)
-    await anyio.to_thread.run_sync(actor.prepare)
+    try:
+        await anyio.to_thread.run_sync(actor.prepare)
+    except OSError as exc:
+        raise _write_failed(exc) from None
     with unwrap_single_error():
         async with anyio.create_task_group() as tg:
             await tg.start(actor.run)

@@ -11,7 +11,8 @@ AmplifierError
 UsageError
 └── InvalidSessionId            a typed id is malformed or tries to leave the store
 UserWarning
-└── RecoveryWarning             damage was found and set aside; the rest was kept
+├── RecoveryWarning             damage was found and set aside; the rest was kept
+└── StoreWarning                a write must wait (a full disk); nothing acknowledged is lost
 """
 
 from __future__ import annotations
@@ -86,6 +87,15 @@ class InvalidSessionId(UsageError):
         self.reason = reason
         shown = value if len(value) <= 40 else value[:37] + "..."
         super().__init__(f"invalid session id {shown!r}: {reason}")
+
+
+class StoreWarning(UserWarning):
+    """The store could not do something now; nothing acknowledged was lost.
+
+    For example a full disk while session files are written behind the
+    journal: the records are safe in the journal and reach the files once
+    there is room again (at the latest, when the next Runtime starts).
+    """
 
 
 class RecoveryWarning(UserWarning):

@@ -211,20 +211,51 @@ def list_sessions(
     if not home.is_dir():
         return []
     with _index(home) as db:
-        page = index_page(db, home, project=project, limit=limit, roots_only=roots_only)
-    rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
+        if db is not None:
+            page = index_page(db, home, project=project, limit=limit, roots_only=roots_only)
+            rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
+            rows.sort(key=_newest_first)
+            return rows
+    return _scan(home, project, limit=limit, roots_only=roots_only)
+
+
+def _scan(
+    home: Path, project: str | None, *, limit: int | None, roots_only: bool
+) -> list[SessionSummary]:
+    """The listing without the index: every folder, every metadata file."""
+    projects = [project] if project is not None else all_projects(home)
+    rows = [
+        summarize(SessionLocation(home, slug, session_id))
+        for slug in projects
+        for session_id in project_ids(home, slug)
+    ]
+    if roots_only:
+        rows = [r for r in rows if r.metadata is None or r.metadata.parent_id is None]
     rows.sort(key=_newest_first)
-    return rows
+    return rows[:limit] if limit is not None else rows
 
 
 @contextlib.contextmanager
-def _index(home: Path) -> Iterator[sqlite3.Connection]:
-    """The session index, built first if this home has none yet."""
-    fresh = not index_path(home).exists()
-    db = connect_index(home)
+def _index(home: Path) -> Iterator[sqlite3.Connection | None]:
+    """The session index (built first if this home has none yet), or None if unusable.
+
+    The index is a cache: when SQLite cannot open or build it (a full disk,
+    a damaged file), readers scan the folders instead.
+    """
+    try:
+        fresh = not index_path(home).exists()
+        db = connect_index(home)
+    except sqlite3.Error:
+        yield None
+        return
     try:
         if fresh:
             rebuild_index(home, db)
+    except sqlite3.Error:
+        db.close()
+        yield None
+        return
+    try:
         yield db
     finally:
         db.close()
@@ -251,7 +282,11 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
             return here
     if home.is_dir():
         with _index(home) as db:
-            indexed = [m for m in index_prefix(db, home, id_or_prefix) if m.directory.is_dir()]
+            indexed = (
+                [m for m in index_prefix(db, home, id_or_prefix) if m.directory.is_dir()]
+                if db is not None
+                else []
+            )
         exact = [m for m in indexed if m.session_id == id_or_prefix]
         if exact:
             return exact[0]
