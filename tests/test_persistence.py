@@ -14,7 +14,7 @@ import pytest
 
 import amplifier.persistence._actor as actor_module
 import amplifier.persistence._journal as journal_module
-from amplifier import RecoveryWarning, SessionLocked, WriteFailed
+from amplifier import RecoveryWarning, SessionLocked, StoreWarning, WriteFailed
 from amplifier.persistence import (
     SessionLocation,
     SessionMetadata,
@@ -295,7 +295,10 @@ async def test_full_disk_behind_the_journal_loses_nothing_acknowledged(
         writer, _ = await store.open(location)
         monkeypatch.setattr(actor_module, "write_all", _half_then_full)
         stamp = await writer.append_event("safe", {}, parent_id=None)
-        with pytest.raises(WriteFailed, match="the disk is full"):
+        with (
+            pytest.warns(StoreWarning, match="safe in the journal"),
+            pytest.raises(WriteFailed, match="the disk is full"),
+        ):
             await store.flush()
         assert location.events.read_bytes() == before
         monkeypatch.undo()
