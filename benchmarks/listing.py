@@ -43,13 +43,17 @@ REPO = Path(__file__).resolve().parent.parent
 PAGE = 50
 
 
-def write_sessions(home: Path, project: str, count: int, start: datetime) -> None:
-    """``count`` sessions of ``project`` in the on-disk layout, one second apart."""
+def write_sessions(home: Path, project: str, count: int, start: datetime, store_no: int) -> None:
+    """``count`` sessions of ``project`` in the on-disk layout, one second apart.
+
+    Session IDs are unique across the whole store, as real ones are: ``store_no``
+    (distinct per call) fills the high bits of the random part.
+    """
     folder = home / "projects" / project / "sessions"
     folder.mkdir(parents=True, exist_ok=True)
     for n in range(count):
         created = start + timedelta(seconds=n)
-        session_id = f"{created:%Y%m%dT%H%M%SZ}-{n:016x}"
+        session_id = f"{created:%Y%m%dT%H%M%SZ}-{(store_no << 40) | n:016x}"
         directory = folder / session_id
         directory.mkdir()
         document = {
@@ -131,12 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = True
     try:
         home = root / "home"
-        write_sessions(home, project, here, start)
+        write_sessions(home, project, here, start, 0)
         written_elsewhere = 0
         for total_elsewhere in sorted(others):
             for k in range(written_elsewhere, total_elsewhere, 10_000):
                 chunk = min(10_000, total_elsewhere - k)
-                write_sessions(home, f"-other-project-{k // 10_000}", chunk, start)
+                write_sessions(home, f"-other-project-{k // 10_000}", chunk, start, 1 + k // 10_000)
             written_elsewhere = total_elsewhere
             indexed = anyio.run(reindex, home, project_dir)
             if indexed != here + total_elsewhere:

@@ -33,6 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     verdicts: list[str] = []
     failed: list[str] = []
+    failures: list[str] = []  # the last lines of each benchmark whose checks failed
     for name in args.only or BENCHMARKS:
         command = [sys.executable, str(HERE / f"{name}.py"), *(["--quick"] if args.quick else [])]
         print(f"\n===== {name}: {' '.join(command[1:])}\n", flush=True)
@@ -42,6 +43,8 @@ def main() -> int:
         if done.returncode != 0:
             failed.append(name)
             sys.stdout.write(done.stderr)
+            tail = (done.stdout + done.stderr).strip().splitlines()[-12:]
+            failures += [f"{name:<12} {line}" for line in tail]
         print(
             f"({name}: {time.perf_counter() - started:.0f} s, exit {done.returncode})", flush=True
         )
@@ -57,6 +60,7 @@ def main() -> int:
     print(f"\nmachine: {machine}")
     print(f"reproduce: .venv/bin/python benchmarks/run_all.py{' --quick' if args.quick else ''}")
     if failed:
+        print("\n".join(["", "===== failed checks (last lines)", "", *failures]))
         print(f"FAILED (a check, not a target): {', '.join(failed)}")
         return 1
     return 0
