@@ -283,3 +283,48 @@ async def test_only_own_children_can_be_continued(project: Path) -> None:
     assert "is not a sub-session of" in (results[1].error or "")
     assert results[2].status == "failed"
     assert "invalid session id" in (results[2].error or "")
+
+
+async def _parent_with_two_children(project: Path) -> tuple[str, list[str]]:
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            results = await turn.delegate_all(
+                [Delegation(agent="explorer", instruction=f"part {n}") for n in range(2)]
+            )
+            return " ".join(r.session_id for r in results)
+        return "done"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        reply = await s.ask("split")
+    return s.id, reply.text.split()
+
+
+async def test_a_listed_child_without_a_folder_is_left_out_and_dropped_on_resume(
+    home: Path, project: Path
+) -> None:
+    """A parent lists a child before creating it: a crash between leaves an id with no folder.
+
+    The tree shows only the children that exist, and resuming the parent drops the
+    others from its metadata, saying so in its session:resume event.
+    """
+    parent, (kept, gone) = await _parent_with_two_children(project)
+    session_dirs(home)[gone].rename(home / "elsewhere")  # as if it had never been created
+    async with open_runtime(cwd=project) as rt:
+        assert [row.session_id for row in await rt.tree(parent)] == [parent, kept]
+        async with rt.resume(parent):
+            pass
+    assert metadata(home, parent)["children"] == [kept]
+    assert first(events(home, parent), "session:resume")["data"]["children_dropped"] == [gone]
+
+
+async def test_metadata_rebuilt_from_the_log_keeps_the_children(home: Path, project: Path) -> None:
+    """Damaged parent metadata is rebuilt with its children, read from its delegate:start events."""
+    parent, children = await _parent_with_two_children(project)
+    (session_dirs(home)[parent] / "metadata.json").write_bytes(b'{"session_id": "tru')
+    async with open_runtime(cwd=project) as rt:
+        async with rt.resume(parent):
+            pass
+        tree = [row.session_id for row in await rt.tree(parent)]
+    assert tree[0] == parent
+    assert sorted(tree[1:]) == sorted(children)
+    assert sorted(metadata(home, parent)["children"]) == sorted(children)

@@ -289,3 +289,16 @@ async def test_an_event_that_is_not_json_fails_only_that_call(project: Path) -> 
     async with open_runtime(cwd=project, handler=FnHandler(bad)) as rt, rt.open_session() as s:
         assert (await s.ask("go")).text == "survived"
         assert (await s.ask("again")).text == "survived"
+
+
+async def test_resume_removes_temporary_files_a_dead_writer_left(home: Path, project: Path) -> None:
+    """A process killed while replacing metadata.json leaves a temporary file; resume removes it."""
+    async with open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask("hi")
+    folder = next(home.glob(f"projects/*/sessions/{session.id}"))
+    left = folder / ".metadata.json.4242.0badcafe.tmp"
+    left.write_bytes(b'{"session_id": "half')
+    async with open_runtime(cwd=project) as rt, rt.resume(session.id):
+        pass
+    assert not left.exists()
+    assert metadata(home, session.id)["session_id"] == session.id

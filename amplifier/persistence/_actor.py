@@ -74,6 +74,7 @@ from ._files import (
     last_seq,
     metadata_seq,
     set_aside_torn_tail,
+    sweep_temp_files,
     write_all,
     write_new_file,
 )
@@ -812,6 +813,15 @@ class PersistenceActor:
             return
         made: dict[int, tuple[SessionLocation, FileLock]] = {}
         durable = self.durability == "fsync"
+        # Indexed before their folders appear: a crash in between leaves a row
+        # with no folder (which readers skip), never a session the index lacks.
+        self._note_documents(
+            {
+                batch.requests[index].location.metadata: document
+                for index, (document, _) in batch.created.items()
+                if not batch.requests[index].location.directory.exists()
+            }
+        )
         for index, (document, _) in batch.created.items():
             location = batch.requests[index].location
             try:
@@ -820,8 +830,10 @@ class PersistenceActor:
                 batch.results[index] = exc
             except OSError as exc:
                 batch.results[index] = _write_failed(exc)
+                self._forget(location)
             except PersistenceError as exc:
                 batch.results[index] = exc
+                self._forget(location)
         if durable and made:
             try:
                 for parent in {location.directory.parent for location, _ in made.values()}:
@@ -831,11 +843,9 @@ class PersistenceActor:
                 for index, (location, lock) in made.items():
                     lock.release()
                     _remove_folder(location.directory)
+                    self._forget(location)
                     batch.results[index] = failure
                 return
-        self._note_documents(
-            {location.metadata: batch.created[index][0] for index, (location, _) in made.items()}
-        )
         for index, (location, lock) in made.items():
             batch.results[index] = (self._hold(location, lock), batch.created[index][1])
 
@@ -906,6 +916,7 @@ class PersistenceActor:
         self.recovered.records += recovered.records
         lock = FileLock.acquire(location.lock, session_id=location.session_id)
         try:
+            sweep_temp_files(location.directory)
             torn = tuple(
                 side
                 for side in (
@@ -972,6 +983,11 @@ class PersistenceActor:
                 )
         with contextlib.suppress(sqlite3.Error):
             upsert_index(self._require_index(), items)
+
+    def _forget(self, location: SessionLocation) -> None:
+        """Drop a session that was never created from the index (a cache: never fails)."""
+        with contextlib.suppress(sqlite3.Error):
+            remove_from_index(self._require_index(), [location.session_id])
 
     def _hold(self, location: SessionLocation, lock: FileLock) -> int:
         self._handles += 1

@@ -219,6 +219,21 @@ def atomic_replace(path: Path, data: bytes, *, sync: bool) -> None:
         fsync_dir(path.parent)
 
 
+def sweep_temp_files(folder: Path) -> int:
+    """Remove what ``atomic_replace`` left in ``folder`` when its process died; how many.
+
+    Only for a folder whose lock the caller holds: no one else writes there.
+    """
+    removed = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:

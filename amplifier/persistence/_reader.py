@@ -335,7 +335,11 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
             continue
         for child in children:
             try:
-                found.append(SessionLocation(current.home, current.project, child))
+                child_location = SessionLocation(current.home, current.project, child)
             except ValueError:
                 continue
+            # A parent lists a child before creating it: a crash in between, or
+            # a child deleted on its own, leaves an id with no folder behind it.
+            if child_location.directory.is_dir():
+                found.append(child_location)
     return found

@@ -171,6 +171,8 @@ class SessionActor:
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
         meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
+        dropped = await anyio.to_thread.run_sync(_missing_children, self.location, meta.children)
+        meta.children = [child for child in meta.children if child not in dropped]
         # Configuration is taken as it is NOW: an agent that no longer exists
         # fails the resume here, before anything is written.
         setup = self._services.handler.prepare_session(meta.agent)
@@ -189,6 +191,7 @@ class SessionActor:
                 "messages": meta.message_count,
                 "previous_status": previous,
                 "metadata_rebuilt": repaired,
+                "children_dropped": dropped,
                 "torn_lines_set_aside": [p.name for p in opened.torn],
                 "previous_config": previous_config,
                 "config": {"profile": meta.profile, **meta.attributes},
@@ -503,6 +506,11 @@ def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
             ) from None
         data = start.data
         messages = sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
+        children = [
+            str(e.data["child_id"])
+            for e in iter_events(location)
+            if e.event == "delegate:start" and e.data.get("child_id") and not e.data.get("resumed")
+        ]
         parent_id = data.get("parent_id")
         return (
             SessionMetadata(
@@ -517,9 +525,24 @@ def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
                 root_id=str(data.get("root_id") or location.session_id),
                 depth=depth if isinstance(depth := data.get("depth"), int) else 0,
                 message_count=messages,
+                children=list(dict.fromkeys(children)),
             ),
             True,
         )
+
+
+def _missing_children(location: SessionLocation, children: list[str]) -> list[str]:
+    """The listed children with no folder: never created (a crash came first) or deleted."""
+    missing = []
+    for child in children:
+        try:
+            folder = SessionLocation(location.home, location.project, child).directory
+        except ValueError:
+            missing.append(child)
+            continue
+        if not folder.is_dir():
+            missing.append(child)
+    return missing
 
 
 def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
