@@ -16,13 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from amplifier.persistence import Durability
 
 from ._exceptions import ConfigError, UnknownProfile
 from ._provider_config import ProviderConfig
+from ._yaml import YamlProblem, load_yaml
 
 DEFAULT_PROFILE = "base"
 
@@ -76,7 +76,7 @@ class Profile(BaseModel):
         for pattern in patterns:
             try:
                 re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
         return patterns
 
@@ -107,16 +107,23 @@ class ProfileCatalog:
     def _resolve(self, name: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], str]:
         if name not in self._raw:
             raise UnknownProfile(name, self.names)
-        if name in seen:
-            raise ConfigError(
-                f"profiles extend each other in a circle: {' -> '.join((*seen, name))}"
-            )
         fields, source = self._raw[name]
-        parent = fields.get("extends")
+        extends = fields.get("extends")
         own = {k: v for k, v in fields.items() if k != "extends"}
-        if parent is None:
+        if extends is None:
             return own, source
-        base, _ = self._resolve(str(parent), (*seen, name))
+        parent = str(extends)
+        if parent == name or parent in seen:
+            chain = " -> ".join((*seen, name, parent))
+            raise ConfigError(
+                f"profiles extend each other in a circle: {chain}", path=_path(source)
+            )
+        if parent not in self._raw:
+            raise ConfigError(
+                f"extends: unknown profile {parent!r}; available: {', '.join(self.names)}",
+                path=_path(source),
+            )
+        base, _ = self._resolve(parent, (*seen, name))
         return _merge(base, own), source
 
     @classmethod
@@ -148,12 +155,11 @@ def _profile_files(directory: Path) -> Iterable[Path]:
 
 def _parse(text: str, source: str) -> dict[str, Any]:
     try:
-        fields = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid profile: {problem}", path=_path(source), line=line) from None
+        fields = load_yaml(text) or {}
+    except YamlProblem as exc:
+        raise ConfigError(
+            f"invalid profile: {exc.problem}", path=_path(source), line=exc.line
+        ) from None
     if not isinstance(fields, dict):
         raise ConfigError("a profile must be a mapping of fields", path=_path(source), line=1)
     return fields

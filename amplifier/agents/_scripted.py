@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from ._exceptions import ConfigError, ProviderError
 from ._messages import AssistantMessage, ToolCall, Usage
 from ._provider import ProviderRequest, ProviderResponse, TextSink
+from ._yaml import YamlProblem, load_yaml
 
 
 class ScriptedCall(BaseModel):
@@ -52,8 +52,8 @@ class ScriptedProvider:
     @classmethod
     def from_file(cls, path: Path, *, model: str = "scripted") -> ScriptedProvider:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            data = load_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, YamlProblem) as exc:
             raise ConfigError(f"cannot read the script: {exc}", path=path) from None
         if not isinstance(data, list):
             raise ConfigError("a script is a list of turns", path=path)

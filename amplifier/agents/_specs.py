@@ -22,11 +22,11 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._exceptions import ConfigError, UnknownAgent
 from ._provider_config import ProviderKind
+from ._yaml import YamlProblem, load_yaml
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -64,12 +64,10 @@ def parse_spec(text: str, *, source: Path | str) -> AgentSpec:
         ) from None
     front = "\n".join(lines[1:end])
     try:
-        fields = yaml.safe_load(front) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"invalid front matter: {problem}", path=path, line=line) from None
+        fields = load_yaml(front) or {}
+    except YamlProblem as exc:
+        line = exc.line + 1 if exc.line is not None else 1  # below the opening '---'
+        raise ConfigError(f"invalid front matter: {exc.problem}", path=path, line=line) from None
     if not isinstance(fields, dict):
         raise ConfigError("the front matter must be a mapping of fields", path=path, line=2)
     body = "\n".join(lines[end + 1 :]).strip()
