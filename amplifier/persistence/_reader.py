@@ -333,13 +333,27 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
             children = read_metadata(current).children
         except (CorruptSession, SessionNotFound):
             continue
-        for child in children:
-            try:
-                child_location = SessionLocation(current.home, current.project, child)
-            except ValueError:
-                continue
-            # A parent lists a child before creating it: a crash in between, or
-            # a child deleted on its own, leaves an id with no folder behind it.
-            if child_location.directory.is_dir():
-                found.append(child_location)
+        found += existing_children(current, children)[0]
     return found
+
+
+def existing_children(
+    parent: SessionLocation, children: list[str]
+) -> tuple[list[SessionLocation], list[str]]:
+    """The children listed by ``parent`` that exist, and the ids of those that do not.
+
+    A parent lists a child before creating it: a crash in between, or a
+    child deleted on its own, leaves an id with no folder behind it.
+    """
+    present, missing = [], []
+    for child in children:
+        try:
+            location = SessionLocation(parent.home, parent.project, child)
+        except ValueError:
+            missing.append(child)
+            continue
+        if location.directory.is_dir():
+            present.append(location)
+        else:
+            missing.append(child)
+    return present, missing

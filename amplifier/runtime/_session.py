@@ -36,6 +36,7 @@ from amplifier.persistence import (
     SessionMetadata,
     SessionWriter,
     Store,
+    existing_children,
     iter_events,
     load_transcript,
     load_transcript_tail,
@@ -171,7 +172,7 @@ class SessionActor:
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
         meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
-        dropped = await anyio.to_thread.run_sync(_missing_children, self.location, meta.children)
+        _, dropped = await anyio.to_thread.run_sync(existing_children, self.location, meta.children)
         meta.children = [child for child in meta.children if child not in dropped]
         # Configuration is taken as it is NOW: an agent that no longer exists
         # fails the resume here, before anything is written.
@@ -529,20 +530,6 @@ def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
             ),
             True,
         )
-
-
-def _missing_children(location: SessionLocation, children: list[str]) -> list[str]:
-    """The listed children with no folder: never created (a crash came first) or deleted."""
-    missing = []
-    for child in children:
-        try:
-            folder = SessionLocation(location.home, location.project, child).directory
-        except ValueError:
-            missing.append(child)
-            continue
-        if not folder.is_dir():
-            missing.append(child)
-    return missing
 
 
 def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
