@@ -62,6 +62,7 @@ from amplifier._errors import UsageError, unwrap_single_error
 from ._exceptions import (
     CorruptSession,
     PersistenceError,
+    SessionLocked,
     SessionNotFound,
     StoreClosed,
     StoreWarning,
@@ -79,8 +80,10 @@ from ._files import (
     write_new_file,
 )
 from ._index import connect as connect_index
-from ._index import index_path
+from ._index import is_damage as is_index_damage
+from ._index import open_built as open_built_index
 from ._index import rebuild as rebuild_index
+from ._index import recreate as recreate_index
 from ._index import remove as remove_from_index
 from ._index import upsert as upsert_index
 from ._journal import (
@@ -93,6 +96,7 @@ from ._journal import (
 )
 from ._lock import FileLock, is_locked
 from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir, refuse_links_out
+from ._reader import read_metadata
 from ._records import SCHEMA_VERSION, Durability, SessionMetadata, format_ts, utc_now
 
 Clock = Callable[[], datetime]
@@ -252,6 +256,7 @@ class DeleteSessions(_Request):
 
     kind: Literal["delete"] = "delete"
     locations: tuple[SessionLocation, ...]
+    untouched_since: datetime | None = None
 
 
 Request = Annotated[
@@ -445,11 +450,8 @@ class PersistenceActor:
         """Blocking start-up: replay dead journals, then create our own."""
         ensure_private_dir(self.home / "projects", below=self.home)
         self.recovered = recover_dead_journals(self.home)
-        fresh = not index_path(self.home).exists()
         try:
-            self._index = connect_index(self.home)
-            if fresh:  # first use of this home (or the index was removed): build it
-                rebuild_index(self.home, self._index)
+            self._index = open_built_index(self.home)
         except sqlite3.Error:
             # A cache: without it listings scan the folders; reindex builds it later.
             self._index = None
@@ -775,12 +777,12 @@ class PersistenceActor:
         for index, request in enumerate(batch.requests):
             if isinstance(request, DeleteSessions):
                 try:
-                    batch.results[index] = self._delete(request.locations)
+                    batch.results[index] = self._delete(request.locations, request.untouched_since)
                 except (PersistenceError, OSError) as exc:
                     batch.results[index] = exc
             elif isinstance(request, Reindex):
                 try:
-                    batch.results[index] = rebuild_index(self.home, self._require_index())
+                    batch.results[index] = self._reindex()
                 except (sqlite3.Error, OSError) as exc:
                     batch.results[index] = PersistenceError(f"could not rebuild the index: {exc}")
         closing: list[int] = []
@@ -914,7 +916,10 @@ class PersistenceActor:
         # Before taking the lock: replay needs the locks of the sessions it restores.
         recovered = recover_dead_journals(self.home)
         self.recovered.records += recovered.records
-        lock = FileLock.acquire(location.lock, session_id=location.session_id)
+        try:
+            lock = FileLock.acquire(location.lock, session_id=location.session_id)
+        except (FileNotFoundError, NotADirectoryError):
+            raise SessionNotFound(location.session_id) from None  # deleted meanwhile
         try:
             sweep_temp_files(location.directory)
             torn = tuple(
@@ -935,31 +940,64 @@ class PersistenceActor:
         self._seq = max(self._seq, seen)
         return self._hold(location, lock), OpenedSession(last_seq=seen, torn=torn)
 
-    def _delete(self, locations: tuple[SessionLocation, ...]) -> list[str]:
-        """Remove the folders (children before parents); none if any session is in use."""
+    def _delete(
+        self, locations: tuple[SessionLocation, ...], untouched_since: datetime | None
+    ) -> list[str]:
+        """Remove the folders (children before parents); the ids this call removed.
+
+        None are removed if any session is in use (``SessionLocked``) or, with
+        ``untouched_since``, was updated at or after it: a session resumed
+        since a cleanup made its plan is no longer old. A folder another
+        process removes meanwhile is skipped. Each folder is first moved
+        into ``.staging`` under its lock, so an opener finds the whole
+        session or none.
+        """
         # A dead runtime's journal could otherwise bring a deleted session back.
         recover_dead_journals(self.home)
-        locks: list[FileLock] = []
+        held: list[tuple[SessionLocation, FileLock]] = []
         try:
             for location in locations:
-                if not location.directory.is_dir():
-                    continue
                 refuse_links_out(location)
-                locks.append(FileLock.acquire(location.lock, session_id=location.session_id))
+                lock = _lock_to_delete(location)
+                if lock is not None:
+                    held.append((location, lock))
+            if untouched_since is not None and any(
+                _updated_since(location, untouched_since) for location, _ in held
+            ):
+                return []
             removed = []
-            for location in reversed(locations):
-                if location.directory.is_dir():
-                    shutil.rmtree(location.directory)
-                    removed.append(location.session_id)
-            for parent in {location.directory.parent for location in locations}:
+            for location, _ in reversed(held):
+                doomed = (
+                    location.directory.parent.parent
+                    / STAGING
+                    / (f"{location.session_id}-deleted-{secrets.token_hex(4)}")
+                )
+                ensure_private_dir(doomed.parent, below=self.home)
+                os.rename(location.directory, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+                removed.append(location.session_id)
+            for parent in {location.directory.parent for location, _ in held}:
                 with contextlib.suppress(FileNotFoundError):
                     fsync_dir(parent)
             with contextlib.suppress(sqlite3.Error):
                 remove_from_index(self._require_index(), removed)
             return removed
         finally:
-            for lock in locks:
+            for _, lock in held:
                 lock.release()
+
+    def _reindex(self) -> int:
+        """Rebuild the index from the folders; a damaged index file is replaced first."""
+        try:
+            return rebuild_index(self.home, self._require_index())
+        except sqlite3.DatabaseError as exc:
+            if not is_index_damage(exc):
+                raise
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._index = recreate_index(self.home)
+        return rebuild_index(self.home, self._index)
 
     def _require_index(self) -> sqlite3.Connection:
         if self._index is None:
@@ -1056,6 +1094,33 @@ def _serialise(record: dict[str, Any], option: int) -> bytes | UsageError:
         return UsageError(f"a record must hold JSON values only: {exc}")
 
 
+def _lock_to_delete(location: SessionLocation) -> FileLock | None:
+    """The session's lock, or None if the session is gone (another process removed it).
+
+    Raises ``SessionLocked`` if it is in use.
+    """
+    # A folder without its lock file (written by hand, say) gets one.
+    for create in (False, True):
+        try:
+            return FileLock.acquire(location.lock, session_id=location.session_id, create=create)
+        except (FileNotFoundError, NotADirectoryError):
+            if not location.directory.is_dir():
+                return None
+        except SessionLocked:
+            if location.directory.exists():
+                raise
+            return None  # it was being removed
+    return None
+
+
+def _updated_since(location: SessionLocation, when: datetime) -> bool:
+    """True if the session's metadata says it was updated at or after ``when``."""
+    try:
+        return read_metadata(location).updated >= when
+    except (CorruptSession, SessionNotFound, OSError):
+        return False  # damaged: its age is the folder's, which the plan already judged
+
+
 def _remove_folder(folder: Path) -> None:
     with contextlib.suppress(OSError):
         for leftover in folder.iterdir():
@@ -1124,14 +1189,21 @@ class Store:
         handle, opened = await self._acks.wait(reply)
         return SessionWriter(location, handle, self._send.clone(), self._acks), opened
 
-    async def delete(self, locations: Sequence[SessionLocation]) -> list[str]:
-        """Delete these sessions (give children after their parent); their ids as removed.
+    async def delete(
+        self, locations: Sequence[SessionLocation], *, untouched_since: datetime | None = None
+    ) -> list[str]:
+        """Delete these sessions (give children after their parent); the ids this removed.
 
         Raises ``SessionLocked`` naming the holder, and deletes nothing, if any
-        of them is open in some process.
+        of them is open in some process. With ``untouched_since``, deletes
+        nothing (and returns ``[]``) if any was updated at or after it.
+        Sessions already gone (another process removed them) are skipped.
         """
         reply = _Reply()
-        await _send(self._send, DeleteSessions(locations=tuple(locations), reply=reply))
+        request = DeleteSessions(
+            locations=tuple(locations), untouched_since=untouched_since, reply=reply
+        )
+        await _send(self._send, request)
         removed: list[str] = await self._acks.wait(reply)
         return removed
 

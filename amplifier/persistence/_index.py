@@ -60,6 +60,48 @@ def connect(home: Path) -> sqlite3.Connection:
     return db
 
 
+_BUILT = 1
+"""``PRAGMA user_version`` once a rebuild has committed: an index file that
+exists is not yet a complete one (its builder may have died half-way)."""
+_DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
+def open_built(home: Path) -> sqlite3.Connection:
+    """A connection to an index that holds every session of ``home``.
+
+    Built from the folders if it never was (first use, a removed index, a
+    builder killed half-way); recreated first if the file is damaged.
+    Raises ``sqlite3.Error`` if SQLite cannot do either (a full disk, say).
+    """
+    try:
+        db = connect(home)
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        db = recreate(home)
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] < _BUILT:
+            rebuild(home, db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """True if SQLite says the index file is not a database, or a corrupt one."""
+    return getattr(exc, "sqlite_errorname", None) in _DAMAGED
+
+
+def recreate(home: Path) -> sqlite3.Connection:
+    """An empty index in place of a damaged one (a cache: nothing is lost)."""
+    path = index_path(home)
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            (path.parent / name).unlink()
+    return connect(home)
+
+
 def _row(
     location: SessionLocation, document: bytes
 ) -> tuple[str, str, str, str | None, str | None, bytes]:
@@ -112,6 +154,7 @@ def rebuild(home: Path, db: sqlite3.Connection) -> int:
         db.execute("BEGIN")
         db.execute("DELETE FROM sessions")
         db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.execute(f"PRAGMA user_version = {_BUILT}")  # in the same transaction
     return len(rows)
 
 

@@ -159,6 +159,8 @@ class Journal:
         temp = folder / f"{name}.creating"
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
+            # Recovery leaves the ``.creating`` files of live processes alone,
+            # so nothing else locks or removes this one.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             write_all(fd, MAGIC + _ZEROS)
             os.fsync(fd)
@@ -235,7 +237,11 @@ def recover_dead_journals(home: Path) -> RecoveryReport:
     folder = journal_root(home)
     if not folder.is_dir():
         return report
-    candidates = sorted(p for p in folder.iterdir() if p.suffix in {_SUFFIX, ".creating"})
+    candidates = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix == _SUFFIX or (p.suffix == ".creating" and not _creator_alive(p))
+    )
     if not candidates:
         return report
     guard = os.open(
@@ -248,6 +254,25 @@ def recover_dead_journals(home: Path) -> RecoveryReport:
     finally:
         os.close(guard)
     return report
+
+
+def _creator_alive(path: Path) -> bool:
+    """True if the process named in a ``.creating`` journal's name still runs.
+
+    Such a file is created before it is locked; only its creator's death
+    makes it a leftover. Names are ``<time>-<pid>-<random>.creating``.
+    """
+    try:
+        pid = int(path.stem.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def _recover_one(home: Path, path: Path, report: RecoveryReport) -> None:

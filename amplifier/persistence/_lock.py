@@ -14,6 +14,7 @@ holds it, which is what a user needs to see.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -40,12 +41,18 @@ class FileLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, path: Path, *, session_id: str, label: str = "") -> FileLock:
-        """Lock ``path`` (creating it 0600) or raise ``SessionLocked`` naming the holder.
+    def acquire(
+        cls, path: Path, *, session_id: str, label: str = "", create: bool = True
+    ) -> FileLock:
+        """Lock ``path`` (creating it 0600 if ``create``) or raise ``SessionLocked``.
 
+        ``SessionLocked`` names the holder. ``FileNotFoundError`` if the file
+        is not there, or was removed (its session deleted) while we waited
+        for it: a lock on a file no longer at ``path`` guards nothing.
         Blocking (a few short retries); call from a worker thread.
         """
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+        fd = os.open(path, flags, 0o600)
         try:
             for attempt in range(_ACQUIRE_ATTEMPTS):
                 try:
@@ -55,6 +62,8 @@ class FileLock:
                     if attempt == _ACQUIRE_ATTEMPTS - 1:
                         raise SessionLocked(session_id, describe_holder(path)) from None
                     time.sleep(_ACQUIRE_PAUSE)
+            if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError(errno.ENOENT, "removed while being locked", str(path))
             holder = {
                 "pid": os.getpid(),
                 "host": socket.gethostname(),

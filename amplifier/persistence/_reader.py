@@ -26,10 +26,8 @@ from ._exceptions import (
     SessionNotFound,
 )
 from ._files import first_line, iter_lines_backwards, read_file, read_jsonl
-from ._index import connect as connect_index
-from ._index import index_path
+from ._index import open_built as open_built_index
 from ._index import page as index_page
-from ._index import rebuild as rebuild_index
 from ._index import with_prefix as index_prefix
 from ._lock import is_locked
 from ._paths import (
@@ -237,22 +235,14 @@ def _scan(
 
 @contextlib.contextmanager
 def _index(home: Path) -> Iterator[sqlite3.Connection | None]:
-    """The session index (built first if this home has none yet), or None if unusable.
+    """The session index (built first if it never was), or None if unusable.
 
     The index is a cache: when SQLite cannot open or build it (a full disk,
-    a damaged file), readers scan the folders instead.
+    a read-only home), readers scan the folders instead.
     """
     try:
-        fresh = not index_path(home).exists()
-        db = connect_index(home)
+        db = open_built_index(home)
     except sqlite3.Error:
-        yield None
-        return
-    try:
-        if fresh:
-            rebuild_index(home, db)
-    except sqlite3.Error:
-        db.close()
         yield None
         return
     try:

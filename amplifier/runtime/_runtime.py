@@ -268,11 +268,14 @@ class Runtime:
         in_use = list(plan.in_use)
         for tree in plan.trees:
             try:
-                await self._store.delete([row.location for row in tree])
+                # Checked again under the locks: a session used since the plan stays.
+                gone = await self._store.delete(
+                    [row.location for row in tree], untouched_since=cutoff
+                )
             except SessionLocked:
                 in_use.extend(tree)  # opened since the plan was made: left alone
             else:
-                removed.extend(tree)
+                removed.extend(row for row in tree if row.session_id in gone)
         return Cleanup(trees=[], removed=removed, in_use=in_use)
 
     def subscribe(
