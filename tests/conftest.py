@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .fake_llm_server import FakeLLMServer, Kind
 
 BACKENDS = ("asyncio", "trio")
 
@@ -71,3 +74,17 @@ def trials(request: pytest.FixtureRequest) -> int | None:
     """--trials N from the command line, or None for the test's own CI default."""
     value = request.config.getoption("--trials")
     return int(value) if value is not None else None
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    """A local OpenAI/Anthropic stand-in (tests/fake_llm_server.py), scripted by the test."""
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def kind(request: pytest.FixtureRequest) -> Kind:
+    """Each provider kind, one after the other."""
+    value: Kind = request.param
+    return value

@@ -34,10 +34,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
+
+Kind = Literal["openai", "anthropic"]
+"""The wire formats the server speaks (and the provider kinds that use them)."""
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ on 127.0.0.1 through a project profile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
@@ -20,6 +18,7 @@ from .fake_llm_server import (
     OPENAI_PATH,
     FakeLLMServer,
     Garbage,
+    Kind,
     Stall,
     Status,
     Text,
@@ -27,19 +26,7 @@ from .fake_llm_server import (
 )
 from .helpers import events, first, metadata, session_dirs, transcript
 
-Kind = Literal["openai", "anthropic"]
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as fake:
-        yield fake
-
-
-@pytest.fixture(params=["openai", "anthropic"])
-def kind(request: pytest.FixtureRequest) -> Kind:
-    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture

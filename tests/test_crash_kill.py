@@ -28,22 +28,22 @@ import subprocess
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import orjson
 
 import amplifier
 from amplifier.persistence import (
-    SessionLocation,
     iter_events,
     list_sessions,
     load_transcript,
     project_slug,
     read_metadata,
 )
+
+from .raw_store import StoredSession, read_raw
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 TRIALS = int(os.environ.get("AMPLIFIER_CRASH_TRIALS", "30"))
@@ -54,7 +54,6 @@ MAX_KILL_DELAY = 0.3
 TEAR_FRACTION = 1 / 3
 """Trials that also get a torn append (see the module docstring)."""
 READY_TIMEOUT = 20.0
-STREAMS = ("events.jsonl", "transcript.jsonl")
 
 
 @dataclass
@@ -79,34 +78,6 @@ class Trial:
             f"backend={self.backend} seed={self.seed} kill after {self.delay * 1000:.0f} ms, "
             f"torn append to {self.torn}, home={self.home}"
         )
-
-
-@dataclass
-class StoredFile:
-    """A JSONL file as the crash left it."""
-
-    records: list[dict[str, Any]]
-    torn_tail: bytes
-    bad_lines: list[int]
-
-
-@dataclass
-class StoredSession:
-    """A session folder as read straight from disk."""
-
-    location: SessionLocation
-    files: dict[str, StoredFile] = field(default_factory=dict)
-    metadata: dict[str, Any] | None = None
-    metadata_problem: str | None = None
-    side_files: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def session_id(self) -> str:
-        return self.location.session_id
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return self.files["events.jsonl"].records
 
 
 # -- running the worker ------------------------------------------------------------------
@@ -199,55 +170,6 @@ def tear_a_file(home: Path, rng: random.Random) -> Path | None:
 
 
 # -- reading what is on disk ---------------------------------------------------------------
-
-
-def read_raw(home: Path) -> dict[str, StoredSession]:
-    """Every session folder under ``home``, parsed line by line without the package's readers."""
-    found: dict[str, StoredSession] = {}
-    projects = home / "projects"
-    if not projects.is_dir():
-        return found
-    for project in sorted(projects.iterdir()):
-        sessions = project / "sessions"
-        if not sessions.is_dir():
-            continue
-        for folder in sorted(sessions.iterdir()):
-            stored = StoredSession(SessionLocation(home, project.name, folder.name))
-            for name in STREAMS:
-                stored.files[name] = parse_raw(folder / name)
-            for side in folder.iterdir():
-                if ".torn-" in side.name:
-                    stored.side_files[side.name] = side.read_bytes()
-            try:
-                data = (folder / "metadata.json").read_bytes()
-            except FileNotFoundError:
-                stored.metadata_problem = "metadata.json is missing"
-            else:
-                try:
-                    stored.metadata = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    stored.metadata_problem = f"metadata.json does not parse: {exc}"
-            found[folder.name] = stored
-    return found
-
-
-def parse_raw(path: Path) -> StoredFile:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
-    end = data.rfind(b"\n") + 1
-    stored = StoredFile(records=[], torn_tail=data[end:], bad_lines=[])
-    for number, line in enumerate(data[:end].split(b"\n")[:-1], start=1):
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
-        if isinstance(record, dict):
-            stored.records.append(record)
-        else:
-            stored.bad_lines.append(number)
-    return stored
 
 
 # -- the checks (each returns what is wrong, empty if nothing) --------------------------------

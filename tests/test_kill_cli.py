@@ -95,6 +95,8 @@ from amplifier.persistence import (
     read_metadata,
 )
 
+from .raw_store import StoredSession, read_raw
+
 CI_TRIALS = 200
 """Trials when ``--trials`` is not given (what CI runs)."""
 WORKERS = 4
@@ -122,7 +124,6 @@ VERIFY_TIMEOUT = 60.0
 POLL = 0.001
 FIRST_SEED = int(os.environ.get("AMPLIFIER_KILL_SEED", "0")) or None
 BACKENDS = ("asyncio", "trio")
-STREAMS = ("events.jsonl", "transcript.jsonl")
 SHOWN_FAILURES = 5
 
 AMPLIFIER = Path(sys.executable).with_name("amplifier")
@@ -317,46 +318,6 @@ class Trial:
         if self.cut is not None:
             lines.append(f"  cut the last line of {self.cut} to {len(self.fragment)} bytes")
         return "\n".join(lines)
-
-
-@dataclass
-class StoredFile:
-    records: list[dict[str, Any]]
-    lines: list[bytes]
-    torn_tail: bytes
-    bad_lines: list[int]
-
-
-@dataclass
-class StoredSession:
-    """A session folder as read straight from disk (not through the package)."""
-
-    session_id: str
-    folder: Path
-    files: dict[str, StoredFile] = field(default_factory=dict)
-    metadata: dict[str, Any] | None = None
-    metadata_problem: str | None = None
-    side_files: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return self.files["events.jsonl"].records
-
-    @property
-    def transcript(self) -> list[dict[str, Any]]:
-        return self.files["transcript.jsonl"].records
-
-    @property
-    def parent_id(self) -> str | None:
-        parent = (self.metadata or {}).get("parent_id")
-        return str(parent) if parent else None
-
-    @property
-    def children(self) -> list[str]:
-        return [str(c) for c in (self.metadata or {}).get("children", [])]
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == event]
 
 
 Sessions = dict[str, StoredSession]
@@ -584,47 +545,6 @@ def cut_a_line(trial: Trial, pick: float, length: float) -> None:
 
 
 # -- reading what is on disk ----------------------------------------------------------------
-
-
-def read_raw(home: Path) -> Sessions:
-    found: Sessions = {}
-    for folder in sorted(home.glob("projects/*/sessions/*")):
-        if not folder.is_dir():
-            continue
-        stored = StoredSession(folder.name, folder)
-        for name in STREAMS:
-            stored.files[name] = parse_raw(folder / name)
-        for side in folder.iterdir():
-            if ".torn-" in side.name:
-                stored.side_files[side.name] = side.read_bytes()
-        try:
-            stored.metadata = orjson.loads((folder / "metadata.json").read_bytes())
-        except FileNotFoundError:
-            stored.metadata_problem = "metadata.json is missing"
-        except orjson.JSONDecodeError as exc:
-            stored.metadata_problem = f"metadata.json does not parse: {exc}"
-        found[folder.name] = stored
-    return found
-
-
-def parse_raw(path: Path) -> StoredFile:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
-    end = data.rfind(b"\n") + 1
-    stored = StoredFile(records=[], lines=[], torn_tail=data[end:], bad_lines=[])
-    for number, line in enumerate(data[:end].split(b"\n")[:-1], start=1):
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
-        if isinstance(record, dict):
-            stored.records.append(record)
-            stored.lines.append(line + b"\n")
-        else:
-            stored.bad_lines.append(number)
-    return stored
 
 
 def data_of(record: dict[str, Any]) -> dict[str, Any]:

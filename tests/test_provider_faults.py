@@ -9,9 +9,8 @@ each fault the session is resumed in a fresh runtime and answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import pytest
@@ -19,25 +18,13 @@ import pytest
 import amplifier
 from amplifier import TurnFailed
 
-from .fake_llm_server import BrokenStream, FakeLLMServer, Reply, Stall, Status, Text
+from .fake_llm_server import BrokenStream, FakeLLMServer, Kind, Reply, Stall, Status, Text
 from .helpers import events, lines, metadata, session_dirs, transcript
 
-Kind = Literal["openai", "anthropic"]
 TIMEOUT = 0.5
 MAX_RETRIES = 2
 DEADLINE = 15.0
 """Seconds any one turn may take, however the server misbehaves (backoff included)."""
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as fake:
-        yield fake
-
-
-@pytest.fixture(params=["openai", "anthropic"])
-def kind(request: pytest.FixtureRequest) -> Kind:
-    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture

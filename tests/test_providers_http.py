@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import pytest
@@ -38,31 +37,19 @@ from .fake_llm_server import (
     BrokenStream,
     FakeLLMServer,
     Garbage,
+    Kind,
     Stall,
     Status,
     Text,
     ToolUse,
 )
 
-Kind = Literal["openai", "anthropic"]
 KEY = "sk-test-5f1c2d9e8a7b6c4d3e2f1a0b"
 WEATHER = ToolSpec(
     name="weather",
     description="The weather in a city.",
     parameters={"type": "object", "properties": {"city": {"type": "string"}}},
 )
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as fake:
-        yield fake
-
-
-@pytest.fixture(params=["openai", "anthropic"])
-def kind(request: pytest.FixtureRequest) -> Kind:
-    value: Kind = request.param
-    return value
 
 
 def make(
