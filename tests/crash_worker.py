@@ -7,8 +7,10 @@ awaited call that made the thing durable returned:
 
     ready                      the runtime is open
     session <id>               the session's metadata and session:start are durable
+                               (a root: once opened; a child: with its first record)
     ack <id> <seq>             the record <seq> of session <id> is durable
     delegated <parent> <child> the parent's delegate:end for that child is durable
+                               (with the parent's next awaited record)
 
 Root prompts fan out to several children concurrently; some children
 delegate again (depth 2). Several root sessions run at once, so the
@@ -54,20 +56,22 @@ class CrashHandler:
 
     async def run_turn(self, turn: amplifier.Turn) -> str:
         session_id = turn.session.id
-        report("session", session_id)
         kind = turn.prompt.split(" ", 1)[0]
         seq = await turn.emit("note", {"phase": "begin", "kind": kind, "turn": turn.number})
+        # A child's creation rides on the records that follow it: durable with this one.
+        report("session", session_id)
         report("ack", session_id, seq)
         seq = await turn.record({"role": "assistant", "content": f"working on {turn.prompt}"})
         report("ack", session_id, seq)
         if kind in ("fan", "nest"):
             requests = self._children(kind)
             results = await turn.delegate_all(requests)
-            for result in results:
-                report("delegated", session_id, result.session_id)
             seq = await turn.emit(
                 "note", {"phase": "children", "statuses": [r.status for r in results]}
             )
+            # The delegate:ends ride on the parent's next durable record: this one.
+            for result in results:
+                report("delegated", session_id, result.session_id)
             report("ack", session_id, seq)
         text = f"done: {turn.prompt}"
         seq = await turn.record({"role": "assistant", "content": text})

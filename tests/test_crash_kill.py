@@ -347,7 +347,7 @@ def check_journal_removed(home: Path) -> list[str]:
 # -- recovery ---------------------------------------------------------------------------------
 
 
-async def recover_and_resume(trial: Trial, session_ids: list[str]) -> tuple[list[str], list[str]]:
+async def recover_and_resume(trial: Trial) -> tuple[list[str], list[str]]:
     """Open a Runtime on the dead worker's home (replays its journal), resume every session.
 
     Returns the problems and the RecoveryWarning messages.
@@ -358,7 +358,8 @@ async def recover_and_resume(trial: Trial, session_ids: list[str]) -> tuple[list
         async with amplifier.open_runtime(
             home=trial.home, cwd=trial.project, durability="flush"
         ) as runtime:
-            for session_id in session_ids:
+            rows = await runtime.sessions()
+            for session_id in sorted(row.session_id for row in rows):
                 try:
                     async with runtime.resume(session_id):
                         pass
@@ -380,7 +381,7 @@ async def verify(trial: Trial) -> tuple[list[str], dict[str, StoredSession]]:
     problems += check_seq_increasing(before)
     problems += check_causality(before)
 
-    resumed, recovery_messages = await recover_and_resume(trial, sorted(before))
+    resumed, recovery_messages = await recover_and_resume(trial)
     problems += resumed
     torn_before = any(c.torn_tail for s in before.values() for c in s.files.values())
     torn_warned = any("cut off by a crash" in m for m in recovery_messages)
@@ -388,8 +389,9 @@ async def verify(trial: Trial) -> tuple[list[str], dict[str, StoredSession]]:
         problems.append(f"torn tails {torn_before} but warnings said {recovery_messages}")
 
     after = await anyio.to_thread.run_sync(read_raw, trial.home)
-    if sorted(after) != sorted(before):
-        problems.append(f"sessions changed by recovery: {sorted(before)} -> {sorted(after)}")
+    # Recovery may build sessions whose creation reached the journal but not the disk.
+    if set(before) - set(after):
+        problems.append(f"sessions lost by recovery: {sorted(set(before) - set(after))}")
     problems += check_lines_parse(after)
     problems += [
         f"{s.session_id}: {s.metadata_problem}" for s in after.values() if s.metadata_problem

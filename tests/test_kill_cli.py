@@ -166,10 +166,12 @@ PROJECT_FILES = {
 }
 
 # The journal layout (amplifier/persistence/_journal.py), decoded here independently.
-JOURNAL_MAGIC = b"AMPLIFIER-JOURNAL 2\n"
+JOURNAL_MAGIC = b"AMPLIFIER-JOURNAL 3\n"
+JOURNAL_CHECKPOINT = struct.Struct("<Q")
 JOURNAL_BATCH = struct.Struct("<IIQ")
 JOURNAL_ENTRY = struct.Struct("<QBHI")
-FRAME_FILES = {1: "events.jsonl", 2: "transcript.jsonl", 3: "metadata.json"}
+FRAME_FILES = {1: "events.jsonl", 2: "transcript.jsonl", 3: "metadata.json", 4: "metadata.json"}
+"""Record kinds: an event, a message, a metadata document, a new session's first metadata."""
 
 # Kinds of failure, so that a summary can count the trials of each.
 UNPARSABLE = "unparsable line"
@@ -285,6 +287,8 @@ class Frame:
     kind: int
     folder: str
     payload: bytes
+    checkpointed: bool = False
+    """At or below the journal's checkpoint: synced in its file before the crash."""
 
 
 Frames = dict[tuple[str, int, int], Frame]
@@ -503,7 +507,8 @@ def decode_journal(data: bytes) -> Iterator[Frame]:
     """Every record of every intact batch; the first batch that is not intact ends it."""
     if not data.startswith(JOURNAL_MAGIC):
         return
-    offset, last = len(JOURNAL_MAGIC), 0
+    (checkpoint,) = JOURNAL_CHECKPOINT.unpack_from(data, len(JOURNAL_MAGIC))
+    offset, last = len(JOURNAL_MAGIC) + JOURNAL_CHECKPOINT.size, 0
     while offset + JOURNAL_BATCH.size <= len(data):
         length, checksum, first = JOURNAL_BATCH.unpack_from(data, offset)
         body = data[offset + JOURNAL_BATCH.size : offset + JOURNAL_BATCH.size + length]
@@ -515,7 +520,8 @@ def decode_journal(data: bytes) -> Iterator[Frame]:
             position += JOURNAL_ENTRY.size
             folder = body[position : position + folder_length].decode()
             position += folder_length
-            frames.append(Frame(seq, kind, folder, body[position : position + payload_length]))
+            payload = body[position : position + payload_length]
+            frames.append(Frame(seq, kind, folder, payload, checkpointed=seq <= checkpoint))
             position += payload_length
         yield from frames
         last = frames[-1].seq
@@ -526,8 +532,8 @@ def cut_a_line(trial: Trial, pick: float, length: float) -> None:
     """Cut the last line of a session file mid-line, where the dead journal also holds it."""
     candidates = []
     for (folder, kind, _), frame in sorted(read_journals(trial.home).items()):
-        if kind not in (1, 2):
-            continue
+        if kind not in (1, 2) or frame.checkpointed:
+            continue  # a record synced before the crash cannot be torn by it
         path = trial.home / folder / FRAME_FILES[kind]
         try:
             data = path.read_bytes()
@@ -647,7 +653,7 @@ def check_frames(trial: Trial, sessions: Sessions) -> list[str]:
         stored = by_folder.get(folder)
         if stored is None:
             problems.append(problem(LOST, f"seq {seq} of {folder}: the session is not on disk"))
-        elif kind == 3:
+        elif kind in (3, 4):
             have = (stored.metadata or {}).get("seq")
             if not isinstance(have, int) or have < seq:
                 problems.append(
@@ -925,7 +931,9 @@ def verify(trial: Trial, *, sample_cli: bool) -> None:
     trial.problems += anyio.run(recover_show_resume, trial, backend=trial.backend)
 
     after = read_raw(trial.home)
-    if set(after) != set(before):
+    # A session whose folder the crash kept from being built comes back from its CREATE.
+    created = {f.folder.rsplit("/", 1)[-1] for f in trial.frames.values() if f.kind == 4}
+    if set(before) - set(after) or set(after) - set(before) - created:
         trial.problems.append(
             problem(HARNESS, f"sessions changed: {sorted(before)} -> {sorted(after)}")
         )

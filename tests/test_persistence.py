@@ -12,8 +12,8 @@ import anyio
 import orjson
 import pytest
 
-import amplifier.persistence._actor as actor_module
 import amplifier.persistence._journal as journal_module
+import amplifier.persistence._materialise as materialise_module
 from amplifier import RecoveryWarning, SessionLocked, StoreWarning, WriteFailed
 from amplifier.persistence import (
     SessionLocation,
@@ -24,7 +24,7 @@ from amplifier.persistence import (
     open_store,
     read_metadata,
 )
-from amplifier.persistence._journal import MAGIC, FrameKind, encode_batch, encode_entry
+from amplifier.persistence._journal import FrameKind, encode_batch, encode_entry, header
 
 from .helpers import lines
 
@@ -75,6 +75,7 @@ async def test_metadata_exists_before_any_record(home: Path) -> None:
     """Creating a session writes metadata.json first, marked active."""
     async with open_store(home) as store:
         writer = await store.create(_where(home, "s1"), _meta("s1"))
+        await store.flush()
         metadata = read_metadata(_where(home, "s1"))
         assert metadata.status == "active"
         assert metadata.session_id == "s1"
@@ -200,7 +201,7 @@ async def test_journal_of_dead_runtime_is_replayed(home: Path) -> None:
     journal = home / "journal" / "20261124T000000Z-1-dead.journal"
     journal.parent.mkdir(mode=0o700, exist_ok=True)
     journal.write_bytes(
-        MAGIC
+        header()
         + encode_batch(have[0]["seq"], already)
         + encode_batch(last + 1, b"".join(missing))
         + stale  # left beyond the end by a reset: its seq is not above the last one
@@ -254,7 +255,7 @@ async def test_full_disk_fails_a_flushed_batch_and_keeps_stored_records(
     before = location.events.read_bytes()
     async with open_store(home, durability="flush") as store:
         writer, _ = await store.open(location)
-        monkeypatch.setattr(actor_module, "write_all", _half_then_full)
+        monkeypatch.setattr(materialise_module, "write_all", _half_then_full)
         with pytest.raises(WriteFailed, match="the disk is full"):
             await writer.append_event("lost", {}, parent_id=None)
         assert location.events.read_bytes() == before
@@ -270,7 +271,7 @@ async def test_full_disk_refuses_records_the_journal_cannot_take(
     """Durability fsync, the journal write fails: nothing is acknowledged, nothing is stored."""
     location = await _session_with_events(home, 2)
 
-    def full(self: object, batch: bytes) -> None:
+    def full(self: object, batch: bytes, last_seq: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     async with open_store(home) as store:
@@ -293,7 +294,7 @@ async def test_full_disk_behind_the_journal_loses_nothing_acknowledged(
     before = location.events.read_bytes()
     async with open_store(home) as store:
         writer, _ = await store.open(location)
-        monkeypatch.setattr(actor_module, "write_all", _half_then_full)
+        monkeypatch.setattr(materialise_module, "write_all", _half_then_full)
         stamp = await writer.append_event("safe", {}, parent_id=None)
         with (
             pytest.warns(StoreWarning, match="safe in the journal"),

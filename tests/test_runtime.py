@@ -25,9 +25,10 @@ from .helpers import FnHandler, events, metadata, names, transcript
 async def test_open_session_writes_identity_before_the_first_turn(
     home: Path, project: Path
 ) -> None:
-    """A new session is on disk (metadata, session:start) before it is asked anything."""
+    """A new session is stored (metadata, session:start) before it is asked anything."""
     async with open_runtime(cwd=project, profile="dev") as rt:
         session = await rt.open_session(agent="explorer")
+        await rt.flush()
         stored = metadata(home, session.id)
         assert stored["status"] == "active"
         assert stored["agent"] == "explorer"
@@ -150,9 +151,37 @@ async def test_same_session_cannot_be_open_twice(project: Path) -> None:
     """Opening a session another runtime holds fails and names the holder."""
     async with open_runtime(cwd=project) as rt:
         session = await rt.open_session()
+        await rt.flush()
         async with open_runtime(cwd=project) as other:
             with pytest.raises(SessionLocked, match="in use by"):
                 await other.resume(session.id)
+
+
+async def test_new_session_reaches_other_runtimes_within_the_write_behind_delay(
+    project: Path,
+) -> None:
+    """Another runtime (another process) sees a new session a moment later, with no flush."""
+    async with open_runtime(cwd=project) as rt:
+        session = await rt.open_session()
+        async with open_runtime(cwd=project) as other:
+            with anyio.fail_after(2):
+                while True:
+                    try:
+                        await other.resume(session.id)
+                    except SessionNotFound:
+                        await anyio.sleep(0.01)
+                    except SessionLocked:
+                        break
+
+
+async def test_closed_session_can_be_opened_elsewhere_at_once(project: Path) -> None:
+    """Once ``close`` returns, another runtime may resume the session straight away."""
+    async with open_runtime(cwd=project) as rt, open_runtime(cwd=project) as other:
+        session = await rt.open_session()
+        await session.ask("hello")
+        await session.close()
+        async with other.resume(session.id) as again:
+            assert (await again.ask("there")).turn == 2
 
 
 async def test_failed_turn_is_reported_and_the_session_goes_on(home: Path, project: Path) -> None:

@@ -4,15 +4,7 @@ Knows nothing of agents: it stores events, messages (dicts with a ``role``)
 and metadata, in the layout of DESIGN.md.
 """
 
-from ._actor import (
-    Clock,
-    CommitListener,
-    OpenedSession,
-    SessionWriter,
-    Stamp,
-    Store,
-    open_store,
-)
+from ._actor import Clock, CommitListener, OpenedSession, Stamp
 from ._exceptions import (
     AmbiguousSessionId,
     CorruptSession,
@@ -25,8 +17,7 @@ from ._exceptions import (
     StoreWarning,
     WriteFailed,
 )
-from ._journal import RecoveryReport, recover_dead_journals
-from ._lock import is_locked
+from ._ownership import Owner, holder
 from ._paths import (
     MAX_ID_LENGTH,
     SessionLocation,
@@ -61,6 +52,9 @@ from ._records import (
     format_ts,
     utc_now,
 )
+from ._recovery import RecoveryReport, recover_dead_journals
+from ._requests import Receipt
+from ._store import SessionWriter, Store, open_store
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -74,7 +68,9 @@ __all__ = [
     "EventRecord",
     "InvalidSessionId",
     "OpenedSession",
+    "Owner",
     "PersistenceError",
+    "Receipt",
     "RecoveryReport",
     "RecoveryWarning",
     "SessionLocation",
@@ -96,7 +92,7 @@ __all__ = [
     "existing_children",
     "find_session",
     "format_ts",
-    "is_locked",
+    "holder",
     "iter_events",
     "list_sessions",
     "load_transcript",

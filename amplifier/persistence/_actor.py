@@ -1,35 +1,39 @@
-"""The persistence actor: the only writer of session files in a Runtime.
+"""The persistence actor: the group-commit loop, the only writer of session files.
 
 Rule 1: every write to a session's files goes through this actor's mailbox;
         nothing else in the process opens them for writing.
 Rule 2: ``seq`` is stamped here, in mailbox order, so it is strictly
-        increasing across every session of the Runtime.
-Rule 3: a request is acknowledged only after its whole batch is durable
-        under the configured durability. A session waits for the
-        acknowledgement before it goes on, so anything that happens because
-        of a record (a child's ``session:start`` after its parent's
-        ``delegate:start``; a parent's ``delegate:end`` after its child's
-        ``session:end``) is committed in a later batch: causality is the
-        order of batches, and the journal (or, without one, the files)
+        increasing across every session of the Runtime, and the journal
         holds batches in that order.
-Rule 4: a batch succeeds or fails as a whole. If the disk refuses a write,
-        every request of the batch fails with ``WriteFailed`` and nothing
-        of it counts: files are cut back to their length before the batch.
+Rule 3: causality is mailbox order. A record sent after another is stamped
+        after it and lands in the same batch or a later one; a batch is
+        all or nothing. So a session need not wait for a record before
+        sending what follows from it (a child's ``session:start`` after its
+        parent's ``delegate:start``): it waits only where something leaves
+        the Runtime (an answer, a return to the caller), and
+        ``AppendEvent.after`` refuses a parent's ``delegate:end`` whose
+        child's last records failed.
+Rule 4: a batch succeeds or fails as a whole. If the disk refuses it, every
+        request of the batch fails with ``WriteFailed``, nothing of it
+        counts, and the rest of each writer's epoch is refused too (no
+        session ever has a gap in its files).
 
 Group commit: the actor takes one request, then every request already
 waiting, and commits them together. What "committed" means depends on the
 durability:
 
     fsync   the batch goes into the journal with one fdatasync (in the worker
-            thread); the session files are written behind it, coalesced,
-            within ``WRITE_BEHIND_DELAY`` (see ``_journal`` for why)
+            thread); the session folders and files are written behind it
+            (``_materialise``), within ``WRITE_BEHIND_DELAY``
     flush   the batch is written to the session files (worker thread)
     none    the batch is buffered and written behind, like fsync, without
             the journal
 
-A batch that creates, opens or closes a session, or asks for a flush,
-brings every session file fully up to date before it is answered, so
-readers and other processes see everything once such a request returns.
+Creating and closing a session are records like any other: a new session
+is a ``CREATE`` in the journal, its folder is built behind; a closed one
+releases its claim (``_ownership``) once its files are durable. Opening,
+deleting, reindexing and flushing first bring every session file up to
+date, so what is read after them is complete.
 """
 
 from __future__ import annotations
@@ -37,88 +41,68 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-import os
-import secrets
-import shutil
 import sqlite3
-import time
 import warnings
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, assert_never
+from typing import Any, assert_never
 
 import anyio
-import orjson
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import BaseModel, ConfigDict, Field
-
-from amplifier._errors import UsageError, unwrap_single_error
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._exceptions import (
     CorruptSession,
     PersistenceError,
     SessionLocked,
     SessionNotFound,
-    StoreClosed,
     StoreWarning,
     WriteFailed,
+    write_failed,
 )
-from ._files import (
-    atomic_replace,
-    fsync_dir,
-    fsync_path,
-    last_seq,
-    metadata_seq,
-    set_aside_torn_tail,
-    sweep_temp_files,
-    write_all,
-    write_new_file,
-)
-from ._index import connect as connect_index
-from ._index import is_damage as is_index_damage
-from ._index import open_built as open_built_index
-from ._index import rebuild as rebuild_index
-from ._index import recreate as recreate_index
-from ._index import remove as remove_from_index
-from ._index import upsert as upsert_index
-from ._journal import (
-    FrameKind,
-    Journal,
-    RecoveryReport,
-    encode_batch,
-    encode_entry,
-    recover_dead_journals,
-)
-from ._lock import FileLock, is_locked
-from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir, refuse_links_out
+from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail, sweep_temp_files
+from ._journal import FrameKind, Journal, encode_batch, encode_entry
+from ._materialise import Backlog, Create, Materialiser, Release, remove_session_folder
+from ._ownership import Owner, claim, read_claim, release, runtime_alive
+from ._paths import SessionLocation, ensure_private_dir, refuse_links_out
 from ._reader import read_metadata
-from ._records import SCHEMA_VERSION, Durability, SessionMetadata, format_ts, utc_now
+from ._records import SCHEMA_VERSION, Durability, format_ts
+from ._recovery import RecoveryReport, recover_dead_journals, recover_journal
+from ._requests import (
+    CONTROLS,
+    Acks,
+    AppendEvent,
+    AppendMessage,
+    CloseSession,
+    ControlRequest,
+    CreateSession,
+    DeleteSessions,
+    Flush,
+    OpenSession,
+    RecordRequest,
+    Reindex,
+    Request,
+    WriteMetadata,
+)
+from ._upkeep import IndexUpkeep
 
 Clock = Callable[[], datetime]
 """Wall-clock time for record stamps; tests pass a fake one."""
 
-MAILBOX_SIZE = 4096
-OPEN_FILE_LIMIT = 256
-"""Transcript/event files kept open at once; older ones are closed and reopened on demand."""
 CHECKPOINT_BYTES = 16 * 1024 * 1024
-"""Journal size that triggers a checkpoint (fsync the session files, empty the journal)."""
+"""Journal size past which the files are synced and the journal emptied."""
 WRITE_BEHIND_BYTES = 1024 * 1024
 WRITE_BEHIND_DELAY = 0.05
-"""Seconds (at most) between a record's acknowledgement and its line in the session file."""
-STAGING = ".staging"
-"""Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
-STAGING_GRACE = 60.0
-"""Seconds before an unlocked half-built folder counts as left behind by a crash."""
-SHUTDOWN_GRACE = 10.0
-"""How long closing the store waits for outstanding writers before it stops the actor."""
+"""Seconds (at most) between a record's acknowledgement and its line in the session file;
+also how soon another process sees a new session, or a closed one released."""
 
-_LINE = orjson.OPT_APPEND_NEWLINE
-_DOCUMENT = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+CommitListener = Callable[[Sequence[dict[str, Any]]], None]
+"""Called on the event loop after each commit with the committed event records, in seq order.
+
+Must not block; the runtime uses it to feed in-process subscribers.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,271 +122,49 @@ class OpenedSession:
     """Side files that received a torn last line."""
 
 
-CommitListener = Callable[[Sequence[dict[str, Any]]], None]
-"""Called on the event loop after each commit with the committed event records, in seq order.
-
-Must not block; the runtime uses it to feed in-process subscribers.
-"""
-
-
-class _Reply:
-    """The slot a request's answer is put in; ``_Acks`` tells when to look."""
-
-    __slots__ = ("done", "error", "value")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-
-class _Acks:
-    """Tells waiting senders that a batch was answered: one event per commit.
-
-    One event per request would cost more than the rest of a record's path
-    together; instead every sender waits on the current commit's event and
-    looks at its own ``_Reply`` when it fires. A request answered by this
-    commit is done; one that arrived too late for it waits for the next.
-    """
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    async def wait(self, reply: _Reply) -> Any:
-        """Wait for ``reply``'s answer. Checkpoint; cancelling does not undo the request."""
-        while not reply.done:
-            await self._event.wait()
-        if reply.error is not None:
-            raise reply.error
-        return reply.value
-
-    def announce(self) -> None:
-        """Wake every waiter; called after a commit filled its replies."""
-        event, self._event = self._event, anyio.Event()
-        event.set()
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    reply: _Reply
-
-
-class CreateSession(_Request):
-    """Make a new session's folder, lock it and write its first metadata (identity first)."""
-
-    kind: Literal["create"] = "create"
-    location: SessionLocation
-    metadata: dict[str, Any]
-
-
-class OpenSession(_Request):
-    """Lock an existing session, set torn tails aside, report its last seq."""
-
-    kind: Literal["open"] = "open"
-    location: SessionLocation
-
-
-class AppendEvent(_Request):
-    """Append one event to a session's ``events.jsonl`` (stamped here)."""
-
-    kind: Literal["event"] = "event"
-    handle: int
-    session_id: str
-    parent_id: str | None
-    event: str
-    data: dict[str, Any]
-
-
-class AppendMessage(_Request):
-    """Append one message to a session's ``transcript.jsonl`` (stamped here)."""
-
-    kind: Literal["message"] = "message"
-    handle: int
-    message: dict[str, Any]
-
-
-class WriteMetadata(_Request):
-    """Replace a session's ``metadata.json`` (atomically)."""
-
-    kind: Literal["metadata"] = "metadata"
-    handle: int
-    metadata: dict[str, Any]
-
-
-class CloseSession(_Request):
-    """Make the session's files durable, close them and release its lock."""
-
-    kind: Literal["close"] = "close"
-    handle: int
-
-
-class Flush(_Request):
-    """Barrier: answered once everything sent before it is in the session files."""
-
-    kind: Literal["flush"] = "flush"
-
-
-class Reindex(_Request):
-    """Rebuild the session index from every session's metadata file."""
-
-    kind: Literal["reindex"] = "reindex"
-
-
-class DeleteSessions(_Request):
-    """Remove sessions' folders: all of them, or none if any is in use."""
-
-    kind: Literal["delete"] = "delete"
-    locations: tuple[SessionLocation, ...]
-    untouched_since: datetime | None = None
-
-
-Request = Annotated[
-    CreateSession
-    | OpenSession
-    | AppendEvent
-    | AppendMessage
-    | WriteMetadata
-    | CloseSession
-    | Flush
-    | DeleteSessions
-    | Reindex,
-    Field(discriminator="kind"),
-]
-
-
 @dataclass(slots=True)
 class _Held:
-    """A session whose files this actor owns (created or opened, not yet closed)."""
+    """A session this Runtime writes (created or opened, not yet closed)."""
 
     location: SessionLocation
-    lock: FileLock
-    events: Path = field(init=False)
-    transcript: Path = field(init=False)
-    folder: bytes = field(init=False)
+    folder: bytes
+    """The folder relative to the home, as the journal names it."""
+    events: Path
+    transcript: Path
+    metadata: Path
+    built: bool = True
+    """Its folder exists or will (False: its creation failed)."""
+    failed_epoch: int = -1
+    failure: BaseException | None = None
 
-    def __post_init__(self) -> None:
-        # Computed once: building paths per record would dominate the hot path.
-        self.events = self.location.events
-        self.transcript = self.location.transcript
-        self.folder = self.location.relative.encode()
-
-
-@dataclass(slots=True)
-class _Pending:
-    """Lines and metadata documents not yet in the session files."""
-
-    lines: dict[Path, list[bytes]] = field(default_factory=dict)
-    newest: dict[Path, int] = field(default_factory=dict)
-    """The highest seq among each file's pending lines."""
-    documents: dict[Path, bytes] = field(default_factory=dict)
-    size: int = 0
-
-    def append(self, path: Path, line: bytes, seq: int) -> None:
-        self.lines.setdefault(path, []).append(line)
-        self.newest[path] = seq
-        self.size += len(line)
-
-    def add(self, other: _Pending) -> None:
-        for path, lines in other.lines.items():
-            self.lines.setdefault(path, []).extend(lines)
-            self.newest[path] = max(self.newest.get(path, 0), other.newest[path])
-        self.documents.update(other.documents)
-        self.size += other.size
-
-    def __bool__(self) -> bool:
-        return bool(self.lines or self.documents)
+    @classmethod
+    def of(cls, location: SessionLocation) -> _Held:
+        directory = location.directory
+        return cls(
+            location,
+            location.relative.encode(),
+            directory / "events.jsonl",
+            directory / "transcript.jsonl",
+            directory / "metadata.json",
+        )
 
 
 @dataclass(slots=True)
 class _Batch:
-    """One group commit: what to write where, and whom to answer."""
+    """The records of one phase of a group commit."""
 
-    requests: list[Any]
-    records: _Pending = field(default_factory=_Pending)
-    """Appended lines and metadata updates of sessions already open."""
+    requests: list[RecordRequest]
+    backlog: Backlog = field(default_factory=Backlog)
     entries: list[bytes] = field(default_factory=list)
     """The records as journal entries (durability fsync), in seq order."""
     first_seq: int = 0
-    created: dict[int, tuple[bytes, Stamp]] = field(default_factory=dict)
-    """New sessions' first metadata, by request index."""
+    last_seq: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
-    results: dict[int, Any] = field(default_factory=dict)
-    """Answers by request index; an exception value fails that request."""
-    controls: bool = False
-    """The batch creates, opens or closes a session or asks for a flush."""
-    behind_failed: WriteFailed | None = None
-    """What stopped the files being brought up to date before the controls ran."""
 
-
-_CONTROLS = (CreateSession, OpenSession, CloseSession, Flush, DeleteSessions, Reindex)
-
-
-class _OpenFiles:
-    """A bounded cache of append-mode descriptors, with each file's length for rollback."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._fds: OrderedDict[Path, tuple[int, int]] = OrderedDict()
-
-    def write(self, path: Path, data: bytes) -> None:
-        """Append ``data``; if the write fails part-way, cut the file back first."""
-        entry = self._fds.get(path)
-        if entry is None:
-            fd = os.open(
-                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-            )
-            entry = (fd, os.fstat(fd).st_size)
-            self._fds[path] = entry
-            if len(self._fds) > self._limit:
-                _, (old_fd, _) = self._fds.popitem(last=False)
-                os.close(old_fd)
-        else:
-            self._fds.move_to_end(path)
-        fd, size = entry
-        try:
-            write_all(fd, data)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise
-        self._fds[path] = (fd, size + len(data))
-
-    def length(self, path: Path) -> int:
-        """The file's length as this cache knows it (opening it if needed)."""
-        entry = self._fds.get(path)
-        if entry is not None:
-            return entry[1]
-        try:
-            return path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def truncate(self, path: Path, length: int) -> None:
-        """Cut a file back to ``length`` (undoing appends of a failed batch)."""
-        entry = self._fds.get(path)
-        if entry is not None:
-            os.ftruncate(entry[0], length)
-            self._fds[path] = (entry[0], length)
-        else:
-            os.truncate(path, length)
-
-    def close(self, path: Path) -> None:
-        entry = self._fds.pop(path, None)
-        if entry is not None:
-            os.close(entry[0])
-
-    def close_all(self) -> None:
-        while self._fds:
-            _, (fd, _) = self._fds.popitem()
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 class PersistenceActor:
-    """Owns the journal, the open session files and the session locks of one Runtime.
+    """Owns the journal (the Runtime's lock), the write-behind and the claims of one Runtime.
 
     Not used directly: ``open_store`` starts it and hands out a ``Store``.
     """
@@ -412,34 +174,36 @@ class PersistenceActor:
         home: Path,
         durability: Durability,
         clock: Clock,
-        receive: MemoryObjectReceiveStream[Any],
+        receive: MemoryObjectReceiveStream[Request],
     ) -> None:
         self.home = home
         self.durability: Durability = durability
         self._clock = clock
         self._receive = receive
         self._seq = 0
-        self._handles = 0
         self._held: dict[int, _Held] = {}
-        self._files = _OpenFiles(OPEN_FILE_LIMIT)
+        self._claimed: dict[str, int] = {}
+        """Session id -> handle, for every session this Runtime has open."""
         self._journal: Journal | None = None
-        self._behind = _Pending()
+        """Created at the first write; its lock is the Runtime's (``_ownership``)."""
+        self._owner: Owner | None = None
+        self._upkeep = IndexUpkeep(home)
+        self._materialiser = Materialiser(home, self._upkeep, track_dirty=durability == "fsync")
+        self._backlog = Backlog()
         """Acknowledged, not yet in the session files (durability fsync or none)."""
-        self._behind_since = math.inf
+        self._backlog_since = math.inf
+        self._releasing: list[SessionLocation] = []
+        """Closed and written; their claims go once their files are durable."""
         self._writing = False
         """A write-behind task is running (at most one at a time)."""
         self._files_lock = anyio.Lock()
         """Held around every worker-thread call that touches the session files."""
         self._tasks: TaskGroup | None = None
-        self._dirty: set[Path] = set()
-        """Written since the last checkpoint, not yet fsynced (durability fsync)."""
-        self._dirty_dirs: set[Path] = set()
         self._broken: BaseException | None = None
         self._behind_failing = False
         """Writing behind has failed since it last succeeded (warned once)."""
-        self._index: sqlite3.Connection | None = None
         self.listeners: list[CommitListener] = []
-        self.acks = _Acks()
+        self.acks = Acks()
         self.recovered = RecoveryReport()
         self.scope = anyio.CancelScope(shield=True)
         self.stopped = anyio.Event()
@@ -447,16 +211,32 @@ class PersistenceActor:
     # -- lifecycle ------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Blocking start-up: replay dead journals, then create our own."""
-        ensure_private_dir(self.home / "projects", below=self.home)
-        self.recovered = recover_dead_journals(self.home)
+        """Blocking start-up: replay the journals of runtimes that died.
+
+        Nothing is created here: a Runtime that only reads writes nothing
+        (the journal, the runtime's lock, comes with the first write).
+        """
+        if not self.home.is_dir():
+            return
         try:
-            self._index = open_built_index(self.home)
-        except sqlite3.Error:
-            # A cache: without it listings scan the folders; reindex builds it later.
-            self._index = None
-        if self.durability == "fsync":
-            self._journal = Journal.create(self.home)
+            self.recovered = recover_dead_journals(self.home)
+        except OSError as exc:
+            warnings.warn(
+                f"{write_failed(exc)}; journals of runtimes that did not shut down were not "
+                "replayed (the next runtime that can write will)",
+                StoreWarning,
+                stacklevel=2,
+            )
+        self._upkeep.open()
+
+    def _start_writing(self) -> None:
+        """Blocking: the home, this Runtime's journal and lock, before its first write."""
+        if self._journal is not None:
+            return
+        ensure_private_dir(self.home / "projects", below=self.home)
+        journal = Journal.create(self.home, preallocate=self.durability == "fsync")
+        self._journal = journal
+        self._owner = Owner.current(journal.name)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until every sender is closed, then make everything durable.
@@ -497,429 +277,288 @@ class PersistenceActor:
             await self._commit(requests)
 
     def _shutdown(self) -> str | None:
-        """Blocking: write what is behind, make it durable, let go of every file.
+        """Blocking: write what is behind, make it durable, release every claim.
 
         Returns what the user must be told if not everything could be written.
         """
         left = None
+        journal = self._journal
         try:
-            self._write_files(self._behind)
-            if self._journal is not None:
-                self._checkpoint()
-                self._journal.remove()
+            self._releasing += self._materialiser.apply(self._backlog)
+            if journal is not None and self.durability == "fsync":
+                self._materialiser.sync()
+            self._releasing += [held.location for held in self._held.values() if held.built]
+            self._claimed.clear()
+            self._release_closed()
+            if journal is not None:
+                journal.remove()
                 self._journal = None
         except OSError as exc:
             # The journal still holds what the files lack; the next Runtime replays it.
-            if self._journal is not None:
+            if journal is not None:
                 left = (
-                    f"{_write_failed(exc)}; what is missing stays in {self._journal.path} and "
+                    f"{write_failed(exc)}; what is missing stays in {journal.path} and "
                     "is written to the session files by the next runtime that starts"
                 )
-                self._journal.abandon()
+                journal.abandon()
+                self._journal = None
         finally:
-            self._files.close_all()
-            for held in self._held.values():
-                held.lock.release()
             self._held.clear()
-            if self._index is not None:
-                self._index.close()
-                self._index = None
+            self._claimed.clear()
+            self._upkeep.close()
         return left
 
     # -- one group commit -------------------------------------------------------
 
-    async def _commit(self, requests: list[Any]) -> None:
-        batch = self._stamp(requests)
-        if batch.records:
-            failure = self._broken
-            if failure is None:
-                try:
-                    await self._commit_records(batch)
-                except OSError as exc:
-                    failure = _write_failed(exc)
-            if failure is not None:
-                for index, request in enumerate(requests):
-                    if not isinstance(request, _CONTROLS):
-                        batch.results[index] = failure
-                batch.events.clear()
-        if batch.controls:
-            async with self._files_lock:
-                await anyio.to_thread.run_sync(self._run_controls, batch)
-            if batch.behind_failed is not None and self._journal is not None:
-                self._warn_behind(batch.behind_failed)
-            if not self._behind:
-                self._behind_since = math.inf
-        self._answer(batch)
-        if self._journal is not None and self._journal.size > CHECKPOINT_BYTES:
-            async with self._files_lock:
-                with contextlib.suppress(OSError):  # the files are retried; so is this
-                    await anyio.to_thread.run_sync(self._checkpoint_all)
+    async def _commit(self, requests: list[Request]) -> None:
+        """Commit ``requests``: the records as one group, then the controls, in order.
 
-    async def _commit_records(self, batch: _Batch) -> None:
-        """Make the batch's records durable as the durability says (Rule 4: all or none)."""
-        records = batch.records
-        if self.durability == "flush":
-            async with self._files_lock:
-                await anyio.to_thread.run_sync(self._write_now, records)
+        A control may come after records sent later than it: what it
+        promises (everything sent before it is written) still holds. The
+        flushes of a batch share one catch-up.
+        """
+        records: list[RecordRequest] = []
+        controls: list[ControlRequest] = []
+        flushes: list[Flush] = []
+        for request in requests:
+            if isinstance(request, Flush):
+                flushes.append(request)
+            elif isinstance(request, CONTROLS):
+                controls.append(request)
+            else:
+                records.append(request)
+        if records:
+            await self._commit_records(records)
+        for control in controls:
+            await self._control(control)
+        if flushes:
+            await self._control(flushes[0])
+            for flush in flushes[1:]:
+                flush.receipt.error = flushes[0].receipt.error
+                flush.receipt.done = True
+        self.acks.announce()
+        journal = self._journal
+        if journal is not None and journal.size > CHECKPOINT_BYTES:
+            await self._empty_journal(journal)
+
+    async def _commit_records(self, requests: list[RecordRequest]) -> None:
+        failure: BaseException | None = self._broken
+        if failure is None and self._journal is None:
+            try:
+                await anyio.to_thread.run_sync(self._start_writing)
+            except OSError as exc:
+                failure = write_failed(exc)
+        if failure is not None:
+            self._fail(requests, failure)
             return
-        if self._journal is not None and batch.entries:
-            body = b"".join(batch.entries)
-            await anyio.to_thread.run_sync(
-                self._journal.append, encode_batch(batch.first_seq, body)
-            )
-        self._defer(records)
+        batch = self._stamp(requests)
+        try:
+            if self.durability == "flush":
+                async with self._files_lock:
+                    released = await anyio.to_thread.run_sync(
+                        self._materialiser.write_now, batch.backlog
+                    )
+                    self._releasing += released
+                    if released:
+                        await anyio.to_thread.run_sync(self._release_closed)
+            else:
+                if self._journal is not None and self.durability == "fsync" and batch.entries:
+                    body = b"".join(batch.entries)
+                    await anyio.to_thread.run_sync(
+                        self._journal.append, encode_batch(batch.first_seq, body), batch.last_seq
+                    )
+                self._defer(batch.backlog)
+        except OSError as exc:
+            self._fail(requests, write_failed(exc), batch)
+            return
+        if any(isinstance(r, CloseSession) and r.release_now for r in requests):
+            await self._release_promptly(requests)
+        for listener in self.listeners:
+            listener(batch.events)
+        for request in requests:
+            request.receipt.done = True
 
-    def _stamp(self, requests: list[Any]) -> _Batch:
+    def _stamp(self, requests: list[RecordRequest]) -> _Batch:
         """Give every record its seq and its line; nothing is written yet."""
         batch = _Batch(requests)
         ts = format_ts(self._clock())
-        journaling = self._journal is not None
-        records = batch.records
-        for index, request in enumerate(requests):
+        stamp = f'{{"version":{SCHEMA_VERSION},"seq":%d,"ts":"{ts}",'.encode()
+        journaling = self.durability == "fsync"
+        backlog = batch.backlog
+        entries = batch.entries
+        for request in requests:
+            held = self._admit(request)
+            if held is None:
+                continue
+            self._seq += 1
+            seq = self._seq
             match request:
                 case AppendEvent():
-                    held = self._held.get(request.handle)
-                    if held is None:
-                        batch.results[index] = _not_open()
-                        continue
-                    record = {
-                        "version": SCHEMA_VERSION,
-                        "seq": self._seq + 1,
-                        "ts": ts,
-                        "session_id": request.session_id,
-                        "parent_id": request.parent_id,
-                        "event": request.event,
-                        "data": request.data,
-                    }
-                    line = _serialise(record, _LINE)
-                    if isinstance(line, UsageError):
-                        batch.results[index] = line
-                        continue
-                    self._seq += 1
-                    records.append(held.events, line, self._seq)
+                    line = (stamp % seq) + request.body[1:]
+                    backlog.line(held.events, line, seq)
                     if journaling:
-                        batch.entries.append(
-                            encode_entry(self._seq, FrameKind.EVENT, held.folder, line)
-                        )
-                    batch.events.append(record)
-                    batch.results[index] = Stamp(self._seq, ts)
+                        entries.append(encode_entry(seq, FrameKind.EVENT, held.folder, line))
+                    batch.events.append(
+                        {
+                            "version": SCHEMA_VERSION,
+                            "seq": seq,
+                            "ts": ts,
+                            "session_id": request.session_id,
+                            "parent_id": request.parent_id,
+                            "event": request.event,
+                            "data": request.data,
+                        }
+                    )
                 case AppendMessage():
-                    held = self._held.get(request.handle)
-                    if held is None:
-                        batch.results[index] = _not_open()
-                        continue
-                    record = {"version": SCHEMA_VERSION, "seq": self._seq + 1, "ts": ts}
-                    record.update(request.message)
-                    line = _serialise(record, _LINE)
-                    if isinstance(line, UsageError):
-                        batch.results[index] = line
-                        continue
-                    self._seq += 1
-                    records.append(held.transcript, line, self._seq)
+                    line = (stamp % seq) + request.body[1:]
+                    backlog.line(held.transcript, line, seq)
                     if journaling:
-                        batch.entries.append(
-                            encode_entry(self._seq, FrameKind.MESSAGE, held.folder, line)
-                        )
-                    batch.results[index] = Stamp(self._seq, ts)
+                        entries.append(encode_entry(seq, FrameKind.MESSAGE, held.folder, line))
                 case WriteMetadata():
-                    held = self._held.get(request.handle)
-                    if held is None:
-                        batch.results[index] = _not_open()
-                        continue
-                    self._seq += 1
-                    data = orjson.dumps(dict(request.metadata, seq=self._seq), option=_DOCUMENT)
-                    records.documents[held.location.metadata] = data
-                    records.size += len(data)
+                    document = _stamped_document(request.document, seq)
+                    backlog.document(held.metadata, document, seq)
                     if journaling:
-                        batch.entries.append(
-                            encode_entry(self._seq, FrameKind.METADATA, held.folder, data)
-                        )
-                    batch.results[index] = Stamp(self._seq, ts)
-                case (
-                    CreateSession()
-                    | OpenSession()
-                    | CloseSession()
-                    | Flush()
-                    | DeleteSessions()
-                    | Reindex()
-                ):
-                    batch.controls = True
+                        entries.append(encode_entry(seq, FrameKind.METADATA, held.folder, document))
+                case CreateSession():
+                    document = _stamped_document(request.document, seq)
+                    backlog.barrier(Create(request.location, document, self._owner), seq)
+                    if journaling:
+                        entries.append(encode_entry(seq, FrameKind.CREATE, held.folder, document))
+                case CloseSession():
+                    # Not a record on disk: the seq only orders the release.
+                    self._forget_handle(request.handle)
+                    if held.built:
+                        backlog.barrier(Release(held.location), seq)
                 case _:
                     assert_never(request)
-        if batch.entries:
-            batch.first_seq = _entry_seq(batch.entries[0])
-        # A new session's metadata is made durable by its own fsync, not the
-        # journal; stamping it last keeps the batch's records contiguous.
-        for index, request in enumerate(requests):
-            if isinstance(request, CreateSession):
-                self._seq += 1
-                data = orjson.dumps(dict(request.metadata, seq=self._seq), option=_DOCUMENT)
-                batch.created[index] = (data, Stamp(self._seq, ts))
+            request.receipt.value = Stamp(seq, ts)
+            if not batch.first_seq:
+                batch.first_seq = seq
+            batch.last_seq = seq
         return batch
 
-    def _answer(self, batch: _Batch) -> None:
-        for listener in self.listeners:
-            listener(batch.events)
-        results = batch.results
-        for index, request in enumerate(batch.requests):
-            reply = request.reply
-            result = results.get(index)
-            if isinstance(result, BaseException):
-                reply.error = result
+    def _admit(self, request: RecordRequest) -> _Held | None:
+        """The session a record is for; None if the record is refused (its receipt says why)."""
+        receipt = request.receipt
+        if isinstance(request, CreateSession):
+            location = request.location
+            held = self._held[request.handle] = _Held.of(location)
+            if location.session_id in self._claimed or location.directory.exists():
+                # Ids are random: only a caller choosing its own can collide.
+                exists = FileExistsError(errno.EEXIST, "session exists", str(location.directory))
+                held.built = False
+                self._poison(held, request.epoch, exists)
+                receipt.error = exists
+                return None
+            self._claimed[location.session_id] = request.handle
+            return held
+        found = self._held.get(request.handle)
+        if found is None:
+            receipt.error = _not_open()
+            return None
+        held = found
+        if request.epoch == held.failed_epoch:
+            receipt.error = held.failure
+            # A close still closes (and releases); its receipt says what failed before it.
+            return held if isinstance(request, CloseSession) else None
+        if isinstance(request, AppendEvent):
+            after = request.after
+            if after is not None and after.error is not None:
+                self._poison(held, request.epoch, after.error)
+                receipt.error = after.error
+                return None
+        return held
+
+    def _fail(
+        self, requests: list[RecordRequest], failure: BaseException, batch: _Batch | None = None
+    ) -> None:
+        """Rule 4: the whole phase fails; each writer's epoch is poisoned from here on."""
+        for request in requests:
+            request.receipt.error = failure
+            request.receipt.done = True
+            held: _Held | None
+            if isinstance(request, CreateSession):
+                held = self._held.setdefault(request.handle, _Held.of(request.location))
+                held.built = False
             else:
-                reply.value = result
-            reply.done = True
-        self.acks.announce()
+                held = self._held.get(request.handle)
+            if held is not None:
+                self._poison(held, request.epoch, failure)
+            if isinstance(request, CloseSession):
+                self._forget_handle(request.handle)
+        if batch is not None and self.durability == "flush" and self._owner is not None:
+            # A refused flush batch never counts: folders it built go (best effort).
+            for request in requests:
+                if isinstance(request, CreateSession):
+                    with contextlib.suppress(OSError):
+                        remove_session_folder(request.location, self._owner)
 
-    def _defer(self, records: _Pending) -> None:
-        """Keep acknowledged records for the session files; a background task writes them."""
-        if not records:
-            return
-        if not self._behind:
-            self._behind_since = anyio.current_time()
-        self._behind.add(records)
-        if self._behind.size >= WRITE_BEHIND_BYTES:
-            self._behind_since = -math.inf  # due now
-        if not self._writing and self._tasks is not None:
-            self._writing = True
-            self._tasks.start_soon(self._write_behind)
+    def _poison(self, held: _Held, epoch: int, failure: BaseException) -> None:
+        if held.failed_epoch != epoch:
+            held.failed_epoch, held.failure = epoch, failure
 
-    async def _write_behind(self) -> None:
-        """Bring the session files up to date, ``WRITE_BEHIND_DELAY`` after the oldest record.
+    def _forget_handle(self, handle: int) -> None:
+        held = self._held.pop(handle, None)
+        if held is not None and self._claimed.get(held.location.session_id) == handle:
+            del self._claimed[held.location.session_id]
 
-        Runs beside the actor's commits (one worker thread journals while
-        another writes the files). On a failure the unwritten rest goes back
-        in front of newer records and is tried again: with a journal nothing
-        acknowledged is lost; without one (durability none) new requests
-        are refused until the disk takes writes again.
-        """
+    # -- controls: open, delete, reindex, flush -----------------------------------------
+
+    async def _control(self, request: ControlRequest) -> None:
+        receipt = request.receipt
         try:
-            while self._behind:
-                due = self._behind_since + WRITE_BEHIND_DELAY - anyio.current_time()
-                if due > 0:
-                    await anyio.sleep(due)
-                async with self._files_lock:
-                    chunk, self._behind = self._behind, _Pending()
-                    self._behind_since = math.inf
-                    try:
-                        await anyio.to_thread.run_sync(self._write_files, chunk)
-                    except OSError as exc:
-                        if self._journal is None:
-                            self._broken = _write_failed(exc)
-                        else:
-                            self._warn_behind(_write_failed(exc))
-                        self._behind_since = anyio.current_time()
-                    else:
-                        self._broken = None
-                        self._behind_failing = False
-                    finally:
-                        if chunk:  # what did not land goes back, ahead of newer records
-                            chunk.add(self._behind)
-                            self._behind = chunk
-                            self._behind_since = min(self._behind_since, anyio.current_time())
-        finally:
-            self._writing = False
-
-    def _warn_behind(self, failure: WriteFailed) -> None:
-        """Say once (per spell of failures) that the files lag behind the journal."""
-        if self._behind_failing:
-            return
-        self._behind_failing = True
-        warnings.warn(
-            f"{failure}; the records are safe in the journal and reach the session files "
-            "once there is room (at the latest, when the next runtime starts)",
-            StoreWarning,
-            stacklevel=1,
-        )
-
-    # -- in the worker thread ------------------------------------------------------
-
-    def _checkpoint_all(self) -> None:
-        self._write_files(self._behind)
-        self._checkpoint()
-
-    def _write_now(self, records: _Pending) -> None:
-        """Durability flush: write the batch's records, or none of them."""
-        written: list[tuple[Path, int]] = []
-        try:
-            for path, lines in records.lines.items():
-                written.append((path, self._files.length(path)))
-                self._files.write(path, b"".join(lines))
-        except OSError:
-            for path, length in written:
-                with contextlib.suppress(OSError):
-                    self._files.truncate(path, length)
-            raise
-        for path, data in records.documents.items():
-            atomic_replace(path, data, sync=False)
-        self._note_documents(records.documents)
-
-    def _run_controls(self, batch: _Batch) -> None:
-        """Blocking: creates and opens, then everything behind to the files, then closes.
-
-        Each control request gets its own answer; none of them raises here.
-        Everything behind is written first: a new child's folder must never
-        appear before its parent's ``delegate:start`` and ``children`` list.
-        """
-        behind_failed: WriteFailed | None = None
-        try:
-            self._write_files(self._behind)
+            match request:
+                case OpenSession():
+                    receipt.value = await self._open(request)
+                case DeleteSessions():
+                    receipt.value = await self._delete(request)
+                case Reindex():
+                    receipt.value = await self._locked(self._reindex_blocking)
+                case Flush():
+                    await self._locked(self._catch_up)
+                case _:
+                    assert_never(request)
         except OSError as exc:
-            behind_failed = _write_failed(exc)
-        batch.behind_failed = behind_failed
-        self._create_all(batch, refuse=behind_failed)
-        for index, request in enumerate(batch.requests):
-            if isinstance(request, OpenSession):
-                try:
-                    batch.results[index] = self._open(request.location)
-                except (PersistenceError, OSError) as exc:
-                    batch.results[index] = exc
-        for index, request in enumerate(batch.requests):
-            if isinstance(request, DeleteSessions):
-                try:
-                    batch.results[index] = self._delete(request.locations, request.untouched_since)
-                except (PersistenceError, OSError) as exc:
-                    batch.results[index] = exc
-            elif isinstance(request, Reindex):
-                try:
-                    batch.results[index] = self._reindex()
-                except (sqlite3.Error, OSError) as exc:
-                    batch.results[index] = PersistenceError(f"could not rebuild the index: {exc}")
-        closing: list[int] = []
-        for index, request in enumerate(batch.requests):
-            if isinstance(request, CloseSession | Flush):
-                batch.results[index] = behind_failed
-                if isinstance(request, CloseSession) and behind_failed is None:
-                    closing.append(request.handle)
-        if closing:
-            try:
-                self._close(closing)
-            except OSError as exc:
-                for index, request in enumerate(batch.requests):
-                    if isinstance(request, CloseSession):
-                        batch.results[index] = _write_failed(exc)
+            failure = write_failed(exc)
+            receipt.error = failure
+            if self.durability == "fsync":
+                self._warn_behind(failure)
+        except PersistenceError as exc:
+            receipt.error = exc
+        else:
+            if not self._backlog:
+                self._broken = None
+                self._behind_failing = False
+        receipt.done = True
+        if self._releasing:
+            self._schedule()
 
-    def _create_all(self, batch: _Batch, *, refuse: WriteFailed | None) -> None:
-        """Create the batch's new sessions; each folder appears complete or not at all.
+    async def _locked(self, work: Callable[[], Any]) -> Any:
+        """Run blocking ``work`` in the worker thread, once everything behind is written."""
+        async with self._files_lock:
+            return await anyio.to_thread.run_sync(work)
 
-        A folder is built in the project's ``.staging`` folder (lock taken,
-        ``metadata.json`` written, and fsynced with durability fsync), then
-        renamed into ``sessions/``: a crash at any instant leaves either no
-        session or one that lists and resumes (identity first).
-        With ``refuse`` set (what is behind could not be written), no session
-        is created, since its parent's records might not be on disk yet.
-        """
-        if refuse is not None:
-            for index in batch.created:
-                batch.results[index] = refuse
-            return
-        made: dict[int, tuple[SessionLocation, FileLock]] = {}
-        durable = self.durability == "fsync"
-        # Indexed before their folders appear: a crash in between leaves a row
-        # with no folder (which readers skip), never a session the index lacks.
-        self._note_documents(
-            {
-                batch.requests[index].location.metadata: document
-                for index, (document, _) in batch.created.items()
-                if not batch.requests[index].location.directory.exists()
-            }
-        )
-        for index, (document, _) in batch.created.items():
-            location = batch.requests[index].location
-            try:
-                made[index] = (location, self._build(location, document, durable=durable))
-            except FileExistsError as exc:
-                batch.results[index] = exc
-            except OSError as exc:
-                batch.results[index] = _write_failed(exc)
-                self._forget(location)
-            except PersistenceError as exc:
-                batch.results[index] = exc
-                self._forget(location)
-        if durable and made:
-            try:
-                for parent in {location.directory.parent for location, _ in made.values()}:
-                    fsync_dir(parent)
-            except OSError as exc:
-                failure = _write_failed(exc)
-                for index, (location, lock) in made.items():
-                    lock.release()
-                    _remove_folder(location.directory)
-                    self._forget(location)
-                    batch.results[index] = failure
-                return
-        for index, (location, lock) in made.items():
-            batch.results[index] = (self._hold(location, lock), batch.created[index][1])
-
-    def _build(self, location: SessionLocation, document: bytes, *, durable: bool) -> FileLock:
-        sessions = location.directory.parent
-        staging = sessions.parent / STAGING
-        ensure_private_dir(sessions, below=self.home)
-        ensure_private_dir(staging, below=self.home)
-        if os.path.realpath(sessions) != os.path.join(
-            os.path.realpath(self.home), location.relative.rsplit("/", 1)[0]
-        ):
-            raise CorruptSession(
-                location.session_id, "its project folder is a link out of the store"
-            )
-        _sweep_staging(staging)
-        if location.directory.exists():
-            raise FileExistsError(errno.EEXIST, "session exists", str(location.directory))
-        hidden = staging / f"{location.session_id}-{secrets.token_hex(4)}"
-        hidden.mkdir(mode=0o700)
-        lock: FileLock | None = None
-        try:
-            lock = FileLock.acquire(hidden / LOCK, session_id=location.session_id)
-            write_new_file(hidden / METADATA, document, sync=durable)
-            os.rename(hidden, location.directory)  # the lock's descriptor moves with it
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            _remove_folder(hidden)
-            raise
-        lock.path = location.lock
-        return lock
-
-    def _write_files(self, writes: _Pending) -> None:
-        """Write ``writes`` to the session files, removing each part as it lands.
-
-        Files go in the order of their newest pending seq, so the files keep
-        the causal order at every instant, even before a journal replay: a
-        child's last line (``session:end``) precedes its parent's
-        ``delegate:end``, so the child's file is written first.
-        On failure, ``writes`` holds exactly what is still to be written (a
-        file whose write failed part-way was cut back).
-        """
-        for path in sorted(writes.lines, key=writes.newest.__getitem__):
-            self._files.write(path, b"".join(writes.lines[path]))
-            del writes.lines[path]
-            del writes.newest[path]
-            self._dirty.add(path)
-        written: dict[Path, bytes] = {}
-        try:
-            while writes.documents:
-                path, data = next(iter(writes.documents.items()))
-                atomic_replace(path, data, sync=False)
-                del writes.documents[path]
-                self._dirty.add(path)
-                written[path] = data
-        finally:
-            self._note_documents(written)
-        writes.size = 0
+    async def _open(self, request: OpenSession) -> OpenedSession:
+        location = request.location
+        if location.session_id in self._claimed:
+            raise SessionLocked(location.session_id, "another session of this runtime")
         if self._journal is None:
-            self._dirty.clear()
+            await anyio.to_thread.run_sync(self._start_writing)
+        opened: OpenedSession = await self._locked(lambda: self._open_blocking(location))
+        self._seq = max(self._seq, opened.last_seq)
+        self._held[request.handle] = _Held.of(location)
+        self._claimed[location.session_id] = request.handle
+        self._releasing = [r for r in self._releasing if r != location]
+        return opened
 
-    def _open(self, location: SessionLocation) -> tuple[int, OpenedSession]:
+    def _open_blocking(self, location: SessionLocation) -> OpenedSession:
+        self._catch_up()
         if not location.directory.is_dir():
             raise SessionNotFound(location.session_id)
         refuse_links_out(location)
-        # Before taking the lock: replay needs the locks of the sessions it restores.
-        recovered = recover_dead_journals(self.home)
-        self.recovered.records += recovered.records
-        try:
-            lock = FileLock.acquire(location.lock, session_id=location.session_id)
-        except (FileNotFoundError, NotADirectoryError):
-            raise SessionNotFound(location.session_id) from None  # deleted meanwhile
+        # Before claiming: a dead runtime's records must be in the files first.
+        self.recovered.add(recover_dead_journals(self.home, own=self._own_name()))
+        self._claim(location)
         try:
             sweep_temp_files(location.directory)
             torn = tuple(
@@ -933,14 +572,41 @@ class PersistenceActor:
             seen = max(last_seq(location.events), last_seq(location.transcript))
             seen = max(seen, metadata_seq(location.metadata) or 0)
         except BaseException:
-            lock.release()
+            assert self._owner is not None
+            release(location, self._owner)
             raise
         # The session's files continue above their own last seq, whichever
         # Runtime wrote it, so seq only grows within every file.
-        self._seq = max(self._seq, seen)
-        return self._hold(location, lock), OpenedSession(last_seq=seen, torn=torn)
+        return OpenedSession(last_seq=seen, torn=torn)
 
-    def _delete(
+    def _claim(self, location: SessionLocation) -> None:
+        """Claim ``location`` for this Runtime, replaying its dead owner's journal first."""
+        owner = self._owner
+        assert owner is not None
+        previous = read_claim(location)
+        if (
+            previous is not None
+            and previous.runtime != owner.runtime
+            and not runtime_alive(self.home, previous.runtime)
+        ):
+            recover_journal(self.home, previous.runtime)
+        try:
+            claim(location, owner)
+        except (FileNotFoundError, NotADirectoryError):
+            raise SessionNotFound(location.session_id) from None  # deleted meanwhile
+
+    async def _delete(self, request: DeleteSessions) -> list[str]:
+        for location in request.locations:
+            if location.session_id in self._claimed:
+                raise SessionLocked(location.session_id, "a session open in this runtime")
+        if self._journal is None:
+            await anyio.to_thread.run_sync(self._start_writing)
+        removed: list[str] = await self._locked(
+            lambda: self._delete_blocking(request.locations, request.untouched_since)
+        )
+        return removed
+
+    def _delete_blocking(
         self, locations: tuple[SessionLocation, ...], untouched_since: datetime | None
     ) -> list[str]:
         """Remove the folders (children before parents); the ids this call removed.
@@ -948,169 +614,185 @@ class PersistenceActor:
         None are removed if any session is in use (``SessionLocked``) or, with
         ``untouched_since``, was updated at or after it: a session resumed
         since a cleanup made its plan is no longer old. A folder another
-        process removes meanwhile is skipped. Each folder is first moved
-        into ``.staging`` under its lock, so an opener finds the whole
-        session or none.
+        process removes meanwhile is skipped. Each is claimed first (so
+        nobody opens it meanwhile) and moved into ``.staging`` before it is
+        removed, so an opener finds the whole session or none.
         """
+        self._catch_up()
+        if self._journal is not None and self.durability == "fsync":
+            # Nothing of a deleted session may come back from this journal.
+            self._materialiser.sync()
+            self._journal.mark_checkpoint(self._backlog.through)
         # A dead runtime's journal could otherwise bring a deleted session back.
-        recover_dead_journals(self.home)
-        held: list[tuple[SessionLocation, FileLock]] = []
+        self.recovered.add(recover_dead_journals(self.home, own=self._own_name()))
+        owner = self._owner
+        assert owner is not None
+        claimed: list[SessionLocation] = []
+        removed: list[str] = []
         try:
             for location in locations:
                 refuse_links_out(location)
-                lock = _lock_to_delete(location)
-                if lock is not None:
-                    held.append((location, lock))
+                try:
+                    self._claim(location)
+                except SessionNotFound:
+                    continue  # gone: another process removed it
+                claimed.append(location)
             if untouched_since is not None and any(
-                _updated_since(location, untouched_since) for location, _ in held
+                _updated_since(location, untouched_since) for location in claimed
             ):
                 return []
-            removed = []
-            for location, _ in reversed(held):
-                doomed = (
-                    location.directory.parent.parent
-                    / STAGING
-                    / (f"{location.session_id}-deleted-{secrets.token_hex(4)}")
-                )
-                ensure_private_dir(doomed.parent, below=self.home)
-                os.rename(location.directory, doomed)
-                shutil.rmtree(doomed, ignore_errors=True)
-                removed.append(location.session_id)
-            for parent in {location.directory.parent for location, _ in held}:
+            for location in reversed(claimed):
+                if remove_session_folder(location, owner):
+                    removed.append(location.session_id)
+            for parent in {location.directory.parent for location in claimed}:
                 with contextlib.suppress(FileNotFoundError):
                     fsync_dir(parent)
-            with contextlib.suppress(sqlite3.Error):
-                remove_from_index(self._require_index(), removed)
+            self._upkeep.forget(removed)
             return removed
         finally:
-            for _, lock in held:
-                lock.release()
+            for location in claimed:
+                if location.session_id not in removed:
+                    release(location, owner)
 
-    def _reindex(self) -> int:
-        """Rebuild the index from the folders; a damaged index file is replaced first."""
+    def _own_name(self) -> str | None:
+        return self._journal.name if self._journal is not None else None
+
+    def _reindex_blocking(self) -> int:
+        self._catch_up()
         try:
-            return rebuild_index(self.home, self._require_index())
-        except sqlite3.DatabaseError as exc:
-            if not is_index_damage(exc):
-                raise
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-        self._index = recreate_index(self.home)
-        return rebuild_index(self.home, self._index)
+            return self._upkeep.rebuild()
+        except sqlite3.Error as exc:
+            raise PersistenceError(f"could not rebuild the index: {exc}") from exc
 
-    def _require_index(self) -> sqlite3.Connection:
-        if self._index is None:
-            self._index = connect_index(self.home)
-        return self._index
+    # -- writing behind -----------------------------------------------------------------
 
-    def _note_documents(self, documents: dict[Path, bytes]) -> None:
-        """Keep the session index in step with the metadata files just written.
+    def _catch_up(self) -> None:
+        """Blocking, under the files lock: write everything behind now (no sync)."""
+        chunk = self._backlog.take()
+        try:
+            self._releasing += self._materialiser.apply(chunk)
+        except OSError:
+            self._backlog.put_back(chunk)
+            raise
+        if self.durability != "fsync":
+            self._release_closed()
 
-        The index is a cache: if SQLite fails, the files are still right and
-        ``reindex`` mends it, so a failure here must not fail the write.
-        """
-        if not documents:
+    def _defer(self, backlog: Backlog) -> None:
+        """Keep acknowledged records for the session files; a background task writes them."""
+        if not backlog:
             return
-        items = []
-        for path, data in documents.items():
-            folder = path.parent
-            with contextlib.suppress(ValueError):
-                items.append(
-                    (SessionLocation(self.home, folder.parent.parent.name, folder.name), data)
-                )
-        with contextlib.suppress(sqlite3.Error):
-            upsert_index(self._require_index(), items)
+        self._backlog.extend(backlog)
+        if self._backlog.size >= WRITE_BEHIND_BYTES:
+            self._backlog_since = -math.inf  # due now
+        self._schedule()
 
-    def _forget(self, location: SessionLocation) -> None:
-        """Drop a session that was never created from the index (a cache: never fails)."""
-        with contextlib.suppress(sqlite3.Error):
-            remove_from_index(self._require_index(), [location.session_id])
+    def _schedule(self) -> None:
+        """Have the write-behind task run within ``WRITE_BEHIND_DELAY`` from now."""
+        self._backlog_since = min(self._backlog_since, anyio.current_time())
+        if not self._writing and self._tasks is not None:
+            self._writing = True
+            self._tasks.start_soon(self._write_behind)
 
-    def _hold(self, location: SessionLocation, lock: FileLock) -> int:
-        self._handles += 1
-        self._held[self._handles] = _Held(location, lock)
-        return self._handles
+    async def _write_behind(self) -> None:
+        """Bring the session files up to date, ``WRITE_BEHIND_DELAY`` after the oldest record.
 
-    def _close(self, handles: list[int]) -> None:
-        """Release sessions; with a journal, first make their files independent of it."""
-        closing = {h: self._held[h] for h in handles if h in self._held}
-        folders: set[Path] = set()
-        for held in closing.values():
-            self._files.close(held.events)
-            self._files.close(held.transcript)
-            if self._journal is None:
-                continue
-            # Once the lock is released another process may write here; the
-            # files must not depend on our journal any more.
-            for path in (held.events, held.transcript, held.location.metadata):
-                if path in self._dirty:
-                    fsync_path(path)
-                    self._dirty.discard(path)
-            folders.add(held.location.directory)
-            if held.location.directory.parent in self._dirty_dirs:
-                folders.add(held.location.directory.parent)
-        for folder in folders:  # a shared sessions/ folder is synced once per batch
-            fsync_dir(folder)
-            self._dirty_dirs.discard(folder)
-        for handle, held in closing.items():
-            del self._held[handle]
-            held.lock.release()
-
-    def _checkpoint(self) -> None:
-        """Make every session file written since the last checkpoint durable; empty the journal."""
-        assert self._journal is not None
-        if self._behind:
-            return  # the files are not complete yet; the next write-behind checkpoints
-        for path in self._dirty:
-            fsync_path(path)
-        for folder in self._dirty_dirs | {p.parent for p in self._dirty}:
-            with contextlib.suppress(FileNotFoundError):
-                fsync_dir(folder)
-        self._dirty.clear()
-        self._dirty_dirs.clear()
-        self._journal.reset()
-
-
-def _sweep_staging(staging: Path) -> None:
-    """Remove folders a crash left half-built (unlocked, and older than a minute)."""
-    try:
-        leftovers = list(staging.iterdir())
-    except FileNotFoundError:
-        return
-    for folder in leftovers:
-        with contextlib.suppress(OSError):
-            if time.time() - folder.stat().st_mtime > STAGING_GRACE and not is_locked(
-                folder / LOCK
-            ):
-                _remove_folder(folder)
-
-
-def _serialise(record: dict[str, Any], option: int) -> bytes | UsageError:
-    """The record's line, or the caller's mistake (a value JSON cannot hold) as an error."""
-    try:
-        return orjson.dumps(record, option=option)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        return UsageError(f"a record must hold JSON values only: {exc}")
-
-
-def _lock_to_delete(location: SessionLocation) -> FileLock | None:
-    """The session's lock, or None if the session is gone (another process removed it).
-
-    Raises ``SessionLocked`` if it is in use.
-    """
-    # A folder without its lock file (written by hand, say) gets one.
-    for create in (False, True):
+        Runs beside the actor's commits (one worker thread journals while
+        another writes the files). In fsync mode, sessions closed since the
+        last round are synced and their claims released, once the journal's
+        checkpoint says their records need no replay. On a failure the
+        unwritten rest goes back in front of newer records and is tried
+        again: with a journal nothing acknowledged is lost; without one
+        (durability none) new requests are refused until the disk takes
+        writes again.
+        """
         try:
-            return FileLock.acquire(location.lock, session_id=location.session_id, create=create)
-        except (FileNotFoundError, NotADirectoryError):
-            if not location.directory.is_dir():
-                return None
-        except SessionLocked:
-            if location.directory.exists():
-                raise
-            return None  # it was being removed
-    return None
+            while self._backlog or self._releasing:
+                due = self._backlog_since + WRITE_BEHIND_DELAY - anyio.current_time()
+                if due > 0:
+                    await anyio.sleep(due)
+                async with self._files_lock:
+                    self._backlog_since = math.inf
+                    try:
+                        await anyio.to_thread.run_sync(self._write_round)
+                    except OSError as exc:
+                        if self.durability == "none":
+                            self._broken = write_failed(exc)
+                        else:
+                            self._warn_behind(write_failed(exc))
+                        self._backlog_since = anyio.current_time()
+                    else:
+                        self._broken = None
+                        self._behind_failing = False
+        finally:
+            self._writing = False
+
+    def _write_round(self, *, checkpoint: bool = False) -> None:
+        """Blocking, under the files lock: write everything behind; sync where a claim waits.
+
+        With a journal, the files of closed sessions are synced and the
+        checkpoint moved past their records before their claims go: from
+        then on no replay of this journal touches them, whoever writes
+        there next.
+        """
+        through = self._backlog.through
+        self._catch_up()
+        journal = self._journal
+        if journal is None or self.durability != "fsync":
+            return
+        if self._releasing or checkpoint:
+            self._materialiser.sync()
+            journal.mark_checkpoint(through)
+            self._release_closed()
+
+    async def _release_promptly(self, requests: list[RecordRequest]) -> None:
+        """Make closed sessions' files durable and clear their claims before answering."""
+        try:
+            async with self._files_lock:
+                await anyio.to_thread.run_sync(lambda: self._write_round(checkpoint=True))
+        except OSError as exc:
+            failure = write_failed(exc)
+            if self.durability == "fsync":
+                self._warn_behind(failure)  # the records are safe; only the files lag
+            for request in requests:
+                if isinstance(request, CloseSession) and request.release_now:
+                    request.receipt.error = request.receipt.error or failure
+        if self._releasing:
+            self._schedule()  # tried again behind
+
+    def _release_closed(self) -> None:
+        """Blocking: clear the claims of closed sessions (those not opened again since)."""
+        owner = self._owner
+        releasing, self._releasing = self._releasing, []
+        if owner is None:
+            return
+        for location in releasing:
+            if location.session_id not in self._claimed:
+                release(location, owner)
+
+    async def _empty_journal(self, journal: Journal) -> None:
+        """Sync the files and empty the journal; commits wait meanwhile (every 16 MiB)."""
+        if journal.checkpoint < journal.last_seq:
+            with contextlib.suppress(OSError):  # the files are retried; so is this
+                async with self._files_lock:
+                    await anyio.to_thread.run_sync(lambda: self._write_round(checkpoint=True))
+        journal.reset()
+
+    def _warn_behind(self, failure: WriteFailed) -> None:
+        """Say once (per spell of failures) that the files lag behind the journal."""
+        if self._behind_failing:
+            return
+        self._behind_failing = True
+        warnings.warn(
+            f"{failure}; the records are safe in the journal and reach the session files "
+            "once there is room (at the latest, when the next runtime starts)",
+            StoreWarning,
+            stacklevel=1,
+        )
+
+
+def _stamped_document(document: bytes, seq: int) -> bytes:
+    """A metadata document (indented JSON object) with the ``seq`` it is written under."""
+    return document[: document.rindex(b"}")].rstrip() + b',\n  "seq": %d\n}\n' % seq
 
 
 def _updated_since(location: SessionLocation, when: datetime) -> bool:
@@ -1121,215 +803,5 @@ def _updated_since(location: SessionLocation, when: datetime) -> bool:
         return False  # damaged: its age is the folder's, which the plan already judged
 
 
-def _remove_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        for leftover in folder.iterdir():
-            leftover.unlink()
-        folder.rmdir()
-
-
-def _entry_seq(entry: bytes) -> int:
-    seq: int = int.from_bytes(entry[:8], "little")
-    return seq
-
-
 def _not_open() -> PersistenceError:
     return PersistenceError("the session is not open for writing (it was closed)")
-
-
-def _write_failed(exc: OSError) -> WriteFailed:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    if exc.errno == errno.ENOSPC:
-        reason = "the disk is full"
-    where = f" ({exc.filename})" if exc.filename else ""
-    return WriteFailed(f"could not write session files{where}: {reason}")
-
-
-class Store:
-    """The persistence actor's mailbox, as the rest of the Runtime uses it.
-
-    Every method is a checkpoint and returns once its request is committed
-    under the store's durability. Cancelling a call does not withdraw a
-    request that was already sent.
-    """
-
-    def __init__(self, actor: PersistenceActor, send: MemoryObjectSendStream[Any]) -> None:
-        self._actor = actor
-        self._send = send
-        self._acks = actor.acks
-
-    @property
-    def home(self) -> Path:
-        return self._actor.home
-
-    @property
-    def durability(self) -> Durability:
-        return self._actor.durability
-
-    @property
-    def recovered(self) -> RecoveryReport:
-        """What start-up recovery restored from journals of runtimes that died."""
-        return self._actor.recovered
-
-    def add_listener(self, listener: CommitListener) -> None:
-        self._actor.listeners.append(listener)
-
-    async def create(self, location: SessionLocation, metadata: SessionMetadata) -> SessionWriter:
-        """Create a session's folder, lock it and write its metadata; fail if the id exists."""
-        reply = _Reply()
-        document = metadata.model_dump(mode="json")
-        await _send(self._send, CreateSession(location=location, metadata=document, reply=reply))
-        handle, _ = await self._acks.wait(reply)
-        return SessionWriter(location, handle, self._send.clone(), self._acks)
-
-    async def open(self, location: SessionLocation) -> tuple[SessionWriter, OpenedSession]:
-        """Lock an existing session for writing (``SessionLocked`` if someone else has it)."""
-        reply = _Reply()
-        await _send(self._send, OpenSession(location=location, reply=reply))
-        handle, opened = await self._acks.wait(reply)
-        return SessionWriter(location, handle, self._send.clone(), self._acks), opened
-
-    async def delete(
-        self, locations: Sequence[SessionLocation], *, untouched_since: datetime | None = None
-    ) -> list[str]:
-        """Delete these sessions (give children after their parent); the ids this removed.
-
-        Raises ``SessionLocked`` naming the holder, and deletes nothing, if any
-        of them is open in some process. With ``untouched_since``, deletes
-        nothing (and returns ``[]``) if any was updated at or after it.
-        Sessions already gone (another process removed them) are skipped.
-        """
-        reply = _Reply()
-        request = DeleteSessions(
-            locations=tuple(locations), untouched_since=untouched_since, reply=reply
-        )
-        await _send(self._send, request)
-        removed: list[str] = await self._acks.wait(reply)
-        return removed
-
-    async def reindex(self) -> int:
-        """Rebuild the session index from the metadata files; how many sessions it holds."""
-        reply = _Reply()
-        await _send(self._send, Reindex(reply=reply))
-        total: int = await self._acks.wait(reply)
-        return total
-
-    async def flush(self) -> None:
-        """Wait until everything sent so far is in the session files (any durability)."""
-        reply = _Reply()
-        await _send(self._send, Flush(reply=reply))
-        await self._acks.wait(reply)
-
-
-class SessionWriter:
-    """One session's way into the persistence actor; owned by that session's task."""
-
-    __slots__ = ("_acks", "_closed", "_handle", "_send", "location", "session_id")
-
-    def __init__(
-        self,
-        location: SessionLocation,
-        handle: int,
-        send: MemoryObjectSendStream[Any],
-        acks: _Acks,
-    ) -> None:
-        self.location = location
-        self.session_id = location.session_id
-        self._handle = handle
-        self._send = send
-        self._acks = acks
-        self._closed = False
-
-    async def append_event(
-        self, event: str, data: dict[str, Any], *, parent_id: str | None
-    ) -> Stamp:
-        """Append one event; returns its stamp once durable."""
-        reply = _Reply()
-        request = AppendEvent(
-            handle=self._handle,
-            session_id=self.session_id,
-            parent_id=parent_id,
-            event=event,
-            data=data,
-            reply=reply,
-        )
-        await self._submit(request)
-        stamp: Stamp = await self._acks.wait(reply)
-        return stamp
-
-    async def append_message(self, message: dict[str, Any]) -> Stamp:
-        """Append one message (a dict with at least ``role``) to ``transcript.jsonl``."""
-        reply = _Reply()
-        await self._submit(AppendMessage(handle=self._handle, message=message, reply=reply))
-        stamp: Stamp = await self._acks.wait(reply)
-        return stamp
-
-    async def write_metadata(self, metadata: SessionMetadata) -> Stamp:
-        reply = _Reply()
-        document = metadata.model_dump(mode="json")
-        await self._submit(WriteMetadata(handle=self._handle, metadata=document, reply=reply))
-        stamp: Stamp = await self._acks.wait(reply)
-        return stamp
-
-    async def _submit(self, request: Any) -> None:
-        if self._closed:
-            raise StoreClosed(f"session {self.session_id} is closed for writing")
-        try:
-            self._send.send_nowait(request)
-        except anyio.WouldBlock:
-            await _send(self._send, request)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise StoreClosed("the persistence actor has stopped") from None
-
-    async def close(self) -> None:
-        """Make the session's files durable and release its lock. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            reply = _Reply()
-            await _send(self._send, CloseSession(handle=self._handle, reply=reply))
-            await self._acks.wait(reply)
-        finally:
-            self._send.close()
-
-
-async def _send(stream: MemoryObjectSendStream[Any], request: Any) -> None:
-    try:
-        stream.send_nowait(request)
-    except anyio.WouldBlock:
-        await stream.send(request)
-    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-        raise StoreClosed("the persistence actor has stopped") from None
-
-
-@asynccontextmanager
-async def open_store(
-    home: Path,
-    *,
-    durability: Durability = "fsync",
-    clock: Clock = utc_now,
-) -> AsyncIterator[Store]:
-    """Start a persistence actor for ``home``; on exit, write everything and stop it.
-
-    Start-up replays the journals of runtimes that died. On exit the actor
-    drains its mailbox once every writer has closed, checkpoints and removes
-    its journal; writers still open after ``SHUTDOWN_GRACE`` seconds are cut
-    off (their unsent records are lost, nothing sent is).
-    """
-    send, receive = anyio.create_memory_object_stream[Any](MAILBOX_SIZE)
-    actor = PersistenceActor(home, durability, clock, receive)
-    try:
-        await anyio.to_thread.run_sync(actor.prepare)
-    except OSError as exc:
-        raise _write_failed(exc) from None
-    with unwrap_single_error():
-        async with anyio.create_task_group() as tg:
-            await tg.start(actor.run)
-            try:
-                yield Store(actor, send)
-            finally:
-                send.close()
-                with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-                    await actor.stopped.wait()
-                actor.scope.cancel()

@@ -17,6 +17,8 @@ UserWarning
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 
 from amplifier._errors import AmplifierError, UsageError
@@ -73,6 +75,15 @@ class WriteFailed(PersistenceError):
     back from the files they were being appended to; what was stored
     before is intact.
     """
+
+
+def write_failed(exc: OSError) -> WriteFailed:
+    """The ``WriteFailed`` a user reads for an ``OSError`` of the disk (it names the file)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason = "the disk is full"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return WriteFailed(f"could not write session files{where}: {reason}")
 
 
 class StoreClosed(PersistenceError):

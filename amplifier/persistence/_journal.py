@@ -1,28 +1,37 @@
-"""The runtime journal: one file per Runtime, fsynced once per batch.
+"""The runtime journal: one file per Runtime, fsynced once per batch, and its lock.
 
 Why a journal: a session waiting for its acknowledgement has at most one
 record in a batch, so with one file per session a batch of N records costs
 N fsyncs and nothing amortises. Instead every record of a batch goes into
 the journal, the journal is fsynced once, and the batch is acknowledged.
-The per-session files (``events.jsonl``, ``transcript.jsonl``,
-``metadata.json``, exactly as DESIGN.md lays them out) are written behind
-it in larger chunks, and fsynced at a checkpoint (when the journal grows
-large) and when a session is closed; then the journal is emptied. On a
-clean shutdown the journal is removed.
+Creating a session is a record too (its first metadata, ``CREATE``): the
+session exists, durably, once that record is in the journal. The session
+folders and files (``events.jsonl``, ``transcript.jsonl``, ``metadata.json``,
+exactly as DESIGN.md lays them out) are built and written behind it
+(``_materialise``), and synced in bulk; then the journal's checkpoint says
+how far the files are durable, and the journal is emptied when it grows.
+On a clean shutdown it is removed.
+
+The journal is also the Runtime's lock (``_ownership``, Rule 1): its file
+is ``flock``ed for as long as the Runtime lives, in every durability mode
+(with ``flush`` and ``none`` it holds no batches, only the lock).
 
 Why pre-zeroed: overwriting blocks that already exist lets ``fdatasync``
 skip the file-size and extent updates an append needs; on ext4 that makes
 each batch's sync about twice as cheap. The file grows in zeroed chunks.
 
 Recovery: a journal whose owner died (its flock is free) is replayed by the
-next Runtime that starts or opens a session: every record whose ``seq`` is
-beyond the last ``seq`` of its target file is appended, and the newest
-metadata is restored, then the journal is deleted. Within one session file
-``seq`` only grows (a Runtime that opens a session continues above the
-session's last ``seq``), so "beyond the last seq" is exactly "missing".
+next Runtime that starts or opens a session: every record above the
+checkpoint and beyond the last ``seq`` of its target file is written (a
+folder whose ``CREATE`` is there and which never appeared is built), the
+newest metadata is restored, then the journal is deleted. Within one
+session file ``seq`` only grows (a Runtime that opens a session continues
+above the session's last ``seq``), so "beyond the last seq" is exactly
+"missing".
 
-Layout (little endian): ``MAGIC``, then batches::
+Layout (little endian): ``MAGIC``, the checkpoint, then batches::
 
+    checkpoint: u64 seq    records up to this seq are durable in the session files
     batch:  u32 body length | u32 crc32 of body | u64 first seq | body
     body:   entries, each  u64 seq | u8 kind | u16 folder length |
                            u32 payload length | folder (utf-8) | payload
@@ -39,44 +48,37 @@ import contextlib
 import fcntl
 import os
 import secrets
-import sqlite3
 import struct
 import time
-import warnings
 import zlib
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from ._exceptions import InvalidSessionId, RecoveryWarning, SessionLocked
-from ._files import (
-    atomic_replace,
-    fsync_dir,
-    last_seq,
-    metadata_seq,
-    set_aside_torn_tail,
-    write_all,
-)
-from ._index import connect as connect_index
-from ._index import upsert as upsert_index
-from ._lock import FileLock
-from ._paths import SessionLocation, ensure_private_dir, journal_root
+from ._files import fsync_dir, write_all
+from ._ownership import JOURNAL_SUFFIX
+from ._paths import ensure_private_dir, journal_root
 
-MAGIC = b"AMPLIFIER-JOURNAL 2\n"
+MAGIC = b"AMPLIFIER-JOURNAL 3\n"
+CHECKPOINT = struct.Struct("<Q")
+HEADER_SIZE = len(MAGIC) + CHECKPOINT.size
 BATCH = struct.Struct("<IIQ")
 ENTRY = struct.Struct("<QBHI")
 ZERO_CHUNK = 1024 * 1024
 """The journal grows by this many zeroed bytes at a time."""
-_SUFFIX = ".journal"
 _ZEROS = bytes(ZERO_CHUNK)
+_RECOVERY_ATTEMPTS = 5
+_RECOVERY_PAUSE = 0.01
+"""A liveness probe (``_ownership.runtime_alive``) holds a journal's lock for microseconds."""
 
 
 class FrameKind(IntEnum):
     EVENT = 1
     MESSAGE = 2
     METADATA = 3
+    CREATE = 4
+    """A new session's first metadata: its folder is built from it."""
 
 
 def encode_entry(seq: int, kind: FrameKind, folder: bytes, payload: bytes) -> bytes:
@@ -88,6 +90,11 @@ def encode_batch(first_seq: int, body: bytes) -> bytes:
     return BATCH.pack(len(body), zlib.crc32(body), first_seq) + body
 
 
+def header(checkpoint: int = 0) -> bytes:
+    """The start of a journal file: the magic and the checkpoint."""
+    return MAGIC + CHECKPOINT.pack(checkpoint)
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     seq: int
@@ -96,11 +103,19 @@ class Frame:
     payload: bytes
 
 
+def read_checkpoint(data: bytes) -> int:
+    """The journal's checkpoint (0 if the file is not a journal)."""
+    if not data.startswith(MAGIC) or len(data) < HEADER_SIZE:
+        return 0
+    seq: int = CHECKPOINT.unpack_from(data, len(MAGIC))[0]
+    return seq
+
+
 def decode_frames(data: bytes) -> Iterator[Frame]:
     """The records of every intact batch, stopping where the journal ends."""
     if not data.startswith(MAGIC):
         return
-    offset = len(MAGIC)
+    offset = HEADER_SIZE
     last = 0
     while offset + BATCH.size <= len(data):
         length, checksum, first = BATCH.unpack_from(data, offset)
@@ -135,18 +150,27 @@ def _entries(body: bytes) -> Iterator[Frame]:
 
 
 class Journal:
-    """This Runtime's journal file: created locked, written, synced, emptied, removed."""
+    """This Runtime's journal file: created locked, written, synced, emptied, removed.
+
+    Its lock is the Runtime's (``_ownership`` Rule 1); ``name`` is what
+    session claims call the Runtime.
+    """
 
     def __init__(self, path: Path, fd: int, allocated: int) -> None:
         self.path = path
+        self.name = path.name.removesuffix(JOURNAL_SUFFIX)
         self._fd = fd
-        self.size = len(MAGIC)
+        self.size = HEADER_SIZE
         """Where the next batch goes (the journal's logical end)."""
+        self.checkpoint = 0
+        """Records up to this seq are durable in the session files."""
+        self.last_seq = 0
+        """The last seq of the last batch written."""
         self._allocated = allocated
 
     @classmethod
-    def create(cls, home: Path) -> Journal:
-        """Create, zero-fill and lock a fresh journal under ``$HOME/journal``.
+    def create(cls, home: Path, *, preallocate: bool = True) -> Journal:
+        """Create and lock a fresh journal under ``$HOME/journal`` (zero-filled if ``preallocate``).
 
         The file is locked under a temporary name and only then renamed into
         place, so no recovering process can ever take a live journal for a
@@ -162,9 +186,9 @@ class Journal:
             # Recovery leaves the ``.creating`` files of live processes alone,
             # so nothing else locks or removes this one.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            write_all(fd, MAGIC + _ZEROS)
+            write_all(fd, header() + (_ZEROS if preallocate else b""))
             os.fsync(fd)
-            path = folder / f"{name}{_SUFFIX}"
+            path = folder / f"{name}{JOURNAL_SUFFIX}"
             os.rename(temp, path)
             fsync_dir(folder)
         except BaseException:
@@ -172,9 +196,9 @@ class Journal:
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
-        return cls(path, fd, len(MAGIC) + ZERO_CHUNK)
+        return cls(path, fd, HEADER_SIZE + (ZERO_CHUNK if preallocate else 0))
 
-    def append(self, batch: bytes) -> None:
+    def append(self, batch: bytes, last_seq: int) -> None:
         """Write ``batch`` at the end and make it durable (one ``fdatasync``).
 
         On failure nothing of it counts: the next batch overwrites it, and a
@@ -193,16 +217,29 @@ class Journal:
             position += written
         os.fdatasync(self._fd)
         self.size = end
+        self.last_seq = last_seq
+
+    def mark_checkpoint(self, seq: int) -> None:
+        """Record that every record up to ``seq`` is durable in the session files.
+
+        A replay skips those records from then on, so a session closed and
+        released before ``seq`` is never written to again by this journal.
+        """
+        if seq <= self.checkpoint:
+            return
+        os.pwrite(self._fd, CHECKPOINT.pack(seq), len(MAGIC))
+        os.fdatasync(self._fd)
+        self.checkpoint = seq
 
     def reset(self) -> None:
-        """Empty the journal after a checkpoint made every session file durable.
+        """Empty the journal once its checkpoint covers every batch in it.
 
         No write is needed: the batches left beyond the new end are either
         overwritten or stop a replay (their seq is not above the new ones),
-        and replaying one is harmless anyway, since its records are already
-        in the files.
+        and the checkpoint makes a replay skip them anyway.
         """
-        self.size = len(MAGIC)
+        if self.checkpoint >= self.last_seq:
+            self.size = HEADER_SIZE
 
     def remove(self) -> None:
         """Delete the journal (clean shutdown: every session file is durable)."""
@@ -215,158 +252,3 @@ class Journal:
     def abandon(self) -> None:
         """Close without removing: the session files are not all durable, a replay must run."""
         os.close(self._fd)
-
-
-@dataclass(slots=True)
-class RecoveryReport:
-    """What replaying dead journals restored."""
-
-    journals: int = 0
-    records: int = 0
-    sessions: set[str] = field(default_factory=set)
-    skipped: list[str] = field(default_factory=list)
-
-
-def recover_dead_journals(home: Path) -> RecoveryReport:
-    """Replay and delete every journal whose owning process has died.
-
-    Recovering processes take turns through ``journal/.recovery.lock``, so a
-    journal is replayed exactly once. Blocking; call from a worker thread.
-    """
-    report = RecoveryReport()
-    folder = journal_root(home)
-    if not folder.is_dir():
-        return report
-    candidates = sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix == _SUFFIX or (p.suffix == ".creating" and not _creator_alive(p))
-    )
-    if not candidates:
-        return report
-    guard = os.open(
-        folder / ".recovery.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-    )
-    try:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        for path in candidates:
-            _recover_one(home, path, report)
-    finally:
-        os.close(guard)
-    return report
-
-
-def _creator_alive(path: Path) -> bool:
-    """True if the process named in a ``.creating`` journal's name still runs.
-
-    Such a file is created before it is locked; only its creator's death
-    makes it a leftover. Names are ``<time>-<pid>-<random>.creating``.
-    """
-    try:
-        pid = int(path.stem.split("-")[1])
-    except (IndexError, ValueError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
-
-
-def _recover_one(home: Path, path: Path, report: RecoveryReport) -> None:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return  # replayed and removed by a process that held the guard before us
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # its Runtime is alive
-        if path.suffix == _SUFFIX:
-            data = path.read_bytes()
-            frames = list(decode_frames(data))
-            if frames:
-                _replay(home, frames, report)
-                report.journals += 1
-        path.unlink()
-        fsync_dir(path.parent)
-    finally:
-        os.close(fd)
-
-
-def _replay(home: Path, frames: list[Frame], report: RecoveryReport) -> None:
-    restored_metadata: list[tuple[SessionLocation, bytes]] = []
-    by_folder: dict[str, list[Frame]] = defaultdict(list)
-    for frame in frames:
-        by_folder[frame.folder].append(frame)
-    for folder, group in by_folder.items():
-        try:
-            location = SessionLocation.from_relative(home, folder)
-        except InvalidSessionId:
-            report.skipped.append(folder)
-            continue
-        ensure_private_dir(location.directory, below=home)
-        try:
-            lock = FileLock.acquire(location.lock, session_id=location.session_id, label="recovery")
-        except SessionLocked:
-            report.skipped.append(folder)
-            continue
-        try:
-            restored = _replay_session(location, group, restored_metadata)
-        finally:
-            lock.release()
-        if restored:
-            report.records += restored
-            report.sessions.add(location.session_id)
-    if restored_metadata:
-        with contextlib.suppress(sqlite3.Error):  # a cache: reindex mends it
-            db = connect_index(home)
-            try:
-                upsert_index(db, restored_metadata)
-            finally:
-                db.close()
-    if report.records:
-        warnings.warn(
-            f"restored {report.records} record(s) of {len(report.sessions)} session(s) "
-            "from the journal of a runtime that did not shut down",
-            RecoveryWarning,
-            stacklevel=3,
-        )
-
-
-def _replay_session(
-    location: SessionLocation,
-    frames: list[Frame],
-    restored_metadata: list[tuple[SessionLocation, bytes]],
-) -> int:
-    restored = 0
-    for kind, target in (
-        (FrameKind.EVENT, location.events),
-        (FrameKind.MESSAGE, location.transcript),
-    ):
-        set_aside_torn_tail(target)
-        have = last_seq(target)
-        missing = [f.payload for f in frames if f.kind is kind and f.seq > have]
-        if missing:
-            fd = os.open(
-                target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-            )
-            try:
-                write_all(fd, b"".join(missing))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            restored += len(missing)
-    documents = [f for f in frames if f.kind is FrameKind.METADATA]
-    if documents:
-        newest = max(documents, key=lambda f: f.seq)
-        current = metadata_seq(location.metadata)
-        if current is None or newest.seq > current:
-            atomic_replace(location.metadata, newest.payload, sync=True)
-            restored_metadata.append((location, newest.payload))
-            restored += 1
-    fsync_dir(location.directory)
-    return restored

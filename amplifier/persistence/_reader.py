@@ -29,7 +29,7 @@ from ._files import first_line, iter_lines_backwards, read_file, read_jsonl
 from ._index import open_built as open_built_index
 from ._index import page as index_page
 from ._index import with_prefix as index_prefix
-from ._lock import is_locked
+from ._ownership import holder
 from ._paths import (
     SessionLocation,
     is_safe_slug,
@@ -156,8 +156,8 @@ class SessionSummary:
 
     @property
     def live(self) -> bool:
-        """A process holds the session right now."""
-        return is_locked(self.location.lock)
+        """A running Runtime (this process or another) holds the session right now."""
+        return holder(self.location) is not None
 
     @property
     def status(self) -> str:

@@ -56,6 +56,9 @@ class Prompt(BaseModel):
     reply: MemoryObjectSendStream[Answered | Failed | Cancelled]
     on_text: Callable[[str], Awaitable[None]] | None = None
     """Receives the answer's text as it streams in (not persisted: the final message is)."""
+    durable: bool = True
+    """The turn's records are committed before the answer is sent. A delegating parent
+    asks with False: what it writes next is ordered after the child's records anyway."""
 
 
 class Close(BaseModel):

@@ -36,6 +36,7 @@ from amplifier.persistence import (
     SessionLocation,
     SessionLocked,
     SessionMetadata,
+    SessionNotFound,
     SessionSummary,
     Store,
     TranscriptRecord,
@@ -180,9 +181,27 @@ class Runtime:
 
     async def find(self, id_or_prefix: str) -> SessionLocation:
         """Where the session with this id (or unique id prefix) is stored."""
-        return await anyio.to_thread.run_sync(
-            lambda: find_session(self.home, id_or_prefix, project=self.project)
-        )
+
+        def look() -> SessionLocation:
+            return find_session(self.home, id_or_prefix, project=self.project)
+
+        try:
+            return await anyio.to_thread.run_sync(look)
+        except SessionNotFound:
+            # Created by this runtime a moment ago, its folder not yet built.
+            await self._store.flush()
+            return await anyio.to_thread.run_sync(look)
+
+    async def flush(self) -> None:
+        """Wait until every session file holds what this runtime has committed.
+
+        Records are durable once committed (in the journal, under ``fsync``);
+        the session folders and files follow within a few milliseconds. Call
+        this before reading the files directly, or before another process
+        must see them. The readers of this API (``events``, ``transcript``,
+        ``sessions``, ...) flush by themselves.
+        """
+        await self._store.flush()
 
     async def sessions(
         self,

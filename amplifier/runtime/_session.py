@@ -5,9 +5,16 @@ Rule 1: a session handles one mailbox message at a time; a turn's
         since the mailbox is busy while a turn runs.
 Rule 2: a child session is a task inside its parent's delegation call, so it
         cannot outlive its parent; cancelling the parent cancels it first.
-Rule 3: every record is awaited before the session goes on, so whatever
-        follows from a record is written after it (see the persistence
-        actor's Rule 3: that is the causal order between parent and child).
+Rule 3: records are sent in the order they happen and committed in that
+        order (the persistence actor's Rule 3), so a session waits for its
+        own bookkeeping only where something leaves the Runtime: a root is
+        durable before ``open_session`` returns, a turn's records before
+        its answer is returned to a caller outside, a session's end before
+        ``close`` returns. Between parent and child nothing waits: the
+        child's records follow the parent's ``delegate:start`` in the
+        journal, and the parent's ``delegate:end`` follows (and depends on)
+        the child's last records. What a handler writes itself (``emit``,
+        ``record``) is durable when the call returns, as documented.
 Rule 4: a session's final records (``prompt:complete``, ``session:end``,
         metadata) are written in a shielded, time-bounded scope, also when
         the session is cancelled, so it stays resumable with an honest status.
@@ -32,6 +39,7 @@ from amplifier.persistence import (
     CorruptSession,
     EndStatus,
     PersistenceError,
+    Receipt,
     SessionLocation,
     SessionMetadata,
     SessionWriter,
@@ -151,10 +159,10 @@ class SessionActor:
     async def _begin(self) -> None:
         store = self._services.store
         if self._create is not None:
-            self._writer = await store.create(self.location, self._create)
+            self._writer = await store.create(self.location, self._create, wait=False)
             self._services.bus.register(self.id, self._create.parent_id)
             meta = self._create
-            await self.emit(
+            await self._post(
                 "session:start",
                 {
                     "session_id": self.id,
@@ -168,6 +176,8 @@ class SessionActor:
                 },
             )
             self._recorded = True
+            if meta.parent_id is None:
+                await self._writer.sync()  # identity first: durable before the caller has it
             return
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
@@ -186,7 +196,7 @@ class SessionActor:
         if self._services.profile is not None:
             meta.profile = self._services.profile
         meta.attributes = {**meta.attributes, **setup.attributes}
-        await self.emit(
+        await self._post(
             "session:resume",
             {
                 "messages": meta.message_count,
@@ -201,6 +211,7 @@ class SessionActor:
         self._recorded = True
         await self._write_metadata()
         await self._services.handler.on_resume(self.context)
+        await self._writer.sync()
 
     async def _end(self, status: EndStatus, error: str | None) -> None:
         if self._life.state is SessionState.ENDED:
@@ -218,7 +229,7 @@ class SessionActor:
                 data: dict[str, Any] = {"status": status}
                 if error is not None:
                     data["error"] = error
-                await self.emit("session:end", data)
+                await self._post("session:end", data)
                 if self._meta is not None:
                     self._meta.status = status
                     self._meta.error = error
@@ -226,9 +237,16 @@ class SessionActor:
             except PersistenceError:
                 pass  # the disk refused; closing still releases the session
             finally:
+                # A child's parent orders its delegate:end after this (``final``);
+                # a root's caller is told the session ended once it is durable.
                 with contextlib.suppress(PersistenceError):
-                    await writer.close()
+                    await writer.close(wait=self._meta is None or self._meta.parent_id is None)
         self._life.move(SessionState.ENDED)
+
+    @property
+    def final(self) -> Receipt | None:
+        """The reply of the session's last request (its close, once ended)."""
+        return self._writer.last if self._writer is not None else None
 
     # -- one turn -------------------------------------------------------------------
 
@@ -247,9 +265,9 @@ class SessionActor:
                 self._turn_scope, self._current = scope, prompt
                 try:
                     for message in prompt.context:
-                        await self.record(message)
-                    await self.emit("prompt:submit", {"prompt": prompt.text, "turn": number})
-                    await self.record({"role": "user", "content": prompt.text})
+                        await self._post_message(message)
+                    await self._post("prompt:submit", {"prompt": prompt.text, "turn": number})
+                    await self._post_message({"role": "user", "content": prompt.text})
                     scrub = self._services.scrub
                     meta.last_prompt = scrub(prompt.text) if scrub else prompt.text
                     await self._write_metadata()
@@ -261,21 +279,30 @@ class SessionActor:
         finally:
             self._turn_scope = self._current = None
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-                await self._complete_turn(number, outcome)
+                outcome = await self._complete_turn(number, outcome, durable=prompt.durable)
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 reply.send_nowait(outcome)  # refused only if nobody is waiting any more
             reply.close()
         self._life.move(SessionState.IDLE)
 
-    async def _complete_turn(self, number: int, outcome: Outcome) -> None:
+    async def _complete_turn(self, number: int, outcome: Outcome, *, durable: bool) -> Outcome:
+        """Record how the turn ended; with ``durable``, wait until the whole turn is committed.
+
+        An answer whose records could not be stored is not returned as an
+        answer: the caller is told the turn failed.
+        """
         data: dict[str, Any] = {"turn": number, "status": _turn_status(outcome)}
         if isinstance(outcome, Failed):
             data["error"] = outcome.reason
         try:
-            await self.emit("prompt:complete", data)
+            await self._post("prompt:complete", data)
             await self._write_metadata()
-        except PersistenceError:
-            pass  # the outcome still reaches the caller; the next write will report the disk
+            if durable:
+                await self._require_writer().sync()
+        except PersistenceError as exc:
+            if isinstance(outcome, Answered):
+                return Failed(reason=f"the turn could not be stored: {exc}")
+        return outcome
 
     def cancel_turn(self, prompt: Prompt | None = None) -> None:
         """Cancel the running turn (only if it answers ``prompt``, when given)."""
@@ -287,13 +314,19 @@ class SessionActor:
         text: str,
         context: Sequence[Mapping[str, Any]] = (),
         on_text: Callable[[str], Awaitable[None]] | None = None,
+        *,
+        durable: bool = True,
     ) -> Outcome:
         """Send a prompt and wait for its outcome. Cancelling the wait cancels the turn."""
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
         send, receive = anyio.create_memory_object_stream[Outcome](1)
         prompt = Prompt(
-            text=text, context=tuple(dict(m) for m in context), reply=send, on_text=on_text
+            text=text,
+            context=tuple(dict(m) for m in context),
+            reply=send,
+            on_text=on_text,
+            durable=durable,
         )
         with receive:
             try:
@@ -320,32 +353,49 @@ class SessionActor:
     # -- records ----------------------------------------------------------------------
 
     async def emit(self, event: str, data: Mapping[str, Any]) -> int:
-        writer = self._writer
-        if writer is None:
-            raise SessionClosed(self.id)
-        parent_id = self._meta.parent_id if self._meta is not None else None
-        # The record is serialised before the call returns, so the caller's
-        # dict is not kept: no copy needed (unless it is scrubbed).
-        payload = data if type(data) is dict else dict(data)
-        scrub = self._services.scrub
-        if scrub is not None:
-            payload = _scrubbed(payload, scrub)
-        stamp = await writer.append_event(event, payload, parent_id=parent_id)
+        """Persist an event and wait until it is committed; its ``seq``."""
+        stamp = await self._require_writer().append_event(
+            event, self._payload(data), parent_id=self._parent_id()
+        )
         return stamp.seq
 
+    async def _post(
+        self, event: str, data: Mapping[str, Any], *, after: Receipt | None = None
+    ) -> None:
+        """Send an event of the session's own bookkeeping (committed in order; see Rule 3)."""
+        await self._require_writer().post_event(
+            event, self._payload(data), parent_id=self._parent_id(), after=after
+        )
+
+    def _payload(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        # The record is serialised before the call returns, so the caller's
+        # dict is not kept: no copy needed (unless it is scrubbed).
+        scrub = self._services.scrub
+        return _scrubbed(dict(data), scrub) if scrub is not None else data
+
+    def _parent_id(self) -> str | None:
+        return self._meta.parent_id if self._meta is not None else None
+
     async def record(self, message: Mapping[str, Any]) -> int:
+        """Append a message and wait until it is committed; its ``seq``."""
+        stamp = await self._require_writer().append_message(self._counted(message))
+        return stamp.seq
+
+    async def _post_message(self, message: Mapping[str, Any]) -> None:
+        await self._require_writer().post_message(self._counted(message))
+
+    def _counted(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
         role = message.get("role")
         if not isinstance(role, str) or not role:
             raise ValueError("a message needs a 'role'")
-        stamp = await self._require_writer().append_message(dict(message))
         if role in ("user", "assistant"):
             self._require_meta().message_count += 1
-        return stamp.seq
+        return message
 
     async def _write_metadata(self) -> None:
         meta = self._require_meta()
         meta.updated = self._services.clock()
-        await self._require_writer().write_metadata(meta)
+        await self._require_writer().post_metadata(meta)
 
     def _require_writer(self) -> SessionWriter:
         if self._writer is None:
@@ -382,7 +432,7 @@ class SessionActor:
         resuming = request.session_id is not None
         child_id = request.session_id or new_child_id(self.id, request.agent)
         location = SessionLocation(self.location.home, self.location.project, child_id)
-        await self.emit(
+        await self._post(
             "delegate:start",
             {
                 "child_id": child_id,
@@ -398,6 +448,7 @@ class SessionActor:
         status: DelegationStatus = "cancelled"
         response: str | None = None
         error: str | None = None
+        child: SessionActor | None = None
         try:
             create = None if resuming else self._child_metadata(child_id, request.agent)
             child = SessionActor(self._services, location, create=create)
@@ -417,7 +468,8 @@ class SessionActor:
                 }
                 if error is not None:
                     data["error"] = error
-                await self.emit("delegate:end", data)
+                # Committed with or after the child's last records, never without them.
+                await self._post("delegate:end", data, after=child.final if child else None)
         return DelegationResult(
             session_id=child_id, agent=request.agent, status=status, response=response, error=error
         )
@@ -432,7 +484,9 @@ class SessionActor:
         try:
             with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
                 try:
-                    outcome: Outcome = await child.ask(request.instruction, request.context)
+                    outcome: Outcome = await child.ask(
+                        request.instruction, request.context, durable=False
+                    )
                 except (RuntimeClosed, SessionClosed) as exc:
                     outcome = Failed(reason=str(exc))
             if timer.cancelled_caught:

@@ -1,0 +1,367 @@
+"""Materialising sessions: what the journal holds, written into the session folders.
+
+Plain blocking functions and the state they keep; they run in the
+persistence actor's worker thread, and in recovery, which replays a dead
+journal through the same code.
+
+Rule 1: writes follow ``seq`` order at every barrier. Between barriers the
+        files of different sessions may be written in any order (nothing
+        in one refers to the other); a barrier (a session created, opened
+        or closed) waits until everything before it is written. So at
+        every instant, even before a journal replay, a child's folder
+        appears only after its parent's ``delegate:start`` and
+        ``children`` are written, and a parent's ``delegate:end`` only
+        after the child's ``session:end``.
+Rule 2: a session folder appears complete or not at all: it is built in
+        the project's ``.staging`` folder (claim and ``metadata.json``
+        first) and renamed into ``sessions/``.
+Rule 3: a session's index row is written before its folder appears, so a
+        crash leaves a row without a folder (which readers skip), never a
+        session the index lacks.
+Rule 4: on failure, what was not written stays in the backlog, in order,
+        and a file written part-way is cut back: the next attempt resumes
+        exactly where this one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._exceptions import CorruptSession
+from ._files import atomic_replace, sync_all, write_all, write_new_file
+from ._ownership import Owner, runtime_alive
+from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir
+from ._upkeep import IndexUpkeep
+
+STAGING = ".staging"
+"""Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
+OPEN_FILE_LIMIT = 64
+"""Session files kept open within one round of writing; all are closed after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Build a new session's folder from its first metadata."""
+
+    location: SessionLocation
+    document: bytes
+    owner: Owner | None
+    """Who the new folder's claim names (None: nobody, as recovery builds it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A session was closed: once its files are durable, its claim can be cleared."""
+
+    location: SessionLocation
+
+
+@dataclass(slots=True)
+class Segment:
+    """Records between two barriers, then the barrier itself."""
+
+    lines: dict[Path, list[bytes]] = field(default_factory=dict)
+    documents: dict[Path, bytes] = field(default_factory=dict)
+    """The newest ``metadata.json`` of each session (older ones need never be written)."""
+    barrier: Create | Release | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.lines or self.documents or self.barrier)
+
+
+class Backlog:
+    """Acknowledged records not yet in the session files, as segments in ``seq`` order."""
+
+    __slots__ = ("_open", "segments", "size", "through")
+
+    def __init__(self) -> None:
+        self.segments: list[Segment] = []
+        self._open: Segment | None = None
+        self.size = 0
+        """Bytes of lines and documents held."""
+        self.through = 0
+        """The highest seq added so far."""
+
+    def line(self, path: Path, data: bytes, seq: int) -> None:
+        segment = self._current()
+        lines = segment.lines.get(path)
+        if lines is None:
+            segment.lines[path] = [data]
+        else:
+            lines.append(data)
+        self.size += len(data)
+        self.through = seq
+
+    def document(self, path: Path, data: bytes, seq: int) -> None:
+        self._current().documents[path] = data
+        self.size += len(data)
+        self.through = seq
+
+    def barrier(self, barrier: Create | Release, seq: int = 0) -> None:
+        self._current().barrier = barrier
+        self._open = None
+        if isinstance(barrier, Create):
+            self.size += len(barrier.document)
+        self.through = max(self.through, seq)
+
+    def extend(self, other: Backlog) -> None:
+        """Add ``other``'s segments after this backlog's (``other`` must not be used again)."""
+        if not other.segments:
+            return
+        self.segments.extend(other.segments)
+        self._open = other._open
+        self.size += other.size
+        self.through = max(self.through, other.through)
+
+    def take(self) -> Backlog:
+        """Everything held, as a backlog of its own; this one is left empty."""
+        taken = Backlog()
+        taken.segments, taken.size, taken.through = self.segments, self.size, self.through
+        self.segments, self._open, self.size = [], None, 0
+        return taken
+
+    def put_back(self, rest: Backlog) -> None:
+        """Return what could not be written, in front of what came since (Rule 4)."""
+        if not rest:
+            return
+        rest.segments.extend(self.segments)
+        self.segments = rest.segments
+        self._open = self.segments[-1] if self.segments and not self.segments[-1].barrier else None
+        self.size += rest.size
+
+    def _current(self) -> Segment:
+        segment = self._open
+        if segment is None:
+            segment = self._open = Segment()
+            self.segments.append(segment)
+        return segment
+
+    def __bool__(self) -> bool:
+        return bool(self.segments)
+
+
+class _OpenFiles:
+    """A bounded cache of append-mode descriptors, with each file's length for rollback."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._fds: OrderedDict[Path, tuple[int, int]] = OrderedDict()
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Append ``data``; if the write fails part-way, cut the file back first."""
+        entry = self._fds.get(path)
+        if entry is None:
+            fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
+            entry = (fd, os.fstat(fd).st_size)
+            self._fds[path] = entry
+            if len(self._fds) > self._limit:
+                _, (old_fd, _) = self._fds.popitem(last=False)
+                os.close(old_fd)
+        else:
+            self._fds.move_to_end(path)
+        fd, size = entry
+        try:
+            write_all(fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+        self._fds[path] = (fd, size + len(data))
+
+    def length(self, path: Path) -> int:
+        """The file's length as this cache knows it (0 if it does not exist)."""
+        entry = self._fds.get(path)
+        if entry is not None:
+            return entry[1]
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def truncate(self, path: Path, length: int) -> None:
+        """Cut a file back to ``length`` (undoing appends of a failed batch)."""
+        entry = self._fds.get(path)
+        if entry is not None:
+            os.ftruncate(entry[0], length)
+            self._fds[path] = (entry[0], length)
+        else:
+            os.truncate(path, length)
+
+    def close_all(self) -> None:
+        while self._fds:
+            _, (fd, _) = self._fds.popitem()
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Materialiser:
+    """Writes backlogs into the session folders of one home; remembers what awaits a sync."""
+
+    def __init__(self, home: Path, upkeep: IndexUpkeep, *, track_dirty: bool) -> None:
+        self.home = home
+        self.upkeep = upkeep
+        self._files = _OpenFiles(OPEN_FILE_LIMIT)
+        self._track = track_dirty
+        self.dirty: set[Path] = set()
+        """Files written since the last sync (tracked only where a sync will follow)."""
+        self.dirty_folders: set[Path] = set()
+        self._swept: set[Path] = set()
+        """Staging folders already cleared of crash leftovers by this materialiser."""
+
+    def apply(self, backlog: Backlog) -> list[SessionLocation]:
+        """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed.
+
+        On ``OSError`` the backlog holds exactly what is still to be written
+        (Rule 4) and the error is raised. Descriptors are closed before
+        returning, so an idle Runtime holds none.
+        """
+        released: list[SessionLocation] = []
+        # Rule 3, in one transaction: the rows of every session this round builds.
+        self.upkeep.note(
+            (segment.barrier.location, segment.barrier.document)
+            for segment in backlog.segments
+            if isinstance(segment.barrier, Create)
+        )
+        documents: dict[Path, bytes] = {}
+        try:
+            while backlog.segments:
+                segment = backlog.segments[0]
+                self._write_segment(segment, documents)
+                barrier = segment.barrier
+                if isinstance(barrier, Create):
+                    self._build(barrier)
+                    backlog.size -= len(barrier.document)
+                elif isinstance(barrier, Release):
+                    released.append(barrier.location)
+                segment.barrier = None
+                backlog.segments.pop(0)
+            backlog.size = 0
+        finally:
+            self._files.close_all()
+            self.upkeep.note_paths(documents)
+        return released
+
+    def write_now(self, backlog: Backlog) -> list[SessionLocation]:
+        """Durability flush: write a batch's records or none of them (lines cut back on failure)."""
+        written: list[tuple[Path, int]] = []
+        try:
+            for segment in backlog.segments:
+                for path in segment.lines:
+                    written.append((path, self._files.length(path)))
+        except OSError:
+            written = []
+        try:
+            return self.apply(backlog)
+        except OSError:
+            for path, length in written:
+                with contextlib.suppress(OSError):
+                    self._files.truncate(path, length)
+            raise
+
+    def sync(self) -> None:
+        """Make every file and folder written since the last sync durable."""
+        sync_all(self.dirty, self.dirty_folders | {p.parent for p in self.dirty})
+        self.dirty.clear()
+        self.dirty_folders.clear()
+
+    # -- one segment -------------------------------------------------------------------
+
+    def _write_segment(self, segment: Segment, written: dict[Path, bytes]) -> None:
+        """Write a segment's lines and documents, removing each as it lands (Rule 4)."""
+        lines = segment.lines
+        while lines:
+            path = next(iter(lines))
+            self._files.write(path, b"".join(lines[path]))
+            del lines[path]
+            if self._track:
+                self.dirty.add(path)
+        documents = segment.documents
+        while documents:
+            path, data = next(iter(documents.items()))
+            atomic_replace(path, data, sync=False)
+            del documents[path]
+            written[path] = data
+            if self._track:
+                self.dirty.add(path)
+
+    def _build(self, create: Create) -> None:
+        """Build a new session's folder in ``.staging`` and rename it in (Rules 2 and 3)."""
+        location = create.location
+        sessions = location.directory.parent
+        staging = sessions.parent / STAGING
+        if staging not in self._swept:
+            ensure_private_dir(sessions, below=self.home)
+            ensure_private_dir(staging, below=self.home)
+            if os.path.realpath(sessions) != os.path.join(
+                os.path.realpath(self.home), location.relative.rsplit("/", 1)[0]
+            ):
+                raise CorruptSession(
+                    location.session_id, "its project folder is a link out of the store"
+                )
+            sweep_staging(staging)
+            self._swept.add(staging)
+        if location.directory.exists():
+            return  # built before a crash, and the journal replays its creation: keep it
+        owner = create.owner.runtime if create.owner is not None else "recovered"
+        hidden = staging / f"{location.session_id}~{owner}~{secrets.token_hex(3)}"
+        hidden.mkdir(mode=0o700)
+        try:
+            claim = create.owner.document() if create.owner is not None else b""
+            write_new_file(hidden / LOCK, claim, sync=False)
+            write_new_file(hidden / METADATA, create.document, sync=False)
+            os.rename(hidden, location.directory)
+        except BaseException:
+            shutil.rmtree(hidden, ignore_errors=True)
+            raise
+        if self._track:
+            self.dirty.add(location.metadata)
+            self.dirty_folders.add(location.directory)
+            self.dirty_folders.add(sessions)
+
+
+def sweep_staging(staging: Path) -> None:
+    """Remove what crashes left in ``.staging``: folders whose runtime is no longer running.
+
+    A folder being built or deleted is named ``<id>~<runtime>~<random>``;
+    its runtime's journal lock says whether it is still at work.
+    """
+    try:
+        leftovers = list(staging.iterdir())
+    except FileNotFoundError:
+        return
+    home = staging.parent.parent.parent
+    for folder in leftovers:
+        parts = folder.name.split("~")
+        if len(parts) == 3 and runtime_alive(home, parts[1]):
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(folder)
+
+
+def remove_session_folder(location: SessionLocation, owner: Owner) -> bool:
+    """Move a session folder into ``.staging`` and remove it there; False if it was gone.
+
+    Moved first, so anyone opening it finds the whole session or none.
+    """
+    staging = location.directory.parent.parent / STAGING
+    ensure_private_dir(staging, below=location.home)
+    doomed = staging / f"{location.session_id}~{owner.runtime}~{secrets.token_hex(3)}"
+    try:
+        os.rename(location.directory, doomed)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ENOENT):
+            return False
+        raise
+    shutil.rmtree(doomed, ignore_errors=True)
+    return True

@@ -1,0 +1,182 @@
+"""Who owns a session: one OS lock per Runtime, and a claim in each session naming it.
+
+Rule 1: a Runtime holds exactly one OS lock for its whole life: ``flock``
+        on its journal file (``journal/<runtime>.journal``). The kernel
+        drops it when the process dies, so "the runtime is live" is "its
+        journal is locked", and a dead owner never blocks anyone.
+Rule 2: a session folder's ``.lock`` file holds a claim: the runtime's
+        name, pid, host and start time, or nothing. A session is in use
+        while its claim names a live runtime; the file itself is never
+        kept open, so sessions cost no file descriptor (O(1) per Runtime).
+Rule 3: a claim changes only under a short ``flock`` on ``.lock`` (claim,
+        release, delete). Two processes claiming one session serialise
+        there: the second finds the first's live runtime and is refused,
+        so exactly one wins.
+
+The standard library's ``fcntl.flock`` is the OS primitive itself; the
+lock packages of the ecosystem wrap the same call without a way to say who
+holds a lock, which is what a refused user needs to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from ._exceptions import SessionLocked
+from ._paths import SessionLocation, journal_root
+
+JOURNAL_SUFFIX = ".journal"
+
+# A claim or a liveness probe holds a lock for microseconds; whoever meets
+# one tries again for a little while before deciding anything.
+_ATTEMPTS = 50
+_PAUSE = 0.002
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A Runtime as its claims name it."""
+
+    runtime: str
+    """The name of its journal file (without the suffix): unique, never reused."""
+    pid: int
+    host: str
+    since: float
+    """When the runtime started (seconds since the epoch)."""
+
+    @classmethod
+    def current(cls, runtime: str) -> Owner:
+        return cls(runtime, os.getpid(), socket.gethostname(), time.time())
+
+    def document(self) -> bytes:
+        return orjson.dumps(
+            {"runtime": self.runtime, "pid": self.pid, "host": self.host, "since": self.since}
+        )
+
+    def describe(self) -> str:
+        """``process 1234 on host (since 10:30:00)``, or the same process's other runtime."""
+        if self.pid == os.getpid() and self.host == socket.gethostname():
+            return f"another runtime in this process ({self.pid})"
+        since = time.strftime("%H:%M:%S", time.localtime(self.since))
+        return f"process {self.pid} on {self.host} (since {since})"
+
+
+def parse_claim(data: bytes) -> Owner | None:
+    """The owner a claim names; None for an empty or unreadable claim (nobody)."""
+    if not data.strip():
+        return None
+    try:
+        info = orjson.loads(data)
+        return Owner(
+            str(info["runtime"]), int(info["pid"]), str(info["host"]), float(info["since"])
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def runtime_alive(home: Path, runtime: str) -> bool:
+    """True if the runtime named ``runtime`` is running now (its journal is locked)."""
+    if not runtime or "/" in runtime or runtime.startswith("."):
+        return False
+    try:
+        fd = os.open(
+            journal_root(home) / f"{runtime}{JOURNAL_SUFFIX}",
+            os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
+        )
+    except OSError:
+        return False  # removed: it shut down, or its journal was replayed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def read_claim(location: SessionLocation) -> Owner | None:
+    """Who the session's claim names (live or not); None if nobody."""
+    try:
+        fd = os.open(location.lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        return parse_claim(os.pread(fd, 4096, 0))
+    finally:
+        os.close(fd)
+
+
+def holder(location: SessionLocation) -> Owner | None:
+    """The live runtime that owns the session right now, if any."""
+    owner = read_claim(location)
+    if owner is not None and runtime_alive(location.home, owner.runtime):
+        return owner
+    return None
+
+
+@contextlib.contextmanager
+def _guarded(path: Path, *, create: bool) -> Iterator[int]:
+    """``path`` open and flock'ed for a claim's read-modify-write (Rule 3).
+
+    Raises ``FileNotFoundError`` if the file is not there, or was removed
+    (its session deleted) while we waited for it. Blocking; worker thread.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        for attempt in range(_ATTEMPTS):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                time.sleep(_PAUSE)
+        if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            raise FileNotFoundError(errno.ENOENT, "removed while being claimed", str(path))
+        yield fd
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> None:
+    """Make ``owner`` the session's owner, or raise ``SessionLocked`` naming the live holder.
+
+    A claim by ``owner``'s own runtime is taken over (the runtime re-opens
+    what it had). ``FileNotFoundError`` if the folder (or, without
+    ``create``, its ``.lock``) is gone. Blocking; worker thread.
+    """
+    try:
+        with _guarded(location.lock, create=create) as fd:
+            current = parse_claim(os.pread(fd, 4096, 0))
+            if (
+                current is not None
+                and current.runtime != owner.runtime
+                and runtime_alive(location.home, current.runtime)
+            ):
+                raise SessionLocked(location.session_id, current.describe())
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, owner.document(), 0)
+    except BlockingIOError:
+        raise SessionLocked(location.session_id, "another process (busy claiming it)") from None
+    except NotADirectoryError:
+        raise FileNotFoundError(errno.ENOENT, "no session folder", str(location.lock)) from None
+
+
+def release(location: SessionLocation, owner: Owner) -> None:
+    """Clear the session's claim if it still names ``owner`` (gone folders are fine)."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, BlockingIOError):
+        with _guarded(location.lock, create=False) as fd:
+            current = parse_claim(os.pread(fd, 4096, 0))
+            if current is not None and current.runtime == owner.runtime:
+                os.ftruncate(fd, 0)

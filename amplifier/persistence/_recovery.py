@@ -1,0 +1,244 @@
+"""Replaying the journals of runtimes that died, into the session folders.
+
+A journal whose lock is free belongs to a Runtime that died (``_ownership``
+Rule 1). Its records above the checkpoint go through the same
+materialising code as a live Runtime's write-behind (``_materialise``), in
+``seq`` order: folders whose ``CREATE`` is there and which never appeared
+are built, lines beyond each file's last ``seq`` are appended, the newest
+metadata is restored; then everything is synced and the journal deleted.
+
+Recovering processes take turns through ``journal/.recovery.lock``, so a
+journal is replayed exactly once. While a journal is replayed its lock is
+held, so its sessions still look in use and nobody claims them half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._exceptions import InvalidSessionId, RecoveryWarning
+from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail
+from ._journal import MAGIC, Frame, FrameKind, decode_frames, read_checkpoint
+from ._materialise import Backlog, Create, Materialiser
+from ._ownership import JOURNAL_SUFFIX, read_claim, runtime_alive
+from ._paths import SessionLocation, journal_root
+from ._upkeep import IndexUpkeep
+
+_CREATING = ".creating"
+_OLDER_MAGIC = b"AMPLIFIER-JOURNAL 2\n"
+"""Journals of the previous layout (no checkpoint) are still replayed."""
+_LOCK_ATTEMPTS = 25
+_LOCK_PAUSE = 0.004
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What replaying dead journals restored."""
+
+    journals: int = 0
+    records: int = 0
+    sessions: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, other: RecoveryReport) -> None:
+        self.journals += other.journals
+        self.records += other.records
+        self.sessions |= other.sessions
+        self.skipped += other.skipped
+
+
+def recover_dead_journals(home: Path, *, own: str | None = None) -> RecoveryReport:
+    """Replay and delete every journal whose owning runtime has died.
+
+    A journal locked at the instant it is looked at is left alone (its
+    runtime lives, or someone probed it); ``recover_journal`` insists.
+    ``own``: the caller's own journal, never a candidate. Blocking; call
+    from a worker thread.
+    """
+    report = RecoveryReport()
+    folder = journal_root(home)
+    if not folder.is_dir():
+        return report
+    candidates = sorted(
+        p
+        for p in folder.iterdir()
+        if (p.suffix == JOURNAL_SUFFIX and p.stem != own)
+        or (p.suffix == _CREATING and not _creator_alive(p))
+    )
+    if candidates:
+        with _taking_turns(folder):
+            for path in candidates:
+                _recover_one(home, path, report, patient=False)
+    _warn(report)
+    return report
+
+
+def recover_journal(home: Path, runtime: str) -> bool:
+    """Replay the journal of ``runtime`` if it died; False if it turns out to be running.
+
+    For a session whose claim names a dead runtime: its journal must be
+    replayed before anyone else writes there. Blocking.
+    """
+    folder = journal_root(home)
+    path = folder / f"{runtime}{JOURNAL_SUFFIX}"
+    if not path.exists():
+        return True
+    report = RecoveryReport()
+    with _taking_turns(folder):
+        alive = not _recover_one(home, path, report, patient=True)
+    _warn(report)
+    return not alive
+
+
+@contextlib.contextmanager
+def _taking_turns(folder: Path) -> Iterator[None]:
+    guard = os.open(
+        folder / ".recovery.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    )
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(guard)
+
+
+def _creator_alive(path: Path) -> bool:
+    """True if the process named in a ``.creating`` journal's name still runs.
+
+    Such a file is created before it is locked; only its creator's death
+    makes it a leftover. Names are ``<time>-<pid>-<random>.creating``.
+    """
+    try:
+        pid = int(path.stem.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: bool) -> bool:
+    """Replay and remove one journal; False if its runtime holds it (or, impatient, anyone)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return True  # replayed and removed by a process that held the guard before us
+    try:
+        for attempt in range(_LOCK_ATTEMPTS if patient else 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not patient or attempt == _LOCK_ATTEMPTS - 1:
+                    return False  # its Runtime is alive
+                time.sleep(_LOCK_PAUSE)
+        if path.suffix == JOURNAL_SUFFIX:
+            data = path.read_bytes()
+            frames = [f for f in _frames(data) if f.seq > read_checkpoint(data)]
+            if frames:
+                _replay(home, path.name.removesuffix(JOURNAL_SUFFIX), frames, report)
+                report.journals += 1
+        path.unlink()
+        fsync_dir(path.parent)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _frames(data: bytes) -> list[Frame]:
+    if data.startswith(_OLDER_MAGIC):
+        # Same batches, no checkpoint: shift them behind a header of the current layout.
+        data = MAGIC + bytes(8) + data[len(_OLDER_MAGIC) :]
+    return list(decode_frames(data))
+
+
+@dataclass(slots=True)
+class _Target:
+    """One session of a replayed journal, as found on disk."""
+
+    location: SessionLocation
+    exists: bool
+    metadata_seq: int = 0
+    last: dict[FrameKind, int] = field(default_factory=dict)
+
+
+def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryReport) -> None:
+    targets: dict[str, _Target | None] = {}
+    backlog = Backlog()
+    restored: dict[str, int] = {}
+    for frame in frames:
+        if frame.folder not in targets:
+            targets[frame.folder] = _target(home, runtime, frame.folder, report)
+        target = targets[frame.folder]
+        if target is None:
+            continue
+        location = target.location
+        if frame.kind is FrameKind.CREATE and not target.exists:
+            backlog.barrier(Create(location, frame.payload, owner=None), frame.seq)
+            target.exists = True
+            target.metadata_seq = frame.seq
+        elif not target.exists:
+            continue  # never created here, and not on disk: deleted since
+        elif frame.kind in (FrameKind.METADATA, FrameKind.CREATE):
+            if frame.seq > target.metadata_seq:
+                backlog.document(location.metadata, frame.payload, frame.seq)
+                target.metadata_seq = frame.seq
+            else:
+                continue
+        else:
+            path = location.events if frame.kind is FrameKind.EVENT else location.transcript
+            if frame.kind not in target.last:
+                set_aside_torn_tail(path)
+                target.last[frame.kind] = last_seq(path)
+            if frame.seq <= target.last[frame.kind]:
+                continue
+            backlog.line(path, frame.payload, frame.seq)
+        restored[location.session_id] = restored.get(location.session_id, 0) + 1
+    upkeep = IndexUpkeep(home)
+    try:
+        materialiser = Materialiser(home, upkeep, track_dirty=True)
+        materialiser.apply(backlog)
+        materialiser.sync()
+    finally:
+        upkeep.close()
+    report.records += sum(restored.values())
+    report.sessions |= set(restored)
+
+
+def _target(home: Path, runtime: str, folder: str, report: RecoveryReport) -> _Target | None:
+    try:
+        location = SessionLocation.from_relative(home, folder)
+    except InvalidSessionId:
+        report.skipped.append(folder)
+        return None
+    if location.leads_outside():
+        report.skipped.append(folder)
+        return None
+    if not location.directory.is_dir():
+        return _Target(location, exists=False)
+    owner = read_claim(location)
+    if owner is not None and owner.runtime != runtime and runtime_alive(home, owner.runtime):
+        report.skipped.append(folder)  # someone else owns it now: never write under them
+        return None
+    return _Target(location, exists=True, metadata_seq=metadata_seq(location.metadata) or 0)
+
+
+def _warn(report: RecoveryReport) -> None:
+    if report.records:
+        warnings.warn(
+            f"restored {report.records} record(s) of {len(report.sessions)} session(s) "
+            "from the journal of a runtime that did not shut down",
+            RecoveryWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,161 @@
+"""What travels through the persistence actor's mailbox, and how answers come back.
+
+Requests are a closed union (STYLE rule 5), dispatched with ``match`` in
+the actor. Records arrive already serialised (``body``): the sender pays for
+its own JSON, and a value JSON cannot hold is the sender's error, raised
+where it called. The actor adds only the stamp (``version``, ``seq``,
+``ts``) in front.
+
+Each request carries a ``Receipt``; the actor fills it and announces the
+commit through ``Acks``. A sender that does not wait (``wait=False``)
+still gets its receipt filled, and looks at its last one when it does wait:
+replies are filled in mailbox order, so the last one answered means every
+earlier one was, and a failure poisons the rest of the writer's ``epoch``
+(see ``PersistenceActor``), so the last receipt also says whether any
+earlier one failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._paths import SessionLocation
+
+
+class Receipt:
+    """The slot a request's answer is put in; ``Acks`` tells when to look."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+        """Set when the request is refused or its batch fails (before ``done``)."""
+
+
+class Acks:
+    """Tells waiting senders that a batch was answered: one event per commit.
+
+    One event per request would cost more than the rest of a record's path
+    together; instead every sender waits on the current commit's event and
+    looks at its own ``Receipt`` when it fires. A request answered by this
+    commit is done; one that arrived too late for it waits for the next.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    async def wait(self, receipt: Receipt) -> Any:
+        """Wait for ``receipt``'s answer. Checkpoint; cancelling does not undo the request."""
+        while not receipt.done:
+            await self._event.wait()
+        if receipt.error is not None:
+            raise receipt.error
+        return receipt.value
+
+    def announce(self) -> None:
+        """Wake every waiter; called after a commit filled its replies."""
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    receipt: Receipt
+
+
+class _Record(_Request):
+    """A record of an open session."""
+
+    handle: int
+    epoch: int = 0
+    """The writer's failure count when it sent this: a failure refuses the rest of its epoch."""
+
+
+class CreateSession(_Record):
+    """A new session: its first metadata, journalled; its folder is built behind."""
+
+    kind: Literal["create"] = "create"
+    location: SessionLocation
+    document: bytes
+    """``metadata.json`` as written, without its ``seq`` (the actor stamps it)."""
+
+
+class OpenSession(_Record):
+    """Claim an existing session, set torn tails aside, report its last seq."""
+
+    kind: Literal["open"] = "open"
+    location: SessionLocation
+
+
+class AppendEvent(_Record):
+    """One event for ``events.jsonl``: ``body`` is the line without its stamp."""
+
+    kind: Literal["event"] = "event"
+    body: bytes
+    session_id: str
+    parent_id: str | None
+    event: str
+    data: dict[str, Any]
+    """For in-process subscribers (the line itself is ``body``)."""
+    after: Receipt | None = None
+    """Another writer's request this event depends on: refused if that one failed."""
+
+
+class AppendMessage(_Record):
+    """One message for ``transcript.jsonl``: ``body`` is the line without its stamp."""
+
+    kind: Literal["message"] = "message"
+    body: bytes
+
+
+class WriteMetadata(_Record):
+    """A new ``metadata.json`` (replaced atomically, behind the journal)."""
+
+    kind: Literal["metadata"] = "metadata"
+    document: bytes
+
+
+class CloseSession(_Record):
+    """The session is done: its claim is released once its files are durable."""
+
+    kind: Literal["close"] = "close"
+    release_now: bool = False
+    """Answer only once the files are durable and the claim released (another process may
+    open the session the moment the answer arrives); otherwise release it behind."""
+
+
+class Flush(_Request):
+    """Barrier: answered once everything sent before it is in the session files."""
+
+    kind: Literal["flush"] = "flush"
+
+
+class Reindex(_Request):
+    """Rebuild the session index from every session's metadata file."""
+
+    kind: Literal["reindex"] = "reindex"
+
+
+class DeleteSessions(_Request):
+    """Remove sessions' folders: all of them, or none if any is in use."""
+
+    kind: Literal["delete"] = "delete"
+    locations: tuple[SessionLocation, ...]
+    untouched_since: datetime | None = None
+
+
+RecordRequest = CreateSession | AppendEvent | AppendMessage | WriteMetadata | CloseSession
+"""What a session's writer sends: committed in batches, through the journal."""
+ControlRequest = OpenSession | DeleteSessions | Reindex | Flush
+"""What needs the session files up to date first: committed one at a time, between batches."""
+CONTROLS = (OpenSession, DeleteSessions, Reindex, Flush)
+Request = Annotated[RecordRequest | ControlRequest, Field(discriminator="kind")]

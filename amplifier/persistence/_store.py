@@ -1,0 +1,365 @@
+"""The persistence actor as the rest of the Runtime uses it: ``Store`` and ``SessionWriter``.
+
+Two ways to write a record, both in mailbox order (the actor's Rule 3):
+
+- ``append_*`` sends and waits until the record is committed under the
+  store's durability, and returns its ``Stamp``;
+- ``post_*`` only sends (waiting just when the mailbox is full). The
+  record is committed in order with everything else; ``sync`` waits for
+  every record posted so far and raises the first failure among them.
+
+A session posts what causality alone orders, and syncs where something
+leaves the Runtime (an answer returned, a session opened for a caller).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+from anyio.streams.memory import MemoryObjectSendStream
+
+from amplifier._errors import UsageError, unwrap_single_error
+
+from ._actor import (
+    Clock,
+    CommitListener,
+    OpenedSession,
+    PersistenceActor,
+    Stamp,
+)
+from ._exceptions import PersistenceError, StoreClosed, write_failed
+from ._paths import SessionLocation
+from ._records import Durability, SessionMetadata, utc_now
+from ._recovery import RecoveryReport
+from ._requests import (
+    Acks,
+    AppendEvent,
+    AppendMessage,
+    CloseSession,
+    CreateSession,
+    DeleteSessions,
+    Flush,
+    OpenSession,
+    Receipt,
+    Reindex,
+    Request,
+    WriteMetadata,
+)
+
+MAILBOX_SIZE = 4096
+SHUTDOWN_GRACE = 10.0
+"""How long closing the store waits for outstanding writers before it stops the actor."""
+
+_LINE = orjson.OPT_APPEND_NEWLINE
+_STAMP_KEYS = frozenset({"version", "seq", "ts"})
+
+
+class Store:
+    """The persistence actor's mailbox, as the rest of the Runtime uses it.
+
+    Every waiting method is a checkpoint and returns once its request is
+    committed under the store's durability. Cancelling a call does not
+    withdraw a request that was already sent.
+    """
+
+    def __init__(self, actor: PersistenceActor, send: MemoryObjectSendStream[Request]) -> None:
+        self._actor = actor
+        self._send = send
+        self._acks = actor.acks
+        self._handles = itertools.count(1)
+
+    @property
+    def home(self) -> Path:
+        return self._actor.home
+
+    @property
+    def durability(self) -> Durability:
+        return self._actor.durability
+
+    @property
+    def recovered(self) -> RecoveryReport:
+        """What recovery restored from journals of runtimes that died."""
+        return self._actor.recovered
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._actor.listeners.append(listener)
+
+    async def create(
+        self, location: SessionLocation, metadata: SessionMetadata, *, wait: bool = True
+    ) -> SessionWriter:
+        """A new session: its metadata, then its folder (behind the journal).
+
+        With ``wait`` it is committed (durable, under ``fsync``) when this
+        returns; without, a failure shows at the writer's next wait.
+        """
+        writer = self._writer(location)
+        request = CreateSession(
+            handle=writer.handle, location=location, document=_document(metadata), receipt=Receipt()
+        )
+        try:
+            await writer._submit(request)
+            if wait:
+                await writer.sync()
+        except BaseException:
+            writer._abandon()
+            raise
+        return writer
+
+    async def open(self, location: SessionLocation) -> tuple[SessionWriter, OpenedSession]:
+        """Claim an existing session for writing (``SessionLocked`` if someone else has it)."""
+        writer = self._writer(location)
+        receipt = Receipt()
+        request = OpenSession(handle=writer.handle, location=location, receipt=receipt)
+        await _send(self._send, request)
+        try:
+            opened: OpenedSession = await self._acks.wait(receipt)
+        except BaseException:
+            writer._abandon()
+            raise
+        return writer, opened
+
+    async def delete(
+        self, locations: Sequence[SessionLocation], *, untouched_since: datetime | None = None
+    ) -> list[str]:
+        """Delete these sessions (give children after their parent); the ids this removed.
+
+        Raises ``SessionLocked`` naming the holder, and deletes nothing, if any
+        of them is open in some process. With ``untouched_since``, deletes
+        nothing (and returns ``[]``) if any was updated at or after it.
+        Sessions already gone (another process removed them) are skipped.
+        """
+        receipt = Receipt()
+        request = DeleteSessions(
+            locations=tuple(locations), untouched_since=untouched_since, receipt=receipt
+        )
+        await _send(self._send, request)
+        removed: list[str] = await self._acks.wait(receipt)
+        return removed
+
+    async def reindex(self) -> int:
+        """Rebuild the session index from the metadata files; how many sessions it holds."""
+        receipt = Receipt()
+        await _send(self._send, Reindex(receipt=receipt))
+        total: int = await self._acks.wait(receipt)
+        return total
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far is in the session files (any durability)."""
+        receipt = Receipt()
+        await _send(self._send, Flush(receipt=receipt))
+        await self._acks.wait(receipt)
+
+    def _writer(self, location: SessionLocation) -> SessionWriter:
+        return SessionWriter(location, next(self._handles), self._send.clone(), self._acks)
+
+
+class SessionWriter:
+    """One session's way into the persistence actor; owned by that session's task."""
+
+    __slots__ = ("_acks", "_closed", "_epoch", "_last", "_send", "handle", "location", "session_id")
+
+    def __init__(
+        self,
+        location: SessionLocation,
+        handle: int,
+        send: MemoryObjectSendStream[Request],
+        acks: Acks,
+    ) -> None:
+        self.location = location
+        self.session_id = location.session_id
+        self.handle = handle
+        self._send = send
+        self._acks = acks
+        self._closed = False
+        self._epoch = 0
+        self._last: Receipt | None = None
+
+    @property
+    def last(self) -> Receipt | None:
+        """The receipt of the latest request sent (for ``AppendEvent.after``)."""
+        return self._last
+
+    async def append_event(
+        self,
+        event: str,
+        data: Mapping[str, Any],
+        *,
+        parent_id: str | None,
+        after: Receipt | None = None,
+    ) -> Stamp:
+        """Append one event; returns its stamp once committed."""
+        receipt = await self.post_event(event, data, parent_id=parent_id, after=after)
+        stamp: Stamp = await self._wait(receipt)
+        return stamp
+
+    async def post_event(
+        self,
+        event: str,
+        data: Mapping[str, Any],
+        *,
+        parent_id: str | None,
+        after: Receipt | None = None,
+    ) -> Receipt:
+        """Send one event without waiting for its commit.
+
+        ``after``: another writer's request this event depends on (a child's
+        last); the event is refused if that one failed.
+        """
+        record: dict[str, Any] = {
+            "session_id": self.session_id,
+            "parent_id": parent_id,
+            "event": event,
+            "data": data,
+        }
+        body = _serialised(record)
+        request = AppendEvent(
+            handle=self.handle,
+            epoch=self._epoch,
+            body=body,
+            session_id=self.session_id,
+            parent_id=parent_id,
+            event=event,
+            data=dict(data),
+            after=after,
+            receipt=Receipt(),
+        )
+        await self._submit(request)
+        return request.receipt
+
+    async def append_message(self, message: Mapping[str, Any]) -> Stamp:
+        """Append one message (a mapping with at least ``role``) to ``transcript.jsonl``."""
+        stamp: Stamp = await self._wait(await self.post_message(message))
+        return stamp
+
+    async def post_message(self, message: Mapping[str, Any]) -> Receipt:
+        """Send one message without waiting for its commit."""
+        if not _STAMP_KEYS.isdisjoint(message):
+            message = {k: v for k, v in message.items() if k not in _STAMP_KEYS}
+        request = AppendMessage(
+            handle=self.handle, epoch=self._epoch, body=_serialised(message), receipt=Receipt()
+        )
+        await self._submit(request)
+        return request.receipt
+
+    async def write_metadata(self, metadata: SessionMetadata) -> Stamp:
+        stamp: Stamp = await self._wait(await self.post_metadata(metadata))
+        return stamp
+
+    async def post_metadata(self, metadata: SessionMetadata) -> Receipt:
+        """Send a new ``metadata.json`` without waiting for its commit."""
+        request = WriteMetadata(
+            handle=self.handle, epoch=self._epoch, document=_document(metadata), receipt=Receipt()
+        )
+        await self._submit(request)
+        return request.receipt
+
+    async def sync(self) -> None:
+        """Wait until everything this writer sent is committed; raise the first failure.
+
+        After raising, the writer goes on: later records are accepted again.
+        """
+        if self._last is not None:
+            await self._wait(self._last)
+
+    async def close(self, *, wait: bool = True) -> None:
+        """Close the session: its claim goes once its files are durable. Idempotent.
+
+        With ``wait``, returns once the session's files are durable and its
+        claim released, so any process may open it at once (raising what
+        failed since the last wait); without, the claim goes behind, within
+        the write-behind delay, and ``last`` is the close's receipt.
+        """
+        if self._closed:
+            return
+        request = CloseSession(
+            handle=self.handle, epoch=self._epoch, release_now=wait, receipt=Receipt()
+        )
+        try:
+            await self._submit(request)
+        finally:
+            self._abandon()
+        if wait:
+            await self._wait(request.receipt)
+
+    async def _wait(self, receipt: Receipt) -> Any:
+        try:
+            return await self._acks.wait(receipt)
+        except PersistenceError:
+            self._epoch += 1  # observed: what comes next is accepted again
+            raise
+
+    async def _submit(self, request: Request) -> None:
+        if self._closed:
+            raise StoreClosed(f"session {self.session_id} is closed for writing")
+        await _send(self._send, request)
+        self._last = request.receipt
+
+    def _abandon(self) -> None:
+        self._closed = True
+        self._send.close()
+
+
+async def _send(stream: MemoryObjectSendStream[Request], request: Request) -> None:
+    try:
+        stream.send_nowait(request)
+    except anyio.WouldBlock:
+        try:
+            await stream.send(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise StoreClosed("the persistence actor has stopped") from None
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        raise StoreClosed("the persistence actor has stopped") from None
+
+
+def _serialised(record: Mapping[str, Any]) -> bytes:
+    """The record's line without its stamp, or the caller's mistake as a ``UsageError``."""
+    try:
+        return orjson.dumps(record, option=_LINE)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise UsageError(f"a record must hold JSON values only: {exc}") from exc
+
+
+def _document(metadata: SessionMetadata) -> bytes:
+    """``metadata.json`` without its ``seq`` (the actor adds the one it is written under)."""
+    fields = metadata.model_dump(mode="json", exclude={"seq"})
+    return orjson.dumps(fields, option=orjson.OPT_INDENT_2)
+
+
+@asynccontextmanager
+async def open_store(
+    home: Path,
+    *,
+    durability: Durability = "fsync",
+    clock: Clock = utc_now,
+) -> AsyncIterator[Store]:
+    """Start a persistence actor for ``home``; on exit, write everything and stop it.
+
+    Start-up replays the journals of runtimes that died. On exit the actor
+    drains its mailbox once every writer has closed, syncs, releases its
+    claims and removes its journal; writers still open after
+    ``SHUTDOWN_GRACE`` seconds are cut off (their unsent records are lost,
+    nothing sent is).
+    """
+    send, receive = anyio.create_memory_object_stream[Request](MAILBOX_SIZE)
+    actor = PersistenceActor(home, durability, clock, receive)
+    try:
+        await anyio.to_thread.run_sync(actor.prepare)
+    except OSError as exc:
+        raise write_failed(exc) from None
+    with unwrap_single_error():
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            try:
+                yield Store(actor, send)
+            finally:
+                send.close()
+                with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+                    await actor.stopped.wait()
+                actor.scope.cancel()
