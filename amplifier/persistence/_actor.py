@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import os
 import sqlite3
 import warnings
 from collections.abc import Callable, Sequence
@@ -66,7 +67,14 @@ from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail, swee
 from ._journal import FrameKind, Journal, encode_batch, encode_entry
 from ._materialise import Backlog, Create, Materialiser, Release, remove_session_folder
 from ._ownership import Owner, claim, read_claim, release, runtime_alive
-from ._paths import SessionLocation, ensure_private_dir, refuse_links_out
+from ._paths import (
+    EVENTS,
+    METADATA,
+    TRANSCRIPT,
+    SessionLocation,
+    ensure_private_dir,
+    refuse_links_out,
+)
 from ._reader import read_metadata
 from ._records import SCHEMA_VERSION, Durability, format_ts
 from ._recovery import RecoveryReport, recover_dead_journals, recover_journal
@@ -129,9 +137,10 @@ class _Held:
     location: SessionLocation
     folder: bytes
     """The folder relative to the home, as the journal names it."""
-    events: Path
-    transcript: Path
-    metadata: Path
+    directory: str
+    events: str
+    transcript: str
+    metadata: str
     built: bool = True
     """Its folder exists or will (False: its creation failed)."""
     failed_epoch: int = -1
@@ -139,13 +148,16 @@ class _Held:
 
     @classmethod
     def of(cls, location: SessionLocation) -> _Held:
-        directory = location.directory
+        # Strings, not Paths: a record's way to its file is on the hot path.
+        relative = location.relative
+        directory = f"{location.home}/{relative}"
         return cls(
             location,
-            location.relative.encode(),
-            directory / "events.jsonl",
-            directory / "transcript.jsonl",
-            directory / "metadata.json",
+            relative.encode(),
+            directory,
+            f"{directory}/{EVENTS}",
+            f"{directory}/{TRANSCRIPT}",
+            f"{directory}/{METADATA}",
         )
 
 
@@ -268,6 +280,8 @@ class PersistenceActor:
                 first = await receive.receive()
             except anyio.EndOfStream:
                 return
+            # Let every task that is ready run first: what they send joins this group.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             requests = [first]
             while True:
                 try:
@@ -443,7 +457,7 @@ class PersistenceActor:
         if isinstance(request, CreateSession):
             location = request.location
             held = self._held[request.handle] = _Held.of(location)
-            if location.session_id in self._claimed or location.directory.exists():
+            if location.session_id in self._claimed or os.path.exists(held.directory):
                 # Ids are random: only a caller choosing its own can collide.
                 exists = FileExistsError(errno.EEXIST, "session exists", str(location.directory))
                 held.built = False

@@ -190,7 +190,7 @@ def metadata_seq(path: Path) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
-def write_new_file(path: Path, data: bytes, *, sync: bool) -> None:
+def write_new_file(path: str | Path, data: bytes, *, sync: bool) -> None:
     """Create ``path`` owner-only with ``data`` (replacing nothing)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
@@ -201,23 +201,24 @@ def write_new_file(path: Path, data: bytes, *, sync: bool) -> None:
         os.close(fd)
 
 
-def atomic_replace(path: Path, data: bytes, *, sync: bool) -> None:
+def atomic_replace(path: str | Path, data: bytes, *, sync: bool) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old or the new file, never half.
 
     Write a temporary file beside it, then rename over it. With ``sync`` the
     temporary file is fsynced before the rename and the folder after it, so
     the new version also survives a power loss.
     """
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write_new_file(temp, data, sync=sync)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            temp.unlink()
+            os.unlink(temp)
         raise
     if sync:
-        fsync_dir(path.parent)
+        fsync_dir(folder)
 
 
 def sweep_temp_files(folder: Path) -> int:
@@ -235,7 +236,7 @@ def sweep_temp_files(folder: Path) -> int:
     return removed
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
@@ -243,7 +244,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_path(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
     """fsync a file by name (its pages are shared by every descriptor)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -274,7 +275,7 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _syncfs = _load_syncfs()
 
 
-def sync_all(files: Collection[Path], folders: Collection[Path]) -> None:
+def sync_all(files: Collection[str], folders: Collection[str]) -> None:
     """Make ``files`` and the entries of ``folders`` durable, with as few syncs as it can.
 
     Many files at once are synced with one ``syncfs`` of their file system
@@ -285,7 +286,7 @@ def sync_all(files: Collection[Path], folders: Collection[Path]) -> None:
     if not files and not folders:
         return
     if _syncfs is not None and len(files) + len(folders) >= _SYNCFS_FROM:
-        anchor = next(iter(folders)) if folders else next(iter(files)).parent
+        anchor = next(iter(folders)) if folders else os.path.dirname(next(iter(files)))
         try:
             fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -294,7 +295,7 @@ def sync_all(files: Collection[Path], folders: Collection[Path]) -> None:
             try:
                 if _syncfs(fd) != 0:
                     code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), str(anchor))
+                    raise OSError(code, os.strerror(code), anchor)
             finally:
                 os.close(fd)
             return

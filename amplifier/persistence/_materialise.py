@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._exceptions import CorruptSession
-from ._files import atomic_replace, sync_all, write_all, write_new_file
+from ._files import atomic_replace, sync_all, write_all
 from ._ownership import Owner, runtime_alive
 from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir
 from ._upkeep import IndexUpkeep
@@ -67,8 +67,8 @@ class Release:
 class Segment:
     """Records between two barriers, then the barrier itself."""
 
-    lines: dict[Path, list[bytes]] = field(default_factory=dict)
-    documents: dict[Path, bytes] = field(default_factory=dict)
+    lines: dict[str, list[bytes]] = field(default_factory=dict)
+    documents: dict[str, bytes] = field(default_factory=dict)
     """The newest ``metadata.json`` of each session (older ones need never be written)."""
     barrier: Create | Release | None = None
 
@@ -89,7 +89,7 @@ class Backlog:
         self.through = 0
         """The highest seq added so far."""
 
-    def line(self, path: Path, data: bytes, seq: int) -> None:
+    def line(self, path: str, data: bytes, seq: int) -> None:
         segment = self._current()
         lines = segment.lines.get(path)
         if lines is None:
@@ -99,7 +99,7 @@ class Backlog:
         self.size += len(data)
         self.through = seq
 
-    def document(self, path: Path, data: bytes, seq: int) -> None:
+    def document(self, path: str, data: bytes, seq: int) -> None:
         self._current().documents[path] = data
         self.size += len(data)
         self.through = seq
@@ -152,9 +152,9 @@ class _OpenFiles:
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._fds: OrderedDict[Path, tuple[int, int]] = OrderedDict()
+        self._fds: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: str, data: bytes) -> None:
         """Append ``data``; if the write fails part-way, cut the file back first."""
         entry = self._fds.get(path)
         if entry is None:
@@ -177,17 +177,17 @@ class _OpenFiles:
             raise
         self._fds[path] = (fd, size + len(data))
 
-    def length(self, path: Path) -> int:
+    def length(self, path: str) -> int:
         """The file's length as this cache knows it (0 if it does not exist)."""
         entry = self._fds.get(path)
         if entry is not None:
             return entry[1]
         try:
-            return path.stat().st_size
+            return os.stat(path).st_size
         except FileNotFoundError:
             return 0
 
-    def truncate(self, path: Path, length: int) -> None:
+    def truncate(self, path: str, length: int) -> None:
         """Cut a file back to ``length`` (undoing appends of a failed batch)."""
         entry = self._fds.get(path)
         if entry is not None:
@@ -211,10 +211,10 @@ class Materialiser:
         self.upkeep = upkeep
         self._files = _OpenFiles(OPEN_FILE_LIMIT)
         self._track = track_dirty
-        self.dirty: set[Path] = set()
+        self.dirty: set[str] = set()
         """Files written since the last sync (tracked only where a sync will follow)."""
-        self.dirty_folders: set[Path] = set()
-        self._swept: set[Path] = set()
+        self.dirty_folders: set[str] = set()
+        self._swept: set[str] = set()
         """Staging folders already cleared of crash leftovers by this materialiser."""
 
     def apply(self, backlog: Backlog) -> list[SessionLocation]:
@@ -231,7 +231,7 @@ class Materialiser:
             for segment in backlog.segments
             if isinstance(segment.barrier, Create)
         )
-        documents: dict[Path, bytes] = {}
+        documents: dict[str, bytes] = {}
         try:
             while backlog.segments:
                 segment = backlog.segments[0]
@@ -252,7 +252,7 @@ class Materialiser:
 
     def write_now(self, backlog: Backlog) -> list[SessionLocation]:
         """Durability flush: write a batch's records or none of them (lines cut back on failure)."""
-        written: list[tuple[Path, int]] = []
+        written: list[tuple[str, int]] = []
         try:
             for segment in backlog.segments:
                 for path in segment.lines:
@@ -269,13 +269,13 @@ class Materialiser:
 
     def sync(self) -> None:
         """Make every file and folder written since the last sync durable."""
-        sync_all(self.dirty, self.dirty_folders | {p.parent for p in self.dirty})
+        sync_all(self.dirty, self.dirty_folders | {os.path.dirname(p) for p in self.dirty})
         self.dirty.clear()
         self.dirty_folders.clear()
 
     # -- one segment -------------------------------------------------------------------
 
-    def _write_segment(self, segment: Segment, written: dict[Path, bytes]) -> None:
+    def _write_segment(self, segment: Segment, written: dict[str, bytes]) -> None:
         """Write a segment's lines and documents, removing each as it lands (Rule 4)."""
         lines = segment.lines
         while lines:
@@ -296,36 +296,46 @@ class Materialiser:
     def _build(self, create: Create) -> None:
         """Build a new session's folder in ``.staging`` and rename it in (Rules 2 and 3)."""
         location = create.location
-        sessions = location.directory.parent
-        staging = sessions.parent / STAGING
+        project = f"{self.home}/projects/{location.project}"
+        sessions = f"{project}/sessions"
+        directory = f"{sessions}/{location.session_id}"
+        staging = f"{project}/{STAGING}"
         if staging not in self._swept:
-            ensure_private_dir(sessions, below=self.home)
-            ensure_private_dir(staging, below=self.home)
+            ensure_private_dir(Path(sessions), below=self.home)
+            ensure_private_dir(Path(staging), below=self.home)
             if os.path.realpath(sessions) != os.path.join(
                 os.path.realpath(self.home), location.relative.rsplit("/", 1)[0]
             ):
                 raise CorruptSession(
                     location.session_id, "its project folder is a link out of the store"
                 )
-            sweep_staging(staging)
+            sweep_staging(Path(staging))
             self._swept.add(staging)
-        if location.directory.exists():
+        if os.path.exists(directory):
             return  # built before a crash, and the journal replays its creation: keep it
         owner = create.owner.runtime if create.owner is not None else "recovered"
-        hidden = staging / f"{location.session_id}~{owner}~{secrets.token_hex(3)}"
-        hidden.mkdir(mode=0o700)
+        hidden = f"{staging}/{location.session_id}~{owner}~{secrets.token_hex(3)}"
+        os.mkdir(hidden, 0o700)
         try:
             claim = create.owner.document() if create.owner is not None else b""
-            write_new_file(hidden / LOCK, claim, sync=False)
-            write_new_file(hidden / METADATA, create.document, sync=False)
-            os.rename(hidden, location.directory)
+            _new_file(f"{hidden}/{LOCK}", claim)
+            _new_file(f"{hidden}/{METADATA}", create.document)
+            os.rename(hidden, directory)
         except BaseException:
             shutil.rmtree(hidden, ignore_errors=True)
             raise
         if self._track:
-            self.dirty.add(location.metadata)
-            self.dirty_folders.add(location.directory)
+            self.dirty.add(f"{directory}/{METADATA}")
+            self.dirty_folders.add(directory)
             self.dirty_folders.add(sessions)
+
+
+def _new_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def sweep_staging(staging: Path) -> None:

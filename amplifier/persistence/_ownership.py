@@ -33,9 +33,12 @@ from pathlib import Path
 import orjson
 
 from ._exceptions import SessionLocked
-from ._paths import SessionLocation, journal_root
+from ._paths import LOCK, SessionLocation, journal_root
 
 JOURNAL_SUFFIX = ".journal"
+CLAIM_SIZE = 256
+"""A claim is written padded to this size and cleared by overwriting it with blanks: the
+file is never truncated (on ext4, cutting a file to zero costs a journal commit)."""
 
 # A claim or a liveness probe holds a lock for microseconds; whoever meets
 # one tries again for a little while before deciding anything.
@@ -59,9 +62,10 @@ class Owner:
         return cls(runtime, os.getpid(), socket.gethostname(), time.time())
 
     def document(self) -> bytes:
+        """The claim as written into ``.lock`` (padded with blanks, see ``CLAIM_SIZE``)."""
         return orjson.dumps(
             {"runtime": self.runtime, "pid": self.pid, "host": self.host, "since": self.since}
-        )
+        ).ljust(CLAIM_SIZE)
 
     def describe(self) -> str:
         """``process 1234 on host (since 10:30:00)``, or the same process's other runtime."""
@@ -125,7 +129,7 @@ def holder(location: SessionLocation) -> Owner | None:
 
 
 @contextlib.contextmanager
-def _guarded(path: Path, *, create: bool) -> Iterator[int]:
+def _guarded(path: str | Path, *, create: bool) -> Iterator[int]:
     """``path`` open and flock'ed for a claim's read-modify-write (Rule 3).
 
     Raises ``FileNotFoundError`` if the file is not there, or was removed
@@ -165,8 +169,7 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
                 and runtime_alive(location.home, current.runtime)
             ):
                 raise SessionLocked(location.session_id, current.describe())
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, owner.document(), 0)
+            _overwrite(fd, owner.document())
     except BlockingIOError:
         raise SessionLocked(location.session_id, "another process (busy claiming it)") from None
     except NotADirectoryError:
@@ -175,8 +178,15 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
 
 def release(location: SessionLocation, owner: Owner) -> None:
     """Clear the session's claim if it still names ``owner`` (gone folders are fine)."""
+    lock = f"{location.home}/{location.relative}/{LOCK}"
     with contextlib.suppress(FileNotFoundError, NotADirectoryError, BlockingIOError):
-        with _guarded(location.lock, create=False) as fd:
+        with _guarded(lock, create=False) as fd:
             current = parse_claim(os.pread(fd, 4096, 0))
             if current is not None and current.runtime == owner.runtime:
-                os.ftruncate(fd, 0)
+                _overwrite(fd, b"")
+
+
+def _overwrite(fd: int, claim: bytes) -> None:
+    """Replace the claim in ``fd`` with ``claim``, blanking whatever was longer."""
+    size = os.fstat(fd).st_size
+    os.pwrite(fd, claim.ljust(size), 0)

@@ -39,7 +39,9 @@ EndStatus = Literal["completed", "cancelled", "failed"]
 
 def format_ts(moment: datetime) -> str:
     """``2026-11-24T10:30:00.123456Z``: UTC, microseconds, a ``Z`` suffix."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def utc_now() -> datetime:

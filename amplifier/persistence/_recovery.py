@@ -192,7 +192,7 @@ def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryRepor
             continue  # never created here, and not on disk: deleted since
         elif frame.kind in (FrameKind.METADATA, FrameKind.CREATE):
             if frame.seq > target.metadata_seq:
-                backlog.document(location.metadata, frame.payload, frame.seq)
+                backlog.document(str(location.metadata), frame.payload, frame.seq)
                 target.metadata_seq = frame.seq
             else:
                 continue
@@ -203,7 +203,7 @@ def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryRepor
                 target.last[frame.kind] = last_seq(path)
             if frame.seq <= target.last[frame.kind]:
                 continue
-            backlog.line(path, frame.payload, frame.seq)
+            backlog.line(str(path), frame.payload, frame.seq)
         restored[location.session_id] = restored.get(location.session_id, 0) + 1
     upkeep = IndexUpkeep(home)
     try:

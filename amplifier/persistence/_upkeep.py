@@ -40,15 +40,13 @@ class IndexUpkeep:
         with contextlib.suppress(sqlite3.Error):
             upsert(self._connection(), items)
 
-    def note_paths(self, documents: dict[Path, bytes]) -> None:
+    def note_paths(self, documents: dict[str, bytes]) -> None:
         """Like ``note``, for documents named by their ``metadata.json`` paths."""
         items = []
         for path, data in documents.items():
-            folder = path.parent
-            with contextlib.suppress(ValueError):
-                items.append(
-                    (SessionLocation(self.home, folder.parent.parent.name, folder.name), data)
-                )
+            parts = path.rsplit("/", 4)  # .../<project>/sessions/<id>/metadata.json
+            with contextlib.suppress(ValueError, IndexError):
+                items.append((SessionLocation(self.home, parts[-4], parts[-2]), data))
         self.note(items)
 
     def forget(self, session_ids: Iterable[str]) -> None:
