@@ -30,6 +30,7 @@ from ._messages import (
     Usage,
     UserMessage,
     parse_history,
+    read_messages,
     to_record,
 )
 from ._offline import OfflineProvider
@@ -93,6 +94,7 @@ __all__ = [
     "open_runtime",
     "parse_history",
     "parse_spec",
+    "read_messages",
     "session_profile",
     "to_record",
 ]
