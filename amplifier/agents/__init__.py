@@ -9,6 +9,7 @@ from ._context import INTERRUPTED, Compaction, fit, normalize
 from ._delegate_tool import DelegateTool
 from ._exceptions import (
     AgentError,
+    AgentWarning,
     ConfigError,
     ProviderError,
     ProviderMalformed,
@@ -51,6 +52,7 @@ __all__ = [
     "AgentError",
     "AgentSpec",
     "AgentTurnHandler",
+    "AgentWarning",
     "AssistantMessage",
     "Compaction",
     "ConfigError",
