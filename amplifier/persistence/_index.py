@@ -49,6 +49,7 @@ CREATE INDEX IF NOT EXISTS by_project_created ON sessions (project, created DESC
 CREATE INDEX IF NOT EXISTS by_created ON sessions (created DESC);
 CREATE INDEX IF NOT EXISTS by_root ON sessions (root_id);
 CREATE INDEX IF NOT EXISTS by_parent ON sessions (parent_id);
+CREATE INDEX IF NOT EXISTS by_project_id ON sessions (project, session_id);
 CREATE TABLE IF NOT EXISTS folders (
     project    TEXT PRIMARY KEY,
     mtime_ns   INTEGER NOT NULL
@@ -228,8 +229,7 @@ def refresh(db: sqlite3.Connection, home: Path, projects: Iterable[str]) -> int:
         }
         rows = [
             _row_or_damaged(location)
-            for location in _project_locations(home, project)
-            if location.session_id not in indexed
+            for location in _project_locations(home, project, leaving_out=indexed)
         ]
         with db:
             db.execute("BEGIN")
@@ -254,12 +254,16 @@ def _project_slugs(home: Path) -> list[str]:
         return []
 
 
-def _project_locations(home: Path, slug: str) -> Iterator[SessionLocation]:
+def _project_locations(
+    home: Path, slug: str, *, leaving_out: set[str] | frozenset[str] = frozenset()
+) -> Iterator[SessionLocation]:
     try:
         names = os.listdir(sessions_root(home, slug))
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return
     for name in names:
+        if name in leaving_out:
+            continue
         try:
             validate_session_id(name)
             yield SessionLocation(home, slug, name)
