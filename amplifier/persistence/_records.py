@@ -62,11 +62,11 @@ def utc_now() -> datetime:
 
 
 class EventRecord(BaseModel):
-    """One line of ``events.jsonl`` (``seq`` is None on a line another tool wrote)."""
+    """One line of ``events.jsonl`` (no ``version`` nor ``seq`` on a line another tool wrote)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    version: int = SCHEMA_VERSION
+    version: int | None = None
     seq: int | None = None
     ts: datetime
     session_id: str
@@ -78,13 +78,13 @@ class EventRecord(BaseModel):
 class TranscriptRecord(BaseModel):
     """One line of ``transcript.jsonl``: a stamped message.
 
-    A line another tool wrote (the Amplifier CLI) has no stamp: ``seq`` and
-    ``ts`` are then None, and its place in the file is its order.
+    A line another tool wrote (the Amplifier CLI) has no stamp: ``version``,
+    ``seq`` and ``ts`` are then None, and its place in the file is its order.
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    version: int = SCHEMA_VERSION
+    version: int | None = None
     seq: int | None = None
     ts: datetime | None = None
     role: str
