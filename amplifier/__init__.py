@@ -6,6 +6,7 @@ The public API is what this module exports; everything else may change.
 from amplifier._errors import AmplifierError, UsageError
 from amplifier.agents import (
     AgentSpec,
+    AgentWarning,
     ConfigError,
     Profile,
     ProviderError,
@@ -53,6 +54,7 @@ from amplifier.runtime import (
 
 __all__ = [
     "AgentSpec",
+    "AgentWarning",
     "AmbiguousSessionId",
     "AmplifierError",
     "ChildSessionError",

@@ -9,6 +9,7 @@ from ._context import INTERRUPTED, Compaction, fit, normalize
 from ._delegate_tool import DelegateTool
 from ._exceptions import (
     AgentError,
+    AgentWarning,
     ConfigError,
     ProviderError,
     ProviderMalformed,
@@ -30,6 +31,7 @@ from ._messages import (
     Usage,
     UserMessage,
     parse_history,
+    read_messages,
     to_record,
 )
 from ._offline import OfflineProvider
@@ -50,6 +52,7 @@ __all__ = [
     "AgentError",
     "AgentSpec",
     "AgentTurnHandler",
+    "AgentWarning",
     "AssistantMessage",
     "Compaction",
     "ConfigError",
@@ -93,6 +96,7 @@ __all__ = [
     "open_runtime",
     "parse_history",
     "parse_spec",
+    "read_messages",
     "session_profile",
     "to_record",
 ]

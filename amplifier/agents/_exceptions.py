@@ -12,6 +12,8 @@ UsageError
 └── ConfigError                 an agent spec, profile or tool call is invalid
     ├── UnknownAgent            no agent of that name (lists the available ones)
     └── UnknownProfile          no profile of that name (lists the available ones)
+UserWarning
+└── AgentWarning                a session runs another agent than it was made with (said why)
 """
 
 from __future__ import annotations
@@ -87,3 +89,7 @@ class UnknownProfile(ConfigError):
         super().__init__(
             f"unknown profile {name!r}; available: {', '.join(self.available) or 'none'}"
         )
+
+
+class AgentWarning(UserWarning):
+    """A session goes on with another agent than the one it names, and this says which."""

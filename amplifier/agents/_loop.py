@@ -20,6 +20,7 @@ Rule 4: API keys live in the provider objects only; events record the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from amplifier.runtime import SessionContext, SessionSetup, Turn
 
 from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
 from ._delegate_tool import DelegateTool
-from ._exceptions import ProviderError, ToolFailed
+from ._exceptions import AgentWarning, ProviderError, ToolFailed
 from ._file_tools import file_tools
 from ._messages import (
     AssistantMessage,
@@ -83,7 +84,7 @@ class AgentTurnHandler:
     # -- the TurnHandler protocol -------------------------------------------------
 
     def prepare_session(self, agent: str | None) -> SessionSetup:
-        spec = self.catalog[agent or self.profile.agent]
+        spec = self._spec(agent or self.profile.agent, announce=True)
         provider = self._provider(spec)
         return SessionSetup(
             agent=spec.name, attributes={"provider": provider.name, "model": provider.model}
@@ -109,7 +110,7 @@ class AgentTurnHandler:
             )
 
     async def run_turn(self, turn: Turn) -> str:
-        spec = self.catalog[turn.session.agent]
+        spec = self._spec(turn.session.agent)
         provider = self._provider(spec)
         tools = self._tools_for(spec)
         budget = self._budget(spec, tools)
@@ -138,6 +139,12 @@ class AgentTurnHandler:
         await turn.emit("turn:limit", {"rounds": self.profile.max_rounds})
         await turn.record(to_record(AssistantMessage(content=note, provider="amplifier")))
         return note
+
+    def _spec(self, agent: str, *, announce: bool = False) -> AgentSpec:
+        """The spec of ``agent``; a name of the Amplifier CLI's is read as ours (``cli_agent``)."""
+        if ":" in agent:
+            agent = cli_agent(self.catalog, agent, announce=announce)
+        return self.catalog[agent]
 
     async def aclose(self) -> None:
         """Close every provider this handler opened."""
@@ -316,3 +323,23 @@ class AgentTurnHandler:
         if provider is None:
             provider = self._providers[config] = make_provider(config)
         return provider
+
+
+def cli_agent(catalog: AgentCatalog, agent: str, *, announce: bool) -> str:
+    """Our agent for one the Amplifier CLI names ``bundle:name`` (its sub-sessions do).
+
+    ``foundation:explorer`` is our ``explorer``; an agent of that name we do
+    not have becomes ``default``, and (with ``announce``) a warning says so.
+    Our own names never hold a ``:``.
+    """
+    name = agent.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+    if name in catalog.names:
+        return name
+    if announce:
+        warnings.warn(
+            f"agent {agent!r} of a session the Amplifier CLI wrote is not known here; "
+            "it goes on with the 'default' agent",
+            AgentWarning,
+            stacklevel=3,
+        )
+    return "default"

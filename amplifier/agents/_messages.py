@@ -8,6 +8,13 @@ knows nothing else about them.
     user        a prompt (or the context a delegating parent handed over)
     assistant   the model's answer: text and/or tool calls
     tool        the result of one tool call, matched by ``tool_call_id``
+
+Rule: the Amplifier CLI shares the store and reads our lines as its own
+      messages, so every line carries ``content`` (``""`` when there is none)
+      and every tool call its name under ``tool`` beside ``name``. Its lines
+      read as ours: content blocks become text and tool calls, ``tool`` is the
+      tool's name, a result without a name takes its call's, and output that
+      is not a string becomes JSON text.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 
@@ -67,9 +75,18 @@ MESSAGE = TypeAdapter(Message)
 
 
 def to_record(message: UserMessage | AssistantMessage | ToolResultMessage) -> dict[str, Any]:
-    """The transcript fields of ``message`` (defaults left out, so lines stay short)."""
+    """The transcript fields of ``message`` (defaults left out, so lines stay short).
+
+    ``content`` and each call's ``tool`` are always there (the module's Rule).
+    """
     fields = message.model_dump(mode="json", exclude_defaults=True)
-    return {"role": message.role, **fields}
+    record: dict[str, Any] = {"role": message.role, "content": message.content, **fields}
+    if isinstance(message, AssistantMessage) and message.tool_calls:
+        record["tool_calls"] = [
+            {"id": call.id, "name": call.name, "tool": call.name, "arguments": call.arguments}
+            for call in message.tool_calls
+        ]
+    return record
 
 
 def parse_history(
@@ -80,11 +97,100 @@ def parse_history(
     The count lets the caller say that something was skipped instead of
     silently dropping it.
     """
-    messages: list[UserMessage | AssistantMessage | ToolResultMessage] = []
-    skipped = 0
+    read = read_messages(records)
+    messages = [message for message in read if message is not None]
+    return messages, len(read) - len(messages)
+
+
+def read_messages(
+    records: Iterable[Mapping[str, Any]],
+) -> list[UserMessage | AssistantMessage | ToolResultMessage | None]:
+    """One message per record, in order; None for a record that is not a message.
+
+    Records the Amplifier CLI wrote are read as ours (the module's Rule).
+    """
+    read: list[UserMessage | AssistantMessage | ToolResultMessage | None] = []
+    names: dict[str, str] = {}
     for record in records:
         try:
-            messages.append(MESSAGE.validate_python(record))
+            message = MESSAGE.validate_python(_as_ours(record, names))
         except ValidationError:
-            skipped += 1
-    return messages, skipped
+            read.append(None)
+            continue
+        if isinstance(message, AssistantMessage):
+            names.update((call.id, call.name) for call in message.tool_calls)
+        read.append(message)
+    return read
+
+
+def _as_ours(record: Mapping[str, Any], names: Mapping[str, str]) -> Mapping[str, Any]:
+    """``record`` in our shape; a line of ours comes back as it is."""
+    role = record.get("role")
+    content = record.get("content")
+    if role == "user" and not isinstance(content, str):
+        return {**record, "content": _text(content)}
+    if role == "assistant":
+        calls = record.get("tool_calls")
+        if isinstance(content, str) and (
+            not calls or all(isinstance(c, dict) and "name" in c for c in calls)
+        ):
+            return record
+        if not isinstance(calls, list) or not calls:
+            calls = _block_calls(content)
+        return {**record, "content": _text(content), "tool_calls": [_call(c) for c in calls]}
+    if role == "tool":
+        if isinstance(content, str) and isinstance(record.get("name"), str):
+            return record
+        call_id = record.get("tool_call_id")
+        name = record.get("name")
+        if not isinstance(name, str):
+            name = names.get(call_id, "tool") if isinstance(call_id, str) else "tool"
+        output = content if isinstance(content, str) else orjson.dumps(content).decode()
+        return {**record, "name": name, "content": output}
+    return record
+
+
+def _text(content: object) -> str:
+    """The text of content that is a string or a list of blocks (thinking is left out)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "\n\n".join(
+        block["text"]
+        for block in content
+        if isinstance(block, dict)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    )
+
+
+def _block_calls(content: object) -> list[object]:
+    """Tool calls carried only as content blocks (``tool_call``, or Anthropic's ``tool_use``)."""
+    if not isinstance(content, list):
+        return []
+    return [
+        {"id": b.get("id"), "name": b.get("name"), "arguments": b.get("input")}
+        for b in content
+        if isinstance(b, dict) and b.get("type") in ("tool_call", "tool_use")
+    ]
+
+
+def _call(call: object) -> object:
+    """One tool call in our shape: the name from ``name`` or ``tool``, arguments an object."""
+    if not isinstance(call, dict):
+        return call
+    name = call.get("name")
+    if not isinstance(name, str):
+        name = call.get("tool")
+    arguments = call.get("arguments", call.get("input"))
+    if isinstance(arguments, str):
+        try:
+            arguments = orjson.loads(arguments) if arguments.strip() else {}
+        except orjson.JSONDecodeError:
+            arguments = {"input": arguments}
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        arguments = {"input": arguments}
+    return {"id": call.get("id"), "name": name, "arguments": arguments}

@@ -36,6 +36,7 @@ from amplifier.agents import ProviderKind, session_profile
 from ._interactive import History, run_interactive
 from ._render import (
     console,
+    event_json,
     event_lines,
     metadata_lines,
     safe,
@@ -477,7 +478,7 @@ def show(
                 "transcript": [record.model_dump(mode="json") for record in records],
             }
             if events:
-                document["events"] = [event.model_dump(mode="json") for event in log]
+                document["events"] = [event_json(event) for event in log]
             write_json(document)
             return
         out = console()

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from amplifier import EventRecord, SessionMetadata, SessionSummary, TranscriptRecord
+from amplifier.agents import AssistantMessage, ToolResultMessage, UserMessage, read_messages
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PROMPT_WIDTH = 48
@@ -144,34 +145,71 @@ def tree_lines(rows: Sequence[SessionSummary], root_id: str) -> list[str]:
     return lines
 
 
-def transcript_lines(records: Iterable[TranscriptRecord]) -> list[str]:
-    """The conversation as a person reads it: who said what, what tools did."""
+def transcript_lines(records: Sequence[TranscriptRecord]) -> list[str]:
+    """The conversation as a person reads it: who said what, what tools did.
+
+    Lines the Amplifier CLI wrote read the same (content blocks, ``tool``).
+    """
     lines: list[str] = []
-    for record in records:
-        message = record.message()
-        role = message.get("role")
-        content = message.get("content")
-        text = content if isinstance(content, str) else ""
-        if role == "user":
-            lines.append(f"> {safe(text)}")
-        elif role == "assistant":
-            if text:
-                lines.append(safe(text))
-            for call in message.get("tool_calls") or []:
-                arguments = orjson.dumps(call.get("arguments", {})).decode()
-                lines.append(f"  -> {safe(str(call.get('name')))} {one_line(arguments, 120)}")
-        elif role == "tool":
-            mark = "error" if message.get("is_error") else "ok"
-            lines.append(f"  <- {safe(str(message.get('name')))} ({mark}): {one_line(text, 160)}")
-        else:
-            lines.append(f"[{safe(str(role))}] {one_line(text, 160)}")
+    raw = [record.message() for record in records]
+    for message, typed in zip(raw, read_messages(raw), strict=True):
+        match typed:
+            case UserMessage():
+                lines.append(f"> {safe(typed.content)}")
+            case AssistantMessage():
+                if typed.content:
+                    lines.append(safe(typed.content))
+                for call in typed.tool_calls:
+                    arguments = orjson.dumps(call.arguments).decode()
+                    lines.append(f"  -> {safe(call.name)} {one_line(arguments, 120)}")
+            case ToolResultMessage():
+                mark = "error" if typed.is_error else "ok"
+                lines.append(f"  <- {safe(typed.name)} ({mark}): {one_line(typed.content, 160)}")
+            case _:
+                content = message.get("content")
+                text = content if isinstance(content, str) else ""
+                lines.append(f"[{safe(str(message.get('role')))}] {one_line(text, 160)}")
         lines.append("")
     return lines
 
 
+CLI_EVENTS = {
+    "llm:request": "provider:request",
+    "llm:response": "provider:response",
+    "tool:error": "tool:post",
+    "delegate:agent_spawned": "delegate:start",
+    "delegate:agent_resumed": "delegate:start",
+    "delegate:agent_completed": "delegate:end",
+    "delegate:error": "delegate:end",
+    "session:fork": "session:start",
+    "context:compaction": "context:compact",
+    "orchestrator:complete": "prompt:complete",
+}
+"""Events the Amplifier CLI logs under another name than ours, with ours."""
+
+
+def known_as(event: EventRecord) -> str | None:
+    """Our name for an event of the Amplifier CLI's (its lines have no ``seq``), if it differs."""
+    return CLI_EVENTS.get(event.event) if event.seq is None else None
+
+
+def event_json(event: EventRecord) -> dict[str, Any]:
+    document = event.model_dump(mode="json")
+    ours = known_as(event)
+    if ours is not None:
+        document["known_as"] = ours
+    return document
+
+
 def event_lines(records: Iterable[EventRecord]) -> list[str]:
-    return [
-        f"{e.seq:>8}  {e.ts.astimezone().strftime('%H:%M:%S.%f')[:-3]}  "
-        f"{e.session_id[-28:]:>28}  {e.event:<18} {one_line(orjson.dumps(e.data).decode(), 140)}"
-        for e in records
-    ]
+    """One line an event; the Amplifier CLI's show ``-`` for seq and our name beside theirs."""
+    lines = []
+    for e in records:
+        ours = known_as(e)
+        name = f"{e.event} ({ours})" if ours else e.event
+        seq = "-" if e.seq is None else str(e.seq)
+        lines.append(
+            f"{seq:>8}  {e.ts.astimezone().strftime('%H:%M:%S.%f')[:-3]}  "
+            f"{e.session_id[-28:]:>28}  {name:<18} {one_line(orjson.dumps(e.data).decode(), 140)}"
+        )
+    return lines

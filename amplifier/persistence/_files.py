@@ -130,6 +130,12 @@ def iter_lines_backwards(path: Path) -> Iterator[bytes]:
 
     Bytes after the last newline (a torn record) are not a line and are skipped.
     """
+    for _, line in lines_backwards(path):
+        yield line
+
+
+def lines_backwards(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``iter_lines_backwards`` with each line's offset in the file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -143,9 +149,15 @@ def iter_lines_backwards(path: Path) -> Iterator[bytes]:
             position = start
             if position > 0:
                 carry = pieces.pop(0)
-            for line in reversed(pieces):
+            # pieces[i] starts after pieces[:i] and their newlines, from here
+            offset = position + (len(carry) + 1 if position > 0 else 0)
+            offsets = []
+            for piece in pieces:
+                offsets.append(offset)
+                offset += len(piece) + 1
+            for offset, line in zip(reversed(offsets), reversed(pieces), strict=True):
                 if line.strip():
-                    yield line
+                    yield offset, line
     finally:
         os.close(fd)
 

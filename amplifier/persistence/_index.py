@@ -12,6 +12,12 @@ SQLite (standard library) does the work a hand-made index file would do
 badly: concurrent readers and writers across processes (WAL), atomic
 transactions, ordered range scans. Writes are not fsynced: the index can
 always be rebuilt, the metadata files are what is durable.
+
+Sessions another program creates (the Amplifier CLI shares the home) never
+pass through the actor: ``refresh`` finds them. The index remembers each
+project's ``sessions/`` folder modification time; a folder that changed
+since is listed again and the sessions missing from the index are added.
+A stat per project is all a listing pays when nothing changed.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import orjson
 
 from ._files import read_file
-from ._paths import SessionLocation, validate_session_id
+from ._paths import SessionLocation, sessions_root, validate_session_id
+from ._records import cli_created, cli_parent, is_cli_document
 
 INDEX = "index.sqlite3"
 _SCHEMA = """
@@ -40,6 +48,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS by_project_created ON sessions (project, created DESC);
 CREATE INDEX IF NOT EXISTS by_created ON sessions (created DESC);
 CREATE INDEX IF NOT EXISTS by_root ON sessions (root_id);
+CREATE INDEX IF NOT EXISTS by_parent ON sessions (parent_id);
+CREATE INDEX IF NOT EXISTS by_project_id ON sessions (project, session_id);
+CREATE TABLE IF NOT EXISTS folders (
+    project    TEXT PRIMARY KEY,
+    mtime_ns   INTEGER NOT NULL
+);
 """
 
 
@@ -106,6 +120,15 @@ def _row(
     location: SessionLocation, document: bytes
 ) -> tuple[str, str, str, str | None, str | None, bytes]:
     fields = orjson.loads(document)
+    if is_cli_document(fields):  # the Amplifier CLI's: no root_id, its own time format
+        return (
+            location.session_id,
+            location.project,
+            cli_created(fields),
+            cli_parent(fields),
+            None,
+            document,
+        )
     return (
         location.session_id,
         location.project,
@@ -143,38 +166,118 @@ def remove(db: sqlite3.Connection, session_ids: Iterable[str]) -> None:
 def rebuild(home: Path, db: sqlite3.Connection) -> int:
     """Recreate the index from the metadata files of every project; how many sessions."""
     rows = []
-    for location in _all_locations(home):
-        try:
-            document = read_file(location.metadata)
-            rows.append(_row(location, document))
-        except (OSError, orjson.JSONDecodeError, AttributeError):
-            # Damaged metadata: still listed (the listing marks it) by id and project.
-            rows.append((location.session_id, location.project, "", None, None, b"{}"))
+    seen: list[tuple[str, int]] = []
+    for slug in _project_slugs(home):
+        stamp = _folder_stamp(home, slug)
+        for location in _project_locations(home, slug):
+            rows.append(_row_or_damaged(location))
+        if stamp is not None:
+            seen.append((slug, stamp))
     with db:
         db.execute("BEGIN")
         db.execute("DELETE FROM sessions")
         db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.execute("DELETE FROM folders")
+        db.executemany("INSERT INTO folders VALUES (?, ?)", seen)
         db.execute(f"PRAGMA user_version = {_BUILT}")  # in the same transaction
     return len(rows)
 
 
-def _all_locations(home: Path) -> Iterator[SessionLocation]:
-    projects = home / "projects"
+def _row_or_damaged(
+    location: SessionLocation,
+) -> tuple[str, str, str, str | None, str | None, bytes]:
     try:
-        slugs = sorted(os.listdir(projects))
-    except FileNotFoundError:
-        return
-    for slug in slugs:
+        return _row(location, read_file(location.metadata))
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        # Damaged metadata: still listed (the listing marks it) by id and project.
+        return (location.session_id, location.project, "", None, None, b"{}")
+
+
+_SETTLED_NS = 2_000_000_000
+"""A folder changed this recently may change again within the same tick of
+its clock: its time is not remembered, so the next reader looks again."""
+
+
+def _folder_stamp(home: Path, project: str) -> int | None:
+    """The ``sessions/`` folder's modification time, if it is old enough to trust."""
+    try:
+        mtime = os.stat(sessions_root(home, project)).st_mtime_ns
+    except OSError:
+        return None
+    return mtime if time.time_ns() - mtime > _SETTLED_NS else None
+
+
+def refresh(db: sqlite3.Connection, home: Path, projects: Iterable[str]) -> int:
+    """Add the sessions of ``projects`` that reached the disk without the index; how many.
+
+    A project whose ``sessions/`` folder has not changed since it was last
+    looked at costs one stat. Rows are only added (never replaced): a
+    session's own writer keeps its row current.
+    """
+    added = 0
+    for project in projects:
         try:
-            names = os.listdir(projects / slug / "sessions")
-        except (FileNotFoundError, NotADirectoryError):
+            mtime = os.stat(sessions_root(home, project)).st_mtime_ns
+        except OSError:
             continue
-        for name in names:
-            try:
-                validate_session_id(name)
-                yield SessionLocation(home, slug, name)
-            except ValueError:
-                continue
+        known = db.execute("SELECT mtime_ns FROM folders WHERE project = ?", (project,)).fetchone()
+        if known is not None and known[0] == mtime:
+            continue
+        indexed = {
+            row[0]
+            for row in db.execute("SELECT session_id FROM sessions WHERE project = ?", (project,))
+        }
+        rows = [
+            _row_or_damaged(location)
+            for location in _project_locations(home, project, leaving_out=indexed)
+        ]
+        with db:
+            db.execute("BEGIN")
+            if rows:
+                cursor = db.executemany(
+                    "INSERT OR IGNORE INTO sessions VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
+                added += max(cursor.rowcount, 0)
+            if time.time_ns() - mtime > _SETTLED_NS:
+                db.execute(
+                    "INSERT INTO folders VALUES (?, ?) ON CONFLICT(project) "
+                    "DO UPDATE SET mtime_ns = excluded.mtime_ns",
+                    (project, mtime),
+                )
+    return added
+
+
+def _project_slugs(home: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(home / "projects"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _project_locations(
+    home: Path, slug: str, *, leaving_out: set[str] | frozenset[str] = frozenset()
+) -> Iterator[SessionLocation]:
+    try:
+        names = os.listdir(sessions_root(home, slug))
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return
+    for name in names:
+        if name in leaving_out:
+            continue
+        try:
+            validate_session_id(name)
+            yield SessionLocation(home, slug, name)
+        except ValueError:
+            continue
+
+
+def children_of(db: sqlite3.Connection, home: Path, parent_id: str) -> list[SessionLocation]:
+    """Sessions whose metadata names ``parent_id`` as their parent."""
+    rows = db.execute(
+        "SELECT project, session_id, document FROM sessions WHERE parent_id = ? ORDER BY created",
+        (parent_id,),
+    )
+    return [location for location, _ in _locations(home, rows)]
 
 
 def page(

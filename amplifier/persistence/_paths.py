@@ -168,10 +168,14 @@ def ensure_private_dir(path: Path, *, below: Path) -> None:
     """Create ``path`` and every missing folder between it and ``below`` owner-only (0700).
 
     ``Path.mkdir(parents=True)`` would give the parents the default mode, so
-    each level is made here. ``below`` itself is created too (it is the home).
+    each level is made here. ``below`` itself is created too (it is the home),
+    and so are its own missing parents: a home in a folder that does not
+    exist yet is made, not refused.
     """
     chain = [path, *path.parents]
     stop = chain.index(below) if below in chain else len(chain) - 1
+    while stop + 1 < len(chain) and not chain[stop + 1].exists():
+        stop += 1
     for folder in reversed(chain[: stop + 1]):
         try:
             folder.mkdir(mode=0o700)

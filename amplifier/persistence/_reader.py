@@ -1,8 +1,14 @@
 """Reading stored sessions: metadata, transcripts, events, listings, id lookup.
 
-Readers never write. A torn last line (a crash mid-append, or a live writer
-caught mid-line) is left where it is and not returned; only the session's
-owner sets it aside (``_files.set_aside_torn_tail``). All functions block.
+Readers never write session files. A torn last line (a crash mid-append, or
+a live writer caught mid-line) is left where it is and not returned; only
+the session's owner sets it aside (``_files.set_aside_torn_tail``). All
+functions block.
+
+Sessions the Amplifier CLI wrote are read too (``_records``, Rule 2): their
+metadata is mapped to ours (``_cli_sessions``), their unstamped lines keep
+their place in the file, and their sub-sessions are found through
+``parent_id``, since their parents do not list them.
 """
 
 from __future__ import annotations
@@ -19,15 +25,18 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from ._cli_sessions import cli_backup, from_cli, json_object, note_cli_turns
 from ._exceptions import (
     AmbiguousSessionId,
     CorruptSession,
     RecoveryWarning,
     SessionNotFound,
 )
-from ._files import first_line, iter_lines_backwards, read_file, read_jsonl
+from ._files import first_line, lines_backwards, read_file, read_jsonl
+from ._index import children_of as index_children
 from ._index import open_built as open_built_index
 from ._index import page as index_page
+from ._index import refresh as refresh_index
 from ._index import with_prefix as index_prefix
 from ._ownership import holder
 from ._paths import (
@@ -38,25 +47,48 @@ from ._paths import (
     sessions_root,
     validate_session_id,
 )
-from ._records import EventRecord, SessionMetadata, TranscriptRecord
+from ._records import (
+    EventRecord,
+    SessionMetadata,
+    TranscriptRecord,
+    cli_parent,
+    is_cli_document,
+)
 
 _R = TypeVar("_R", EventRecord, TranscriptRecord)
 
 
 def read_metadata(location: SessionLocation) -> SessionMetadata:
-    """The session's ``metadata.json``; ``SessionNotFound`` or ``CorruptSession`` otherwise."""
+    """The session's ``metadata.json``; ``SessionNotFound`` or ``CorruptSession`` otherwise.
+
+    A document the Amplifier CLI wrote is mapped to ours (``SessionMetadata.from_cli``);
+    if it is missing or damaged, its ``metadata.json.backup`` stands in, as
+    it does for that tool.
+    """
     refuse_links_out(location)
     try:
         data = read_file(location.metadata)
     except FileNotFoundError:
         if not location.directory.is_dir():
             raise SessionNotFound(location.session_id) from None
+        backup = cli_backup(location)
+        if backup is not None:
+            return backup
         raise CorruptSession(location.session_id, "metadata.json is missing") from None
+    document = json_object(data)
+    if document is not None and is_cli_document(document):
+        return from_cli(location, document, location.metadata)
     try:
-        return SessionMetadata.model_validate_json(data)
+        metadata = SessionMetadata.model_validate_json(data)
     except ValidationError as exc:
+        backup = cli_backup(location)
+        if backup is not None:
+            return backup
         reason = exc.errors()[0]["msg"] if exc.errors() else "unreadable"
         raise CorruptSession(location.session_id, f"metadata.json is invalid ({reason})") from None
+    if document is not None:
+        note_cli_turns(location, document, metadata)
+    return metadata
 
 
 def load_transcript(location: SessionLocation) -> list[TranscriptRecord]:
@@ -92,16 +124,17 @@ def load_transcript_tail(location: SessionLocation, *, max_bytes: int) -> Transc
         return TranscriptTail(None, load_transcript(location), True)
     lines: list[bytes] = []
     taken = 0
-    for line in iter_lines_backwards(path):
+    start = size
+    for offset, line in lines_backwards(path):
         lines.append(line)
+        start = offset
         taken += len(line) + 1
         if taken >= max_bytes:
             break
     lines.reverse()
     records = [r for r in (_parse_line(line) for line in lines) if r is not None]
-    first = _parse_line(first_line(path))
-    if first is not None and records and first.seq >= records[0].seq:
-        first = None  # the tail reached the start after all
+    # By position, not seq: lines another tool wrote have none.
+    first = _parse_line(first_line(path)) if start > 0 else None
     return TranscriptTail(first, records, False)
 
 
@@ -121,8 +154,19 @@ def iter_events(location: SessionLocation) -> Iterator[EventRecord]:
 
 
 def merge_events(locations: Iterable[SessionLocation]) -> Iterator[EventRecord]:
-    """The events of several sessions (a parent and its children) in one ``seq`` order."""
-    return heapq.merge(*(iter_events(loc) for loc in locations), key=lambda e: e.seq)
+    """The events of several sessions (a parent and its children) in one ``seq`` order.
+
+    A line without ``seq`` (the Amplifier CLI's) stays after the line it follows.
+    """
+    keyed = (_after_previous_seq(iter_events(loc)) for loc in locations)
+    return (event for _, event in heapq.merge(*keyed, key=lambda pair: pair[0]))
+
+
+def _after_previous_seq(events: Iterable[EventRecord]) -> Iterator[tuple[int, EventRecord]]:
+    seq = 0
+    for event in events:
+        seq = event.seq if event.seq is not None else seq
+        yield seq, event
 
 
 def _records(path: Path, model: type[_R]) -> Iterator[_R]:
@@ -210,6 +254,7 @@ def list_sessions(
         return []
     with _index(home) as db:
         if db is not None:
+            _refresh(db, home, [project] if project is not None else all_projects(home))
             page = index_page(db, home, project=project, limit=limit, roots_only=roots_only)
             rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
             rows.sort(key=_newest_first)
@@ -231,6 +276,12 @@ def _scan(
         rows = [r for r in rows if r.metadata is None or r.metadata.parent_id is None]
     rows.sort(key=_newest_first)
     return rows[:limit] if limit is not None else rows
+
+
+def _refresh(db: sqlite3.Connection, home: Path, projects: list[str]) -> None:
+    """Index the sessions another program wrote since the index last looked (Rule of ``_index``)."""
+    with contextlib.suppress(sqlite3.Error):
+        refresh_index(db, home, projects)
 
 
 @contextlib.contextmanager
@@ -272,11 +323,10 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
             return here
     if home.is_dir():
         with _index(home) as db:
-            indexed = (
-                [m for m in index_prefix(db, home, id_or_prefix) if m.directory.is_dir()]
-                if db is not None
-                else []
-            )
+            indexed = []
+            if db is not None:
+                _refresh(db, home, all_projects(home))
+                indexed = [m for m in index_prefix(db, home, id_or_prefix) if m.directory.is_dir()]
         exact = [m for m in indexed if m.session_id == id_or_prefix]
         if exact:
             return exact[0]
@@ -313,18 +363,56 @@ def _is_session_name(name: str) -> bool:
 
 
 def session_tree(location: SessionLocation) -> list[SessionLocation]:
-    """The session and all its descendants (children live beside it), parents first."""
-    found = [location]
-    index = 0
-    while index < len(found):
-        current = found[index]
-        index += 1
-        try:
-            children = read_metadata(current).children
-        except (CorruptSession, SessionNotFound):
-            continue
-        found += existing_children(current, children)[0]
-    return found
+    """The session and all its descendants (children live beside it), parents first.
+
+    Children are those the metadata lists, and those whose own metadata names
+    the session as parent (the Amplifier CLI's parents list none).
+    """
+    with _index(location.home) as db:
+        if db is not None:
+            _refresh(db, location.home, [location.project])
+        found = [location]
+        seen = {location.session_id}
+        index = 0
+        while index < len(found):
+            current = found[index]
+            index += 1
+            try:
+                listed = read_metadata(current).children
+            except (CorruptSession, SessionNotFound):
+                continue
+            for child in [*existing_children(current, listed)[0], *_named_children(db, current)]:
+                if child.session_id not in seen:
+                    seen.add(child.session_id)
+                    found.append(child)
+        return found
+
+
+def _named_children(
+    db: sqlite3.Connection | None, parent: SessionLocation
+) -> list[SessionLocation]:
+    """The sessions of ``parent``'s project whose metadata names it as their parent."""
+    if db is not None:
+        with contextlib.suppress(sqlite3.Error):
+            return [
+                child
+                for child in index_children(db, parent.home, parent.session_id)
+                if child.project == parent.project and child.directory.is_dir()
+            ]
+    # No index: every metadata file of the project.
+    named = []
+    for session_id in project_ids(parent.home, parent.project):
+        child = SessionLocation(parent.home, parent.project, session_id)
+        with contextlib.suppress(OSError):
+            document = json_object(read_file(child.metadata))
+            if document is None:
+                continue
+            parent_id = (
+                cli_parent(document) if is_cli_document(document) else document.get("parent_id")
+            )
+            if parent_id == parent.session_id:
+                named.append(child)
+    return named
 
 
 def existing_children(

@@ -10,8 +10,14 @@ One line of ``transcript.jsonl`` is one message: the same ``version``/``seq``/
 the agent layer keeps: ``content``, tool calls, ...). The store does not
 interpret messages beyond their ``role``.
 
-Rule: readers accept every schema version up to ``SCHEMA_VERSION``; fields a
-newer writer added are kept (``extra="allow"``), never a reason to fail.
+Rule 1: readers accept every schema version up to ``SCHEMA_VERSION``; fields a
+        newer writer added are kept (``extra="allow"``), never a reason to fail.
+Rule 2: the Amplifier CLI shares ``~/.amplifier`` and writes the same three
+        files without our stamp: its transcript and event lines have no
+        ``seq`` (``seq`` is then None, and the line keeps its place in the
+        file), and its ``metadata.json`` has no ``version`` (``from_cli``
+        maps it). Every metadata document we write also carries the keys that
+        tool reads (``SessionMetadata.cli_keys``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 
@@ -49,12 +64,12 @@ def utc_now() -> datetime:
 
 
 class EventRecord(BaseModel):
-    """One line of ``events.jsonl``."""
+    """One line of ``events.jsonl`` (no ``version`` nor ``seq`` on a line another tool wrote)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    version: int = SCHEMA_VERSION
-    seq: int
+    version: int | None = None
+    seq: int | None = None
     ts: datetime
     session_id: str
     parent_id: str | None = None
@@ -63,13 +78,17 @@ class EventRecord(BaseModel):
 
 
 class TranscriptRecord(BaseModel):
-    """One line of ``transcript.jsonl``: a stamped message."""
+    """One line of ``transcript.jsonl``: a stamped message.
+
+    A line another tool wrote (the Amplifier CLI) has no stamp: ``version``,
+    ``seq`` and ``ts`` are then None, and its place in the file is its order.
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    version: int = SCHEMA_VERSION
-    seq: int
-    ts: datetime
+    version: int | None = None
+    seq: int | None = None
+    ts: datetime | None = None
     role: str
 
     def message(self) -> dict[str, Any]:
@@ -109,3 +128,137 @@ class SessionMetadata(BaseModel):
     seq: int = 0
     """The ``seq`` under which this version was written; newer versions have larger ones."""
     error: str | None = None
+    name: str | None = None
+    """What people call the session (the Amplifier CLI's naming hook sets one)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_cli_keys(cls, data: Any) -> Any:
+        """The CLI's keys are derived from ours on every write; reading them back adds nothing."""
+        if isinstance(data, dict) and not _CLI_KEYS.isdisjoint(data):
+            return {key: value for key, value in data.items() if key not in _CLI_KEYS}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _serialise(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        document: dict[str, Any] = handler(self)
+        if document.get("name", "") is None:
+            del document["name"]
+        document.update(self.cli_keys())
+        return document
+
+    def cli_keys(self) -> dict[str, Any]:
+        """The keys the Amplifier CLI reads, kept current on every write (Rule 2)."""
+        keys: dict[str, Any] = {"turn_count": self.turns, "working_dir": self.cwd}
+        model = self.attributes.get("model")
+        if model:
+            keys["model"] = model
+        if self.parent_id is not None:
+            keys["agent_name"] = self.agent
+        return keys
+
+    @classmethod
+    def from_cli(
+        cls,
+        document: dict[str, Any],
+        *,
+        session_id: str,
+        project: str,
+        modified: datetime,
+        root_id: str,
+        depth: int,
+        message_count: int,
+        last_prompt: str | None,
+    ) -> SessionMetadata:
+        """Our reading of a ``metadata.json`` the Amplifier CLI wrote (no ``version``).
+
+        Its keys are kept beside ours (so a write of ours leaves them for that
+        tool). ``working_dir`` is the project, ``turn_count`` the turns,
+        ``agent_name`` the agent (roots run ``default``), ``name`` the name;
+        there is no ``updated``: the newest of ``created``, ``last_updated``
+        and the file's modification time stands for it. The lineage and the
+        transcript's counts come from the caller, which reads the files.
+        """
+        created = _when(document.get("created")) or modified
+        updated = max(created, _when(document.get("last_updated")) or created, modified)
+        parent = cli_parent(document)
+        agent = document.get("agent_name") if parent else None
+        extra: dict[str, Any] = {}
+        if parent is None and isinstance(document.get("parent_id"), str):
+            extra["forked_from"] = document["parent_id"]
+        attributes = {
+            key: value
+            for key in ("bundle", "model")
+            if isinstance(value := document.get(key), str) and value
+        }
+        turns = document.get("turn_count")
+        name = document.get("name")
+        return cls.model_validate(
+            {
+                **document,
+                "version": SCHEMA_VERSION,
+                "session_id": session_id,
+                "created": created,
+                "updated": updated,
+                "cwd": _text(document.get("working_dir")),
+                "project": project,
+                "agent": agent if isinstance(agent, str) and agent else "default",
+                "profile": None,
+                "status": "cancelled" if document.get("status") == "interrupted" else "completed",
+                **extra,
+                "parent_id": parent,
+                "root_id": root_id,
+                "depth": depth,
+                "children": [],
+                "turns": turns if isinstance(turns, int) and turns >= 0 else 0,
+                "message_count": message_count,
+                "last_prompt": last_prompt,
+                "attributes": attributes,
+                "seq": 0,
+                "error": None,
+                "name": name if isinstance(name, str) and name else None,
+            }
+        )
+
+
+_CLI_KEYS = frozenset({"turn_count", "working_dir", "model", "agent_name"})
+
+
+def is_cli_document(document: object) -> bool:
+    """True for a ``metadata.json`` the Amplifier CLI wrote: an object without our ``version``."""
+    return isinstance(document, dict) and "version" not in document
+
+
+def cli_parent(document: dict[str, Any]) -> str | None:
+    """The parent of a session the Amplifier CLI wrote, if it is a sub-session.
+
+    A fork (``forked_from_turn``) names the session it was copied from in
+    ``parent_id`` too, but it is a conversation of its own: a root for us.
+    """
+    parent = document.get("parent_id")
+    if not isinstance(parent, str) or not parent or "forked_from_turn" in document:
+        return None
+    return parent
+
+
+def cli_created(document: dict[str, Any]) -> str:
+    """``created`` in our format (the index orders by its text), or "" if unreadable."""
+    moment = _when(document.get("created"))
+    return format_ts(moment) if moment is not None else ""
+
+
+def _when(value: object) -> datetime | None:
+    """An ISO 8601 time as that tool writes it (``+00:00``); naive means UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
