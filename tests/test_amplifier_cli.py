@@ -268,10 +268,6 @@ def test_resume_appends_after_their_lines_byte_identical(home: Path, project: Pa
     assert len(_their_loader_reads(theirs.child.transcript)) == 6  # theirs and ours, all loadable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the open path takes the session lock (creating .lock) before it reads the metadata",
-)
 def test_failed_resume_leaves_their_folder_as_it_was(home: Path, project: Path) -> None:
     """A session of theirs that cannot be resumed is left exactly as found: no lock, no file."""
     theirs = cli.conversation(home, project)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import secrets
 import time
 import warnings
@@ -213,6 +214,10 @@ def write_new_file(path: str | Path, data: bytes, *, sync: bool) -> None:
         os.close(fd)
 
 
+_OUR_TEMP = re.compile(r"\.[^/]+\.\d+\.[0-9a-f]{8}\.tmp")
+"""``.<name>.<pid>.<random>.tmp``: how ``atomic_replace`` names its temporary files."""
+
+
 def atomic_replace(path: str | Path, data: bytes, *, sync: bool) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old or the new file, never half.
 
@@ -236,12 +241,14 @@ def atomic_replace(path: str | Path, data: bytes, *, sync: bool) -> None:
 def sweep_temp_files(folder: Path) -> int:
     """Remove what ``atomic_replace`` left in ``folder`` when its process died; how many.
 
-    Only for a folder whose lock the caller holds: no one else writes there.
+    Only for a folder whose session the caller owns, and only files named
+    the way ``atomic_replace`` names them: another tool's files are never
+    touched.
     """
     removed = 0
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            if _OUR_TEMP.fullmatch(entry.name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1

@@ -179,6 +179,10 @@ class SessionActor:
             if meta.parent_id is None:
                 await self._writer.sync()  # identity first: durable before the caller has it
             return
+        # Read before claiming: a session that cannot be loaded is left exactly
+        # as found. Read again once claimed: a dead owner's journal may have
+        # been replayed into it meanwhile.
+        await anyio.to_thread.run_sync(_load_metadata, self.location)
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
         meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
@@ -554,7 +558,11 @@ def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
     try:
         return read_metadata(location), False
     except CorruptSession as damage:
-        start = next((e for e in iter_events(location) if e.event == "session:start"), None)
+        # Ours only: another tool's log may hold a session:start of its own (no seq).
+        start = next(
+            (e for e in iter_events(location) if e.event == "session:start" and e.seq is not None),
+            None,
+        )
         if start is None:
             raise CorruptSession(
                 location.session_id, f"{damage.reason}; no session:start to rebuild from"
