@@ -24,7 +24,7 @@ from amplifier.agents import (
 )
 from amplifier.agents._context import estimate_tokens
 
-from .helpers import events, first, session_dirs
+from .helpers import FnHandler, events, first, session_dirs
 
 
 def _call(call_id: str, name: str = "read_file") -> AssistantMessage:
@@ -213,9 +213,47 @@ async def test_resume_and_next_turn_never_read_the_whole_transcript(
     def whole_file_read(location: object) -> None:
         raise AssertionError("the whole transcript was read")
 
+    read_file = reader_module.read_file
+
+    def no_whole_transcript(path: Path) -> bytes:
+        if path.name == "transcript.jsonl":
+            raise AssertionError("the whole transcript was read")
+        return read_file(path)
+
     monkeypatch.setattr(reader_module, "load_transcript", whole_file_read)
+    monkeypatch.setattr(reader_module, "read_file", no_whole_transcript)
     provider = ScriptedProvider([ScriptedTurn(text="fine")])
     async with amplifier.open_runtime(cwd=project, provider=provider) as rt:
         async with rt.resume(session.id) as again:
             assert (await again.ask("next")).text == "fine"
     assert provider.requests[0].messages[0] == UserMessage(content="the first prompt")
+
+
+async def test_every_turn_sees_its_history_exactly_as_stored(tmp_path: Path) -> None:
+    """Turn after turn, the history a handler is given is the stored transcript's end."""
+    project = tmp_path / "p"
+    project.mkdir()
+    seen: list[tuple[Any, Any, Any]] = []
+
+    async def turn_fn(turn: amplifier.Turn) -> str:
+        whole = await turn.session.history_tail(max_bytes=10**9)
+        short = await turn.session.history_tail(max_bytes=600)
+        stored = await turn.session.history()  # read from the file
+        seen.append((whole, short, stored))
+        for n in range(3):
+            result = {"role": "tool", "name": "t", "tool_call_id": f"c{n}", "content": "o" * 90}
+            await turn.record(result)
+        return f"answer {turn.number}"
+
+    async with amplifier.runtime.open_runtime(cwd=project, handler=FnHandler(turn_fn)) as rt:
+        async with rt.open_session() as session:
+            for n in range(6):
+                await session.ask(f"prompt {n}")
+    for whole, short, stored in seen:
+        assert whole.complete
+        assert whole.messages == stored
+        assert short.messages == stored[-len(short.messages) :]
+        # A line is the message and the store's stamp (about 60 bytes) before it.
+        assert sum(len(orjson.dumps(m)) + 60 for m in short.messages) >= 600 or short.complete
+        if not short.complete:
+            assert short.first == stored[0]

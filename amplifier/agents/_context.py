@@ -32,10 +32,7 @@ MARKER_TOKENS = 32
 
 
 def estimate_tokens(message: Message) -> int:
-    size = len(message.content) + 16
-    if isinstance(message, AssistantMessage):
-        size += sum(len(call.name) + len(str(call.arguments)) + 16 for call in message.tool_calls)
-    return size // CHARS_PER_TOKEN + 1
+    return message.size // CHARS_PER_TOKEN + 1
 
 
 def missing_results(history: Sequence[Message]) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -36,6 +36,7 @@ from ._file_tools import file_tools
 from ._messages import (
     AssistantMessage,
     Message,
+    Parsed,
     ToolCall,
     ToolResultMessage,
     UserMessage,
@@ -52,6 +53,8 @@ from ._tools import ToolBox, ToolContext, clip, parse_arguments
 
 FINAL_RECORDS_TIMEOUT = 5.0
 REPAIR_WINDOW = 256 * 1024
+_PARSED = "agents.parsed"
+"""Where a session keeps the messages it already read (``read_messages``'s ``parsed``)."""
 """Bytes at the end of a transcript searched for a turn a crash cut off."""
 _EXCERPT = 300
 
@@ -93,10 +96,15 @@ class AgentTurnHandler:
     async def on_resume(self, session: SessionContext) -> None:
         """Repair a turn a crash cut off: answer every call left without a result.
 
-        A cut-off turn is the last one, so only the end of the history is read.
+        A cut-off turn is the last one, so only the end of the history is
+        looked at; but as much is read as the next turn will want, which the
+        session then keeps (its first turn reads nothing again).
         """
+        spec = self._spec(session.agent)
+        window = self._window(self._budget(spec, self._tools_for(spec)))
+        await session.history_tail(max_bytes=window)
         tail = await session.history_tail(max_bytes=REPAIR_WINDOW)
-        history, unreadable = parse_history(tail.messages)
+        history, unreadable = parse_history(tail.messages, parsed=_parsed(session))
         missing = missing_results(history)
         for call_id, name in missing:
             result = ToolResultMessage(
@@ -159,8 +167,8 @@ class AgentTurnHandler:
         holds, in bytes of JSON), so a turn costs the same in a session of a
         hundred messages or of a hundred thousand. True if part was not read.
         """
-        tail = await turn.session.history_tail(max_bytes=budget * CHARS_PER_TOKEN * 2 + 65536)
-        history, _ = parse_history(tail.messages)
+        tail = await turn.session.history_tail(max_bytes=self._window(budget))
+        history, _ = parse_history(tail.messages, parsed=_parsed(turn.session))
         if tail.complete:
             return history, False
         first, _ = parse_history([tail.first] if tail.first is not None else [])
@@ -300,6 +308,10 @@ class AgentTurnHandler:
     def _tools_for(self, spec: AgentSpec) -> ToolBox:
         return self._tools.only(name for name in spec.tools if self.profile.tools.permits(name))
 
+    def _window(self, budget: int) -> int:
+        """Bytes of transcript to read for a history of ``budget`` tokens (about twice that)."""
+        return budget * CHARS_PER_TOKEN * 2 + 65536
+
     def _budget(self, spec: AgentSpec, tools: ToolBox) -> int:
         """Tokens left for the history once instructions, tool schemas and the answer fit."""
         fixed = len(spec.instructions) // 4 + sum(
@@ -343,3 +355,11 @@ def cli_agent(catalog: AgentCatalog, agent: str, *, announce: bool) -> str:
             stacklevel=3,
         )
     return "default"
+
+
+def _parsed(session: SessionContext) -> Parsed:
+    """The messages this session has read already (kept while it is open)."""
+    parsed = session.state.get(_PARSED)
+    if parsed is None:
+        parsed = session.state[_PARSED] = {}
+    return cast(Parsed, parsed)

@@ -19,7 +19,8 @@ Rule: the Amplifier CLI shares the store and reads our lines as its own
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -49,6 +50,11 @@ class UserMessage(BaseModel):
     role: Literal["user"] = "user"
     content: str
 
+    @property
+    def size(self) -> int:
+        """Characters the model is shown."""
+        return len(self.content) + 16
+
 
 class AssistantMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -59,6 +65,12 @@ class AssistantMessage(BaseModel):
     provider: str | None = None
     model: str | None = None
 
+    @cached_property
+    def size(self) -> int:
+        """Characters the model is shown: the text and every call (kept: histories are long)."""
+        calls = sum(len(c.name) + len(str(c.arguments)) + 16 for c in self.tool_calls)
+        return len(self.content) + 16 + calls
+
 
 class ToolResultMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -68,6 +80,11 @@ class ToolResultMessage(BaseModel):
     name: str
     content: str
     is_error: bool = False
+
+    @property
+    def size(self) -> int:
+        """Characters the model is shown."""
+        return len(self.content) + 16
 
 
 Message = Annotated[UserMessage | AssistantMessage | ToolResultMessage, Field(discriminator="role")]
@@ -90,36 +107,54 @@ def to_record(message: UserMessage | AssistantMessage | ToolResultMessage) -> di
 
 
 def parse_history(
-    records: Iterable[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]], *, parsed: Parsed | None = None
 ) -> tuple[list[UserMessage | AssistantMessage | ToolResultMessage], int]:
     """Messages from transcript records, and how many records were not messages.
 
     The count lets the caller say that something was skipped instead of
-    silently dropping it.
+    silently dropping it. ``parsed``: see ``read_messages``.
     """
-    read = read_messages(records)
+    read = read_messages(records, parsed=parsed)
     messages = [message for message in read if message is not None]
     return messages, len(read) - len(messages)
 
 
+Parsed = MutableMapping[int, tuple[Mapping[str, Any], "Message | None"]]
+"""Records already read (by ``id``, with the record itself, so a reused id never matches)."""
+
+
 def read_messages(
-    records: Iterable[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]], *, parsed: Parsed | None = None
 ) -> list[UserMessage | AssistantMessage | ToolResultMessage | None]:
     """One message per record, in order; None for a record that is not a message.
 
     Records the Amplifier CLI wrote are read as ours (the module's Rule).
+    ``parsed`` remembers records read before (a session reads the same end
+    of its history turn after turn); it is left holding exactly ``records``.
     """
     read: list[UserMessage | AssistantMessage | ToolResultMessage | None] = []
     names: dict[str, str] = {}
+    seen: dict[int, tuple[Mapping[str, Any], Message | None]] = {}
     for record in records:
-        try:
-            message = MESSAGE.validate_python(_as_ours(record, names))
-        except ValidationError:
+        known = parsed.get(id(record)) if parsed is not None else None
+        if known is not None and known[0] is record:
+            message = known[1]
+        else:
+            try:
+                message = MESSAGE.validate_python(_as_ours(record, names))
+            except ValidationError:
+                message = None
+        if parsed is not None:
+            seen[id(record)] = (record, message)
+        if message is None:
             read.append(None)
             continue
         if isinstance(message, AssistantMessage):
             names.update((call.id, call.name) for call in message.tool_calls)
         read.append(message)
+    if parsed is not None:
+        parsed.clear()
+        parsed.update(seen)
     return read
 
 

@@ -27,6 +27,7 @@ from ._paths import (
     validate_session_id,
 )
 from ._reader import (
+    MessageTail,
     SessionSummary,
     TranscriptTail,
     all_projects,
@@ -34,6 +35,7 @@ from ._reader import (
     find_session,
     iter_events,
     list_sessions,
+    load_message_tail,
     load_transcript,
     load_transcript_tail,
     merge_events,
@@ -67,6 +69,7 @@ __all__ = [
     "EndStatus",
     "EventRecord",
     "InvalidSessionId",
+    "MessageTail",
     "OpenedSession",
     "Owner",
     "PersistenceError",
@@ -95,6 +98,7 @@ __all__ = [
     "holder",
     "iter_events",
     "list_sessions",
+    "load_message_tail",
     "load_transcript",
     "load_transcript_tail",
     "merge_events",

@@ -21,8 +21,9 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
 from pydantic import ValidationError
 
 from ._cli_sessions import cli_backup, from_cli, json_object, note_cli_turns
@@ -136,6 +137,97 @@ def load_transcript_tail(location: SessionLocation, *, max_bytes: int) -> Transc
     # By position, not seq: lines another tool wrote have none.
     first = _parse_line(first_line(path)) if start > 0 else None
     return TranscriptTail(first, records, False)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTail:
+    """The end of a transcript as plain messages (the store's stamp left out)."""
+
+    first: dict[str, Any] | None
+    """The first message, when ``messages`` does not reach back to it."""
+    messages: list[dict[str, Any]]
+    sizes: list[int]
+    """The bytes each message takes in the file (its line and newline)."""
+    complete: bool
+
+
+def load_message_tail(location: SessionLocation, *, max_bytes: int) -> MessageTail:
+    """``load_transcript_tail`` as plain messages, for the turn that reads them.
+
+    The same lines, read the same way (from the end, as far as needed),
+    parsed with ``orjson`` alone: a long history is read on every resume,
+    and building a model per line would cost more than reading it.
+    """
+    refuse_links_out(location)
+    path = location.transcript
+    try:
+        size = path.lstat().st_size
+    except FileNotFoundError:
+        return MessageTail(None, [], [], True)
+    messages: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    if size <= max_bytes:
+        data = read_file(path)
+        damaged = []
+        for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), start=1):
+            record = _loads(line)
+            if not isinstance(record, dict):
+                if line.strip():
+                    damaged.append(number)
+                continue
+            message = _message(record)
+            if message is not None:
+                messages.append(message)
+                sizes.append(len(line) + 1)
+        if damaged:
+            shown = ", ".join(map(str, damaged[:10]))
+            warnings.warn(
+                f"{path}: skipped {len(damaged)} damaged line(s) ({shown})",
+                RecoveryWarning,
+                stacklevel=2,
+            )
+        return MessageTail(None, messages, sizes, True)
+    lines: list[bytes] = []
+    taken = 0
+    start = size
+    for offset, line in lines_backwards(path):
+        lines.append(line)
+        start = offset
+        taken += len(line) + 1
+        if taken >= max_bytes:
+            break
+    for line in reversed(lines):
+        message = _message(_loads(line))
+        if message is not None:
+            messages.append(message)
+            sizes.append(len(line) + 1)
+    # By position, not seq: lines another tool wrote have none.
+    first = _message(_loads(first_line(path))) if start > 0 else None
+    return MessageTail(first, messages, sizes, False)
+
+
+_STAMP = ("version", "seq", "ts")
+
+
+def _loads(line: bytes | None) -> Any:
+    if not line:
+        return None
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _message(record: Any) -> dict[str, Any] | None:
+    """A record's message, or None if it is none (what ``TranscriptRecord`` checks)."""
+    if not isinstance(record, dict) or not isinstance(record.get("role"), str):
+        return None
+    seq = record.get("seq")
+    if seq is not None and (type(seq) is not int):
+        return None
+    for key in _STAMP:
+        record.pop(key, None)
+    return record
 
 
 def _parse_line(line: bytes | None) -> TranscriptRecord | None:

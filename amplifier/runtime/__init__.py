@@ -16,11 +16,12 @@ from ._exceptions import (
     TurnCancelled,
     TurnFailed,
 )
+from ._history import HistoryTail
 from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
 from ._lifecycle import ALLOWED, Lifecycle, SessionState
 from ._messages import Reply
 from ._runtime import Cleanup, Runtime, SessionOpening, open_runtime, plan_cleanup
-from ._session import HistoryTail, Session, SessionContext, Turn
+from ._session import Session, SessionContext, Turn
 from ._turns import EchoTurnHandler, SessionSetup, TurnHandler
 
 __all__ = [

@@ -46,8 +46,8 @@ from amplifier.persistence import (
     Store,
     existing_children,
     iter_events,
+    load_message_tail,
     load_transcript,
-    load_transcript_tail,
     read_metadata,
     validate_session_id,
 )
@@ -55,6 +55,7 @@ from amplifier.persistence import (
 from ._bus import EventBus, Subscription
 from ._delegation import Delegation, DelegationResult, DelegationStatus
 from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
+from ._history import HistoryCopy, HistoryTail
 from ._ids import new_child_id
 from ._lifecycle import Lifecycle, SessionState
 from ._messages import Answered, Cancelled, Close, Failed, Prompt, Reply, SessionMessage
@@ -114,6 +115,8 @@ class SessionActor:
         self.ended = anyio.Event()
         self._recorded = False
         """session:start or session:resume is on disk; only then does the end get written."""
+        self.history: HistoryCopy | None = None
+        """The end of the transcript, once a turn has read it (``_history`` Rule 1)."""
 
     # -- the task -------------------------------------------------------------------
 
@@ -284,6 +287,8 @@ class SessionActor:
             self._turn_scope = self._current = None
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                 outcome = await self._complete_turn(number, outcome, durable=prompt.durable)
+            if not isinstance(outcome, Answered):
+                self.history = None  # it may hold what the file never got: read it again
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 reply.send_nowait(outcome)  # refused only if nobody is waiting any more
             reply.close()
@@ -394,6 +399,8 @@ class SessionActor:
             raise ValueError("a message needs a 'role'")
         if role in ("user", "assistant"):
             self._require_meta().message_count += 1
+        if self.history is not None:
+            self.history.add(dict(message))
         return message
 
     async def _write_metadata(self) -> None:
@@ -625,17 +632,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryTail:
-    """The start and the end of a history (see ``SessionContext.history_tail``)."""
-
-    first: dict[str, Any] | None
-    """The first message, when ``messages`` does not reach back to it."""
-    messages: list[dict[str, Any]]
-    complete: bool
-    """``messages`` is the whole history."""
-
-
 class SessionContext:
     """What a turn handler may know and do about the session it serves."""
 
@@ -683,15 +679,14 @@ class SessionContext:
         What a turn needs from a long session: its first prompt and its
         recent messages, read from the end of the transcript only.
         """
-        await self._actor._services.store.flush()
-        tail = await anyio.to_thread.run_sync(
-            lambda: load_transcript_tail(self._actor.location, max_bytes=max_bytes)
-        )
-        return HistoryTail(
-            first=tail.first.message() if tail.first is not None else None,
-            messages=[record.message() for record in tail.records],
-            complete=tail.complete,
-        )
+        actor = self._actor
+        if actor.history is None or not actor.history.covers(max_bytes):
+            await actor._services.store.flush()
+            tail = await anyio.to_thread.run_sync(
+                lambda: load_message_tail(actor.location, max_bytes=max_bytes)
+            )
+            actor.history = HistoryCopy(tail, max_bytes)
+        return actor.history.tail(max_bytes)
 
     async def emit(self, event: str, data: Mapping[str, object]) -> int:
         """Persist an event of this session (JSON values); returns its ``seq`` once durable."""
