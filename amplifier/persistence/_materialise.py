@@ -42,7 +42,7 @@ from ._upkeep import IndexUpkeep
 
 STAGING = ".staging"
 """Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
-OPEN_FILE_LIMIT = 64
+OPEN_FILE_LIMIT = 16
 """Session files kept open within one round of writing; all are closed after it."""
 
 

@@ -111,8 +111,10 @@ class SessionActor:
         self._current: Prompt | None = None
         self._children: anyio.CapacityLimiter | None = None
         """Made at the first delegation: most sessions never delegate, and idle ones add up."""
-        self.context = SessionContext(self)
-        self.ended = anyio.Event()
+        self._context: SessionContext | None = None
+        self._ended = False
+        self._ended_event: anyio.Event | None = None
+        """Made only if someone waits for the end: idle sessions add up."""
         self._recorded = False
         """session:start or session:resume is on disk; only then does the end get written."""
         self.history: HistoryCopy | None = None
@@ -157,7 +159,9 @@ class SessionActor:
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                 await self._end(status, error)
             self._services.bus.unregister(self.id)
-            self.ended.set()
+            self._ended = True
+            if self._ended_event is not None:
+                self._ended_event.set()
 
     async def _begin(self) -> None:
         store = self._services.store
@@ -249,6 +253,27 @@ class SessionActor:
                 with contextlib.suppress(PersistenceError):
                     await writer.close(wait=self._meta is None or self._meta.parent_id is None)
         self._life.move(SessionState.ENDED)
+
+    @property
+    def context(self) -> SessionContext:
+        """What the turn handler sees of this session (made on first use)."""
+        if self._context is None:
+            self._context = SessionContext(self)
+        return self._context
+
+    @property
+    def has_ended(self) -> bool:
+        """The session's task is over (its final records sent)."""
+        return self._ended
+
+    async def wait_ended(self) -> None:
+        """Wait until the session's task is over. Checkpoint."""
+        if self._ended:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._ended_event is None:
+            self._ended_event = anyio.Event()
+        await self._ended_event.wait()
 
     @property
     def final(self) -> Receipt | None:
@@ -515,8 +540,8 @@ class SessionActor:
         finally:
             child.close_mailbox(end, error)
         with anyio.move_on_after(CHILD_CLOSE_GRACE):
-            await child.ended.wait()
-        if not child.ended.is_set():
+            await child.wait_ended()
+        if not child.has_ended:
             tg.cancel_scope.cancel()
         return status, response, error
 
@@ -829,7 +854,7 @@ class Session:
         to end sooner.
         """
         self._actor.close_mailbox()
-        await self._actor.ended.wait()
+        await self._actor.wait_ended()
 
     async def __aenter__(self) -> Session:
         return self
