@@ -119,3 +119,42 @@ async def test_session_in_use_is_not_deleted_or_cleaned_up(home: Path, project: 
     assert report["in_use"] == [session.id]
     after = amp("session", "cleanup", "--json", cwd=project, home=home)
     assert json.loads(after.stdout)["deleted"] == [session.id]
+
+
+def _run_bytes(*args: bytes, cwd: Path, home: Path, stdin: bytes = b"") -> tuple[int, str, str]:
+    """The command with raw bytes as arguments and stdin, as a shell passes them."""
+    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
+    done = subprocess.run(
+        [os.fsencode(AMPLIFIER), *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    assert "Traceback" not in stderr, stderr
+    return done.returncode, stdout, stderr
+
+
+@pytest.mark.parametrize("where", ["argument", "stdin"])
+def test_prompt_that_is_not_utf8_is_answered_and_stored(
+    home: Path, project: Path, where: str
+) -> None:
+    """Bytes that are not UTF-8 in a prompt become U+FFFD; the turn is answered and kept."""
+    prompt = b"caf\xe9 au lait"
+    args = (b"run", b"--json", *([prompt] if where == "argument" else []))
+    code, stdout, stderr = _run_bytes(
+        *args, cwd=project, home=home, stdin=prompt if where == "stdin" else b""
+    )
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert "You asked: caf\ufffd au lait" in document["response"]
+    (folder,) = session_dirs(home).values()
+    users = [
+        json.loads(line)["content"]
+        for line in (folder / "transcript.jsonl").read_text().splitlines()
+        if json.loads(line)["role"] == "user"
+    ]
+    assert users == ["caf\ufffd au lait"]

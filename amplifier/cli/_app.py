@@ -33,6 +33,7 @@ from amplifier import (
 )
 from amplifier.agents import ProviderKind, session_profile
 
+from ._input import lenient, read_stdin
 from ._interactive import History, run_interactive
 from ._render import (
     console,
@@ -261,10 +262,10 @@ async def _one_turn(
 
 def _read_prompt(prompt: str | None) -> str | None:
     if prompt is not None:
-        return prompt
+        return lenient(prompt)
     if sys.stdin.isatty():
         return None
-    return sys.stdin.read()
+    return read_stdin()
 
 
 def _history(no_history: bool, full_history: bool) -> History:

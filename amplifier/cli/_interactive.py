@@ -32,6 +32,7 @@ from amplifier import (
     UsageError,
 )
 
+from ._input import read_line
 from ._render import safe, transcript_lines
 
 History = Literal["none", "recent", "full"]
@@ -74,7 +75,7 @@ class LineReader:
         while True:
             self._wanted.acquire()
             try:
-                text = sys.stdin.readline()
+                text = read_line()
             except (OSError, ValueError):
                 text = ""
             if not text:
