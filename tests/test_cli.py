@@ -148,6 +148,21 @@ def test_continue_with_a_prompt_resumes_the_latest_root_session(home: Path) -> N
     assert document["turn"] == 2
 
 
+def test_continue_reads_the_prompt_from_stdin() -> None:
+    """`echo x | amplifier continue --json` answers the piped prompt in the latest session."""
+    session_id = new_session("first")
+    document = json.loads(cli("continue", "--json", input="piped follow-up\n").stdout)
+    assert document["session_id"] == session_id
+    assert "You asked: piped follow-up" in document["response"]
+
+
+def test_continue_with_nothing_piped_is_a_usage_error() -> None:
+    """Stdin piped but empty, and no prompt: exit 2, one line (no interactive session)."""
+    new_session("first")
+    result = cli("continue", input="", code=2)
+    assert result.stderr.strip().startswith("Error: no prompt: give it as an argument or on stdin")
+
+
 def test_continue_without_sessions_says_how_to_start() -> None:
     """With nothing to continue, exit 1 and point at `amplifier run`."""
     result = cli("continue", "x", code=1)
@@ -305,6 +320,17 @@ def test_resume_with_prompt_works_for_sub_sessions_too(home: Path) -> None:
     document = cli_json("session", "resume", child, "what was it?")
     assert document["session_id"] == child
     assert "2 prompt(s)" in document["response"]
+
+
+def test_resume_reads_the_prompt_from_stdin(home: Path) -> None:
+    """`echo x | amplifier session resume ID` runs one turn with the piped prompt."""
+    session_id = new_session("first")
+    result = cli("session", "resume", session_id, input="piped again\n")
+    assert "You asked: piped again" in result.stdout
+    assert [m["content"] for m in transcript(home, session_id) if m["role"] == "user"] == [
+        "first",
+        "piped again",
+    ]
 
 
 # -- session delete --------------------------------------------------------------------

@@ -265,7 +265,8 @@ def _read_prompt(prompt: str | None) -> str | None:
         return lenient(prompt)
     if sys.stdin.isatty():
         return None
-    return read_stdin()
+    # `echo x |` ends the prompt with a line break that is not part of it.
+    return read_stdin().rstrip("\r\n")
 
 
 def _history(no_history: bool, full_history: bool) -> History:
@@ -390,7 +391,15 @@ async def _resume(
     interrupts: AsyncIterator[int],
     as_json: bool,
 ) -> int | None:
-    """Resume under the session's own profile as configured now (unless --profile says)."""
+    """Resume under the session's own profile as configured now (unless --profile says).
+
+    The prompt comes from the argument, else from stdin when it is piped;
+    with neither (stdin a terminal), the session is interactive.
+    """
+    piped = prompt is None and not sys.stdin.isatty()
+    prompt = _read_prompt(prompt)
+    if piped and not (prompt and prompt.strip()):
+        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
     if prompt is None and as_json:
         _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
     if profile is None:
