@@ -119,6 +119,62 @@ def test_run_provider_and_model_flags_override_the_profile(
     assert "the scripted provider needs 'script'" in scripted.stderr
 
 
+def test_flags_before_run_apply_to_it(home: Path) -> None:
+    """`amplifier --profile dev --agent explorer run x` runs under dev, as explorer."""
+    document = cli_json("--profile", "dev", "--agent", "explorer", "run", "hi")
+    stored = metadata(home, document["session_id"])
+    assert (stored["profile"], stored["agent"]) == ("dev", "explorer")
+
+
+def test_flags_before_run_yield_to_the_same_flag_after_it(home: Path) -> None:
+    """A flag given both before and after the command: the later one (after) wins."""
+    document = cli_json("--profile", "base", "run", "hi", "--profile", "dev")
+    assert metadata(home, document["session_id"])["profile"] == "dev"
+
+
+def test_provider_and_model_before_run_apply_to_it(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`amplifier --provider openai --model m2 run x` uses that provider and model."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    missing = cli("--provider", "openai", "run", "hi", code=2)
+    assert "needs an API key: set OPENAI_API_KEY" in missing.stderr
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "local.yaml").write_text(
+        "provider: {kind: openai, base_url: 'http://127.0.0.1:9/v1', max_retries: 0, timeout: 2}\n"
+    )
+    cli("--profile", "local", "--model", "m2", "run", "hi", code=1)
+    (session_id,) = session_dirs(home)
+    assert metadata(home, session_id)["attributes"] == {"provider": "openai", "model": "m2"}
+
+
+def test_profile_before_continue_applies_to_it(home: Path) -> None:
+    """`amplifier --profile dev continue x` resumes the latest session under dev."""
+    session_id = new_session("first")
+    document = cli_json("--profile", "dev", "continue", "more")
+    assert document["session_id"] == session_id
+    assert metadata(home, session_id)["profile"] == "dev"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--profile", "nope", "session", "list"), "--profile does not apply to 'session list'"),
+        (("--model", "m", "session", "show", "x"), "--model does not apply to 'session show'"),
+        (("--agent", "explorer", "continue", "x"), "--agent applies to a new session"),
+        (("--agent", "explorer", "session", "resume", "x"), "--agent applies to a new session"),
+    ],
+)
+def test_flags_before_a_command_that_takes_none_are_refused(
+    args: tuple[str, ...], message: str
+) -> None:
+    """A flag before a command that cannot use it: exit 2 and one line, nothing run."""
+    new_session("first")
+    result = cli(*args, code=2)
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+
+
 def test_run_unknown_agent_or_profile_lists_the_choices() -> None:
     """A typo in --agent or --profile names what exists (exit 2)."""
     assert (

@@ -14,6 +14,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
@@ -269,6 +270,46 @@ def _read_prompt(prompt: str | None) -> str | None:
     return read_stdin().rstrip("\r\n")
 
 
+@dataclass(frozen=True, slots=True)
+class _Before:
+    """The run flags given before the command: ``amplifier --profile dev run x``.
+
+    They apply to the commands that run a turn (``run``, ``continue``,
+    ``session resume``); the same flag after the command wins, as the later
+    of two repeated options does. Any other command refuses them.
+    """
+
+    profile: str | None = None
+    provider: Provider | None = None
+    model: str | None = None
+    agent: str | None = None
+
+    def given(self) -> list[str]:
+        return [
+            f"--{name}"
+            for name in ("profile", "provider", "model", "agent")
+            if getattr(self, name) is not None
+        ]
+
+
+_KEEPS_ITS_AGENT = "--agent applies to a new session; a resumed one keeps its agent"
+
+
+def _before(ctx: typer.Context) -> _Before:
+    return ctx.obj if isinstance(ctx.obj, _Before) else _Before()
+
+
+def _refuse_before(ctx: typer.Context, command: str) -> None:
+    """Exit 2 if run flags were given before ``command``, which takes none."""
+    given = _before(ctx).given()
+    if given:
+        _fail(
+            f"{given[0]} does not apply to '{command}' (only to run, continue "
+            "and session resume)",
+            code=2,
+        )
+
+
 def _history(no_history: bool, full_history: bool) -> History:
     if no_history and full_history:
         _fail("--no-history and --full-history cannot go together", code=2)
@@ -288,6 +329,9 @@ def root(
 ) -> None:
     """Run and manage AI-agent sessions. With no command: an interactive session."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = _Before(profile=profile, provider=provider, model=model, agent=agent)
+        if ctx.invoked_subcommand not in ("run", "continue", "session"):
+            _refuse_before(ctx, ctx.invoked_subcommand)
         return
 
     async def main(interrupts: AsyncIterator[int]) -> None:
@@ -298,8 +342,16 @@ def root(
     _execute(main)
 
 
+@session_app.callback()
+def session_group(ctx: typer.Context) -> None:
+    # Run flags given before ``session`` reach only ``session resume``.
+    if ctx.invoked_subcommand != "resume":
+        _refuse_before(ctx, f"session {ctx.invoked_subcommand}")
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     prompt: Annotated[
         str | None, typer.Argument(help="The prompt (default: read from stdin).")
     ] = None,
@@ -316,15 +368,16 @@ def run(
 ) -> None:
     """Run one turn in a new session (or --resume one), print the answer and the session id."""
     as_json = _json_mode(json_flag, output_format)
+    before = _before(ctx)
+    profile = profile if profile is not None else before.profile
+    provider = provider if provider is not None else before.provider
+    model = model if model is not None else before.model
+    agent = agent if agent is not None else before.agent
     text = _read_prompt(prompt)
     if not text or not text.strip():
         _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
     if resume is not None and agent is not None:
-        _fail(
-            "--agent applies to a new session; a resumed one keeps its agent",
-            code=2,
-            as_json=as_json,
-        )
+        _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
         chosen = profile
@@ -342,6 +395,7 @@ def run(
 
 @app.command(name="continue")
 def continue_(
+    ctx: typer.Context,
     prompt: Annotated[
         str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
     ] = None,
@@ -355,6 +409,7 @@ def continue_(
 ) -> None:
     """Resume the most recent session of this project."""
     as_json = _json_mode(json_flag, output_format)
+    profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
@@ -378,6 +433,25 @@ def continue_(
         )
 
     _execute(main, as_json=as_json)
+
+
+def _resume_flags(
+    ctx: typer.Context,
+    profile: str | None,
+    provider: Provider | None,
+    model: str | None,
+    *,
+    as_json: bool,
+) -> tuple[str | None, Provider | None, str | None]:
+    """The flags of a resuming command, with those given before it (see ``_Before``)."""
+    before = _before(ctx)
+    if before.agent is not None:
+        _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
+    return (
+        profile if profile is not None else before.profile,
+        provider if provider is not None else before.provider,
+        model if model is not None else before.model,
+    )
 
 
 async def _resume(
@@ -515,6 +589,7 @@ def show(
 
 @session_app.command("resume")
 def resume_(
+    ctx: typer.Context,
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
     prompt: Annotated[
         str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
@@ -529,6 +604,7 @@ def resume_(
 ) -> None:
     """Resume a session (sub-sessions too): with a prompt, one turn; without, interactive."""
     as_json = _json_mode(json_flag, output_format)
+    profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
