@@ -318,6 +318,26 @@ def test_show_events_and_json() -> None:
     assert document["events"][0]["event"] == "session:start"
 
 
+def test_show_message_count_agrees_with_list_and_transcript() -> None:
+    """show counts prompts and answers as list does, and says how many more tool results hold."""
+    session_id = new_session('/tool list_dir {"path": "."}')
+    row = cli("session", "list").stdout.splitlines()[1]
+    out = cli("session", "show", session_id).stdout
+    assert row.split()[4] == "3"
+    assert "Messages:  3 (prompts and answers; 4 with tool results)" in out
+    assert "Transcript (4 messages):" in out
+
+
+def test_show_events_keeps_whole_session_ids(home: Path) -> None:
+    """show --events prints the session id whole, a sub-session's long id too."""
+    session_id = new_session("/delegate explorer: look")
+    (child,) = metadata(home, session_id)["children"]
+    for shown in (session_id, child):
+        out = cli("session", "show", shown, "--events").stdout
+        log = out.split("Events (")[1].splitlines()[1:]
+        assert {line.split()[2] for line in log} == {shown}
+
+
 def test_show_escapes_terminal_control_sequences() -> None:
     """Escape sequences stored in a transcript are shown, not executed."""
     session_id = new_session("look \x1b[2J\x1b]0;pwned\x07 here")

@@ -574,7 +574,7 @@ def show(
                 markup=False,
             )
         else:
-            out.print("\n".join(metadata_lines(head.metadata, head.status)), markup=False)
+            out.print("\n".join(metadata_lines(head.metadata, head.status, records)), markup=False)
         if len(tree) > 1:
             out.print("\nSub-sessions:", markup=False)
             out.print("\n".join(tree_lines(tree, head.session_id)), markup=False)

@@ -108,7 +108,9 @@ def sessions_table(
     out.print(table)
 
 
-def metadata_lines(meta: SessionMetadata, status: str) -> list[str]:
+def metadata_lines(
+    meta: SessionMetadata, status: str, records: Sequence[TranscriptRecord]
+) -> list[str]:
     lines = [
         f"Session:   {meta.session_id}",
         f"Status:    {status}",
@@ -120,12 +122,20 @@ def metadata_lines(meta: SessionMetadata, status: str) -> list[str]:
         lines.append(
             "Provider:  " + ", ".join(f"{k}={safe(v)}" for k, v in sorted(meta.attributes.items()))
         )
-    lines.append(f"Messages:  {meta.message_count}    Turns: {meta.turns}")
+    lines.append(f"Messages:  {message_count(records)}    Turns: {meta.turns}")
     if meta.parent_id:
         lines.append(f"Parent:    {meta.parent_id}    Root: {meta.root_id}    Depth: {meta.depth}")
     if meta.error:
         lines.append(f"Error:     {one_line(meta.error, 200)}")
     return lines
+
+
+def message_count(records: Sequence[TranscriptRecord]) -> str:
+    """Prompts and answers (what ``list`` counts), and all messages if tool results add some."""
+    spoken = sum(1 for record in records if record.role in ("user", "assistant"))
+    if spoken == len(records):
+        return f"{spoken} (prompts and answers)"
+    return f"{spoken} (prompts and answers; {len(records)} with tool results)"
 
 
 def tree_lines(rows: Sequence[SessionSummary], root_id: str) -> list[str]:
@@ -169,9 +179,12 @@ def transcript_lines(records: Iterable[TranscriptRecord]) -> list[str]:
     return lines
 
 
-def event_lines(records: Iterable[EventRecord]) -> list[str]:
+def event_lines(records: Sequence[EventRecord]) -> list[str]:
+    """One line an event; the id column as wide as the longest id (ids are never cut)."""
+    width = max((len(e.session_id) for e in records), default=0)
     return [
         f"{e.seq:>8}  {e.ts.astimezone().strftime('%H:%M:%S.%f')[:-3]}  "
-        f"{e.session_id[-28:]:>28}  {e.event:<18} {one_line(orjson.dumps(e.data).decode(), 140)}"
+        f"{e.session_id:<{width}}  {e.event:<18} "
+        f"{one_line(orjson.dumps(e.data).decode(), 140)}"
         for e in records
     ]
