@@ -288,6 +288,21 @@ def test_list_marks_damaged_metadata_and_shows_the_rest(home: Path) -> None:
     assert "damaged" in out
 
 
+def test_damaged_session_status_says_why_once(home: Path) -> None:
+    """A damaged session's status in list and show is 'damaged: <reason>', said once."""
+    bad = new_session("bad")
+    (session_dirs(home)[bad] / "metadata.json").write_text("{not json")
+    (row,) = [line for line in cli("session", "list").stdout.splitlines() if bad in line]
+    assert row.split("  ")[-1].strip().startswith("damaged: metadata.json is invalid")
+    assert row.count(bad) == 1
+    status = next(
+        line for line in cli("session", "show", bad).stdout.splitlines() if "Status:" in line
+    )
+    assert status.startswith("Status:    damaged: metadata.json is invalid (Invalid JSON")
+    assert bad not in status
+    assert "is damaged" not in status
+
+
 def test_list_empty_project_says_so() -> None:
     """No sessions here: a one-line note pointing at --all."""
     result = cli("session", "list")

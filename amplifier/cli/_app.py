@@ -570,7 +570,7 @@ def show(
             _say(f"(session of another project: {where})")
         if head.metadata is None:
             out.print(
-                f"Session:   {head.session_id}\nStatus:    damaged ({safe(head.problem or '')})",
+                f"Session:   {head.session_id}\nStatus:    damaged: {safe(head.problem or '')}",
                 markup=False,
             )
         else:

@@ -100,7 +100,7 @@ def sessions_table(
             (meta.profile or "-") if meta else "?",
             str(meta.message_count) if meta else "?",
             f'"{one_line(meta.last_prompt)}"' if meta and meta.last_prompt else "",
-            row.status if meta else f"damaged: {one_line(row.problem, 60)}",
+            row.status if meta else f"damaged: {one_line(row.problem, 40)}",
         ]
         if show_project:
             cells.append(meta.cwd if meta and meta.cwd else row.location.project)

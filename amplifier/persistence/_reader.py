@@ -188,8 +188,10 @@ def all_projects(home: Path) -> list[str]:
 def summarize(location: SessionLocation) -> SessionSummary:
     try:
         return SessionSummary(location, read_metadata(location))
-    except (CorruptSession, SessionNotFound) as exc:
-        return SessionSummary(location, None, problem=str(exc))
+    except CorruptSession as exc:
+        return SessionSummary(location, None, problem=exc.reason)
+    except SessionNotFound:
+        return SessionSummary(location, None, problem="its folder is gone")
 
 
 def list_sessions(
