@@ -121,6 +121,19 @@ async def test_session_in_use_is_not_deleted_or_cleaned_up(home: Path, project: 
     assert json.loads(after.stdout)["deleted"] == [session.id]
 
 
+async def test_cleanup_that_keeps_a_session_in_use_says_so(home: Path, project: Path) -> None:
+    """cleanup --days 0 with the only session in use: 'Kept ... (in use)', and no claim
+    that no session is that old."""
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask("working on it")
+        done = await anyio.to_thread.run_sync(
+            lambda: amp("session", "cleanup", "--days", "0", cwd=project, home=home)
+        )
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [f"Kept {session.id} (in use)"]
+    assert done.stderr.strip() == "Nothing deleted: the sessions older than 0 days are in use."
+
+
 def _run_bytes(*args: bytes, cwd: Path, home: Path, stdin: bytes = b"") -> tuple[int, str, str]:
     """The command with raw bytes as arguments and stdin, as a shell passes them."""
     env = {**os.environ, "AMPLIFIER_HOME": str(home)}

@@ -647,7 +647,9 @@ def delete(
                 )
                 if not confirmed:
                     _say("Nothing deleted.")
-                    raise _Exit(1)
+                    if as_json:
+                        write_json({"deleted": []})
+                    return  # the user's choice: not a failure
             removed = await rt.delete(target)
         if as_json:
             write_json({"deleted": removed})
@@ -713,7 +715,9 @@ def cleanup(
             print(f"{verb} {row.session_id}")
         for row in result.in_use:
             print(f"Kept {row.session_id} (in use)")
-        if not gone:
+        if not gone and result.in_use:
+            _say(f"Nothing deleted: the sessions older than {days:g} days are in use.")
+        elif not gone:
             scope = "any project" if all_projects else "this project"
             _say(f"No session of {scope} is older than {days:g} days.")
 
