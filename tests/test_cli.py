@@ -525,6 +525,13 @@ def test_plain_output_has_no_escape_codes() -> None:
     assert "\x1b" not in cli("session", "list").stdout
 
 
+def test_version_prints_the_installed_version() -> None:
+    """`amplifier --version` prints the program's name and installed version, exit 0."""
+    from importlib.metadata import version
+
+    assert cli("--version").stdout == f"amplifier {version('amplifier')}\n"
+
+
 def test_help_offers_shell_completion() -> None:
     """typer's standard --install-completion option is there."""
     assert "--install-completion" in cli("--help").stdout

@@ -319,9 +319,26 @@ def _history(no_history: bool, full_history: bool) -> History:
 # -- commands ---------------------------------------------------------------------
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version  # only here: it costs start-up time
+
+        print(f"amplifier {version('amplifier')}")
+        raise typer.Exit()
+
+
 @app.callback(invoke_without_command=True)
 def root(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
