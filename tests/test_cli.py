@@ -401,6 +401,24 @@ def test_ambiguous_prefix_lists_the_matches() -> None:
     assert second in result.stderr
 
 
+def test_id_prefix_prefers_this_projects_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefix that matches one session here and others elsewhere finds the one here."""
+    here = new_session("here")
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    there = new_session("there")
+    assert cli_json("session", "show", "20")["session_id"] == there
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("session", "show", "20", code=2)
+    assert here in result.stderr
+    assert there in result.stderr
+
+
 # -- session resume --------------------------------------------------------------------
 
 

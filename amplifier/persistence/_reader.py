@@ -262,10 +262,11 @@ def _newest_first(row: SessionSummary) -> tuple[int, float, str]:
 def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> SessionLocation:
     """The one session whose id is ``id_or_prefix`` or starts with it.
 
-    An exact id wins over prefixes. The current ``project`` is searched
-    first; a session of another project is found too (its location says
-    which). Raises ``InvalidSessionId``, ``SessionNotFound`` or
-    ``AmbiguousSessionId`` (listing the matches).
+    An exact id wins over prefixes, and a prefix matched by sessions of the
+    current ``project`` means those: a session of another project is found
+    when none here matches (its location says which). Raises
+    ``InvalidSessionId``, ``SessionNotFound`` or ``AmbiguousSessionId``
+    (listing the matches).
     """
     validate_session_id(id_or_prefix)
     if project is not None:
@@ -279,31 +280,33 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
                 if db is not None
                 else []
             )
-        exact = [m for m in indexed if m.session_id == id_or_prefix]
-        if exact:
-            return exact[0]
-        if len(indexed) == 1:
-            return indexed[0]
         if indexed:
-            raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in indexed))
+            return _one_match(id_or_prefix, indexed, project)
     # Not in the index (written by a runtime that crashed before indexing it):
     # look at the folders themselves.
-    projects = all_projects(home)
-    if project is not None and project in projects:
-        projects.remove(project)
-        projects.insert(0, project)
-    matches: list[SessionLocation] = []
-    for slug in projects:
-        for session_id in project_ids(home, slug):
-            if session_id == id_or_prefix:
-                return SessionLocation(home, slug, session_id)
-            if session_id.startswith(id_or_prefix):
-                matches.append(SessionLocation(home, slug, session_id))
-    if len(matches) == 1:
-        return matches[0]
+    matches = [
+        SessionLocation(home, slug, session_id)
+        for slug in all_projects(home)
+        for session_id in project_ids(home, slug)
+        if session_id.startswith(id_or_prefix)
+    ]
     if matches:
-        raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in matches))
+        return _one_match(id_or_prefix, matches, project)
     raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
+
+
+def _one_match(
+    id_or_prefix: str, matches: list[SessionLocation], project: str | None
+) -> SessionLocation:
+    """The exact id, else the one match of this project, else the one match anywhere."""
+    exact = [m for m in matches if m.session_id == id_or_prefix]
+    if exact:
+        return exact[0]
+    here = [m for m in matches if m.project == project]
+    candidates = here or matches
+    if len(candidates) == 1:
+        return candidates[0]
+    raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in candidates))
 
 
 def _is_session_name(name: str) -> bool:
