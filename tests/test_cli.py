@@ -419,6 +419,56 @@ def test_id_prefix_prefers_this_projects_session(
     assert there in result.stderr
 
 
+@pytest.fixture
+def colliding(tmp_path: Path) -> tuple[Path, Path]:
+    """Two projects whose slugs collide: /.../a-b and /.../a/b are both '-...-a-b'."""
+    dashed, nested = tmp_path / "a-b", tmp_path / "a" / "b"
+    dashed.mkdir()
+    nested.mkdir(parents=True)
+    return dashed, nested
+
+
+def test_projects_with_colliding_slugs_list_only_their_own(
+    colliding: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions of /x/a-b and /x/a/b share a folder; each project lists only its own."""
+    dashed, nested = colliding
+    monkeypatch.chdir(dashed)
+    mine = new_session("in a-b")
+    monkeypatch.chdir(nested)
+    theirs = new_session("in a/b")
+    assert [row["session_id"] for row in cli_json("session", "list")] == [theirs]
+    monkeypatch.chdir(dashed)
+    assert [row["session_id"] for row in cli_json("session", "list")] == [mine]
+
+
+def test_continue_with_colliding_slugs_stays_in_this_project(
+    colliding: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """continue in /x/a-b resumes its own session, not a newer one of /x/a/b."""
+    dashed, nested = colliding
+    monkeypatch.chdir(dashed)
+    mine = new_session("in a-b")
+    monkeypatch.chdir(nested)
+    new_session("in a/b")
+    monkeypatch.chdir(dashed)
+    assert cli_json("continue", "more")["session_id"] == mine
+
+
+def test_id_prefix_with_colliding_slugs_prefers_this_project(
+    colliding: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefix matching sessions of both colliding projects finds this project's."""
+    dashed, nested = colliding
+    monkeypatch.chdir(dashed)
+    mine = new_session("in a-b")
+    monkeypatch.chdir(nested)
+    theirs = new_session("in a/b")
+    assert cli_json("session", "show", "20")["session_id"] == theirs
+    monkeypatch.chdir(dashed)
+    assert cli_json("session", "show", "20")["session_id"] == mine
+
+
 # -- session resume --------------------------------------------------------------------
 
 

@@ -198,11 +198,15 @@ def list_sessions(
     home: Path,
     project: str | None,
     *,
+    cwd: str | None = None,
     limit: int | None = None,
     roots_only: bool = False,
 ) -> list[SessionSummary]:
     """The sessions of ``project`` (every project if None), newest first.
 
+    With ``cwd``, only the sessions that recorded that working directory
+    (or none that can be read): two directories may share a project slug
+    (``/a-b`` and ``/a/b``), and each lists only its own sessions.
     The session index picks and orders the page (one indexed query, however
     many sessions there are); each row shown is then read from its own
     metadata file, which is authoritative. A session whose metadata is
@@ -212,15 +216,17 @@ def list_sessions(
         return []
     with _index(home) as db:
         if db is not None:
-            page = index_page(db, home, project=project, limit=limit, roots_only=roots_only)
+            page = index_page(
+                db, home, project=project, cwd=cwd, limit=limit, roots_only=roots_only
+            )
             rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
             rows.sort(key=_newest_first)
             return rows
-    return _scan(home, project, limit=limit, roots_only=roots_only)
+    return _scan(home, project, cwd=cwd, limit=limit, roots_only=roots_only)
 
 
 def _scan(
-    home: Path, project: str | None, *, limit: int | None, roots_only: bool
+    home: Path, project: str | None, *, cwd: str | None, limit: int | None, roots_only: bool
 ) -> list[SessionSummary]:
     """The listing without the index: every folder, every metadata file."""
     projects = [project] if project is not None else all_projects(home)
@@ -229,6 +235,8 @@ def _scan(
         for slug in projects
         for session_id in project_ids(home, slug)
     ]
+    if cwd is not None:
+        rows = [r for r in rows if r.metadata is None or r.metadata.cwd in ("", cwd)]
     if roots_only:
         rows = [r for r in rows if r.metadata is None or r.metadata.parent_id is None]
     rows.sort(key=_newest_first)
@@ -259,12 +267,16 @@ def _newest_first(row: SessionSummary) -> tuple[int, float, str]:
     return (0, -row.metadata.created.timestamp(), row.session_id)
 
 
-def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> SessionLocation:
+def find_session(
+    home: Path, id_or_prefix: str, *, project: str | None, cwd: str | None = None
+) -> SessionLocation:
     """The one session whose id is ``id_or_prefix`` or starts with it.
 
     An exact id wins over prefixes, and a prefix matched by sessions of the
     current ``project`` means those: a session of another project is found
-    when none here matches (its location says which). Raises
+    when none here matches (its location says which). With ``cwd``, a
+    session of this project's slug that recorded another working directory
+    (``/a/b`` beside ``/a-b``) counts as another project's. Raises
     ``InvalidSessionId``, ``SessionNotFound`` or ``AmbiguousSessionId``
     (listing the matches).
     """
@@ -281,7 +293,7 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
                 else []
             )
         if indexed:
-            return _one_match(id_or_prefix, indexed, project)
+            return _one_match(id_or_prefix, indexed, project, cwd)
     # Not in the index (written by a runtime that crashed before indexing it):
     # look at the folders themselves.
     matches = [
@@ -291,22 +303,35 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
         if session_id.startswith(id_or_prefix)
     ]
     if matches:
-        return _one_match(id_or_prefix, matches, project)
+        return _one_match(id_or_prefix, matches, project, cwd)
     raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
 
 
 def _one_match(
-    id_or_prefix: str, matches: list[SessionLocation], project: str | None
+    id_or_prefix: str, matches: list[SessionLocation], project: str | None, cwd: str | None
 ) -> SessionLocation:
     """The exact id, else the one match of this project, else the one match anywhere."""
     exact = [m for m in matches if m.session_id == id_or_prefix]
     if exact:
         return exact[0]
-    here = [m for m in matches if m.project == project]
+    if len(matches) == 1:
+        return matches[0]
+    here = [m for m in matches if m.project == project and _recorded_in(m, cwd)]
     candidates = here or matches
     if len(candidates) == 1:
         return candidates[0]
     raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in candidates))
+
+
+def _recorded_in(location: SessionLocation, cwd: str | None) -> bool:
+    """Whether the session recorded ``cwd`` as its directory (True if either is unknown)."""
+    if cwd is None:
+        return True
+    try:
+        recorded = read_metadata(location).cwd
+    except (CorruptSession, SessionNotFound):
+        return True
+    return recorded in ("", cwd)
 
 
 def _is_session_name(name: str) -> bool:

@@ -181,7 +181,9 @@ class Runtime:
     async def find(self, id_or_prefix: str) -> SessionLocation:
         """Where the session with this id (or unique id prefix) is stored."""
         return await anyio.to_thread.run_sync(
-            lambda: find_session(self.home, id_or_prefix, project=self.project)
+            lambda: find_session(
+                self.home, id_or_prefix, project=self.project, cwd=str(self.cwd)
+            )
         )
 
     async def sessions(
@@ -193,14 +195,20 @@ class Runtime:
     ) -> list[SessionSummary]:
         """Stored sessions of this project (or every project), newest first.
 
+        This project's are those stored under its slug that recorded this
+        directory: ``/a-b`` and ``/a/b`` share a slug, not their sessions.
+
         ``limit`` gives the first page (read through the session index, so it
         costs the same however many sessions exist); ``roots_only`` leaves out
         sub-sessions.
         """
         project = None if all_projects else self.project
+        cwd = None if all_projects else str(self.cwd)
         await self._store.flush()
         return await anyio.to_thread.run_sync(
-            lambda: list_sessions(self.home, project, limit=limit, roots_only=roots_only)
+            lambda: list_sessions(
+                self.home, project, cwd=cwd, limit=limit, roots_only=roots_only
+            )
         )
 
     async def reindex(self) -> int:
