@@ -504,6 +504,41 @@ def test_delete_with_yes_removes_the_session_and_its_children(home: Path) -> Non
     assert session_dirs(home) == {}
 
 
+def _damage(home: Path, *session_ids: str) -> None:
+    for session_id in session_ids:
+        (session_dirs(home)[session_id] / "metadata.json").write_text("{not json")
+
+
+def test_delete_of_a_damaged_root_takes_its_children_along(home: Path) -> None:
+    """A root whose metadata is damaged still goes with its sub-sessions, found by their ids."""
+    parent = new_session("/delegate explorer: x\n/delegate reviewer: y")
+    children = metadata(home, parent)["children"]
+    _damage(home, parent)
+    document = cli_json("session", "delete", parent, "--yes")
+    assert set(document["deleted"]) == {parent, *children}
+    assert session_dirs(home) == {}
+
+
+def test_delete_reaches_grandchildren_under_damaged_sessions(home: Path) -> None:
+    """Damaged metadata at two levels: every descendant is still found and deleted."""
+    parent = new_session("/delegate default: /delegate explorer: deep")
+    (child,) = metadata(home, parent)["children"]
+    (grandchild,) = metadata(home, child)["children"]
+    _damage(home, parent, child)
+    document = cli_json("session", "delete", parent, "--yes")
+    assert set(document["deleted"]) == {parent, child, grandchild}
+    assert session_dirs(home) == {}
+
+
+def test_list_tree_shows_the_children_of_a_damaged_root(home: Path) -> None:
+    """list --tree shows a damaged root's sub-sessions under it."""
+    parent = new_session("/delegate explorer: x")
+    (child,) = metadata(home, parent)["children"]
+    _damage(home, parent)
+    rows = cli_json("session", "list", "--tree")
+    assert [(row["session_id"], row["depth"]) for row in rows] == [(parent, 0), (child, 1)]
+
+
 def test_delete_without_confirmation_deletes_nothing(home: Path) -> None:
     """Off a terminal, delete needs --yes; nothing is removed without it."""
     session_id = new_session()

@@ -229,6 +229,14 @@ def with_prefix(
     return [location for location, _ in _locations(home, rows)]
 
 
+def children_of(db: sqlite3.Connection, home: Path, parent_id: str) -> list[SessionLocation]:
+    """Sessions whose metadata names ``parent_id`` as their parent (a scan: for repairs)."""
+    rows = db.execute(
+        "SELECT project, session_id, document FROM sessions WHERE parent_id = ?", (parent_id,)
+    )
+    return [location for location, _ in _locations(home, rows)]
+
+
 def _locations(
     home: Path, rows: Iterable[tuple[str, str, bytes]]
 ) -> list[tuple[SessionLocation, bytes]]:

@@ -26,12 +26,14 @@ from ._exceptions import (
     SessionNotFound,
 )
 from ._files import first_line, iter_lines_backwards, read_file, read_jsonl
+from ._index import children_of as index_children
 from ._index import open_built as open_built_index
 from ._index import page as index_page
 from ._index import with_prefix as index_prefix
 from ._lock import is_locked
 from ._paths import (
     SessionLocation,
+    id_spans,
     is_safe_slug,
     projects_root,
     refuse_links_out,
@@ -343,18 +345,56 @@ def _is_session_name(name: str) -> bool:
 
 
 def session_tree(location: SessionLocation) -> list[SessionLocation]:
-    """The session and all its descendants (children live beside it), parents first."""
+    """The session and all its descendants (children live beside it), parents first.
+
+    A session's metadata lists its children; when that metadata is damaged,
+    they are found by their ids (which start with its span) and by the
+    ``parent_id`` their own metadata records, so none is left behind.
+    """
     found = [location]
+    seen = {location.session_id}
     index = 0
     while index < len(found):
         current = found[index]
         index += 1
         try:
-            children = read_metadata(current).children
+            children = existing_children(current, read_metadata(current).children)[0]
         except (CorruptSession, SessionNotFound):
-            continue
-        found += existing_children(current, children)[0]
+            children = _children_by_lineage(current)
+        for child in children:
+            if child.session_id not in seen:
+                seen.add(child.session_id)
+                found.append(child)
     return found
+
+
+def _children_by_lineage(parent: SessionLocation) -> list[SessionLocation]:
+    """The children of ``parent`` by their ids and their own metadata, not by its list."""
+    _, span = id_spans(parent.session_id)
+    candidates = (
+        {sid for sid in project_ids(parent.home, parent.project) if id_spans(sid)[0] == span}
+        if span is not None
+        else set()
+    )
+    with _index(parent.home) as db:
+        if db is not None:
+            candidates.update(
+                child.session_id
+                for child in index_children(db, parent.home, parent.session_id)
+                if child.project == parent.project
+            )
+    children = []
+    for session_id in sorted(candidates):
+        child = SessionLocation(parent.home, parent.project, session_id)
+        try:
+            if read_metadata(child).parent_id != parent.session_id:
+                continue  # another session's child after all
+        except SessionNotFound:
+            continue
+        except CorruptSession:
+            pass  # damaged too: its id says whose it is
+        children.append(child)
+    return children
 
 
 def existing_children(

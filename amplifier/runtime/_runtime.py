@@ -40,6 +40,7 @@ from amplifier.persistence import (
     Store,
     TranscriptRecord,
     find_session,
+    id_spans,
     iter_events,
     list_sessions,
     load_transcript,
@@ -320,12 +321,20 @@ def _last_touched(row: SessionSummary) -> datetime:
 
 
 def plan_cleanup(rows: list[SessionSummary], cutoff: datetime) -> Cleanup:
-    """Trees (a root and all whose parent chain leads to it) untouched since ``cutoff``."""
+    """Trees (a root and all whose parent chain leads to it) untouched since ``cutoff``.
+
+    A session whose metadata is damaged belongs to the parent its id names.
+    """
     by_id = {row.session_id: row for row in rows}
+    by_span = {span: row.session_id for row in rows if (span := id_spans(row.session_id)[1])}
     children: dict[str, list[SessionSummary]] = {}
     roots = []
     for row in rows:
-        parent = row.metadata.parent_id if row.metadata is not None else None
+        parent = (
+            row.metadata.parent_id
+            if row.metadata is not None
+            else by_span.get(id_spans(row.session_id)[0] or "")
+        )
         if parent is not None and parent in by_id:
             children.setdefault(parent, []).append(row)
         else:
