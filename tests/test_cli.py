@@ -492,6 +492,25 @@ def test_resume_reads_the_prompt_from_stdin(home: Path) -> None:
     ]
 
 
+def test_resume_from_another_directory_runs_tools_in_the_sessions_own(
+    home: Path, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed from elsewhere, a session's tools still see its own project, and stderr
+    says where they run."""
+    (project / "only-in-the-project.txt").write_text("x")
+    session_id = new_session("first")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "only-in-the-other.txt").write_text("x")
+    monkeypatch.chdir(other)
+    result = cli("session", "resume", session_id, '/tool list_dir {"path": "."}')
+    tool = next(m for m in transcript(home, session_id) if m["role"] == "tool")
+    assert "only-in-the-project.txt" in tool["content"]
+    assert "only-in-the-other.txt" not in tool["content"]
+    (note,) = [line for line in result.stderr.splitlines() if str(project) in line]
+    assert "tools run there" in note
+
+
 # -- session delete --------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ Rule 3: a turn cut off (cancelled, crashed) leaves no call without a result
         whatever a crash left, on every resume path.
 Rule 4: API keys live in the provider objects only; events record the
         provider, model, usage and latency.
+Rule 5: tools run in the session's own project directory (the ``cwd`` its
+        metadata records), wherever it is resumed from.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class AgentTurnHandler:
         spec = self.catalog[turn.session.agent]
         provider = self._provider(spec)
         tools = self._tools_for(spec)
+        root = self._project_dir(turn.session)
         budget = self._budget(spec, tools)
         history, partial = await self._history(turn, budget)
         for round_ in range(1, self.profile.max_rounds + 1):
@@ -130,7 +133,7 @@ class AgentTurnHandler:
             history.append(message)
             if not message.tool_calls:
                 return message.content
-            history.extend(await self._run_tools(turn, spec, tools, message.tool_calls))
+            history.extend(await self._run_tools(turn, spec, tools, message.tool_calls, root))
         note = (
             f"Stopped after {self.profile.max_rounds} model calls (the profile's max_rounds); "
             "the work so far is in this session's transcript."
@@ -211,7 +214,12 @@ class AgentTurnHandler:
     # -- tools ------------------------------------------------------------------------
 
     async def _run_tools(
-        self, turn: Turn, spec: AgentSpec, tools: ToolBox, calls: Sequence[ToolCall]
+        self,
+        turn: Turn,
+        spec: AgentSpec,
+        tools: ToolBox,
+        calls: Sequence[ToolCall],
+        root: Path,
     ) -> list[ToolResultMessage]:
         """Run the calls concurrently; record their results in call order as they complete."""
         results: list[ToolResultMessage | None] = [None] * len(calls)
@@ -228,7 +236,7 @@ class AgentTurnHandler:
 
         async def run(index: int, call: ToolCall) -> None:
             async with limiter:
-                results[index] = await self._run_tool(turn, spec, tools, call)
+                results[index] = await self._run_tool(turn, spec, tools, call, root)
             await record_ready()
 
         try:
@@ -250,7 +258,7 @@ class AgentTurnHandler:
         return [result for result in results if result is not None]
 
     async def _run_tool(
-        self, turn: Turn, spec: AgentSpec, tools: ToolBox, call: ToolCall
+        self, turn: Turn, spec: AgentSpec, tools: ToolBox, call: ToolCall, root: Path
     ) -> ToolResultMessage:
         await turn.emit(
             "tool:pre", {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
@@ -265,7 +273,7 @@ class AgentTurnHandler:
                     f"available: {', '.join(tools.names) or 'none'}"
                 )
             arguments = parse_arguments(tool, call.arguments)
-            context = ToolContext(root=self._root, turn=turn, agent=spec, call_id=call.id)
+            context = ToolContext(root=root, turn=turn, agent=spec, call_id=call.id)
             output = await tool.run(arguments, context)
             is_error = False
         except ToolFailed as exc:
@@ -289,6 +297,11 @@ class AgentTurnHandler:
         )
 
     # -- configuration ----------------------------------------------------------------
+
+    def _project_dir(self, session: SessionContext) -> Path:
+        """Where the session's tools run (Rule 5); the runtime's directory if none is recorded."""
+        recorded = session.metadata.cwd
+        return Path(recorded).resolve() if recorded else self._root
 
     def _tools_for(self, spec: AgentSpec) -> ToolBox:
         return self._tools.only(name for name in spec.tools if self.profile.tools.permits(name))

@@ -198,8 +198,9 @@ def _provider(provider: Provider | None) -> ProviderKind | None:
 
 
 async def _other_project_note(rt: Runtime, session: Session) -> None:
-    if session.location.project != rt.project:
-        _say(f"(session of another project: {session.metadata.cwd})")
+    cwd = session.metadata.cwd
+    if cwd and cwd != str(rt.cwd):
+        _say(f"(session of {cwd}, not this directory: its tools run there)")
 
 
 # -- one turn ---------------------------------------------------------------------
