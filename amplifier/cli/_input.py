@@ -9,6 +9,7 @@ Rule 1: input is decoded leniently. Bytes that are not UTF-8 (a Latin-1
 
 from __future__ import annotations
 
+import io
 import sys
 
 
@@ -31,9 +32,13 @@ def read_stdin() -> str:
 
 
 def read_line() -> str:
-    """One line of stdin (empty at its end), decoded leniently."""
-    buffer = getattr(sys.stdin, "buffer", None)
-    if buffer is not None:
-        data: bytes = buffer.readline()
-        return data.decode("utf-8", "replace")
-    return lenient(sys.stdin.readline())
+    """One line of stdin (empty at its end), decoded leniently.
+
+    Read through the text layer, not its byte buffer: interactive mode reads
+    in a daemon thread, and one blocked in the buffer's ``readline`` holds a
+    lock that the interpreter needs at exit (a fatal error, not an exit).
+    """
+    stdin = sys.stdin
+    if isinstance(stdin, io.TextIOWrapper) and stdin.errors != "surrogateescape":
+        stdin.reconfigure(errors="surrogateescape")  # undecodable bytes come through (Rule 1)
+    return lenient(stdin.readline())
