@@ -124,6 +124,8 @@ class FakeLLMServer:
         # Set on close so that stalled handlers end at once instead of holding
         # the test (and the server's threads) for the whole stall.
         self.closing = threading.Event()
+        self.stalled = threading.Event()
+        """Set once a ``Text`` with ``stall`` has sent its first piece and gone silent."""
         self._httpd = _Server(("127.0.0.1", 0), _Handler, self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
@@ -247,6 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
                 for event in events:
                     self._chunk(event)
                     if isinstance(reply, Text) and reply.stall and _carries(event, reply.pieces[0]):
+                        self.server.fake.stalled.set()
                         self.server.fake.closing.wait(reply.stall)
                         self.close_connection = True
                         return

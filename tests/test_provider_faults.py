@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 import amplifier
-from amplifier import TurnFailed
+from amplifier import TurnCancelled, TurnFailed
 
 from .fake_llm_server import BrokenStream, FakeLLMServer, Kind, Reply, Stall, Status, Text
 from .helpers import events, lines, metadata, session_dirs, transcript
@@ -161,6 +161,32 @@ async def test_stream_stalling_mid_answer_times_out_and_the_session_resumes(
     _assert_failure_recorded(home, session_id, kind, str(error))
     assert await _resume_and_ask(project, session_id, "again") == "back again"
     assert _statuses(home, session_id) == ["failed", "completed"]
+
+
+async def test_cancelled_turn_keeps_the_text_streamed_so_far(
+    home: Path, project: Path, server: FakeLLMServer, kind: Kind
+) -> None:
+    """Cancelled mid-answer: the text streamed so far is kept as an assistant message marked
+    cut off; the session goes on."""
+    _plan_then_answer(server, Text(pieces=("Hello", " there"), stall=30.0))
+    with anyio.fail_after(DEADLINE):
+        async with (
+            amplifier.open_runtime(cwd=project, profile="live") as rt,
+            rt.open_session() as session,
+        ):
+
+            async def cancel_on_first_piece(piece: str) -> None:
+                session.cancel()
+
+            with pytest.raises(TurnCancelled):
+                await session.ask("tell me", on_text=cancel_on_first_piece)
+            assert (await session.ask("again")).text == "back again"
+    kept = [m for m in transcript(home, session.id) if m["role"] == "assistant"]
+    assert [(m["content"], m.get("cut_off")) for m in kept] == [
+        ("Hello", "cancelled"),
+        ("back again", None),
+    ]
+    assert _statuses(home, session.id) == ["cancelled", "completed"]
 
 
 async def test_timeout_storm_stops_after_max_retries(

@@ -24,6 +24,7 @@ from ._loop import AgentTurnHandler
 from ._messages import (
     MESSAGE,
     AssistantMessage,
+    CutOff,
     Message,
     ToolCall,
     ToolResultMessage,
@@ -53,6 +54,7 @@ __all__ = [
     "AssistantMessage",
     "Compaction",
     "ConfigError",
+    "CutOff",
     "DelegateTool",
     "Message",
     "OfflineProvider",

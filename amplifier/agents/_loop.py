@@ -16,7 +16,9 @@ Rule 3: a turn cut off (cancelled, crashed) leaves no call without a result
         whatever a crash left, on every resume path.
 Rule 4: API keys live in the provider objects only; events record the
         provider, model, usage and latency.
-Rule 5: tools run in the session's own project directory (the ``cwd`` its
+Rule 5: what the model wrote before its answer was cut off (the turn
+        cancelled) is kept: an assistant message marked ``cut_off``.
+Rule 6: tools run in the session's own project directory (the ``cwd`` its
         metadata records), wherever it is resumed from.
 """
 
@@ -36,6 +38,7 @@ from ._exceptions import ProviderError, ToolFailed
 from ._file_tools import file_tools
 from ._messages import (
     AssistantMessage,
+    CutOff,
     Message,
     ToolCall,
     ToolResultMessage,
@@ -190,10 +193,18 @@ class AgentTurnHandler:
             "provider:request", {**label, "messages": len(messages), "tools": tools.names}
         )
         started = anyio.current_time()
+        pieces: list[str] = []
+
+        async def collect(piece: str) -> None:
+            pieces.append(piece)  # kept if the answer is cut off (Rule 5)
+            await turn.stream(piece)
+
         try:
-            response = await provider.complete(
-                request, on_text=turn.stream if turn.streaming else None
-            )
+            response = await provider.complete(request, on_text=collect)
+        except anyio.get_cancelled_exc_class():
+            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                await self._keep_cut_off(turn, provider, pieces, "cancelled")
+            raise
         except ProviderError as exc:
             latency = round((anyio.current_time() - started) * 1000, 1)
             await turn.emit("provider:error", {**label, "latency_ms": latency, "error": str(exc)})
@@ -210,6 +221,17 @@ class AgentTurnHandler:
             },
         )
         return response.message
+
+    async def _keep_cut_off(
+        self, turn: Turn, provider: Provider, pieces: list[str], why: CutOff
+    ) -> None:
+        """Record the text an answer got to before it was cut off, if any (Rule 5)."""
+        if not pieces:
+            return
+        message = AssistantMessage(
+            content="".join(pieces), provider=provider.name, model=provider.model, cut_off=why
+        )
+        await turn.record(to_record(message))
 
     # -- tools ------------------------------------------------------------------------
 
@@ -299,7 +321,7 @@ class AgentTurnHandler:
     # -- configuration ----------------------------------------------------------------
 
     def _project_dir(self, session: SessionContext) -> Path:
-        """Where the session's tools run (Rule 5); the runtime's directory if none is recorded."""
+        """Where the session's tools run (Rule 6); the runtime's directory if none is recorded."""
         recorded = session.metadata.cwd
         return Path(recorded).resolve() if recorded else self._root
 

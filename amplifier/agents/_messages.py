@@ -42,6 +42,11 @@ class UserMessage(BaseModel):
     content: str
 
 
+CutOff = Literal["cancelled", "failed", "output_limit"]
+"""Why an answer stops short: its turn was cancelled, its stream failed, or it
+reached the profile's ``max_output_tokens``."""
+
+
 class AssistantMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -50,6 +55,8 @@ class AssistantMessage(BaseModel):
     tool_calls: tuple[ToolCall, ...] = ()
     provider: str | None = None
     model: str | None = None
+    cut_off: CutOff | None = None
+    """Why the answer stops short, if it does: the text is what had arrived."""
 
 
 class ToolResultMessage(BaseModel):

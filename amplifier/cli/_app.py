@@ -209,14 +209,19 @@ async def _other_project_note(rt: Runtime, session: Session) -> None:
 async def _one_turn(
     session: Session, prompt: str, *, interrupts: AsyncIterator[int], as_json: bool
 ) -> int:
-    """Ask once, streaming on a terminal; Ctrl-C cancels the turn (exit 130)."""
+    """Ask once, streaming on a terminal; Ctrl-C cancels the turn (exit 130).
+
+    A cancelled turn ends the session ``cancelled``; what the answer got to
+    is printed (at once on a terminal, at the end when piped).
+    """
     stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []
 
     async def show(piece: str) -> None:
         streamed.append(piece)
-        sys.stdout.write(safe(piece))
-        sys.stdout.flush()
+        if stream:
+            sys.stdout.write(safe(piece))
+            sys.stdout.flush()
 
     async with anyio.create_task_group() as tg:
 
@@ -226,13 +231,16 @@ async def _one_turn(
 
         tg.start_soon(cancel_on_interrupt)
         try:
-            reply = await session.ask(prompt, on_text=show if stream else None)
+            reply = await session.ask(prompt, on_text=show)
         except TurnCancelled:
+            await session.close(status="cancelled")  # before the scope is cancelled
             tg.cancel_scope.cancel()
+            partial = "".join(streamed)
             if as_json:
-                write_json({"session_id": session.id, "status": "cancelled"})
-            if streamed:
-                sys.stdout.write("\n")
+                write_json({"session_id": session.id, "status": "cancelled", "response": partial})
+            elif partial:
+                sys.stdout.write("\n" if stream else safe(partial) + "\n")
+                sys.stdout.flush()
             _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
             return 130
         except TurnFailed as exc:

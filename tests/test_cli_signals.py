@@ -1,0 +1,128 @@
+"""`amplifier run` interrupted in real processes: Ctrl-C (SIGINT), SIGTERM and SIGHUP.
+
+Each test starts the installed console script with stdout piped, as a script
+or a pipeline would, on asyncio and on trio. A ``FakeLLMServer`` answers
+through the project's ``slow`` profile: it streams the first piece of its
+answer and then goes silent, so the signal lands while the turn is running
+and after some text has arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .fake_llm_server import FakeLLMServer, Text
+from .helpers import events, metadata, session_dirs, transcript
+
+AMPLIFIER = Path(sys.executable).parent / "amplifier"
+GRACE = 1.0
+"""Seconds for the command to take in the piece the server flushed before the signal."""
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The event loop the CLI runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def llm(project: Path) -> Iterator[FakeLLMServer]:
+    """A local model server that the project's ``slow`` profile answers through."""
+    with FakeLLMServer() as server:
+        profiles = project / ".amplifier" / "profiles"
+        profiles.mkdir(parents=True)
+        (profiles / "slow.yaml").write_text(
+            f"provider: {{kind: openai, base_url: '{server.openai_base_url}', model: m, "
+            "timeout: 60, max_retries: 0}\n"
+        )
+        yield server
+
+
+def start(*args: str, cwd: Path, home: Path, backend: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env.update(AMPLIFIER_HOME=str(home), NO_COLOR="1", AMPLIFIER_ASYNC_BACKEND=backend)
+    return subprocess.Popen(
+        [str(AMPLIFIER), *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupt_mid_answer(
+    llm: FakeLLMServer, process: subprocess.Popen[str], signum: int
+) -> tuple[int, str, str]:
+    """Send ``signum`` once the answer's first piece is out; (exit code, stdout, stderr)."""
+    assert llm.stalled.wait(20), "the model was never asked"
+    time.sleep(GRACE)
+    process.send_signal(signum)
+    try:
+        stdout, stderr = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"still running 20 s after the signal:\n{stderr}") from None
+    assert "Traceback" not in stderr, stderr
+    return process.returncode, stdout, stderr
+
+
+def only_session(home: Path) -> str:
+    (session_id,) = session_dirs(home)
+    return session_id
+
+
+def ends(home: Path, session_id: str) -> list[tuple[str, Any]]:
+    return [
+        (e["event"], e["data"]["status"])
+        for e in events(home, session_id)
+        if e["event"] in ("prompt:complete", "session:end")
+    ]
+
+
+def test_ctrl_c_in_run_ends_the_session_cancelled_and_keeps_the_partial_answer(
+    home: Path, project: Path, llm: FakeLLMServer, backend: str
+) -> None:
+    """Ctrl-C during `run` (stdout piped): exit 130, the session cancelled, and what the
+    model had written printed and kept in the transcript, marked cut off."""
+    llm.plan(Text(pieces=("Partial ", "answer"), stall=30))
+    process = start("run", "--profile", "slow", "question", cwd=project, home=home, backend=backend)
+    code, stdout, stderr = interrupt_mid_answer(llm, process, signal.SIGINT)
+    assert code == 130, stderr
+    assert stdout == "Partial \n"
+    assert "Cancelled." in stderr
+    session_id = only_session(home)
+    assert metadata(home, session_id)["status"] == "cancelled"
+    assert ends(home, session_id) == [
+        ("prompt:complete", "cancelled"),
+        ("session:end", "cancelled"),
+    ]
+    (answer,) = [m for m in transcript(home, session_id) if m["role"] == "assistant"]
+    assert (answer["content"], answer["cut_off"]) == ("Partial ", "cancelled")
+
+
+def test_ctrl_c_in_run_json_reports_cancelled_with_the_partial_answer(
+    home: Path, project: Path, llm: FakeLLMServer, backend: str
+) -> None:
+    """With --json, Ctrl-C prints one document: status cancelled and the text so far."""
+    llm.plan(Text(pieces=("Partial ", "answer"), stall=30))
+    process = start(
+        "run", "--json", "--profile", "slow", "question", cwd=project, home=home, backend=backend
+    )
+    code, stdout, _ = interrupt_mid_answer(llm, process, signal.SIGINT)
+    assert code == 130
+    document = json.loads(stdout)
+    assert (document["status"], document["response"]) == ("cancelled", "Partial ")
+    assert metadata(home, document["session_id"])["status"] == "cancelled"
