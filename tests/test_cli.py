@@ -189,7 +189,20 @@ def test_run_provider_failure_is_one_line_and_exit_1(home: Path) -> None:
     result = cli("run", "/fail upstream is down", code=1)
     assert result.stderr.splitlines()[0] == "Error: offline: upstream is down"
     (session_id,) = session_dirs(home)
-    assert metadata(home, session_id)["status"] == "completed"
+    assert session_id in result.stderr
+
+
+def test_run_whose_turn_failed_is_listed_and_shown_failed_with_the_error(home: Path) -> None:
+    """A session whose one turn failed ends 'failed' with the error, as run --json said."""
+    document = cli_json("run", "/fail upstream is down", code=1)
+    assert document["status"] == "failed"
+    session_id = document["session_id"]
+    stored = metadata(home, session_id)
+    assert (stored["status"], stored["error"]) == ("failed", "offline: upstream is down")
+    assert cli("session", "list").stdout.splitlines()[1].split()[-1] == "failed"
+    shown = cli("session", "show", session_id).stdout
+    assert "Status:    failed" in shown
+    assert "Error:     offline: upstream is down" in shown
 
 
 # -- continue --------------------------------------------------------------------------

@@ -211,8 +211,9 @@ async def _one_turn(
 ) -> int:
     """Ask once, streaming on a terminal; Ctrl-C cancels the turn (exit 130).
 
-    A cancelled turn ends the session ``cancelled``; what the answer got to
-    is printed (at once on a terminal, at the end when piped).
+    A cancelled turn ends the session ``cancelled``, a failed one ``failed``
+    with its error; what the answer got to is printed (at once on a
+    terminal, at the end when piped).
     """
     stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []
@@ -244,6 +245,7 @@ async def _one_turn(
             _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
             return 130
         except TurnFailed as exc:
+            await session.close(status="failed", error=exc.reason)
             tg.cancel_scope.cancel()
             if as_json:
                 write_json({"session_id": session.id, "status": "failed", "error": exc.reason})
