@@ -150,6 +150,17 @@ async def test_truncated_stream_fails_the_turn_and_the_session_resumes(
     assert _statuses(home, session_id) == ["failed", "completed"]
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["connection-close", "chunked"])
+async def test_text_streamed_before_the_stream_broke_is_kept(
+    home: Path, project: Path, server: FakeLLMServer, kind: Kind, chunked: bool
+) -> None:
+    """The text that arrived before a stream broke off is in the transcript, marked cut off."""
+    server.plan(BrokenStream(chunked=chunked))
+    session_id, _, _ = await _failed_turn(project, "tell me")
+    (kept,) = [m for m in transcript(home, session_id) if m["role"] == "assistant"]
+    assert (kept["content"], kept["cut_off"], kept["provider"]) == ("Hello", "failed", kind)
+
+
 async def test_stream_stalling_mid_answer_times_out_and_the_session_resumes(
     home: Path, project: Path, server: FakeLLMServer, kind: Kind
 ) -> None:

@@ -17,7 +17,8 @@ Rule 3: a turn cut off (cancelled, crashed) leaves no call without a result
 Rule 4: API keys live in the provider objects only; events record the
         provider, model, usage and latency.
 Rule 5: what the model wrote before its answer was cut off (the turn
-        cancelled) is kept: an assistant message marked ``cut_off``.
+        cancelled, the stream failed) is kept: an assistant message marked
+        ``cut_off``.
 Rule 6: tools run in the session's own project directory (the ``cwd`` its
         metadata records), wherever it is resumed from.
 """
@@ -208,6 +209,7 @@ class AgentTurnHandler:
         except ProviderError as exc:
             latency = round((anyio.current_time() - started) * 1000, 1)
             await turn.emit("provider:error", {**label, "latency_ms": latency, "error": str(exc)})
+            await self._keep_cut_off(turn, provider, pieces, "failed")
             raise
         latency = round((anyio.current_time() - started) * 1000, 1)
         await turn.emit(
