@@ -25,7 +25,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from .fake_llm_server import FakeLLMServer, Stall, Text
+from .fake_llm_server import BrokenStream, FakeLLMServer, Stall, Text
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 PROMPT = re.compile(r"(?m)^> ")
@@ -424,6 +424,20 @@ def test_ctrl_c_cancelled_session_resumes_later(
     offline = cli(args, cwd=project, home=home, backend=backend)
     assert "You asked: and now?" in offline.stdout
     assert "This session has seen 4 prompt(s)" in offline.stdout
+
+
+@forks_with_threads
+def test_run_in_a_terminal_puts_a_stream_error_on_its_own_line(
+    backend: str, project: Path, home: Path, llm: FakeLLMServer
+) -> None:
+    """A stream that breaks after some text: the error starts a new line, not glued to it."""
+    llm.plan(BrokenStream())
+    with interactive(
+        ["run", "--profile", "slow", "tell me"], cwd=project, home=home, backend=backend
+    ) as term:
+        term.see("Error: openai: ")
+        assert term.leave() == 1
+    assert "Hello\r\nError: openai: " in term.output
 
 
 def test_delete_asks_on_a_terminal_and_no_keeps_the_session(

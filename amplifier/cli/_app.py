@@ -249,6 +249,9 @@ async def _one_turn(
             tg.cancel_scope.cancel()
             if as_json:
                 write_json({"session_id": session.id, "status": "failed", "error": exc.reason})
+            elif stream and streamed:
+                sys.stdout.write("\n")  # the error starts a line of its own
+                sys.stdout.flush()
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
             _say(f"Session: {session.id}")
             return 1
