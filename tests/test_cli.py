@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import amplifier
 from amplifier.cli import app
 
+from .fake_llm_server import FakeLLMServer, Text
 from .helpers import events, metadata, session_dirs, transcript
 
 runner = CliRunner()
@@ -203,6 +204,24 @@ def test_run_whose_turn_failed_is_listed_and_shown_failed_with_the_error(home: P
     shown = cli("session", "show", session_id).stdout
     assert "Status:    failed" in shown
     assert "Error:     offline: upstream is down" in shown
+
+
+def test_run_says_when_the_answer_stopped_at_the_output_limit(
+    project: Path, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer cut off by the output-token limit is printed with a notice (--json: cut_off)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "live.yaml").write_text(
+        f"provider: {{kind: openai, base_url: '{server.openai_base_url}', max_retries: 0}}\n"
+        "max_output_tokens: 64\n"
+    )
+    server.plan(Text(("Once upon",), limit=True), Text(("Once upon",), limit=True))
+    result = cli("run", "--profile", "live", "a story")
+    assert result.stdout == "Once upon\n"
+    assert "(the answer stopped at the output limit: max_output_tokens 64)" in result.stderr
+    document = cli_json("run", "--profile", "live", "a story")
+    assert (document["response"], document["cut_off"]) == ("Once upon", "output_limit")
 
 
 # -- continue --------------------------------------------------------------------------

@@ -17,8 +17,10 @@ Rule 3: a turn cut off (cancelled, crashed) leaves no call without a result
 Rule 4: API keys live in the provider objects only; events record the
         provider, model, usage and latency.
 Rule 5: what the model wrote before its answer was cut off (the turn
-        cancelled, the stream failed) is kept: an assistant message marked
-        ``cut_off``.
+        cancelled, the stream failed, the output-token limit reached) is
+        kept: an assistant message marked ``cut_off``. A tool call that the
+        limit cut off mid-JSON is not run: its result tells the model so,
+        and the turn goes on, so the model can try again.
 Rule 6: tools run in the session's own project directory (the ``cwd`` its
         metadata records), wherever it is resumed from.
 """
@@ -212,6 +214,7 @@ class AgentTurnHandler:
             await self._keep_cut_off(turn, provider, pieces, "failed")
             raise
         latency = round((anyio.current_time() - started) * 1000, 1)
+        message = response.message
         await turn.emit(
             "provider:response",
             {
@@ -219,10 +222,22 @@ class AgentTurnHandler:
                 "latency_ms": latency,
                 "usage": response.usage.model_dump(),
                 "stop_reason": response.stop_reason,
-                "tool_calls": [call.name for call in response.message.tool_calls],
+                "tool_calls": [call.name for call in message.tool_calls],
             },
         )
-        return response.message
+        if response.hit_limit:
+            await turn.emit(
+                "provider:limit",
+                {
+                    **label,
+                    "max_output_tokens": request.max_output_tokens,
+                    "stop_reason": response.stop_reason,
+                    "answer_cut": not message.tool_calls,
+                    "tool_calls_cut": [call.name for call in message.tool_calls if call.cut_off],
+                },
+            )
+            message = message.model_copy(update={"cut_off": "output_limit"})
+        return message
 
     async def _keep_cut_off(
         self, turn: Turn, provider: Provider, pieces: list[str], why: CutOff
@@ -290,6 +305,13 @@ class AgentTurnHandler:
         started = anyio.current_time()
         is_error = True
         try:
+            if call.cut_off:
+                raise ToolFailed(
+                    "not run: the answer reached the output-token limit (max_output_tokens "
+                    f"{self.profile.max_output_tokens}) before this call's arguments were "
+                    "complete, so they are not valid JSON. Call the tool again with shorter "
+                    "arguments, or split the work into smaller calls."
+                )
             tool = tools.get(call.name)
             if tool is None:
                 raise ToolFailed(

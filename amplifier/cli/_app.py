@@ -36,6 +36,7 @@ from amplifier.agents import ProviderKind, session_profile
 
 from ._input import lenient, read_stdin
 from ._interactive import History, run_interactive
+from ._limits import answer_limit, limit_notice
 from ._render import (
     console,
     event_lines,
@@ -224,7 +225,9 @@ async def _one_turn(
             sys.stdout.write(safe(piece))
             sys.stdout.flush()
 
-    async with anyio.create_task_group() as tg:
+    # Subscribed before asking: whether the answer stopped at the output limit.
+    feed = session.subscribe(tree=False, buffer=4096)
+    async with feed, anyio.create_task_group() as tg:
 
         async def cancel_on_interrupt() -> None:
             async for _ in interrupts:
@@ -255,22 +258,24 @@ async def _one_turn(
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
             _say(f"Session: {session.id}")
             return 1
+        limit = await answer_limit(feed)
         tg.cancel_scope.cancel()
     if as_json:
-        write_json(
-            {
-                "session_id": session.id,
-                "status": "completed",
-                "response": reply.text,
-                "turn": reply.turn,
-            }
-        )
+        document = {
+            "session_id": session.id,
+            "status": "completed",
+            "response": reply.text,
+            "turn": reply.turn,
+        }
+        write_json(document if limit is None else {**document, "cut_off": "output_limit"})
         return 0
     if stream:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(safe(reply.text) + "\n")
     sys.stdout.flush()
+    if limit is not None:
+        _say(limit_notice(limit))
     _say(f"Session: {session.id}")
     return 0
 

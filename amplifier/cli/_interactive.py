@@ -33,6 +33,7 @@ from amplifier import (
 )
 
 from ._input import read_line
+from ._limits import answer_limit, limit_notice
 from ._render import safe, transcript_lines
 
 History = Literal["none", "recent", "full"]
@@ -171,8 +172,13 @@ async def _turn(session: Session, text: str, state: _State, say: Callable[[str],
 
     state.in_turn = True
     try:
-        await session.ask(text, on_text=show)
+        async with session.subscribe(tree=False, buffer=4096) as feed:
+            await session.ask(text, on_text=show)
+            limit = await answer_limit(feed)
         sys.stdout.write("\n")
+        if limit is not None:
+            sys.stdout.flush()
+            say(limit_notice(limit))
     except TurnCancelled:
         sys.stdout.write("\n")
         say("[cancelled: what the turn wrote is kept; the session goes on]")
