@@ -113,6 +113,28 @@ def test_ctrl_c_in_run_ends_the_session_cancelled_and_keeps_the_partial_answer(
     assert (answer["content"], answer["cut_off"]) == ("Partial ", "cancelled")
 
 
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
+)
+def test_sigterm_and_sighup_in_run_end_the_session_like_ctrl_c(
+    home: Path, project: Path, llm: FakeLLMServer, backend: str, signum: int, code: int
+) -> None:
+    """SIGTERM or SIGHUP during `run`: the final records are written (turn and session
+    cancelled, the partial answer kept), then exit 128 + the signal's number."""
+    llm.plan(Text(pieces=("Partial ", "answer"), stall=30))
+    process = start("run", "--profile", "slow", "question", cwd=project, home=home, backend=backend)
+    exit_code, stdout, stderr = interrupt_mid_answer(llm, process, signum)
+    assert exit_code == code, stderr
+    assert stdout == "Partial \n"
+    assert "Cancelled." in stderr
+    session_id = only_session(home)
+    assert metadata(home, session_id)["status"] == "cancelled"
+    assert ends(home, session_id) == [
+        ("prompt:complete", "cancelled"),
+        ("session:end", "cancelled"),
+    ]
+
+
 def test_ctrl_c_in_run_json_reports_cancelled_with_the_partial_answer(
     home: Path, project: Path, llm: FakeLLMServer, backend: str
 ) -> None:

@@ -1,7 +1,9 @@
 """The typer application. Presentation only: every behaviour lives in the Python API.
 
 Exit codes: 0 done, 1 a failure (provider, disk, a session in use),
-2 a usage error (bad id, unknown agent or profile, bad flag), 130 Ctrl-C.
+2 a usage error (bad id, unknown agent or profile, bad flag), 128 + N when
+signal N stopped a command that runs turns (130 Ctrl-C, 143 SIGTERM, 129
+SIGHUP), after the session's final records are written.
 Errors are one line on stderr, never a traceback (``AMPLIFIER_DEBUG=1``
 shows one). With ``--json`` stdout carries exactly one JSON document.
 """
@@ -123,27 +125,44 @@ def _fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
     raise typer.Exit(code)
 
 
+TURN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What stops a command that runs turns as Ctrl-C does: a turn cancelled, the
+session's final records written, then exit 128 + N. SIGTERM is how ``kill``,
+``timeout`` and service managers ask a program to end; SIGHUP comes when its
+terminal goes away."""
+
+
 def _execute(
-    main: Callable[[AsyncIterator[int]], Awaitable[int | None]], *, as_json: bool = False
+    main: Callable[[AsyncIterator[int]], Awaitable[int | None]],
+    *,
+    as_json: bool = False,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT,),
 ) -> None:
     """Run ``main`` on the event loop; turn every failure into one line and an exit code.
 
-    ``main`` gets the Ctrl-C signals. The receiver is open before ``main``
-    starts and until it has returned (runtime closed): a Ctrl-C is never
-    handled by Python's default, which would interrupt shutdown mid-write.
+    ``main`` gets ``signals`` (Ctrl-C; ``TURN_SIGNALS`` for commands that run
+    turns). The receiver is open before ``main`` starts and until it has
+    returned (runtime closed): such a signal is never handled by Python's
+    default, which would interrupt shutdown mid-write. A signal the process
+    was started with ignored (``nohup`` ignores SIGHUP) stays ignored.
     """
     warnings.showwarning = _show_warning
+    signals = tuple(
+        s for s in signals if s == signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN
+    )
 
     async def guarded() -> int | None:
         # Ignored underneath the receiver: a receiver that closes re-delivers
-        # the Ctrl-Cs it did not consume to the handler it replaced (trio
+        # the signals it did not consume to the handler it replaced (trio
         # does), and after the work is done there is nothing left to stop.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in signals:
+            signal.signal(signum, signal.SIG_IGN)
         try:
-            with anyio.open_signal_receiver(signal.SIGINT) as interrupts:
+            with anyio.open_signal_receiver(*signals) as interrupts:
                 return await main(interrupts)
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for signum in signals:
+                signal.signal(signum, signal.SIG_IGN)
 
     try:
         code = anyio.run(guarded, backend=_backend())
@@ -210,7 +229,7 @@ async def _other_project_note(rt: Runtime, session: Session) -> None:
 async def _one_turn(
     session: Session, prompt: str, *, interrupts: AsyncIterator[int], as_json: bool
 ) -> int:
-    """Ask once, streaming on a terminal; Ctrl-C cancels the turn (exit 130).
+    """Ask once, streaming on a terminal; a signal cancels the turn (exit 128 + N).
 
     A cancelled turn ends the session ``cancelled``, a failed one ``failed``
     with its error; what the answer got to is printed (at once on a
@@ -229,8 +248,12 @@ async def _one_turn(
     feed = session.subscribe(tree=False, buffer=4096)
     async with feed, anyio.create_task_group() as tg:
 
+        stopped_by: int = signal.SIGINT
+
         async def cancel_on_interrupt() -> None:
-            async for _ in interrupts:
+            nonlocal stopped_by
+            async for signum in interrupts:
+                stopped_by = signum
                 session.cancel()
 
         tg.start_soon(cancel_on_interrupt)
@@ -246,7 +269,7 @@ async def _one_turn(
                 sys.stdout.write("\n" if stream else safe(partial) + "\n")
                 sys.stdout.flush()
             _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
-            return 130
+            return 128 + stopped_by
         except TurnFailed as exc:
             await session.close(status="failed", error=exc.reason)
             tg.cancel_scope.cancel()
@@ -370,12 +393,14 @@ def root(
             _refuse_before(ctx, ctx.invoked_subcommand)
         return
 
-    async def main(interrupts: AsyncIterator[int]) -> None:
+    async def main(interrupts: AsyncIterator[int]) -> int | None:
         async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
             async with rt.open_session(agent=agent) as session:
-                await run_interactive(rt, session, history="none", interrupts=interrupts, say=_say)
+                return await run_interactive(
+                    rt, session, history="none", interrupts=interrupts, say=_say
+                )
 
-    _execute(main)
+    _execute(main, signals=TURN_SIGNALS)
 
 
 @session_app.callback()
@@ -426,7 +451,7 @@ def run(
                     await _other_project_note(rt, session)
                 return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
 
-    _execute(main, as_json=as_json)
+    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 @app.command(name="continue")
@@ -468,7 +493,7 @@ def continue_(
             as_json=as_json,
         )
 
-    _execute(main, as_json=as_json)
+    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 def _resume_flags(
@@ -520,8 +545,9 @@ async def _resume(
                 await _other_project_note(rt, session)
             if prompt is not None:
                 return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
-            await run_interactive(rt, session, history=history, interrupts=interrupts, say=_say)
-    return None
+            return await run_interactive(
+                rt, session, history=history, interrupts=interrupts, say=_say
+            )
 
 
 @session_app.command("list")
@@ -655,7 +681,7 @@ def resume_(
             as_json=as_json,
         )
 
-    _execute(main, as_json=as_json)
+    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 @session_app.command("delete")
