@@ -134,6 +134,45 @@ async def test_cleanup_that_keeps_a_session_in_use_says_so(home: Path, project: 
     assert done.stderr.strip() == "Nothing deleted: the sessions older than 0 days are in use."
 
 
+def _imported_by(*args: str, cwd: Path, home: Path) -> set[str]:
+    """The modules the installed command imports to run ``args`` (``python -X importtime``)."""
+    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(AMPLIFIER), *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+@pytest.mark.parametrize("args", [("--help",), ("session", "list")], ids=["help", "list"])
+def test_command_that_calls_no_model_imports_no_provider_sdk(
+    home: Path, project: Path, args: tuple[str, ...]
+) -> None:
+    """`--help` and `session list` start without importing the openai or anthropic SDK."""
+    amp("run", "hi", cwd=project, home=home)  # a session to list
+    imported = _imported_by(*args, cwd=project, home=home)
+    assert "amplifier.cli" in imported  # what was measured is the command
+    assert not {"openai", "anthropic"} & imported
+
+
+def test_help_imports_only_the_command_line(home: Path, project: Path) -> None:
+    """`--help` loads the command line alone: not the runtime, nor any pydantic model."""
+    imported = _imported_by("--help", cwd=project, home=home)
+    assert "amplifier.cli._app" in imported
+    assert not {"amplifier.runtime", "amplifier.persistence", "pydantic.main"} & imported
+
+
 def _run_bytes(*args: bytes, cwd: Path, home: Path, stdin: bytes = b"") -> tuple[int, str, str]:
     """The command with raw bytes as arguments and stdin, as a shell passes them."""
     env = {**os.environ, "AMPLIFIER_HOME": str(home)}

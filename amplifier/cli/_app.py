@@ -6,6 +6,11 @@ signal N stopped a command that runs turns (130 Ctrl-C, 143 SIGTERM, 129
 SIGHUP), after the session's final records are written.
 Errors are one line on stderr, never a traceback (``AMPLIFIER_DEBUG=1``
 shows one). With ``--json`` stdout carries exactly one JSON document.
+
+Rule: loading this module imports typer and little else, so that
+``amplifier --help`` starts fast: the API (``amplifier``, which builds
+every pydantic model) is imported by the commands that use it, inside their
+functions; ``open_runtime`` here does that on its first call.
 """
 
 from __future__ import annotations
@@ -18,26 +23,12 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import anyio
 import typer
 
-from amplifier import (
-    AmbiguousSessionId,
-    AmplifierError,
-    Runtime,
-    Session,
-    SessionSummary,
-    TurnCancelled,
-    TurnFailed,
-    UsageError,
-    open_runtime,
-)
-from amplifier.agents import ProviderKind, session_profile
-
 from ._input import lenient, read_stdin
-from ._interactive import History, run_interactive
 from ._limits import answer_limit, limit_notice
 from ._render import (
     console,
@@ -50,6 +41,20 @@ from ._render import (
     tree_lines,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from amplifier import Runtime, Session, SessionSummary, open_runtime
+    from amplifier.agents import ProviderKind
+
+    from ._interactive import History
+else:
+
+    def open_runtime(**options: Any) -> Any:
+        """``amplifier.open_runtime``, imported on first use (see the Rule above)."""
+        from amplifier import open_runtime as open_api_runtime
+
+        return open_api_runtime(**options)
+
 
 app = typer.Typer(
     name="amplifier",
@@ -115,7 +120,8 @@ def _backend() -> str:
 
 def _say(message: str) -> None:
     """A status line for the person at the terminal (stderr, never mixed into --json)."""
-    console(stderr=True).print(safe(message), markup=False, highlight=False)
+    sys.stderr.write(safe(message) + "\n")
+    sys.stderr.flush()
 
 
 def _fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
@@ -146,6 +152,8 @@ def _execute(
     default, which would interrupt shutdown mid-write. A signal the process
     was started with ignored (``nohup`` ignores SIGHUP) stays ignored.
     """
+    from amplifier import AmbiguousSessionId, AmplifierError, UsageError
+
     warnings.showwarning = _show_warning
     signals = tuple(
         s for s in signals if s == signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN
@@ -235,6 +243,8 @@ async def _one_turn(
     with its error; what the answer got to is printed (at once on a
     terminal, at the end when piped).
     """
+    from amplifier import TurnCancelled, TurnFailed
+
     stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []
 
@@ -394,6 +404,8 @@ def root(
         return
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
+        from ._interactive import run_interactive
+
         async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
             async with rt.open_session(agent=agent) as session:
                 return await run_interactive(
@@ -441,6 +453,8 @@ def run(
         _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
+        from amplifier.agents import session_profile
+
         chosen = profile
         if resume is not None and chosen is None:
             chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
@@ -537,6 +551,10 @@ async def _resume(
         _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
     if prompt is None and as_json:
         _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
+    from amplifier.agents import session_profile
+
+    from ._interactive import run_interactive
+
     if profile is None:
         profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
     async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:

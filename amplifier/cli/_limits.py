@@ -10,12 +10,16 @@ in the subscription's buffer, up to this turn's ``prompt:complete``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from amplifier import AmplifierError, EventRecord
+if TYPE_CHECKING:
+    from amplifier import EventRecord
 
 
 async def answer_limit(feed: AsyncIterator[EventRecord]) -> int | None:
     """``max_output_tokens`` if the answer of the turn just over stopped at it, else None."""
+    from amplifier import AmplifierError  # loaded by then: asking the session did
+
     limit: int | None = None
     try:
         async for event in feed:

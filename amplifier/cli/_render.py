@@ -5,6 +5,8 @@ Rule 1: text that came from a session (prompts, answers, tool output) is
         shown, not executed, so a transcript cannot rewrite the screen.
 Rule 2: off a terminal, or with ``NO_COLOR``, output is plain text: no
         colour, no box drawing, so it pipes and greps well.
+Rule 3: rich is imported by the functions that draw, not with this module:
+        ``amplifier --help`` and ``run`` draw nothing and should not pay for it.
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from amplifier import EventRecord, SessionMetadata, SessionSummary, TranscriptRecord
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from amplifier import EventRecord, SessionMetadata, SessionSummary, TranscriptRecord
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PROMPT_WIDTH = 48
@@ -35,6 +36,8 @@ def plain(stream: IO[str] | None = None) -> bool:
 
 
 def console(*, stderr: bool = False) -> Console:
+    from rich.console import Console  # Rule 3
+
     stream = sys.stderr if stderr else sys.stdout
     bare = plain(stream)
     return Console(
@@ -85,6 +88,10 @@ def sessions_table(
     rows: Sequence[tuple[SessionSummary, int]], *, show_project: bool, out: Console
 ) -> None:
     """The ``session list`` table; each row with its depth (sub-sessions are indented)."""
+    from rich import box  # Rule 3
+    from rich.table import Table
+    from rich.text import Text
+
     bare = plain(out.file)
     table = Table(box=None if bare else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in ("ID", "Created", "Profile", "Messages", "Last Prompt", "Status"):
