@@ -543,20 +543,22 @@ async def _resume(
     """Resume under the session's own profile as configured now (unless --profile says).
 
     The prompt comes from the argument, else from stdin when it is piped;
-    with neither (stdin a terminal), the session is interactive.
+    with neither (stdin a terminal), the session is interactive. The id is
+    looked up first: a bad or unknown id is the error a user sees first.
     """
-    piped = prompt is None and not sys.stdin.isatty()
-    prompt = _read_prompt(prompt)
-    if piped and not (prompt and prompt.strip()):
-        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
-    if prompt is None and as_json:
-        _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
     from amplifier.agents import session_profile
 
     from ._interactive import run_interactive
 
+    piped = prompt is None and not sys.stdin.isatty()
+    prompt = _read_prompt(prompt)
+    stored_profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
+    if piped and not (prompt and prompt.strip()):
+        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
+    if prompt is None and as_json:
+        _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
     if profile is None:
-        profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
+        profile = stored_profile
     async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
         async with rt.resume(session_id) as session:
             if not as_json:
