@@ -134,6 +134,46 @@ async def test_cleanup_that_keeps_a_session_in_use_says_so(home: Path, project: 
     assert done.stderr.strip() == "Nothing deleted: the sessions older than 0 days are in use."
 
 
+def test_resume_interactive_takes_piped_lines_one_prompt_each(home: Path, project: Path) -> None:
+    """`session resume ID --interactive` with stdin piped: each line is a turn of its own."""
+    first = amp("run", "--json", "first", cwd=project, home=home)
+    session_id = json.loads(first.stdout)["session_id"]
+    done = amp(
+        "session",
+        "resume",
+        session_id,
+        "--interactive",
+        cwd=project,
+        home=home,
+        stdin="second\nthird\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "You asked: second" in done.stdout
+    assert "You asked: third" in done.stdout
+    show = json.loads(amp("session", "show", session_id, "--json", cwd=project, home=home).stdout)
+    prompts = [m["content"] for m in show["transcript"] if m["role"] == "user"]
+    assert prompts == ["first", "second", "third"]
+
+
+def test_resume_with_stdin_empty_but_not_piped_is_interactive(home: Path, project: Path) -> None:
+    """stdin /dev/null (no input given at all) is not a piped prompt: resume is interactive
+    and leaves at once, exit 0."""
+    first = amp("run", "--json", "first", cwd=project, home=home)
+    session_id = json.loads(first.stdout)["session_id"]
+    done = subprocess.run(
+        [str(AMPLIFIER), "session", "resume", session_id],
+        cwd=project,
+        env={**os.environ, "AMPLIFIER_HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Amplifier: session {session_id}" in done.stderr
+
+
 def _imported_by(*args: str, cwd: Path, home: Path) -> set[str]:
     """The modules the installed command imports to run ``args`` (``python -X importtime``)."""
     env = {**os.environ, "AMPLIFIER_HOME": str(home)}

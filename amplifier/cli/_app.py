@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import anyio
 import typer
 
-from ._input import lenient, read_stdin
+from ._input import lenient, read_stdin, stdin_is_piped
 from ._limits import answer_limit, limit_notice
 from ._render import (
     console,
@@ -102,6 +102,14 @@ NoHistory = Annotated[
     bool, typer.Option("--no-history", help="Do not show the recent history first.")
 ]
 FullHistory = Annotated[bool, typer.Option("--full-history", help="Show the whole history first.")]
+InteractiveFlag = Annotated[
+    bool,
+    typer.Option(
+        "--interactive",
+        "-i",
+        help="Interactive even when stdin is piped: each line is a prompt.",
+    ),
+]
 
 
 class _Exit(Exception):
@@ -257,7 +265,6 @@ async def _one_turn(
     # Subscribed before asking: whether the answer stopped at the output limit.
     feed = session.subscribe(tree=False, buffer=4096)
     async with feed, anyio.create_task_group() as tg:
-
         stopped_by: int = signal.SIGINT
 
         async def cancel_on_interrupt() -> None:
@@ -356,8 +363,7 @@ def _refuse_before(ctx: typer.Context, command: str) -> None:
     given = _before(ctx).given()
     if given:
         _fail(
-            f"{given[0]} does not apply to '{command}' (only to run, continue "
-            "and session resume)",
+            f"{given[0]} does not apply to '{command}' (only to run, continue and session resume)",
             code=2,
         )
 
@@ -476,6 +482,7 @@ def continue_(
     ] = None,
     no_history: NoHistory = False,
     full_history: FullHistory = False,
+    interactive: InteractiveFlag = False,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
@@ -503,6 +510,7 @@ def continue_(
             provider=provider,
             model=model,
             history=history,
+            interactive=interactive,
             interrupts=interrupts,
             as_json=as_json,
         )
@@ -539,19 +547,23 @@ async def _resume(
     history: History,
     interrupts: AsyncIterator[int],
     as_json: bool,
+    interactive: bool = False,
 ) -> int | None:
     """Resume under the session's own profile as configured now (unless --profile says).
 
-    The prompt comes from the argument, else from stdin when it is piped;
-    with neither (stdin a terminal), the session is interactive. The id is
-    looked up first: a bad or unknown id is the error a user sees first.
+    The prompt comes from the argument, else from stdin when it is piped (a
+    pipe or a file); with neither, or with ``interactive``, the session is
+    interactive. The id is looked up first: a bad or unknown id is the error
+    a user sees first.
     """
     from amplifier.agents import session_profile
 
     from ._interactive import run_interactive
 
-    piped = prompt is None and not sys.stdin.isatty()
-    prompt = _read_prompt(prompt)
+    if interactive and prompt is not None:
+        _fail("--interactive takes no prompt", code=2, as_json=as_json)
+    piped = prompt is None and not interactive and stdin_is_piped()
+    prompt = _read_prompt(prompt) if piped or prompt is not None else None
     stored_profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
     if piped and not (prompt and prompt.strip()):
         _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
@@ -678,6 +690,7 @@ def resume_(
     ] = None,
     no_history: NoHistory = False,
     full_history: FullHistory = False,
+    interactive: InteractiveFlag = False,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
@@ -697,6 +710,7 @@ def resume_(
             provider=provider,
             model=model,
             history=history,
+            interactive=interactive,
             interrupts=interrupts,
             as_json=as_json,
         )

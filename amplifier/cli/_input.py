@@ -10,6 +10,8 @@ Rule 1: input is decoded leniently. Bytes that are not UTF-8 (a Latin-1
 from __future__ import annotations
 
 import io
+import os
+import stat
 import sys
 
 
@@ -29,6 +31,19 @@ def read_stdin() -> str:
         data: bytes = buffer.read()
         return data.decode("utf-8", "replace")
     return lenient(sys.stdin.read())
+
+
+def stdin_is_piped() -> bool:
+    """stdin is a pipe or a file (``echo x |``, ``< prompt.txt``): a prompt comes that way.
+
+    Not a terminal, and not an empty device such as ``/dev/null`` (a script
+    or service that gave the command no input at all).
+    """
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return not sys.stdin.isatty()  # a stream that is no file: input handed over in memory
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
 def read_line() -> str:
