@@ -43,8 +43,11 @@ REPO = Path(__file__).resolve().parent.parent
 PAGE = 50
 
 
-def write_sessions(home: Path, project: str, count: int, start: datetime, store_no: int) -> None:
-    """``count`` sessions of ``project`` in the on-disk layout, one second apart.
+def write_sessions(
+    home: Path, project: str, count: int, start: datetime, store_no: int, cwd: str | None = None
+) -> None:
+    """``count`` sessions of ``project`` (recorded in ``cwd``) in the on-disk layout,
+    one second apart.
 
     Session IDs are unique across the whole store, as real ones are: ``store_no``
     (distinct per call) fills the high bits of the random part.
@@ -61,7 +64,7 @@ def write_sessions(home: Path, project: str, count: int, start: datetime, store_
             "session_id": session_id,
             "created": created.isoformat(),
             "updated": created.isoformat(),
-            "cwd": "/" + project.strip("-").replace("-", "/"),
+            "cwd": cwd or "/" + project.strip("-").replace("-", "/"),
             "project": project,
             "agent": "default",
             "profile": "base",
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = True
     try:
         home = root / "home"
-        write_sessions(home, project, here, start, 0)
+        write_sessions(home, project, here, start, 0, str(project_dir))
         written_elsewhere = 0
         for total_elsewhere in sorted(others):
             for k in range(written_elsewhere, total_elsewhere, 10_000):

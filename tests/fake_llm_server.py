@@ -12,8 +12,10 @@ endpoints do:
 Each request takes the next planned reply from a queue (``server.plan(...)``):
 
     Text(pieces)                 a streamed text answer, one delta per piece
-                                 (``stall``: silence after the first piece)
-    ToolUse(name, arguments)     a streamed tool call (arguments split in fragments)
+                                 (``stall``: silence after the first piece;
+                                 ``limit``: stopped by the output-token limit)
+    ToolUse(name, arguments)     a streamed tool call (arguments split in fragments;
+                                 ``raw_arguments`` + ``limit``: cut off mid-JSON)
     Status(code, message)        an HTTP error with the provider's JSON error body
     Stall(seconds)               no answer for a while (to trigger a client timeout)
     Garbage(body)                a 200 whose body is not the wire format at all
@@ -54,6 +56,8 @@ class Text:
     """The model the server says it used (default: the requested one)."""
     stall: float = 0.0
     """If set, go silent for this long after the first piece, then hang up."""
+    limit: bool = False
+    """Stop as at the output-token limit (finish_reason ``length``, stop_reason ``max_tokens``)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class ToolUse:
     text: str = ""
     input_tokens: int = 13
     output_tokens: int = 5
+    limit: bool = False
+    """Stop as at the output-token limit (with ``raw_arguments``: a call cut off mid-JSON)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,8 @@ class FakeLLMServer:
         # Set on close so that stalled handlers end at once instead of holding
         # the test (and the server's threads) for the whole stall.
         self.closing = threading.Event()
+        self.stalled = threading.Event()
+        """Set once a ``Text`` with ``stall`` has sent its first piece and gone silent."""
         self._httpd = _Server(("127.0.0.1", 0), _Handler, self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
@@ -247,6 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
                 for event in events:
                     self._chunk(event)
                     if isinstance(reply, Text) and reply.stall and _carries(event, reply.pieces[0]):
+                        self.server.fake.stalled.set()
                         self.server.fake.closing.wait(reply.stall)
                         self.close_connection = True
                         return
@@ -367,7 +376,7 @@ def _openai_events(reply: Text | ToolUse, model: str) -> Iterator[bytes]:
     if isinstance(reply, Text):
         for piece in reply.pieces:
             yield chunk({"content": piece})
-        finish = "stop"
+        finish = "length" if reply.limit else "stop"
     else:
         if reply.text:
             yield chunk({"content": reply.text})
@@ -386,7 +395,7 @@ def _openai_events(reply: Text | ToolUse, model: str) -> Iterator[bytes]:
         )
         for fragment in _fragments(arguments):
             yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
-        finish = "tool_calls"
+        finish = "length" if reply.limit else "tool_calls"
     yield chunk({}, finish)
     yield chunk(
         {},
@@ -456,6 +465,8 @@ def _anthropic_events(reply: Text | ToolUse, model: str) -> Iterator[bytes]:
             )
         yield event("content_block_stop", {"index": index})
         stop_reason = "tool_use"
+    if reply.limit:
+        stop_reason = "max_tokens"
     yield event(
         "message_delta",
         {

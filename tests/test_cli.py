@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import amplifier
 from amplifier.cli import app
 
+from .fake_llm_server import FakeLLMServer, Text
 from .helpers import events, metadata, session_dirs, transcript
 
 runner = CliRunner()
@@ -119,6 +120,62 @@ def test_run_provider_and_model_flags_override_the_profile(
     assert "the scripted provider needs 'script'" in scripted.stderr
 
 
+def test_flags_before_run_apply_to_it(home: Path) -> None:
+    """`amplifier --profile dev --agent explorer run x` runs under dev, as explorer."""
+    document = cli_json("--profile", "dev", "--agent", "explorer", "run", "hi")
+    stored = metadata(home, document["session_id"])
+    assert (stored["profile"], stored["agent"]) == ("dev", "explorer")
+
+
+def test_flags_before_run_yield_to_the_same_flag_after_it(home: Path) -> None:
+    """A flag given both before and after the command: the later one (after) wins."""
+    document = cli_json("--profile", "base", "run", "hi", "--profile", "dev")
+    assert metadata(home, document["session_id"])["profile"] == "dev"
+
+
+def test_provider_and_model_before_run_apply_to_it(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`amplifier --provider openai --model m2 run x` uses that provider and model."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    missing = cli("--provider", "openai", "run", "hi", code=2)
+    assert "needs an API key: set OPENAI_API_KEY" in missing.stderr
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "local.yaml").write_text(
+        "provider: {kind: openai, base_url: 'http://127.0.0.1:9/v1', max_retries: 0, timeout: 2}\n"
+    )
+    cli("--profile", "local", "--model", "m2", "run", "hi", code=1)
+    (session_id,) = session_dirs(home)
+    assert metadata(home, session_id)["attributes"] == {"provider": "openai", "model": "m2"}
+
+
+def test_profile_before_continue_applies_to_it(home: Path) -> None:
+    """`amplifier --profile dev continue x` resumes the latest session under dev."""
+    session_id = new_session("first")
+    document = cli_json("--profile", "dev", "continue", "more")
+    assert document["session_id"] == session_id
+    assert metadata(home, session_id)["profile"] == "dev"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--profile", "nope", "session", "list"), "--profile does not apply to 'session list'"),
+        (("--model", "m", "session", "show", "x"), "--model does not apply to 'session show'"),
+        (("--agent", "explorer", "continue", "x"), "--agent applies to a new session"),
+        (("--agent", "explorer", "session", "resume", "x"), "--agent applies to a new session"),
+    ],
+)
+def test_flags_before_a_command_that_takes_none_are_refused(
+    args: tuple[str, ...], message: str
+) -> None:
+    """A flag before a command that cannot use it: exit 2 and one line, nothing run."""
+    new_session("first")
+    result = cli(*args, code=2)
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+
+
 def test_run_unknown_agent_or_profile_lists_the_choices() -> None:
     """A typo in --agent or --profile names what exists (exit 2)."""
     assert (
@@ -133,7 +190,38 @@ def test_run_provider_failure_is_one_line_and_exit_1(home: Path) -> None:
     result = cli("run", "/fail upstream is down", code=1)
     assert result.stderr.splitlines()[0] == "Error: offline: upstream is down"
     (session_id,) = session_dirs(home)
-    assert metadata(home, session_id)["status"] == "completed"
+    assert session_id in result.stderr
+
+
+def test_run_whose_turn_failed_is_listed_and_shown_failed_with_the_error(home: Path) -> None:
+    """A session whose one turn failed ends 'failed' with the error, as run --json said."""
+    document = cli_json("run", "/fail upstream is down", code=1)
+    assert document["status"] == "failed"
+    session_id = document["session_id"]
+    stored = metadata(home, session_id)
+    assert (stored["status"], stored["error"]) == ("failed", "offline: upstream is down")
+    assert cli("session", "list").stdout.splitlines()[1].split()[-1] == "failed"
+    shown = cli("session", "show", session_id).stdout
+    assert "Status:    failed" in shown
+    assert "Error:     offline: upstream is down" in shown
+
+
+def test_run_says_when_the_answer_stopped_at_the_output_limit(
+    project: Path, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer cut off by the output-token limit is printed with a notice (--json: cut_off)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "live.yaml").write_text(
+        f"provider: {{kind: openai, base_url: '{server.openai_base_url}', max_retries: 0}}\n"
+        "max_output_tokens: 64\n"
+    )
+    server.plan(Text(("Once upon",), limit=True), Text(("Once upon",), limit=True))
+    result = cli("run", "--profile", "live", "a story")
+    assert result.stdout == "Once upon\n"
+    assert "(the answer stopped at the output limit: max_output_tokens 64)" in result.stderr
+    document = cli_json("run", "--profile", "live", "a story")
+    assert (document["response"], document["cut_off"]) == ("Once upon", "output_limit")
 
 
 # -- continue --------------------------------------------------------------------------
@@ -146,6 +234,21 @@ def test_continue_with_a_prompt_resumes_the_latest_root_session(home: Path) -> N
     document = cli_json("continue", "and then?")
     assert document["session_id"] == newest
     assert document["turn"] == 2
+
+
+def test_continue_reads_the_prompt_from_stdin() -> None:
+    """`echo x | amplifier continue --json` answers the piped prompt in the latest session."""
+    session_id = new_session("first")
+    document = json.loads(cli("continue", "--json", input="piped follow-up\n").stdout)
+    assert document["session_id"] == session_id
+    assert "You asked: piped follow-up" in document["response"]
+
+
+def test_continue_with_nothing_piped_is_a_usage_error() -> None:
+    """Stdin piped but empty, and no prompt: exit 2, one line (no interactive session)."""
+    new_session("first")
+    result = cli("continue", input="", code=2)
+    assert result.stderr.strip().startswith("Error: no prompt: give it as an argument or on stdin")
 
 
 def test_continue_without_sessions_says_how_to_start() -> None:
@@ -217,6 +320,21 @@ def test_list_marks_damaged_metadata_and_shows_the_rest(home: Path) -> None:
     assert "damaged" in out
 
 
+def test_damaged_session_status_says_why_once(home: Path) -> None:
+    """A damaged session's status in list and show is 'damaged: <reason>', said once."""
+    bad = new_session("bad")
+    (session_dirs(home)[bad] / "metadata.json").write_text("{not json")
+    (row,) = [line for line in cli("session", "list").stdout.splitlines() if bad in line]
+    assert row.split("  ")[-1].strip().startswith("damaged: metadata.json is invalid")
+    assert row.count(bad) == 1
+    status = next(
+        line for line in cli("session", "show", bad).stdout.splitlines() if "Status:" in line
+    )
+    assert status.startswith("Status:    damaged: metadata.json is invalid (Invalid JSON")
+    assert bad not in status
+    assert "is damaged" not in status
+
+
 def test_list_empty_project_says_so() -> None:
     """No sessions here: a one-line note pointing at --all."""
     result = cli("session", "list")
@@ -245,6 +363,26 @@ def test_show_events_and_json() -> None:
     assert document["session_id"] == session_id
     assert [m["role"] for m in document["transcript"]] == ["user", "assistant"]
     assert document["events"][0]["event"] == "session:start"
+
+
+def test_show_message_count_agrees_with_list_and_transcript() -> None:
+    """show counts prompts and answers as list does, and says how many more tool results hold."""
+    session_id = new_session('/tool list_dir {"path": "."}')
+    row = cli("session", "list").stdout.splitlines()[1]
+    out = cli("session", "show", session_id).stdout
+    assert row.split()[4] == "3"
+    assert "Messages:  3 (prompts and answers; 4 with tool results)" in out
+    assert "Transcript (4 messages):" in out
+
+
+def test_show_events_keeps_whole_session_ids(home: Path) -> None:
+    """show --events prints the session id whole, a sub-session's long id too."""
+    session_id = new_session("/delegate explorer: look")
+    (child,) = metadata(home, session_id)["children"]
+    for shown in (session_id, child):
+        out = cli("session", "show", shown, "--events").stdout
+        log = out.split("Events (")[1].splitlines()[1:]
+        assert {line.split()[2] for line in log} == {shown}
 
 
 def test_show_escapes_terminal_control_sequences() -> None:
@@ -295,6 +433,74 @@ def test_ambiguous_prefix_lists_the_matches() -> None:
     assert second in result.stderr
 
 
+def test_id_prefix_prefers_this_projects_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefix that matches one session here and others elsewhere finds the one here."""
+    here = new_session("here")
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    there = new_session("there")
+    assert cli_json("session", "show", "20")["session_id"] == there
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("session", "show", "20", code=2)
+    assert here in result.stderr
+    assert there in result.stderr
+
+
+@pytest.fixture
+def colliding(tmp_path: Path) -> tuple[Path, Path]:
+    """Two projects whose slugs collide: /.../a-b and /.../a/b are both '-...-a-b'."""
+    dashed, nested = tmp_path / "a-b", tmp_path / "a" / "b"
+    dashed.mkdir()
+    nested.mkdir(parents=True)
+    return dashed, nested
+
+
+def test_projects_with_colliding_slugs_list_only_their_own(
+    colliding: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions of /x/a-b and /x/a/b share a folder; each project lists only its own."""
+    dashed, nested = colliding
+    monkeypatch.chdir(dashed)
+    mine = new_session("in a-b")
+    monkeypatch.chdir(nested)
+    theirs = new_session("in a/b")
+    assert [row["session_id"] for row in cli_json("session", "list")] == [theirs]
+    monkeypatch.chdir(dashed)
+    assert [row["session_id"] for row in cli_json("session", "list")] == [mine]
+
+
+def test_continue_with_colliding_slugs_stays_in_this_project(
+    colliding: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """continue in /x/a-b resumes its own session, not a newer one of /x/a/b."""
+    dashed, nested = colliding
+    monkeypatch.chdir(dashed)
+    mine = new_session("in a-b")
+    monkeypatch.chdir(nested)
+    new_session("in a/b")
+    monkeypatch.chdir(dashed)
+    assert cli_json("continue", "more")["session_id"] == mine
+
+
+def test_id_prefix_with_colliding_slugs_prefers_this_project(
+    colliding: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefix matching sessions of both colliding projects finds this project's."""
+    dashed, nested = colliding
+    monkeypatch.chdir(dashed)
+    mine = new_session("in a-b")
+    monkeypatch.chdir(nested)
+    theirs = new_session("in a/b")
+    assert cli_json("session", "show", "20")["session_id"] == theirs
+    monkeypatch.chdir(dashed)
+    assert cli_json("session", "show", "20")["session_id"] == mine
+
+
 # -- session resume --------------------------------------------------------------------
 
 
@@ -307,6 +513,36 @@ def test_resume_with_prompt_works_for_sub_sessions_too(home: Path) -> None:
     assert "2 prompt(s)" in document["response"]
 
 
+def test_resume_reads_the_prompt_from_stdin(home: Path) -> None:
+    """`echo x | amplifier session resume ID` runs one turn with the piped prompt."""
+    session_id = new_session("first")
+    result = cli("session", "resume", session_id, input="piped again\n")
+    assert "You asked: piped again" in result.stdout
+    assert [m["content"] for m in transcript(home, session_id) if m["role"] == "user"] == [
+        "first",
+        "piped again",
+    ]
+
+
+def test_resume_from_another_directory_runs_tools_in_the_sessions_own(
+    home: Path, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed from elsewhere, a session's tools still see its own project, and stderr
+    says where they run."""
+    (project / "only-in-the-project.txt").write_text("x")
+    session_id = new_session("first")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "only-in-the-other.txt").write_text("x")
+    monkeypatch.chdir(other)
+    result = cli("session", "resume", session_id, '/tool list_dir {"path": "."}')
+    tool = next(m for m in transcript(home, session_id) if m["role"] == "tool")
+    assert "only-in-the-project.txt" in tool["content"]
+    assert "only-in-the-other.txt" not in tool["content"]
+    (note,) = [line for line in result.stderr.splitlines() if str(project) in line]
+    assert "tools run there" in note
+
+
 # -- session delete --------------------------------------------------------------------
 
 
@@ -317,6 +553,41 @@ def test_delete_with_yes_removes_the_session_and_its_children(home: Path) -> Non
     document = cli_json("session", "delete", parent, "--yes")
     assert set(document["deleted"]) == {parent, *children}
     assert session_dirs(home) == {}
+
+
+def _damage(home: Path, *session_ids: str) -> None:
+    for session_id in session_ids:
+        (session_dirs(home)[session_id] / "metadata.json").write_text("{not json")
+
+
+def test_delete_of_a_damaged_root_takes_its_children_along(home: Path) -> None:
+    """A root whose metadata is damaged still goes with its sub-sessions, found by their ids."""
+    parent = new_session("/delegate explorer: x\n/delegate reviewer: y")
+    children = metadata(home, parent)["children"]
+    _damage(home, parent)
+    document = cli_json("session", "delete", parent, "--yes")
+    assert set(document["deleted"]) == {parent, *children}
+    assert session_dirs(home) == {}
+
+
+def test_delete_reaches_grandchildren_under_damaged_sessions(home: Path) -> None:
+    """Damaged metadata at two levels: every descendant is still found and deleted."""
+    parent = new_session("/delegate default: /delegate explorer: deep")
+    (child,) = metadata(home, parent)["children"]
+    (grandchild,) = metadata(home, child)["children"]
+    _damage(home, parent, child)
+    document = cli_json("session", "delete", parent, "--yes")
+    assert set(document["deleted"]) == {parent, child, grandchild}
+    assert session_dirs(home) == {}
+
+
+def test_list_tree_shows_the_children_of_a_damaged_root(home: Path) -> None:
+    """list --tree shows a damaged root's sub-sessions under it."""
+    parent = new_session("/delegate explorer: x")
+    (child,) = metadata(home, parent)["children"]
+    _damage(home, parent)
+    rows = cli_json("session", "list", "--tree")
+    assert [(row["session_id"], row["depth"]) for row in rows] == [(parent, 0), (child, 1)]
 
 
 def test_delete_without_confirmation_deletes_nothing(home: Path) -> None:
@@ -406,6 +677,13 @@ def test_plain_output_has_no_escape_codes() -> None:
     """With NO_COLOR (or off a terminal) tables and text carry no ANSI codes."""
     new_session()
     assert "\x1b" not in cli("session", "list").stdout
+
+
+def test_version_prints_the_installed_version() -> None:
+    """`amplifier --version` prints the program's name and installed version, exit 0."""
+    from importlib.metadata import version
+
+    assert cli("--version").stdout == f"amplifier {version('amplifier')}\n"
 
 
 def test_help_offers_shell_completion() -> None:

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from .fake_llm_server import FakeLLMServer, Stall, Text
+from .fake_llm_server import BrokenStream, FakeLLMServer, Stall, Text
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 PROMPT = re.compile(r"(?m)^> ")
@@ -426,6 +427,40 @@ def test_ctrl_c_cancelled_session_resumes_later(
     assert "This session has seen 4 prompt(s)" in offline.stdout
 
 
+@forks_with_threads
+def test_run_in_a_terminal_puts_a_stream_error_on_its_own_line(
+    backend: str, project: Path, home: Path, llm: FakeLLMServer
+) -> None:
+    """A stream that breaks after some text: the error starts a new line, not glued to it."""
+    llm.plan(BrokenStream())
+    with interactive(
+        ["run", "--profile", "slow", "tell me"], cwd=project, home=home, backend=backend
+    ) as term:
+        term.see("Error: openai: ")
+        assert term.leave() == 1
+    assert "Hello\r\nError: openai: " in term.output
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
+)
+def test_sigterm_or_sighup_at_the_prompt_ends_the_session_and_exits(
+    backend: str, project: Path, home: Path, signum: int, code: int
+) -> None:
+    """SIGTERM or SIGHUP while interactive mode waits for a prompt: the session's final
+    records are written, then the program exits 128 + the signal's number."""
+    with interactive([], cwd=project, home=home, backend=backend) as term:
+        session_id = term.session_id()
+        term.prompt()
+        term.ask("keep this")
+        term.child.kill(signum)
+        assert term.leave() == code
+    document = show(session_id, cwd=project, home=home, backend=backend)
+    assert user_prompts(document) == ["keep this"]
+    assert document["events"][-1]["event"] == "session:end"
+    assert document["status"] == "cancelled"
+
+
 def test_delete_asks_on_a_terminal_and_no_keeps_the_session(
     backend: str, project: Path, home: Path
 ) -> None:
@@ -437,7 +472,7 @@ def test_delete_asks_on_a_terminal_and_no_keeps_the_session(
         term.see(f"Delete session {session_id}?")
         term.send("n")
         term.see("Nothing deleted.")
-        assert term.leave() == 1
+        assert term.leave() == 0  # the user chose: not a failure
     assert show(session_id, cwd=project, home=home, backend=backend)["session_id"] == session_id
     with interactive(
         ["session", "delete", session_id], cwd=project, home=home, backend=backend

@@ -119,3 +119,134 @@ async def test_session_in_use_is_not_deleted_or_cleaned_up(home: Path, project: 
     assert report["in_use"] == [session.id]
     after = amp("session", "cleanup", "--json", cwd=project, home=home)
     assert json.loads(after.stdout)["deleted"] == [session.id]
+
+
+async def test_cleanup_that_keeps_a_session_in_use_says_so(home: Path, project: Path) -> None:
+    """cleanup --days 0 with the only session in use: 'Kept ... (in use)', and no claim
+    that no session is that old."""
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask("working on it")
+        done = await anyio.to_thread.run_sync(
+            lambda: amp("session", "cleanup", "--days", "0", cwd=project, home=home)
+        )
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [f"Kept {session.id} (in use)"]
+    assert done.stderr.strip() == "Nothing deleted: the sessions older than 0 days are in use."
+
+
+def test_resume_interactive_takes_piped_lines_one_prompt_each(home: Path, project: Path) -> None:
+    """`session resume ID --interactive` with stdin piped: each line is a turn of its own."""
+    first = amp("run", "--json", "first", cwd=project, home=home)
+    session_id = json.loads(first.stdout)["session_id"]
+    done = amp(
+        "session",
+        "resume",
+        session_id,
+        "--interactive",
+        cwd=project,
+        home=home,
+        stdin="second\nthird\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "You asked: second" in done.stdout
+    assert "You asked: third" in done.stdout
+    show = json.loads(amp("session", "show", session_id, "--json", cwd=project, home=home).stdout)
+    prompts = [m["content"] for m in show["transcript"] if m["role"] == "user"]
+    assert prompts == ["first", "second", "third"]
+
+
+def test_resume_with_stdin_empty_but_not_piped_is_interactive(home: Path, project: Path) -> None:
+    """stdin /dev/null (no input given at all) is not a piped prompt: resume is interactive
+    and leaves at once, exit 0."""
+    first = amp("run", "--json", "first", cwd=project, home=home)
+    session_id = json.loads(first.stdout)["session_id"]
+    done = subprocess.run(
+        [str(AMPLIFIER), "session", "resume", session_id],
+        cwd=project,
+        env={**os.environ, "AMPLIFIER_HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Amplifier: session {session_id}" in done.stderr
+
+
+def _imported_by(*args: str, cwd: Path, home: Path) -> set[str]:
+    """The modules the installed command imports to run ``args`` (``python -X importtime``)."""
+    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(AMPLIFIER), *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+@pytest.mark.parametrize("args", [("--help",), ("session", "list")], ids=["help", "list"])
+def test_command_that_calls_no_model_imports_no_provider_sdk(
+    home: Path, project: Path, args: tuple[str, ...]
+) -> None:
+    """`--help` and `session list` start without importing the openai or anthropic SDK."""
+    amp("run", "hi", cwd=project, home=home)  # a session to list
+    imported = _imported_by(*args, cwd=project, home=home)
+    assert "amplifier.cli" in imported  # what was measured is the command
+    assert not {"openai", "anthropic"} & imported
+
+
+def test_help_imports_only_the_command_line(home: Path, project: Path) -> None:
+    """`--help` loads the command line alone: not the runtime, nor any pydantic model."""
+    imported = _imported_by("--help", cwd=project, home=home)
+    assert "amplifier.cli._app" in imported
+    assert not {"amplifier.runtime", "amplifier.persistence", "pydantic.main"} & imported
+
+
+def _run_bytes(*args: bytes, cwd: Path, home: Path, stdin: bytes = b"") -> tuple[int, str, str]:
+    """The command with raw bytes as arguments and stdin, as a shell passes them."""
+    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
+    done = subprocess.run(
+        [os.fsencode(AMPLIFIER), *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    assert "Traceback" not in stderr, stderr
+    return done.returncode, stdout, stderr
+
+
+@pytest.mark.parametrize("where", ["argument", "stdin"])
+def test_prompt_that_is_not_utf8_is_answered_and_stored(
+    home: Path, project: Path, where: str
+) -> None:
+    """Bytes that are not UTF-8 in a prompt become U+FFFD; the turn is answered and kept."""
+    prompt = b"caf\xe9 au lait"
+    args = (b"run", b"--json", *([prompt] if where == "argument" else []))
+    code, stdout, stderr = _run_bytes(
+        *args, cwd=project, home=home, stdin=prompt if where == "stdin" else b""
+    )
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert "You asked: caf\ufffd au lait" in document["response"]
+    (folder,) = session_dirs(home).values()
+    users = [
+        json.loads(line)["content"]
+        for line in (folder / "transcript.jsonl").read_text().splitlines()
+        if json.loads(line)["role"] == "user"
+    ]
+    assert users == ["caf\ufffd au lait"]

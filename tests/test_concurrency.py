@@ -194,7 +194,8 @@ class Holder:
 
     @classmethod
     def resume(cls, session_id: str, *, home: Path, cwd: Path, logs: Path) -> Holder:
-        return cls(["session", "resume", session_id, "--no-history"], home=home, cwd=cwd, logs=logs)
+        args = ["session", "resume", session_id, "--no-history", "--interactive"]
+        return cls(args, home=home, cwd=cwd, logs=logs)
 
     @property
     def pid(self) -> int:

@@ -9,6 +9,7 @@ each fault the session is resumed in a fresh runtime and answers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,18 @@ import anyio
 import pytest
 
 import amplifier
-from amplifier import TurnFailed
+from amplifier import TurnCancelled, TurnFailed
 
-from .fake_llm_server import BrokenStream, FakeLLMServer, Kind, Reply, Stall, Status, Text
+from .fake_llm_server import (
+    BrokenStream,
+    FakeLLMServer,
+    Kind,
+    Reply,
+    Stall,
+    Status,
+    Text,
+    ToolUse,
+)
 from .helpers import events, lines, metadata, session_dirs, transcript
 
 TIMEOUT = 0.5
@@ -150,6 +160,62 @@ async def test_truncated_stream_fails_the_turn_and_the_session_resumes(
     assert _statuses(home, session_id) == ["failed", "completed"]
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["connection-close", "chunked"])
+async def test_text_streamed_before_the_stream_broke_is_kept(
+    home: Path, project: Path, server: FakeLLMServer, kind: Kind, chunked: bool
+) -> None:
+    """The text that arrived before a stream broke off is in the transcript, marked cut off."""
+    server.plan(BrokenStream(chunked=chunked))
+    session_id, _, _ = await _failed_turn(project, "tell me")
+    (kept,) = [m for m in transcript(home, session_id) if m["role"] == "assistant"]
+    assert (kept["content"], kept["cut_off"], kept["provider"]) == ("Hello", "failed", kind)
+
+
+async def test_tool_call_cut_off_by_the_output_limit_goes_back_to_the_model(
+    home: Path, project: Path, server: FakeLLMServer, kind: Kind
+) -> None:
+    """A tool call cut off mid-JSON by the output limit is not run and does not fail the turn:
+    the model gets an error result saying the output hit the limit, and tries again."""
+    server.plan(
+        ToolUse("read_file", {}, raw_arguments='{"path": "READ', limit=True),
+        Text(pieces=("done",)),
+    )
+    with anyio.fail_after(DEADLINE):
+        async with (
+            amplifier.open_runtime(cwd=project, profile="live") as rt,
+            rt.open_session() as session,
+        ):
+            assert (await session.ask("read the readme")).text == "done"
+    (result,) = [m for m in transcript(home, session.id) if m["role"] == "tool"]
+    assert result["is_error"]
+    assert "output-token limit" in result["content"]
+    assert "output-token limit" in json.dumps(server.requests[1].body)
+    limits = [e["data"] for e in events(home, session.id) if e["event"] == "provider:limit"]
+    assert [(d["round"], d["tool_calls_cut"], d["answer_cut"]) for d in limits] == [
+        (1, ["read_file"], False)
+    ]
+    (post,) = [e["data"] for e in events(home, session.id) if e["event"] == "tool:post"]
+    assert (post["tool"], post["is_error"]) == ("read_file", True)
+
+
+async def test_answer_cut_off_by_the_output_limit_is_recorded(
+    home: Path, project: Path, server: FakeLLMServer, kind: Kind
+) -> None:
+    """An answer stopped by the output limit completes the turn, marked cut off, with an event."""
+    server.plan(Text(pieces=("Once upon",), limit=True))
+    with anyio.fail_after(DEADLINE):
+        async with (
+            amplifier.open_runtime(cwd=project, profile="live") as rt,
+            rt.open_session() as session,
+        ):
+            assert (await session.ask("a story")).text == "Once upon"
+    (answer,) = [m for m in transcript(home, session.id) if m["role"] == "assistant"]
+    assert answer["cut_off"] == "output_limit"
+    limits = [e["data"] for e in events(home, session.id) if e["event"] == "provider:limit"]
+    assert [(d["answer_cut"], d["max_output_tokens"]) for d in limits] == [(True, 4096)]
+    assert _statuses(home, session.id) == ["completed"]
+
+
 async def test_stream_stalling_mid_answer_times_out_and_the_session_resumes(
     home: Path, project: Path, server: FakeLLMServer, kind: Kind
 ) -> None:
@@ -161,6 +227,32 @@ async def test_stream_stalling_mid_answer_times_out_and_the_session_resumes(
     _assert_failure_recorded(home, session_id, kind, str(error))
     assert await _resume_and_ask(project, session_id, "again") == "back again"
     assert _statuses(home, session_id) == ["failed", "completed"]
+
+
+async def test_cancelled_turn_keeps_the_text_streamed_so_far(
+    home: Path, project: Path, server: FakeLLMServer, kind: Kind
+) -> None:
+    """Cancelled mid-answer: the text streamed so far is kept as an assistant message marked
+    cut off; the session goes on."""
+    _plan_then_answer(server, Text(pieces=("Hello", " there"), stall=30.0))
+    with anyio.fail_after(DEADLINE):
+        async with (
+            amplifier.open_runtime(cwd=project, profile="live") as rt,
+            rt.open_session() as session,
+        ):
+
+            async def cancel_on_first_piece(piece: str) -> None:
+                session.cancel()
+
+            with pytest.raises(TurnCancelled):
+                await session.ask("tell me", on_text=cancel_on_first_piece)
+            assert (await session.ask("again")).text == "back again"
+    kept = [m for m in transcript(home, session.id) if m["role"] == "assistant"]
+    assert [(m["content"], m.get("cut_off")) for m in kept] == [
+        ("Hello", "cancelled"),
+        ("back again", None),
+    ]
+    assert _statuses(home, session.id) == ["cancelled", "completed"]
 
 
 async def test_timeout_storm_stops_after_max_retries(

@@ -164,6 +164,30 @@ async def test_provider_refuses_tool_arguments_that_are_not_json(
             await provider.complete(ask(tools=(WEATHER,)))
 
 
+async def test_provider_marks_a_tool_call_cut_off_by_the_output_limit(
+    kind: Kind, server: FakeLLMServer
+) -> None:
+    """A call whose JSON the output-token limit cut off comes back marked, not as an error."""
+    server.plan(ToolUse("weather", {}, raw_arguments='{"city": "Par', limit=True))
+    async with make(kind, server) as provider:
+        response = await provider.complete(ask(tools=(WEATHER,)))
+    (call,) = response.message.tool_calls
+    assert (call.name, call.arguments, call.cut_off) == ("weather", {}, True)
+    assert response.hit_limit
+
+
+async def test_provider_says_when_an_answer_stopped_at_the_output_limit(
+    kind: Kind, server: FakeLLMServer
+) -> None:
+    """A text answer stopped by the output-token limit is returned, and says so."""
+    server.plan(Text(("Once upon",), limit=True), Text(("The end.",)))
+    async with make(kind, server) as provider:
+        cut = await provider.complete(ask())
+        whole = await provider.complete(ask())
+    assert (cut.message.content, cut.hit_limit) == ("Once upon", True)
+    assert (whole.message.content, whole.hit_limit) == ("The end.", False)
+
+
 # -- what is sent ------------------------------------------------------------------
 
 

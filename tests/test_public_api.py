@@ -59,10 +59,11 @@ def test_imports_point_one_way(path: Path) -> None:
 def test_all_lists_exactly_the_public_names(name: str) -> None:
     """Each package's __all__ names every public name it exports, and only those."""
     module = importlib.import_module(name)
+    # dir(), not vars(): the top-level package loads its names on first use.
     public = {
         attribute
-        for attribute, value in vars(module).items()
-        if not attribute.startswith("_") and not _is_submodule(module, value)
+        for attribute in dir(module)
+        if not attribute.startswith("_") and not _is_submodule(module, getattr(module, attribute))
     }
     assert set(module.__all__) == public
     assert len(module.__all__) == len(set(module.__all__))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -19,7 +21,7 @@ from amplifier import (
 )
 from amplifier.runtime import open_runtime
 
-from .helpers import FnHandler, events, metadata, names, transcript
+from .helpers import FnHandler, events, metadata, names, session_dirs, transcript
 
 
 async def test_open_session_writes_identity_before_the_first_turn(
@@ -331,3 +333,28 @@ async def test_resume_removes_temporary_files_a_dead_writer_left(home: Path, pro
         pass
     assert not left.exists()
     assert metadata(home, session.id)["session_id"] == session.id
+
+
+async def test_cleanup_keeps_a_damaged_child_of_a_session_in_use(home: Path, project: Path) -> None:
+    """An old sub-session whose metadata is damaged still belongs to its parent's tree:
+    while the parent is in use, cleanup leaves it alone."""
+    old = datetime.now(UTC) - timedelta(days=40)
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            await turn.delegate("explorer", "look")
+        return "done"
+
+    handler = FnHandler(work)
+    async with open_runtime(cwd=project, handler=handler, clock=lambda: old) as rt:
+        async with rt.open_session() as root:
+            await root.ask("delegate")
+            (child,) = metadata(home, root.id)["children"]
+            folder = session_dirs(home)[child]
+            (folder / "metadata.json").write_text("{not json")
+            os.utime(folder, (old.timestamp(), old.timestamp()))
+            async with open_runtime(cwd=project, durability="none") as other:
+                report = await other.cleanup(days=7)
+    assert child in session_dirs(home)
+    assert [row.session_id for row in report.removed] == []
+    assert {row.session_id for row in report.in_use} == {root.id}

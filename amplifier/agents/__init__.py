@@ -25,6 +25,7 @@ from ._loop import AgentTurnHandler
 from ._messages import (
     MESSAGE,
     AssistantMessage,
+    CutOff,
     Message,
     ToolCall,
     ToolResultMessage,
@@ -56,6 +57,7 @@ __all__ = [
     "AssistantMessage",
     "Compaction",
     "ConfigError",
+    "CutOff",
     "DelegateTool",
     "Message",
     "OfflineProvider",

@@ -409,7 +409,7 @@ class _Stream(EventStream):
             if parts.type == "text":
                 text.extend(parts.text)
             elif parts.type == "tool_use":
-                calls.append(self._tool_call(index, parts))
+                calls.append(self._tool_call(index, parts, limit=self._hit_limit))
         return ProviderResponse(
             message=AssistantMessage(
                 content="".join(text),
@@ -419,14 +419,23 @@ class _Stream(EventStream):
             ),
             usage=Usage(input_tokens=sum(self._input_tokens), output_tokens=self._output_tokens),
             stop_reason=self._stop_reason,
+            hit_limit=self._hit_limit,
         )
 
-    def _tool_call(self, index: int, parts: _BlockParts) -> ToolCall:
+    @property
+    def _hit_limit(self) -> bool:
+        return self._stop_reason == "max_tokens"
+
+    def _tool_call(self, index: int, parts: _BlockParts, *, limit: bool) -> ToolCall:
         if not parts.id or not parts.name:
             raise self._failures.malformed(f"tool_use block {index} has no id or no name")
         raw = "".join(parts.input_json)
         if not raw.strip():
             # A tool called without arguments streams no input at all.
             return ToolCall(id=parts.id, name=parts.name, arguments=parts.start_input or {})
-        arguments = self._failures.json_object(raw, f"the input of tool call {parts.name!r}")
-        return ToolCall(id=parts.id, name=parts.name, arguments=arguments)
+        arguments = self._failures.tool_arguments(
+            raw, f"the input of tool call {parts.name!r}", limit=limit
+        )
+        return ToolCall(
+            id=parts.id, name=parts.name, arguments=arguments or {}, cut_off=arguments is None
+        )

@@ -16,6 +16,13 @@ Rule 3: a turn cut off (cancelled, crashed) leaves no call without a result
         whatever a crash left, on every resume path.
 Rule 4: API keys live in the provider objects only; events record the
         provider, model, usage and latency.
+Rule 5: what the model wrote before its answer was cut off (the turn
+        cancelled, the stream failed, the output-token limit reached) is
+        kept: an assistant message marked ``cut_off``. A tool call that the
+        limit cut off mid-JSON is not run: its result tells the model so,
+        and the turn goes on, so the model can try again.
+Rule 6: tools run in the session's own project directory (the ``cwd`` its
+        metadata records), wherever it is resumed from.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from ._exceptions import AgentWarning, ProviderError, ToolFailed
 from ._file_tools import file_tools
 from ._messages import (
     AssistantMessage,
+    CutOff,
     Message,
     Parsed,
     ToolCall,
@@ -121,6 +129,7 @@ class AgentTurnHandler:
         spec = self._spec(turn.session.agent)
         provider = self._provider(spec)
         tools = self._tools_for(spec)
+        root = self._project_dir(turn.session)
         budget = self._budget(spec, tools)
         history, partial = await self._history(turn, budget)
         for round_ in range(1, self.profile.max_rounds + 1):
@@ -139,7 +148,7 @@ class AgentTurnHandler:
             history.append(message)
             if not message.tool_calls:
                 return message.content
-            history.extend(await self._run_tools(turn, spec, tools, message.tool_calls))
+            history.extend(await self._run_tools(turn, spec, tools, message.tool_calls, root))
         note = (
             f"Stopped after {self.profile.max_rounds} model calls (the profile's max_rounds); "
             "the work so far is in this session's transcript."
@@ -202,15 +211,25 @@ class AgentTurnHandler:
             "provider:request", {**label, "messages": len(messages), "tools": tools.names}
         )
         started = anyio.current_time()
+        pieces: list[str] = []
+
+        async def collect(piece: str) -> None:
+            pieces.append(piece)  # kept if the answer is cut off (Rule 5)
+            await turn.stream(piece)
+
         try:
-            response = await provider.complete(
-                request, on_text=turn.stream if turn.streaming else None
-            )
+            response = await provider.complete(request, on_text=collect)
+        except anyio.get_cancelled_exc_class():
+            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                await self._keep_cut_off(turn, provider, pieces, "cancelled")
+            raise
         except ProviderError as exc:
             latency = round((anyio.current_time() - started) * 1000, 1)
             await turn.emit("provider:error", {**label, "latency_ms": latency, "error": str(exc)})
+            await self._keep_cut_off(turn, provider, pieces, "failed")
             raise
         latency = round((anyio.current_time() - started) * 1000, 1)
+        message = response.message
         await turn.emit(
             "provider:response",
             {
@@ -218,15 +237,43 @@ class AgentTurnHandler:
                 "latency_ms": latency,
                 "usage": response.usage.model_dump(),
                 "stop_reason": response.stop_reason,
-                "tool_calls": [call.name for call in response.message.tool_calls],
+                "tool_calls": [call.name for call in message.tool_calls],
             },
         )
-        return response.message
+        if response.hit_limit:
+            await turn.emit(
+                "provider:limit",
+                {
+                    **label,
+                    "max_output_tokens": request.max_output_tokens,
+                    "stop_reason": response.stop_reason,
+                    "answer_cut": not message.tool_calls,
+                    "tool_calls_cut": [call.name for call in message.tool_calls if call.cut_off],
+                },
+            )
+            message = message.model_copy(update={"cut_off": "output_limit"})
+        return message
+
+    async def _keep_cut_off(
+        self, turn: Turn, provider: Provider, pieces: list[str], why: CutOff
+    ) -> None:
+        """Record the text an answer got to before it was cut off, if any (Rule 5)."""
+        if not pieces:
+            return
+        message = AssistantMessage(
+            content="".join(pieces), provider=provider.name, model=provider.model, cut_off=why
+        )
+        await turn.record(to_record(message))
 
     # -- tools ------------------------------------------------------------------------
 
     async def _run_tools(
-        self, turn: Turn, spec: AgentSpec, tools: ToolBox, calls: Sequence[ToolCall]
+        self,
+        turn: Turn,
+        spec: AgentSpec,
+        tools: ToolBox,
+        calls: Sequence[ToolCall],
+        root: Path,
     ) -> list[ToolResultMessage]:
         """Run the calls concurrently; record their results in call order as they complete."""
         results: list[ToolResultMessage | None] = [None] * len(calls)
@@ -243,7 +290,7 @@ class AgentTurnHandler:
 
         async def run(index: int, call: ToolCall) -> None:
             async with limiter:
-                results[index] = await self._run_tool(turn, spec, tools, call)
+                results[index] = await self._run_tool(turn, spec, tools, call, root)
             await record_ready()
 
         try:
@@ -265,7 +312,7 @@ class AgentTurnHandler:
         return [result for result in results if result is not None]
 
     async def _run_tool(
-        self, turn: Turn, spec: AgentSpec, tools: ToolBox, call: ToolCall
+        self, turn: Turn, spec: AgentSpec, tools: ToolBox, call: ToolCall, root: Path
     ) -> ToolResultMessage:
         await turn.emit(
             "tool:pre", {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
@@ -273,6 +320,13 @@ class AgentTurnHandler:
         started = anyio.current_time()
         is_error = True
         try:
+            if call.cut_off:
+                raise ToolFailed(
+                    "not run: the answer reached the output-token limit (max_output_tokens "
+                    f"{self.profile.max_output_tokens}) before this call's arguments were "
+                    "complete, so they are not valid JSON. Call the tool again with shorter "
+                    "arguments, or split the work into smaller calls."
+                )
             tool = tools.get(call.name)
             if tool is None:
                 raise ToolFailed(
@@ -280,7 +334,7 @@ class AgentTurnHandler:
                     f"available: {', '.join(tools.names) or 'none'}"
                 )
             arguments = parse_arguments(tool, call.arguments)
-            context = ToolContext(root=self._root, turn=turn, agent=spec, call_id=call.id)
+            context = ToolContext(root=root, turn=turn, agent=spec, call_id=call.id)
             output = await tool.run(arguments, context)
             is_error = False
         except ToolFailed as exc:
@@ -304,6 +358,11 @@ class AgentTurnHandler:
         )
 
     # -- configuration ----------------------------------------------------------------
+
+    def _project_dir(self, session: SessionContext) -> Path:
+        """Where the session's tools run (Rule 6); the runtime's directory if none is recorded."""
+        recorded = session.metadata.cwd
+        return Path(recorded).resolve() if recorded else self._root
 
     def _tools_for(self, spec: AgentSpec) -> ToolBox:
         return self._tools.only(name for name in spec.tools if self.profile.tools.permits(name))

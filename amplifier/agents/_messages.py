@@ -35,6 +35,9 @@ class ToolCall(BaseModel):
     id: str
     name: str
     arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    cut_off: bool = False
+    """The output-token limit cut its arguments off mid-JSON: ``arguments`` is
+    empty, and the call is answered with an error instead of being run."""
 
 
 class Usage(BaseModel):
@@ -56,6 +59,11 @@ class UserMessage(BaseModel):
         return len(self.content) + 16
 
 
+CutOff = Literal["cancelled", "failed", "output_limit"]
+"""Why an answer stops short: its turn was cancelled, its stream failed, or it
+reached the profile's ``max_output_tokens``."""
+
+
 class AssistantMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -64,6 +72,8 @@ class AssistantMessage(BaseModel):
     tool_calls: tuple[ToolCall, ...] = ()
     provider: str | None = None
     model: str | None = None
+    cut_off: CutOff | None = None
+    """Why the answer stops short, if it does: the text is what had arrived."""
 
     @cached_property
     def size(self) -> int:

@@ -284,7 +284,10 @@ class _Stream(EventStream):
 
     def result(self) -> ProviderResponse:
         self._check(complete=self._finish is not None)
-        calls = tuple(self._tool_call(number, parts) for number, parts in enumerate(self._calls))
+        limit = self._finish == "length"
+        calls = tuple(
+            self._tool_call(number, parts, limit=limit) for number, parts in enumerate(self._calls)
+        )
         return ProviderResponse(
             message=AssistantMessage(
                 content="".join(self._text),
@@ -294,12 +297,18 @@ class _Stream(EventStream):
             ),
             usage=self._usage,
             stop_reason=self._finish,
+            hit_limit=limit,
         )
 
-    def _tool_call(self, number: int, parts: _CallParts) -> ToolCall:
+    def _tool_call(self, number: int, parts: _CallParts, *, limit: bool) -> ToolCall:
         if not parts.name:
             raise self._failures.malformed(f"tool call {number} has no function name")
-        arguments = self._failures.json_object(
-            "".join(parts.arguments), f"the arguments of tool call {parts.name!r}"
+        arguments = self._failures.tool_arguments(
+            "".join(parts.arguments), f"the arguments of tool call {parts.name!r}", limit=limit
         )
-        return ToolCall(id=parts.id or f"call_{number}", name=parts.name, arguments=arguments)
+        return ToolCall(
+            id=parts.id or f"call_{number}",
+            name=parts.name,
+            arguments=arguments or {},
+            cut_off=arguments is None,
+        )

@@ -47,6 +47,9 @@ class ProviderResponse(BaseModel):
     message: AssistantMessage
     usage: Usage = Usage()
     stop_reason: str | None = None
+    hit_limit: bool = False
+    """The answer stopped at ``max_output_tokens`` (OpenAI's finish_reason
+    ``length``, Anthropic's stop_reason ``max_tokens``): it may be incomplete."""
 
 
 class Provider(Protocol):

@@ -63,7 +63,9 @@ def session_profile(
     recorded no profile or its metadata is damaged (resume rebuilds it).
     """
     root, directory = resolve_home_and_cwd(home, cwd)
-    location = find_session(root, session_id, project=project_slug(directory))
+    location = find_session(
+        root, session_id, project=project_slug(directory), cwd=str(directory)
+    )
     try:
         return read_metadata(location).profile
     except CorruptSession:

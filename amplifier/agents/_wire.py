@@ -153,6 +153,16 @@ class Failures:
             raise self.malformed(f"{what} is not a JSON object")
         return value
 
+    def tool_arguments(self, text: str, what: str, *, limit: bool) -> dict[str, Any] | None:
+        """A tool call's arguments (``json_object``), or None if the output-token
+        ``limit`` cut them off before they were valid JSON."""
+        try:
+            return self.json_object(text, what)
+        except ProviderMalformed:
+            if limit:
+                return None
+            raise
+
     def from_exception(self, exc: BaseException) -> ProviderError:
         """The ``ProviderError`` for an SDK or transport exception."""
         errors = self._errors

@@ -1,9 +1,16 @@
 """The typer application. Presentation only: every behaviour lives in the Python API.
 
 Exit codes: 0 done, 1 a failure (provider, disk, a session in use),
-2 a usage error (bad id, unknown agent or profile, bad flag), 130 Ctrl-C.
+2 a usage error (bad id, unknown agent or profile, bad flag), 128 + N when
+signal N stopped a command that runs turns (130 Ctrl-C, 143 SIGTERM, 129
+SIGHUP), after the session's final records are written.
 Errors are one line on stderr, never a traceback (``AMPLIFIER_DEBUG=1``
 shows one). With ``--json`` stdout carries exactly one JSON document.
+
+Rule: loading this module imports typer and little else, so that
+``amplifier --help`` starts fast: the API (``amplifier``, which builds
+every pydantic model) is imported by the commands that use it, inside their
+functions; ``open_runtime`` here does that on its first call.
 """
 
 from __future__ import annotations
@@ -14,26 +21,15 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import anyio
 import typer
 
-from amplifier import (
-    AmbiguousSessionId,
-    AmplifierError,
-    Runtime,
-    Session,
-    SessionSummary,
-    TurnCancelled,
-    TurnFailed,
-    UsageError,
-    open_runtime,
-)
-from amplifier.agents import ProviderKind, session_profile
-
-from ._interactive import History, run_interactive
+from ._input import lenient, read_stdin, stdin_is_piped
+from ._limits import answer_limit, limit_notice
 from ._render import (
     console,
     event_json,
@@ -46,6 +42,20 @@ from ._render import (
     tree_lines,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from amplifier import Runtime, Session, SessionSummary, open_runtime
+    from amplifier.agents import ProviderKind
+
+    from ._interactive import History
+else:
+
+    def open_runtime(**options: Any) -> Any:
+        """``amplifier.open_runtime``, imported on first use (see the Rule above)."""
+        from amplifier import open_runtime as open_api_runtime
+
+        return open_api_runtime(**options)
+
 
 app = typer.Typer(
     name="amplifier",
@@ -93,6 +103,14 @@ NoHistory = Annotated[
     bool, typer.Option("--no-history", help="Do not show the recent history first.")
 ]
 FullHistory = Annotated[bool, typer.Option("--full-history", help="Show the whole history first.")]
+InteractiveFlag = Annotated[
+    bool,
+    typer.Option(
+        "--interactive",
+        "-i",
+        help="Interactive even when stdin is piped: each line is a prompt.",
+    ),
+]
 
 
 class _Exit(Exception):
@@ -111,7 +129,8 @@ def _backend() -> str:
 
 def _say(message: str) -> None:
     """A status line for the person at the terminal (stderr, never mixed into --json)."""
-    console(stderr=True).print(safe(message), markup=False, highlight=False)
+    sys.stderr.write(safe(message) + "\n")
+    sys.stderr.flush()
 
 
 def _fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
@@ -121,27 +140,46 @@ def _fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
     raise typer.Exit(code)
 
 
+TURN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What stops a command that runs turns as Ctrl-C does: a turn cancelled, the
+session's final records written, then exit 128 + N. SIGTERM is how ``kill``,
+``timeout`` and service managers ask a program to end; SIGHUP comes when its
+terminal goes away."""
+
+
 def _execute(
-    main: Callable[[AsyncIterator[int]], Awaitable[int | None]], *, as_json: bool = False
+    main: Callable[[AsyncIterator[int]], Awaitable[int | None]],
+    *,
+    as_json: bool = False,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT,),
 ) -> None:
     """Run ``main`` on the event loop; turn every failure into one line and an exit code.
 
-    ``main`` gets the Ctrl-C signals. The receiver is open before ``main``
-    starts and until it has returned (runtime closed): a Ctrl-C is never
-    handled by Python's default, which would interrupt shutdown mid-write.
+    ``main`` gets ``signals`` (Ctrl-C; ``TURN_SIGNALS`` for commands that run
+    turns). The receiver is open before ``main`` starts and until it has
+    returned (runtime closed): such a signal is never handled by Python's
+    default, which would interrupt shutdown mid-write. A signal the process
+    was started with ignored (``nohup`` ignores SIGHUP) stays ignored.
     """
+    from amplifier import AmbiguousSessionId, AmplifierError, UsageError
+
     warnings.showwarning = _show_warning
+    signals = tuple(
+        s for s in signals if s == signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN
+    )
 
     async def guarded() -> int | None:
         # Ignored underneath the receiver: a receiver that closes re-delivers
-        # the Ctrl-Cs it did not consume to the handler it replaced (trio
+        # the signals it did not consume to the handler it replaced (trio
         # does), and after the work is done there is nothing left to stop.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in signals:
+            signal.signal(signum, signal.SIG_IGN)
         try:
-            with anyio.open_signal_receiver(signal.SIGINT) as interrupts:
+            with anyio.open_signal_receiver(*signals) as interrupts:
                 return await main(interrupts)
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for signum in signals:
+                signal.signal(signum, signal.SIG_IGN)
 
     try:
         code = anyio.run(guarded, backend=_backend())
@@ -197,8 +235,9 @@ def _provider(provider: Provider | None) -> ProviderKind | None:
 
 
 async def _other_project_note(rt: Runtime, session: Session) -> None:
-    if session.location.project != rt.project:
-        _say(f"(session of another project: {session.metadata.cwd})")
+    cwd = session.metadata.cwd
+    if cwd and cwd != str(rt.cwd):
+        _say(f"(session of {cwd}, not this directory: its tools run there)")
 
 
 # -- one turn ---------------------------------------------------------------------
@@ -207,65 +246,127 @@ async def _other_project_note(rt: Runtime, session: Session) -> None:
 async def _one_turn(
     session: Session, prompt: str, *, interrupts: AsyncIterator[int], as_json: bool
 ) -> int:
-    """Ask once, streaming on a terminal; Ctrl-C cancels the turn (exit 130)."""
+    """Ask once, streaming on a terminal; a signal cancels the turn (exit 128 + N).
+
+    A cancelled turn ends the session ``cancelled``, a failed one ``failed``
+    with its error; what the answer got to is printed (at once on a
+    terminal, at the end when piped).
+    """
+    from amplifier import TurnCancelled, TurnFailed
+
     stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []
 
     async def show(piece: str) -> None:
         streamed.append(piece)
-        sys.stdout.write(safe(piece))
-        sys.stdout.flush()
+        if stream:
+            sys.stdout.write(safe(piece))
+            sys.stdout.flush()
 
-    async with anyio.create_task_group() as tg:
+    # Subscribed before asking: whether the answer stopped at the output limit.
+    feed = session.subscribe(tree=False, buffer=4096)
+    async with feed, anyio.create_task_group() as tg:
+        stopped_by: int = signal.SIGINT
 
         async def cancel_on_interrupt() -> None:
-            async for _ in interrupts:
+            nonlocal stopped_by
+            async for signum in interrupts:
+                stopped_by = signum
                 session.cancel()
 
         tg.start_soon(cancel_on_interrupt)
         try:
-            reply = await session.ask(prompt, on_text=show if stream else None)
+            reply = await session.ask(prompt, on_text=show)
         except TurnCancelled:
+            await session.close(status="cancelled")  # before the scope is cancelled
             tg.cancel_scope.cancel()
+            partial = "".join(streamed)
             if as_json:
-                write_json({"session_id": session.id, "status": "cancelled"})
-            if streamed:
-                sys.stdout.write("\n")
+                write_json({"session_id": session.id, "status": "cancelled", "response": partial})
+            elif partial:
+                sys.stdout.write("\n" if stream else safe(partial) + "\n")
+                sys.stdout.flush()
             _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
-            return 130
+            return 128 + stopped_by
         except TurnFailed as exc:
+            await session.close(status="failed", error=exc.reason)
             tg.cancel_scope.cancel()
             if as_json:
                 write_json({"session_id": session.id, "status": "failed", "error": exc.reason})
+            elif stream and streamed:
+                sys.stdout.write("\n")  # the error starts a line of its own
+                sys.stdout.flush()
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
             _say(f"Session: {session.id}")
             return 1
+        limit = await answer_limit(feed)
         tg.cancel_scope.cancel()
     if as_json:
-        write_json(
-            {
-                "session_id": session.id,
-                "status": "completed",
-                "response": reply.text,
-                "turn": reply.turn,
-            }
-        )
+        document = {
+            "session_id": session.id,
+            "status": "completed",
+            "response": reply.text,
+            "turn": reply.turn,
+        }
+        write_json(document if limit is None else {**document, "cut_off": "output_limit"})
         return 0
     if stream:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(safe(reply.text) + "\n")
     sys.stdout.flush()
+    if limit is not None:
+        _say(limit_notice(limit))
     _say(f"Session: {session.id}")
     return 0
 
 
 def _read_prompt(prompt: str | None) -> str | None:
     if prompt is not None:
-        return prompt
+        return lenient(prompt)
     if sys.stdin.isatty():
         return None
-    return sys.stdin.read()
+    # `echo x |` ends the prompt with a line break that is not part of it.
+    return read_stdin().rstrip("\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class _Before:
+    """The run flags given before the command: ``amplifier --profile dev run x``.
+
+    They apply to the commands that run a turn (``run``, ``continue``,
+    ``session resume``); the same flag after the command wins, as the later
+    of two repeated options does. Any other command refuses them.
+    """
+
+    profile: str | None = None
+    provider: Provider | None = None
+    model: str | None = None
+    agent: str | None = None
+
+    def given(self) -> list[str]:
+        return [
+            f"--{name}"
+            for name in ("profile", "provider", "model", "agent")
+            if getattr(self, name) is not None
+        ]
+
+
+_KEEPS_ITS_AGENT = "--agent applies to a new session; a resumed one keeps its agent"
+
+
+def _before(ctx: typer.Context) -> _Before:
+    return ctx.obj if isinstance(ctx.obj, _Before) else _Before()
+
+
+def _refuse_before(ctx: typer.Context, command: str) -> None:
+    """Exit 2 if run flags were given before ``command``, which takes none."""
+    given = _before(ctx).given()
+    if given:
+        _fail(
+            f"{given[0]} does not apply to '{command}' (only to run, continue and session resume)",
+            code=2,
+        )
 
 
 def _history(no_history: bool, full_history: bool) -> History:
@@ -277,9 +378,26 @@ def _history(no_history: bool, full_history: bool) -> History:
 # -- commands ---------------------------------------------------------------------
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version  # only here: it costs start-up time
+
+        print(f"amplifier {version('amplifier')}")
+        raise typer.Exit()
+
+
 @app.callback(invoke_without_command=True)
 def root(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
@@ -287,18 +405,33 @@ def root(
 ) -> None:
     """Run and manage AI-agent sessions. With no command: an interactive session."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = _Before(profile=profile, provider=provider, model=model, agent=agent)
+        if ctx.invoked_subcommand not in ("run", "continue", "session"):
+            _refuse_before(ctx, ctx.invoked_subcommand)
         return
 
-    async def main(interrupts: AsyncIterator[int]) -> None:
+    async def main(interrupts: AsyncIterator[int]) -> int | None:
+        from ._interactive import run_interactive
+
         async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
             async with rt.open_session(agent=agent) as session:
-                await run_interactive(rt, session, history="none", interrupts=interrupts, say=_say)
+                return await run_interactive(
+                    rt, session, history="none", interrupts=interrupts, say=_say
+                )
 
-    _execute(main)
+    _execute(main, signals=TURN_SIGNALS)
+
+
+@session_app.callback()
+def session_group(ctx: typer.Context) -> None:
+    # Run flags given before ``session`` reach only ``session resume``.
+    if ctx.invoked_subcommand != "resume":
+        _refuse_before(ctx, f"session {ctx.invoked_subcommand}")
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     prompt: Annotated[
         str | None, typer.Argument(help="The prompt (default: read from stdin).")
     ] = None,
@@ -315,17 +448,20 @@ def run(
 ) -> None:
     """Run one turn in a new session (or --resume one), print the answer and the session id."""
     as_json = _json_mode(json_flag, output_format)
+    before = _before(ctx)
+    profile = profile if profile is not None else before.profile
+    provider = provider if provider is not None else before.provider
+    model = model if model is not None else before.model
+    agent = agent if agent is not None else before.agent
     text = _read_prompt(prompt)
     if not text or not text.strip():
         _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
     if resume is not None and agent is not None:
-        _fail(
-            "--agent applies to a new session; a resumed one keeps its agent",
-            code=2,
-            as_json=as_json,
-        )
+        _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
+        from amplifier.agents import session_profile
+
         chosen = profile
         if resume is not None and chosen is None:
             chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
@@ -336,16 +472,18 @@ def run(
                     await _other_project_note(rt, session)
                 return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
 
-    _execute(main, as_json=as_json)
+    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 @app.command(name="continue")
 def continue_(
+    ctx: typer.Context,
     prompt: Annotated[
         str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
     ] = None,
     no_history: NoHistory = False,
     full_history: FullHistory = False,
+    interactive: InteractiveFlag = False,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
@@ -354,6 +492,7 @@ def continue_(
 ) -> None:
     """Resume the most recent session of this project."""
     as_json = _json_mode(json_flag, output_format)
+    profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
@@ -372,11 +511,31 @@ def continue_(
             provider=provider,
             model=model,
             history=history,
+            interactive=interactive,
             interrupts=interrupts,
             as_json=as_json,
         )
 
-    _execute(main, as_json=as_json)
+    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
+
+
+def _resume_flags(
+    ctx: typer.Context,
+    profile: str | None,
+    provider: Provider | None,
+    model: str | None,
+    *,
+    as_json: bool,
+) -> tuple[str | None, Provider | None, str | None]:
+    """The flags of a resuming command, with those given before it (see ``_Before``)."""
+    before = _before(ctx)
+    if before.agent is not None:
+        _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
+    return (
+        profile if profile is not None else before.profile,
+        provider if provider is not None else before.provider,
+        model if model is not None else before.model,
+    )
 
 
 async def _resume(
@@ -389,20 +548,39 @@ async def _resume(
     history: History,
     interrupts: AsyncIterator[int],
     as_json: bool,
+    interactive: bool = False,
 ) -> int | None:
-    """Resume under the session's own profile as configured now (unless --profile says)."""
+    """Resume under the session's own profile as configured now (unless --profile says).
+
+    The prompt comes from the argument, else from stdin when it is piped (a
+    pipe or a file); with neither, or with ``interactive``, the session is
+    interactive. The id is looked up first: a bad or unknown id is the error
+    a user sees first.
+    """
+    from amplifier.agents import session_profile
+
+    from ._interactive import run_interactive
+
+    if interactive and prompt is not None:
+        _fail("--interactive takes no prompt", code=2, as_json=as_json)
+    piped = prompt is None and not interactive and stdin_is_piped()
+    prompt = _read_prompt(prompt) if piped or prompt is not None else None
+    stored_profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
+    if piped and not (prompt and prompt.strip()):
+        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
     if prompt is None and as_json:
         _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
     if profile is None:
-        profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
+        profile = stored_profile
     async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
         async with rt.resume(session_id) as session:
             if not as_json:
                 await _other_project_note(rt, session)
             if prompt is not None:
                 return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
-            await run_interactive(rt, session, history=history, interrupts=interrupts, say=_say)
-    return None
+            return await run_interactive(
+                rt, session, history=history, interrupts=interrupts, say=_say
+            )
 
 
 @session_app.command("list")
@@ -487,11 +665,11 @@ def show(
             _say(f"(session of another project: {where})")
         if head.metadata is None:
             out.print(
-                f"Session:   {head.session_id}\nStatus:    damaged ({safe(head.problem or '')})",
+                f"Session:   {head.session_id}\nStatus:    damaged: {safe(head.problem or '')}",
                 markup=False,
             )
         else:
-            out.print("\n".join(metadata_lines(head.metadata, head.status)), markup=False)
+            out.print("\n".join(metadata_lines(head.metadata, head.status, records)), markup=False)
         if len(tree) > 1:
             out.print("\nSub-sessions:", markup=False)
             out.print("\n".join(tree_lines(tree, head.session_id)), markup=False)
@@ -506,12 +684,14 @@ def show(
 
 @session_app.command("resume")
 def resume_(
+    ctx: typer.Context,
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
     prompt: Annotated[
         str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
     ] = None,
     no_history: NoHistory = False,
     full_history: FullHistory = False,
+    interactive: InteractiveFlag = False,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
@@ -520,6 +700,7 @@ def resume_(
 ) -> None:
     """Resume a session (sub-sessions too): with a prompt, one turn; without, interactive."""
     as_json = _json_mode(json_flag, output_format)
+    profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
@@ -530,11 +711,12 @@ def resume_(
             provider=provider,
             model=model,
             history=history,
+            interactive=interactive,
             interrupts=interrupts,
             as_json=as_json,
         )
 
-    _execute(main, as_json=as_json)
+    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 @session_app.command("delete")
@@ -562,7 +744,9 @@ def delete(
                 )
                 if not confirmed:
                     _say("Nothing deleted.")
-                    raise _Exit(1)
+                    if as_json:
+                        write_json({"deleted": []})
+                    return  # the user's choice: not a failure
             removed = await rt.delete(target)
         if as_json:
             write_json({"deleted": removed})
@@ -628,7 +812,9 @@ def cleanup(
             print(f"{verb} {row.session_id}")
         for row in result.in_use:
             print(f"Kept {row.session_id} (in use)")
-        if not gone:
+        if not gone and result.in_use:
+            _say(f"Nothing deleted: the sessions older than {days:g} days are in use.")
+        elif not gone:
             scope = "any project" if all_projects else "this project"
             _say(f"No session of {scope} is older than {days:g} days.")
 

@@ -2,6 +2,8 @@
 
 Keys: Ctrl-C cancels the running turn (what it wrote is kept, the session
 goes on); at the prompt, a second Ctrl-C in a row, or Ctrl-D, leaves.
+SIGTERM or SIGHUP cancels the running turn and leaves at once: the session
+ends ``cancelled``, and the program exits 128 + the signal's number.
 Lines are read by a daemon thread of our own (a blocked ``input()`` must
 not keep the process alive after the user left); Ctrl-C arrives as a signal
 on the event loop, whichever thread is reading.
@@ -10,6 +12,7 @@ on the event loop, whichever thread is reading.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,6 +35,8 @@ from amplifier import (
     UsageError,
 )
 
+from ._input import read_line
+from ._limits import answer_limit, limit_notice
 from ._render import safe, transcript_lines
 
 History = Literal["none", "recent", "full"]
@@ -74,7 +79,7 @@ class LineReader:
         while True:
             self._wanted.acquire()
             try:
-                text = sys.stdin.readline()
+                text = read_line()
             except (OSError, ValueError):
                 text = ""
             if not text:
@@ -90,12 +95,14 @@ async def run_interactive(
     history: History,
     interrupts: AsyncIterator[int],
     say: Callable[[str], None],
-) -> None:
+) -> int | None:
     """Serve one session until the user leaves. ``say`` prints status lines (stderr).
 
-    ``interrupts`` delivers Ctrl-C; the caller opens it before anything else
-    and keeps it open until the runtime has closed, so no Ctrl-C ever meets
-    Python's default handler (which would kill the process mid-write).
+    ``interrupts`` delivers Ctrl-C (and SIGTERM, SIGHUP); the caller opens
+    it before anything else and keeps it open until the runtime has closed,
+    so no signal ever meets Python's default handler (which would kill the
+    process mid-write). Returns the exit code a signal calls for, if one
+    ended the session.
     """
     meta = session.metadata
     say(
@@ -131,6 +138,10 @@ async def run_interactive(
                 continue
             await _turn(session, text, state, say)
         tg.cancel_scope.cancel()
+    if state.stopped_by is None:
+        return None
+    await session.close(status="cancelled")
+    return 128 + state.stopped_by
 
 
 class _State:
@@ -139,6 +150,8 @@ class _State:
         self.interrupts = 0
         self.leave = anyio.Event()
         self.in_turn = False
+        self.stopped_by: int | None = None
+        """The signal (SIGTERM, SIGHUP) that ends the session, if one did."""
 
 
 async def _next_line(lines: anyio.abc.ObjectReceiveStream[Line], state: _State) -> Line | None:
@@ -170,8 +183,13 @@ async def _turn(session: Session, text: str, state: _State, say: Callable[[str],
 
     state.in_turn = True
     try:
-        await session.ask(text, on_text=show)
+        async with session.subscribe(tree=False, buffer=4096) as feed:
+            await session.ask(text, on_text=show)
+            limit = await answer_limit(feed)
         sys.stdout.write("\n")
+        if limit is not None:
+            sys.stdout.flush()
+            say(limit_notice(limit))
     except TurnCancelled:
         sys.stdout.write("\n")
         say("[cancelled: what the turn wrote is kept; the session goes on]")
@@ -188,7 +206,12 @@ async def _turn(session: Session, text: str, state: _State, say: Callable[[str],
 async def _watch_interrupts(
     session: Session, state: _State, interrupts: AsyncIterator[int], say: Callable[[str], None]
 ) -> None:
-    async for _ in interrupts:
+    async for signum in interrupts:
+        if signum != signal.SIGINT:
+            state.stopped_by = signum
+            session.cancel()  # the running turn, if any
+            state.leave.set()
+            return
         if state.in_turn:
             session.cancel()
             continue

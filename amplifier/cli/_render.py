@@ -5,6 +5,8 @@ Rule 1: text that came from a session (prompts, answers, tool output) is
         shown, not executed, so a transcript cannot rewrite the screen.
 Rule 2: off a terminal, or with ``NO_COLOR``, output is plain text: no
         colour, no box drawing, so it pipes and greps well.
+Rule 3: rich is imported by the functions that draw, not with this module:
+        ``amplifier --help`` and ``run`` draw nothing and should not pay for it.
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from amplifier import EventRecord, SessionMetadata, SessionSummary, TranscriptRecord
-from amplifier.agents import AssistantMessage, ToolResultMessage, UserMessage, read_messages
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from amplifier import EventRecord, SessionMetadata, SessionSummary, TranscriptRecord
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PROMPT_WIDTH = 48
@@ -36,6 +36,8 @@ def plain(stream: IO[str] | None = None) -> bool:
 
 
 def console(*, stderr: bool = False) -> Console:
+    from rich.console import Console  # Rule 3
+
     stream = sys.stderr if stderr else sys.stdout
     bare = plain(stream)
     return Console(
@@ -86,6 +88,10 @@ def sessions_table(
     rows: Sequence[tuple[SessionSummary, int]], *, show_project: bool, out: Console
 ) -> None:
     """The ``session list`` table; each row with its depth (sub-sessions are indented)."""
+    from rich import box  # Rule 3
+    from rich.table import Table
+    from rich.text import Text
+
     bare = plain(out.file)
     table = Table(box=None if bare else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in ("ID", "Created", "Profile", "Messages", "Last Prompt", "Status"):
@@ -101,7 +107,7 @@ def sessions_table(
             (meta.profile or "-") if meta else "?",
             str(meta.message_count) if meta else "?",
             f'"{one_line(meta.last_prompt)}"' if meta and meta.last_prompt else "",
-            row.status if meta else f"damaged: {one_line(row.problem, 60)}",
+            row.status if meta else f"damaged: {one_line(row.problem, 40)}",
         ]
         if show_project:
             cells.append(meta.cwd if meta and meta.cwd else row.location.project)
@@ -109,7 +115,9 @@ def sessions_table(
     out.print(table)
 
 
-def metadata_lines(meta: SessionMetadata, status: str) -> list[str]:
+def metadata_lines(
+    meta: SessionMetadata, status: str, records: Sequence[TranscriptRecord]
+) -> list[str]:
     lines = [
         f"Session:   {meta.session_id}",
         f"Status:    {status}",
@@ -121,12 +129,20 @@ def metadata_lines(meta: SessionMetadata, status: str) -> list[str]:
         lines.append(
             "Provider:  " + ", ".join(f"{k}={safe(v)}" for k, v in sorted(meta.attributes.items()))
         )
-    lines.append(f"Messages:  {meta.message_count}    Turns: {meta.turns}")
+    lines.append(f"Messages:  {message_count(records)}    Turns: {meta.turns}")
     if meta.parent_id:
         lines.append(f"Parent:    {meta.parent_id}    Root: {meta.root_id}    Depth: {meta.depth}")
     if meta.error:
         lines.append(f"Error:     {one_line(meta.error, 200)}")
     return lines
+
+
+def message_count(records: Sequence[TranscriptRecord]) -> str:
+    """Prompts and answers (what ``list`` counts), and all messages if tool results add some."""
+    spoken = sum(1 for record in records if record.role in ("user", "assistant"))
+    if spoken == len(records):
+        return f"{spoken} (prompts and answers)"
+    return f"{spoken} (prompts and answers; {len(records)} with tool results)"
 
 
 def tree_lines(rows: Sequence[SessionSummary], root_id: str) -> list[str]:
@@ -150,6 +166,8 @@ def transcript_lines(records: Sequence[TranscriptRecord]) -> list[str]:
 
     Lines the Amplifier CLI wrote read the same (content blocks, ``tool``).
     """
+    from amplifier.agents import AssistantMessage, ToolResultMessage, UserMessage, read_messages
+
     lines: list[str] = []
     raw = [record.message() for record in records]
     for message, typed in zip(raw, read_messages(raw), strict=True):
@@ -201,8 +219,10 @@ def event_json(event: EventRecord) -> dict[str, Any]:
     return document
 
 
-def event_lines(records: Iterable[EventRecord]) -> list[str]:
-    """One line an event; the Amplifier CLI's show ``-`` for seq and our name beside theirs."""
+def event_lines(records: Sequence[EventRecord]) -> list[str]:
+    """One line an event, ids never cut; the Amplifier CLI's show ``-`` for seq and our name
+    beside theirs."""
+    width = max((len(e.session_id) for e in records), default=0)
     lines = []
     for e in records:
         ours = known_as(e)
@@ -210,6 +230,7 @@ def event_lines(records: Iterable[EventRecord]) -> list[str]:
         seq = "-" if e.seq is None else str(e.seq)
         lines.append(
             f"{seq:>8}  {e.ts.astimezone().strftime('%H:%M:%S.%f')[:-3]}  "
-            f"{e.session_id[-28:]:>28}  {name:<18} {one_line(orjson.dumps(e.data).decode(), 140)}"
+            f"{e.session_id:<{width}}  {name:<18} "
+            f"{one_line(orjson.dumps(e.data).decode(), 140)}"
         )
     return lines

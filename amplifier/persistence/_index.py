@@ -285,14 +285,21 @@ def page(
     home: Path,
     *,
     project: str | None,
+    cwd: str | None = None,
     limit: int | None,
     roots_only: bool,
 ) -> list[tuple[SessionLocation, bytes]]:
-    """Newest first: sessions of ``project`` (None: every project)."""
+    """Newest first: sessions of ``project`` (None: every project).
+
+    With ``cwd``: only those that recorded it as their directory, or none.
+    """
     where, args = [], []
     if project is not None:
         where.append("project = ?")
         args.append(project)
+    if cwd is not None:
+        where.append(f"coalesce({_CWD}, '') IN ('', ?)")
+        args.append(cwd)
     if roots_only:
         where.append("parent_id IS NULL")
     query = "SELECT project, session_id, document FROM sessions"
@@ -303,6 +310,13 @@ def page(
         query += " LIMIT ?"
         args.append(str(limit))
     return _locations(home, db.execute(query, args))
+
+
+_CWD = (
+    "CASE WHEN json_valid(CAST(document AS TEXT)) "
+    "THEN json_extract(CAST(document AS TEXT), '$.cwd') END"
+)
+"""The ``cwd`` a row's metadata document recorded (NULL if it has none or is damaged)."""
 
 
 def with_prefix(

@@ -53,6 +53,25 @@ def validate_session_id(value: str) -> str:
     return value
 
 
+_ROOT_ID = re.compile(r"\d{8}T\d{6}Z-(?P<span>[0-9a-f]{16})")
+_CHILD_ID = re.compile(r"(?P<parent>[0-9a-f]{16})-(?P<span>[0-9a-f]{16})_[a-z0-9][a-z0-9-]*")
+
+
+def id_spans(session_id: str) -> tuple[str | None, str | None]:
+    """The parent's span and the session's own span that an id carries.
+
+    DESIGN.md, "Identifiers": a root is ``{timestamp}-{span}``, a sub-session
+    ``{parent-span}-{span}_{agent}``, so a child's id starts with its
+    parent's span. That finds a session's children when its metadata (the
+    list of them) is damaged. An id of another form carries neither.
+    """
+    if match := _CHILD_ID.fullmatch(session_id):
+        return match["parent"], match["span"]
+    if match := _ROOT_ID.fullmatch(session_id):
+        return None, match["span"]
+    return None, None
+
+
 def project_slug(directory: str | os.PathLike[str]) -> str:
     """The folder name of a project: its absolute path with every ``/`` turned into ``-``.
 

@@ -42,6 +42,7 @@ from ._index import with_prefix as index_prefix
 from ._ownership import holder
 from ._paths import (
     SessionLocation,
+    id_spans,
     is_safe_slug,
     projects_root,
     refuse_links_out,
@@ -324,19 +325,25 @@ def all_projects(home: Path) -> list[str]:
 def summarize(location: SessionLocation) -> SessionSummary:
     try:
         return SessionSummary(location, read_metadata(location))
-    except (CorruptSession, SessionNotFound) as exc:
-        return SessionSummary(location, None, problem=str(exc))
+    except CorruptSession as exc:
+        return SessionSummary(location, None, problem=exc.reason)
+    except SessionNotFound:
+        return SessionSummary(location, None, problem="its folder is gone")
 
 
 def list_sessions(
     home: Path,
     project: str | None,
     *,
+    cwd: str | None = None,
     limit: int | None = None,
     roots_only: bool = False,
 ) -> list[SessionSummary]:
     """The sessions of ``project`` (every project if None), newest first.
 
+    With ``cwd``, only the sessions that recorded that working directory
+    (or none that can be read): two directories may share a project slug
+    (``/a-b`` and ``/a/b``), and each lists only its own sessions.
     The session index picks and orders the page (one indexed query, however
     many sessions there are); each row shown is then read from its own
     metadata file, which is authoritative. A session whose metadata is
@@ -347,15 +354,17 @@ def list_sessions(
     with _index(home) as db:
         if db is not None:
             _refresh(db, home, [project] if project is not None else all_projects(home))
-            page = index_page(db, home, project=project, limit=limit, roots_only=roots_only)
+            page = index_page(
+                db, home, project=project, cwd=cwd, limit=limit, roots_only=roots_only
+            )
             rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
             rows.sort(key=_newest_first)
             return rows
-    return _scan(home, project, limit=limit, roots_only=roots_only)
+    return _scan(home, project, cwd=cwd, limit=limit, roots_only=roots_only)
 
 
 def _scan(
-    home: Path, project: str | None, *, limit: int | None, roots_only: bool
+    home: Path, project: str | None, *, cwd: str | None, limit: int | None, roots_only: bool
 ) -> list[SessionSummary]:
     """The listing without the index: every folder, every metadata file."""
     projects = [project] if project is not None else all_projects(home)
@@ -364,6 +373,8 @@ def _scan(
         for slug in projects
         for session_id in project_ids(home, slug)
     ]
+    if cwd is not None:
+        rows = [r for r in rows if r.metadata is None or r.metadata.cwd in ("", cwd)]
     if roots_only:
         rows = [r for r in rows if r.metadata is None or r.metadata.parent_id is None]
     rows.sort(key=_newest_first)
@@ -400,13 +411,18 @@ def _newest_first(row: SessionSummary) -> tuple[int, float, str]:
     return (0, -row.metadata.created.timestamp(), row.session_id)
 
 
-def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> SessionLocation:
+def find_session(
+    home: Path, id_or_prefix: str, *, project: str | None, cwd: str | None = None
+) -> SessionLocation:
     """The one session whose id is ``id_or_prefix`` or starts with it.
 
-    An exact id wins over prefixes. The current ``project`` is searched
-    first; a session of another project is found too (its location says
-    which). Raises ``InvalidSessionId``, ``SessionNotFound`` or
-    ``AmbiguousSessionId`` (listing the matches).
+    An exact id wins over prefixes, and a prefix matched by sessions of the
+    current ``project`` means those: a session of another project is found
+    when none here matches (its location says which). With ``cwd``, a
+    session of this project's slug that recorded another working directory
+    (``/a/b`` beside ``/a-b``) counts as another project's. Raises
+    ``InvalidSessionId``, ``SessionNotFound`` or ``AmbiguousSessionId``
+    (listing the matches).
     """
     validate_session_id(id_or_prefix)
     if project is not None:
@@ -419,31 +435,46 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
             if db is not None:
                 _refresh(db, home, all_projects(home))
                 indexed = [m for m in index_prefix(db, home, id_or_prefix) if m.directory.is_dir()]
-        exact = [m for m in indexed if m.session_id == id_or_prefix]
-        if exact:
-            return exact[0]
-        if len(indexed) == 1:
-            return indexed[0]
         if indexed:
-            raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in indexed))
+            return _one_match(id_or_prefix, indexed, project, cwd)
     # Not in the index (written by a runtime that crashed before indexing it):
     # look at the folders themselves.
-    projects = all_projects(home)
-    if project is not None and project in projects:
-        projects.remove(project)
-        projects.insert(0, project)
-    matches: list[SessionLocation] = []
-    for slug in projects:
-        for session_id in project_ids(home, slug):
-            if session_id == id_or_prefix:
-                return SessionLocation(home, slug, session_id)
-            if session_id.startswith(id_or_prefix):
-                matches.append(SessionLocation(home, slug, session_id))
+    matches = [
+        SessionLocation(home, slug, session_id)
+        for slug in all_projects(home)
+        for session_id in project_ids(home, slug)
+        if session_id.startswith(id_or_prefix)
+    ]
+    if matches:
+        return _one_match(id_or_prefix, matches, project, cwd)
+    raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
+
+
+def _one_match(
+    id_or_prefix: str, matches: list[SessionLocation], project: str | None, cwd: str | None
+) -> SessionLocation:
+    """The exact id, else the one match of this project, else the one match anywhere."""
+    exact = [m for m in matches if m.session_id == id_or_prefix]
+    if exact:
+        return exact[0]
     if len(matches) == 1:
         return matches[0]
-    if matches:
-        raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in matches))
-    raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
+    here = [m for m in matches if m.project == project and _recorded_in(m, cwd)]
+    candidates = here or matches
+    if len(candidates) == 1:
+        return candidates[0]
+    raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in candidates))
+
+
+def _recorded_in(location: SessionLocation, cwd: str | None) -> bool:
+    """Whether the session recorded ``cwd`` as its directory (True if either is unknown)."""
+    if cwd is None:
+        return True
+    try:
+        recorded = read_metadata(location).cwd
+    except (CorruptSession, SessionNotFound):
+        return True
+    return recorded in ("", cwd)
 
 
 def _is_session_name(name: str) -> bool:
@@ -457,8 +488,10 @@ def _is_session_name(name: str) -> bool:
 def session_tree(location: SessionLocation) -> list[SessionLocation]:
     """The session and all its descendants (children live beside it), parents first.
 
-    Children are those the metadata lists, and those whose own metadata names
-    the session as parent (the Amplifier CLI's parents list none).
+    A session's metadata lists its children; those whose own metadata names
+    it as parent are children too (the Amplifier CLI's parents list none);
+    and when its metadata is damaged, they are found by their ids (which
+    start with its span), so none is left behind.
     """
     with _index(location.home) as db:
         if db is not None:
@@ -470,10 +503,10 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
             current = found[index]
             index += 1
             try:
-                listed = read_metadata(current).children
+                listed = existing_children(current, read_metadata(current).children)[0]
             except (CorruptSession, SessionNotFound):
-                continue
-            for child in [*existing_children(current, listed)[0], *_named_children(db, current)]:
+                listed = _children_by_lineage(current)
+            for child in [*listed, *_named_children(db, current)]:
                 if child.session_id not in seen:
                     seen.add(child.session_id)
                     found.append(child)
@@ -505,6 +538,35 @@ def _named_children(
             if parent_id == parent.session_id:
                 named.append(child)
     return named
+
+
+def _children_by_lineage(parent: SessionLocation) -> list[SessionLocation]:
+    """The children of ``parent`` by their ids and their own metadata, not by its list."""
+    _, span = id_spans(parent.session_id)
+    candidates = (
+        {sid for sid in project_ids(parent.home, parent.project) if id_spans(sid)[0] == span}
+        if span is not None
+        else set()
+    )
+    with _index(parent.home) as db:
+        if db is not None:
+            candidates.update(
+                child.session_id
+                for child in index_children(db, parent.home, parent.session_id)
+                if child.project == parent.project
+            )
+    children = []
+    for session_id in sorted(candidates):
+        child = SessionLocation(parent.home, parent.project, session_id)
+        try:
+            if read_metadata(child).parent_id != parent.session_id:
+                continue  # another session's child after all
+        except SessionNotFound:
+            continue
+        except CorruptSession:
+            pass  # damaged too: its id says whose it is
+        children.append(child)
+    return children
 
 
 def existing_children(

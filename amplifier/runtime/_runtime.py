@@ -41,6 +41,7 @@ from amplifier.persistence import (
     Store,
     TranscriptRecord,
     find_session,
+    id_spans,
     iter_events,
     list_sessions,
     load_transcript,
@@ -183,7 +184,7 @@ class Runtime:
         """Where the session with this id (or unique id prefix) is stored."""
 
         def look() -> SessionLocation:
-            return find_session(self.home, id_or_prefix, project=self.project)
+            return find_session(self.home, id_or_prefix, project=self.project, cwd=str(self.cwd))
 
         try:
             return await anyio.to_thread.run_sync(look)
@@ -212,14 +213,20 @@ class Runtime:
     ) -> list[SessionSummary]:
         """Stored sessions of this project (or every project), newest first.
 
+        This project's are those stored under its slug that recorded this
+        directory: ``/a-b`` and ``/a/b`` share a slug, not their sessions.
+
         ``limit`` gives the first page (read through the session index, so it
         costs the same however many sessions exist); ``roots_only`` leaves out
         sub-sessions.
         """
         project = None if all_projects else self.project
+        cwd = None if all_projects else str(self.cwd)
         await self._store.flush()
         return await anyio.to_thread.run_sync(
-            lambda: list_sessions(self.home, project, limit=limit, roots_only=roots_only)
+            lambda: list_sessions(
+                self.home, project, cwd=cwd, limit=limit, roots_only=roots_only
+            )
         )
 
     async def reindex(self) -> int:
@@ -331,12 +338,20 @@ def _last_touched(row: SessionSummary) -> datetime:
 
 
 def plan_cleanup(rows: list[SessionSummary], cutoff: datetime) -> Cleanup:
-    """Trees (a root and all whose parent chain leads to it) untouched since ``cutoff``."""
+    """Trees (a root and all whose parent chain leads to it) untouched since ``cutoff``.
+
+    A session whose metadata is damaged belongs to the parent its id names.
+    """
     by_id = {row.session_id: row for row in rows}
+    by_span = {span: row.session_id for row in rows if (span := id_spans(row.session_id)[1])}
     children: dict[str, list[SessionSummary]] = {}
     roots = []
     for row in rows:
-        parent = row.metadata.parent_id if row.metadata is not None else None
+        parent = (
+            row.metadata.parent_id
+            if row.metadata is not None
+            else by_span.get(id_spans(row.session_id)[0] or "")
+        )
         if parent is not None and parent in by_id:
             children.setdefault(parent, []).append(row)
         else:

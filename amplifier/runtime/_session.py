@@ -847,13 +847,16 @@ class Session:
         """Events of this session (and, with ``tree``, its sub-sessions) as they are persisted."""
         return self._actor._services.bus.subscribe(self.id, tree=tree, buffer=buffer)
 
-    async def close(self) -> None:
-        """End the session (``session:end`` status completed) and wait until it is written.
+    async def close(self, *, status: EndStatus = "completed", error: str | None = None) -> None:
+        """End the session (``session:end`` with ``status``) and wait until it is written.
 
-        Idempotent. Waits for a running turn to finish first; ``cancel`` it
-        to end sooner.
+        ``status`` says how the session ended (``cancelled`` after a
+        cancelled turn, say, or ``failed`` with the ``error`` that ended
+        it); metadata records both. Idempotent: a later call waits, and its
+        status does not count. Waits for a running turn to finish first;
+        ``cancel`` it to end sooner.
         """
-        self._actor.close_mailbox()
+        self._actor.close_mailbox(status, error)
         await self._actor.wait_ended()
 
     async def __aenter__(self) -> Session:
