@@ -64,6 +64,11 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
+class SortOrder(StrEnum):
+    created = "created"
+    used = "used"
+
+
 class Provider(StrEnum):
     offline = "offline"
     scripted = "scripted"
@@ -364,6 +369,8 @@ def continue_(
                 code=1,
                 as_json=as_json,
             )
+        if latest.metadata is None:
+            _say(f"Note: {latest.problem}; resuming it rebuilds its metadata from its event log")
         return await _resume(
             latest.session_id,
             prompt,
@@ -416,6 +423,13 @@ def list_(
     tree: Annotated[
         bool, typer.Option("--tree", help="Show sub-sessions under their parent.")
     ] = False,
+    sort: Annotated[
+        SortOrder,
+        typer.Option("--sort", help="Newest first by: created, or used (last used)."),
+    ] = SortOrder.created,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Only the sessions with this tag.")
+    ] = None,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
@@ -427,7 +441,11 @@ def list_(
         async with open_runtime(durability="none") as rt:
             # One more than asked: says whether there is more than the page.
             page = await rt.sessions(
-                all_projects=all_projects, limit=limit + 1 if limit else None, roots_only=True
+                all_projects=all_projects,
+                limit=limit + 1 if limit else None,
+                roots_only=True,
+                sort=sort.value,
+                tag=tag,
             )
             more = bool(limit) and len(page) > limit
             for root_row in page[:limit] if limit else page:
@@ -446,7 +464,9 @@ def list_(
             hint = "" if all_projects else " (--all shows every project's)"
             _say(f"No sessions in this project{hint}.")
             return
-        sessions_table(shown, show_project=all_projects, out=console())
+        sessions_table(
+            shown, show_project=all_projects, show_used=sort is SortOrder.used, out=console()
+        )
         if more:
             _say(f"(the newest {limit} shown; --limit N shows more, --limit 0 all)")
 

@@ -82,21 +82,36 @@ def summary_json(row: SessionSummary) -> dict[str, Any]:
 
 
 def sessions_table(
-    rows: Sequence[tuple[SessionSummary, int]], *, show_project: bool, out: Console
+    rows: Sequence[tuple[SessionSummary, int]],
+    *,
+    show_project: bool,
+    out: Console,
+    show_used: bool = False,
 ) -> None:
-    """The ``session list`` table; each row with its depth (sub-sessions are indented)."""
+    """The ``session list`` table; each row with its depth (sub-sessions are indented).
+
+    A Name column appears when some session has a name or tags; Used (the
+    last use) when the list is sorted by it.
+    """
     bare = plain(out.file)
     table = Table(box=None if bare else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("ID", "Created", "Profile", "Messages", "Last Prompt", "Status"):
-        table.add_column(column, no_wrap=column != "Last Prompt", overflow="fold")
+    labelled = any(row.metadata and (row.metadata.name or row.metadata.tags) for row, _ in rows)
+    columns = ["ID", *(["Name"] if labelled else []), "Created", *(["Used"] if show_used else [])]
+    columns += ["Profile", "Messages", "Last Prompt", "Status"]
+    for column in columns:
+        table.add_column(column, no_wrap=column not in ("Last Prompt", "Name"), overflow="fold")
     if show_project:
         table.add_column("Project", no_wrap=True)
     for row, depth in rows:
         indent = "  " * depth + ("└─ " if depth else "")
         meta = row.metadata
-        cells = [
-            indent + row.session_id,
-            when(meta.created) if meta else "?",
+        cells = [indent + row.session_id]
+        if labelled:
+            cells.append(label(meta))
+        cells.append(when(meta.created) if meta else "?")
+        if show_used:
+            cells.append(when(meta.updated) if meta else "?")
+        cells += [
             (meta.profile or "-") if meta else "?",
             str(meta.message_count) if meta else "?",
             f'"{one_line(meta.last_prompt)}"' if meta and meta.last_prompt else "",
@@ -106,6 +121,15 @@ def sessions_table(
             cells.append(meta.cwd if meta and meta.cwd else row.location.project)
         table.add_row(*(Text(cell) for cell in cells))
     out.print(table)
+
+
+def label(meta: SessionMetadata | None) -> str:
+    """A session's name and tags on one line: ``auth fix #security #draft``."""
+    if meta is None:
+        return ""
+    parts = [one_line(meta.name, 40)] if meta.name else []
+    parts += [f"#{safe(tag)}" for tag in meta.tags]
+    return " ".join(parts)
 
 
 def metadata_lines(meta: SessionMetadata, status: str) -> list[str]:

@@ -25,6 +25,7 @@ from ._exceptions import (
     StoreWarning,
     WriteFailed,
 )
+from ._index import SessionSort
 from ._journal import RecoveryReport, recover_dead_journals
 from ._lock import is_locked
 from ._paths import (
@@ -42,11 +43,13 @@ from ._reader import (
     existing_children,
     find_session,
     iter_events,
+    last_write,
     list_sessions,
     load_transcript,
     load_transcript_tail,
     merge_events,
     read_metadata,
+    search_sessions,
     session_tree,
     summarize,
 )
@@ -61,6 +64,7 @@ from ._records import (
     format_ts,
     utc_now,
 )
+from ._search import SearchHit
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -77,10 +81,12 @@ __all__ = [
     "PersistenceError",
     "RecoveryReport",
     "RecoveryWarning",
+    "SearchHit",
     "SessionLocation",
     "SessionLocked",
     "SessionMetadata",
     "SessionNotFound",
+    "SessionSort",
     "SessionStatus",
     "SessionSummary",
     "SessionWriter",
@@ -98,6 +104,7 @@ __all__ = [
     "format_ts",
     "is_locked",
     "iter_events",
+    "last_write",
     "list_sessions",
     "load_transcript",
     "load_transcript_tail",
@@ -107,6 +114,7 @@ __all__ = [
     "read_metadata",
     "recover_dead_journals",
     "resolve_home_and_cwd",
+    "search_sessions",
     "session_tree",
     "summarize",
     "utc_now",

@@ -98,6 +98,7 @@ from ._lock import FileLock, is_locked
 from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir, refuse_links_out
 from ._reader import read_metadata
 from ._records import SCHEMA_VERSION, Durability, SessionMetadata, format_ts, utc_now
+from ._search import index_transcript_lines
 
 Clock = Callable[[], datetime]
 """Wall-clock time for record stamps; tests pass a fake one."""
@@ -750,6 +751,7 @@ class PersistenceActor:
                 with contextlib.suppress(OSError):
                     self._files.truncate(path, length)
             raise
+        index_transcript_lines(self._require_index, records.lines)
         for path, data in records.documents.items():
             atomic_replace(path, data, sync=False)
         self._note_documents(records.documents)
@@ -890,6 +892,7 @@ class PersistenceActor:
         On failure, ``writes`` holds exactly what is still to be written (a
         file whose write failed part-way was cut back).
         """
+        index_transcript_lines(self._require_index, writes.lines)  # acknowledged already
         for path in sorted(writes.lines, key=writes.newest.__getitem__):
             self._files.write(path, b"".join(writes.lines[path]))
             del writes.lines[path]

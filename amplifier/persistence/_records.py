@@ -107,3 +107,7 @@ class SessionMetadata(BaseModel):
     seq: int = 0
     """The ``seq`` under which this version was written; newer versions have larger ones."""
     error: str | None = None
+    name: str | None = None
+    """A name the user gave the session (``session rename``, ``run --name``); not unique."""
+    tags: list[str] = Field(default_factory=list)
+    """Labels the user gave the session (``session tag``), lower-case, without spaces."""
