@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("persistence", "delegation", "memory", "resume", "listing")
+BENCHMARKS = ("persistence", "delegation", "memory", "resume", "listing", "search")
 
 
 def main() -> int:

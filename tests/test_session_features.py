@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .helpers import session_dirs
@@ -57,3 +58,55 @@ def test_list_sorts_by_last_use_on_request(home: Path, project: Path) -> None:
     assert _ids(by_creation.stdout) == [second, first]
     table = amp("session", "list", "--sort", "used", cwd=project, home=home).stdout
     assert table.splitlines()[0].split()[:3] == ["ID", "Created", "Used"]
+
+
+# -- search -----------------------------------------------------------------------------
+
+
+def test_search_finds_prompts_answers_and_tool_output(home: Path, project: Path) -> None:
+    """`session search` finds a word in a prompt, in an answer and in a tool's output."""
+    (project / "login.py").write_text('query = "SELECT * FROM users WHERE name=" + name\n')
+    prompted = _run("is there sql injection in the login form?", cwd=project, home=home)
+    read = _run('/tool read_file {"path": "login.py"}', cwd=project, home=home)
+    done = amp("session", "search", "sql injection", "--json", cwd=project, home=home)
+    hits = json.loads(done.stdout)
+    assert {(hit["session_id"], hit["role"]) for hit in hits} == {
+        (prompted, "user"),
+        (prompted, "assistant"),
+    }
+    users = json.loads(amp("session", "search", "users", "--json", cwd=project, home=home).stdout)
+    assert (read, "tool", "read_file") in {(h["session_id"], h["role"], h["tool"]) for h in users}
+
+
+def test_search_shows_sub_session_hits_under_their_root(home: Path, project: Path) -> None:
+    """A match in a sub-session is shown under its root, with the sub-session's id and agent."""
+    root = _run("/delegate explorer: audit the password reset flow", cwd=project, home=home)
+    done = amp("session", "search", "password reset", cwd=project, home=home)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(root)
+    child = next(line for line in lines if "└─" in line)
+    assert "_explorer [explorer]" in child
+    below = lines[lines.index(child) + 1 :]
+    pattern = re.compile(r"    #\d+ user: audit the \*\*password\*\* \*\*reset\*\* flow")
+    assert any(pattern.fullmatch(line) for line in below), below
+
+
+def test_search_keeps_to_this_project_unless_all(home: Path, project: Path, tmp_path: Path) -> None:
+    """Without --all only this project's sessions match; with --all every project's do."""
+    other = tmp_path / "other"
+    other.mkdir()
+    here = _run("a zebra here", cwd=project, home=home)
+    there = _run("a zebra there", cwd=other, home=home)
+    local = amp("session", "search", "zebra", "--json", cwd=project, home=home)
+    everywhere = amp("session", "search", "zebra", "--all", "--json", cwd=project, home=home)
+    assert {hit["session_id"] for hit in json.loads(local.stdout)} == {here}
+    assert {hit["session_id"] for hit in json.loads(everywhere.stdout)} == {here, there}
+
+
+def test_search_without_a_word_is_a_usage_error(home: Path, project: Path) -> None:
+    """A query of punctuation only exits 2 with one line saying what is wrong."""
+    done = amp("session", "search", '"" * -', cwd=project, home=home)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("Error: nothing to search for")
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -93,8 +93,30 @@ class SearchHit:
         return self.location.session_id
 
 
+SEARCH_SCHEMA = 1
+"""The shape of the search tables; tables of another shape are dropped (a cache)."""
+
+
 def create_search_schema(db: sqlite3.Connection) -> None:
-    db.executescript(_SCHEMA)
+    """Create the search tables; replace those of another shape (they are rebuilt on use)."""
+    _create(db)
+    if _state(db, "schema") == SEARCH_SCHEMA:
+        return
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        if _state(db, "schema") != SEARCH_SCHEMA:  # not already replaced by another process
+            db.execute("DROP TABLE IF EXISTS search_text")
+            db.execute("DROP TABLE IF EXISTS search_lines")
+            _create(db)
+            _set_state(db, "schema", SEARCH_SCHEMA)
+            _set_state(db, "built", 0)
+
+
+def _create(db: sqlite3.Connection) -> None:
+    """The tables (statement by statement: ``executescript`` would end a transaction)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 # -- indexing ---------------------------------------------------------------------------
@@ -237,7 +259,7 @@ def rebuild_search(home: Path, db: sqlite3.Connection) -> int:
         generation = _state(db, "generation") + 1
         db.execute("DROP TABLE IF EXISTS search_text")
         db.execute("DROP TABLE IF EXISTS search_lines")
-        create_search_schema(db)
+        _create(db)
         _set_state(db, "generation", generation)
         _set_state(db, "built", 0)
     sessions = db.execute(
@@ -313,10 +335,11 @@ def parse_query(text: str) -> list[tuple[str, bool]]:
         value = phrase if phrase else word
         prefix = not phrase and value.endswith("*")
         value = value.rstrip("*") if prefix else value
+        if not any(ch.isalnum() for ch in value):
+            continue
         if prefix and len(value) < MIN_PREFIX:
             raise UsageError(f"{word!r}: a prefix needs at least {MIN_PREFIX} characters")
-        if any(ch.isalnum() for ch in value):
-            terms.append((value, prefix))
+        terms.append((value, prefix))
     if not terms:
         raise UsageError(f"nothing to search for in {text!r}: give at least one word")
     return terms
@@ -386,7 +409,7 @@ def _label_hits(
     for slug, session_id, root_id, updated, name, tags in rows:
         if project is not None and slug != project:
             continue
-        label = " ".join(part for part in (name, " ".join((tags or "").split())) if part)
+        label = " ".join([*([name] if name else []), *(f"#{t}" for t in (tags or "").split())])
         folded = label.lower()
         if not all(word in folded for word in wanted):
             continue

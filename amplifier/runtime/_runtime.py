@@ -230,8 +230,9 @@ class Runtime:
         Searches prompts, answers and tool output of sessions and
         sub-sessions, and session names and tags. Every word must occur;
         ``"quoted words"`` match as a phrase, ``word*`` as a prefix. Matches
-        of a name or tag come first, then messages, newest first.
-        Raises ``PersistenceError`` if there is nothing to search for.
+        of a name or tag come first, then messages, newest first. The first
+        search of a store indexed before search existed builds the index.
+        Raises ``UsageError`` if there is nothing to search for.
         """
         project = None if all_projects else self.project
         await self._store.flush()
