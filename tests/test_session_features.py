@@ -6,6 +6,10 @@ import json
 import re
 from pathlib import Path
 
+import anyio
+
+import amplifier
+
 from .helpers import session_dirs
 from .test_cli_process import amp
 
@@ -110,3 +114,90 @@ def test_search_without_a_word_is_a_usage_error(home: Path, project: Path) -> No
     assert done.returncode == 2
     assert done.stderr.strip().startswith("Error: nothing to search for")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# -- names and tags ---------------------------------------------------------------------
+
+
+def test_a_renamed_session_resumes_by_its_name(home: Path, project: Path) -> None:
+    """`session rename ID "auth fix"`, then `session resume "auth fix" PROMPT` goes on in it."""
+    session_id = _run("first look", cwd=project, home=home)
+    renamed = amp("session", "rename", session_id[:20], "auth fix", cwd=project, home=home)
+    assert renamed.returncode == 0, renamed.stderr
+    done = amp("session", "resume", "auth fix", "go on", "--json", cwd=project, home=home)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["session_id"] == session_id
+
+
+def test_run_name_is_shown_in_list_and_show(home: Path, project: Path) -> None:
+    """`run --name` names the new session; list has a Name column and show a Name line."""
+    session_id = _run("hello", cwd=project, home=home, extra=("--name", "auth fix"))
+    listing = amp("session", "list", cwd=project, home=home).stdout.splitlines()
+    assert listing[0].split()[:2] == ["ID", "Name"]
+    assert listing[1].startswith(f"{session_id}  auth fix  ")
+    shown = amp("session", "show", session_id, cwd=project, home=home).stdout
+    assert "Name:      auth fix" in shown
+
+
+def test_a_name_shared_by_two_sessions_is_ambiguous(home: Path, project: Path) -> None:
+    """Looking up a name that two sessions share exits 2 and lists both."""
+    first = _run("one", cwd=project, home=home, extra=("--name", "twin"))
+    second = _run("two", cwd=project, home=home, extra=("--name", "twin"))
+    done = amp("session", "show", "twin", cwd=project, home=home)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"Error: 'twin' matches 2 sessions: {first}, {second}"
+
+
+def test_tags_are_added_removed_and_filter_the_list(home: Path, project: Path) -> None:
+    """`session tag ID +security -draft` changes the tags; `list --tag` keeps the tagged."""
+    tagged = _run("one", cwd=project, home=home)
+    _run("two", cwd=project, home=home)
+    added = amp("session", "tag", tagged, "+security", "+draft", cwd=project, home=home)
+    assert added.returncode == 0, added.stderr
+    done = amp("session", "tag", tagged, "-draft", "+Review", cwd=project, home=home)
+    assert done.stdout.strip() == f"{tagged}: #security #review"
+    listing = amp("session", "list", "--tag", "security", "--json", cwd=project, home=home)
+    assert _ids(listing.stdout) == [tagged]
+    shown = amp("session", "show", tagged, cwd=project, home=home).stdout
+    assert "Tags:      security, review" in shown
+
+
+def test_search_matches_names_and_tags(home: Path, project: Path) -> None:
+    """A session's name and tags are found by search, before its messages."""
+    session_id = _run("nothing special", cwd=project, home=home, extra=("--name", "auth fix"))
+    amp("session", "tag", session_id, "+security", cwd=project, home=home)
+    hits = json.loads(
+        amp("session", "search", "auth security", "--json", cwd=project, home=home).stdout
+    )
+    assert [(hit["session_id"], hit["role"], hit["snippet"]) for hit in hits] == [
+        (session_id, "label", "auth fix #security")
+    ]
+
+
+def test_bad_tag_is_a_usage_error_and_changes_nothing(home: Path, project: Path) -> None:
+    """A tag with a space exits 2 with one line; the session keeps its tags."""
+    session_id = _run("one", cwd=project, home=home)
+    done = amp("session", "tag", session_id, "+two words", "+ok", cwd=project, home=home)
+    assert done.returncode == 2
+    assert done.stderr.startswith("Error: invalid tag 'two words'")
+    assert json.loads(
+        amp("session", "tag", session_id, "--json", cwd=project, home=home).stdout
+    )["tags"] == []
+
+
+async def test_a_session_in_use_is_not_renamed_or_tagged(home: Path, project: Path) -> None:
+    """While a session is open, rename and tag refuse with 'in use' and change nothing."""
+    async with amplifier.open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("busy")
+            rename = await anyio.to_thread.run_sync(
+                lambda: amp("session", "rename", session.id, "x", cwd=project, home=home)
+            )
+            tag = await anyio.to_thread.run_sync(
+                lambda: amp("session", "tag", session.id, "+x", cwd=project, home=home)
+            )
+    for done in (rename, tag):
+        assert done.returncode == 1
+        assert f"session {session.id} is in use by" in done.stderr
+    meta = json.loads((session_dirs(home)[session.id] / "metadata.json").read_text())
+    assert (meta["name"], meta["tags"]) == (None, [])

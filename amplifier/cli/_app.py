@@ -314,6 +314,9 @@ def run(
     provider: ProviderOption = None,
     model: ModelOption = None,
     agent: AgentOption = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help='Name the new session (e.g. "auth fix").')
+    ] = None,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
@@ -328,13 +331,19 @@ def run(
             code=2,
             as_json=as_json,
         )
+    if resume is not None and name is not None:
+        _fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
         chosen = profile
         if resume is not None and chosen is None:
             chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
         async with open_runtime(profile=chosen, provider=_provider(provider), model=model) as rt:
-            opening = rt.resume(resume) if resume is not None else rt.open_session(agent=agent)
+            opening = (
+                rt.resume(resume)
+                if resume is not None
+                else rt.open_session(agent=agent, name=name)
+            )
             async with opening as session:
                 if not as_json:
                     await _other_project_note(rt, session)

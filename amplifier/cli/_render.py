@@ -135,6 +135,8 @@ def label(meta: SessionMetadata | None) -> str:
 def metadata_lines(meta: SessionMetadata, status: str) -> list[str]:
     lines = [
         f"Session:   {meta.session_id}",
+        *([f"Name:      {one_line(meta.name, 200)}"] if meta.name else []),
+        *([f"Tags:      {', '.join(safe(tag) for tag in meta.tags)}"] if meta.tags else []),
         f"Status:    {status}",
         f"Created:   {when(meta.created)}    Updated: {when(meta.updated)}",
         f"Project:   {safe(meta.cwd)}",
