@@ -12,7 +12,9 @@ from amplifier.agents import (
     ScriptedProvider,
     UnknownAgent,
     UnknownProfile,
+    UsageReport,
     open_runtime,
+    session_usage,
 )
 from amplifier.persistence import (
     AmbiguousSessionId,
@@ -94,6 +96,8 @@ __all__ = [
     "UnknownAgent",
     "UnknownProfile",
     "UsageError",
+    "UsageReport",
     "WriteFailed",
     "open_runtime",
+    "session_usage",
 ]

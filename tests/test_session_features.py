@@ -201,3 +201,67 @@ async def test_a_session_in_use_is_not_renamed_or_tagged(home: Path, project: Pa
         assert f"session {session.id} is in use by" in done.stderr
     meta = json.loads((session_dirs(home)[session.id] / "metadata.json").read_text())
     assert (meta["name"], meta["tags"]) == (None, [])
+
+
+# -- usage ------------------------------------------------------------------------------
+
+PRICED = "extends: base\nprices:\n  offline: {input: 3.0, output: 15.0}\n"
+
+
+def _priced_tree(home: Path, project: Path) -> tuple[str, list[dict[str, object]]]:
+    """A two-turn session of the 'priced' profile that delegates; and every event of its tree."""
+    profiles = project / ".amplifier" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "priced.yaml").write_text(PRICED)
+    root = _run("/delegate explorer: look around", cwd=project, home=home, extra=("-p", "priced"))
+    again = amp("session", "resume", root, "thanks", "--json", cwd=project, home=home)
+    assert again.returncode == 0, again.stderr
+    records = [
+        json.loads(line)
+        for folder in session_dirs(home).values()
+        for line in (folder / "events.jsonl").read_text().splitlines()
+    ]
+    return root, sorted(records, key=lambda r: int(str(r["seq"])))
+
+
+def _tokens(records: list[dict[str, object]], session_id: str | None = None) -> tuple[int, int]:
+    used = [
+        r["data"]["usage"]  # type: ignore[index]
+        for r in records
+        if r["event"] == "provider:response" and session_id in (None, r["session_id"])
+    ]
+    return sum(u["input_tokens"] for u in used), sum(u["output_tokens"] for u in used)
+
+
+def test_show_gives_tokens_per_turn_session_and_tree_with_cost(home: Path, project: Path) -> None:
+    """`session show` adds up the model calls' tokens by turn, session and tree, and prices them."""
+    root, records = _priced_tree(home, project)
+    usage = json.loads(amp("session", "show", root, "--json", cwd=project, home=home).stdout)[
+        "usage"
+    ]
+    own_in, own_out = _tokens(records, root)
+    all_in, all_out = _tokens(records)
+    session = usage["session"]
+    assert (session["input_tokens"], session["output_tokens"]) == (own_in, own_out)
+    assert (usage["tree"]["input_tokens"], usage["tree"]["output_tokens"]) == (all_in, all_out)
+    assert usage["tree"]["cost_usd"] == round((all_in * 3.0 + all_out * 15.0) / 1e6, 6)
+    assert [turn["turn"] for turn in usage["turns"]] == [1, 2]
+    first, second = usage["turns"]
+    assert first["tree"]["calls"] > first["session"]["calls"]  # the sub-session ran in turn 1
+    assert second["tree"] == second["session"]
+    text = amp("session", "show", root, cwd=project, home=home).stdout
+    assert f"  with sub-sessions: {all_in:,} in / {all_out:,} out, " in text
+
+
+def test_list_usage_adds_tokens_and_cost(home: Path, project: Path) -> None:
+    """`session list --usage` shows each session tree's tokens and cost; without prices, '-'."""
+    root, records = _priced_tree(home, project)
+    unpriced = _run("no prices here", cwd=project, home=home)
+    lines = amp("session", "list", "--usage", cwd=project, home=home).stdout.splitlines()
+    assert "Tokens" in lines[0].split()
+    assert "Cost" in lines[0].split()
+    all_in, all_out = _tokens(records)
+    row = next(line for line in lines if line.startswith(root))
+    assert f"{all_in:,} in / {all_out:,} out  ${(all_in * 3.0 + all_out * 15.0) / 1e6:.4f}" in row
+    other = next(line for line in lines if line.startswith(unpriced))
+    assert re.search(r" out +- +", other), other

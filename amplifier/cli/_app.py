@@ -31,7 +31,7 @@ from amplifier import (
     UsageError,
     open_runtime,
 )
-from amplifier.agents import ProviderKind, session_profile
+from amplifier.agents import ProviderKind, Tokens, session_profile, session_usage
 
 from ._interactive import History, run_interactive
 from ._render import (
@@ -43,6 +43,7 @@ from ._render import (
     summary_json,
     transcript_lines,
     tree_lines,
+    usage_lines,
     write_json,
 )
 
@@ -439,6 +440,9 @@ def list_(
     tag: Annotated[
         str | None, typer.Option("--tag", help="Only the sessions with this tag.")
     ] = None,
+    usage: Annotated[
+        bool, typer.Option("--usage", help="Add tokens and cost (with sub-sessions).")
+    ] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
@@ -447,6 +451,7 @@ def list_(
 
     async def main(interrupts: AsyncIterator[int]) -> None:
         shown: list[tuple[SessionSummary, int]] = []
+        tokens: dict[str, Tokens] = {}
         async with open_runtime(durability="none") as rt:
             # One more than asked: says whether there is more than the page.
             page = await rt.sessions(
@@ -466,15 +471,36 @@ def list_(
                 shown.extend(
                     (node, (node.metadata.depth - base) if node.metadata else 0) for node in nodes
                 )
+            for root_row in page[:limit] if limit else page:
+                if usage:
+                    report = await session_usage(rt, root_row.session_id)
+                    tokens.update((s.session_id, s.tree) for s in report.sessions)
         if as_json:
-            write_json([{**summary_json(row), "depth": depth} for row, depth in shown])
+            write_json(
+                [
+                    {
+                        **summary_json(row),
+                        "depth": depth,
+                        **(
+                            {"usage": tokens[row.session_id].as_json()}
+                            if row.session_id in tokens
+                            else {}
+                        ),
+                    }
+                    for row, depth in shown
+                ]
+            )
             return
         if not shown:
             hint = "" if all_projects else " (--all shows every project's)"
             _say(f"No sessions in this project{hint}.")
             return
         sessions_table(
-            shown, show_project=all_projects, show_used=sort is SortOrder.used, out=console()
+            shown,
+            show_project=all_projects,
+            show_used=sort is SortOrder.used,
+            usage=tokens if usage else None,
+            out=console(),
         )
         if more:
             _say(f"(the newest {limit} shown; --limit N shows more, --limit 0 all)")
@@ -499,11 +525,13 @@ def show(
             records = await rt.transcript(head.session_id)
             log = [e async for e in rt.events(head.session_id)] if events else []
             project = rt.project
+            report = await session_usage(rt, head.session_id)
         if as_json:
             document: dict[str, Any] = {
                 **summary_json(head),
                 "tree": [summary_json(row) for row in tree],
                 "transcript": [record.model_dump(mode="json") for record in records],
+                "usage": report.as_json(),
             }
             if events:
                 document["events"] = [event.model_dump(mode="json") for event in log]
@@ -520,6 +548,7 @@ def show(
             )
         else:
             out.print("\n".join(metadata_lines(head.metadata, head.status)), markup=False)
+            out.print("\n".join(usage_lines(report, tree)), markup=False)
         if len(tree) > 1:
             out.print("\nSub-sessions:", markup=False)
             out.print("\n".join(tree_lines(tree, head.session_id)), markup=False)
