@@ -14,6 +14,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import nullcontext
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
@@ -34,6 +35,7 @@ from amplifier import (
 from amplifier.agents import ProviderKind, Tokens, session_profile, session_usage
 
 from ._interactive import History, run_interactive
+from ._progress import live_progress
 from ._render import (
     console,
     event_lines,
@@ -228,8 +230,12 @@ async def _one_turn(
                 session.cancel()
 
         tg.start_soon(cancel_on_interrupt)
+        # The live tree of tool calls and sub-sessions: for a person at a terminal only.
+        showing = sys.stderr.isatty() and not as_json
+        progress = live_progress(session, console(stderr=True)) if showing else nullcontext()
         try:
-            reply = await session.ask(prompt, on_text=show if stream else None)
+            async with progress:
+                reply = await session.ask(prompt, on_text=show if stream else None)
         except TurnCancelled:
             tg.cancel_scope.cancel()
             if as_json:
@@ -244,6 +250,7 @@ async def _one_turn(
                 write_json({"session_id": session.id, "status": "failed", "error": exc.reason})
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
             _say(f"Session: {session.id}")
+            _resume_hint(session.id)
             return 1
         tg.cancel_scope.cancel()
     if as_json:
@@ -262,7 +269,12 @@ async def _one_turn(
         sys.stdout.write(safe(reply.text) + "\n")
     sys.stdout.flush()
     _say(f"Session: {session.id}")
+    _resume_hint(session.id)
     return 0
+
+
+def _resume_hint(session_id: str) -> None:
+    _say(f"Resume with: amplifier session resume {session_id}")
 
 
 def _read_prompt(prompt: str | None) -> str | None:
@@ -298,6 +310,7 @@ def root(
         async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
             async with rt.open_session(agent=agent) as session:
                 await run_interactive(rt, session, history="none", interrupts=interrupts, say=_say)
+        _resume_hint(session.id)
 
     _execute(main)
 
@@ -418,6 +431,7 @@ async def _resume(
             if prompt is not None:
                 return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
             await run_interactive(rt, session, history=history, interrupts=interrupts, say=_say)
+    _resume_hint(session.id)
     return None
 
 
