@@ -35,6 +35,7 @@ from amplifier import (
 from amplifier.agents import ProviderKind, Tokens, session_profile, session_usage
 
 from ._interactive import History, run_interactive
+from ._picker import choose, on_a_terminal, recent_sessions
 from ._progress import live_progress
 from ._render import (
     console,
@@ -376,14 +377,28 @@ def continue_(
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
+    pick: Annotated[
+        bool, typer.Option("--pick", help="Choose from the recent sessions (on a terminal).")
+    ] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Resume the most recent session of this project."""
+    """Resume the session of this project used last (--pick: choose one)."""
     as_json = _json_mode(json_flag, output_format)
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
+        if pick:
+            return await _resume(
+                await _picked(interrupts, as_json),
+                prompt,
+                profile=profile,
+                provider=provider,
+                model=model,
+                history=history,
+                interrupts=interrupts,
+                as_json=as_json,
+            )
         async with open_runtime(durability="none") as probe:
             latest = await probe.latest()
         if latest is None:
@@ -406,6 +421,27 @@ def continue_(
         )
 
     _execute(main, as_json=as_json)
+
+
+async def _picked(interrupts: AsyncIterator[int], as_json: bool) -> str:
+    """The session the person picks at the terminal (``_picker``); leaves if there is none."""
+    if not on_a_terminal():
+        _fail(
+            "no session ID: give one (an ID prefix or a name will do), "
+            "or run this on a terminal to pick from the recent sessions",
+            code=2,
+            as_json=as_json,
+        )
+    rows = await recent_sessions()
+    if not rows:
+        _fail("no session to resume in this project", code=1, as_json=as_json)
+    choice = await choose(rows, interrupts)
+    if choice.interrupted:
+        _fail("interrupted", code=130, as_json=as_json)
+    if choice.session_id is None:
+        _say("Nothing resumed.")
+        raise _Exit(0)
+    return choice.session_id
 
 
 async def _resume(
@@ -577,7 +613,12 @@ def show(
 
 @session_app.command("resume")
 def resume_(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    session_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID]", help="Session id, prefix or name (none: pick one, on a terminal)."
+        ),
+    ] = None,
     prompt: Annotated[
         str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
     ] = None,
@@ -594,8 +635,9 @@ def resume_(
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
+        chosen = session_id if session_id is not None else await _picked(interrupts, as_json)
         return await _resume(
-            session_id,
+            chosen,
             prompt,
             profile=profile,
             provider=provider,
