@@ -332,7 +332,7 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
     try:
         validate_session_id(id_or_prefix)
     except InvalidSessionId:
-        named = _named(home, id_or_prefix, project=project)
+        named = _named(home, id_or_prefix, project=project, scan=True)
         if named is None:
             raise
         return named
@@ -374,27 +374,35 @@ def find_session(home: Path, id_or_prefix: str, *, project: str | None) -> Sessi
         return matches[0]
     if matches:
         raise AmbiguousSessionId(id_or_prefix, sorted(m.session_id for m in matches))
+    named = _named(home, id_or_prefix, project=project, scan=True)
+    if named is not None:
+        return named
     raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
 
 
-def _named(home: Path, name: str, *, project: str | None) -> SessionLocation | None:
+def _named(
+    home: Path, name: str, *, project: str | None, scan: bool = False
+) -> SessionLocation | None:
     """The session named exactly ``name`` (this project's first), or None if there is none.
 
     Raises ``AmbiguousSessionId`` if several share the name. The index
     proposes; each session's own metadata confirms (the file is the truth).
+    Without a usable index, only with ``scan`` are all metadata files read
+    (the last resort of a lookup, not its first step).
     """
     if not name.strip() or not home.is_dir():
         return None
     with _index(home) as db:
-        candidates = (
-            index_name(db, home, name)
-            if db is not None
-            else [
+        if db is not None:
+            candidates = index_name(db, home, name)
+        elif scan:
+            candidates = [
                 SessionLocation(home, slug, session_id)
                 for slug in all_projects(home)
                 for session_id in project_ids(home, slug)
             ]
-        )
+        else:
+            return None
     matches = []
     for location in candidates:
         try:
