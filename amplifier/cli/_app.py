@@ -521,10 +521,9 @@ def list_(
                 shown.extend(
                     (node, (node.metadata.depth - base) if node.metadata else 0) for node in nodes
                 )
-            for root_row in page[:limit] if limit else page:
-                if usage:
-                    report = await session_usage(rt, root_row.session_id)
-                    tokens.update((s.session_id, s.tree) for s in report.sessions)
+            for root_row in (page[:limit] if limit else page) if usage else []:
+                report = await session_usage(rt, root_row.session_id)
+                tokens.update((s.session_id, s.tree) for s in report.sessions)
         if as_json:
             write_json(
                 [

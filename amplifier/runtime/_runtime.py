@@ -60,7 +60,7 @@ from amplifier.persistence import (
 from ._bus import EventBus, Subscription
 from ._exceptions import RuntimeClosed
 from ._ids import is_child_id, new_root_id
-from ._labels import clean_name, retag
+from ._labels import clean_name, clean_tag, retag
 from ._session import Services, Session, SessionActor
 from ._turns import EchoTurnHandler, TurnHandler
 
@@ -215,10 +215,11 @@ class Runtime:
         ``tag`` keeps the sessions that have that tag.
         """
         project = None if all_projects else self.project
+        wanted = clean_tag(tag) if tag is not None else None
         await self._store.flush()
         return await anyio.to_thread.run_sync(
             lambda: list_sessions(
-                self.home, project, limit=limit, roots_only=roots_only, sort=sort, tag=tag
+                self.home, project, limit=limit, roots_only=roots_only, sort=sort, tag=wanted
             )
         )
 
