@@ -400,9 +400,16 @@ def _label_hits(
     db: sqlite3.Connection, home: Path, terms: list[tuple[str, bool]], *, project: str | None
 ) -> list[SearchHit]:
     """Sessions whose name and tags together contain every term, most recently used first."""
-    rows = db.execute(
-        "SELECT project, session_id, root_id, updated, name, tags FROM sessions "
-        "WHERE (name IS NOT NULL OR tags IS NOT NULL) ORDER BY updated DESC"
+    # The partial index ``labelled`` holds only sessions with a name or tags;
+    # an ORDER BY here would walk every session instead. Few are labelled:
+    # they are sorted here.
+    rows = sorted(
+        db.execute(
+            "SELECT project, session_id, root_id, updated, name, tags FROM sessions "
+            "WHERE (name IS NOT NULL OR tags IS NOT NULL)"
+        ),
+        key=lambda row: str(row[3]),
+        reverse=True,
     )
     wanted = [value.lower() for value, _ in terms]
     hits = []
