@@ -44,7 +44,7 @@ from ._paths import (
     validate_session_id,
 )
 from ._records import EventRecord, SessionMetadata, TranscriptRecord
-from ._search import SearchHit, rebuild_search, search_built
+from ._search import SearchHit, parse_query, rebuild_search, search_built
 from ._search import search as search_index
 
 _R = TypeVar("_R", EventRecord, TranscriptRecord)
@@ -302,8 +302,10 @@ def search_sessions(
 
     Builds the search part of the index first if it never was (reads
     every transcript once). Raises ``PersistenceError`` if there is no
-    usable index (a read-only home that never had one, say).
+    usable index (a read-only home that never had one, say), ``UsageError``
+    if there is no word to search for.
     """
+    parse_query(text)  # a malformed query is refused even where nothing is stored
     if not home.is_dir():
         return []
     with _index(home) as db:
