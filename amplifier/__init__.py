@@ -23,7 +23,9 @@ if _TYPE_CHECKING:
         ScriptedProvider,
         UnknownAgent,
         UnknownProfile,
+        UsageReport,
         open_runtime,
+        session_usage,
     )
     from amplifier.persistence import (
         AmbiguousSessionId,
@@ -33,6 +35,7 @@ if _TYPE_CHECKING:
         InvalidSessionId,
         PersistenceError,
         RecoveryWarning,
+        SearchHit,
         SessionLocked,
         SessionMetadata,
         SessionNotFound,
@@ -73,7 +76,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ScriptedProvider",
         "UnknownAgent",
         "UnknownProfile",
+        "UsageReport",
         "open_runtime",
+        "session_usage",
     ),
     "amplifier.persistence": (
         "AmbiguousSessionId",
@@ -83,6 +88,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "InvalidSessionId",
         "PersistenceError",
         "RecoveryWarning",
+        "SearchHit",
         "SessionLocked",
         "SessionMetadata",
         "SessionNotFound",
@@ -136,6 +142,7 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "ScriptedProvider",
+    "SearchHit",
     "Session",
     "SessionClosed",
     "SessionContext",
@@ -156,8 +163,10 @@ __all__ = [
     "UnknownAgent",
     "UnknownProfile",
     "UsageError",
+    "UsageReport",
     "WriteFailed",
     "open_runtime",
+    "session_usage",
 ]
 
 

@@ -774,10 +774,7 @@ def report(
                         )
                     )
                     figures.append((DURABILITY[mode], ok, ratio, ours))
-                met_with = [durability for durability, ok, _, _ in figures if ok]
-                state = "met with " + " and ".join(met_with) if met_with else "NOT met"
-                if met_with and len(met_with) < len(figures):
-                    state += " only"
+                state = "met" if figures and all(ok for _, ok, _, _ in figures) else "NOT met"
                 detail = "; ".join(
                     f"{durability} {ratio:.2f}x ({ours:.0f} vs {baseline:.0f}/s)"
                     for durability, _, ratio, ours in figures

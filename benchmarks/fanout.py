@@ -139,8 +139,8 @@ def verify(home: Path, root: str, results: Sequence[amplifier.DelegationResult])
     return records + parent
 
 
-async def run_events(directory: Path) -> float:
-    config = persistence.Config(sessions=100, events=100)
+async def run_events(directory: Path, size: int) -> float:
+    config = persistence.Config(sessions=size, events=size)
     result = await persistence.run_ours(directory, config, "fsync", verify=False)
     return result.rate
 
@@ -150,7 +150,9 @@ def run_one(kind: str, backend: Backend, children: int, root: Path) -> FanOut | 
     try:
         if kind == "fan-out":
             return anyio.run(partial(run_fan_out, directory, children), backend=backend)
-        return anyio.run(run_events, directory, backend=backend)
+        # persistence.py's own size (100 x 100); smaller with a smaller fan-out.
+        size = 100 if children >= 1000 else 30
+        return anyio.run(run_events, directory, size, backend=backend)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

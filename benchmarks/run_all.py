@@ -23,7 +23,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("persistence", "delegation", "memory", "resume", "listing", "startup")
+BENCHMARKS = (
+    "persistence",
+    "delegation",
+    "fanout",
+    "memory",
+    "resume",
+    "listing",
+    "startup",
+    "search",
+)
 
 
 def main() -> int:

@@ -401,7 +401,11 @@ async def test_our_metadata_keeps_their_keys_current(home: Path, project: Path) 
 def test_their_rewrite_of_our_metadata_counts_their_turns(home: Path, project: Path) -> None:
     """When their CLI goes on with a session of ours, its turns and time are ours to show."""
     done = amp("run", "hello", cwd=project, home=home)
-    session_id = done.stderr.strip().removeprefix("Session: ")
+    (session_id,) = [
+        line.removeprefix("Session: ")
+        for line in done.stderr.splitlines()
+        if line.startswith("Session: ")
+    ]
     shared = cli.CliSession(home, project, session_id, {})
     shared.rewrite(cli.user("theirs"), cli.assistant("their answer"))
     metadata = read_metadata(find_session(home, session_id, project=None))

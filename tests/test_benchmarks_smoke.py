@@ -35,6 +35,7 @@ def test_every_benchmark_runs_and_checks_what_it_measured(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = done.stdout.split("===== targets")[1]
-    for name in ("persistence", "delegation", "memory", "resume", "listing", "startup"):
+    names = ("persistence", "delegation", "fanout", "memory", "resume", "listing", "startup")
+    for name in (*names, "search"):
         assert f"({name}: " in done.stdout
         assert summary.count(name) >= 2, f"{name} printed no verdicts"

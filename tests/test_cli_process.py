@@ -48,7 +48,7 @@ def test_fresh_machine_run_then_list(home: Path, project: Path, backend: str) ->
     done = amp("run", "Summarise what this runtime does", cwd=project, home=home, backend=backend)
     assert done.returncode == 0
     assert "You asked: Summarise what this runtime does" in done.stdout
-    session_id = done.stderr.strip().removeprefix("Session: ")
+    session_id = done.stderr.splitlines()[0].removeprefix("Session: ")
     listing = amp("session", "list", cwd=project, home=home, backend=backend)
     assert listing.returncode == 0
     assert listing.stdout.splitlines()[1].startswith(session_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -326,3 +328,55 @@ async def _session_with_events(home: Path, count: int, session_id: str = "s1") -
             await writer.append_event("note", {"n": n}, parent_id=None)
         await writer.close()
     return location
+
+
+CREATE_THEN_DIE = """
+import os, sys, anyio
+import amplifier.runtime
+import amplifier.persistence._actor as actor
+
+actor.WRITE_BEHIND_DELAY = 3600  # nothing is written behind before the end below
+
+async def main():  # the echo handler: its turn reads nothing back (no flush)
+    async with amplifier.runtime.open_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
+        session = await rt.open_session()
+        reply = await session.ask("remember this")
+        print(session.id, reply.text, flush=True)
+        os._exit(0)  # dies with the session in the journal only
+
+anyio.run(main)
+"""
+
+
+def test_a_session_created_just_before_a_crash_comes_back_whole(
+    home: Path, tmp_path: Path
+) -> None:
+    """A session is durable once created: killed before its folder exists, it comes back."""
+    project = tmp_path / "project"
+    project.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    session_id = done.stdout.split()[0]
+    assert not list(home.glob(f"projects/*/sessions/{session_id}")), "written before the crash"
+    rows = list_sessions(home, None)  # a reader: replays nothing by itself
+    assert session_id not in [row.session_id for row in rows]
+
+    async def reopen() -> None:
+        async with open_store(home):
+            pass
+
+    with pytest.warns(RecoveryWarning, match="restored"):
+        anyio.run(reopen)
+    (folder,) = home.glob(f"projects/*/sessions/{session_id}")
+    assert read_metadata(SessionLocation(home, folder.parent.parent.name, session_id)).agent
+    events = [r["event"] for r in lines(folder / "events.jsonl")]
+    assert events == ["session:start", "prompt:submit", "prompt:complete"]
+    assert [m["content"] for m in lines(folder / "transcript.jsonl")] == [
+        "remember this",
+        "echo: remember this",
+    ]

@@ -349,6 +349,7 @@ async def test_cleanup_keeps_a_damaged_child_of_a_session_in_use(home: Path, pro
     async with open_runtime(cwd=project, handler=handler, clock=lambda: old) as rt:
         async with rt.open_session() as root:
             await root.ask("delegate")
+            await rt.flush()
             (child,) = metadata(home, root.id)["children"]
             folder = session_dirs(home)[child]
             (folder / "metadata.json").write_text("{not json")

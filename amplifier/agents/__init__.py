@@ -36,7 +36,7 @@ from ._messages import (
     to_record,
 )
 from ._offline import OfflineProvider
-from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog, ToolPolicy
+from ._profiles import DEFAULT_PROFILE, Price, Profile, ProfileCatalog, ToolPolicy
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
 from ._provider_config import ProviderConfig, ProviderKind
 from ._providers import make_provider
@@ -44,6 +44,7 @@ from ._runtime import load_profile, open_runtime, session_profile
 from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
 from ._specs import AgentCatalog, AgentSpec, parse_spec
 from ._tools import Tool, ToolBox, ToolContext, confine
+from ._usage import SessionUsage, Tokens, TurnUsage, UsageReport, session_usage, usage_of
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -61,6 +62,7 @@ __all__ = [
     "DelegateTool",
     "Message",
     "OfflineProvider",
+    "Price",
     "Profile",
     "ProfileCatalog",
     "Provider",
@@ -76,7 +78,9 @@ __all__ = [
     "ScriptedCall",
     "ScriptedProvider",
     "ScriptedTurn",
+    "SessionUsage",
     "TextSink",
+    "Tokens",
     "Tool",
     "ToolBox",
     "ToolCall",
@@ -85,9 +89,11 @@ __all__ = [
     "ToolPolicy",
     "ToolResultMessage",
     "ToolSpec",
+    "TurnUsage",
     "UnknownAgent",
     "UnknownProfile",
     "Usage",
+    "UsageReport",
     "UserMessage",
     "confine",
     "file_tools",
@@ -100,5 +106,7 @@ __all__ = [
     "parse_spec",
     "read_messages",
     "session_profile",
+    "session_usage",
     "to_record",
+    "usage_of",
 ]

@@ -41,6 +41,15 @@ class ToolPolicy(BaseModel):
         return tool not in self.deny and (self.allow is None or tool in self.allow)
 
 
+class Price(BaseModel):
+    """What a model costs, in USD per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -68,6 +77,8 @@ class Profile(BaseModel):
     """Keep API keys and credential-like strings out of events, metadata and tool output."""
     redact_patterns: tuple[str, ...] = ()
     """More regular expressions to redact, beyond the common key formats."""
+    prices: dict[str, Price] = Field(default_factory=dict)
+    """USD per million tokens, by model name: ``show`` and ``list --usage`` then give costs."""
     source: str = "built-in"
 
     @field_validator("redact_patterns")

@@ -21,6 +21,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -40,11 +41,13 @@ from ._render import (
     summary_json,
     transcript_lines,
     tree_lines,
+    usage_lines,
     write_json,
 )
 
 if TYPE_CHECKING:
-    from amplifier import Runtime, Session, SessionSummary, open_runtime
+    from amplifier import Runtime, Session, SessionSummary
+    from amplifier import open_runtime as open_runtime
     from amplifier.agents import ProviderKind
 
     from ._interactive import History
@@ -73,6 +76,11 @@ app.add_typer(session_app, name="session")
 class OutputFormat(StrEnum):
     text = "text"
     json = "json"
+
+
+class SortOrder(StrEnum):
+    created = "created"
+    used = "used"
 
 
 class Provider(StrEnum):
@@ -161,12 +169,29 @@ def _execute(
     default, which would interrupt shutdown mid-write. A signal the process
     was started with ignored (``nohup`` ignores SIGHUP) stays ignored.
     """
-    from amplifier import AmbiguousSessionId, AmplifierError, UsageError
-
     warnings.showwarning = _show_warning
     signals = tuple(
         s for s in signals if s == signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN
     )
+    # Given back when the command is done: a process that runs several commands
+    # (tests do) must not pass ignored signals on to the programs it starts.
+    # Ctrl-C stays ignored: after the work, it has nothing left to stop.
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        _run_guarded(main, as_json=as_json, signals=signals)
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _run_guarded(
+    main: Callable[[AsyncIterator[int]], Awaitable[int | None]],
+    *,
+    as_json: bool,
+    signals: tuple[signal.Signals, ...],
+) -> None:
+    from amplifier import AmbiguousSessionId, AmplifierError, UsageError
 
     async def guarded() -> int | None:
         # Ignored underneath the receiver: a receiver that closes re-delivers
@@ -254,6 +279,8 @@ async def _one_turn(
     """
     from amplifier import TurnCancelled, TurnFailed
 
+    from ._progress import live_progress
+
     stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []
 
@@ -275,8 +302,12 @@ async def _one_turn(
                 session.cancel()
 
         tg.start_soon(cancel_on_interrupt)
+        # The live tree of tool calls and sub-sessions: for a person at a terminal only.
+        showing = sys.stderr.isatty() and not as_json
+        progress = live_progress(session, console(stderr=True)) if showing else nullcontext()
         try:
-            reply = await session.ask(prompt, on_text=show)
+            async with progress:
+                reply = await session.ask(prompt, on_text=show)
         except TurnCancelled:
             await session.close(status="cancelled")  # before the scope is cancelled
             tg.cancel_scope.cancel()
@@ -298,6 +329,7 @@ async def _one_turn(
                 sys.stdout.flush()
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
             _say(f"Session: {session.id}")
+            _resume_hint(session.id)
             return 1
         limit = await answer_limit(feed)
         tg.cancel_scope.cancel()
@@ -318,7 +350,12 @@ async def _one_turn(
     if limit is not None:
         _say(limit_notice(limit))
     _say(f"Session: {session.id}")
+    _resume_hint(session.id)
     return 0
+
+
+def _resume_hint(session_id: str) -> None:
+    _say(f"Resume with: amplifier session resume {session_id}")
 
 
 def _read_prompt(prompt: str | None) -> str | None:
@@ -415,9 +452,11 @@ def root(
 
         async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
             async with rt.open_session(agent=agent) as session:
-                return await run_interactive(
+                code = await run_interactive(
                     rt, session, history="none", interrupts=interrupts, say=_say
                 )
+        _resume_hint(session.id)
+        return code
 
     _execute(main, signals=TURN_SIGNALS)
 
@@ -443,6 +482,9 @@ def run(
     provider: ProviderOption = None,
     model: ModelOption = None,
     agent: AgentOption = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help='Name the new session (e.g. "auth fix").')
+    ] = None,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
@@ -458,6 +500,8 @@ def run(
         _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
     if resume is not None and agent is not None:
         _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
+    if resume is not None and name is not None:
+        _fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
         from amplifier.agents import session_profile
@@ -466,7 +510,11 @@ def run(
         if resume is not None and chosen is None:
             chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
         async with open_runtime(profile=chosen, provider=_provider(provider), model=model) as rt:
-            opening = rt.resume(resume) if resume is not None else rt.open_session(agent=agent)
+            opening = (
+                rt.resume(resume)
+                if resume is not None
+                else rt.open_session(agent=agent, name=name)
+            )
             async with opening as session:
                 if not as_json:
                     await _other_project_note(rt, session)
@@ -487,15 +535,30 @@ def continue_(
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
+    pick: Annotated[
+        bool, typer.Option("--pick", help="Choose from the recent sessions (on a terminal).")
+    ] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Resume the most recent session of this project."""
+    """Resume the session of this project used last (--pick: choose one)."""
     as_json = _json_mode(json_flag, output_format)
     profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
+        if pick:
+            return await _resume(
+                await _picked(interrupts, as_json),
+                prompt,
+                profile=profile,
+                provider=provider,
+                model=model,
+                history=history,
+                interactive=interactive,
+                interrupts=interrupts,
+                as_json=as_json,
+            )
         async with open_runtime(durability="none") as probe:
             latest = await probe.latest()
         if latest is None:
@@ -503,6 +566,11 @@ def continue_(
                 "no session to continue in this project; start one with 'amplifier run'",
                 code=1,
                 as_json=as_json,
+            )
+        if latest.metadata is None:
+            _say(
+                f"Note: session {latest.session_id} is damaged ({latest.problem}); "
+                "resuming it rebuilds its metadata from its event log"
             )
         return await _resume(
             latest.session_id,
@@ -517,6 +585,29 @@ def continue_(
         )
 
     _execute(main, as_json=as_json, signals=TURN_SIGNALS)
+
+
+async def _picked(interrupts: AsyncIterator[int], as_json: bool) -> str:
+    """The session the person picks at the terminal (``_picker``); leaves if there is none."""
+    from ._picker import choose, on_a_terminal, recent_sessions
+
+    if not on_a_terminal():
+        _fail(
+            "no session ID: give one (an ID prefix or a name will do), "
+            "or run this on a terminal to pick from the recent sessions",
+            code=2,
+            as_json=as_json,
+        )
+    rows = await recent_sessions()
+    if not rows:
+        _fail("no session to resume in this project", code=1, as_json=as_json)
+    choice = await choose(rows, interrupts)
+    if choice.interrupted:
+        _fail("interrupted", code=130, as_json=as_json)
+    if choice.session_id is None:
+        _say("Nothing resumed.")
+        raise _Exit(0)
+    return choice.session_id
 
 
 def _resume_flags(
@@ -578,9 +669,11 @@ async def _resume(
                 await _other_project_note(rt, session)
             if prompt is not None:
                 return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
-            return await run_interactive(
+            code = await run_interactive(
                 rt, session, history=history, interrupts=interrupts, say=_say
             )
+    _resume_hint(session.id)
+    return code
 
 
 @session_app.command("list")
@@ -595,6 +688,16 @@ def list_(
     tree: Annotated[
         bool, typer.Option("--tree", help="Show sub-sessions under their parent.")
     ] = False,
+    sort: Annotated[
+        SortOrder,
+        typer.Option("--sort", help="Newest first by: created, or used (last used)."),
+    ] = SortOrder.created,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Only the sessions with this tag.")
+    ] = None,
+    usage: Annotated[
+        bool, typer.Option("--usage", help="Add tokens and cost (with sub-sessions).")
+    ] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
@@ -602,11 +705,18 @@ def list_(
     as_json = _json_mode(json_flag, output_format)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
+        from amplifier.agents import Tokens, session_usage
+
         shown: list[tuple[SessionSummary, int]] = []
+        tokens: dict[str, Tokens] = {}
         async with open_runtime(durability="none") as rt:
             # One more than asked: says whether there is more than the page.
             page = await rt.sessions(
-                all_projects=all_projects, limit=limit + 1 if limit else None, roots_only=True
+                all_projects=all_projects,
+                limit=limit + 1 if limit else None,
+                roots_only=True,
+                sort=sort.value,
+                tag=tag,
             )
             more = bool(limit) and len(page) > limit
             for root_row in page[:limit] if limit else page:
@@ -618,14 +728,36 @@ def list_(
                 shown.extend(
                     (node, (node.metadata.depth - base) if node.metadata else 0) for node in nodes
                 )
+            for root_row in (page[:limit] if limit else page) if usage else []:
+                report = await session_usage(rt, root_row.session_id)
+                tokens.update((s.session_id, s.tree) for s in report.sessions)
         if as_json:
-            write_json([{**summary_json(row), "depth": depth} for row, depth in shown])
+            write_json(
+                [
+                    {
+                        **summary_json(row),
+                        "depth": depth,
+                        **(
+                            {"usage": tokens[row.session_id].as_json()}
+                            if row.session_id in tokens
+                            else {}
+                        ),
+                    }
+                    for row, depth in shown
+                ]
+            )
             return
         if not shown:
             hint = "" if all_projects else " (--all shows every project's)"
             _say(f"No sessions in this project{hint}.")
             return
-        sessions_table(shown, show_project=all_projects, out=console())
+        sessions_table(
+            shown,
+            show_project=all_projects,
+            show_used=sort is SortOrder.used,
+            usage=tokens if usage else None,
+            out=console(),
+        )
         if more:
             _say(f"(the newest {limit} shown; --limit N shows more, --limit 0 all)")
 
@@ -643,17 +775,21 @@ def show(
     as_json = _json_mode(json_flag, output_format)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
+        from amplifier.agents import session_usage
+
         async with open_runtime(durability="none") as rt:
             tree = await rt.tree(session_id)
             head = tree[0]
             records = await rt.transcript(head.session_id)
             log = [e async for e in rt.events(head.session_id)] if events else []
             project = rt.project
+            report = await session_usage(rt, head.session_id)
         if as_json:
             document: dict[str, Any] = {
                 **summary_json(head),
                 "tree": [summary_json(row) for row in tree],
                 "transcript": [record.model_dump(mode="json") for record in records],
+                "usage": report.as_json(),
             }
             if events:
                 document["events"] = [event_json(event) for event in log]
@@ -670,6 +806,7 @@ def show(
             )
         else:
             out.print("\n".join(metadata_lines(head.metadata, head.status, records)), markup=False)
+            out.print("\n".join(usage_lines(report, tree)), markup=False)
         if len(tree) > 1:
             out.print("\nSub-sessions:", markup=False)
             out.print("\n".join(tree_lines(tree, head.session_id)), markup=False)
@@ -685,7 +822,12 @@ def show(
 @session_app.command("resume")
 def resume_(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    session_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID]", help="Session id, prefix or name (none: pick one, on a terminal)."
+        ),
+    ] = None,
     prompt: Annotated[
         str | None, typer.Argument(help="One turn with this prompt; without it, interactive.")
     ] = None,
@@ -704,8 +846,9 @@ def resume_(
     history = _history(no_history, full_history)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
+        chosen = session_id if session_id is not None else await _picked(interrupts, as_json)
         return await _resume(
-            session_id,
+            chosen,
             prompt,
             profile=profile,
             provider=provider,

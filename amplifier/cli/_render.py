@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -23,7 +23,14 @@ import orjson
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from amplifier import EventRecord, SessionMetadata, SessionSummary, TranscriptRecord
+    from amplifier import (
+        EventRecord,
+        SessionMetadata,
+        SessionSummary,
+        TranscriptRecord,
+        UsageReport,
+    )
+    from amplifier.agents import Tokens
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PROMPT_WIDTH = 48
@@ -85,27 +92,46 @@ def summary_json(row: SessionSummary) -> dict[str, Any]:
 
 
 def sessions_table(
-    rows: Sequence[tuple[SessionSummary, int]], *, show_project: bool, out: Console
+    rows: Sequence[tuple[SessionSummary, int]],
+    *,
+    show_project: bool,
+    out: Console,
+    show_used: bool = False,
+    usage: Mapping[str, Tokens] | None = None,
 ) -> None:
-    """The ``session list`` table; each row with its depth (sub-sessions are indented)."""
+    """The ``session list`` table; each row with its depth (sub-sessions are indented).
+
+    A Name column appears when some session has a name or tags; Used (the
+    last use) when the list is sorted by it.
+    """
     from rich import box  # Rule 3
     from rich.table import Table
     from rich.text import Text
 
     bare = plain(out.file)
     table = Table(box=None if bare else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("ID", "Created", "Profile", "Messages", "Last Prompt", "Status"):
-        table.add_column(column, no_wrap=column != "Last Prompt", overflow="fold")
+    labelled = any(row.metadata and (row.metadata.name or row.metadata.tags) for row, _ in rows)
+    columns = ["ID", *(["Name"] if labelled else []), "Created", *(["Used"] if show_used else [])]
+    columns += ["Profile", "Messages", *(["Tokens", "Cost"] if usage is not None else [])]
+    columns += ["Last Prompt", "Status"]
+    for column in columns:
+        table.add_column(column, no_wrap=column not in ("Last Prompt", "Name"), overflow="fold")
     if show_project:
         table.add_column("Project", no_wrap=True)
     for row, depth in rows:
         indent = "  " * depth + ("└─ " if depth else "")
         meta = row.metadata
-        cells = [
-            indent + row.session_id,
-            when(meta.created) if meta else "?",
-            (meta.profile or "-") if meta else "?",
-            str(meta.message_count) if meta else "?",
+        cells = [indent + row.session_id]
+        if labelled:
+            cells.append(label(meta))
+        cells.append(when(meta.created) if meta else "?")
+        if show_used:
+            cells.append(when(meta.updated) if meta else "?")
+        cells += [(meta.profile or "-") if meta else "?", str(meta.message_count) if meta else "?"]
+        if usage is not None:
+            tokens = usage.get(row.session_id)
+            cells += [token_counts(tokens), cost(tokens)] if tokens else ["?", "?"]
+        cells += [
             f'"{one_line(meta.last_prompt)}"' if meta and meta.last_prompt else "",
             row.status if meta else f"damaged: {one_line(row.problem, 40)}",
         ]
@@ -115,11 +141,67 @@ def sessions_table(
     out.print(table)
 
 
+def token_counts(tokens: Tokens) -> str:
+    """``1,234 in / 567 out``."""
+    return f"{tokens.input:,} in / {tokens.output:,} out"
+
+
+def cost(tokens: Tokens) -> str:
+    """``$0.0123``; ``-`` with no price for any call; ``$0.01 + unpriced`` for some."""
+    if tokens.calls == 0:
+        return "$0"
+    if tokens.unpriced == tokens.calls:
+        return "-"
+    shown = f"${tokens.cost:.4f}" if tokens.cost < 1 else f"${tokens.cost:,.2f}"
+    return shown if tokens.priced else f"{shown} + unpriced"
+
+
+def usage_lines(report: UsageReport, rows: Sequence[SessionSummary]) -> list[str]:
+    """Tokens and cost: the session's, its tree's, per turn, and per sub-session."""
+    head = report.head
+    lines = [
+        f"Usage:     {token_counts(head.own)} tokens, {head.own.calls} model call(s), "
+        f"cost {cost(head.own)}"
+    ]
+    if head.tree.calls != head.own.calls:
+        lines.append(
+            f"  with sub-sessions: {token_counts(head.tree)}, {head.tree.calls} call(s), "
+            f"cost {cost(head.tree)}"
+        )
+    for turn in head.turns:
+        line = f"  turn {turn.turn}: {token_counts(turn.own)}"
+        if turn.tree.calls != turn.own.calls:
+            line += f" (with sub-sessions: {token_counts(turn.tree)})"
+        lines.append(line)
+    agents = {row.session_id: row.metadata.agent for row in rows if row.metadata is not None}
+    for session in report.sessions[1:]:
+        lines.append(
+            f"  {session.session_id} [{safe(agents.get(session.session_id, '?'))}]: "
+            f"{token_counts(session.tree)}, cost {cost(session.tree)}"
+        )
+    if head.tree.calls and head.tree.unpriced == head.tree.calls:
+        lines.append(f"  (no cost: the profile {report.profile or 'base'!r} gives no prices)")
+    elif head.tree.unpriced:
+        lines.append(f"  ({head.tree.unpriced} call(s) to models the profile gives no price for)")
+    return lines
+
+
+def label(meta: SessionMetadata | None) -> str:
+    """A session's name and tags on one line: ``auth fix #security #draft``."""
+    if meta is None:
+        return ""
+    parts = [one_line(meta.name, 40)] if meta.name else []
+    parts += [f"#{safe(tag)}" for tag in meta.tags]
+    return " ".join(parts)
+
+
 def metadata_lines(
     meta: SessionMetadata, status: str, records: Sequence[TranscriptRecord]
 ) -> list[str]:
     lines = [
         f"Session:   {meta.session_id}",
+        *([f"Name:      {one_line(meta.name, 200)}"] if meta.name else []),
+        *([f"Tags:      {', '.join(safe(tag) for tag in meta.tags)}"] if meta.tags else []),
         f"Status:    {status}",
         f"Created:   {when(meta.created)}    Updated: {when(meta.updated)}",
         f"Project:   {safe(meta.cwd)}",

@@ -17,6 +17,7 @@ from ._exceptions import (
     StoreWarning,
     WriteFailed,
 )
+from ._index import SessionSort
 from ._ownership import Owner, holder
 from ._paths import (
     MAX_ID_LENGTH,
@@ -35,12 +36,14 @@ from ._reader import (
     existing_children,
     find_session,
     iter_events,
+    last_write,
     list_sessions,
     load_message_tail,
     load_transcript,
     load_transcript_tail,
     merge_events,
     read_metadata,
+    search_sessions,
     session_tree,
     summarize,
 )
@@ -57,6 +60,7 @@ from ._records import (
 )
 from ._recovery import RecoveryReport, recover_dead_journals
 from ._requests import Receipt
+from ._search import SearchHit
 from ._store import SessionWriter, Store, open_store
 
 __all__ = [
@@ -77,10 +81,12 @@ __all__ = [
     "Receipt",
     "RecoveryReport",
     "RecoveryWarning",
+    "SearchHit",
     "SessionLocation",
     "SessionLocked",
     "SessionMetadata",
     "SessionNotFound",
+    "SessionSort",
     "SessionStatus",
     "SessionSummary",
     "SessionWriter",
@@ -99,6 +105,7 @@ __all__ = [
     "holder",
     "id_spans",
     "iter_events",
+    "last_write",
     "list_sessions",
     "load_message_tail",
     "load_transcript",
@@ -109,6 +116,7 @@ __all__ = [
     "read_metadata",
     "recover_dead_journals",
     "resolve_home_and_cwd",
+    "search_sessions",
     "session_tree",
     "summarize",
     "utc_now",

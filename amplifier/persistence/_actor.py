@@ -315,7 +315,7 @@ class PersistenceActor:
             self._claimed.clear()
             self._release_closed()
             if journal is not None:
-                journal.remove()
+                journal.remove(sync=self.durability == "fsync")
                 self._journal = None
         except OSError as exc:
             # The journal still holds what the files lack; the next Runtime replays it.
@@ -356,10 +356,13 @@ class PersistenceActor:
         for control in controls:
             await self._control(control)
         if flushes:
-            await self._control(flushes[0])
-            for flush in flushes[1:]:
-                flush.receipt.error = flushes[0].receipt.error
-                flush.receipt.done = True
+            # The one that asks most answers for all of them.
+            leading = next((f for f in flushes if f.release), flushes[0])
+            await self._control(leading)
+            for flush in flushes:
+                if flush is not leading:
+                    flush.receipt.error = leading.receipt.error
+                    flush.receipt.done = True
         self.acks.announce()
         journal = self._journal
         if journal is not None and journal.size > CHECKPOINT_BYTES:
@@ -538,6 +541,8 @@ class PersistenceActor:
                     receipt.value = await self._delete(request)
                 case Reindex():
                     receipt.value = await self._locked(self._reindex_blocking)
+                case Flush(release=True):
+                    await self._locked(lambda: self._write_round(checkpoint=True))
                 case Flush():
                     await self._locked(self._catch_up)
                 case _:

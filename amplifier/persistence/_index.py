@@ -1,12 +1,13 @@
 """The session index: one row per session, so listing and finding ids stay fast.
 
-``$AMPLIFIER_HOME/index.sqlite3`` holds each session's project, times,
-lineage and metadata document. It is a cache of the ``metadata.json``
-files: the persistence actor writes a row whenever it writes a metadata
-file (and a journal replay does too); ``rebuild`` recreates it from the
-files (``amplifier session reindex``), and a missing index is rebuilt on
-first use. Reading a page of a listing is one indexed query, however many
-sessions the home holds.
+``$AMPLIFIER_HOME/index.sqlite3`` holds each session's project, times
+(created, last used), lineage, name, tags and metadata document, and the
+full-text index of the transcripts (``_search``). It is a cache of the
+``metadata.json`` files: the persistence actor writes a row whenever it
+writes a metadata file (and a journal replay does too); ``rebuild``
+recreates it from the files (``amplifier session reindex``), and a missing
+index is rebuilt on first use. Reading a page of a listing is one indexed
+query, however many sessions the home holds.
 
 SQLite (standard library) does the work a hand-made index file would do
 badly: concurrent readers and writers across processes (WAL), atomic
@@ -27,13 +28,16 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
 from ._files import read_file
 from ._paths import SessionLocation, sessions_root, validate_session_id
-from ._records import cli_created, cli_parent, is_cli_document
+from ._records import cli_created, cli_parent, format_ts, is_cli_document
+from ._search import create_search_schema, forget_search, rebuild_search
 
 INDEX = "index.sqlite3"
 _SCHEMA = """
@@ -41,20 +45,35 @@ CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     project    TEXT NOT NULL,
     created    TEXT NOT NULL,
+    updated    TEXT NOT NULL,
     parent_id  TEXT,
     root_id    TEXT,
+    name       TEXT,
+    tags       TEXT,
     document   BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS by_project_created ON sessions (project, created DESC);
 CREATE INDEX IF NOT EXISTS by_created ON sessions (created DESC);
+CREATE INDEX IF NOT EXISTS by_project_updated ON sessions (project, updated DESC);
+CREATE INDEX IF NOT EXISTS by_updated ON sessions (updated DESC);
 CREATE INDEX IF NOT EXISTS by_root ON sessions (root_id);
 CREATE INDEX IF NOT EXISTS by_parent ON sessions (parent_id);
 CREATE INDEX IF NOT EXISTS by_project_id ON sessions (project, session_id);
+CREATE INDEX IF NOT EXISTS by_name ON sessions (name) WHERE name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS labelled ON sessions (session_id)
+    WHERE name IS NOT NULL OR tags IS NOT NULL;
 CREATE TABLE IF NOT EXISTS folders (
     project    TEXT PRIMARY KEY,
     mtime_ns   INTEGER NOT NULL
 );
 """
+_COLUMNS = frozenset(
+    {"session_id", "project", "created", "updated", "parent_id", "root_id", "name", "tags"}
+)
+"""An index file written with fewer columns is dropped and rebuilt (it is only a cache)."""
+
+SessionSort = Literal["created", "used"]
+"""Listing order: newest created first, or most recently used (``updated``) first."""
 
 
 def index_path(home: Path) -> Path:
@@ -70,8 +89,22 @@ def connect(home: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
-    db.executescript(_SCHEMA)
+    _create_schema(db)
     return db
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    """Create the tables; replace those an older version wrote with fewer columns."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    if columns and not columns >= _COLUMNS:
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            if not columns >= _COLUMNS:  # not already replaced by another process
+                db.execute("DROP TABLE sessions")
+                db.execute("PRAGMA user_version = 0")
+    db.executescript(_SCHEMA)
+    create_search_schema(db)
 
 
 _BUILT = 1
@@ -95,7 +128,7 @@ def open_built(home: Path) -> sqlite3.Connection:
         db = recreate(home)
     try:
         if db.execute("PRAGMA user_version").fetchone()[0] < _BUILT:
-            rebuild(home, db)
+            rebuild(home, db, search=False)  # search builds its part on first use
     except BaseException:
         db.close()
         raise
@@ -116,27 +149,59 @@ def recreate(home: Path) -> sqlite3.Connection:
     return connect(home)
 
 
-def _row(
-    location: SessionLocation, document: bytes
-) -> tuple[str, str, str, str | None, str | None, bytes]:
+Row = tuple[str, str, str, str, str | None, str | None, str | None, str | None, bytes]
+
+
+def _row(location: SessionLocation, document: bytes) -> Row:
     fields = orjson.loads(document)
     if is_cli_document(fields):  # the Amplifier CLI's: no root_id, its own time format
+        created = cli_created(fields)
+        used = fields.get("last_updated")
         return (
             location.session_id,
             location.project,
-            cli_created(fields),
+            created,
+            str(used) if isinstance(used, str) and used else created,
             cli_parent(fields),
+            None,
+            _name(fields.get("name")),
             None,
             document,
         )
+    tags = fields.get("tags") or []
+    created = str(fields.get("created", ""))
     return (
         location.session_id,
         location.project,
-        str(fields.get("created", "")),
+        created,
+        str(fields.get("updated") or created),
         fields.get("parent_id"),
         fields.get("root_id"),
+        _name(fields.get("name")),
+        tags_column(tags) if isinstance(tags, list) and tags else None,
         document,
     )
+
+
+def _name(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def tags_column(tags: Iterable[object]) -> str:
+    """Tags as the index holds them: `` a b `` (one space around each), matched with instr."""
+    return " " + " ".join(str(tag) for tag in tags) + " "
+
+
+def _damaged_row(location: SessionLocation) -> Row:
+    """A session whose metadata cannot be read: listed by id, project and last write."""
+    try:
+        used = format_ts(datetime.fromtimestamp(location.events.stat().st_mtime, UTC))
+    except OSError:
+        used = ""
+    return (location.session_id, location.project, "", used, None, None, None, None, b"{}")
+
+
+_INSERT = "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def upsert(db: sqlite3.Connection, items: Iterable[tuple[SessionLocation, bytes]]) -> None:
@@ -150,21 +215,30 @@ def upsert(db: sqlite3.Connection, items: Iterable[tuple[SessionLocation, bytes]
     with db:
         db.execute("BEGIN")
         db.executemany(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
-            "project=excluded.project, created=excluded.created, parent_id=excluded.parent_id, "
-            "root_id=excluded.root_id, document=excluded.document",
+            f"{_INSERT} ON CONFLICT(session_id) DO UPDATE SET "
+            "project=excluded.project, created=excluded.created, updated=excluded.updated, "
+            "parent_id=excluded.parent_id, root_id=excluded.root_id, name=excluded.name, "
+            "tags=excluded.tags, document=excluded.document",
             rows,
         )
 
 
 def remove(db: sqlite3.Connection, session_ids: Iterable[str]) -> None:
+    """Forget these sessions: their rows and their transcripts' search entries."""
+    ids = list(session_ids)
     with db:
         db.execute("BEGIN")
-        db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in session_ids])
+        db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in ids])
+        forget_search(db, ids)
 
 
-def rebuild(home: Path, db: sqlite3.Connection) -> int:
-    """Recreate the index from the metadata files of every project; how many sessions."""
+def rebuild(home: Path, db: sqlite3.Connection, *, search: bool = True) -> int:
+    """Recreate the index from the files of every project; how many sessions.
+
+    The listing part (one row per metadata file) is replaced in one
+    transaction. With ``search``, the transcripts are then indexed for
+    search too (``_search.rebuild``), which reads every transcript.
+    """
     rows = []
     seen: list[tuple[str, int]] = []
     for slug in _project_slugs(home):
@@ -176,21 +250,21 @@ def rebuild(home: Path, db: sqlite3.Connection) -> int:
     with db:
         db.execute("BEGIN")
         db.execute("DELETE FROM sessions")
-        db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.executemany(_INSERT.replace("INSERT", "INSERT OR REPLACE", 1), rows)
         db.execute("DELETE FROM folders")
         db.executemany("INSERT INTO folders VALUES (?, ?)", seen)
         db.execute(f"PRAGMA user_version = {_BUILT}")  # in the same transaction
+    if search:
+        rebuild_search(home, db)
     return len(rows)
 
 
-def _row_or_damaged(
-    location: SessionLocation,
-) -> tuple[str, str, str, str | None, str | None, bytes]:
+def _row_or_damaged(location: SessionLocation) -> Row:
     try:
         return _row(location, read_file(location.metadata))
     except (OSError, orjson.JSONDecodeError, AttributeError):
         # Damaged metadata: still listed (the listing marks it) by id and project.
-        return (location.session_id, location.project, "", None, None, b"{}")
+        return _damaged_row(location)
 
 
 _SETTLED_NS = 2_000_000_000
@@ -234,9 +308,7 @@ def refresh(db: sqlite3.Connection, home: Path, projects: Iterable[str]) -> int:
         with db:
             db.execute("BEGIN")
             if rows:
-                cursor = db.executemany(
-                    "INSERT OR IGNORE INTO sessions VALUES (?, ?, ?, ?, ?, ?)", rows
-                )
+                cursor = db.executemany(_INSERT.replace("INSERT", "INSERT OR IGNORE", 1), rows)
                 added += max(cursor.rowcount, 0)
             if time.time_ns() - mtime > _SETTLED_NS:
                 db.execute(
@@ -288,8 +360,10 @@ def page(
     cwd: str | None = None,
     limit: int | None,
     roots_only: bool,
+    sort: SessionSort = "created",
+    tag: str | None = None,
 ) -> list[tuple[SessionLocation, bytes]]:
-    """Newest first: sessions of ``project`` (None: every project).
+    """Newest first (created, or last used): sessions of ``project`` (None: every project).
 
     With ``cwd``: only those that recorded it as their directory, or none.
     """
@@ -302,10 +376,14 @@ def page(
         args.append(cwd)
     if roots_only:
         where.append("parent_id IS NULL")
+    if tag is not None:
+        where.append("instr(tags, ?) > 0")
+        args.append(f" {tag} ")
     query = "SELECT project, session_id, document FROM sessions"
     if where:
         query += " WHERE " + " AND ".join(where)
-    query += " ORDER BY created DESC, session_id"
+    column = "updated" if sort == "used" else "created"
+    query += f" ORDER BY {column} DESC, session_id"
     if limit is not None:
         query += " LIMIT ?"
         args.append(str(limit))
@@ -330,6 +408,32 @@ def with_prefix(
         (prefix, upper, limit),
     )
     return [location for location, _ in _locations(home, rows)]
+
+
+def with_name(db: sqlite3.Connection, home: Path, name: str) -> list[SessionLocation]:
+    """Sessions named exactly ``name``."""
+    rows = db.execute(
+        "SELECT project, session_id, document FROM sessions WHERE name = ? ORDER BY session_id",
+        (name,),
+    )
+    return [location for location, _ in _locations(home, rows)]
+
+
+def labelled(
+    db: sqlite3.Connection, home: Path, *, project: str | None
+) -> list[tuple[SessionLocation, str | None, str | None]]:
+    """Every session that has a name or tags: where it is, its name, its tags column."""
+    rows = db.execute(
+        "SELECT project, session_id, name, tags FROM sessions "
+        "WHERE (name IS NOT NULL OR tags IS NOT NULL)"
+    )
+    found = []
+    for slug, session_id, name, tags in rows:
+        if project is not None and slug != project:
+            continue
+        with contextlib.suppress(ValueError):
+            found.append((SessionLocation(home, slug, session_id), name, tags))
+    return found
 
 
 def _locations(

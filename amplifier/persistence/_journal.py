@@ -187,10 +187,13 @@ class Journal:
             # so nothing else locks or removes this one.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             write_all(fd, header() + (_ZEROS if preallocate else b""))
-            os.fsync(fd)
             path = folder / f"{name}{JOURNAL_SUFFIX}"
-            os.rename(temp, path)
-            fsync_dir(folder)
+            if preallocate:  # a journal for records: durable before any record trusts it
+                os.fsync(fd)
+                os.rename(temp, path)
+                fsync_dir(folder)
+            else:  # only the runtime's lock: a crash ends the runtime anyway
+                os.rename(temp, path)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -241,12 +244,13 @@ class Journal:
         if self.checkpoint >= self.last_seq:
             self.size = HEADER_SIZE
 
-    def remove(self) -> None:
+    def remove(self, *, sync: bool = True) -> None:
         """Delete the journal (clean shutdown: every session file is durable)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        with contextlib.suppress(OSError):
-            fsync_dir(self.path.parent)
+        if sync:
+            with contextlib.suppress(OSError):
+                fsync_dir(self.path.parent)
         os.close(self._fd)
 
     def abandon(self) -> None:

@@ -40,6 +40,7 @@ from ._ownership import Owner, runtime_alive
 from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir
 from ._upkeep import IndexUpkeep
 
+_TRANSCRIPT = "/transcript.jsonl"
 STAGING = ".staging"
 """Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
 OPEN_FILE_LIMIT = 16
@@ -232,10 +233,11 @@ class Materialiser:
             if isinstance(segment.barrier, Create)
         )
         documents: dict[str, bytes] = {}
+        messages: dict[str, list[bytes]] = {}
         try:
             while backlog.segments:
                 segment = backlog.segments[0]
-                self._write_segment(segment, documents)
+                self._write_segment(segment, documents, messages)
                 barrier = segment.barrier
                 if isinstance(barrier, Create):
                     self._build(barrier)
@@ -248,6 +250,7 @@ class Materialiser:
         finally:
             self._files.close_all()
             self.upkeep.note_paths(documents)
+            self.upkeep.note_lines(messages)  # what landed, for search
         return released
 
     def write_now(self, backlog: Backlog) -> list[SessionLocation]:
@@ -275,12 +278,16 @@ class Materialiser:
 
     # -- one segment -------------------------------------------------------------------
 
-    def _write_segment(self, segment: Segment, written: dict[str, bytes]) -> None:
+    def _write_segment(
+        self, segment: Segment, written: dict[str, bytes], messages: dict[str, list[bytes]]
+    ) -> None:
         """Write a segment's lines and documents, removing each as it lands (Rule 4)."""
         lines = segment.lines
         while lines:
             path = next(iter(lines))
             self._files.write(path, b"".join(lines[path]))
+            if path.endswith(_TRANSCRIPT):
+                messages.setdefault(path, []).extend(lines[path])
             del lines[path]
             if self._track:
                 self.dirty.add(path)

@@ -20,6 +20,7 @@ import sqlite3
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,14 +31,18 @@ from ._cli_sessions import cli_backup, from_cli, json_object, note_cli_turns
 from ._exceptions import (
     AmbiguousSessionId,
     CorruptSession,
+    InvalidSessionId,
+    PersistenceError,
     RecoveryWarning,
     SessionNotFound,
 )
 from ._files import first_line, lines_backwards, read_file, read_jsonl
+from ._index import SessionSort
 from ._index import children_of as index_children
 from ._index import open_built as open_built_index
 from ._index import page as index_page
 from ._index import refresh as refresh_index
+from ._index import with_name as index_name
 from ._index import with_prefix as index_prefix
 from ._ownership import holder
 from ._paths import (
@@ -56,6 +61,8 @@ from ._records import (
     cli_parent,
     is_cli_document,
 )
+from ._search import SearchHit, parse_query, rebuild_search, search_built
+from ._search import search as search_index
 
 _R = TypeVar("_R", EventRecord, TranscriptRecord)
 
@@ -338,12 +345,17 @@ def list_sessions(
     cwd: str | None = None,
     limit: int | None = None,
     roots_only: bool = False,
+    sort: SessionSort = "created",
+    tag: str | None = None,
 ) -> list[SessionSummary]:
     """The sessions of ``project`` (every project if None), newest first.
 
     With ``cwd``, only the sessions that recorded that working directory
     (or none that can be read): two directories may share a project slug
     (``/a-b`` and ``/a/b``), and each lists only its own sessions.
+    ``sort`` says newest by what: ``created``, or ``used`` (the last time the
+    session was written to, metadata ``updated``). ``tag`` keeps only the
+    sessions with that tag.
     The session index picks and orders the page (one indexed query, however
     many sessions there are); each row shown is then read from its own
     metadata file, which is authoritative. A session whose metadata is
@@ -355,16 +367,32 @@ def list_sessions(
         if db is not None:
             _refresh(db, home, [project] if project is not None else all_projects(home))
             page = index_page(
-                db, home, project=project, cwd=cwd, limit=limit, roots_only=roots_only
+                db,
+                home,
+                project=project,
+                cwd=cwd,
+                limit=limit,
+                roots_only=roots_only,
+                sort=sort,
+                tag=tag,
             )
             rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
-            rows.sort(key=_newest_first)
+            if tag is not None:  # the index row may be older than the file
+                rows = [r for r in rows if r.metadata is None or tag in r.metadata.tags]
+            rows.sort(key=_newest_used_first if sort == "used" else _newest_first)
             return rows
-    return _scan(home, project, cwd=cwd, limit=limit, roots_only=roots_only)
+    return _scan(home, project, cwd=cwd, limit=limit, roots_only=roots_only, sort=sort, tag=tag)
 
 
 def _scan(
-    home: Path, project: str | None, *, cwd: str | None, limit: int | None, roots_only: bool
+    home: Path,
+    project: str | None,
+    *,
+    cwd: str | None,
+    limit: int | None,
+    roots_only: bool,
+    sort: SessionSort = "created",
+    tag: str | None = None,
 ) -> list[SessionSummary]:
     """The listing without the index: every folder, every metadata file."""
     projects = [project] if project is not None else all_projects(home)
@@ -377,7 +405,9 @@ def _scan(
         rows = [r for r in rows if r.metadata is None or r.metadata.cwd in ("", cwd)]
     if roots_only:
         rows = [r for r in rows if r.metadata is None or r.metadata.parent_id is None]
-    rows.sort(key=_newest_first)
+    if tag is not None:
+        rows = [r for r in rows if r.metadata is not None and tag in r.metadata.tags]
+    rows.sort(key=_newest_used_first if sort == "used" else _newest_first)
     return rows[:limit] if limit is not None else rows
 
 
@@ -411,24 +441,75 @@ def _newest_first(row: SessionSummary) -> tuple[int, float, str]:
     return (0, -row.metadata.created.timestamp(), row.session_id)
 
 
+def _newest_used_first(row: SessionSummary) -> tuple[int, float, str]:
+    if row.metadata is None:
+        return (1, 0.0, row.session_id)
+    return (0, -row.metadata.updated.timestamp(), row.session_id)
+
+
+def last_write(location: SessionLocation) -> datetime | None:
+    """When the session's event log was last written: its last use, when metadata cannot say."""
+    try:
+        return datetime.fromtimestamp(location.events.lstat().st_mtime, UTC)
+    except OSError:
+        return None
+
+
+def search_sessions(
+    home: Path, text: str, *, project: str | None, limit: int = 20
+) -> list[SearchHit]:
+    """The newest ``limit`` places where ``text`` occurs (see ``_search.search``).
+
+    Builds the search part of the index first if it never was (reads
+    every transcript once). Raises ``PersistenceError`` if there is no
+    usable index (a read-only home that never had one, say), ``UsageError``
+    if there is no word to search for.
+    """
+    parse_query(text)  # a malformed query is refused even where nothing is stored
+    if not home.is_dir():
+        return []
+    with _index(home) as db:
+        if db is None:
+            raise PersistenceError(
+                "search needs the session index, which cannot be opened here; "
+                "try 'amplifier session reindex'"
+            )
+        try:
+            if not search_built(db):
+                rebuild_search(home, db)
+            return search_index(db, home, text, project=project, limit=limit)
+        except sqlite3.Error as exc:
+            raise PersistenceError(f"the session index cannot be searched: {exc}") from exc
+
+
 def find_session(
     home: Path, id_or_prefix: str, *, project: str | None, cwd: str | None = None
 ) -> SessionLocation:
-    """The one session whose id is ``id_or_prefix`` or starts with it.
+    """The one session whose id is ``id_or_prefix``, whose name it is, or whose id starts with it.
 
-    An exact id wins over prefixes, and a prefix matched by sessions of the
-    current ``project`` means those: a session of another project is found
-    when none here matches (its location says which). With ``cwd``, a
-    session of this project's slug that recorded another working directory
-    (``/a/b`` beside ``/a-b``) counts as another project's. Raises
-    ``InvalidSessionId``, ``SessionNotFound`` or ``AmbiguousSessionId``
-    (listing the matches).
+    An exact id wins, then an exact name (``session rename``), then id
+    prefixes; a prefix matched by sessions of the current ``project`` means
+    those: a session of another project is found when none here matches
+    (its location says which). With ``cwd``, a session of this project's
+    slug that recorded another working directory (``/a/b`` beside
+    ``/a-b``) counts as another project's. Raises ``InvalidSessionId``
+    (neither an id nor a name), ``SessionNotFound`` or
+    ``AmbiguousSessionId`` (listing the matches).
     """
-    validate_session_id(id_or_prefix)
+    try:
+        validate_session_id(id_or_prefix)
+    except InvalidSessionId:
+        named = _named(home, id_or_prefix, project=project, scan=True)
+        if named is None:
+            raise
+        return named
     if project is not None:
         here = SessionLocation(home, project, id_or_prefix)
         if here.directory.is_dir():
             return here
+    named = _named(home, id_or_prefix, project=project)
+    if named is not None:
+        return named
     if home.is_dir():
         with _index(home) as db:
             indexed = []
@@ -447,6 +528,9 @@ def find_session(
     ]
     if matches:
         return _one_match(id_or_prefix, matches, project, cwd)
+    named = _named(home, id_or_prefix, project=project, scan=True)
+    if named is not None:
+        return named
     raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
 
 
@@ -475,6 +559,44 @@ def _recorded_in(location: SessionLocation, cwd: str | None) -> bool:
     except (CorruptSession, SessionNotFound):
         return True
     return recorded in ("", cwd)
+
+
+def _named(
+    home: Path, name: str, *, project: str | None, scan: bool = False
+) -> SessionLocation | None:
+    """The session named exactly ``name`` (this project's first), or None if there is none.
+
+    Raises ``AmbiguousSessionId`` if several share the name. The index
+    proposes; each session's own metadata confirms (the file is the truth).
+    Without a usable index, only with ``scan`` are all metadata files read
+    (the last resort of a lookup, not its first step).
+    """
+    if not name.strip() or not home.is_dir():
+        return None
+    with _index(home) as db:
+        if db is not None:
+            candidates = index_name(db, home, name)
+        elif scan:
+            candidates = [
+                SessionLocation(home, slug, session_id)
+                for slug in all_projects(home)
+                for session_id in project_ids(home, slug)
+            ]
+        else:
+            return None
+    matches = []
+    for location in candidates:
+        try:
+            if read_metadata(location).name == name:
+                matches.append(location)
+        except (CorruptSession, SessionNotFound):
+            continue
+    here = [m for m in matches if m.project == project]
+    if len(here) == 1 or (len(matches) == 1):
+        return here[0] if here else matches[0]
+    if matches:
+        raise AmbiguousSessionId(name, sorted(m.session_id for m in (here or matches)))
+    return None
 
 
 def _is_session_name(name: str) -> bool:

@@ -129,7 +129,10 @@ class SessionMetadata(BaseModel):
     """The ``seq`` under which this version was written; newer versions have larger ones."""
     error: str | None = None
     name: str | None = None
-    """What people call the session (the Amplifier CLI's naming hook sets one)."""
+    """A name the user gave the session (``session rename``, ``run --name``, the Amplifier
+    CLI's naming hook); not unique."""
+    tags: list[str] = Field(default_factory=list)
+    """Labels the user gave the session (``session tag``), lower-case, without spaces."""
 
     @model_validator(mode="before")
     @classmethod

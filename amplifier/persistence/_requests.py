@@ -137,6 +137,8 @@ class Flush(_Request):
     """Barrier: answered once everything sent before it is in the session files."""
 
     kind: Literal["flush"] = "flush"
+    release: bool = False
+    """Also sync the files of closed sessions and release their claims first."""
 
 
 class Reindex(_Request):

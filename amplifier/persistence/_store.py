@@ -150,10 +150,14 @@ class Store:
         total: int = await self._acks.wait(receipt)
         return total
 
-    async def flush(self) -> None:
-        """Wait until everything sent so far is in the session files (any durability)."""
+    async def flush(self, *, release: bool = False) -> None:
+        """Wait until everything sent so far is in the session files (any durability).
+
+        With ``release``, also until the sessions closed so far are free for
+        other processes (their files synced, their claims cleared).
+        """
         receipt = Receipt()
-        await _send(self._send, Flush(receipt=receipt))
+        await _send(self._send, Flush(release=release, receipt=receipt))
         await self._acks.wait(receipt)
 
     def _writer(self, location: SessionLocation) -> SessionWriter:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ._index import connect, is_damage, open_built, rebuild, recreate, remove, upsert
 from ._paths import SessionLocation
+from ._search import index_transcript_lines
 
 
 class IndexUpkeep:
@@ -48,6 +49,11 @@ class IndexUpkeep:
             with contextlib.suppress(ValueError, IndexError):
                 items.append((SessionLocation(self.home, parts[-4], parts[-2]), data))
         self.note(items)
+
+    def note_lines(self, lines: Mapping[str, list[bytes]]) -> None:
+        """Index for search the transcript lines among ``lines`` (``_search``); never raises."""
+        if lines:
+            index_transcript_lines(self._connection, lines)
 
     def forget(self, session_ids: Iterable[str]) -> None:
         """Drop sessions that are gone (or never came) from the index."""

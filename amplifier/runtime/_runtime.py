@@ -16,7 +16,7 @@ final records written and leaves every session resumable.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,22 +33,27 @@ from amplifier.persistence import (
     Durability,
     EventRecord,
     RecoveryReport,
+    SearchHit,
     SessionLocation,
     SessionLocked,
     SessionMetadata,
     SessionNotFound,
+    SessionSort,
     SessionSummary,
     Store,
     TranscriptRecord,
     find_session,
     id_spans,
     iter_events,
+    last_write,
     list_sessions,
     load_transcript,
     merge_events,
     open_store,
     project_slug,
+    read_metadata,
     resolve_home_and_cwd,
+    search_sessions,
     session_tree,
     summarize,
     utc_now,
@@ -56,7 +61,8 @@ from amplifier.persistence import (
 
 from ._bus import EventBus, Subscription
 from ._exceptions import RuntimeClosed
-from ._ids import new_root_id
+from ._ids import is_child_id, new_root_id
+from ._labels import clean_name, clean_tag, retag
 from ._session import Services, Session, SessionActor
 from ._turns import EchoTurnHandler, TurnHandler
 
@@ -122,14 +128,19 @@ class Runtime:
         *,
         profile: str | None = None,
         attributes: Mapping[str, str] | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
     ) -> SessionOpening:
         """Start a new root session of ``agent`` (None: the handler's default agent).
 
         ``await`` it for a ``Session`` (closed when the runtime closes), or use
         ``async with`` to close it at the end of the block.
         ``metadata.json`` (identity first) and ``session:start`` are durable
-        before this returns.
+        before this returns. ``name`` and ``tags`` label it as ``rename`` and
+        ``tag`` do (``UsageError`` if they are not valid).
         """
+        label = clean_name(name) if name is not None else None
+        labels = retag([], add=tags, remove=())
 
         async def open_() -> Session:
             setup = self._services.handler.prepare_session(agent)
@@ -145,6 +156,8 @@ class Runtime:
                 profile=profile if profile is not None else self.profile,
                 root_id=session_id,
                 attributes={**setup.attributes, **(attributes or {})},
+                name=label,
+                tags=labels,
             )
             location = SessionLocation(self.home, self.project, session_id)
             return await self._start(SessionActor(self._services, location, create=metadata))
@@ -197,12 +210,13 @@ class Runtime:
         """Wait until every session file holds what this runtime has committed.
 
         Records are durable once committed (in the journal, under ``fsync``);
-        the session folders and files follow within a few milliseconds. Call
-        this before reading the files directly, or before another process
-        must see them. The readers of this API (``events``, ``transcript``,
-        ``sessions``, ...) flush by themselves.
+        the session folders and files follow within a few milliseconds, and
+        a closed sub-session is free for other processes once its files are
+        synced. Call this before reading the files directly, or before
+        another process must see them or open them. The readers of this API
+        (``events``, ``transcript``, ``sessions``, ...) flush by themselves.
         """
-        await self._store.flush()
+        await self._store.flush(release=True)
 
     async def sessions(
         self,
@@ -210,24 +224,96 @@ class Runtime:
         all_projects: bool = False,
         limit: int | None = None,
         roots_only: bool = False,
+        sort: SessionSort = "created",
+        tag: str | None = None,
     ) -> list[SessionSummary]:
         """Stored sessions of this project (or every project), newest first.
 
         This project's are those stored under its slug that recorded this
         directory: ``/a-b`` and ``/a/b`` share a slug, not their sessions.
 
-        ``limit`` gives the first page (read through the session index, so it
-        costs the same however many sessions exist); ``roots_only`` leaves out
-        sub-sessions.
+        ``sort`` is ``created`` (newest created first) or ``used`` (most
+        recently used first: the metadata's ``updated``). ``limit`` gives the
+        first page (read through the session index, so it costs the same
+        however many sessions exist); ``roots_only`` leaves out sub-sessions;
+        ``tag`` keeps the sessions that have that tag.
         """
         project = None if all_projects else self.project
         cwd = None if all_projects else str(self.cwd)
+        wanted = clean_tag(tag) if tag is not None else None
         await self._store.flush()
         return await anyio.to_thread.run_sync(
             lambda: list_sessions(
-                self.home, project, cwd=cwd, limit=limit, roots_only=roots_only
+                self.home,
+                project,
+                cwd=cwd,
+                limit=limit,
+                roots_only=roots_only,
+                sort=sort,
+                tag=wanted,
             )
         )
+
+    async def search(
+        self, text: str, *, all_projects: bool = False, limit: int = 20
+    ) -> list[SearchHit]:
+        """Where ``text`` occurs in this project's sessions (or every project's), newest first.
+
+        Searches prompts, answers and tool output of sessions and
+        sub-sessions, and session names and tags. Every word must occur;
+        ``"quoted words"`` match as a phrase, ``word*`` as a prefix. Matches
+        of a name or tag come first, then messages, newest first. The first
+        search of a store indexed before search existed builds the index.
+        Raises ``UsageError`` if there is nothing to search for.
+        """
+        project = None if all_projects else self.project
+        await self._store.flush()
+        return await anyio.to_thread.run_sync(
+            lambda: search_sessions(self.home, text, project=project, limit=limit)
+        )
+
+    async def rename(self, session_id: str, name: str | None) -> SessionMetadata:
+        """Give a stored session a name (None: take it away); its metadata as now stored.
+
+        Raises ``SessionLocked`` if the session is open (here or in another
+        process), ``UsageError`` for an empty or unprintable name.
+        """
+        label = clean_name(name) if name is not None else None
+
+        def change(meta: SessionMetadata) -> None:
+            meta.name = label
+
+        return await self._relabel(session_id, change)
+
+    async def tag(
+        self, session_id: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> SessionMetadata:
+        """Add and remove tags of a stored session; its metadata as now stored.
+
+        Raises ``SessionLocked`` if the session is open, ``UsageError`` for a
+        tag that is not one word.
+        """
+        retag([], add=add, remove=remove)  # refuse a bad tag before opening anything
+
+        def change(meta: SessionMetadata) -> None:
+            meta.tags = retag(meta.tags, add=add, remove=remove)
+
+        return await self._relabel(session_id, change)
+
+    async def _relabel(
+        self, session_id: str, change: Callable[[SessionMetadata], None]
+    ) -> SessionMetadata:
+        """Rewrite a closed session's metadata under its lock; ``updated`` stays (not a use)."""
+        location = await self.find(session_id)
+        writer, _ = await self._store.open(location)
+        try:
+            meta = await anyio.to_thread.run_sync(read_metadata, location)
+            change(meta)
+            await writer.write_metadata(meta)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await writer.close()
+        return meta
 
     async def reindex(self) -> int:
         """Rebuild the session index from every session's metadata; how many it holds."""
@@ -247,11 +333,28 @@ class Runtime:
             yield record
 
     async def latest(self) -> SessionSummary | None:
-        """The most recent root session of this project (what ``continue`` resumes)."""
-        for row in await self.sessions(limit=8, roots_only=True):
-            if row.metadata is not None:
+        """The root session of this project used last (what ``continue`` resumes).
+
+        Last used means the newest metadata ``updated``. A session whose
+        metadata is damaged is returned (with ``metadata`` None) when its
+        event log was written after every readable one was used: resuming it
+        rebuilds its metadata. An older session never silently stands in
+        for it; the caller should say that it is damaged.
+        """
+        rows = await self.sessions(limit=8, roots_only=True, sort="used")
+        healthy = next((row for row in rows if row.metadata is not None), None)
+        damaged = [
+            (when, row)
+            for row in rows
+            if row.metadata is None
+            and not is_child_id(row.session_id)
+            and (when := last_write(row.location)) is not None
+        ]
+        if damaged:
+            when, row = max(damaged, key=lambda pair: pair[0])
+            if healthy is None or healthy.metadata is None or when > healthy.metadata.updated:
                 return row
-        return None
+        return healthy
 
     async def transcript(self, session_id: str) -> list[TranscriptRecord]:
         """A session's stored messages, oldest first."""

@@ -1,0 +1,52 @@
+"""Names and tags that users give sessions: what is allowed, and in which form it is kept.
+
+A name is free text (``auth fix``) that finds the session in place of its id;
+several sessions may share one, and looking it up then lists them. A tag is
+one lower-case word (``security``, ``needs-review``) to filter listings by.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from amplifier._errors import UsageError
+
+MAX_NAME = 120
+MAX_TAG = 40
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TAG = re.compile(r"[a-z0-9][a-z0-9._:/-]*")
+
+
+def clean_name(name: str) -> str:
+    """``name`` with its spaces tidied; ``UsageError`` if empty, too long or unprintable."""
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise UsageError("a session name cannot be empty")
+    if len(cleaned) > MAX_NAME:
+        raise UsageError(f"a session name is at most {MAX_NAME} characters")
+    if _CONTROL.search(cleaned):
+        raise UsageError("a session name cannot hold control characters")
+    return cleaned
+
+
+def clean_tag(tag: str) -> str:
+    """``tag`` lower-cased; ``UsageError`` unless it is one word of letters, digits, ``-_.:/``."""
+    cleaned = tag.strip().lower()
+    if not _TAG.fullmatch(cleaned) or len(cleaned) > MAX_TAG:
+        raise UsageError(
+            f"invalid tag {tag!r}: one word of letters, digits, '-', '_', '.', ':' or '/', "
+            f"at most {MAX_TAG} characters"
+        )
+    return cleaned
+
+
+def retag(tags: Iterable[str], *, add: Iterable[str], remove: Iterable[str]) -> list[str]:
+    """``tags`` with ``remove`` taken out and ``add`` put in (each once, in order of arrival)."""
+    gone = {clean_tag(tag) for tag in remove}
+    result = [tag for tag in tags if tag not in gone]
+    for tag in add:
+        cleaned = clean_tag(tag)
+        if cleaned not in result and cleaned not in gone:
+            result.append(cleaned)
+    return result

@@ -1,0 +1,99 @@
+"""Full-text search through the Python API: kept up to date as records land, rebuilt on demand."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from amplifier import Durability
+from amplifier.persistence._index import index_path
+from amplifier.persistence._search import index_transcript_lines
+from amplifier.runtime import open_runtime
+
+from .helpers import session_dirs
+
+
+def _generation(home: Path) -> int:
+    db = sqlite3.connect(index_path(home))
+    try:
+        row = db.execute("SELECT value FROM search_state WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush", "none"])
+async def test_new_messages_are_found_without_a_rebuild(
+    home: Path, project: Path, durability: Durability
+) -> None:
+    """A message written after the index was built is found at once, with no reindex."""
+    async with open_runtime(cwd=project, durability=durability) as rt:
+        async with rt.open_session() as first:
+            await first.ask("the first walrus")
+        assert [hit.session_id for hit in await rt.search("walrus")] == [first.id, first.id]
+        built = _generation(home)
+        async with rt.open_session() as second:
+            await second.ask("a second walrus")
+        hits = await rt.search("second walrus")
+    assert {hit.session_id for hit in hits} == {second.id}
+    assert _generation(home) == built
+
+
+async def test_reindex_rebuilds_search_from_the_transcripts(home: Path, project: Path) -> None:
+    """A lost index, and a session copied in by hand, are searchable again after reindex."""
+    async with open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("a quokka appears")
+    source = session_dirs(home)[session.id]
+    copy = source.with_name("20200101T000000Z-00000000000000aa")
+    shutil.copytree(source, copy)
+    index_path(home).unlink()
+    async with open_runtime(cwd=project) as rt:
+        assert await rt.reindex() == 2
+        hits = await rt.search("quokka")
+    assert {hit.session_id for hit in hits} == {session.id, copy.name}
+
+
+async def test_deleted_sessions_are_not_found(home: Path, project: Path) -> None:
+    """Deleting a session takes its messages out of search."""
+    async with open_runtime(cwd=project) as rt:
+        async with rt.open_session() as kept:
+            await kept.ask("an ibis here")
+        async with rt.open_session() as gone:
+            await gone.ask("an ibis there")
+        await rt.search("ibis")
+        await rt.delete(gone.id)
+        hits = await rt.search("ibis")
+    assert {hit.session_id for hit in hits} == {kept.id}
+
+
+async def test_newest_matches_come_first_and_limit_cuts(home: Path, project: Path) -> None:
+    """Matches come newest first; ``limit`` keeps the newest."""
+    async with open_runtime(cwd=project) as rt:
+        ids = []
+        for n in range(3):
+            async with rt.open_session() as session:
+                await session.ask(f"gecko number {n}")
+            ids.append(session.id)
+        hits = await rt.search("gecko", limit=2)
+    assert [hit.session_id for hit in hits] == [ids[2], ids[2]]
+    assert [hit.role for hit in hits] == ["assistant", "user"]
+
+
+async def test_a_line_indexed_twice_is_found_once(home: Path, project: Path) -> None:
+    """Indexing the same transcript lines again (a retried write) adds no duplicate match."""
+    async with open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("one okapi")
+        await rt.search("okapi")
+        path = session_dirs(home)[session.id] / "transcript.jsonl"
+        db = sqlite3.connect(index_path(home), isolation_level=None)
+        try:
+            index_transcript_lines(lambda: db, {path: path.read_bytes().splitlines()})
+        finally:
+            db.close()
+        hits = await rt.search("okapi")
+    assert len(hits) == 2
