@@ -97,7 +97,7 @@ from amplifier.persistence import (
 
 from .raw_store import StoredSession, read_raw
 
-CI_TRIALS = 100
+CI_TRIALS = 60
 """Trials when ``--trials`` is not given (what CI runs)."""
 WORKERS = 4
 """Trials at a time (on 2 cores: a command spends much of its life starting up or waiting)."""

@@ -50,7 +50,7 @@ import trio
 
 import amplifier
 
-CI_ROOTS = 200
+CI_ROOTS = 100
 """Root sessions per round in CI (``--trials N`` overrides)."""
 SESSIONS_PER_ROOT = 5
 """The root, its three children and one grandchild (see the module docstring)."""
