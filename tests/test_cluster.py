@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import amplifier
 from .cluster_helpers import assert_one_total_order, stored_events
 
 DELEGATING = "look at this\n/delegate explorer: list the files\n/delegate reviewer: check them"
+
+AMPLIFIER = Path(sys.executable).parent / "amplifier"
 
 NO_RAY = """
 import sys
@@ -144,3 +147,28 @@ def test_cluster_opening_without_a_host_is_refused(backend: str, home: Path) -> 
 
     with pytest.raises(amplifier.UsageError, match="at least one host"):
         anyio.run(main, backend=backend)
+
+
+def _amp(*args: str, cwd: Path, backend: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AMPLIFIER_ASYNC_BACKEND": backend}
+    done = subprocess.run(
+        [str(AMPLIFIER), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.mark.parametrize("backend", ["trio"])  # the bridged backend; asyncio: the API tests
+def test_cluster_cli_run_prints_what_in_process_prints(
+    ray_cluster: str, home: Path, project: Path, backend: str
+) -> None:
+    """``amplifier run --cluster ADDRESS`` prints what a run without it prints; show finds it."""
+    local = _amp("run", DELEGATING, cwd=project, backend=backend)
+    remote = _amp("run", "--cluster", ray_cluster, DELEGATING, cwd=project, backend=backend)
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    assert _without_ids(remote.stdout) == _without_ids(local.stdout)
+    assert _without_ids(remote.stderr) == _without_ids(local.stderr)
+    session_id = re.findall(r"Session: (\S+)", remote.stderr)[-1]
+    shown = _amp("session", "show", session_id, cwd=project, backend=backend)
+    assert shown.returncode == 0, shown.stderr
+    assert "explorer" in shown.stdout
