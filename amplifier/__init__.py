@@ -24,9 +24,9 @@ if _TYPE_CHECKING:
         UnknownAgent,
         UnknownProfile,
         UsageReport,
-        open_runtime,
         session_usage,
     )
+    from amplifier.cluster import open_runtime
     from amplifier.persistence import (
         AmbiguousSessionId,
         CorruptSession,
@@ -77,9 +77,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "UnknownAgent",
         "UnknownProfile",
         "UsageReport",
-        "open_runtime",
         "session_usage",
     ),
+    "amplifier.cluster": ("open_runtime",),
     "amplifier.persistence": (
         "AmbiguousSessionId",
         "CorruptSession",

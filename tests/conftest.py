@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +15,17 @@ import pytest
 from .fake_llm_server import FakeLLMServer, Kind
 
 BACKENDS = ("asyncio", "trio")
+
+# Before anything imports ray (some are read at import), and before a cluster
+# starts (its processes keep the environment of that moment): no usage
+# statistics, no token written to ~/.ray, every server on 127.0.0.1 only.
+os.environ.update(
+    {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+)
 
 
 @pytest.fixture(params=[pytest.param(name, id=name) for name in BACKENDS])
@@ -88,3 +102,30 @@ def kind(request: pytest.FixtureRequest) -> Kind:
     """Each provider kind, one after the other."""
     value: Kind = request.param
     return value
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray cluster shared by one test module; its address (for ``--cluster``).
+
+    Everything it writes stays in a short temp dir (Ray's socket paths must
+    fit in 107 bytes) that goes at the end. Never ``ray stop``: it would end
+    every Ray process of the user.
+    """
+    ray = pytest.importorskip("ray", reason="the cluster tests need the ray extra")
+    scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        object_store_memory=80 * 1024 * 1024,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=scratch,
+        namespace="amplifier-tests",
+    )
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -13,6 +13,7 @@ from amplifier.persistence import (
     Clock,
     CorruptSession,
     Durability,
+    Store,
     find_session,
     project_slug,
     read_metadata,
@@ -83,12 +84,15 @@ async def open_runtime(
     model: str | None = None,
     handler: TurnHandler | None = None,
     clock: Clock = utc_now,
+    store: Store | None = None,
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose sessions run agents under ``profile`` (default ``base``).
 
     ``provider`` and ``model`` override the profile's (a provider kind such
     as ``"openai"``, or a ready ``Provider`` object); ``durability`` too.
     ``handler`` replaces the agent loop altogether (tests, other runtimes).
+    ``store``: write through this open store instead of starting one (the
+    session hosts of the Ray backend).
     Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened.
     """
     root, directory = resolve_home_and_cwd(home, cwd)
@@ -114,6 +118,7 @@ async def open_runtime(
             max_depth=settings.max_depth,
             max_children=settings.max_children,
             scrub=agents.redact if agents is not None else None,
+            store=store,
         ) as runtime:
             yield runtime
     finally:

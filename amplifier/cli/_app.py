@@ -107,6 +107,14 @@ AgentOption = Annotated[
     str | None,
     typer.Option("--agent", "-a", help="Agent of a new session (default: the profile's)."),
 ]
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        help="Run on a Ray cluster: 'auto' (the running one, or a new local one) or its "
+        "address. Needs amplifier[ray].",
+    ),
+]
 NoHistory = Annotated[
     bool, typer.Option("--no-history", help="Do not show the recent history first.")
 ]
@@ -255,6 +263,11 @@ def _json_mode(json_flag: bool, output_format: OutputFormat) -> bool:
     return json_flag or output_format is OutputFormat.json
 
 
+def _on(cluster: str | None) -> dict[str, Any]:
+    """``open_runtime``'s options for ``--cluster`` (one session: one host is enough)."""
+    return {} if cluster is None else {"cluster": cluster, "hosts": 1}
+
+
 def _provider(provider: Provider | None) -> ProviderKind | None:
     return provider.value if provider is not None else None
 
@@ -380,11 +393,12 @@ class _Before:
     provider: Provider | None = None
     model: str | None = None
     agent: str | None = None
+    cluster: str | None = None
 
     def given(self) -> list[str]:
         return [
             f"--{name}"
-            for name in ("profile", "provider", "model", "agent")
+            for name in ("profile", "provider", "model", "agent", "cluster")
             if getattr(self, name) is not None
         ]
 
@@ -439,18 +453,25 @@ def root(
     provider: ProviderOption = None,
     model: ModelOption = None,
     agent: AgentOption = None,
+    cluster: ClusterOption = None,
 ) -> None:
     """Run and manage AI-agent sessions. With no command: an interactive session."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = _Before(profile=profile, provider=provider, model=model, agent=agent)
+        ctx.obj = _Before(
+            profile=profile, provider=provider, model=model, agent=agent, cluster=cluster
+        )
         if ctx.invoked_subcommand not in ("run", "continue", "session"):
             _refuse_before(ctx, ctx.invoked_subcommand)
+        if cluster is not None and ctx.invoked_subcommand != "run":
+            _fail("--cluster applies to run and to the interactive mode", code=2)
         return
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
         from ._interactive import run_interactive
 
-        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+        async with open_runtime(
+            profile=profile, provider=_provider(provider), model=model, **_on(cluster)
+        ) as rt:
             async with rt.open_session(agent=agent) as session:
                 code = await run_interactive(
                     rt, session, history="none", interrupts=interrupts, say=_say
@@ -487,10 +508,12 @@ def run(
     ] = None,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
+    cluster: ClusterOption = None,
 ) -> None:
     """Run one turn in a new session (or --resume one), print the answer and the session id."""
     as_json = _json_mode(json_flag, output_format)
     before = _before(ctx)
+    cluster = cluster if cluster is not None else before.cluster
     profile = profile if profile is not None else before.profile
     provider = provider if provider is not None else before.provider
     model = model if model is not None else before.model
@@ -509,7 +532,9 @@ def run(
         chosen = profile
         if resume is not None and chosen is None:
             chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
-        async with open_runtime(profile=chosen, provider=_provider(provider), model=model) as rt:
+        async with open_runtime(
+            profile=chosen, provider=_provider(provider), model=model, **_on(cluster)
+        ) as rt:
             opening = (
                 rt.resume(resume)
                 if resume is not None

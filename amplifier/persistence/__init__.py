@@ -59,28 +59,52 @@ from ._records import (
     utc_now,
 )
 from ._recovery import RecoveryReport, recover_dead_journals
-from ._requests import Receipt
+from ._requests import (
+    Acks,
+    AppendEvent,
+    AppendMessage,
+    CloseSession,
+    CreateSession,
+    DeleteSessions,
+    Flush,
+    OpenSession,
+    Receipt,
+    Reindex,
+    Request,
+    WriteMetadata,
+)
 from ._search import SearchHit
-from ._store import SessionWriter, Store, open_store
+from ._store import Committer, SessionWriter, Store, open_store
 
 __all__ = [
     "MAX_ID_LENGTH",
     "SCHEMA_VERSION",
+    "Acks",
     "AmbiguousSessionId",
+    "AppendEvent",
+    "AppendMessage",
     "Clock",
+    "CloseSession",
     "CommitListener",
+    "Committer",
     "CorruptSession",
+    "CreateSession",
+    "DeleteSessions",
     "Durability",
     "EndStatus",
     "EventRecord",
+    "Flush",
     "InvalidSessionId",
     "MessageTail",
+    "OpenSession",
     "OpenedSession",
     "Owner",
     "PersistenceError",
     "Receipt",
     "RecoveryReport",
     "RecoveryWarning",
+    "Reindex",
+    "Request",
     "SearchHit",
     "SessionLocation",
     "SessionLocked",
@@ -97,6 +121,7 @@ __all__ = [
     "TranscriptRecord",
     "TranscriptTail",
     "WriteFailed",
+    "WriteMetadata",
     "all_projects",
     "default_home",
     "existing_children",

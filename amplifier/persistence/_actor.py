@@ -251,6 +251,10 @@ class PersistenceActor:
             )
         self._upkeep.open()
 
+    def continue_above(self, seq: int) -> None:
+        """Stamp every later record above ``seq`` (a restarted actor, over its own journal)."""
+        self._seq = max(self._seq, seq)
+
     def _start_writing(self) -> None:
         """Blocking: the home, this Runtime's journal and lock, before its first write."""
         if self._journal is not None:

@@ -1,5 +1,8 @@
 """Errors raised by the on-disk session store.
 
+Each one pickles with its fields (``__reduce__``): the Ray backend's
+persistence actor answers other processes with them.
+
 AmplifierError
 └── PersistenceError            the store could not do what was asked
     ├── SessionLocked           another process or runtime owns the session
@@ -20,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from amplifier._errors import AmplifierError, UsageError
 
@@ -36,16 +40,23 @@ class SessionLocked(PersistenceError):
         self.holder = holder
         super().__init__(f"session {session_id} is in use by {holder}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.session_id, self.holder)
+
 
 class SessionNotFound(PersistenceError):
     """No stored session has this id, or starts with this prefix."""
 
     def __init__(self, session_id: str, *, hint: str | None = None) -> None:
         self.session_id = session_id
+        self.hint = hint
         message = f"Session not found: {session_id}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt, (type(self), (self.session_id,), {"hint": self.hint})
 
 
 class AmbiguousSessionId(PersistenceError):
@@ -58,6 +69,9 @@ class AmbiguousSessionId(PersistenceError):
         more = f" and {len(self.matches) - 5} more" if len(self.matches) > 5 else ""
         super().__init__(f"'{prefix}' matches {len(self.matches)} sessions: {shown}{more}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.prefix, self.matches)
+
 
 class CorruptSession(PersistenceError):
     """A session's files are damaged beyond what recovery can repair."""
@@ -66,6 +80,9 @@ class CorruptSession(PersistenceError):
         self.session_id = session_id
         self.reason = reason
         super().__init__(f"session {session_id} is damaged: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.session_id, self.reason)
 
 
 class WriteFailed(PersistenceError):
@@ -99,6 +116,9 @@ class InvalidSessionId(UsageError):
         shown = value if len(value) <= 40 else value[:37] + "..."
         super().__init__(f"invalid session id {shown!r}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.value, self.reason)
+
 
 class StoreWarning(UserWarning):
     """The store could not do something now; nothing acknowledged was lost.
@@ -115,3 +135,8 @@ class RecoveryWarning(UserWarning):
     Emitted when a torn last line is moved aside, a corrupt line is skipped,
     or a dead process's journal is replayed. The message names the file.
     """
+
+
+def _rebuilt(kind: type[Any], args: tuple[Any, ...], keywords: dict[str, Any]) -> Any:
+    """Unpickling helper for errors with keyword-only fields."""
+    return kind(*args, **keywords)

@@ -46,12 +46,15 @@ class RecoveryReport:
     records: int = 0
     sessions: set[str] = field(default_factory=set)
     skipped: list[str] = field(default_factory=list)
+    last_seq: int = 0
+    """The highest seq found in the journals replayed (their checkpoints included)."""
 
     def add(self, other: RecoveryReport) -> None:
         self.journals += other.journals
         self.records += other.records
         self.sessions |= other.sessions
         self.skipped += other.skipped
+        self.last_seq = max(self.last_seq, other.last_seq)
 
 
 def recover_dead_journals(home: Path, *, own: str | None = None) -> RecoveryReport:
@@ -145,7 +148,10 @@ def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: boo
                 time.sleep(_LOCK_PAUSE)
         if path.suffix == JOURNAL_SUFFIX:
             data = path.read_bytes()
-            frames = [f for f in _frames(data) if f.seq > read_checkpoint(data)]
+            every = _frames(data)
+            checkpoint = read_checkpoint(data)
+            report.last_seq = max(report.last_seq, checkpoint, *(f.seq for f in every[-1:]))
+            frames = [f for f in every if f.seq > checkpoint]
             if frames:
                 _replay(home, path.name.removesuffix(JOURNAL_SUFFIX), frames, report)
                 report.journals += 1

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -61,6 +61,21 @@ _LINE = orjson.OPT_APPEND_NEWLINE
 _STAMP_KEYS = frozenset({"version", "seq", "ts"})
 
 
+class Committer(Protocol):
+    """What serves a ``Store``'s mailbox: the ``PersistenceActor``, or a forwarder to one.
+
+    A forwarder (the Ray backend's session hosts) hands the requests to a
+    persistence actor in another process and fills their receipts from its
+    answers; the sessions cannot tell the difference.
+    """
+
+    home: Path
+    durability: Durability
+    recovered: RecoveryReport
+    listeners: list[CommitListener]
+    acks: Acks
+
+
 class Store:
     """The persistence actor's mailbox, as the rest of the Runtime uses it.
 
@@ -69,7 +84,7 @@ class Store:
     withdraw a request that was already sent.
     """
 
-    def __init__(self, actor: PersistenceActor, send: MemoryObjectSendStream[Request]) -> None:
+    def __init__(self, actor: Committer, send: MemoryObjectSendStream[Request]) -> None:
         self._actor = actor
         self._send = send
         self._acks = actor.acks
@@ -159,6 +174,17 @@ class Store:
         receipt = Receipt()
         await _send(self._send, Flush(release=release, receipt=receipt))
         await self._acks.wait(receipt)
+
+    async def forward(self, request: Request) -> None:
+        """Send a request built elsewhere (by a writer in another process); answered in order.
+
+        Its receipt is filled like any other; wait on it with ``wait``.
+        """
+        await _send(self._send, request)
+
+    async def wait(self, receipt: Receipt) -> Any:
+        """The answer of a forwarded request, once committed (raises what it failed with)."""
+        return await self._acks.wait(receipt)
 
     def _writer(self, location: SessionLocation) -> SessionWriter:
         return SessionWriter(location, next(self._handles), self._send.clone(), self._acks)
@@ -342,10 +368,13 @@ async def open_store(
     *,
     durability: Durability = "fsync",
     clock: Clock = utc_now,
+    continue_seq: bool = False,
 ) -> AsyncIterator[Store]:
     """Start a persistence actor for ``home``; on exit, write everything and stop it.
 
-    Start-up replays the journals of runtimes that died. On exit the actor
+    Start-up replays the journals of runtimes that died; with
+    ``continue_seq``, stamps go on above the highest seq they held (a
+    persistence actor restarted over its own journal: seq never goes back). On exit the actor
     drains its mailbox once every writer has closed, syncs, releases its
     claims and removes its journal; writers still open after
     ``SHUTDOWN_GRACE`` seconds are cut off (their unsent records are lost,
@@ -357,6 +386,8 @@ async def open_store(
         await anyio.to_thread.run_sync(actor.prepare)
     except OSError as exc:
         raise write_failed(exc) from None
+    if continue_seq:
+        actor.continue_above(actor.recovered.last_seq)
     with unwrap_single_error():
         async with anyio.create_task_group() as tg:
             await tg.start(actor.run)

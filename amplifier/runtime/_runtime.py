@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -488,6 +488,7 @@ async def open_runtime(
     max_children: int = 4,
     mailbox_size: int = 16,
     scrub: Callable[[str], str] | None = None,
+    store: Store | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start a Runtime storing under ``home`` (default ``$AMPLIFIER_HOME`` or ``~/.amplifier``).
 
@@ -495,12 +496,19 @@ async def open_runtime(
     answers every turn (default: ``EchoTurnHandler``). ``max_depth`` bounds
     delegation nesting, ``max_children`` the children a session runs at once.
     ``scrub`` (e.g. a redactor of secrets) is applied to every string of every
-    event and to the last prompt kept in metadata.
+    event and to the last prompt kept in metadata. ``store``: an open store
+    to write through (a forwarder to another process's persistence actor);
+    by default the Runtime starts its own for ``home``.
     On exit, open sessions end with status ``completed`` (``cancelled`` if the
     exit is a cancellation) and everything is made durable.
     """
     root, directory = resolve_home_and_cwd(home, cwd)
-    async with open_store(root, durability=durability, clock=clock) as store:
+    opening: AbstractAsyncContextManager[Store] = (
+        nullcontext(store)
+        if store is not None
+        else open_store(root, durability=durability, clock=clock)
+    )
+    async with opening as store:
         bus = EventBus()
         store.add_listener(bus.deliver)
         services = Services(

@@ -1,0 +1,25 @@
+"""The Ray backend: sessions on a pool of Ray session hosts, one persistence actor.
+
+``open_runtime`` here is the public ``amplifier.open_runtime``: without
+``cluster`` it is the in-process runtime of the agents layer, and Ray is
+never imported; with it, the sessions run on the cluster (``_driver``),
+with the same files, events and guarantees. Needs ``amplifier[ray]``.
+"""
+
+from ._exceptions import (
+    ClusterError,
+    ClusterUnavailable,
+    HostLost,
+    PersistenceRestarted,
+    PersistenceUnavailable,
+)
+from ._open import open_runtime
+
+__all__ = [
+    "ClusterError",
+    "ClusterUnavailable",
+    "HostLost",
+    "PersistenceRestarted",
+    "PersistenceUnavailable",
+    "open_runtime",
+]

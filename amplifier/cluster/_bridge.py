@@ -1,0 +1,49 @@
+"""Awaiting a Ray call on asyncio and on trio alike.
+
+Rule: Ray's object refs are awaitable only on asyncio, so on trio the
+call's future wakes the trio loop through its token. No thread per call
+(a thread limiter would cap the calls in flight); cancelling the wait
+cancels the remote call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import ray
+import sniffio
+
+
+async def call(ref: Any, *, cancel_remote: bool = True) -> Any:
+    """The result of the Ray call ``ref`` (see the Rule). Checkpoint; cancelling cancels it."""
+    if sniffio.current_async_library() == "asyncio":
+        future = asyncio.wrap_future(ref.future())
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if cancel_remote:
+                ray.cancel(ref)
+            raise
+    import trio
+
+    done = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+    pending = ref.future()
+
+    def wake(_: object) -> None:
+        # The run may have ended while the call was in flight.
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(done.set)
+
+    pending.add_done_callback(wake)
+    try:
+        await done.wait()
+    except trio.Cancelled:
+        if cancel_remote and not pending.done():
+            ray.cancel(ref)
+        raise
+    return pending.result()
+
+

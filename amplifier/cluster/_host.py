@@ -1,0 +1,238 @@
+"""The session host: a Ray actor running many sessions on its own event loop.
+
+Its body is the in-process runtime: ``open_runtime`` of the agents layer,
+the same session actors, delegation and agent loop, writing through a
+``Store`` whose mailbox is forwarded in batches to the persistence service
+(``_forwarder``). A delegated child runs here, in its parent's task
+group, exactly as in-process.
+
+Rule 1: nothing comes through the environment: Ray workers inherit the
+        environment of the cluster's start, not the driver's. The home,
+        the project and the configuration are arguments.
+Rule 2: what the driver sees besides answers (events for its subscribers,
+        streamed text) goes through one long-poll call, ``pump``; an
+        answer carries the count of pumped entries before it, so the
+        driver delivers them before it returns the answer.
+Rule 3: errors cross the boundary as values (``Outcome``) or as errors
+        that pickle (``_wire.portable``); a user never sees Ray's wrapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from amplifier.agents import ProviderKind, open_runtime
+from amplifier.persistence import Durability, EndStatus, RecoveryReport, SessionMetadata
+from amplifier.runtime import Runtime, Session, TurnCancelled, TurnFailed
+
+from ._bridge import call
+from ._exceptions import PersistenceUnavailable
+from ._forwarder import open_forwarding_store
+from ._wire import Answer, Item, portable
+
+COMMIT_TIMEOUT = 120.0
+"""Seconds a batch may wait for the persistence service (a restart takes a few)."""
+PUMP_WAIT = 30.0
+"""Seconds a ``pump`` call waits for something before it returns empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """What every host of a cluster runtime is started with (Rule 1)."""
+
+    home: str
+    cwd: str
+    profile: str | None
+    provider: ProviderKind | None
+    model: str | None
+    durability: Durability
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a turn ended, as the driver rebuilds it."""
+
+    status: Literal["answered", "failed", "cancelled"]
+    text: str = ""
+    turn: int = 0
+    reason: str = ""
+
+
+class SessionHost:
+    """Hosts the sessions the driver places here; see the module's Rules."""
+
+    # Ray awaits an async __init__ on the actor's loop: the host is up once its runtime is.
+    async def __init__(  # type: ignore[misc]
+        self, config: HostConfig, persistence: Any, writer: str, recovered: RecoveryReport
+    ) -> None:
+        self._config = config
+        self._persistence = persistence
+        self._writer = writer
+        self._recovered = recovered
+        self._runtime: Runtime | None = None
+        self._sessions: dict[str, Session] = {}
+        self._outbox: list[tuple[str, Any]] = []
+        self._pumped = 0
+        """Entries put in the outbox since the start (Rule 2's count)."""
+        self._watching = False
+        self._news = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        # Kept: the loop holds tasks weakly.
+        self._main = asyncio.get_running_loop().create_task(self._serve())
+        await self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _serve(self) -> None:
+        config = self._config
+        try:
+            async with open_forwarding_store(
+                Path(config.home), config.durability, self._recovered, self._commit
+            ) as store:
+                store.add_listener(self._committed)
+                async with open_runtime(
+                    profile=config.profile,
+                    home=config.home,
+                    cwd=config.cwd,
+                    durability=config.durability,
+                    provider=config.provider,
+                    model=config.model,
+                    store=store,
+                ) as runtime:
+                    self._runtime = runtime
+                    self._ready.set()
+                    await self._stop.wait()
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            self._runtime = None
+            self._ready.set()
+
+    async def _commit(self, number: int, items: list[Item]) -> list[Answer]:
+        ref = self._persistence.commit.remote(self._writer, number, items)
+        try:
+            with anyio.fail_after(COMMIT_TIMEOUT):
+                answers: list[Answer] = await call(ref, cancel_remote=False)
+        except TimeoutError:
+            raise PersistenceUnavailable(
+                f"the persistence service did not answer within {COMMIT_TIMEOUT:g} s; "
+                "the last records may or may not be stored"
+            ) from None
+        except Exception as exc:  # Ray's: the service died or restarted meanwhile
+            raise PersistenceUnavailable(
+                "the persistence service stopped while storing these records; they may or "
+                "may not be stored: resume the session to go on"
+            ) from exc
+        return answers
+
+    def _committed(self, records: Sequence[dict[str, Any]]) -> None:
+        if self._watching:
+            self._put(("events", list(records)))
+
+    def _put(self, entry: tuple[str, Any]) -> None:
+        self._outbox.append(entry)
+        self._pumped += 1
+        self._news.set()
+
+    # -- what the driver calls -----------------------------------------------------------
+
+    async def describe(self) -> tuple[int, str]:
+        """This process's id and its writer id."""
+        return os.getpid(), self._writer
+
+    async def open(
+        self,
+        agent: str | None,
+        profile: str | None,
+        attributes: Mapping[str, str] | None,
+        name: str | None,
+        tags: Sequence[str],
+    ) -> SessionMetadata:
+        """Start a new root session here; its metadata (durable when this returns)."""
+        try:
+            session = await self._require().open_session(
+                agent, profile=profile, attributes=attributes, name=name, tags=tags
+            )
+        except Exception as exc:
+            raise portable(exc) from None
+        self._sessions[session.id] = session
+        return session.metadata
+
+    async def resume(self, session_id: str) -> SessionMetadata:
+        """Open a stored session here (the exact id); its metadata."""
+        try:
+            session = await self._require().resume(session_id)
+        except Exception as exc:
+            raise portable(exc) from None
+        self._sessions[session.id] = session
+        return session.metadata
+
+    async def ask(
+        self, session_id: str, prompt: str, ticket: int | None
+    ) -> tuple[Outcome, int, SessionMetadata]:
+        """Run one turn; its outcome, the pump count before it (Rule 2), the metadata after.
+
+        With a ``ticket``, the answer's text streams through ``pump``.
+        Cancelling the call cancels the turn.
+        """
+        session = self._sessions[session_id]
+
+        async def stream(piece: str) -> None:
+            self._put(("text", (ticket, piece)))
+
+        try:
+            reply = await session.ask(prompt, on_text=stream if ticket is not None else None)
+        except TurnFailed as exc:
+            outcome = Outcome("failed", reason=exc.reason)
+        except TurnCancelled:
+            outcome = Outcome("cancelled")
+        except Exception as exc:
+            raise portable(exc) from None
+        else:
+            outcome = Outcome("answered", text=reply.text, turn=reply.turn)
+        return outcome, self._pumped, session.metadata
+
+    async def cancel(self, session_id: str) -> None:
+        """Cancel the session's running turn, if any."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.cancel()
+
+    async def close(self, session_id: str, status: EndStatus, error: str | None) -> None:
+        """End the session; returns once its end is written."""
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            await session.close(status=status, error=error)
+
+    async def watch(self) -> None:
+        """From now on, committed events go to the driver too (it has subscribers)."""
+        self._watching = True
+
+    async def pump(self) -> tuple[int, list[tuple[str, Any]]]:
+        """What the driver has not seen yet (waits for something, at most ``PUMP_WAIT``)."""
+        if not self._outbox:
+            self._news.clear()
+            with anyio.move_on_after(PUMP_WAIT):
+                await self._news.wait()
+        entries, self._outbox = self._outbox, []
+        return self._pumped, entries
+
+    async def shutdown(self) -> None:
+        """End every session (``completed``), then the runtime; its records are written."""
+        self._stop.set()
+        await asyncio.wait([self._main])
+
+    def _require(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the session host has stopped")
+        return self._runtime

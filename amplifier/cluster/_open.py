@@ -1,0 +1,85 @@
+"""``open_runtime``: in-process, or on a Ray cluster when ``cluster`` is given."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from amplifier.agents import Provider, ProviderKind
+from amplifier.agents import open_runtime as open_local_runtime
+from amplifier.persistence import Clock, Durability, utc_now
+from amplifier.runtime import Runtime, TurnHandler
+
+from ._exceptions import ClusterUnavailable
+
+
+@asynccontextmanager
+async def open_runtime(
+    *,
+    profile: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    durability: Durability | None = None,
+    provider: ProviderKind | Provider | None = None,
+    model: str | None = None,
+    handler: TurnHandler | None = None,
+    clock: Clock = utc_now,
+    cluster: str | None = None,
+    hosts: int = 2,
+) -> AsyncIterator[Runtime]:
+    """A Runtime whose sessions run agents under ``profile`` (default ``base``).
+
+    ``provider`` and ``model`` override the profile's (a provider kind such
+    as ``"openai"``, or a ready ``Provider`` object); ``durability`` too.
+    ``handler`` replaces the agent loop altogether (tests, other runtimes).
+    Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened.
+
+    ``cluster`` runs the sessions on a Ray cluster (``pip install
+    'amplifier[ray]'``): ``"auto"`` joins the running one or starts a local
+    one, otherwise it is the cluster's address. ``hosts`` session hosts
+    (Ray actors) share the sessions; the persistence actor runs on this
+    machine, which must hold the home. A provider is then given by kind,
+    and ``handler`` and ``clock`` cannot be replaced (each host builds its
+    own). Without ``cluster``, Ray is never imported.
+    """
+    if cluster is None:
+        async with open_local_runtime(
+            profile=profile,
+            home=home,
+            cwd=cwd,
+            durability=durability,
+            provider=provider,
+            model=model,
+            handler=handler,
+            clock=clock,
+        ) as runtime:
+            yield runtime
+        return
+    if handler is not None or clock is not utc_now:
+        raise ClusterUnavailable("a cluster runtime runs the agent loop of each host's own")
+    if provider is not None and not isinstance(provider, str):
+        raise ClusterUnavailable("on a cluster, give the provider by kind: each host builds it")
+    if hosts < 1:
+        raise ClusterUnavailable(f"a cluster runtime needs at least one host, not {hosts}")
+    # Read when ray is imported: a cluster started here sends no usage statistics.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        from ._driver import open_cluster_runtime
+    except ImportError as exc:
+        if exc.name != "ray" and not (exc.name or "").startswith("ray."):
+            raise
+        raise ClusterUnavailable(
+            "running on a cluster needs Ray: pip install 'amplifier[ray]'"
+        ) from None
+    async with open_cluster_runtime(
+        cluster,
+        hosts=hosts,
+        profile=profile,
+        home=home,
+        cwd=cwd,
+        durability=durability,
+        provider=provider,
+        model=model,
+    ) as runtime:
+        yield runtime

@@ -1,0 +1,113 @@
+"""What crosses the process boundary between a session host and the persistence service.
+
+A ``Request`` holds a ``Receipt``, which only means something in the process
+that waits on it; ``Item`` is the request without it. ``after`` (the
+request another session's record depends on) becomes an index into the
+same batch, or the failure that request already met (the forwarder's
+Rule 1). Answers come back as ``Answer``, one per item, in order.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+from amplifier._errors import AmplifierError, UsageError
+from amplifier.persistence import (
+    AppendEvent,
+    AppendMessage,
+    CloseSession,
+    CreateSession,
+    DeleteSessions,
+    Flush,
+    OpenSession,
+    PersistenceError,
+    Receipt,
+    Reindex,
+    Request,
+    WriteMetadata,
+)
+
+KINDS: dict[str, type[Request]] = {
+    kind.model_fields["kind"].default: kind
+    for kind in (
+        CreateSession,
+        OpenSession,
+        AppendEvent,
+        AppendMessage,
+        WriteMetadata,
+        CloseSession,
+        Flush,
+        Reindex,
+        DeleteSessions,
+    )
+}
+"""Every request type by its ``kind``."""
+_LOCAL = frozenset({"receipt", "after"})
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One request of a batch, without its receipt."""
+
+    kind: str
+    fields: dict[str, Any]
+    after: int | None = None
+    """Index (in the same batch) of the request this one depends on."""
+    after_error: BaseException | None = None
+    """What the request this one depends on failed with (it was answered earlier)."""
+
+    @property
+    def handle(self) -> int | None:
+        handle: int | None = self.fields.get("handle")
+        return handle
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A request's answer: what its receipt holds once committed."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+def to_item(request: Request, position: dict[int, int]) -> Item:
+    """``request`` for the wire; ``position`` maps ``id(receipt)`` to its index in the batch."""
+    fields = {name: getattr(request, name) for name in type(request).model_fields}
+    for name in _LOCAL:
+        fields.pop(name, None)
+    after = getattr(request, "after", None)
+    if after is None:
+        return Item(request.kind, fields)
+    index = position.get(id(after))
+    if index is not None:
+        return Item(request.kind, fields, after=index)
+    # Rule 1 of the forwarder: not in this batch, so answered already.
+    return Item(request.kind, fields, after_error=after.error)
+
+
+def from_item(item: Item, fields: dict[str, Any], receipts: list[Receipt]) -> Request:
+    """The request again, with a fresh receipt; ``receipts`` are the batch's so far."""
+    kind = KINDS[item.kind]
+    extra: dict[str, Any] = {"receipt": Receipt()}
+    if item.after is not None:
+        extra["after"] = receipts[item.after]
+    elif item.after_error is not None:
+        failed = Receipt()
+        failed.error, failed.done = item.after_error, True
+        extra["after"] = failed
+    # Built by this package's own writers: no validation needed.
+    return kind.model_construct(**fields, **extra)
+
+
+def portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else its message under the nearest root we know."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        for root in (PersistenceError, UsageError, AmplifierError):
+            if isinstance(error, root):
+                return root(str(error))
+        return AmplifierError(f"{type(error).__name__}: {error}")
+    return error

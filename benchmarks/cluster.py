@@ -1,0 +1,219 @@
+"""Sessions on a Ray cluster against the same sessions in-process.
+
+Workload (the targets of the cluster backend):
+- throughput: N sessions at once, T turns each, every turn delegating one
+  child (the offline provider, durability fsync); events/s (every event
+  stored, children's too) and sessions/s, in-process and on Ray with 1, 2
+  and 4 session hosts;
+- memory: M idle sessions spread over the hosts; a host's resident set
+  growth per session, against the same sessions in a fresh in-process
+  runtime (its own process).
+
+Target: Ray with 2 hosts reaches at least 0.5x in-process events/s; an idle
+session costs a host at most 2x what it costs in-process.
+
+The cluster is a local one (started here, once; its start-up is reported
+apart); every figure is one run on this machine, which also runs the
+driver, the hosts and the persistence actor: read them with the machine's
+load (printed) in mind.
+
+Reproduce::
+
+    .venv/bin/pip install -e '.[dev,ray]'
+    .venv/bin/python benchmarks/cluster.py                 # 1,000 x 5, 10,000 idle
+    .venv/bin/python benchmarks/cluster.py --quick         # 50 x 2, 500 idle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import anyio
+
+import amplifier
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def stored_events(home: Path) -> int:
+    return sum(
+        sum(1 for _ in path.open("rb"))
+        for path in home.glob("projects/*/sessions/*/events.jsonl")
+    )
+
+
+async def throughput(
+    home: Path, cwd: Path, sessions: int, turns: int, hosts: int
+) -> dict[str, Any]:
+    """Run the workload; hosts=0: in-process."""
+    options: dict[str, Any] = {"cluster": "auto", "hosts": hosts} if hosts else {}
+    started = time.perf_counter()
+    async with amplifier.open_runtime(home=home, cwd=cwd, **options) as rt:
+        ready = time.perf_counter()
+
+        async def one() -> None:
+            async with rt.open_session() as session:
+                for turn in range(turns):
+                    await session.ask(f"turn {turn}\n/delegate explorer: step {turn}")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(sessions):
+                tg.start_soon(one)
+        done = time.perf_counter()
+    events = stored_events(home)
+    wall = done - ready
+    return {
+        "mode": f"ray, {hosts} host(s)" if hosts else "in-process",
+        "start_s": round(ready - started, 2),
+        "wall_s": round(wall, 2),
+        "events": events,
+        "events_per_s": round(events / wall),
+        "sessions_per_s": round(sessions / wall, 1),
+    }
+
+
+async def idle_hosts(home: Path, cwd: Path, count: int, hosts: int) -> dict[str, Any]:
+    async with amplifier.open_runtime(home=home, cwd=cwd, cluster="auto", hosts=hosts) as rt:
+        pids = [host.pid for host in rt.hosts]  # type: ignore[attr-defined]
+        await anyio.sleep(1)
+        before = sum(rss_kib(pid) for pid in pids)
+        opened = []
+        limit = anyio.CapacityLimiter(500)
+
+        async def open_one() -> None:
+            async with limit:
+                opened.append(await rt.open_session())
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(open_one)
+        took = time.perf_counter() - started
+        await anyio.sleep(1)
+        after = sum(rss_kib(pid) for pid in pids)
+        answer = await opened[-1].ask("still there?")
+        assert answer.turn == 1
+    return {
+        "mode": f"ray, {hosts} host(s)",
+        "sessions": count,
+        "open_s": round(took, 1),
+        "kib_per_session": round((after - before) / count, 1),
+    }
+
+
+LOCAL_IDLE = """
+import anyio, amplifier, sys, time
+from pathlib import Path
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+async def main(count, home, cwd):
+    async with amplifier.open_runtime(home=home, cwd=cwd) as rt:
+        await rt.open_session(); await anyio.sleep(1)
+        before = rss()
+        async def one():
+            await rt.open_session()
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(one)
+        await anyio.sleep(1)
+        print((rss() - before) / count)
+anyio.run(main, int(sys.argv[1]), sys.argv[2], sys.argv[3])
+"""
+
+
+def idle_local(home: Path, cwd: Path, count: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_IDLE, str(count), str(home), str(cwd)],
+        capture_output=True, text=True, check=True,
+    )
+    return {"mode": "in-process", "sessions": count, "open_s": None,
+            "kib_per_session": round(float(done.stdout.split()[-1]), 1)}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sessions", type=int)
+    parser.add_argument("--turns", type=int)
+    parser.add_argument("--idle", type=int)
+    args = parser.parse_args()
+    sessions = args.sessions or (50 if args.quick else 1000)
+    turns = args.turns or (2 if args.quick else 5)
+    idle = args.idle or (500 if args.quick else 10_000)
+
+    import ray
+
+    scratch = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="amplifier-cluster-bench-"))
+    began = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=80 * 1024 * 1024, _node_ip_address="127.0.0.1",
+             _temp_dir=str(scratch), namespace="amplifier-bench")
+    cluster_start = time.perf_counter() - began
+    try:
+        print(f"# cluster: {sessions} sessions x {turns} turns, one child per turn; "
+              f"{idle} idle; load {os.getloadavg()[0]:.1f}; cpus {os.cpu_count()}; "
+              f"local Ray cluster started in {cluster_start:.1f} s")
+        rows = []
+        for hosts in (0, 1, 2, 4):
+            home, cwd = work / f"t{hosts}" / "home", work / f"t{hosts}" / "project"
+            cwd.mkdir(parents=True)
+            rows.append(anyio.run(throughput, home, cwd, sessions, turns, hosts))
+            print(json.dumps({**rows[-1], "load1": round(os.getloadavg()[0], 1)}), flush=True)
+        base = rows[0]["events_per_s"]
+        for row in rows:
+            row["vs_in_process"] = f"{row['events_per_s'] / base:.2f}x"
+        print("\n## Throughput\n")
+        print(table(rows))
+        memory = [idle_local(work / "il" / "home", work, idle)]
+        for hosts in (2,):
+            home, cwd = work / f"i{hosts}" / "home", work / f"i{hosts}" / "project"
+            cwd.mkdir(parents=True)
+            memory.append(anyio.run(idle_hosts, home, cwd, idle, hosts))
+        print("\n## Idle sessions\n")
+        print(table(memory))
+        two = next(r for r in rows if r["mode"].startswith("ray, 2"))
+        ratio = two["events_per_s"] / base
+        kib = memory[1]["kib_per_session"] / max(memory[0]["kib_per_session"], 0.1)
+        print("\n===== targets")
+        print(f"(cluster: ray 2 hosts {ratio:.2f}x in-process events/s, target >= 0.5x: "
+              f"{'met' if ratio >= 0.5 else 'NOT met'})")
+        print(f"(cluster: idle session in a host {kib:.2f}x in-process, target <= 2x: "
+              f"{'met' if kib <= 2 else 'NOT met'})")
+        print("reproduce: .venv/bin/python benchmarks/cluster.py")
+    finally:
+        ray.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Sessions on a Ray cluster: the same answers, files, order and events as in-process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import amplifier
+
+from .cluster_helpers import assert_one_total_order, stored_events
+
+# One test worker runs every cluster test: one local cluster at a time on the machine.
+pytestmark = pytest.mark.xdist_group("ray_cluster")
+
+DELEGATING = "look at this\n/delegate explorer: list the files\n/delegate reviewer: check them"
+
+AMPLIFIER = Path(sys.executable).parent / "amplifier"
+
+NO_RAY = """
+import sys
+attempts = []
+class NoRay:  # records any attempt to import ray, even one that is caught
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            attempts.append(name)
+        return None
+sys.meta_path.insert(0, NoRay())
+sys.argv = ["amplifier", "run", "hello"]
+import amplifier.cli
+try:
+    amplifier.cli.main()
+except SystemExit as exit:
+    assert not exit.code, exit.code
+assert not attempts and "ray" not in sys.modules, attempts
+"""
+
+
+def _without_ids(text: str) -> str:
+    return re.sub(r"\d{8}T\d{6}Z|[0-9a-f]{16}", "ID", text)
+
+
+def _by_session(events: list[amplifier.EventRecord]) -> list[tuple[str, ...]]:
+    """Each session's event names, in order (sibling children interleave by chance)."""
+    names: dict[str, list[str]] = {}
+    for event in events:
+        names.setdefault(event.session_id, []).append(event.event)
+    return sorted(tuple(each) for each in names.values())
+
+
+def test_run_without_cluster_never_imports_ray(home: Path, project: Path) -> None:
+    """A plain ``amplifier run`` never loads Ray, so it starts as fast as without the extra."""
+    done = subprocess.run(
+        [sys.executable, "-c", NO_RAY], cwd=project, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Session:" in done.stderr
+
+
+async def test_cluster_session_answers_like_in_process(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """A delegating turn on the cluster answers and records exactly what it does in-process."""
+    async with amplifier.open_runtime(home=home, cwd=project) as rt:
+        async with rt.open_session() as local:
+            expected = await local.ask(DELEGATING)
+        local_events = _by_session([e async for e in rt.events(local.id, tree=True)])
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=2) as rt:
+        async with rt.open_session() as remote:
+            reply = await remote.ask(DELEGATING)
+        remote_events = _by_session([e async for e in rt.events(remote.id, tree=True)])
+        listed = {row.session_id for row in await rt.sessions()}
+    assert _without_ids(reply.text) == _without_ids(expected.text)
+    assert remote_events == local_events
+    assert {local.id, remote.id} <= listed
+
+
+async def test_cluster_seq_is_one_total_order_across_hosts(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """Sessions on two hosts share one strictly increasing seq; children follow their parents."""
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=2) as rt:
+        sessions = [await rt.open_session() for _ in range(4)]
+        assert sorted(rt.host_of(s) for s in sessions) == [0, 0, 1, 1]
+
+        async def turns(session: amplifier.Session) -> None:
+            for _ in range(2):
+                await session.ask(DELEGATING)
+
+        async with anyio.create_task_group() as tg:
+            for session in sessions:
+                tg.start_soon(turns, session)
+    assert_one_total_order(home)
+    assert len(stored_events(home)) == 4 * 5  # each root made 4 children
+
+
+async def test_cluster_new_roots_go_to_the_least_loaded_host(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """A new session goes to the host with the fewest open sessions."""
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=2) as rt:
+        first, second, third = [await rt.open_session() for _ in range(3)]
+        assert [rt.host_of(s) for s in (first, second, third)] == [0, 1, 0]
+        await first.close()
+        await third.close()
+        fourth = await rt.open_session()
+        assert rt.host_of(fourth) == 0
+        assert [host.roots for host in rt.hosts] == [1, 1]
+
+
+async def test_cluster_subscribers_see_events_and_streamed_text(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """Subscribers get the turn's events (children's too) and the answer streams as it comes."""
+    streamed: list[str] = []
+
+    async def show(piece: str) -> None:
+        streamed.append(piece)
+
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=1) as rt:
+        async with rt.open_session() as session:
+            async with session.subscribe(tree=True) as feed:
+                reply = await session.ask(DELEGATING, on_text=show)
+                seen = []
+                with anyio.fail_after(10):
+                    async for event in feed:
+                        seen.append(event)
+                        if event.event == "prompt:complete" and event.session_id == session.id:
+                            break
+    assert "".join(streamed) == reply.text
+    kinds = [event.event for event in seen]
+    assert kinds.count("delegate:start") == 2
+    assert {e.session_id for e in seen if e.event == "session:start"} >= {
+        e.data["child_id"] for e in seen if e.event == "delegate:start"
+    }
+    assert [e.seq for e in seen] == sorted(e.seq for e in seen)
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])
+def test_cluster_opening_without_a_host_is_refused(backend: str, home: Path) -> None:
+    """Asking for zero hosts is a usage error, before anything starts."""
+    async def main() -> None:
+        async with amplifier.open_runtime(home=home, cluster="auto", hosts=0):
+            pass
+
+    with pytest.raises(amplifier.UsageError, match="at least one host"):
+        anyio.run(main, backend=backend)
+
+
+def _amp(*args: str, cwd: Path, backend: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AMPLIFIER_ASYNC_BACKEND": backend}
+    done = subprocess.run(
+        [str(AMPLIFIER), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.mark.parametrize("backend", ["trio"])  # the bridged backend; asyncio: the API tests
+def test_cluster_cli_run_prints_what_in_process_prints(
+    ray_cluster: str, home: Path, project: Path, backend: str
+) -> None:
+    """``amplifier run --cluster ADDRESS`` prints what a run without it prints; show finds it."""
+    local = _amp("run", DELEGATING, cwd=project, backend=backend)
+    remote = _amp("run", "--cluster", ray_cluster, DELEGATING, cwd=project, backend=backend)
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    assert _without_ids(remote.stdout) == _without_ids(local.stdout)
+    assert _without_ids(remote.stderr) == _without_ids(local.stderr)
+    session_id = re.findall(r"Session: (\S+)", remote.stderr)[-1]
+    shown = _amp("session", "show", session_id, cwd=project, backend=backend)
+    assert shown.returncode == 0, shown.stderr
+    assert "explorer" in shown.stdout

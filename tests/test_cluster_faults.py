@@ -1,0 +1,155 @@
+"""Faults on a Ray cluster: a host, the persistence actor or the driver killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import amplifier
+
+from .cluster_helpers import assert_one_total_order, stored_events
+from .fake_llm_server import FakeLLMServer, Stall, Text
+
+# One test worker runs every cluster test: one local cluster at a time on the machine.
+pytestmark = pytest.mark.xdist_group("ray_cluster")
+
+DRIVER = """
+import sys, anyio, amplifier
+async def main():
+    async with amplifier.open_runtime(cluster=sys.argv[1], hosts=2) as rt:
+        ids = []
+        for _ in range(2):
+            session = await rt.open_session()
+            await session.ask("remember this")
+            ids.append(session.id)
+        print(" ".join(ids), flush=True)
+        await anyio.sleep(600)
+anyio.run(main)
+"""
+
+
+def _slow_profile(home: Path, server: FakeLLMServer) -> None:
+    folder = home / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    url = server.openai_base_url
+    (folder / "slow.yaml").write_text(
+        f"provider: {{kind: openai, base_url: '{url}', model: m, max_retries: 0}}\n"
+    )
+
+
+async def test_cluster_host_killed_mid_turn_fails_the_turn_and_resumes_elsewhere(
+    ray_cluster: str, home: Path, project: Path, server: FakeLLMServer
+) -> None:
+    """A host dying mid-turn fails that turn naming the session; it resumes on another host."""
+    _slow_profile(home, server)
+    server.plan(Stall(30), Text(("answered after the resume",)))
+    failures: list[amplifier.TurnFailed] = []
+    async with amplifier.open_runtime(
+        home=home, cwd=project, cluster="auto", hosts=2, profile="slow"
+    ) as rt:
+        session = await rt.open_session()
+        killed = rt.host_of(session)
+
+        async def ask() -> None:
+            with pytest.raises(amplifier.TurnFailed) as caught:
+                await session.ask("hello")
+            failures.append(caught.value)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            with anyio.fail_after(20):
+                while not server.requests:  # noqa: ASYNC110 - another thread's list
+                    await anyio.sleep(0.02)  # until the turn waits for the model
+            os.kill(rt.hosts[killed].pid, signal.SIGKILL)
+        assert session.id in str(failures[0])
+        assert "died" in str(failures[0])
+        async with rt.resume(session.id) as resumed:
+            assert rt.host_of(resumed) != killed
+            reply = await resumed.ask("again")
+        assert reply.text == "answered after the resume"
+    events = [record["event"] for record in stored_events(home)[session.id]]
+    assert events[:2] == ["session:start", "prompt:submit"]
+    assert "session:resume" in events
+    assert_one_total_order(home)
+
+
+async def test_cluster_persistence_actor_killed_restarts_and_seq_goes_on(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """Killed, the persistence actor comes back: nothing half-applied, no seq reused or lower."""
+    import ray
+
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=2) as rt:
+        before = [await rt.open_session() for _ in range(2)]
+        for session in before:
+            await session.ask("first")
+        await rt.flush()
+        highest = max(r["seq"] for records in stored_events(home).values() for r in records)
+        name = next(
+            entry["name"]
+            for entry in ray.util.list_named_actors(all_namespaces=True)
+            if entry["name"].startswith("amplifier-persistence-")
+        )
+        service = ray.get_actor(name, namespace="amplifier")
+        pid, _ = await anyio.to_thread.run_sync(ray.get, service.describe.remote())
+        os.kill(pid, signal.SIGKILL)
+        # A session opened before the restart is told so, clearly, and no answer is faked.
+        with pytest.raises(amplifier.TurnFailed, match="persistence service"):
+            await before[0].ask("second")
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    after = await rt.open_session()
+                    break
+                except amplifier.PersistenceError:
+                    await anyio.sleep(0.2)  # still restarting
+        await after.ask("after the restart")
+        async with rt.resume(before[1].id) as resumed:
+            reply = await resumed.ask("second")
+        assert reply.turn == 2
+    stored = stored_events(home)
+    assert min(r["seq"] for r in stored[after.id]) > highest
+    assert_one_total_order(home)
+
+
+@pytest.mark.filterwarnings("ignore::amplifier.RecoveryWarning")  # the replay says so
+def test_cluster_driver_killed_leaves_its_sessions_resumable(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """A driver killed with its cluster sessions open: each resumes afterwards with its history."""
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, ray_cluster],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert driver.stdout is not None
+        ids = driver.stdout.readline().split()
+        assert len(ids) == 2
+    finally:
+        driver.kill()
+        driver.wait()
+        if driver.stdout is not None:
+            driver.stdout.close()
+
+    async def resume(session_id: str) -> amplifier.Reply:
+        with anyio.fail_after(45):
+            while True:  # until Ray has ended the dead driver's actors
+                try:
+                    async with amplifier.open_runtime(home=home, cwd=project) as rt:
+                        async with rt.resume(session_id) as session:
+                            return await session.ask("what did I say?")
+                except amplifier.SessionLocked:
+                    await anyio.sleep(0.25)
+
+    for session_id in ids:
+        reply = anyio.run(resume, session_id)
+        assert reply.turn == 2  # the turn before the kill is in its history
