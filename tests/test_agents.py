@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 import amplifier
+import amplifier.agents._file_tools as file_tools_module
 from amplifier import ScriptedProvider, TurnFailed, UnknownAgent
 from amplifier.agents import INTERRUPTED, ScriptedCall, ScriptedTurn
 
@@ -61,6 +63,29 @@ async def test_offline_tool_call_runs_the_tool_and_records_both_sides(
     log = events(home, session.id)
     assert first(log, "tool:pre", tool="read_file")["seq"] < first(log, "tool:post")["seq"]
     assert first(log, "tool:post")["data"]["is_error"] is False
+
+
+async def test_tool_bug_is_told_in_one_line_and_recorded_with_its_traceback(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tool that raises: the model gets one line, tool:post and the log get the traceback."""
+
+    async def broken(self: object, arguments: object, context: object) -> str:
+        return str(arguments.no_such_field)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(file_tools_module.ReadFile, "run", broken)
+    with caplog.at_level(logging.ERROR, logger="amplifier"):
+        async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+            await session.ask('/tool read_file {"path": "README.md"}')
+    (result,) = _tool_results(home, session.id)
+    assert result["content"].startswith("AttributeError:")
+    assert "Traceback" not in result["content"]
+    post = first(events(home, session.id), "tool:post")["data"]
+    assert post["is_error"] is True
+    assert "in broken" in post["traceback"]
+    (record,) = [r for r in caplog.records if r.name == "amplifier"]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], AttributeError)
 
 
 async def test_two_concurrent_delegations_whose_children_use_tools(

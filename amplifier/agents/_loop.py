@@ -34,6 +34,7 @@ from typing import Any, cast
 
 import anyio
 
+from amplifier._log import log_failure
 from amplifier.runtime import SessionContext, SessionSetup, Turn
 
 from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
@@ -319,6 +320,7 @@ class AgentTurnHandler:
         )
         started = anyio.current_time()
         is_error = True
+        trace: str | None = None
         try:
             if call.cut_off:
                 raise ToolFailed(
@@ -341,6 +343,7 @@ class AgentTurnHandler:
             output = str(exc)
         except Exception as exc:  # a tool's bug must not end the turn: the model is told
             output = f"{type(exc).__name__}: {exc}"
+            trace = log_failure(f"tool {call.name!r} failed in session {turn.session.id}", exc)
         output = clip(output)
         if self.redact is not None:
             output = self.redact(output)  # tool output is stored: no secrets in it
@@ -352,6 +355,8 @@ class AgentTurnHandler:
             "result": output[:_EXCERPT],
             "result_chars": len(output),
         }
+        if trace is not None:
+            data["traceback"] = self.redact(trace) if self.redact is not None else trace
         await turn.emit("tool:post", data)
         return ToolResultMessage(
             tool_call_id=call.id, name=call.name, content=output, is_error=is_error

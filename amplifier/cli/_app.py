@@ -4,8 +4,10 @@ Exit codes: 0 done, 1 a failure (provider, disk, a session in use),
 2 a usage error (bad id, unknown agent or profile, bad flag), 128 + N when
 signal N stopped a command that runs turns (130 Ctrl-C, 143 SIGTERM, 129
 SIGHUP), after the session's final records are written.
-Errors are one line on stderr, never a traceback (``AMPLIFIER_DEBUG=1``
-shows one). With ``--json`` stdout carries exactly one JSON document.
+Errors are one line on stderr, never a traceback: ``--debug`` (or
+``AMPLIFIER_DEBUG=1``) shows the tracebacks, those of failed turns and tools
+through the ``amplifier`` logger. With ``--json`` stdout carries exactly one
+JSON document.
 
 Rule: loading this module imports typer and little else, so that
 ``amplifier --help`` starts fast: the API (``amplifier``, which builds
@@ -20,8 +22,8 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -135,6 +137,37 @@ def _backend() -> str:
     return os.environ.get("AMPLIFIER_ASYNC_BACKEND", "asyncio")
 
 
+class _Debug:
+    """Whether failures show their tracebacks: ``--debug`` or ``AMPLIFIER_DEBUG=1``."""
+
+    flag = False
+
+    @classmethod
+    def on(cls) -> bool:
+        return cls.flag or os.environ.get("AMPLIFIER_DEBUG", "") not in ("", "0")
+
+
+@contextmanager
+def _debug_log() -> Iterator[None]:
+    """With debugging on, the ``amplifier`` logger's records (tracebacks) go to stderr."""
+    if not _Debug.on():
+        yield
+        return
+    import logging  # only here: it costs start-up time
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("amplifier")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _say(message: str) -> None:
     """A status line for the person at the terminal (stderr, never mixed into --json)."""
     sys.stderr.write(safe(message) + "\n")
@@ -178,7 +211,8 @@ def _execute(
     # Ctrl-C stays ignored: after the work, it has nothing left to stop.
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        _run_guarded(main, as_json=as_json, signals=signals)
+        with _debug_log():
+            _run_guarded(main, as_json=as_json, signals=signals)
     finally:
         for signum, handler in previous.items():
             if handler is not None:
@@ -234,10 +268,10 @@ def _run_guarded(
             as_json=as_json,
         )
     except Exception as exc:
-        if os.environ.get("AMPLIFIER_DEBUG"):
+        if _Debug.on():
             traceback.print_exc()
         _fail(
-            f"internal error: {type(exc).__name__}: {exc} (AMPLIFIER_DEBUG=1 shows where)",
+            f"internal error: {type(exc).__name__}: {exc} (--debug shows where)",
             code=1,
             as_json=as_json,
         )
@@ -439,8 +473,15 @@ def root(
     provider: ProviderOption = None,
     model: ModelOption = None,
     agent: AgentOption = None,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the tracebacks of failures on stderr (as AMPLIFIER_DEBUG=1)."
+        ),
+    ] = False,
 ) -> None:
     """Run and manage AI-agent sessions. With no command: an interactive session."""
+    _Debug.flag = debug
     if ctx.invoked_subcommand is not None:
         ctx.obj = _Before(profile=profile, provider=provider, model=model, agent=agent)
         if ctx.invoked_subcommand not in ("run", "continue", "session"):

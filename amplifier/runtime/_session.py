@@ -20,6 +20,10 @@ Rule 4: a session's final records (``prompt:complete``, ``session:end``,
         the session is cancelled, so it stays resumable with an honest status.
 Rule 5: an exception in one session never crashes the Runtime: it ends that
         session with status ``failed``. Only cancellation propagates.
+Rule 6: a failure keeps its cause: the exception that failed a turn travels
+        in ``Failed`` and is raised again ``from`` it to the caller; it is
+        logged with its traceback (``amplifier._log``), and the formatted
+        traceback is recorded in the event that reports the failure.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from amplifier._errors import AmplifierError, UsageError
+from amplifier._log import formatted_traceback, log_failure
 from amplifier.persistence import (
     CorruptSession,
     EndStatus,
@@ -130,6 +135,7 @@ class SessionActor:
         """
         status: EndStatus = "completed"
         error: str | None = None
+        trace: str | None = None
         started = False
         try:
             await self._begin()
@@ -153,11 +159,12 @@ class SessionActor:
             status, error = "failed", _describe(exc)
             if not started:
                 raise
+            trace = log_failure(f"session {self.id} failed", exc)
         finally:
             self._send.close()
             self._mailbox.close()
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-                await self._end(status, error)
+                await self._end(status, error, trace)
             self._services.bus.unregister(self.id)
             self._ended = True
             if self._ended_event is not None:
@@ -224,7 +231,7 @@ class SessionActor:
         await self._services.handler.on_resume(self.context)
         await self._writer.sync()
 
-    async def _end(self, status: EndStatus, error: str | None) -> None:
+    async def _end(self, status: EndStatus, error: str | None, trace: str | None = None) -> None:
         if self._life.state is SessionState.ENDED:
             return
         if self._life.state is not SessionState.CLOSING:
@@ -240,6 +247,8 @@ class SessionActor:
                 data: dict[str, Any] = {"status": status}
                 if error is not None:
                     data["error"] = error
+                if trace is not None:
+                    data["traceback"] = trace
                 await self._post("session:end", data)
                 if self._meta is not None:
                     self._meta.status = status
@@ -307,7 +316,8 @@ class SessionActor:
                     text = await self._services.handler.run_turn(turn)
                     outcome = Answered(reply=Reply(session_id=self.id, text=text, turn=number))
                 except Exception as exc:
-                    outcome = Failed(reason=_describe(exc))
+                    log_failure(f"turn {number} of session {self.id} failed", exc)
+                    outcome = Failed(reason=_describe(exc), error=exc)
         finally:
             self._turn_scope = self._current = None
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
@@ -328,6 +338,8 @@ class SessionActor:
         data: dict[str, Any] = {"turn": number, "status": _turn_status(outcome)}
         if isinstance(outcome, Failed):
             data["error"] = outcome.reason
+            if outcome.error is not None:
+                data["traceback"] = formatted_traceback(outcome.error)
         try:
             await self._post("prompt:complete", data)
             await self._write_metadata()
@@ -335,7 +347,8 @@ class SessionActor:
                 await self._require_writer().sync()
         except PersistenceError as exc:
             if isinstance(outcome, Answered):
-                return Failed(reason=f"the turn could not be stored: {exc}")
+                log_failure(f"turn {number} of session {self.id} could not be stored", exc)
+                return Failed(reason=f"the turn could not be stored: {exc}", error=exc)
         return outcome
 
     def cancel_turn(self, prompt: Prompt | None = None) -> None:
@@ -485,6 +498,7 @@ class SessionActor:
         response: str | None = None
         error: str | None = None
         child: SessionActor | None = None
+        trace: str | None = None
         try:
             create = None if resuming else self._child_metadata(child_id, request.agent)
             child = SessionActor(self._services, location, create=create)
@@ -493,6 +507,7 @@ class SessionActor:
                     await tg.start(child.run)
                 except Exception as exc:
                     status, error = "failed", _describe(exc)
+                    trace = log_failure(f"sub-session {child_id} could not start", exc)
                 else:
                     status, response, error = await self._supervise(child, request, tg)
         finally:
@@ -504,6 +519,8 @@ class SessionActor:
                 }
                 if error is not None:
                     data["error"] = error
+                if trace is not None:
+                    data["traceback"] = trace
                 # Committed with or after the child's last records, never without them.
                 await self._post("delegate:end", data, after=child.final if child else None)
         return DelegationResult(
@@ -524,7 +541,7 @@ class SessionActor:
                         request.instruction, request.context, durable=False
                     )
                 except (RuntimeClosed, SessionClosed) as exc:
-                    outcome = Failed(reason=str(exc))
+                    outcome = Failed(reason=str(exc), error=exc)
             if timer.cancelled_caught:
                 status, error = "timed_out", f"no answer within {request.timeout:g} s"
             else:
@@ -832,8 +849,8 @@ class Session:
         match outcome:
             case Answered(reply=reply):
                 return reply
-            case Failed(reason=reason):
-                raise TurnFailed(self.id, reason)
+            case Failed(reason=reason, error=error):
+                raise TurnFailed(self.id, reason) from error
             case Cancelled():
                 raise TurnCancelled(self.id)
             case _:
