@@ -311,7 +311,7 @@ async def _one_turn(
     with its error; what the answer got to is printed (at once on a
     terminal, at the end when piped).
     """
-    from amplifier import TurnCancelled, TurnFailed
+    from amplifier import PersistenceError, TurnCancelled, TurnFailed
 
     from ._progress import live_progress
 
@@ -354,7 +354,10 @@ async def _one_turn(
             _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
             return 128 + stopped_by
         except TurnFailed as exc:
-            await session.close(status="failed", error=exc.reason)
+            # A turn that could not be stored says nothing of the session:
+            # a resumed one keeps the status it had.
+            unstored = isinstance(exc.__cause__, PersistenceError)
+            await session.close(status="failed", error=exc.reason, keep_previous=unstored)
             tg.cancel_scope.cancel()
             if as_json:
                 write_json({"session_id": session.id, "status": "failed", "error": exc.reason})

@@ -72,6 +72,8 @@ class Close(BaseModel):
     kind: Literal["close"] = "close"
     status: EndStatus = "completed"
     error: str | None = None
+    keep_previous: bool = False
+    """A resumed session ends with the status and error it had before (``Session.close``)."""
 
 
 SessionMessage = Annotated[Prompt | Close, Field(discriminator="kind")]

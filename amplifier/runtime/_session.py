@@ -47,6 +47,7 @@ from amplifier.persistence import (
     Receipt,
     SessionLocation,
     SessionMetadata,
+    SessionStatus,
     SessionWriter,
     Store,
     existing_children,
@@ -122,6 +123,8 @@ class SessionActor:
         """Made only if someone waits for the end: idle sessions add up."""
         self._recorded = False
         """session:start or session:resume is on disk; only then does the end get written."""
+        self._before: tuple[SessionStatus, str | None] | None = None
+        """A resumed session's status and error before it was resumed."""
         self.history: HistoryCopy | None = None
         """The end of the transcript, once a turn has read it (``_history`` Rule 1)."""
 
@@ -136,6 +139,7 @@ class SessionActor:
         status: EndStatus = "completed"
         error: str | None = None
         trace: str | None = None
+        keep_previous = False
         started = False
         try:
             await self._begin()
@@ -149,6 +153,7 @@ class SessionActor:
                             await self._answer(message)
                         case Close():
                             status, error = message.status, message.error
+                            keep_previous = message.keep_previous
                             break
                         case _:
                             assert_never(message)
@@ -158,13 +163,16 @@ class SessionActor:
         except Exception as exc:
             status, error = "failed", _describe(exc)
             if not started:
+                # The caller never had the session (its resume could not be
+                # stored, say): it stays as it was, and the caller is told.
+                keep_previous = True
                 raise
             trace = log_failure(f"session {self.id} failed", exc)
         finally:
             self._send.close()
             self._mailbox.close()
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-                await self._end(status, error, trace)
+                await self._end(status, error, trace, keep_previous=keep_previous)
             self._services.bus.unregister(self.id)
             self._ended = True
             if self._ended_event is not None:
@@ -208,6 +216,7 @@ class SessionActor:
         self._meta = meta
         self._services.bus.register(self.id, meta.parent_id)
         previous = meta.status
+        self._before = (previous, meta.error)
         previous_config = {"profile": meta.profile, **meta.attributes}
         meta.status = "active"
         meta.error = None
@@ -231,7 +240,14 @@ class SessionActor:
         await self._services.handler.on_resume(self.context)
         await self._writer.sync()
 
-    async def _end(self, status: EndStatus, error: str | None, trace: str | None = None) -> None:
+    async def _end(
+        self,
+        status: EndStatus,
+        error: str | None,
+        trace: str | None = None,
+        *,
+        keep_previous: bool = False,
+    ) -> None:
         if self._life.state is SessionState.ENDED:
             return
         if self._life.state is not SessionState.CLOSING:
@@ -243,15 +259,19 @@ class SessionActor:
             with contextlib.suppress(PersistenceError):
                 await writer.close()
         elif writer is not None:
+            stored: SessionStatus = status
+            if keep_previous and self._before is not None:
+                stored, error = self._before
             try:
-                data: dict[str, Any] = {"status": status}
+                data: dict[str, Any] = {"status": stored}
                 if error is not None:
                     data["error"] = error
                 if trace is not None:
                     data["traceback"] = trace
-                await self._post("session:end", data)
+                if stored != "active":  # one left active (interrupted) never ended
+                    await self._post("session:end", data)
                 if self._meta is not None:
-                    self._meta.status = status
+                    self._meta.status = stored
                     self._meta.error = error
                     await self._write_metadata()
             except PersistenceError:
@@ -389,12 +409,18 @@ class SessionActor:
                 self.cancel_turn(prompt)
                 raise
 
-    def close_mailbox(self, status: EndStatus = "completed", error: str | None = None) -> None:
+    def close_mailbox(
+        self,
+        status: EndStatus = "completed",
+        error: str | None = None,
+        *,
+        keep_previous: bool = False,
+    ) -> None:
         """Ask the session to end after the messages already queued; never blocks."""
         # A full or closed mailbox needs no Close: closing the stream ends
         # the session after what is queued.
         with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-            self._send.send_nowait(Close(status=status, error=error))
+            self._send.send_nowait(Close(status=status, error=error, keep_previous=keep_previous))
         self._send.close()
 
     # -- records ----------------------------------------------------------------------
@@ -864,16 +890,26 @@ class Session:
         """Events of this session (and, with ``tree``, its sub-sessions) as they are persisted."""
         return self._actor._services.bus.subscribe(self.id, tree=tree, buffer=buffer)
 
-    async def close(self, *, status: EndStatus = "completed", error: str | None = None) -> None:
+    async def close(
+        self,
+        *,
+        status: EndStatus = "completed",
+        error: str | None = None,
+        keep_previous: bool = False,
+    ) -> None:
         """End the session (``session:end`` with ``status``) and wait until it is written.
 
         ``status`` says how the session ended (``cancelled`` after a
         cancelled turn, say, or ``failed`` with the ``error`` that ended
-        it); metadata records both. Idempotent: a later call waits, and its
+        it); metadata records both. With ``keep_previous``, a resumed
+        session ends with the status and error it had before it was
+        resumed, whatever ``status`` says: for a failure that tells nothing
+        about the session (its turn could not be stored); a new session
+        ends with ``status``. Idempotent: a later call waits, and its
         status does not count. Waits for a running turn to finish first;
         ``cancel`` it to end sooner.
         """
-        self._actor.close_mailbox(status, error)
+        self._actor.close_mailbox(status, error, keep_previous=keep_previous)
         await self._actor.wait_ended()
 
     async def __aenter__(self) -> Session:
