@@ -335,6 +335,38 @@ async def test_profile_tool_policy_removes_tools(home: Path, project: Path) -> N
     assert "grep" not in request["data"]["tools"]
 
 
+async def test_resume_runs_the_session_under_its_own_profile(home: Path, project: Path) -> None:
+    """rt.resume(id) keeps the session's profile (nogrep), not the Runtime's (base)."""
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "nogrep.yaml").write_text("tools: {deny: [grep]}\n")
+    async with amplifier.open_runtime(cwd=project, profile="nogrep") as rt, rt.open_session() as s:
+        pass
+    async with amplifier.open_runtime(cwd=project) as rt, rt.resume(s.id) as again:
+        assert again.metadata.profile == "nogrep"
+        await again.ask('/tool grep {"pattern": "main"}')
+    (result,) = _tool_results(home, s.id)
+    assert "no tool 'grep'" in result["content"]
+    assert metadata(home, s.id)["profile"] == "nogrep"
+
+
+async def test_resume_with_a_profile_runs_the_session_under_that_one(
+    home: Path, project: Path
+) -> None:
+    """rt.resume(id, profile=...) runs the session under the profile asked for."""
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "nogrep.yaml").write_text("tools: {deny: [grep]}\n")
+    async with amplifier.open_runtime(cwd=project, profile="nogrep") as rt, rt.open_session() as s:
+        pass
+    async with (
+        amplifier.open_runtime(cwd=project, profile="nogrep") as rt,
+        rt.resume(s.id, profile="base") as again,
+    ):
+        await again.ask('/tool grep {"pattern": "main"}')
+    (result,) = _tool_results(home, s.id)
+    assert "app.py" in result["content"]
+    assert metadata(home, s.id)["profile"] == "base"
+
+
 async def test_a_child_is_continued_through_the_delegate_tool(home: Path, project: Path) -> None:
     """Later, delegate with session_id continues the same sub-session, which remembers."""
     async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:

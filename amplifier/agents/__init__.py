@@ -40,7 +40,7 @@ from ._profiles import DEFAULT_PROFILE, Price, Profile, ProfileCatalog, ToolPoli
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
 from ._provider_config import ProviderConfig, ProviderKind
 from ._providers import make_provider
-from ._runtime import load_profile, open_runtime, session_profile
+from ._runtime import load_profile, open_runtime
 from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
 from ._specs import AgentCatalog, AgentSpec, parse_spec
 from ._tools import Tool, ToolBox, ToolContext, confine
@@ -105,7 +105,6 @@ __all__ = [
     "parse_history",
     "parse_spec",
     "read_messages",
-    "session_profile",
     "session_usage",
     "to_record",
     "usage_of",

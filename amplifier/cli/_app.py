@@ -548,14 +548,9 @@ def run(
         _fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
-        from amplifier.agents import session_profile
-
-        chosen = profile
-        if resume is not None and chosen is None:
-            chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
-        async with open_runtime(profile=chosen, provider=_provider(provider), model=model) as rt:
+        async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
             opening = (
-                rt.resume(resume)
+                rt.resume(resume, profile=profile)
                 if resume is not None
                 else rt.open_session(agent=agent, name=name)
             )
@@ -590,34 +585,27 @@ def continue_(
     profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
-    async def main(interrupts: AsyncIterator[int]) -> int | None:
-        if pick:
-            return await _resume(
-                await _picked(interrupts, as_json),
-                prompt,
-                profile=profile,
-                provider=provider,
-                model=model,
-                history=history,
-                interactive=interactive,
-                interrupts=interrupts,
-                as_json=as_json,
-            )
-        async with open_runtime(durability="none") as probe:
-            latest = await probe.latest()
-        if latest is None:
+    async def latest(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
+        found = await rt.latest()
+        if found is None:
             _fail(
                 "no session to continue in this project; start one with 'amplifier run'",
                 code=1,
                 as_json=as_json,
             )
-        if latest.metadata is None:
+        if found.metadata is None:
             _say(
-                f"Note: session {latest.session_id} is damaged ({latest.problem}); "
+                f"Note: session {found.session_id} is damaged ({found.problem}); "
                 "resuming it rebuilds its metadata from its event log"
             )
+        return found.session_id
+
+    async def picked(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
+        return await _picked(rt, interrupts, as_json)
+
+    async def main(interrupts: AsyncIterator[int]) -> int | None:
         return await _resume(
-            latest.session_id,
+            picked if pick else latest,
             prompt,
             profile=profile,
             provider=provider,
@@ -631,7 +619,7 @@ def continue_(
     _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
-async def _picked(interrupts: AsyncIterator[int], as_json: bool) -> str:
+async def _picked(rt: Runtime, interrupts: AsyncIterator[int], as_json: bool) -> str:
     """The session the person picks at the terminal (``_picker``); leaves if there is none."""
     from ._picker import choose, on_a_terminal, recent_sessions
 
@@ -642,7 +630,7 @@ async def _picked(interrupts: AsyncIterator[int], as_json: bool) -> str:
             code=2,
             as_json=as_json,
         )
-    rows = await recent_sessions()
+    rows = await recent_sessions(rt)
     if not rows:
         _fail("no session to resume in this project", code=1, as_json=as_json)
     choice = await choose(rows, interrupts)
@@ -673,8 +661,12 @@ def _resume_flags(
     )
 
 
+_Target = str | Callable[["Runtime", AsyncIterator[int]], Awaitable[str]]
+"""The session to resume: its id (prefix, name), or how to find it once the runtime is open."""
+
+
 async def _resume(
-    session_id: str,
+    target: _Target,
     prompt: str | None,
     *,
     profile: str | None,
@@ -692,23 +684,22 @@ async def _resume(
     interactive. The id is looked up first: a bad or unknown id is the error
     a user sees first.
     """
-    from amplifier.agents import session_profile
-
     from ._interactive import run_interactive
 
     if interactive and prompt is not None:
         _fail("--interactive takes no prompt", code=2, as_json=as_json)
     piped = prompt is None and not interactive and stdin_is_piped()
     prompt = _read_prompt(prompt) if piped or prompt is not None else None
-    stored_profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
-    if piped and not (prompt and prompt.strip()):
-        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
-    if prompt is None and as_json:
-        _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
-    if profile is None:
-        profile = stored_profile
     async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
-        async with rt.resume(session_id) as session:
+        session_id = target if isinstance(target, str) else await target(rt, interrupts)
+        location = await rt.find(session_id)
+        if piped and not (prompt and prompt.strip()):
+            _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
+        if prompt is None and as_json:
+            _fail(
+                "--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True
+            )
+        async with rt.resume(location.session_id, profile=profile) as session:
             if not as_json:
                 await _other_project_note(rt, session)
             if prompt is not None:
@@ -889,10 +880,12 @@ def resume_(
     profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
+    async def picked(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
+        return await _picked(rt, interrupts, as_json)
+
     async def main(interrupts: AsyncIterator[int]) -> int | None:
-        chosen = session_id if session_id is not None else await _picked(interrupts, as_json)
         return await _resume(
-            chosen,
+            session_id if session_id is not None else picked,
             prompt,
             profile=profile,
             provider=provider,

@@ -78,7 +78,7 @@ class Services:
     """What every session of one Runtime shares. Immutable; no session state lives here."""
 
     profile: str | None
-    """The Runtime's profile: a resumed session takes it (configuration as it is now)."""
+    """The Runtime's profile: for a resumed session that records none."""
     store: Store
     handler: TurnHandler
     bus: EventBus
@@ -102,11 +102,14 @@ class SessionActor:
         location: SessionLocation,
         *,
         create: SessionMetadata | None,
+        profile: str | None = None,
     ) -> None:
+        """``create``: a new session's metadata (None: resume it); ``profile`` overrides its own."""
         self.location = location
         self.id = location.session_id
         self._services = services
         self._create = create
+        self._profile = profile
         self._meta: SessionMetadata | None = create
         self._writer: SessionWriter | None = None
         self._life = Lifecycle(f"session {self.id}")
@@ -210,9 +213,11 @@ class SessionActor:
         meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
         _, dropped = await anyio.to_thread.run_sync(existing_children, self.location, meta.children)
         meta.children = [child for child in meta.children if child not in dropped]
-        # Configuration is taken as it is NOW: an agent that no longer exists
-        # fails the resume here, before anything is written.
-        setup = self._services.handler.prepare_session(meta.agent)
+        # The session's own profile, configuration taken as it is NOW: an
+        # agent or profile that no longer exists fails the resume here,
+        # before anything is written.
+        profile = self._profile or meta.profile or self._services.profile
+        setup = self._services.handler.prepare_session(meta.agent, profile=profile)
         self._meta = meta
         self._services.bus.register(self.id, meta.parent_id)
         previous = meta.status
@@ -220,8 +225,7 @@ class SessionActor:
         previous_config = {"profile": meta.profile, **meta.attributes}
         meta.status = "active"
         meta.error = None
-        if self._services.profile is not None:
-            meta.profile = self._services.profile
+        meta.profile = profile
         meta.attributes = {**meta.attributes, **setup.attributes}
         await self._post(
             "session:resume",
