@@ -5,6 +5,8 @@ profile or with ``open_runtime(provider=...)``; their modules are imported
 only when used.
 """
 
+from amplifier._exports import name_as_public as _name_as_public
+
 from ._context import INTERRUPTED, Compaction, fit, normalize
 from ._delegate_tool import DelegateTool
 from ._exceptions import (
@@ -109,3 +111,5 @@ __all__ = [
     "to_record",
     "usage_of",
 ]
+
+_name_as_public(globals(), __all__, "amplifier.agents")
