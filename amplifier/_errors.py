@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from amplifier._exports import name_as_public as _name_as_public
+
 
 class AmplifierError(Exception):
     """Root of the failures: the request was valid, carrying it out failed."""
@@ -45,3 +47,6 @@ def unwrap_single_error() -> Iterator[None]:
         finally:
             error.__context__ = context
             del error, group
+
+
+_name_as_public(globals(), ["AmplifierError", "UsageError"], "amplifier._errors")

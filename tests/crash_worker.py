@@ -48,7 +48,9 @@ class CrashHandler:
     def __init__(self, seed: int) -> None:
         self._rng = random.Random(seed)
 
-    def prepare_session(self, agent: str | None) -> amplifier.SessionSetup:
+    def prepare_session(
+        self, agent: str | None, *, profile: str | None = None
+    ) -> amplifier.SessionSetup:
         return amplifier.SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: amplifier.SessionContext) -> None:

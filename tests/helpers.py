@@ -20,7 +20,7 @@ class FnHandler:
         self.fn = fn
         self.resumed: list[str] = []
 
-    def prepare_session(self, agent: str | None) -> SessionSetup:
+    def prepare_session(self, agent: str | None, *, profile: str | None = None) -> SessionSetup:
         return SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: SessionContext) -> None:

@@ -127,8 +127,8 @@ async def test_resume_takes_the_profile_and_provider_as_they_are_now(
     async with amplifier.open_runtime(cwd=project, profile="base") as rt:
         async with rt.open_session() as session:
             await session.ask("hi")
-    async with amplifier.open_runtime(cwd=project, profile="dev") as rt:
-        async with rt.resume(session.id) as again:
+    async with amplifier.open_runtime(cwd=project) as rt:
+        async with rt.resume(session.id, profile="dev") as again:
             assert again.metadata.profile == "dev"
             await again.ask("again")
     (resumed,) = [e async for e in _events(project, session.id) if e.event == "session:resume"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 import amplifier
+import amplifier.agents._file_tools as file_tools_module
 from amplifier import ScriptedProvider, TurnFailed, UnknownAgent
 from amplifier.agents import INTERRUPTED, ScriptedCall, ScriptedTurn
 
@@ -61,6 +63,29 @@ async def test_offline_tool_call_runs_the_tool_and_records_both_sides(
     log = events(home, session.id)
     assert first(log, "tool:pre", tool="read_file")["seq"] < first(log, "tool:post")["seq"]
     assert first(log, "tool:post")["data"]["is_error"] is False
+
+
+async def test_tool_bug_is_told_in_one_line_and_recorded_with_its_traceback(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tool that raises: the model gets one line, tool:post and the log get the traceback."""
+
+    async def broken(self: object, arguments: object, context: object) -> str:
+        return str(arguments.no_such_field)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(file_tools_module.ReadFile, "run", broken)
+    with caplog.at_level(logging.ERROR, logger="amplifier"):
+        async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+            await session.ask('/tool read_file {"path": "README.md"}')
+    (result,) = _tool_results(home, session.id)
+    assert result["content"].startswith("AttributeError:")
+    assert "Traceback" not in result["content"]
+    post = first(events(home, session.id), "tool:post")["data"]
+    assert post["is_error"] is True
+    assert "in broken" in post["traceback"]
+    (record,) = [r for r in caplog.records if r.name == "amplifier"]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], AttributeError)
 
 
 async def test_two_concurrent_delegations_whose_children_use_tools(
@@ -200,18 +225,23 @@ async def test_tool_calls_of_one_response_run_concurrently_and_record_in_call_or
 
 
 async def test_messages_reach_the_transcript_as_they_happen(home: Path, project: Path) -> None:
-    """While a child still works, the parent's tool-call message is already on disk."""
+    """While a child still works, the parent's tool-call message reaches its file on disk
+    (written behind the journal: within the write-behind delay, so a reader waits for it)."""
     seen: list[list[str]] = []
+
+    def roles() -> list[str]:
+        parent = next(p for name, p in session_dirs(home).items() if name.startswith("2"))
+        lines = (parent / "transcript.jsonl").read_bytes().splitlines()
+        return [orjson.loads(line)["role"] for line in lines]
 
     class Watching(ScriptedProvider):
         async def complete(self, request: Any, *, on_text: Any = None) -> Any:
-            parent = next(p for name, p in session_dirs(home).items() if name.startswith("2"))
-            seen.append(
-                [
-                    orjson.loads(line)["role"]
-                    for line in (parent / "transcript.jsonl").read_bytes().splitlines()
-                ]
-            )
+            if len(seen) == 1:  # the child's call: the parent waits for it
+                for _ in range(1000):  # the delay is 50 ms; up to 10 s on a busy machine
+                    if len(roles()) >= 2:
+                        break
+                    await anyio.sleep(0.01)
+            seen.append(roles())
             return await super().complete(request, on_text=on_text)
 
     script = [
@@ -308,6 +338,38 @@ async def test_profile_tool_policy_removes_tools(home: Path, project: Path) -> N
     assert "no tool 'grep'" in result["content"]
     request = first(events(home, s.id), "provider:request")
     assert "grep" not in request["data"]["tools"]
+
+
+async def test_resume_runs_the_session_under_its_own_profile(home: Path, project: Path) -> None:
+    """rt.resume(id) keeps the session's profile (nogrep), not the Runtime's (base)."""
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "nogrep.yaml").write_text("tools: {deny: [grep]}\n")
+    async with amplifier.open_runtime(cwd=project, profile="nogrep") as rt, rt.open_session() as s:
+        pass
+    async with amplifier.open_runtime(cwd=project) as rt, rt.resume(s.id) as again:
+        assert again.metadata.profile == "nogrep"
+        await again.ask('/tool grep {"pattern": "main"}')
+    (result,) = _tool_results(home, s.id)
+    assert "no tool 'grep'" in result["content"]
+    assert metadata(home, s.id)["profile"] == "nogrep"
+
+
+async def test_resume_with_a_profile_runs_the_session_under_that_one(
+    home: Path, project: Path
+) -> None:
+    """rt.resume(id, profile=...) runs the session under the profile asked for."""
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "nogrep.yaml").write_text("tools: {deny: [grep]}\n")
+    async with amplifier.open_runtime(cwd=project, profile="nogrep") as rt, rt.open_session() as s:
+        pass
+    async with (
+        amplifier.open_runtime(cwd=project, profile="nogrep") as rt,
+        rt.resume(s.id, profile="base") as again,
+    ):
+        await again.ask('/tool grep {"pattern": "main"}')
+    (result,) = _tool_results(home, s.id)
+    assert "app.py" in result["content"]
+    assert metadata(home, s.id)["profile"] == "base"
 
 
 async def test_a_child_is_continued_through_the_delegate_tool(home: Path, project: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import amplifier
+import amplifier.persistence._journal as journal_module
 from amplifier.cli import app
 
 from .fake_llm_server import FakeLLMServer, Text
@@ -522,6 +525,53 @@ def test_resume_reads_the_prompt_from_stdin(home: Path) -> None:
         "first",
         "piped again",
     ]
+
+
+_JOURNAL_APPEND = journal_module.Journal.append
+
+
+def _refuse_journal_batches_with(monkeypatch: pytest.MonkeyPatch, marker: bytes) -> None:
+    """The disk fills up for every journal batch that holds ``marker``."""
+
+    def full(self: journal_module.Journal, batch: bytes, last_seq: int) -> None:
+        if marker in batch:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        _JOURNAL_APPEND(self, batch, last_seq)
+
+    monkeypatch.setattr(journal_module.Journal, "append", full)
+
+
+def test_resume_whose_turn_cannot_be_stored_keeps_the_sessions_status(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the resumed turn in one line; the session stays `completed`, intact."""
+    session_id = new_session("first")
+    stored = transcript(home, session_id)
+    _refuse_journal_batches_with(monkeypatch, b"prompt:submit")
+    result = cli("session", "resume", session_id, "second", code=1)
+    assert "Error: could not write session files: the disk is full" in result.stderr
+    monkeypatch.setattr(journal_module.Journal, "append", _JOURNAL_APPEND)  # room again
+    assert metadata(home, session_id)["status"] == "completed"
+    assert transcript(home, session_id) == stored
+    listed = cli_json("session", "list")
+    assert [row["status"] for row in listed] == ["completed"]
+
+
+async def test_resume_that_cannot_be_stored_keeps_the_sessions_status(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rt.resume` on a full disk raises; the stored session keeps its status and error."""
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        with pytest.raises(amplifier.TurnFailed):
+            await session.ask("/fail on purpose")
+        await session.close(status="failed", error="on purpose")
+    _refuse_journal_batches_with(monkeypatch, b"session:resume")
+    async with amplifier.open_runtime(cwd=project) as rt:
+        with pytest.raises(amplifier.WriteFailed, match="the disk is full"):
+            async with rt.resume(session.id):
+                pass
+    stored = metadata(home, session.id)
+    assert (stored["status"], stored["error"]) == ("failed", "on purpose")
 
 
 def test_resume_from_another_directory_runs_tools_in_the_sessions_own(

@@ -250,3 +250,36 @@ def test_prompt_that_is_not_utf8_is_answered_and_stored(
         if json.loads(line)["role"] == "user"
     ]
     assert users == ["caf\ufffd au lait"]
+
+
+def test_failed_turn_shows_no_traceback_without_debug(home: Path, project: Path) -> None:
+    """A turn that fails says so in one line; no traceback reaches the terminal."""
+    done = amp("run", "/fail boom", cwd=project, home=home)  # amp refuses any traceback
+    assert done.returncode == 1
+    assert [line for line in done.stderr.splitlines() if line.startswith("Error:")] == [
+        "Error: offline: boom"
+    ]
+
+
+@pytest.mark.parametrize("how", ["--debug", "AMPLIFIER_DEBUG=1"])
+def test_failed_turn_shows_its_traceback_with_debug(home: Path, project: Path, how: str) -> None:
+    """`--debug` (or AMPLIFIER_DEBUG=1) shows where a failed turn failed, then the one line."""
+    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
+    env.pop("AMPLIFIER_DEBUG", None)
+    flags = ["--debug"] if how == "--debug" else []
+    if how != "--debug":
+        env["AMPLIFIER_DEBUG"] = "1"
+    done = subprocess.run(
+        [str(AMPLIFIER), *flags, "run", "/fail boom"],
+        cwd=project,
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Traceback (most recent call last):" in done.stderr
+    assert "ProviderError: offline: boom" in done.stderr
+    assert "Error: offline: boom" in done.stderr

@@ -40,7 +40,7 @@ import orjson
 import pytest
 
 import amplifier
-from amplifier.runtime import is_root_id
+from amplifier.runtime.lowlevel import is_root_id
 
 from .helpers import lines, metadata, session_dirs, transcript
 

@@ -14,7 +14,8 @@ from amplifier import (
     Turn,
     TurnCancelled,
 )
-from amplifier.runtime import is_child_id, open_runtime
+from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import is_child_id
 
 from .helpers import FnHandler, events, first, lines, metadata, session_dirs, transcript
 

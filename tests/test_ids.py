@@ -10,8 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amplifier import InvalidSessionId
-from amplifier.persistence import MAX_ID_LENGTH, SessionLocation, validate_session_id
-from amplifier.runtime import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id
+from amplifier.persistence import SessionLocation, validate_session_id
+from amplifier.persistence.lowlevel import MAX_ID_LENGTH
+from amplifier.runtime.lowlevel import (
+    agent_slug,
+    is_child_id,
+    is_root_id,
+    new_child_id,
+    new_root_id,
+)
 
 T0 = datetime(2026, 11, 24, 10, 30, 0, tzinfo=UTC)
 

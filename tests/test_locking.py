@@ -20,7 +20,7 @@ HOLDER = """
 import sys, anyio, amplifier
 
 class Ticker:
-    def prepare_session(self, agent):
+    def prepare_session(self, agent, *, profile=None):
         return amplifier.SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import inspect
 import pkgutil
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -57,7 +61,15 @@ def test_imports_point_one_way(path: Path) -> None:
     assert imported - {"amplifier"} <= allowed, f"{path.name} imports {imported - allowed}"
 
 
-@pytest.mark.parametrize("name", ["amplifier", *(f"amplifier.{layer}" for layer in LAYERS)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "amplifier",
+        *(f"amplifier.{layer}" for layer in LAYERS),
+        "amplifier.persistence.lowlevel",
+        "amplifier.runtime.lowlevel",
+    ],
+)
 def test_all_lists_exactly_the_public_names(name: str) -> None:
     """Each package's __all__ names every public name it exports, and only those."""
     module = importlib.import_module(name)
@@ -82,3 +94,222 @@ def test_every_module_imports() -> None:
         if info.name.startswith("amplifier.cluster._") and not has_ray:
             continue  # the Ray backend's modules need the ``ray`` extra
         importlib.import_module(info.name)
+
+
+EXPORTED = {
+    "amplifier": [
+        "AgentSpec",
+        "AgentWarning",
+        "AmbiguousSessionId",
+        "AmplifierError",
+        "AssistantMessage",
+        "ChildSessionError",
+        "Cleanup",
+        "Clock",
+        "ClusterError",
+        "ClusterUnavailable",
+        "ConfigError",
+        "CorruptSession",
+        "Delegation",
+        "DelegationResult",
+        "DelegationStatus",
+        "Durability",
+        "EchoTurnHandler",
+        "EndStatus",
+        "EventRecord",
+        "HistoryTail",
+        "HostLost",
+        "IllegalTransition",
+        "InvalidSessionId",
+        "Message",
+        "PersistenceError",
+        "PersistenceRestarted",
+        "PersistenceUnavailable",
+        "Price",
+        "Profile",
+        "Provider",
+        "ProviderConfig",
+        "ProviderError",
+        "ProviderKind",
+        "ProviderRequest",
+        "ProviderResponse",
+        "RecoveryReport",
+        "RecoveryWarning",
+        "Reply",
+        "Runtime",
+        "RuntimeClosed",
+        "ScriptedCall",
+        "ScriptedProvider",
+        "ScriptedTurn",
+        "SearchHit",
+        "Session",
+        "SessionClosed",
+        "SessionContext",
+        "SessionError",
+        "SessionLocation",
+        "SessionLocked",
+        "SessionMetadata",
+        "SessionNotFound",
+        "SessionOpening",
+        "SessionSetup",
+        "SessionSort",
+        "SessionState",
+        "SessionStatus",
+        "SessionSummary",
+        "SessionUsage",
+        "StoreWarning",
+        "SubscriberTooSlow",
+        "Subscription",
+        "TextSink",
+        "Tokens",
+        "ToolCall",
+        "ToolPolicy",
+        "ToolResultMessage",
+        "ToolSpec",
+        "TranscriptRecord",
+        "Turn",
+        "TurnCancelled",
+        "TurnFailed",
+        "TurnHandler",
+        "TurnUsage",
+        "UnknownAgent",
+        "UnknownProfile",
+        "Usage",
+        "UsageError",
+        "UsageReport",
+        "UserMessage",
+        "WriteFailed",
+        "open_runtime",
+        "session_usage",
+    ],
+    "amplifier.persistence.lowlevel": [
+        "MAX_ID_LENGTH",
+        "SCHEMA_VERSION",
+        "Acks",
+        "AppendEvent",
+        "AppendMessage",
+        "CloseSession",
+        "CommitListener",
+        "Committer",
+        "CreateSession",
+        "DeleteSessions",
+        "Flush",
+        "OpenSession",
+        "OpenedSession",
+        "Owner",
+        "Reindex",
+        "Request",
+        "Stamp",
+        "StoreClosed",
+        "TranscriptTail",
+        "WriteMetadata",
+        "default_home",
+        "format_ts",
+        "holder",
+        "load_transcript_tail",
+        "recover_dead_journals",
+    ],
+    "amplifier.runtime.lowlevel": [
+        "ALLOWED",
+        "EventBus",
+        "Lifecycle",
+        "agent_slug",
+        "is_child_id",
+        "is_root_id",
+        "new_child_id",
+        "new_root_id",
+        "plan_cleanup",
+        "span_of",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTED))
+def test_public_names_are_pinned(name: str) -> None:
+    """The names a program may import are exactly these: a change to them is deliberate."""
+    assert sorted(importlib.import_module(name).__all__) == sorted(EXPORTED[name])
+
+
+@pytest.mark.parametrize("name", EXPORTED["amplifier"])
+def test_public_names_say_they_are_amplifiers(name: str) -> None:
+    """A public class or function names itself amplifier.X (tracebacks, docs, repr)."""
+    value = getattr(amplifier, name)
+    if isinstance(value, type) or inspect.isfunction(value):
+        assert value.__module__ == "amplifier"
+
+
+def test_a_public_name_is_amplifiers_before_the_top_level_is_asked() -> None:
+    """Imported from its layer first, a public class already names itself amplifier.X."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from amplifier.agents import ProviderError; print(ProviderError.__module__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "amplifier"
+
+
+_CONSTRUCTED_INSIDE = {"Runtime", "Session", "SessionContext", "Turn", "Subscription"}
+"""Made by the runtime, never by a program: their constructors are not public."""
+
+
+def _amplifier_classes(annotation: object, found: set[type]) -> None:
+    origin = typing.get_origin(annotation)
+    if origin is not None:
+        for argument in typing.get_args(annotation):
+            _amplifier_classes(argument, found)
+        return
+    if isinstance(annotation, type) and annotation.__module__.startswith("amplifier"):
+        found.add(annotation)
+
+
+def _signature_classes(value: object) -> set[type]:
+    """The classes of Amplifier that the public methods, fields and parameters of ``value`` use."""
+    callables: list[object] = []
+    if isinstance(value, type):
+        for klass in value.__mro__:
+            if not klass.__module__.startswith("amplifier"):
+                continue
+            for attribute, member in vars(klass).items():
+                if attribute.startswith("_") and attribute != "__init__":
+                    continue
+                if attribute == "__init__" and value.__name__ in _CONSTRUCTED_INSIDE:
+                    continue
+                if isinstance(member, property):
+                    member = member.fget
+                if isinstance(member, staticmethod | classmethod):
+                    member = member.__func__
+                if callable(member):
+                    callables.append(member)
+            if "model_fields" in vars(klass):
+                callables.append(klass)
+    elif inspect.isfunction(value):
+        callables.append(getattr(value, "__wrapped__", value))
+    found: set[type] = set()
+    for item in callables:
+        namespace = {**vars(amplifier), **{n: getattr(amplifier, n) for n in amplifier.__all__}}
+        for annotation in typing.get_type_hints(item, localns=namespace).values():
+            _amplifier_classes(annotation, found)
+    return found
+
+
+def test_every_type_in_a_public_signature_is_exported() -> None:
+    """A program can name every type the public API takes or returns, from `amplifier`."""
+    public = {getattr(amplifier, name) for name in amplifier.__all__}
+    todo = [value for value in public if isinstance(value, type) or inspect.isfunction(value)]
+    seen: set[object] = set()
+    missing = set()
+    while todo:
+        value = todo.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        for klass in _signature_classes(value):
+            if klass not in public:
+                missing.add(f"{klass.__module__}.{klass.__qualname__}")
+            todo.append(klass)
+    assert not missing

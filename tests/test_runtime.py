@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -203,6 +205,54 @@ async def test_failed_turn_is_reported_and_the_session_goes_on(home: Path, proje
     assert "RuntimeError: provider unavailable" in completed[0]["error"]
     assert completed[1]["status"] == "completed"
     assert metadata(home, s.id)["status"] == "completed"
+
+
+async def _broken_handler(turn: Turn) -> str:
+    return str(turn.session.no_such_attribute)  # type: ignore[attr-defined]
+
+
+async def test_failed_turn_raises_from_the_handlers_exception(project: Path) -> None:
+    """TurnFailed carries the handler's own exception as its cause, traceback and all."""
+    async with (
+        open_runtime(cwd=project, handler=FnHandler(_broken_handler)) as rt,
+        rt.open_session() as s,
+    ):
+        with pytest.raises(TurnFailed) as caught:
+            await s.ask("hi")
+    cause = caught.value.__cause__
+    assert isinstance(cause, AttributeError)
+    assert cause.__traceback__ is not None
+    assert "_broken_handler" in "".join(traceback.format_tb(cause.__traceback__))
+
+
+async def test_failed_turn_records_its_traceback(home: Path, project: Path) -> None:
+    """The prompt:complete of a failed turn holds the traceback: where the handler failed."""
+    async with (
+        open_runtime(cwd=project, handler=FnHandler(_broken_handler)) as rt,
+        rt.open_session() as s,
+    ):
+        with pytest.raises(TurnFailed):
+            await s.ask("hi")
+    (completed,) = [e["data"] for e in events(home, s.id) if e["event"] == "prompt:complete"]
+    assert completed["traceback"].startswith("Traceback (most recent call last):")
+    assert "in _broken_handler" in completed["traceback"]
+    assert "AttributeError" in completed["traceback"]
+
+
+async def test_failed_turn_is_logged_with_its_traceback(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `amplifier` logger gets an error record of the failed turn, with the exception."""
+    async with (
+        open_runtime(cwd=project, handler=FnHandler(_broken_handler)) as rt,
+        rt.open_session() as s,
+    ):
+        with caplog.at_level(logging.ERROR, logger="amplifier"), pytest.raises(TurnFailed):
+            await s.ask("hi")
+    (record,) = [r for r in caplog.records if r.name == "amplifier"]
+    assert s.id in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], AttributeError)
 
 
 async def test_events_are_read_back_in_seq_order(project: Path) -> None:

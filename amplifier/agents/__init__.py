@@ -5,6 +5,8 @@ profile or with ``open_runtime(provider=...)``; their modules are imported
 only when used.
 """
 
+from amplifier._exports import name_as_public as _name_as_public
+
 from ._context import INTERRUPTED, Compaction, fit, normalize
 from ._delegate_tool import DelegateTool
 from ._exceptions import (
@@ -40,7 +42,7 @@ from ._profiles import DEFAULT_PROFILE, Price, Profile, ProfileCatalog, ToolPoli
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
 from ._provider_config import ProviderConfig, ProviderKind
 from ._providers import make_provider
-from ._runtime import load_profile, open_runtime, session_profile
+from ._runtime import load_profile, open_runtime
 from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
 from ._specs import AgentCatalog, AgentSpec, parse_spec
 from ._tools import Tool, ToolBox, ToolContext, confine
@@ -105,8 +107,9 @@ __all__ = [
     "parse_history",
     "parse_spec",
     "read_messages",
-    "session_profile",
     "session_usage",
     "to_record",
     "usage_of",
 ]
+
+_name_as_public(globals(), __all__, "amplifier.agents")

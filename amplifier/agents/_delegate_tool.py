@@ -45,7 +45,10 @@ class DelegateTool:
     )
     Arguments: ClassVar[type[BaseModel]] = DelegateArguments
 
-    def __init__(self, catalog: AgentCatalog, *, child_timeout: Callable[[], float | None]) -> None:
+    def __init__(
+        self, catalog: AgentCatalog, *, child_timeout: Callable[[ToolContext], float | None]
+    ) -> None:
+        """``child_timeout``: how long a child of the calling session may take (its profile)."""
         self._catalog = catalog
         self._child_timeout = child_timeout
 
@@ -78,7 +81,7 @@ class DelegateTool:
             arguments.instruction,
             session_id=arguments.session_id,
             context=handed,
-            timeout=self._child_timeout(),
+            timeout=self._child_timeout(context),
         )
         payload = orjson.dumps(result.as_tool_result()).decode()
         if not result.ok:

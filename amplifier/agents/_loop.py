@@ -23,22 +23,26 @@ Rule 5: what the model wrote before its answer was cut off (the turn
         and the turn goes on, so the model can try again.
 Rule 6: tools run in the session's own project directory (the ``cwd`` its
         metadata records), wherever it is resumed from.
+Rule 7: a session runs under its own profile (the one its metadata
+        records), as that profile is configured now; the Runtime's profile
+        serves the sessions that record none.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
 
+from amplifier._log import log_failure
 from amplifier.runtime import SessionContext, SessionSetup, Turn
 
 from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
 from ._delegate_tool import DelegateTool
-from ._exceptions import AgentWarning, ProviderError, ToolFailed
+from ._exceptions import AgentWarning, ProviderError, ToolFailed, UnknownProfile
 from ._file_tools import file_tools
 from ._messages import (
     AssistantMessage,
@@ -68,7 +72,7 @@ _EXCERPT = 300
 
 
 class AgentTurnHandler:
-    """Runs agents for every session of a Runtime, under one profile."""
+    """Runs agents for every session of a Runtime, each under its own profile (Rule 7)."""
 
     def __init__(
         self,
@@ -77,13 +81,20 @@ class AgentTurnHandler:
         profile: Profile,
         root: Path,
         provider: Provider | None = None,
+        profiles: Callable[[str], Profile] | None = None,
     ) -> None:
+        """``profile`` is the Runtime's; ``profiles`` gives any other by name, as configured now."""
         self.catalog = catalog
         self.profile = profile
         self._root = root.resolve()
         self._fixed = provider
         self._providers: dict[ProviderConfig, Provider] = {}
-        delegate = DelegateTool(catalog, child_timeout=lambda: self.profile.child_timeout)
+        self._load_profile = profiles
+        self._profiles: dict[str, Profile] = {profile.name: profile}
+        delegate = DelegateTool(
+            catalog,
+            child_timeout=lambda context: self._profile_of(context.turn.session).child_timeout,
+        )
         self._tools = ToolBox([*file_tools(), delegate])
         self.redact: Redactor | None = None
         if profile.redact:
@@ -94,9 +105,10 @@ class AgentTurnHandler:
 
     # -- the TurnHandler protocol -------------------------------------------------
 
-    def prepare_session(self, agent: str | None) -> SessionSetup:
-        spec = self._spec(agent or self.profile.agent, announce=True)
-        provider = self._provider(spec)
+    def prepare_session(self, agent: str | None, *, profile: str | None = None) -> SessionSetup:
+        settings = self.profile_named(profile)
+        spec = self._spec(agent or settings.agent, announce=True)
+        provider = self._provider(spec, settings)
         return SessionSetup(
             agent=spec.name, attributes={"provider": provider.name, "model": provider.model}
         )
@@ -109,7 +121,8 @@ class AgentTurnHandler:
         session then keeps (its first turn reads nothing again).
         """
         spec = self._spec(session.agent)
-        window = self._window(self._budget(spec, self._tools_for(spec)))
+        profile = self._profile_of(session)
+        window = self._window(self._budget(spec, self._tools_for(spec, profile), profile))
         await session.history_tail(max_bytes=window)
         tail = await session.history_tail(max_bytes=REPAIR_WINDOW)
         history, unreadable = parse_history(tail.messages, parsed=_parsed(session))
@@ -127,12 +140,13 @@ class AgentTurnHandler:
 
     async def run_turn(self, turn: Turn) -> str:
         spec = self._spec(turn.session.agent)
-        provider = self._provider(spec)
-        tools = self._tools_for(spec)
+        profile = self._profile_of(turn.session)
+        provider = self._provider(spec, profile)
+        tools = self._tools_for(spec, profile)
         root = self._project_dir(turn.session)
-        budget = self._budget(spec, tools)
+        budget = self._budget(spec, tools, profile)
         history, partial = await self._history(turn, budget)
-        for round_ in range(1, self.profile.max_rounds + 1):
+        for round_ in range(1, profile.max_rounds + 1):
             messages, compaction = fit(normalize(history), budget)
             if compaction is not None or partial:
                 data: dict[str, Any] = {
@@ -143,19 +157,38 @@ class AgentTurnHandler:
                     data.update(compaction.as_event())
                 await turn.emit("context:compact", data)
                 partial = False  # said once per turn
-            message = await self._call(turn, provider, spec, tools, messages, round_)
+            message = await self._call(turn, provider, spec, tools, messages, round_, profile)
             await turn.record(to_record(message))
             history.append(message)
             if not message.tool_calls:
                 return message.content
-            history.extend(await self._run_tools(turn, spec, tools, message.tool_calls, root))
+            history.extend(
+                await self._run_tools(turn, spec, tools, message.tool_calls, root, profile)
+            )
         note = (
-            f"Stopped after {self.profile.max_rounds} model calls (the profile's max_rounds); "
+            f"Stopped after {profile.max_rounds} model calls (the profile's max_rounds); "
             "the work so far is in this session's transcript."
         )
-        await turn.emit("turn:limit", {"rounds": self.profile.max_rounds})
+        await turn.emit("turn:limit", {"rounds": profile.max_rounds})
         await turn.record(to_record(AssistantMessage(content=note, provider="amplifier")))
         return note
+
+    def profile_named(self, name: str | None) -> Profile:
+        """The profile ``name`` as configured now (None: the Runtime's).
+
+        Raises ``UnknownProfile`` or ``ConfigError``. Each is read once per Runtime.
+        """
+        if name is None:
+            return self.profile
+        profile = self._profiles.get(name)
+        if profile is None:
+            if self._load_profile is None:
+                raise UnknownProfile(name, sorted(self._profiles))
+            profile = self._profiles[name] = self._load_profile(name)
+        return profile
+
+    def _profile_of(self, session: SessionContext) -> Profile:
+        return self.profile_named(session.metadata.profile)
 
     def _spec(self, agent: str, *, announce: bool = False) -> AgentSpec:
         """The spec of ``agent``; a name of the Amplifier CLI's is read as ours (``cli_agent``)."""
@@ -194,13 +227,14 @@ class AgentTurnHandler:
         tools: ToolBox,
         messages: Sequence[Message],
         round_: int,
+        profile: Profile,
     ) -> AssistantMessage:
         request = ProviderRequest(
             model=provider.model,
             instructions=spec.instructions,
             messages=tuple(messages),
             tools=tools.specs(),
-            max_output_tokens=self.profile.max_output_tokens,
+            max_output_tokens=profile.max_output_tokens,
         )
         label: dict[str, Any] = {
             "provider": provider.name,
@@ -274,12 +308,13 @@ class AgentTurnHandler:
         tools: ToolBox,
         calls: Sequence[ToolCall],
         root: Path,
+        profile: Profile,
     ) -> list[ToolResultMessage]:
         """Run the calls concurrently; record their results in call order as they complete."""
         results: list[ToolResultMessage | None] = [None] * len(calls)
         recorded = 0
         recording = anyio.Lock()
-        limiter = anyio.CapacityLimiter(self.profile.tool_concurrency)
+        limiter = anyio.CapacityLimiter(profile.tool_concurrency)
 
         async def record_ready() -> None:
             nonlocal recorded
@@ -290,7 +325,7 @@ class AgentTurnHandler:
 
         async def run(index: int, call: ToolCall) -> None:
             async with limiter:
-                results[index] = await self._run_tool(turn, spec, tools, call, root)
+                results[index] = await self._run_tool(turn, spec, tools, call, root, profile)
             await record_ready()
 
         try:
@@ -312,18 +347,25 @@ class AgentTurnHandler:
         return [result for result in results if result is not None]
 
     async def _run_tool(
-        self, turn: Turn, spec: AgentSpec, tools: ToolBox, call: ToolCall, root: Path
+        self,
+        turn: Turn,
+        spec: AgentSpec,
+        tools: ToolBox,
+        call: ToolCall,
+        root: Path,
+        profile: Profile,
     ) -> ToolResultMessage:
         await turn.emit(
             "tool:pre", {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
         )
         started = anyio.current_time()
         is_error = True
+        trace: str | None = None
         try:
             if call.cut_off:
                 raise ToolFailed(
                     "not run: the answer reached the output-token limit (max_output_tokens "
-                    f"{self.profile.max_output_tokens}) before this call's arguments were "
+                    f"{profile.max_output_tokens}) before this call's arguments were "
                     "complete, so they are not valid JSON. Call the tool again with shorter "
                     "arguments, or split the work into smaller calls."
                 )
@@ -341,6 +383,7 @@ class AgentTurnHandler:
             output = str(exc)
         except Exception as exc:  # a tool's bug must not end the turn: the model is told
             output = f"{type(exc).__name__}: {exc}"
+            trace = log_failure(f"tool {call.name!r} failed in session {turn.session.id}", exc)
         output = clip(output)
         if self.redact is not None:
             output = self.redact(output)  # tool output is stored: no secrets in it
@@ -352,6 +395,8 @@ class AgentTurnHandler:
             "result": output[:_EXCERPT],
             "result_chars": len(output),
         }
+        if trace is not None:
+            data["traceback"] = self.redact(trace) if self.redact is not None else trace
         await turn.emit("tool:post", data)
         return ToolResultMessage(
             tool_call_id=call.id, name=call.name, content=output, is_error=is_error
@@ -364,32 +409,32 @@ class AgentTurnHandler:
         recorded = session.metadata.cwd
         return Path(recorded).resolve() if recorded else self._root
 
-    def _tools_for(self, spec: AgentSpec) -> ToolBox:
-        return self._tools.only(name for name in spec.tools if self.profile.tools.permits(name))
+    def _tools_for(self, spec: AgentSpec, profile: Profile) -> ToolBox:
+        return self._tools.only(name for name in spec.tools if profile.tools.permits(name))
 
     def _window(self, budget: int) -> int:
         """Bytes of transcript to read for a history of ``budget`` tokens (about twice that)."""
         return budget * CHARS_PER_TOKEN * 2 + 65536
 
-    def _budget(self, spec: AgentSpec, tools: ToolBox) -> int:
+    def _budget(self, spec: AgentSpec, tools: ToolBox, profile: Profile) -> int:
         """Tokens left for the history once instructions, tool schemas and the answer fit."""
         fixed = len(spec.instructions) // 4 + sum(
             len(str(t.parameters)) // 4 for t in tools.specs()
         )
-        return max(256, self.profile.context_window - self.profile.max_output_tokens - fixed)
+        return max(256, profile.context_window - profile.max_output_tokens - fixed)
 
-    def _config(self, spec: AgentSpec) -> ProviderConfig:
-        config = self.profile.provider
+    def _config(self, spec: AgentSpec, profile: Profile) -> ProviderConfig:
+        config = profile.provider
         if spec.provider is not None and spec.provider != config.kind:
             config = ProviderConfig(kind=spec.provider)
         if spec.model is not None:
             config = config.model_copy(update={"model": spec.model})
         return config
 
-    def _provider(self, spec: AgentSpec) -> Provider:
+    def _provider(self, spec: AgentSpec, profile: Profile) -> Provider:
         if self._fixed is not None:
             return self._fixed
-        config = self._config(spec)
+        config = self._config(spec, profile)
         provider = self._providers.get(config)
         if provider is None:
             provider = self._providers[config] = make_provider(config)

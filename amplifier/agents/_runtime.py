@@ -1,4 +1,9 @@
-"""``open_runtime`` with agents: a profile, the agent catalog and the agent loop."""
+"""``open_runtime`` with agents: the profiles, the agent catalog and the agent loop.
+
+A session runs under its own profile (``_loop`` Rule 7); the Runtime's
+profile is the one new sessions get, and it sets what the Runtime shares
+(durability, delegation limits, redaction).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,7 @@ from pathlib import Path
 
 import anyio
 
-from amplifier.persistence import (
-    Clock,
-    CorruptSession,
-    Durability,
-    Store,
-    find_session,
-    project_slug,
-    read_metadata,
-    resolve_home_and_cwd,
-    utc_now,
-)
+from amplifier.persistence import Clock, Durability, Store, resolve_home_and_cwd, utc_now
 from amplifier.runtime import Runtime, TurnHandler
 from amplifier.runtime import open_runtime as open_core_runtime
 
@@ -40,6 +35,10 @@ def load_profile(
 ) -> Profile:
     """The profile ``name`` (default ``base``), with ``provider``/``model`` overrides applied."""
     profile = ProfileCatalog.load(home=home, project=cwd).get(name or DEFAULT_PROFILE)
+    return _overridden(profile, provider=provider, model=model)
+
+
+def _overridden(profile: Profile, *, provider: ProviderKind | None, model: str | None) -> Profile:
     changes: dict[str, object] = {}
     if provider is not None and provider != profile.provider.kind:
         changes = {"kind": provider, "model": None, "base_url": None, "script": None}
@@ -50,27 +49,6 @@ def load_profile(
             update={"provider": profile.provider.model_copy(update=changes)}
         )
     return profile
-
-
-def session_profile(
-    session_id: str,
-    *,
-    home: str | os.PathLike[str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-) -> str | None:
-    """The profile a stored session runs under (id or unique prefix), for resuming it.
-
-    Resuming takes this profile as it is configured now. None if the session
-    recorded no profile or its metadata is damaged (resume rebuilds it).
-    """
-    root, directory = resolve_home_and_cwd(home, cwd)
-    location = find_session(
-        root, session_id, project=project_slug(directory), cwd=str(directory)
-    )
-    try:
-        return read_metadata(location).profile
-    except CorruptSession:
-        return None
 
 
 @asynccontextmanager
@@ -86,10 +64,12 @@ async def open_runtime(
     clock: Clock = utc_now,
     store: Store | None = None,
 ) -> AsyncIterator[Runtime]:
-    """A Runtime whose sessions run agents under ``profile`` (default ``base``).
+    """A Runtime whose new sessions run agents under ``profile`` (default ``base``).
 
-    ``provider`` and ``model`` override the profile's (a provider kind such
-    as ``"openai"``, or a ready ``Provider`` object); ``durability`` too.
+    A resumed session runs under its own profile (``rt.resume(id,
+    profile=...)`` says another). ``provider`` and ``model`` override every
+    session's profile (a provider kind such as ``"openai"``, or a ready
+    ``Provider`` object); ``durability`` overrides the Runtime's profile.
     ``handler`` replaces the agent loop altogether (tests, other runtimes).
     ``store``: write through this open store instead of starting one (the
     session hosts of the Ray backend).
@@ -97,16 +77,23 @@ async def open_runtime(
     """
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider if isinstance(provider, str) else None
-    settings = await anyio.to_thread.run_sync(
-        lambda: load_profile(profile, home=root, cwd=directory, provider=kind, model=model)
+    profiles = await anyio.to_thread.run_sync(
+        lambda: ProfileCatalog.load(home=root, project=directory)
     )
+
+    def configured(name: str) -> Profile:
+        return _overridden(profiles.get(name), provider=kind, model=model)
+
+    settings = configured(profile or DEFAULT_PROFILE)
     agents: AgentTurnHandler | None = None
     if handler is None:
         catalog = await anyio.to_thread.run_sync(
             lambda: AgentCatalog.load(home=root, project=directory)
         )
         fixed = provider if provider is not None and not isinstance(provider, str) else None
-        agents = AgentTurnHandler(catalog=catalog, profile=settings, root=directory, provider=fixed)
+        agents = AgentTurnHandler(
+            catalog=catalog, profile=settings, root=directory, provider=fixed, profiles=configured
+        )
     try:
         async with open_core_runtime(
             handler=handler or agents,

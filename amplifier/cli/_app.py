@@ -4,8 +4,10 @@ Exit codes: 0 done, 1 a failure (provider, disk, a session in use),
 2 a usage error (bad id, unknown agent or profile, bad flag), 128 + N when
 signal N stopped a command that runs turns (130 Ctrl-C, 143 SIGTERM, 129
 SIGHUP), after the session's final records are written.
-Errors are one line on stderr, never a traceback (``AMPLIFIER_DEBUG=1``
-shows one). With ``--json`` stdout carries exactly one JSON document.
+Errors are one line on stderr, never a traceback: ``--debug`` (or
+``AMPLIFIER_DEBUG=1``) shows the tracebacks, those of failed turns and tools
+through the ``amplifier`` logger. With ``--json`` stdout carries exactly one
+JSON document.
 
 Rule: loading this module imports typer and little else, so that
 ``amplifier --help`` starts fast: the API (``amplifier``, which builds
@@ -20,8 +22,8 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -143,6 +145,37 @@ def _backend() -> str:
     return os.environ.get("AMPLIFIER_ASYNC_BACKEND", "asyncio")
 
 
+class _Debug:
+    """Whether failures show their tracebacks: ``--debug`` or ``AMPLIFIER_DEBUG=1``."""
+
+    flag = False
+
+    @classmethod
+    def on(cls) -> bool:
+        return cls.flag or os.environ.get("AMPLIFIER_DEBUG", "") not in ("", "0")
+
+
+@contextmanager
+def _debug_log() -> Iterator[None]:
+    """With debugging on, the ``amplifier`` logger's records (tracebacks) go to stderr."""
+    if not _Debug.on():
+        yield
+        return
+    import logging  # only here: it costs start-up time
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("amplifier")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _say(message: str) -> None:
     """A status line for the person at the terminal (stderr, never mixed into --json)."""
     sys.stderr.write(safe(message) + "\n")
@@ -186,7 +219,8 @@ def _execute(
     # Ctrl-C stays ignored: after the work, it has nothing left to stop.
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        _run_guarded(main, as_json=as_json, signals=signals)
+        with _debug_log():
+            _run_guarded(main, as_json=as_json, signals=signals)
     finally:
         for signum, handler in previous.items():
             if handler is not None:
@@ -242,10 +276,10 @@ def _run_guarded(
             as_json=as_json,
         )
     except Exception as exc:
-        if os.environ.get("AMPLIFIER_DEBUG"):
+        if _Debug.on():
             traceback.print_exc()
         _fail(
-            f"internal error: {type(exc).__name__}: {exc} (AMPLIFIER_DEBUG=1 shows where)",
+            f"internal error: {type(exc).__name__}: {exc} (--debug shows where)",
             code=1,
             as_json=as_json,
         )
@@ -290,7 +324,7 @@ async def _one_turn(
     with its error; what the answer got to is printed (at once on a
     terminal, at the end when piped).
     """
-    from amplifier import TurnCancelled, TurnFailed
+    from amplifier import PersistenceError, TurnCancelled, TurnFailed
 
     from ._progress import live_progress
 
@@ -333,7 +367,10 @@ async def _one_turn(
             _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
             return 128 + stopped_by
         except TurnFailed as exc:
-            await session.close(status="failed", error=exc.reason)
+            # A turn that could not be stored says nothing of the session:
+            # a resumed one keeps the status it had.
+            unstored = isinstance(exc.__cause__, PersistenceError)
+            await session.close(status="failed", error=exc.reason, keep_previous=unstored)
             tg.cancel_scope.cancel()
             if as_json:
                 write_json({"session_id": session.id, "status": "failed", "error": exc.reason})
@@ -454,8 +491,15 @@ def root(
     model: ModelOption = None,
     agent: AgentOption = None,
     cluster: ClusterOption = None,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the tracebacks of failures on stderr (as AMPLIFIER_DEBUG=1)."
+        ),
+    ] = False,
 ) -> None:
     """Run and manage AI-agent sessions. With no command: an interactive session."""
+    _Debug.flag = debug
     if ctx.invoked_subcommand is not None:
         ctx.obj = _Before(
             profile=profile, provider=provider, model=model, agent=agent, cluster=cluster
@@ -527,16 +571,11 @@ def run(
         _fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
-        from amplifier.agents import session_profile
-
-        chosen = profile
-        if resume is not None and chosen is None:
-            chosen = await anyio.to_thread.run_sync(lambda: session_profile(resume))
         async with open_runtime(
-            profile=chosen, provider=_provider(provider), model=model, **_on(cluster)
+            profile=profile, provider=_provider(provider), model=model, **_on(cluster)
         ) as rt:
             opening = (
-                rt.resume(resume)
+                rt.resume(resume, profile=profile)
                 if resume is not None
                 else rt.open_session(agent=agent, name=name)
             )
@@ -571,34 +610,27 @@ def continue_(
     profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
-    async def main(interrupts: AsyncIterator[int]) -> int | None:
-        if pick:
-            return await _resume(
-                await _picked(interrupts, as_json),
-                prompt,
-                profile=profile,
-                provider=provider,
-                model=model,
-                history=history,
-                interactive=interactive,
-                interrupts=interrupts,
-                as_json=as_json,
-            )
-        async with open_runtime(durability="none") as probe:
-            latest = await probe.latest()
-        if latest is None:
+    async def latest(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
+        found = await rt.latest()
+        if found is None:
             _fail(
                 "no session to continue in this project; start one with 'amplifier run'",
                 code=1,
                 as_json=as_json,
             )
-        if latest.metadata is None:
+        if found.metadata is None:
             _say(
-                f"Note: session {latest.session_id} is damaged ({latest.problem}); "
+                f"Note: session {found.session_id} is damaged ({found.problem}); "
                 "resuming it rebuilds its metadata from its event log"
             )
+        return found.session_id
+
+    async def picked(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
+        return await _picked(rt, interrupts, as_json)
+
+    async def main(interrupts: AsyncIterator[int]) -> int | None:
         return await _resume(
-            latest.session_id,
+            picked if pick else latest,
             prompt,
             profile=profile,
             provider=provider,
@@ -612,7 +644,7 @@ def continue_(
     _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
-async def _picked(interrupts: AsyncIterator[int], as_json: bool) -> str:
+async def _picked(rt: Runtime, interrupts: AsyncIterator[int], as_json: bool) -> str:
     """The session the person picks at the terminal (``_picker``); leaves if there is none."""
     from ._picker import choose, on_a_terminal, recent_sessions
 
@@ -623,7 +655,7 @@ async def _picked(interrupts: AsyncIterator[int], as_json: bool) -> str:
             code=2,
             as_json=as_json,
         )
-    rows = await recent_sessions()
+    rows = await recent_sessions(rt)
     if not rows:
         _fail("no session to resume in this project", code=1, as_json=as_json)
     choice = await choose(rows, interrupts)
@@ -654,8 +686,12 @@ def _resume_flags(
     )
 
 
+_Target = str | Callable[["Runtime", AsyncIterator[int]], Awaitable[str]]
+"""The session to resume: its id (prefix, name), or how to find it once the runtime is open."""
+
+
 async def _resume(
-    session_id: str,
+    target: _Target,
     prompt: str | None,
     *,
     profile: str | None,
@@ -673,23 +709,22 @@ async def _resume(
     interactive. The id is looked up first: a bad or unknown id is the error
     a user sees first.
     """
-    from amplifier.agents import session_profile
-
     from ._interactive import run_interactive
 
     if interactive and prompt is not None:
         _fail("--interactive takes no prompt", code=2, as_json=as_json)
     piped = prompt is None and not interactive and stdin_is_piped()
     prompt = _read_prompt(prompt) if piped or prompt is not None else None
-    stored_profile = await anyio.to_thread.run_sync(lambda: session_profile(session_id))
-    if piped and not (prompt and prompt.strip()):
-        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
-    if prompt is None and as_json:
-        _fail("--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True)
-    if profile is None:
-        profile = stored_profile
     async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
-        async with rt.resume(session_id) as session:
+        session_id = target if isinstance(target, str) else await target(rt, interrupts)
+        location = await rt.find(session_id)
+        if piped and not (prompt and prompt.strip()):
+            _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
+        if prompt is None and as_json:
+            _fail(
+                "--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True
+            )
+        async with rt.resume(location.session_id, profile=profile) as session:
             if not as_json:
                 await _other_project_note(rt, session)
             if prompt is not None:
@@ -870,10 +905,12 @@ def resume_(
     profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
+    async def picked(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
+        return await _picked(rt, interrupts, as_json)
+
     async def main(interrupts: AsyncIterator[int]) -> int | None:
-        chosen = session_id if session_id is not None else await _picked(interrupts, as_json)
         return await _resume(
-            chosen,
+            session_id if session_id is not None else picked,
             prompt,
             profile=profile,
             provider=provider,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import anyio
 from rich.text import Text
 
-from amplifier import SessionSummary, open_runtime
+from amplifier import Runtime, SessionSummary
 
 from ._interactive import Line, LineReader
 from ._render import console, label, one_line, when
@@ -37,10 +37,9 @@ def on_a_terminal() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-async def recent_sessions() -> list[SessionSummary]:
+async def recent_sessions(rt: Runtime) -> list[SessionSummary]:
     """This project's root sessions, the one used last first."""
-    async with open_runtime(durability="none") as rt:
-        return await rt.sessions(limit=PICK, roots_only=True, sort="used")
+    return await rt.sessions(limit=PICK, roots_only=True, sort="used")
 
 
 def show_choices(rows: Sequence[SessionSummary]) -> None:

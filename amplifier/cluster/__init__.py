@@ -6,6 +6,8 @@ never imported; with it, the sessions run on the cluster (``_driver``),
 with the same files, events and guarantees. Needs ``amplifier[ray]``.
 """
 
+from amplifier._exports import name_as_public as _name_as_public
+
 from ._exceptions import (
     ClusterError,
     ClusterUnavailable,
@@ -23,3 +25,5 @@ __all__ = [
     "PersistenceUnavailable",
     "open_runtime",
 ]
+
+_name_as_public(globals(), __all__, "amplifier.cluster")

@@ -43,7 +43,6 @@ from amplifier.persistence import (
     resolve_home_and_cwd,
 )
 from amplifier.runtime import (
-    EventBus,
     Reply,
     Runtime,
     RuntimeClosed,
@@ -56,6 +55,7 @@ from amplifier.runtime import (
     TurnFailed,
 )
 from amplifier.runtime import open_runtime as open_core_runtime
+from amplifier.runtime.lowlevel import EventBus
 
 from . import _ray
 from ._bridge import call
@@ -233,7 +233,13 @@ class ClusterSession(Session):
     def subscribe(self, *, tree: bool = True, buffer: int = 1024) -> Subscription:
         return self._runtime.subscribe(self.id, tree=tree, buffer=buffer)
 
-    async def close(self, *, status: EndStatus = "completed", error: str | None = None) -> None:
+    async def close(
+        self,
+        *,
+        status: EndStatus = "completed",
+        error: str | None = None,
+        keep_previous: bool = False,
+    ) -> None:
         """End the session and wait until its end is written (see ``Session.close``)."""
         if self._closed:
             return
@@ -242,7 +248,7 @@ class ClusterSession(Session):
         link = self._link
         try:
             if link.alive:
-                await _remote(link.actor.close.remote(self.id, status, error))
+                await _remote(link.actor.close.remote(self.id, status, error, keep_previous))
         except RayActorError:
             pass  # its host died: the fence closed it (Rule 2)
         finally:
@@ -303,13 +309,15 @@ class ClusterRuntime(Runtime):
 
         return SessionOpening(open_)
 
-    def resume(self, session_id: str) -> SessionOpening:
+    def resume(self, session_id: str, *, profile: str | None = None) -> SessionOpening:
         """Open a stored session on the least loaded host (see ``Runtime.resume``)."""
 
         async def open_() -> Session:
             location = await self.find(session_id)
             await self._pool.settle()
-            return await self._place(lambda link: link.actor.resume.remote(location.session_id))
+            return await self._place(
+                lambda link: link.actor.resume.remote(location.session_id, profile)
+            )
 
         return SessionOpening(open_)
 

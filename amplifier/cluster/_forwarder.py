@@ -31,17 +31,14 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from amplifier._errors import unwrap_single_error
-from amplifier.persistence import (
+from amplifier.persistence import Durability, PersistenceError, RecoveryReport, Store
+from amplifier.persistence.lowlevel import (
     SCHEMA_VERSION,
     Acks,
     AppendEvent,
     CommitListener,
-    Durability,
-    PersistenceError,
-    RecoveryReport,
     Request,
     Stamp,
-    Store,
 )
 
 from ._wire import Answer, Item, to_item

@@ -168,10 +168,11 @@ class SessionHost:
         self._sessions[session.id] = session
         return session.metadata
 
-    async def resume(self, session_id: str) -> SessionMetadata:
-        """Open a stored session here (the exact id); its metadata."""
+    async def resume(self, session_id: str, profile: str | None = None) -> SessionMetadata:
+        """Open a stored session here (the exact id; under its own profile unless
+        ``profile`` says another); its metadata."""
         try:
-            session = await self._require().resume(session_id)
+            session = await self._require().resume(session_id, profile=profile)
         except Exception as exc:
             raise portable(exc) from None
         self._sessions[session.id] = session
@@ -208,11 +209,13 @@ class SessionHost:
         if session is not None:
             session.cancel()
 
-    async def close(self, session_id: str, status: EndStatus, error: str | None) -> None:
-        """End the session; returns once its end is written."""
+    async def close(
+        self, session_id: str, status: EndStatus, error: str | None, keep_previous: bool = False
+    ) -> None:
+        """End the session; returns once its end is written (see ``Session.close``)."""
         session = self._sessions.pop(session_id, None)
         if session is not None:
-            await session.close(status=status, error=error)
+            await session.close(status=status, error=error, keep_previous=keep_previous)
 
     async def watch(self) -> None:
         """From now on, committed events go to the driver too (it has subscribers)."""

@@ -32,15 +32,14 @@ from pathlib import Path
 import anyio
 
 from amplifier.persistence import (
-    CloseSession,
     Durability,
     PersistenceError,
     Receipt,
     RecoveryReport,
-    Request,
     Store,
     open_store,
 )
+from amplifier.persistence.lowlevel import CloseSession, Request
 
 from ._exceptions import HostLost, PersistenceRestarted
 from ._wire import Answer, Item, from_item, portable

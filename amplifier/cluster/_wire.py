@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from amplifier._errors import AmplifierError, UsageError
-from amplifier.persistence import (
+from amplifier.persistence import PersistenceError, Receipt
+from amplifier.persistence.lowlevel import (
     AppendEvent,
     AppendMessage,
     CloseSession,
@@ -22,8 +23,6 @@ from amplifier.persistence import (
     DeleteSessions,
     Flush,
     OpenSession,
-    PersistenceError,
-    Receipt,
     Reindex,
     Request,
     WriteMetadata,

@@ -4,7 +4,9 @@ Knows nothing of agents: it stores events, messages (dicts with a ``role``)
 and metadata, in the layout of DESIGN.md.
 """
 
-from ._actor import Clock, CommitListener, OpenedSession, Stamp
+from amplifier._exports import name_as_public as _name_as_public
+
+from ._actor import Clock
 from ._exceptions import (
     AmbiguousSessionId,
     CorruptSession,
@@ -13,16 +15,12 @@ from ._exceptions import (
     RecoveryWarning,
     SessionLocked,
     SessionNotFound,
-    StoreClosed,
     StoreWarning,
     WriteFailed,
 )
 from ._index import SessionSort
-from ._ownership import Owner, holder
 from ._paths import (
-    MAX_ID_LENGTH,
     SessionLocation,
-    default_home,
     id_spans,
     project_slug,
     resolve_home_and_cwd,
@@ -31,7 +29,6 @@ from ._paths import (
 from ._reader import (
     MessageTail,
     SessionSummary,
-    TranscriptTail,
     all_projects,
     existing_children,
     find_session,
@@ -40,7 +37,6 @@ from ._reader import (
     list_sessions,
     load_message_tail,
     load_transcript,
-    load_transcript_tail,
     merge_events,
     read_metadata,
     search_sessions,
@@ -48,63 +44,32 @@ from ._reader import (
     summarize,
 )
 from ._records import (
-    SCHEMA_VERSION,
     Durability,
     EndStatus,
     EventRecord,
     SessionMetadata,
     SessionStatus,
     TranscriptRecord,
-    format_ts,
     utc_now,
 )
-from ._recovery import RecoveryReport, recover_dead_journals
-from ._requests import (
-    Acks,
-    AppendEvent,
-    AppendMessage,
-    CloseSession,
-    CreateSession,
-    DeleteSessions,
-    Flush,
-    OpenSession,
-    Receipt,
-    Reindex,
-    Request,
-    WriteMetadata,
-)
+from ._recovery import RecoveryReport
+from ._requests import Receipt
 from ._search import SearchHit
-from ._store import Committer, SessionWriter, Store, open_store
+from ._store import SessionWriter, Store, open_store
 
 __all__ = [
-    "MAX_ID_LENGTH",
-    "SCHEMA_VERSION",
-    "Acks",
     "AmbiguousSessionId",
-    "AppendEvent",
-    "AppendMessage",
     "Clock",
-    "CloseSession",
-    "CommitListener",
-    "Committer",
     "CorruptSession",
-    "CreateSession",
-    "DeleteSessions",
     "Durability",
     "EndStatus",
     "EventRecord",
-    "Flush",
     "InvalidSessionId",
     "MessageTail",
-    "OpenSession",
-    "OpenedSession",
-    "Owner",
     "PersistenceError",
     "Receipt",
     "RecoveryReport",
     "RecoveryWarning",
-    "Reindex",
-    "Request",
     "SearchHit",
     "SessionLocation",
     "SessionLocked",
@@ -114,32 +79,23 @@ __all__ = [
     "SessionStatus",
     "SessionSummary",
     "SessionWriter",
-    "Stamp",
     "Store",
-    "StoreClosed",
     "StoreWarning",
     "TranscriptRecord",
-    "TranscriptTail",
     "WriteFailed",
-    "WriteMetadata",
     "all_projects",
-    "default_home",
     "existing_children",
     "find_session",
-    "format_ts",
-    "holder",
     "id_spans",
     "iter_events",
     "last_write",
     "list_sessions",
     "load_message_tail",
     "load_transcript",
-    "load_transcript_tail",
     "merge_events",
     "open_store",
     "project_slug",
     "read_metadata",
-    "recover_dead_journals",
     "resolve_home_and_cwd",
     "search_sessions",
     "session_tree",
@@ -147,3 +103,5 @@ __all__ = [
     "utc_now",
     "validate_session_id",
 ]
+
+_name_as_public(globals(), __all__, "amplifier.persistence")

@@ -554,7 +554,7 @@ class PersistenceActor:
         except OSError as exc:
             failure = write_failed(exc)
             receipt.error = failure
-            if self.durability == "fsync":
+            if self.durability == "fsync" and self._journal is not None:
                 self._warn_behind(failure)
         except PersistenceError as exc:
             receipt.error = exc
@@ -784,7 +784,7 @@ class PersistenceActor:
                 await anyio.to_thread.run_sync(lambda: self._write_round(checkpoint=True))
         except OSError as exc:
             failure = write_failed(exc)
-            if self.durability == "fsync":
+            if self.durability == "fsync" and self._journal is not None:
                 self._warn_behind(failure)  # the records are safe; only the files lag
             for request in requests:
                 if isinstance(request, CloseSession) and request.release_now:

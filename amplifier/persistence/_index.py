@@ -81,11 +81,19 @@ def index_path(home: Path) -> Path:
 
 
 def connect(home: Path) -> sqlite3.Connection:
-    """A connection to the index (created owner-only if missing)."""
+    """A connection to the index (created owner-only if missing).
+
+    Raises ``sqlite3.Error`` for every failure, also the operating system's
+    (a read-only home): callers treat the index as the cache it is.
+    """
     path = index_path(home)
     if not path.exists():
-        with contextlib.suppress(FileExistsError):
+        try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"cannot create {path}: {exc.strerror}") from exc
     db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
@@ -129,6 +137,23 @@ def open_built(home: Path) -> sqlite3.Connection:
     try:
         if db.execute("PRAGMA user_version").fetchone()[0] < _BUILT:
             rebuild(home, db, search=False)  # search builds its part on first use
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def built_in_memory(home: Path) -> sqlite3.Connection:
+    """An index of ``home`` built in memory, for a home this process cannot write.
+
+    It is only a cache: where its file cannot be made or brought up to date
+    (a read-only home), readers build their own copy and drop it after use.
+    Reads every metadata file and every transcript.
+    """
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    try:
+        _create_schema(db)
+        rebuild(home, db)
     except BaseException:
         db.close()
         raise

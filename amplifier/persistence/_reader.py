@@ -37,7 +37,7 @@ from ._exceptions import (
     SessionNotFound,
 )
 from ._files import first_line, lines_backwards, read_file, read_jsonl
-from ._index import SessionSort
+from ._index import SessionSort, built_in_memory
 from ._index import children_of as index_children
 from ._index import open_built as open_built_index
 from ._index import page as index_page
@@ -461,20 +461,19 @@ def search_sessions(
     """The newest ``limit`` places where ``text`` occurs (see ``_search.search``).
 
     Builds the search part of the index first if it never was (reads
-    every transcript once). Raises ``PersistenceError`` if there is no
-    usable index (a read-only home that never had one, say), ``UsageError``
-    if there is no word to search for.
+    every transcript once); where the index file cannot be opened for
+    writing (a read-only home), searches a copy built in memory instead.
+    Raises ``PersistenceError`` if SQLite fails, ``UsageError`` if there
+    is no word to search for.
     """
     parse_query(text)  # a malformed query is refused even where nothing is stored
     if not home.is_dir():
         return []
     with _index(home) as db:
-        if db is None:
-            raise PersistenceError(
-                "search needs the session index, which cannot be opened here; "
-                "try 'amplifier session reindex'"
-            )
         try:
+            if db is None:  # a home this process cannot write: an index of its own
+                with contextlib.closing(built_in_memory(home)) as own:
+                    return search_index(own, home, text, project=project, limit=limit)
             if not search_built(db):
                 rebuild_search(home, db)
             return search_index(db, home, text, project=project, limit=limit)

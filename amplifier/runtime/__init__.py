@@ -4,7 +4,9 @@ Knows nothing of language models: every turn is answered by a pluggable
 ``TurnHandler``.
 """
 
-from ._bus import EventBus, Subscription
+from amplifier._exports import name_as_public as _name_as_public
+
+from ._bus import Subscription
 from ._delegation import Delegation, DelegationResult, DelegationStatus
 from ._exceptions import (
     ChildSessionError,
@@ -17,25 +19,21 @@ from ._exceptions import (
     TurnFailed,
 )
 from ._history import HistoryTail
-from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
-from ._lifecycle import ALLOWED, Lifecycle, SessionState
+from ._lifecycle import SessionState
 from ._messages import Reply
-from ._runtime import Cleanup, Runtime, SessionOpening, open_runtime, plan_cleanup
+from ._runtime import Cleanup, Runtime, SessionOpening, open_runtime
 from ._session import Session, SessionContext, Turn
 from ._turns import EchoTurnHandler, SessionSetup, TurnHandler
 
 __all__ = [
-    "ALLOWED",
     "ChildSessionError",
     "Cleanup",
     "Delegation",
     "DelegationResult",
     "DelegationStatus",
     "EchoTurnHandler",
-    "EventBus",
     "HistoryTail",
     "IllegalTransition",
-    "Lifecycle",
     "Reply",
     "Runtime",
     "RuntimeClosed",
@@ -52,12 +50,7 @@ __all__ = [
     "TurnCancelled",
     "TurnFailed",
     "TurnHandler",
-    "agent_slug",
-    "is_child_id",
-    "is_root_id",
-    "new_child_id",
-    "new_root_id",
     "open_runtime",
-    "plan_cleanup",
-    "span_of",
 ]
+
+_name_as_public(globals(), __all__, "amplifier.runtime")

@@ -26,7 +26,11 @@ class SessionError(AmplifierError):
 
 
 class TurnFailed(SessionError):
-    """The turn handler raised while answering a prompt; the session itself goes on."""
+    """The turn handler raised while answering a prompt; the session itself goes on.
+
+    Raised ``from`` the exception that failed the turn: ``__cause__`` is it,
+    with its traceback.
+    """
 
     def __init__(self, session_id: str, reason: str) -> None:
         self.reason = reason

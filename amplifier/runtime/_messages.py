@@ -33,9 +33,13 @@ class Answered(BaseModel):
 
 
 class Failed(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """The turn failed: ``reason`` in one line, and the exception that failed it."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
     kind: Literal["failed"] = "failed"
     reason: str
+    error: BaseException | None = None
+    """The exception itself, with its traceback: raised again ``from`` it to the caller."""
 
 
 class Cancelled(BaseModel):
@@ -68,6 +72,8 @@ class Close(BaseModel):
     kind: Literal["close"] = "close"
     status: EndStatus = "completed"
     error: str | None = None
+    keep_previous: bool = False
+    """A resumed session ends with the status and error it had before (``Session.close``)."""
 
 
 SessionMessage = Annotated[Prompt | Close, Field(discriminator="kind")]

@@ -142,8 +142,10 @@ class Runtime:
         label = clean_name(name) if name is not None else None
         labels = retag([], add=tags, remove=())
 
+        chosen = profile if profile is not None else self.profile
+
         async def open_() -> Session:
-            setup = self._services.handler.prepare_session(agent)
+            setup = self._services.handler.prepare_session(agent, profile=chosen)
             now = self._services.clock()
             session_id = new_root_id(now)
             metadata = SessionMetadata(
@@ -153,7 +155,7 @@ class Runtime:
                 cwd=str(self.cwd),
                 project=self.project,
                 agent=setup.agent,
-                profile=profile if profile is not None else self.profile,
+                profile=chosen,
                 root_id=session_id,
                 attributes={**setup.attributes, **(attributes or {})},
                 name=label,
@@ -164,17 +166,21 @@ class Runtime:
 
         return SessionOpening(open_)
 
-    def resume(self, session_id: str) -> SessionOpening:
+    def resume(self, session_id: str, *, profile: str | None = None) -> SessionOpening:
         """Open a stored session again, by id or unique prefix, from any project.
 
-        Its history is kept; profile, provider and agent come from the
-        current configuration. Raises ``SessionNotFound``, ``AmbiguousSessionId``,
-        ``InvalidSessionId`` or ``SessionLocked``.
+        Its history is kept. It runs under its own profile (the one its
+        metadata records; this Runtime's if it records none), or under
+        ``profile`` if given; the profile, its provider and the agent are
+        taken as they are configured now. Raises ``SessionNotFound``,
+        ``AmbiguousSessionId``, ``InvalidSessionId``, ``SessionLocked``, or
+        the handler's error for a profile or agent that no longer exists.
         """
 
         async def open_() -> Session:
             location = await self.find(session_id)
-            return await self._start(SessionActor(self._services, location, create=None))
+            actor = SessionActor(self._services, location, create=None, profile=profile)
+            return await self._start(actor)
 
         return SessionOpening(open_)
 

@@ -20,6 +20,10 @@ Rule 4: a session's final records (``prompt:complete``, ``session:end``,
         the session is cancelled, so it stays resumable with an honest status.
 Rule 5: an exception in one session never crashes the Runtime: it ends that
         session with status ``failed``. Only cancellation propagates.
+Rule 6: a failure keeps its cause: the exception that failed a turn travels
+        in ``Failed`` and is raised again ``from`` it to the caller; it is
+        logged with its traceback (``amplifier._log``), and the formatted
+        traceback is recorded in the event that reports the failure.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from amplifier._errors import AmplifierError, UsageError
+from amplifier._log import formatted_traceback, log_failure
 from amplifier.persistence import (
     CorruptSession,
     EndStatus,
@@ -42,6 +47,7 @@ from amplifier.persistence import (
     Receipt,
     SessionLocation,
     SessionMetadata,
+    SessionStatus,
     SessionWriter,
     Store,
     existing_children,
@@ -72,7 +78,7 @@ class Services:
     """What every session of one Runtime shares. Immutable; no session state lives here."""
 
     profile: str | None
-    """The Runtime's profile: a resumed session takes it (configuration as it is now)."""
+    """The Runtime's profile: for a resumed session that records none."""
     store: Store
     handler: TurnHandler
     bus: EventBus
@@ -96,11 +102,14 @@ class SessionActor:
         location: SessionLocation,
         *,
         create: SessionMetadata | None,
+        profile: str | None = None,
     ) -> None:
+        """``create``: a new session's metadata (None: resume it); ``profile`` overrides its own."""
         self.location = location
         self.id = location.session_id
         self._services = services
         self._create = create
+        self._profile = profile
         self._meta: SessionMetadata | None = create
         self._writer: SessionWriter | None = None
         self._life = Lifecycle(f"session {self.id}")
@@ -117,6 +126,8 @@ class SessionActor:
         """Made only if someone waits for the end: idle sessions add up."""
         self._recorded = False
         """session:start or session:resume is on disk; only then does the end get written."""
+        self._before: tuple[SessionStatus, str | None] | None = None
+        """A resumed session's status and error before it was resumed."""
         self.history: HistoryCopy | None = None
         """The end of the transcript, once a turn has read it (``_history`` Rule 1)."""
 
@@ -130,6 +141,8 @@ class SessionActor:
         """
         status: EndStatus = "completed"
         error: str | None = None
+        trace: str | None = None
+        keep_previous = False
         started = False
         try:
             await self._begin()
@@ -143,6 +156,7 @@ class SessionActor:
                             await self._answer(message)
                         case Close():
                             status, error = message.status, message.error
+                            keep_previous = message.keep_previous
                             break
                         case _:
                             assert_never(message)
@@ -152,12 +166,16 @@ class SessionActor:
         except Exception as exc:
             status, error = "failed", _describe(exc)
             if not started:
+                # The caller never had the session (its resume could not be
+                # stored, say): it stays as it was, and the caller is told.
+                keep_previous = True
                 raise
+            trace = log_failure(f"session {self.id} failed", exc)
         finally:
             self._send.close()
             self._mailbox.close()
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-                await self._end(status, error)
+                await self._end(status, error, trace, keep_previous=keep_previous)
             self._services.bus.unregister(self.id)
             self._ended = True
             if self._ended_event is not None:
@@ -195,17 +213,19 @@ class SessionActor:
         meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
         _, dropped = await anyio.to_thread.run_sync(existing_children, self.location, meta.children)
         meta.children = [child for child in meta.children if child not in dropped]
-        # Configuration is taken as it is NOW: an agent that no longer exists
-        # fails the resume here, before anything is written.
-        setup = self._services.handler.prepare_session(meta.agent)
+        # The session's own profile, configuration taken as it is NOW: an
+        # agent or profile that no longer exists fails the resume here,
+        # before anything is written.
+        profile = self._profile or meta.profile or self._services.profile
+        setup = self._services.handler.prepare_session(meta.agent, profile=profile)
         self._meta = meta
         self._services.bus.register(self.id, meta.parent_id)
         previous = meta.status
+        self._before = (previous, meta.error)
         previous_config = {"profile": meta.profile, **meta.attributes}
         meta.status = "active"
         meta.error = None
-        if self._services.profile is not None:
-            meta.profile = self._services.profile
+        meta.profile = profile
         meta.attributes = {**meta.attributes, **setup.attributes}
         await self._post(
             "session:resume",
@@ -224,7 +244,14 @@ class SessionActor:
         await self._services.handler.on_resume(self.context)
         await self._writer.sync()
 
-    async def _end(self, status: EndStatus, error: str | None) -> None:
+    async def _end(
+        self,
+        status: EndStatus,
+        error: str | None,
+        trace: str | None = None,
+        *,
+        keep_previous: bool = False,
+    ) -> None:
         if self._life.state is SessionState.ENDED:
             return
         if self._life.state is not SessionState.CLOSING:
@@ -236,13 +263,19 @@ class SessionActor:
             with contextlib.suppress(PersistenceError):
                 await writer.close()
         elif writer is not None:
+            stored: SessionStatus = status
+            if keep_previous and self._before is not None:
+                stored, error = self._before
             try:
-                data: dict[str, Any] = {"status": status}
+                data: dict[str, Any] = {"status": stored}
                 if error is not None:
                     data["error"] = error
-                await self._post("session:end", data)
+                if trace is not None:
+                    data["traceback"] = trace
+                if stored != "active":  # one left active (interrupted) never ended
+                    await self._post("session:end", data)
                 if self._meta is not None:
-                    self._meta.status = status
+                    self._meta.status = stored
                     self._meta.error = error
                     await self._write_metadata()
             except PersistenceError:
@@ -307,7 +340,8 @@ class SessionActor:
                     text = await self._services.handler.run_turn(turn)
                     outcome = Answered(reply=Reply(session_id=self.id, text=text, turn=number))
                 except Exception as exc:
-                    outcome = Failed(reason=_describe(exc))
+                    log_failure(f"turn {number} of session {self.id} failed", exc)
+                    outcome = Failed(reason=_describe(exc), error=exc)
         finally:
             self._turn_scope = self._current = None
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
@@ -328,6 +362,8 @@ class SessionActor:
         data: dict[str, Any] = {"turn": number, "status": _turn_status(outcome)}
         if isinstance(outcome, Failed):
             data["error"] = outcome.reason
+            if outcome.error is not None:
+                data["traceback"] = formatted_traceback(outcome.error)
         try:
             await self._post("prompt:complete", data)
             await self._write_metadata()
@@ -335,7 +371,8 @@ class SessionActor:
                 await self._require_writer().sync()
         except PersistenceError as exc:
             if isinstance(outcome, Answered):
-                return Failed(reason=f"the turn could not be stored: {exc}")
+                log_failure(f"turn {number} of session {self.id} could not be stored", exc)
+                return Failed(reason=f"the turn could not be stored: {exc}", error=exc)
         return outcome
 
     def cancel_turn(self, prompt: Prompt | None = None) -> None:
@@ -376,12 +413,18 @@ class SessionActor:
                 self.cancel_turn(prompt)
                 raise
 
-    def close_mailbox(self, status: EndStatus = "completed", error: str | None = None) -> None:
+    def close_mailbox(
+        self,
+        status: EndStatus = "completed",
+        error: str | None = None,
+        *,
+        keep_previous: bool = False,
+    ) -> None:
         """Ask the session to end after the messages already queued; never blocks."""
         # A full or closed mailbox needs no Close: closing the stream ends
         # the session after what is queued.
         with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-            self._send.send_nowait(Close(status=status, error=error))
+            self._send.send_nowait(Close(status=status, error=error, keep_previous=keep_previous))
         self._send.close()
 
     # -- records ----------------------------------------------------------------------
@@ -485,6 +528,7 @@ class SessionActor:
         response: str | None = None
         error: str | None = None
         child: SessionActor | None = None
+        trace: str | None = None
         try:
             create = None if resuming else self._child_metadata(child_id, request.agent)
             child = SessionActor(self._services, location, create=create)
@@ -493,6 +537,7 @@ class SessionActor:
                     await tg.start(child.run)
                 except Exception as exc:
                     status, error = "failed", _describe(exc)
+                    trace = log_failure(f"sub-session {child_id} could not start", exc)
                 else:
                     status, response, error = await self._supervise(child, request, tg)
         finally:
@@ -504,6 +549,8 @@ class SessionActor:
                 }
                 if error is not None:
                     data["error"] = error
+                if trace is not None:
+                    data["traceback"] = trace
                 # Committed with or after the child's last records, never without them.
                 await self._post("delegate:end", data, after=child.final if child else None)
         return DelegationResult(
@@ -524,7 +571,7 @@ class SessionActor:
                         request.instruction, request.context, durable=False
                     )
                 except (RuntimeClosed, SessionClosed) as exc:
-                    outcome = Failed(reason=str(exc))
+                    outcome = Failed(reason=str(exc), error=exc)
             if timer.cancelled_caught:
                 status, error = "timed_out", f"no answer within {request.timeout:g} s"
             else:
@@ -832,8 +879,8 @@ class Session:
         match outcome:
             case Answered(reply=reply):
                 return reply
-            case Failed(reason=reason):
-                raise TurnFailed(self.id, reason)
+            case Failed(reason=reason, error=error):
+                raise TurnFailed(self.id, reason) from error
             case Cancelled():
                 raise TurnCancelled(self.id)
             case _:
@@ -847,16 +894,26 @@ class Session:
         """Events of this session (and, with ``tree``, its sub-sessions) as they are persisted."""
         return self._actor._services.bus.subscribe(self.id, tree=tree, buffer=buffer)
 
-    async def close(self, *, status: EndStatus = "completed", error: str | None = None) -> None:
+    async def close(
+        self,
+        *,
+        status: EndStatus = "completed",
+        error: str | None = None,
+        keep_previous: bool = False,
+    ) -> None:
         """End the session (``session:end`` with ``status``) and wait until it is written.
 
         ``status`` says how the session ended (``cancelled`` after a
         cancelled turn, say, or ``failed`` with the ``error`` that ended
-        it); metadata records both. Idempotent: a later call waits, and its
+        it); metadata records both. With ``keep_previous``, a resumed
+        session ends with the status and error it had before it was
+        resumed, whatever ``status`` says: for a failure that tells nothing
+        about the session (its turn could not be stored); a new session
+        ends with ``status``. Idempotent: a later call waits, and its
         status does not count. Waits for a running turn to finish first;
         ``cancel`` it to end sooner.
         """
-        self._actor.close_mailbox(status, error)
+        self._actor.close_mailbox(status, error, keep_previous=keep_previous)
         await self._actor.wait_ended()
 
     async def __aenter__(self) -> Session:

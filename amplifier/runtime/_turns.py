@@ -29,11 +29,12 @@ class SessionSetup:
 class TurnHandler(Protocol):
     """Answers prompts for every session of a Runtime."""
 
-    def prepare_session(self, agent: str | None) -> SessionSetup:
+    def prepare_session(self, agent: str | None, *, profile: str | None = None) -> SessionSetup:
         """Resolve ``agent`` (None: the default one) for a session about to open or resume.
 
-        Raise a ``UsageError`` for an agent that does not exist; the session
-        is then not opened and nothing is written.
+        ``profile`` is the session's own (None: it records none). Raise a
+        ``UsageError`` for an agent or profile that does not exist; the
+        session is then not opened and nothing is written.
         """
         ...
 
@@ -56,7 +57,7 @@ class TurnHandler(Protocol):
 class EchoTurnHandler:
     """Answers every prompt with ``echo: <prompt>``. Knows no model; never fails."""
 
-    def prepare_session(self, agent: str | None) -> SessionSetup:
+    def prepare_session(self, agent: str | None, *, profile: str | None = None) -> SessionSetup:
         return SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: SessionContext) -> None:

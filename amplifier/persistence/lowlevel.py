@@ -1,0 +1,59 @@
+"""The store's machinery, for those who build on it (tests, tools, other runtimes).
+
+Rarely needed: ``amplifier.persistence`` holds what the other layers use,
+and ``amplifier`` what programs use. These names may change more freely.
+"""
+
+from amplifier._exports import name_as_public as _name_as_public
+
+from ._actor import CommitListener, OpenedSession, Stamp
+from ._exceptions import StoreClosed
+from ._ownership import Owner, holder
+from ._paths import MAX_ID_LENGTH, default_home
+from ._reader import TranscriptTail, load_transcript_tail
+from ._records import SCHEMA_VERSION, format_ts
+from ._recovery import recover_dead_journals
+from ._requests import (
+    Acks,
+    AppendEvent,
+    AppendMessage,
+    CloseSession,
+    CreateSession,
+    DeleteSessions,
+    Flush,
+    OpenSession,
+    Reindex,
+    Request,
+    WriteMetadata,
+)
+from ._store import Committer
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "SCHEMA_VERSION",
+    "Acks",
+    "AppendEvent",
+    "AppendMessage",
+    "CloseSession",
+    "CommitListener",
+    "Committer",
+    "CreateSession",
+    "DeleteSessions",
+    "Flush",
+    "OpenSession",
+    "OpenedSession",
+    "Owner",
+    "Reindex",
+    "Request",
+    "Stamp",
+    "StoreClosed",
+    "TranscriptTail",
+    "WriteMetadata",
+    "default_home",
+    "format_ts",
+    "holder",
+    "load_transcript_tail",
+    "recover_dead_journals",
+]
+
+_name_as_public(globals(), __all__, "amplifier.persistence.lowlevel")

@@ -1,0 +1,27 @@
+"""The runtime's machinery: ids, lifecycle tables, the event bus, cleanup plans.
+
+Rarely needed: ``amplifier.runtime`` holds what the other layers use, and
+``amplifier`` what programs use. These names may change more freely.
+"""
+
+from amplifier._exports import name_as_public as _name_as_public
+
+from ._bus import EventBus
+from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
+from ._lifecycle import ALLOWED, Lifecycle
+from ._runtime import plan_cleanup
+
+__all__ = [
+    "ALLOWED",
+    "EventBus",
+    "Lifecycle",
+    "agent_slug",
+    "is_child_id",
+    "is_root_id",
+    "new_child_id",
+    "new_root_id",
+    "plan_cleanup",
+    "span_of",
+]
+
+_name_as_public(globals(), __all__, "amplifier.runtime.lowlevel")
