@@ -200,7 +200,9 @@ class DelegatingHandler:
         self.result: RunResult | None = None
         self.errors: list[str] = []
 
-    def prepare_session(self, agent: str | None) -> amplifier.SessionSetup:
+    def prepare_session(
+        self, agent: str | None, *, profile: str | None = None
+    ) -> amplifier.SessionSetup:
         return amplifier.SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: amplifier.SessionContext) -> None:

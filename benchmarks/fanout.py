@@ -88,7 +88,9 @@ class FanOutHandler:
         self.seconds = 0.0
         self.results: list[amplifier.DelegationResult] = []
 
-    def prepare_session(self, agent: str | None) -> amplifier.SessionSetup:
+    def prepare_session(
+        self, agent: str | None, *, profile: str | None = None
+    ) -> amplifier.SessionSetup:
         return amplifier.SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: amplifier.SessionContext) -> None:

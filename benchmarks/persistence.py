@@ -123,7 +123,9 @@ class BenchHandler:
         self.latencies: list[float] = []
         self.errors: list[str] = []
 
-    def prepare_session(self, agent: str | None) -> amplifier.SessionSetup:
+    def prepare_session(
+        self, agent: str | None, *, profile: str | None = None
+    ) -> amplifier.SessionSetup:
         return amplifier.SessionSetup(agent=agent or "default")
 
     async def on_resume(self, session: amplifier.SessionContext) -> None:
