@@ -171,8 +171,8 @@ async def test_resumed_session_with_ten_thousand_messages_completes_a_turn(
         f.write(b"\n".join(lines) + b"\n")
 
     provider = ScriptedProvider([ScriptedTurn(text="still here")])
-    async with amplifier.open_runtime(cwd=project, profile="tiny", provider=provider) as rt:
-        async with rt.resume(session.id) as again:
+    async with amplifier.open_runtime(cwd=project, provider=provider) as rt:
+        async with rt.resume(session.id, profile="tiny") as again:
             reply = await again.ask("what was the goal?")
     assert reply.text == "still here"
     (request,) = provider.requests
