@@ -144,3 +144,29 @@ async def test_api_key_never_reaches_any_session_file(
         data = path.read_bytes()
         assert SECRET.encode() not in data, path
         assert profile_secret.encode() not in data, path
+
+
+async def test_key_of_a_resumed_sessions_own_profile_never_reaches_its_files(
+    home: Path, project: Path, server: FakeLLMServer, kind: Kind
+) -> None:
+    """A session resumed under its own profile, in a runtime of another: that profile's key,
+    even one no common key format matches, is scrubbed from the tool output it stores."""
+    own_key = "Zq7-plain-words-no-known-format-5150"
+    url = server.openai_base_url if kind == "openai" else server.anthropic_base_url
+    (project / ".amplifier" / "profiles" / "own.yaml").write_text(
+        f"provider: {{kind: {kind}, base_url: '{url}', api_key: '{own_key}', timeout: 1.0, "
+        "max_retries: 0}\n"
+    )
+    (project / "deploy.txt").write_text(f"the deploy token is {own_key}\n")
+    server.plan(
+        Text(pieces=("hello",)),
+        ToolUse(name="read_file", arguments={"path": "deploy.txt"}),
+        Text(pieces=("read it",)),
+    )
+    async with amplifier.open_runtime(cwd=project, profile="own") as rt, rt.open_session() as s:
+        assert (await s.ask("hi")).text == "hello"
+    async with amplifier.open_runtime(cwd=project, profile="live") as rt, rt.resume(s.id) as again:
+        assert (await again.ask("read deploy.txt")).text == "read it"
+    stored = b"".join(path.read_bytes() for path in session_dirs(home)[s.id].iterdir())
+    assert b"the deploy token is" in stored  # the tool's output is on record ...
+    assert own_key.encode() not in stored  # ... without the key

@@ -185,6 +185,10 @@ class AgentTurnHandler:
             if self._load_profile is None:
                 raise UnknownProfile(name, sorted(self._profiles))
             profile = self._profiles[name] = self._load_profile(name)
+            if self.redact is not None and profile.redact:
+                # Its sessions' records are scrubbed by the same redactor: it learns this key.
+                key = profile.provider.key()
+                self.redact.add(secrets=[key] if key else (), patterns=profile.redact_patterns)
         return profile
 
     def _profile_of(self, session: SessionContext) -> Profile:
