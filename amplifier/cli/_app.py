@@ -23,7 +23,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -326,8 +326,6 @@ async def _one_turn(
     """
     from amplifier import PersistenceError, TurnCancelled, TurnFailed
 
-    from ._progress import live_progress
-
     stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []
 
@@ -350,8 +348,11 @@ async def _one_turn(
 
         tg.start_soon(cancel_on_interrupt)
         # The live tree of tool calls and sub-sessions: for a person at a terminal only.
-        showing = sys.stderr.isatty() and not as_json
-        progress = live_progress(session, console(stderr=True)) if showing else nullcontext()
+        progress: AbstractAsyncContextManager[object] = nullcontext()
+        if sys.stderr.isatty() and not as_json:
+            from ._progress import live_progress  # rich's live display: a terminal only
+
+            progress = live_progress(session, console(stderr=True))
         try:
             async with progress:
                 reply = await session.ask(prompt, on_text=show)
