@@ -4,7 +4,8 @@ Workload (the targets of the cluster backend):
 - throughput: N sessions at once, T turns each, every turn delegating one
   child (the offline provider, durability fsync); events/s (every event
   stored, children's too) and sessions/s, in-process and on Ray with 1, 2
-  and 4 session hosts;
+  and 4 session hosts, and with 2 and 4 hosts spreading the children
+  (``spread_children``: each host places its children on the hosts in turn);
 - memory: M idle sessions spread over the hosts; a host's resident set
   growth per session, against the same sessions in a fresh in-process
   runtime (its own process).
@@ -22,6 +23,7 @@ Reproduce::
     .venv/bin/pip install -e '.[dev,ray]'
     .venv/bin/python benchmarks/cluster.py                 # 1,000 x 5, 10,000 idle
     .venv/bin/python benchmarks/cluster.py --quick         # 50 x 2, 500 idle
+    .venv/bin/python benchmarks/cluster.py --modes 0,2,2s,4,4s --no-idle   # spreading only
 """
 
 from __future__ import annotations
@@ -61,10 +63,12 @@ def stored_events(home: Path) -> int:
 
 
 async def throughput(
-    home: Path, cwd: Path, sessions: int, turns: int, hosts: int
+    home: Path, cwd: Path, sessions: int, turns: int, hosts: int, spread: bool = False
 ) -> dict[str, Any]:
-    """Run the workload; hosts=0: in-process."""
-    options: dict[str, Any] = {"cluster": "auto", "hosts": hosts} if hosts else {}
+    """Run the workload; hosts=0: in-process; ``spread``: children spread over the hosts."""
+    options: dict[str, Any] = (
+        {"cluster": "auto", "hosts": hosts, "spread_children": spread} if hosts else {}
+    )
     started = time.perf_counter()
     async with amplifier.open_runtime(home=home, cwd=cwd, **options) as rt:
         ready = time.perf_counter()
@@ -81,7 +85,8 @@ async def throughput(
     events = stored_events(home)
     wall = done - ready
     return {
-        "mode": f"ray, {hosts} host(s)" if hosts else "in-process",
+        "mode": (f"ray, {hosts} host(s)" + (", spread" if spread else "")) if hosts
+        else "in-process",
         "start_s": round(ready - started, 2),
         "wall_s": round(wall, 2),
         "events": events,
@@ -163,7 +168,11 @@ def main() -> int:
     parser.add_argument("--sessions", type=int)
     parser.add_argument("--turns", type=int)
     parser.add_argument("--idle", type=int)
+    parser.add_argument("--modes", default="0,1,2,4,2s,4s",
+                        help="throughput runs: host counts (0: in-process; 's': children spread)")
+    parser.add_argument("--no-idle", action="store_true", help="skip the idle-session memory run")
     args = parser.parse_args()
+    modes = [(int(m.rstrip("s")), m.endswith("s")) for m in args.modes.split(",")]
     sessions = args.sessions or (50 if args.quick else 1000)
     turns = args.turns or (2 if args.quick else 5)
     idle = args.idle or (500 if args.quick else 10_000)
@@ -182,16 +191,24 @@ def main() -> int:
               f"{idle} idle; load {os.getloadavg()[0]:.1f}; cpus {os.cpu_count()}; "
               f"local Ray cluster started in {cluster_start:.1f} s")
         rows = []
-        for hosts in (0, 1, 2, 4):
-            home, cwd = work / f"t{hosts}" / "home", work / f"t{hosts}" / "project"
+        for hosts, spread in modes:
+            name = f"t{hosts}{'s' if spread else ''}"
+            home, cwd = work / name / "home", work / name / "project"
             cwd.mkdir(parents=True)
-            rows.append(anyio.run(throughput, home, cwd, sessions, turns, hosts))
+            rows.append(anyio.run(throughput, home, cwd, sessions, turns, hosts, spread))
             print(json.dumps({**rows[-1], "load1": round(os.getloadavg()[0], 1)}), flush=True)
-        base = rows[0]["events_per_s"]
+        base = next(r["events_per_s"] for r in rows if r["mode"] == "in-process")
         for row in rows:
             row["vs_in_process"] = f"{row['events_per_s'] / base:.2f}x"
         print("\n## Throughput\n")
         print(table(rows))
+        two = next(r for r in rows if r["mode"] == "ray, 2 host(s)")
+        ratio = two["events_per_s"] / base
+        print("\n===== targets")
+        print(f"(cluster: ray 2 hosts {ratio:.2f}x in-process events/s, target >= 0.5x: "
+              f"{'met' if ratio >= 0.5 else 'NOT met'})")
+        if args.no_idle:
+            return 0
         memory = [idle_local(work / "il" / "home", work, idle)]
         for hosts in (2,):
             home, cwd = work / f"i{hosts}" / "home", work / f"i{hosts}" / "project"
@@ -199,12 +216,7 @@ def main() -> int:
             memory.append(anyio.run(idle_hosts, home, cwd, idle, hosts))
         print("\n## Idle sessions\n")
         print(table(memory))
-        two = next(r for r in rows if r["mode"].startswith("ray, 2"))
-        ratio = two["events_per_s"] / base
         kib = memory[1]["kib_per_session"] / max(memory[0]["kib_per_session"], 0.1)
-        print("\n===== targets")
-        print(f"(cluster: ray 2 hosts {ratio:.2f}x in-process events/s, target >= 0.5x: "
-              f"{'met' if ratio >= 0.5 else 'NOT met'})")
         print(f"(cluster: idle session in a host {kib:.2f}x in-process, target <= 2x: "
               f"{'met' if kib <= 2 else 'NOT met'})")
         print("reproduce: .venv/bin/python benchmarks/cluster.py")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ from .cluster_helpers import assert_one_total_order, stored_events
 pytestmark = pytest.mark.xdist_group("ray_cluster")
 
 DELEGATING = "look at this\n/delegate explorer: list the files\n/delegate reviewer: check them"
+SPREAD = "look at this\n/delegate explorer: list the files\n/delegate reviewer: /fail no access"
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 
@@ -97,6 +99,53 @@ async def test_cluster_seq_is_one_total_order_across_hosts(
                 tg.start_soon(turns, session)
     assert_one_total_order(home)
     assert len(stored_events(home)) == 4 * 5  # each root made 4 children
+
+
+async def test_cluster_spread_children_answer_like_in_process(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """Children spread to other hosts give the parent the same results and records as in-process."""
+    async with amplifier.open_runtime(home=home, cwd=project) as rt:
+        async with rt.open_session() as local:
+            expected = await local.ask(SPREAD)
+        local_events = _by_session([e async for e in rt.events(local.id, tree=True)])
+    async with amplifier.open_runtime(
+        home=home, cwd=project, cluster="auto", hosts=2, spread_children=True
+    ) as rt:
+        async with rt.open_session() as remote:
+            assert rt.host_of(remote) == 0
+            reply = await remote.ask(SPREAD)
+        remote_events = _by_session([e async for e in rt.events(remote.id, tree=True)])
+        assert await rt.children_per_host() == [1, 1]  # one child stayed, one went to host 1
+    assert _without_ids(reply.text) == _without_ids(expected.text)
+    assert "failed: offline: no access" in reply.text
+    assert remote_events == local_events
+
+
+async def test_cluster_spread_children_keep_the_causal_order_on_disk(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """Parents on one host, children on another: one seq order, and parents refer first."""
+    async with amplifier.open_runtime(
+        home=home, cwd=project, cluster="auto", hosts=2, spread_children=True
+    ) as rt:
+        sessions = [await rt.open_session() for _ in range(4)]
+        async with anyio.create_task_group() as tg:
+            for session in sessions:
+                tg.start_soon(session.ask, DELEGATING)
+        # Each host kept one child of each of its two roots and took one from the other's.
+        assert await rt.children_per_host() == [4, 4]
+    assert_one_total_order(home)
+    events = stored_events(home)
+    for session in sessions:
+        records = events[session.id]
+        started = [r["data"]["child_id"] for r in records if r["event"] == "delegate:start"]
+        parent = json.loads((session.location.directory / "metadata.json").read_text())
+        assert sorted(parent["children"]) == sorted(started)
+        for child_id in started:
+            folder = session.location.directory.parent / child_id
+            child = json.loads((folder / "metadata.json").read_text())
+            assert (child["parent_id"], child["status"]) == (session.id, "completed")
 
 
 async def test_cluster_new_roots_go_to_the_least_loaded_host(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import amplifier
 
 from .cluster_helpers import assert_one_total_order, stored_events
-from .fake_llm_server import FakeLLMServer, Stall, Text
+from .fake_llm_server import FakeLLMServer, Stall, Text, ToolUse
 
 # One test worker runs every cluster test: one local cluster at a time on the machine.
 pytestmark = pytest.mark.xdist_group("ray_cluster")
@@ -77,6 +78,79 @@ async def test_cluster_host_killed_mid_turn_fails_the_turn_and_resumes_elsewhere
     assert events[:2] == ["session:start", "prompt:submit"]
     assert "session:resume" in events
     assert_one_total_order(home)
+
+
+DELEGATE = ToolUse(name="delegate", arguments={"agent": "explorer", "instruction": "look"})
+
+
+async def _until_the_child_waits(server: FakeLLMServer) -> None:
+    with anyio.fail_after(20):
+        while len(server.requests) < 2:  # noqa: ASYNC110 - another thread's list
+            await anyio.sleep(0.02)  # the parent's call, then the child's
+
+
+async def test_cluster_spread_child_whose_host_dies_fails_only_the_delegation(
+    ray_cluster: str, home: Path, project: Path, server: FakeLLMServer
+) -> None:
+    """A spread child's host dying mid-turn: the parent gets a failed result naming the child."""
+    _slow_profile(home, server)
+    server.plan(DELEGATE, Stall(30), Text(("the parent goes on",)))
+    replies: list[amplifier.Reply] = []
+    async with amplifier.open_runtime(
+        home=home, cwd=project, cluster="auto", hosts=2, spread_children=True, profile="slow"
+    ) as rt:
+        session = await rt.open_session()
+        assert rt.host_of(session) == 0
+
+        async def ask() -> None:
+            replies.append(await session.ask("hello"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            await _until_the_child_waits(server)
+            os.kill(rt.hosts[1].pid, signal.SIGKILL)
+        assert replies[0].text == "the parent goes on"
+    parent = stored_events(home)[session.id]
+    end = next(record for record in parent if record["event"] == "delegate:end")
+    child_id = end["data"]["child_id"]
+    assert end["data"]["status"] == "failed"
+    assert f"the host of sub-session {child_id} died" in end["data"]["error"]
+    assert child_id in json.dumps(server.requests[2].body)  # the model saw the failed result
+    child = stored_events(home)[child_id]
+    assert [record["event"] for record in child[:2]] == ["session:start", "prompt:submit"]
+    assert all(record["seq"] < end["seq"] for record in child)  # fenced before the end
+    assert parent[-1]["event"] == "session:end"
+    assert parent[-1]["data"]["status"] == "completed"
+
+
+async def test_cluster_cancelling_a_turn_cancels_its_spread_child_first(
+    ray_cluster: str, home: Path, project: Path, server: FakeLLMServer
+) -> None:
+    """Cancelling a turn ends its child on another host, then the parent records it."""
+    _slow_profile(home, server)
+    server.plan(DELEGATE, Stall(30), Text(("still here",)))
+    async with amplifier.open_runtime(
+        home=home, cwd=project, cluster="auto", hosts=2, spread_children=True, profile="slow"
+    ) as rt:
+        session = await rt.open_session()
+
+        async def ask() -> None:
+            with pytest.raises(amplifier.TurnCancelled):
+                await session.ask("hello")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            await _until_the_child_waits(server)
+            session.cancel()
+        assert await rt.children_per_host() == [0, 1]
+        assert (await session.ask("again")).text == "still here"
+    parent = stored_events(home)[session.id]
+    end = next(record for record in parent if record["event"] == "delegate:end")
+    child = stored_events(home)[end["data"]["child_id"]]
+    assert end["data"]["status"] == "cancelled"
+    assert child[-1]["event"] == "session:end"
+    assert child[-1]["data"]["status"] == "cancelled"
+    assert child[-1]["seq"] < end["seq"]
 
 
 async def test_cluster_persistence_actor_killed_restarts_and_seq_goes_on(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -14,8 +16,9 @@ from amplifier import (
     Turn,
     TurnCancelled,
 )
-from amplifier.runtime import open_runtime
-from amplifier.runtime.lowlevel import is_child_id
+from amplifier.persistence import open_store
+from amplifier.runtime import Runtime, open_runtime
+from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, Launch, is_child_id, run_child
 
 from .helpers import FnHandler, events, first, lines, metadata, session_dirs, transcript
 
@@ -329,3 +332,52 @@ async def test_metadata_rebuilt_from_the_log_keeps_the_children(home: Path, proj
     assert tree[0] == parent
     assert sorted(tree[1:]) == sorted(children)
     assert sorted(metadata(home, parent)["children"]) == sorted(children)
+
+
+class _Elsewhere:
+    """A child launcher that runs every child through ``run_child``, as another host would,
+    noting which events were committed when the child was launched."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.committed: list[str] = []
+        self.committed_at_launch: list[str] = []
+
+    def listen(self, records: Sequence[dict[str, Any]]) -> None:
+        self.committed.extend(record["event"] for record in records)
+
+    def place(self, run: ChildRun) -> Launch:
+        async def launch() -> ChildOutcome:
+            assert self.runtime is not None
+            self.committed_at_launch = list(self.committed)
+            return await run_child(self.runtime, run, scope=anyio.CancelScope())
+
+        return launch
+
+
+async def test_child_placed_elsewhere_starts_after_its_delegation_is_durable(
+    home: Path, project: Path
+) -> None:
+    """A child run by a launcher starts only once its parent's delegate:start is committed."""
+    launcher = _Elsewhere()
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            result = await turn.delegate("explorer", "look")
+            return f"{result.status}: {result.response}"
+        return f"seen {turn.prompt}"
+
+    async with open_store(home) as store:
+        store.add_listener(launcher.listen)
+        async with open_runtime(
+            cwd=project, handler=FnHandler(work), store=store, children=launcher
+        ) as rt:
+            launcher.runtime = rt
+            async with rt.open_session() as s:
+                assert (await s.ask("go")).text == "completed: seen look"
+    assert launcher.committed_at_launch[-1] == "delegate:start"
+    (child_id,) = metadata(home, s.id)["children"]
+    parent, child = events(home, s.id), events(home, child_id)
+    assert first(parent, "delegate:start")["seq"] < child[0]["seq"]
+    assert child[-1]["event"] == "session:end"
+    assert child[-1]["seq"] < first(parent, "delegate:end")["seq"]

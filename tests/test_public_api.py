@@ -211,7 +211,11 @@ EXPORTED = {
     ],
     "amplifier.runtime.lowlevel": [
         "ALLOWED",
+        "ChildLauncher",
+        "ChildOutcome",
+        "ChildRun",
         "EventBus",
+        "Launch",
         "Lifecycle",
         "agent_slug",
         "is_child_id",
@@ -219,6 +223,7 @@ EXPORTED = {
         "new_child_id",
         "new_root_id",
         "plan_cleanup",
+        "run_child",
         "span_of",
     ],
 }

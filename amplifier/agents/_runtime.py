@@ -17,6 +17,7 @@ import anyio
 from amplifier.persistence import Clock, Durability, Store, resolve_home_and_cwd, utc_now
 from amplifier.runtime import Runtime, TurnHandler
 from amplifier.runtime import open_runtime as open_core_runtime
+from amplifier.runtime.lowlevel import ChildLauncher
 
 from ._loop import AgentTurnHandler
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
@@ -63,6 +64,7 @@ async def open_runtime(
     handler: TurnHandler | None = None,
     clock: Clock = utc_now,
     store: Store | None = None,
+    children: ChildLauncher | None = None,
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose new sessions run agents under ``profile`` (default ``base``).
 
@@ -72,7 +74,8 @@ async def open_runtime(
     ``Provider`` object); ``durability`` overrides the Runtime's profile.
     ``handler`` replaces the agent loop altogether (tests, other runtimes).
     ``store``: write through this open store instead of starting one (the
-    session hosts of the Ray backend).
+    session hosts of the Ray backend); ``children``: place some delegated
+    children on other session hosts.
     Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened.
     """
     root, directory = resolve_home_and_cwd(home, cwd)
@@ -106,6 +109,7 @@ async def open_runtime(
             max_children=settings.max_children,
             scrub=agents.redact if agents is not None else None,
             store=store,
+            children=children,
         ) as runtime:
             yield runtime
     finally:

@@ -7,10 +7,12 @@
 
 Rule 1: a new root session goes to the live host with the fewest open roots
         (a tie: the lowest index); a delegated child runs on its parent's
-        host, inside its parent's task group.
+        host, inside its parent's task group, unless ``spread_children``
+        has the hosts place children on each other in turn (``_spread``).
 Rule 2: a host that dies (its pump call fails) is fenced at the persistence
         service before any of its sessions is resumed elsewhere: nothing it
-        sent can land after the resume. Its running turns fail with
+        sent can land after the resume; the other hosts place no more
+        children there. Its running turns fail with
         ``TurnFailed`` naming the session; every acknowledged record is on
         disk and the session resumes on another host.
 Rule 3: an answer is returned only after the events pumped before it were
@@ -166,6 +168,9 @@ class HostPool:
             link.progress = anyio.Event()
         link.alive = False
         link.progress.set()
+        for other in self.links:
+            if other.alive:
+                other.actor.lose.remote(link.index)
         try:
             await call(self._persistence.fence.remote(link.writer))
         finally:
@@ -285,6 +290,16 @@ class ClusterRuntime(Runtime):
         """The session hosts: process ids, liveness and root sessions open on each."""
         return [HostInfo(k.index, k.pid, k.alive, k.roots) for k in self._pool.links]
 
+    async def children_per_host(self) -> list[int]:
+        """Delegated children each host has run so far (0 for a dead host), by host index."""
+        counts = []
+        for link in self._pool.links:
+            try:
+                counts.append(await _remote(link.actor.children_run.remote()) if link.alive else 0)
+            except RayActorError:
+                counts.append(0)
+        return counts
+
     def host_of(self, session: Session) -> int:
         """The index (in ``hosts``) of the host a session of this runtime runs on."""
         if not isinstance(session, ClusterSession):
@@ -379,6 +394,7 @@ async def open_cluster_runtime(
     cluster: str,
     *,
     hosts: int,
+    spread_children: bool,
     profile: str | None,
     home: str | os.PathLike[str] | None,
     cwd: str | os.PathLike[str] | None,
@@ -386,7 +402,10 @@ async def open_cluster_runtime(
     provider: ProviderKind | None,
     model: str | None,
 ) -> AsyncIterator[Runtime]:
-    """A Runtime whose sessions run on ``hosts`` session hosts of the Ray cluster ``cluster``."""
+    """A Runtime whose sessions run on ``hosts`` session hosts of the Ray cluster ``cluster``.
+
+    With ``spread_children``, the hosts place delegated children on each other in turn.
+    """
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider
     settings = await anyio.to_thread.run_sync(
@@ -409,6 +428,10 @@ async def open_cluster_runtime(
             links.append(HostLink(index, actor, writer))
         for link in links:
             link.pid, _ = await _remote(link.actor.describe.remote())
+        if spread_children and hosts > 1:
+            every = [(link.actor, link.writer) for link in links]
+            for link in links:
+                await _remote(link.actor.spread.remote(every))
 
         async def commit(number: int, items: list[Item]) -> list[Answer]:
             try:

@@ -4,7 +4,9 @@ Its body is the in-process runtime: ``open_runtime`` of the agents layer,
 the same session actors, delegation and agent loop, writing through a
 ``Store`` whose mailbox is forwarded in batches to the persistence service
 (``_forwarder``). A delegated child runs here, in its parent's task
-group, exactly as in-process.
+group, exactly as in-process; with ``spread_children``, the host's child
+launcher (``_spread``) places some on the other hosts, which run them
+through ``run_child``.
 
 Rule 1: nothing comes through the environment: Ray workers inherit the
         environment of the cluster's start, not the driver's. The home,
@@ -31,10 +33,12 @@ import anyio
 from amplifier.agents import ProviderKind, open_runtime
 from amplifier.persistence import Durability, EndStatus, RecoveryReport, SessionMetadata
 from amplifier.runtime import Runtime, Session, TurnCancelled, TurnFailed
+from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, run_child
 
 from ._bridge import call
 from ._exceptions import PersistenceUnavailable
 from ._forwarder import open_forwarding_store
+from ._spread import ChildSpreader
 from ._wire import Answer, Item, portable
 
 COMMIT_TIMEOUT = 120.0
@@ -70,9 +74,19 @@ class SessionHost:
 
     # Ray awaits an async __init__ on the actor's loop: the host is up once its runtime is.
     async def __init__(  # type: ignore[misc]
-        self, config: HostConfig, persistence: Any, writer: str, recovered: RecoveryReport
+        self,
+        index: int,
+        config: HostConfig,
+        persistence: Any,
+        writer: str,
+        recovered: RecoveryReport,
     ) -> None:
         self._config = config
+        self._spreader = ChildSpreader(index, persistence)
+        self._placed: dict[str, anyio.CancelScope] = {}
+        """The children other hosts placed here, by their launch's ticket."""
+        self._cancelled_early: set[str] = set()
+        self._children_run = 0
         self._persistence = persistence
         self._writer = writer
         self._recovered = recovered
@@ -107,6 +121,7 @@ class SessionHost:
                     provider=config.provider,
                     model=config.model,
                     store=store,
+                    children=self._spreader,
                 ) as runtime:
                     self._runtime = runtime
                     self._ready.set()
@@ -216,6 +231,43 @@ class SessionHost:
         session = self._sessions.pop(session_id, None)
         if session is not None:
             await session.close(status=status, error=error, keep_previous=keep_previous)
+
+    async def spread(self, peers: list[tuple[Any, str]]) -> None:
+        """Place this host's delegated children on ``peers`` (every host's actor and writer
+        id, by index) in turn."""
+        self._spreader.spread(peers)
+
+    async def lose(self, index: int) -> None:
+        """The host at ``index`` died: place no more children there."""
+        self._spreader.lose(index)
+
+    async def run_child(self, run: ChildRun, ticket: str) -> ChildOutcome:
+        """Run a child that a session on another host delegated; its outcome, once its
+        final records are durable. ``cancel_child(ticket)`` cancels it."""
+        scope = anyio.CancelScope()
+        if ticket in self._cancelled_early:
+            self._cancelled_early.discard(ticket)
+            scope.cancel()
+        self._placed[ticket] = scope
+        self._children_run += 1
+        try:
+            return await run_child(self._require(), run, scope=scope)
+        except Exception as exc:
+            raise portable(exc) from None
+        finally:
+            del self._placed[ticket]
+
+    async def cancel_child(self, ticket: str) -> None:
+        """Cancel the child placed here under ``ticket`` (it may not have arrived yet)."""
+        scope = self._placed.get(ticket)
+        if scope is None:
+            self._cancelled_early.add(ticket)  # calls of one caller may start out of order
+        else:
+            scope.cancel()
+
+    async def children_run(self) -> int:
+        """Delegated children run here since the start: its own sessions' and other hosts'."""
+        return self._spreader.kept + self._children_run
 
     async def watch(self) -> None:
         """From now on, committed events go to the driver too (it has subscribers)."""

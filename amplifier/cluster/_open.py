@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from amplifier._errors import UsageError
 from amplifier.agents import Provider, ProviderKind
 from amplifier.agents import open_runtime as open_local_runtime
 from amplifier.persistence import Clock, Durability, utc_now
@@ -27,6 +28,7 @@ async def open_runtime(
     clock: Clock = utc_now,
     cluster: str | None = None,
     hosts: int = 2,
+    spread_children: bool = False,
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose sessions run agents under ``profile`` (default ``base``).
 
@@ -41,9 +43,14 @@ async def open_runtime(
     (Ray actors) share the sessions; the persistence actor runs on this
     machine, which must hold the home. A provider is then given by kind,
     and ``handler`` and ``clock`` cannot be replaced (each host builds its
-    own). Without ``cluster``, Ray is never imported.
+    own). A delegated child runs on its parent's host; with
+    ``spread_children``, each host places its sessions' children on the
+    hosts in turn (the next host first), with the same results, records
+    and causal order. Without ``cluster``, Ray is never imported.
     """
     if cluster is None:
+        if spread_children:
+            raise UsageError("spreading children across hosts needs a cluster (cluster=...)")
         async with open_local_runtime(
             profile=profile,
             home=home,
@@ -75,6 +82,7 @@ async def open_runtime(
     async with open_cluster_runtime(
         cluster,
         hosts=hosts,
+        spread_children=spread_children,
         profile=profile,
         home=home,
         cwd=cwd,

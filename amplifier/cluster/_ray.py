@@ -99,7 +99,7 @@ def host_actor(index: int, *args: Any) -> Any:
         max_concurrency=MAX_CONCURRENCY,
         num_cpus=0,
         scheduling_strategy=strategy,
-    ).remote(*args)
+    ).remote(index, *args)
 
 
 def kill(actor: Any) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,7 @@ from amplifier.persistence import (
     Clock,
     Durability,
     EventRecord,
+    PersistenceError,
     RecoveryReport,
     SearchHit,
     SessionLocation,
@@ -60,10 +61,11 @@ from amplifier.persistence import (
 )
 
 from ._bus import EventBus, Subscription
+from ._children import ChildLauncher, ChildOutcome, ChildRun
 from ._exceptions import RuntimeClosed
 from ._ids import is_child_id, new_root_id
 from ._labels import clean_name, clean_tag, retag
-from ._session import Services, Session, SessionActor
+from ._session import FINAL_RECORDS_TIMEOUT, Services, Session, SessionActor, drive_child
 from ._turns import EchoTurnHandler, TurnHandler
 
 
@@ -426,6 +428,47 @@ class Runtime:
             actor.close_mailbox()
 
 
+async def run_child(runtime: Runtime, run: ChildRun, *, scope: anyio.CancelScope) -> ChildOutcome:
+    """Run a child that a parent in another Runtime placed here; how it ended.
+
+    The child runs in ``runtime``'s task group (the runtime's exit waits for
+    it), with the same code as a child run in its parent's task group.
+    Returns once the child's final records are durable (``_children``'s
+    Rule 1). Cancelling ``scope`` cancels the child: its outcome is then
+    ``cancelled``. Cancelling the call cancels the child too. Raises
+    ``RuntimeClosed`` if the runtime is closing.
+    """
+    child_id = run.location.session_id
+    if runtime._closed:
+        raise RuntimeClosed(child_id, "the runtime is closed")
+    child = SessionActor(runtime._services, run.location, create=run.create)
+    outcome = ChildOutcome("cancelled")
+    ended = anyio.Event()
+
+    async def host() -> None:
+        nonlocal outcome
+        try:
+            with scope:
+                outcome = await drive_child(child, run.request)
+            final = child.final
+            if final is not None:
+                with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                    try:
+                        await runtime._store.wait(final)
+                    except PersistenceError as exc:
+                        outcome = replace(outcome, final_error=exc)
+        finally:
+            ended.set()
+
+    runtime._tg.start_soon(host, name=f"sub-session {child_id}")
+    try:
+        await ended.wait()
+    except anyio.get_cancelled_exc_class():
+        scope.cancel()
+        raise
+    return outcome
+
+
 @dataclass(frozen=True, slots=True)
 class Cleanup:
     """What ``Runtime.cleanup`` found: trees to remove (dry run), removed, or in use."""
@@ -495,6 +538,7 @@ async def open_runtime(
     mailbox_size: int = 16,
     scrub: Callable[[str], str] | None = None,
     store: Store | None = None,
+    children: ChildLauncher | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start a Runtime storing under ``home`` (default ``$AMPLIFIER_HOME`` or ``~/.amplifier``).
 
@@ -504,7 +548,9 @@ async def open_runtime(
     ``scrub`` (e.g. a redactor of secrets) is applied to every string of every
     event and to the last prompt kept in metadata. ``store``: an open store
     to write through (a forwarder to another process's persistence actor);
-    by default the Runtime starts its own for ``home``.
+    by default the Runtime starts its own for ``home``. ``children`` places
+    some delegated children outside this Runtime (on other session hosts);
+    by default every child runs in its parent's task group.
     On exit, open sessions end with status ``completed`` (``cancelled`` if the
     exit is a cancellation) and everything is made durable.
     """
@@ -527,6 +573,7 @@ async def open_runtime(
             max_depth=max_depth,
             max_children=max_children,
             scrub=scrub,
+            children=children,
         )
         with unwrap_single_error():
             async with anyio.create_task_group() as tg:

@@ -59,6 +59,7 @@ from amplifier.persistence import (
 )
 
 from ._bus import EventBus, Subscription
+from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
 from ._delegation import Delegation, DelegationResult, DelegationStatus
 from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
 from ._history import HistoryCopy, HistoryTail
@@ -88,6 +89,8 @@ class Services:
     max_children: int
     scrub: Callable[[str], str] | None = None
     """Applied to every string of every event, and to metadata's last prompt."""
+    children: ChildLauncher | None = None
+    """Places some delegated children outside this Runtime (None: all run here)."""
 
 
 Outcome = Answered | Failed | Cancelled
@@ -524,73 +527,49 @@ class SessionActor:
             # Written before the child exists: every child on disk is listed by its parent.
             meta.children.append(child_id)
             await self._write_metadata()
-        status: DelegationStatus = "cancelled"
-        response: str | None = None
-        error: str | None = None
+        create = None if resuming else self._child_metadata(child_id, request.agent)
+        run = ChildRun(location, create, request)
+        launcher = self._services.children
+        launch = launcher.place(run) if launcher is not None else None
+        outcome = ChildOutcome("cancelled")
         child: SessionActor | None = None
-        trace: str | None = None
         try:
-            create = None if resuming else self._child_metadata(child_id, request.agent)
-            child = SessionActor(self._services, location, create=create)
-            async with anyio.create_task_group() as tg:
-                try:
-                    await tg.start(child.run)
-                except Exception as exc:
-                    status, error = "failed", _describe(exc)
-                    trace = log_failure(f"sub-session {child_id} could not start", exc)
-                else:
-                    status, response, error = await self._supervise(child, request, tg)
+            if launch is None:
+                child = SessionActor(self._services, location, create=create)
+                outcome = await drive_child(child, request)
+            else:
+                outcome = await self._launch(child_id, launch)
         finally:
+            after = child.final if child is not None else _failed(outcome.final_error)
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                 data: dict[str, Any] = {
                     "child_id": child_id,
                     "agent": request.agent,
-                    "status": status,
+                    "status": outcome.status,
                 }
-                if error is not None:
-                    data["error"] = error
-                if trace is not None:
-                    data["traceback"] = trace
+                if outcome.error is not None:
+                    data["error"] = outcome.error
+                if outcome.trace is not None:
+                    data["traceback"] = outcome.trace
                 # Committed with or after the child's last records, never without them.
-                await self._post("delegate:end", data, after=child.final if child else None)
+                await self._post("delegate:end", data, after=after)
         return DelegationResult(
-            session_id=child_id, agent=request.agent, status=status, response=response, error=error
+            session_id=child_id,
+            agent=request.agent,
+            status=outcome.status,
+            response=outcome.response,
+            error=outcome.error,
         )
 
-    async def _supervise(
-        self, child: SessionActor, request: Delegation, tg: anyio.abc.TaskGroup
-    ) -> tuple[DelegationStatus, str | None, str | None]:
-        """Ask the child, then close it with the matching end status."""
-        status: DelegationStatus
-        response = error = None
-        end: EndStatus = "cancelled"
+    async def _launch(self, child_id: str, launch: Launch) -> ChildOutcome:
+        """Run a child placed elsewhere, once what refers to it is durable (``_children``)."""
         try:
-            with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
-                try:
-                    outcome: Outcome = await child.ask(
-                        request.instruction, request.context, durable=False
-                    )
-                except (RuntimeClosed, SessionClosed) as exc:
-                    outcome = Failed(reason=str(exc), error=exc)
-            if timer.cancelled_caught:
-                status, error = "timed_out", f"no answer within {request.timeout:g} s"
-            else:
-                match outcome:
-                    case Answered(reply=reply):
-                        status, response, end = "completed", reply.text, "completed"
-                    case Failed(reason=reason):
-                        status, error, end = "failed", reason, "failed"
-                    case Cancelled():
-                        status, error = "cancelled", "the child's turn was cancelled"
-                    case _:
-                        assert_never(outcome)
-        finally:
-            child.close_mailbox(end, error)
-        with anyio.move_on_after(CHILD_CLOSE_GRACE):
-            await child.wait_ended()
-        if not child.has_ended:
-            tg.cancel_scope.cancel()
-        return status, response, error
+            await self._require_writer().sync()
+        except PersistenceError as exc:
+            return ChildOutcome(
+                "failed", error=f"sub-session {child_id} was not started: {_describe(exc)}"
+            )
+        return await launch()
 
     def _refusal(self, request: Delegation) -> DelegationResult | None:
         meta = self._require_meta()
@@ -630,6 +609,69 @@ class SessionActor:
             depth=meta.depth + 1,
             attributes=dict(meta.attributes),
         )
+
+
+async def drive_child(child: SessionActor, request: Delegation) -> ChildOutcome:
+    """Start ``child``, ask it ``request``'s instruction, close it; how it ended.
+
+    A child that fails, times out or cannot start is an outcome, not an
+    error; only cancellation propagates (the child ends as cancelled first).
+    """
+    outcome = ChildOutcome("cancelled")
+    async with anyio.create_task_group() as tg:
+        try:
+            await tg.start(child.run)
+        except Exception as exc:
+            trace = log_failure(f"sub-session {child.id} could not start", exc)
+            outcome = ChildOutcome("failed", error=_describe(exc), trace=trace)
+        else:
+            outcome = await _supervise(child, request, tg)
+    return outcome
+
+
+async def _supervise(
+    child: SessionActor, request: Delegation, tg: anyio.abc.TaskGroup
+) -> ChildOutcome:
+    """Ask the child, then close it with the matching end status."""
+    status: DelegationStatus
+    response = error = None
+    end: EndStatus = "cancelled"
+    try:
+        with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
+            try:
+                outcome: Outcome = await child.ask(
+                    request.instruction, request.context, durable=False
+                )
+            except (RuntimeClosed, SessionClosed) as exc:
+                outcome = Failed(reason=str(exc), error=exc)
+        if timer.cancelled_caught:
+            status, error = "timed_out", f"no answer within {request.timeout:g} s"
+        else:
+            match outcome:
+                case Answered(reply=reply):
+                    status, response, end = "completed", reply.text, "completed"
+                case Failed(reason=reason):
+                    status, error, end = "failed", reason, "failed"
+                case Cancelled():
+                    status, error = "cancelled", "the child's turn was cancelled"
+                case _:
+                    assert_never(outcome)
+    finally:
+        child.close_mailbox(end, error)
+    with anyio.move_on_after(CHILD_CLOSE_GRACE):
+        await child.wait_ended()
+    if not child.has_ended:
+        tg.cancel_scope.cancel()
+    return ChildOutcome(status, response, error)
+
+
+def _failed(error: BaseException | None) -> Receipt | None:
+    """A receipt that failed with ``error`` (None if there is none): refuses what follows it."""
+    if error is None:
+        return None
+    receipt = Receipt()
+    receipt.error, receipt.done = error, True
+    return receipt
 
 
 def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:

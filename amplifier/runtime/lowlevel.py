@@ -1,4 +1,4 @@
-"""The runtime's machinery: ids, lifecycle tables, the event bus, cleanup plans.
+"""The runtime's machinery: ids, lifecycle tables, the event bus, cleanup plans, child placement.
 
 Rarely needed: ``amplifier.runtime`` holds what the other layers use, and
 ``amplifier`` what programs use. These names may change more freely.
@@ -7,13 +7,18 @@ Rarely needed: ``amplifier.runtime`` holds what the other layers use, and
 from amplifier._exports import name_as_public as _name_as_public
 
 from ._bus import EventBus
+from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
 from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
 from ._lifecycle import ALLOWED, Lifecycle
-from ._runtime import plan_cleanup
+from ._runtime import plan_cleanup, run_child
 
 __all__ = [
     "ALLOWED",
+    "ChildLauncher",
+    "ChildOutcome",
+    "ChildRun",
     "EventBus",
+    "Launch",
     "Lifecycle",
     "agent_slug",
     "is_child_id",
@@ -21,6 +26,7 @@ __all__ = [
     "new_child_id",
     "new_root_id",
     "plan_cleanup",
+    "run_child",
     "span_of",
 ]
 
