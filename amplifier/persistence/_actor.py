@@ -417,6 +417,11 @@ class PersistenceActor:
         journaling = self.durability == "fsync"
         backlog = batch.backlog
         entries = batch.entries
+        # The journal entry of each session's latest metadata since the last create: a newer
+        # one replaces it (a group is all or nothing, so the older is never read). A parent
+        # delegating to many children at once rewrites its growing list of children for
+        # each; journalled every time, that is quadratic in the number of children.
+        latest: dict[str, int] = {}
         for request in requests:
             held = self._admit(request)
             if held is None:
@@ -449,11 +454,16 @@ class PersistenceActor:
                     document = _stamped_document(request.document, seq)
                     backlog.document(held.metadata, document, seq)
                     if journaling:
+                        replaced = latest.get(held.metadata)
+                        if replaced is not None:
+                            entries[replaced] = b""
+                        latest[held.metadata] = len(entries)
                         entries.append(encode_entry(seq, FrameKind.METADATA, held.folder, document))
                 case CreateSession():
                     document = _stamped_document(request.document, seq)
                     backlog.barrier(Create(request.location, document, self._owner), seq)
                     if journaling:
+                        latest.clear()  # what a create follows stays before it
                         entries.append(encode_entry(seq, FrameKind.CREATE, held.folder, document))
                 case CloseSession():
                     # Not a record on disk: the seq only orders the release.
