@@ -99,6 +99,29 @@ Outcome = Answered | Failed | Cancelled
 class SessionActor:
     """One session's task. Created by the Runtime (roots) or by a delegation (children)."""
 
+    # Thousands may be open at once: no per-instance dict.
+    __slots__ = (
+        "_before",
+        "_children",
+        "_context",
+        "_create",
+        "_current",
+        "_ended",
+        "_ended_event",
+        "_life",
+        "_mailbox",
+        "_meta",
+        "_profile",
+        "_recorded",
+        "_send",
+        "_services",
+        "_turn_scope",
+        "_writer",
+        "history",
+        "id",
+        "location",
+    )
+
     def __init__(
         self,
         services: Services,
