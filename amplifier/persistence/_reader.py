@@ -131,16 +131,7 @@ def load_transcript_tail(location: SessionLocation, *, max_bytes: int) -> Transc
         return TranscriptTail(None, [], True)
     if size <= max_bytes:
         return TranscriptTail(None, load_transcript(location), True)
-    lines: list[bytes] = []
-    taken = 0
-    start = size
-    for offset, line in lines_backwards(path):
-        lines.append(line)
-        start = offset
-        taken += len(line) + 1
-        if taken >= max_bytes:
-            break
-    lines.reverse()
+    lines, start = _last_lines(path, size, max_bytes)
     records = [r for r in (_parse_line(line) for line in lines) if r is not None]
     # By position, not seq: lines another tool wrote have none.
     first = _parse_line(first_line(path)) if start > 0 else None
@@ -195,16 +186,8 @@ def load_message_tail(location: SessionLocation, *, max_bytes: int) -> MessageTa
                 stacklevel=2,
             )
         return MessageTail(None, messages, sizes, True)
-    lines: list[bytes] = []
-    taken = 0
-    start = size
-    for offset, line in lines_backwards(path):
-        lines.append(line)
-        start = offset
-        taken += len(line) + 1
-        if taken >= max_bytes:
-            break
-    for line in reversed(lines):
+    lines, start = _last_lines(path, size, max_bytes)
+    for line in lines:
         message = _message(_loads(line))
         if message is not None:
             messages.append(message)
@@ -215,6 +198,22 @@ def load_message_tail(location: SessionLocation, *, max_bytes: int) -> MessageTa
 
 
 _STAMP = ("version", "seq", "ts")
+
+
+def _last_lines(path: Path, size: int, max_bytes: int) -> tuple[list[bytes], int]:
+    """The last lines of ``path`` (``size`` bytes) that reach ``max_bytes``, in file order,
+    and the offset of the first of them."""
+    lines: list[bytes] = []
+    taken = 0
+    start = size
+    for offset, line in lines_backwards(path):
+        lines.append(line)
+        start = offset
+        taken += len(line) + 1
+        if taken >= max_bytes:
+            break
+    lines.reverse()
+    return lines, start
 
 
 def _loads(line: bytes | None) -> Any:
