@@ -207,6 +207,7 @@ EXPORTED = {
         "format_ts",
         "holder",
         "load_transcript_tail",
+        "receive_group",
         "recover_dead_journals",
     ],
     "amplifier.runtime.lowlevel": [

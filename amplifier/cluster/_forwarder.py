@@ -39,6 +39,7 @@ from amplifier.persistence.lowlevel import (
     CommitListener,
     Request,
     Stamp,
+    receive_group,
 )
 
 from ._wire import Answer, Item, to_item
@@ -80,21 +81,8 @@ class Forwarder:
         try:
             with self.scope:
                 task_status.started()
-                receive = self._receive
-                async with receive:
-                    while True:
-                        try:
-                            first = await receive.receive()
-                        except anyio.EndOfStream:
-                            return
-                        # What the ready tasks send joins this batch.
-                        await anyio.lowlevel.cancel_shielded_checkpoint()
-                        requests = [first]
-                        while len(requests) < MAX_BATCH:
-                            try:
-                                requests.append(receive.receive_nowait())
-                            except (anyio.WouldBlock, anyio.EndOfStream):
-                                break
+                async with self._receive as receive:
+                    while requests := await receive_group(receive, MAX_BATCH):
                         await self._forward(requests)
         finally:
             self.stopped.set()

@@ -185,6 +185,26 @@ class _Batch:
 
 
 
+async def receive_group(
+    receive: MemoryObjectReceiveStream[Request], limit: int | None = None
+) -> list[Request]:
+    """The next group of requests: the first one to come, and every one sent meanwhile
+    (at most ``limit``). Empty once every sender is closed and nothing is left."""
+    try:
+        first = await receive.receive()
+    except anyio.EndOfStream:
+        return []
+    # Let every task that is ready run first: what they send joins this group.
+    await anyio.lowlevel.cancel_shielded_checkpoint()
+    requests = [first]
+    while limit is None or len(requests) < limit:
+        try:
+            requests.append(receive.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    return requests
+
+
 class PersistenceActor:
     """Owns the journal (the Runtime's lock), the write-behind and the claims of one Runtime.
 
@@ -288,20 +308,7 @@ class PersistenceActor:
             self.stopped.set()
 
     async def _serve(self) -> None:
-        receive = self._receive
-        while True:
-            try:
-                first = await receive.receive()
-            except anyio.EndOfStream:
-                return
-            # Let every task that is ready run first: what they send joins this group.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-            requests = [first]
-            while True:
-                try:
-                    requests.append(receive.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
+        while requests := await receive_group(self._receive):
             await self._commit(requests)
 
     def _shutdown(self) -> str | None:

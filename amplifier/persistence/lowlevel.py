@@ -6,7 +6,7 @@ and ``amplifier`` what programs use. These names may change more freely.
 
 from amplifier._exports import name_as_public as _name_as_public
 
-from ._actor import CommitListener, OpenedSession, Stamp
+from ._actor import CommitListener, OpenedSession, Stamp, receive_group
 from ._exceptions import StoreClosed
 from ._ownership import Owner, holder
 from ._paths import MAX_ID_LENGTH, default_home
@@ -53,6 +53,7 @@ __all__ = [
     "format_ts",
     "holder",
     "load_transcript_tail",
+    "receive_group",
     "recover_dead_journals",
 ]
 
