@@ -17,6 +17,8 @@ functions; ``open_runtime`` here does that on its first call.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import signal
 import sys
@@ -1028,4 +1030,15 @@ def cleanup(
 
 
 def main() -> None:
+    """The ``amplifier`` command.
+
+    At exit the interpreter runs one last garbage collection over every
+    object of the modules a turn loads (about 400): a tenth of an offline
+    ``run``, spent freeing memory the system takes back anyway. Frozen
+    objects are left out of that walk; they are still released by reference
+    count, and by then the command has closed its files and the runtime has
+    made its records durable. Exit handlers run last registered first: this
+    one runs after those registered while the command ran.
+    """
+    atexit.register(gc.freeze)
     app()
