@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from amplifier import Turn
-from amplifier.cli._export import tree_json
+from amplifier.cli._export_text import tree_json
 from amplifier.cli._export_tree import load_tree
 from amplifier.runtime import open_runtime
 
