@@ -12,10 +12,15 @@ moment of the machine weighs on all of them alike):
   durability, in a fresh ``AMPLIFIER_HOME``) against the same bare imports.
   Target: at most 2x.
 
-For reference, a third baseline: the same bare imports plus one pydantic
+For reference, three more rows: the same bare imports plus one pydantic
 model built (what any process of this stack pays once it validates
 anything: typer itself builds pydantic adapters to parse a command's
-options, and every record of a session is a pydantic model).
+options, and every record of a session is a pydantic model); and the two
+programs of ``startup_floor.py``, the least a command of this stack can
+be: a typer command that echoes its argument, and one that also runs an
+anyio loop to append one fsynced JSON line (the floor under a durable
+``run``). A floor above a target says the target cannot be met on this
+stack, whatever Amplifier does.
 
 Every command runs as a new process, wall-clock from start to exit, the
 median of the rounds. Python loads cached bytecode for every module, ours
@@ -46,6 +51,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
+FLOOR = Path(__file__).resolve().parent / "startup_floor.py"
 BARE = "import typer, rich, pydantic, anyio, orjson"
 ONE_MODEL = f"{BARE}; pydantic.create_model('M', x=(int, ...))(x=1)"
 TARGETS = {"help": 1.5, "run": 2.0}
@@ -55,6 +61,8 @@ def commands() -> dict[str, list[str]]:
     return {
         "bare": [sys.executable, "-c", BARE],
         "model": [sys.executable, "-c", ONE_MODEL],
+        "echo": [sys.executable, str(FLOOR), "echo", "hello"],
+        "store": [sys.executable, str(FLOOR), "store", "hello"],
         "help": [str(AMPLIFIER), "--help"],
         "run": [str(AMPLIFIER), "run", "hello"],
     }
@@ -73,8 +81,8 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, st
 def check(name: str, stdout: str) -> str | None:
     if name == "help" and not ("run" in stdout and "session" in stdout):
         return "--help did not list the commands"
-    if name == "run" and "You asked: hello" not in stdout:
-        return "run did not print the offline answer"
+    if name in ("run", "echo", "store") and "You asked: hello" not in stdout:
+        return f"{name} did not print the answer"
     return None
 
 
@@ -119,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = {
         "bare": "bare imports: typer, rich, pydantic, anyio, orjson",
         "model": "reference: bare imports + one pydantic model",
+        "echo": "floor: a typer command echoing its argument",
+        "store": "floor: the same + anyio loop + one fsynced line",
         "help": "amplifier --help",
         "run": 'amplifier run "hello" (offline, fsync)',
     }
