@@ -185,6 +185,70 @@ async def test_delegation_depth_limit_comes_from_the_profile(home: Path, project
     assert "depth limit (1)" in refused["error"]
 
 
+async def test_a_session_keeps_its_own_profiles_delegation_limits_in_any_runtime(
+    home: Path, project: Path
+) -> None:
+    """Depth limits follow the session's profile, not the Runtime's: resumed under
+    a deeper profile, a shallow session still refuses; a deep session opened in a
+    shallow Runtime still delegates."""
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "shallow.yaml").write_text(
+        "extends: base\nmax_depth: 1\n"
+    )
+    nested = "/delegate default: /delegate explorer: hello"
+    async with amplifier.open_runtime(cwd=project, profile="shallow") as rt:
+        async with rt.open_session() as shallow:
+            await shallow.ask("hello")
+        async with rt.open_session(profile="base") as deep:
+            await deep.ask(nested)
+    async with amplifier.open_runtime(cwd=project) as rt, rt.resume(shallow.id) as again:
+        await again.ask(nested)
+
+    (child,) = metadata(home, shallow.id)["children"]
+    refused = orjson.loads(_tool_results(home, child)[0]["content"])
+    assert refused["status"] == "failed"
+    assert "depth limit (1)" in refused["error"]
+    (child,) = metadata(home, deep.id)["children"]
+    (grandchild,) = metadata(home, child)["children"]
+    assert orjson.loads(_tool_results(home, child)[0]["content"])["status"] == "completed"
+    assert metadata(home, grandchild)["depth"] == 2
+
+
+async def test_redaction_follows_the_sessions_profile_not_the_runtimes(
+    home: Path, project: Path
+) -> None:
+    """In a Runtime whose profile turns redaction off, a session under a redacting
+    profile is scrubbed (events, metadata, tool output), and the other way round."""
+    (project / ".amplifier" / "profiles").mkdir(parents=True)
+    (project / ".amplifier" / "profiles" / "plain.yaml").write_text(
+        "extends: base\nredact: false\n"
+    )
+    (project / ".amplifier" / "profiles" / "guarded.yaml").write_text(
+        "extends: base\nredact_patterns: ['hunter2-[0-9]+']\n"
+    )
+    (project / "notes.txt").write_text("the door code is hunter2-9999\n")
+    prompts = ('/tool read_file {"path": "notes.txt"}', "remember hunter2-1234")
+    async with amplifier.open_runtime(cwd=project, profile="plain") as rt:
+        async with rt.open_session(profile="guarded") as guarded:
+            for prompt in prompts:
+                await guarded.ask(prompt)
+        async with rt.open_session() as plain:
+            for prompt in prompts:
+                await plain.ask(prompt)
+
+    def stored(session_id: str) -> str:
+        folder = session_dirs(home)[session_id]
+        return (folder / "events.jsonl").read_text() + (folder / "metadata.json").read_text()
+
+    (guarded_result,) = _tool_results(home, guarded.id)
+    assert "the door code is [REDACTED]" in guarded_result["content"]
+    assert "hunter2" not in stored(guarded.id)
+    assert "[REDACTED]" in metadata(home, guarded.id)["last_prompt"]
+    (plain_result,) = _tool_results(home, plain.id)
+    assert "hunter2-9999" in plain_result["content"]
+    assert "hunter2-1234" in metadata(home, plain.id)["last_prompt"]
+
+
 async def test_unknown_agent_lists_the_available_ones(project: Path) -> None:
     """Opening a session of an agent that does not exist names the ones that do."""
     async with amplifier.open_runtime(cwd=project) as rt:

@@ -24,8 +24,11 @@ Rule 5: what the model wrote before its answer was cut off (the turn
 Rule 6: tools run in the session's own project directory (the ``cwd`` its
         metadata records), wherever it is resumed from.
 Rule 7: a session runs under its own profile (the one its metadata
-        records), as that profile is configured now; the Runtime's profile
-        serves the sessions that record none.
+        records), as that profile is configured now: its provider, limits
+        (rounds, delegation depth and breadth, child timeout) and redaction
+        (``prepare_session`` gives the runtime the session's). The
+        Runtime's profile serves the sessions that record none, and sets
+        the durability of the store all sessions share.
 """
 
 from __future__ import annotations
@@ -96,12 +99,7 @@ class AgentTurnHandler:
             child_timeout=lambda context: self._profile_of(context.turn.session).child_timeout,
         )
         self._tools = ToolBox([*file_tools(), delegate])
-        self.redact: Redactor | None = None
-        if profile.redact:
-            keys = [k for k in (profile.provider.key(),) if k]
-            self.redact = Redactor(
-                secrets=keys, patterns=(*COMMON_PATTERNS, *profile.redact_patterns)
-            )
+        self._redactors: dict[str, Redactor | None] = {}
 
     # -- the TurnHandler protocol -------------------------------------------------
 
@@ -110,7 +108,11 @@ class AgentTurnHandler:
         spec = self._spec(agent or settings.agent, announce=True)
         provider = self._provider(spec, settings)
         return SessionSetup(
-            agent=spec.name, attributes={"provider": provider.name, "model": provider.model}
+            agent=spec.name,
+            attributes={"provider": provider.name, "model": provider.model},
+            max_depth=settings.max_depth,
+            max_children=settings.max_children,
+            scrub=self.redactor(settings),
         )
 
     async def on_resume(self, session: SessionContext) -> None:
@@ -185,11 +187,21 @@ class AgentTurnHandler:
             if self._load_profile is None:
                 raise UnknownProfile(name, sorted(self._profiles))
             profile = self._profiles[name] = self._load_profile(name)
-            if self.redact is not None and profile.redact:
-                # Its sessions' records are scrubbed by the same redactor: it learns this key.
-                key = profile.provider.key()
-                self.redact.add(secrets=[key] if key else (), patterns=profile.redact_patterns)
         return profile
+
+    def redactor(self, profile: Profile) -> Redactor | None:
+        """What scrubs the records of sessions under ``profile``: its provider's key and
+        patterns (None: the profile turns redaction off). One per profile."""
+        if profile.name not in self._redactors:
+            redactor = None
+            if profile.redact:
+                key = profile.provider.key()
+                redactor = Redactor(
+                    secrets=[key] if key else (),
+                    patterns=(*COMMON_PATTERNS, *profile.redact_patterns),
+                )
+            self._redactors[profile.name] = redactor
+        return self._redactors[profile.name]
 
     def _profile_of(self, session: SessionContext) -> Profile:
         return self.profile_named(session.metadata.profile)
@@ -389,8 +401,9 @@ class AgentTurnHandler:
             output = f"{type(exc).__name__}: {exc}"
             trace = log_failure(f"tool {call.name!r} failed in session {turn.session.id}", exc)
         output = clip(output)
-        if self.redact is not None:
-            output = self.redact(output)  # tool output is stored: no secrets in it
+        redact = self.redactor(profile)
+        if redact is not None:
+            output = redact(output)  # tool output is stored: no secrets in it
         data: dict[str, Any] = {
             "tool": call.name,
             "call_id": call.id,
@@ -400,7 +413,7 @@ class AgentTurnHandler:
             "result_chars": len(output),
         }
         if trace is not None:
-            data["traceback"] = self.redact(trace) if self.redact is not None else trace
+            data["traceback"] = redact(trace) if redact is not None else trace
         await turn.emit("tool:post", data)
         return ToolResultMessage(
             tool_call_id=call.id, name=call.name, content=output, is_error=is_error

@@ -1,7 +1,8 @@
 """Redaction: API keys and things that look like credentials never reach the files.
 
-Applied to every event and to metadata by the runtime (the ``scrub`` hook
-of ``open_runtime``), and by the agent loop to tool output before it is
+Applied to every event and to metadata by the runtime (the ``scrub`` of the
+session's ``SessionSetup``: one redactor per profile, knowing that profile's
+key and patterns), and by the agent loop to tool output before it is
 stored in a transcript: a ``read_file`` of a ``.env`` must not copy its
 secrets into ``~/.amplifier``. What the user typed and what the model said
 are stored as they are in the transcript (they are the conversation); their
@@ -44,7 +45,7 @@ class Redactor:
         self.add(secrets=secrets, patterns=patterns)
 
     def add(self, *, secrets: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
-        """Redact these too (the key and patterns of another profile a session runs under)."""
+        """Redact these too."""
         self._secrets.update(s for s in secrets if len(s) >= 8)
         self._patterns.extend(p for p in patterns if p not in self._patterns)
         literal = sorted(self._secrets, key=len, reverse=True)

@@ -1,8 +1,9 @@
 """``open_runtime`` with agents: the profiles, the agent catalog and the agent loop.
 
-A session runs under its own profile (``_loop`` Rule 7); the Runtime's
-profile is the one new sessions get, and it sets what the Runtime shares
-(durability, delegation limits, redaction).
+A session runs under its own profile (``_loop`` Rule 7): its provider, its
+delegation limits and its redaction. The Runtime's profile is the one new
+sessions get, and it sets what the sessions share: the durability of the
+one store they write through.
 """
 
 from __future__ import annotations
@@ -107,7 +108,6 @@ async def open_runtime(
             clock=clock,
             max_depth=settings.max_depth,
             max_children=settings.max_children,
-            scrub=agents.redact if agents is not None else None,
             store=store,
             children=children,
         ) as runtime:

@@ -164,7 +164,8 @@ class Runtime:
                 tags=labels,
             )
             location = SessionLocation(self.home, self.project, session_id)
-            return await self._start(SessionActor(self._services, location, create=metadata))
+            actor = SessionActor(self._services, location, create=metadata, setup=setup)
+            return await self._start(actor)
 
         return SessionOpening(open_)
 
@@ -436,12 +437,20 @@ async def run_child(runtime: Runtime, run: ChildRun, *, scope: anyio.CancelScope
     Returns once the child's final records are durable (``_children``'s
     Rule 1). Cancelling ``scope`` cancels the child: its outcome is then
     ``cancelled``. Cancelling the call cancels the child too. Raises
-    ``RuntimeClosed`` if the runtime is closing.
+    ``RuntimeClosed`` if the runtime is closing, or the handler's error for
+    a profile or agent it does not know (nothing is written then).
     """
     child_id = run.location.session_id
     if runtime._closed:
         raise RuntimeClosed(child_id, "the runtime is closed")
-    child = SessionActor(runtime._services, run.location, create=run.create)
+    # A new child asks this runtime's handler for its setup (limits, scrub) under
+    # the profile it records: its parent's setup stayed in the parent's runtime.
+    setup = None
+    if run.create is not None:
+        setup = runtime._services.handler.prepare_session(
+            run.create.agent, profile=run.create.profile
+        )
+    child = SessionActor(runtime._services, run.location, create=run.create, setup=setup)
     outcome = ChildOutcome("cancelled")
     ended = anyio.Event()
 

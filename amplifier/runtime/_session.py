@@ -66,7 +66,7 @@ from ._history import HistoryCopy, HistoryTail
 from ._ids import new_child_id
 from ._lifecycle import Lifecycle, SessionState
 from ._messages import Answered, Cancelled, Close, Failed, Prompt, Reply, SessionMessage
-from ._turns import TurnHandler
+from ._turns import SessionSetup, TurnHandler
 
 FINAL_RECORDS_TIMEOUT = 5.0
 """Seconds a cancelled session may spend writing its final records."""
@@ -115,6 +115,7 @@ class SessionActor:
         "_recorded",
         "_send",
         "_services",
+        "_setup",
         "_turn_scope",
         "_writer",
         "history",
@@ -129,13 +130,19 @@ class SessionActor:
         *,
         create: SessionMetadata | None,
         profile: str | None = None,
+        setup: SessionSetup | None = None,
     ) -> None:
-        """``create``: a new session's metadata (None: resume it); ``profile`` overrides its own."""
+        """``create``: a new session's metadata (None: resume it); ``profile`` overrides its own.
+
+        ``setup``: what the handler said of a new session (its limits and
+        scrub; a resumed session asks the handler itself).
+        """
         self.location = location
         self.id = location.session_id
         self._services = services
         self._create = create
         self._profile = profile
+        self._setup = setup
         self._meta: SessionMetadata | None = create
         self._writer: SessionWriter | None = None
         self._life = Lifecycle(f"session {self.id}")
@@ -244,6 +251,7 @@ class SessionActor:
         # before anything is written.
         profile = self._profile or meta.profile or self._services.profile
         setup = self._services.handler.prepare_session(meta.agent, profile=profile)
+        self._setup = setup
         self._meta = meta
         self._services.bus.register(self.id, meta.parent_id)
         previous = meta.status
@@ -359,7 +367,7 @@ class SessionActor:
                         await self._post_message(message)
                     await self._post("prompt:submit", {"prompt": prompt.text, "turn": number})
                     await self._post_message({"role": "user", "content": prompt.text})
-                    scrub = self._services.scrub
+                    scrub = self._scrub()
                     meta.last_prompt = scrub(prompt.text) if scrub else prompt.text
                     await self._write_metadata()
                     turn = Turn(self.context, prompt.text, number, on_text=prompt.on_text)
@@ -473,8 +481,24 @@ class SessionActor:
     def _payload(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
         # The record is serialised before the call returns, so the caller's
         # dict is not kept: no copy needed (unless it is scrubbed).
-        scrub = self._services.scrub
+        scrub = self._scrub()
         return _scrubbed(dict(data), scrub) if scrub is not None else data
+
+    def _scrub(self) -> Callable[[str], str] | None:
+        """The Runtime's scrub, then the session's own (``SessionSetup.scrub``)."""
+        shared = self._services.scrub
+        own = self._setup.scrub if self._setup is not None else None
+        if shared is None or own is None:
+            return shared or own
+        return lambda text: own(shared(text))
+
+    def _max_depth(self) -> int:
+        own = self._setup.max_depth if self._setup is not None else None
+        return own if own is not None else self._services.max_depth
+
+    def _max_children(self) -> int:
+        own = self._setup.max_children if self._setup is not None else None
+        return own if own is not None else self._services.max_children
 
     def _parent_id(self) -> str | None:
         return self._meta.parent_id if self._meta is not None else None
@@ -525,7 +549,7 @@ class SessionActor:
     async def delegate(self, request: Delegation) -> DelegationResult:
         """Run ``request`` in a child session; never raises for the child's failure."""
         if self._children is None:
-            self._children = anyio.CapacityLimiter(self._services.max_children)
+            self._children = anyio.CapacityLimiter(self._max_children())
         async with self._children:
             return await self._run_child(request)
 
@@ -558,7 +582,9 @@ class SessionActor:
         child: SessionActor | None = None
         try:
             if launch is None:
-                child = SessionActor(self._services, location, create=create)
+                # A new child shares its parent's setup; a resumed one asks the handler.
+                setup = self._setup if create is not None else None
+                child = SessionActor(self._services, location, create=create, setup=setup)
                 outcome = await drive_child(child, request)
             else:
                 outcome = await self._launch(child_id, launch)
@@ -597,8 +623,8 @@ class SessionActor:
     def _refusal(self, request: Delegation) -> DelegationResult | None:
         meta = self._require_meta()
         reason = None
-        if meta.depth + 1 > self._services.max_depth:
-            reason = f"delegation depth limit ({self._services.max_depth}) reached"
+        if meta.depth + 1 > self._max_depth():
+            reason = f"delegation depth limit ({self._max_depth()}) reached"
         elif request.session_id is not None:
             try:
                 validate_session_id(request.session_id)

@@ -9,7 +9,7 @@ for tests and for trying the runtime without any model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,11 +19,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class SessionSetup:
-    """What a handler says a new (or resumed) session of an agent is."""
+    """What a handler says a new (or resumed) session of an agent is.
+
+    The limits and ``scrub`` are the session's own (its profile's, for the
+    agent loop); None leaves the Runtime's. A session's sub-sessions share
+    its setup.
+    """
 
     agent: str
     attributes: Mapping[str, str] = field(default_factory=dict)
     """Descriptive labels for metadata and ``session:start`` (provider, model, ...)."""
+    max_depth: int | None = None
+    """How deep delegation from this session may nest (None: the Runtime's ``max_depth``)."""
+    max_children: int | None = None
+    """Children this session runs at once (None: the Runtime's ``max_children``)."""
+    scrub: Callable[[str], str] | None = None
+    """Applied to every string of the session's events and to its last prompt, after
+    the Runtime's own ``scrub`` (e.g. a redactor of the secrets of the session's profile)."""
 
 
 class TurnHandler(Protocol):
