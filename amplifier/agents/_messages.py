@@ -34,7 +34,7 @@ class ToolCall(BaseModel):
 
     id: str
     name: str
-    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    arguments: dict[str, JsonValue] = {}
     cut_off: bool = False
     """The output-token limit cut its arguments off mid-JSON: ``arguments`` is
     empty, and the call is answered with an error instead of being run."""

@@ -77,7 +77,7 @@ class Profile(BaseModel):
     """Keep API keys and credential-like strings out of events, metadata and tool output."""
     redact_patterns: tuple[str, ...] = ()
     """More regular expressions to redact, beyond the common key formats."""
-    prices: dict[str, Price] = Field(default_factory=dict)
+    prices: dict[str, Price] = {}
     """USD per million tokens, by model name: ``show`` and ``list --usage`` then give costs."""
     source: str = "built-in"
 

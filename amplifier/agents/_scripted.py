@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from ._exceptions import ConfigError, ProviderError
 from ._messages import AssistantMessage, ToolCall, Usage
@@ -26,7 +26,7 @@ class ScriptedCall(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    arguments: dict[str, JsonValue] = {}
 
 
 class ScriptedTurn(BaseModel):

@@ -28,7 +28,6 @@ from typing import Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Field,
     JsonValue,
     SerializationInfo,
     SerializerFunctionWrapHandler,
@@ -74,7 +73,7 @@ class EventRecord(BaseModel):
     session_id: str
     parent_id: str | None = None
     event: str
-    data: dict[str, JsonValue] = Field(default_factory=dict)
+    data: dict[str, JsonValue] = {}
 
 
 class TranscriptRecord(BaseModel):
@@ -117,13 +116,13 @@ class SessionMetadata(BaseModel):
     parent_id: str | None = None
     root_id: str
     depth: int = 0
-    children: list[str] = Field(default_factory=list)
+    children: list[str] = []
     turns: int = 0
     """Prompts answered or attempted, across resumes."""
     message_count: int = 0
     """User and assistant messages in the transcript (tool results are not counted)."""
     last_prompt: str | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
+    attributes: dict[str, str] = {}
     """Descriptive labels set by the layer above (provider, model, ...)."""
     seq: int = 0
     """The ``seq`` under which this version was written; newer versions have larger ones."""
@@ -131,7 +130,7 @@ class SessionMetadata(BaseModel):
     name: str | None = None
     """A name the user gave the session (``session rename``, ``run --name``, the Amplifier
     CLI's naming hook); not unique."""
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = []
     """Labels the user gave the session (``session tag``), lower-case, without spaces."""
 
     @model_validator(mode="before")
