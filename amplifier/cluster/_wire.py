@@ -9,6 +9,7 @@ Rule 1). Answers come back as ``Answer``, one per item, in order.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from amplifier.persistence.lowlevel import (
 )
 
 KINDS: dict[str, type[Request]] = {
-    kind.model_fields["kind"].default: kind
+    kind.kind: kind
     for kind in (
         CreateSession,
         OpenSession,
@@ -73,9 +74,11 @@ class Answer:
 
 def to_item(request: Request, position: dict[int, int]) -> Item:
     """``request`` for the wire; ``position`` maps ``id(receipt)`` to its index in the batch."""
-    fields = {name: getattr(request, name) for name in type(request).model_fields}
-    for name in _LOCAL:
-        fields.pop(name, None)
+    fields = {
+        field.name: getattr(request, field.name)
+        for field in dataclasses.fields(request)
+        if field.name not in _LOCAL
+    }
     after = getattr(request, "after", None)
     if after is None:
         return Item(request.kind, fields)
@@ -96,8 +99,7 @@ def from_item(item: Item, fields: dict[str, Any], receipts: list[Receipt]) -> Re
         failed = Receipt()
         failed.error, failed.done = item.after_error, True
         extra["after"] = failed
-    # Built by this package's own writers: no validation needed.
-    return kind.model_construct(**fields, **extra)
+    return kind(**fields, **extra)
 
 
 def portable(error: BaseException) -> BaseException:

@@ -17,11 +17,11 @@ earlier one failed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
 
 from ._paths import SessionLocation
 
@@ -66,12 +66,14 @@ class Acks:
         event.set()
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Request:
+    kind: ClassVar[str]
+    """Names the request on the wire (``amplifier.cluster``)."""
     receipt: Receipt
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Record(_Request):
     """A record of an open session."""
 
@@ -80,26 +82,29 @@ class _Record(_Request):
     """The writer's failure count when it sent this: a failure refuses the rest of its epoch."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreateSession(_Record):
     """A new session: its first metadata, journalled; its folder is built behind."""
 
-    kind: Literal["create"] = "create"
+    kind: ClassVar[str] = "create"
     location: SessionLocation
     document: bytes
     """``metadata.json`` as written, without its ``seq`` (the actor stamps it)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpenSession(_Record):
     """Claim an existing session, set torn tails aside, report its last seq."""
 
-    kind: Literal["open"] = "open"
+    kind: ClassVar[str] = "open"
     location: SessionLocation
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppendEvent(_Record):
     """One event for ``events.jsonl``: ``body`` is the line without its stamp."""
 
-    kind: Literal["event"] = "event"
+    kind: ClassVar[str] = "event"
     body: bytes
     session_id: str
     parent_id: str | None
@@ -110,47 +115,53 @@ class AppendEvent(_Record):
     """Another writer's request this event depends on: refused if that one failed."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppendMessage(_Record):
     """One message for ``transcript.jsonl``: ``body`` is the line without its stamp."""
 
-    kind: Literal["message"] = "message"
+    kind: ClassVar[str] = "message"
     body: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WriteMetadata(_Record):
     """A new ``metadata.json`` (replaced atomically, behind the journal)."""
 
-    kind: Literal["metadata"] = "metadata"
+    kind: ClassVar[str] = "metadata"
     document: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CloseSession(_Record):
     """The session is done: its claim is released once its files are durable."""
 
-    kind: Literal["close"] = "close"
+    kind: ClassVar[str] = "close"
     release_now: bool = False
     """Answer only once the files are durable and the claim released (another process may
     open the session the moment the answer arrives); otherwise release it behind."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Flush(_Request):
     """Barrier: answered once everything sent before it is in the session files."""
 
-    kind: Literal["flush"] = "flush"
+    kind: ClassVar[str] = "flush"
     release: bool = False
     """Also sync the files of closed sessions and release their claims first."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reindex(_Request):
     """Rebuild the session index from every session's metadata file."""
 
-    kind: Literal["reindex"] = "reindex"
+    kind: ClassVar[str] = "reindex"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteSessions(_Request):
     """Remove sessions' folders: all of them, or none if any is in use."""
 
-    kind: Literal["delete"] = "delete"
+    kind: ClassVar[str] = "delete"
     locations: tuple[SessionLocation, ...]
     untouched_since: datetime | None = None
 
@@ -160,4 +171,4 @@ RecordRequest = CreateSession | AppendEvent | AppendMessage | WriteMetadata | Cl
 ControlRequest = OpenSession | DeleteSessions | Reindex | Flush
 """What needs the session files up to date first: committed one at a time, between batches."""
 CONTROLS = (OpenSession, DeleteSessions, Reindex, Flush)
-Request = Annotated[RecordRequest | ControlRequest, Field(discriminator="kind")]
+Request = RecordRequest | ControlRequest

@@ -1,16 +1,20 @@
 """What travels through a session's mailbox, and what comes back (STYLE rule 5).
 
 Commands are verbs (``Prompt``, ``Close``); outcomes are facts in the past
-tense (``Answered``, ``Failed``, ``Cancelled``).
+tense (``Answered``, ``Failed``, ``Cancelled``). They never leave the
+process and are built only by the runtime: plain dataclasses, without
+validation. ``Reply`` is handed to callers: a pydantic model, like every
+public record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from anyio.streams.memory import MemoryObjectSendStream
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from amplifier.persistence import EndStatus
 
@@ -26,38 +30,35 @@ class Reply(BaseModel):
     """1-based number of the turn within the session (across resumes)."""
 
 
-class Answered(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    kind: Literal["answered"] = "answered"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answered:
     reply: Reply
 
 
-class Failed(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failed:
     """The turn failed: ``reason`` in one line, and the exception that failed it."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-    kind: Literal["failed"] = "failed"
     reason: str
     error: BaseException | None = None
     """The exception itself, with its traceback: raised again ``from`` it to the caller."""
 
 
-class Cancelled(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    kind: Literal["cancelled"] = "cancelled"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled:
+    pass
 
 
-Outcome = Annotated[Answered | Failed | Cancelled, Field(discriminator="kind")]
+Outcome = Answered | Failed | Cancelled
 
 
-class Prompt(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prompt:
     """Answer ``text``; first record ``context`` (messages handed over by a delegating parent)."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-    kind: Literal["prompt"] = "prompt"
     text: str
     context: tuple[dict[str, Any], ...] = ()
-    reply: MemoryObjectSendStream[Answered | Failed | Cancelled]
+    reply: MemoryObjectSendStream[Outcome]
     on_text: Callable[[str], Awaitable[None]] | None = None
     """Receives the answer's text as it streams in (not persisted: the final message is)."""
     durable: bool = True
@@ -65,15 +66,14 @@ class Prompt(BaseModel):
     asks with False: what it writes next is ordered after the child's records anyway."""
 
 
-class Close(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Close:
     """Write ``session:end`` with ``status`` and stop."""
 
-    model_config = ConfigDict(frozen=True)
-    kind: Literal["close"] = "close"
     status: EndStatus = "completed"
     error: str | None = None
     keep_previous: bool = False
     """A resumed session ends with the status and error it had before (``Session.close``)."""
 
 
-SessionMessage = Annotated[Prompt | Close, Field(discriminator="kind")]
+SessionMessage = Prompt | Close

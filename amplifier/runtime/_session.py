@@ -65,7 +65,16 @@ from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
 from ._history import HistoryCopy, HistoryTail
 from ._ids import new_child_id
 from ._lifecycle import Lifecycle, SessionState
-from ._messages import Answered, Cancelled, Close, Failed, Prompt, Reply, SessionMessage
+from ._messages import (
+    Answered,
+    Cancelled,
+    Close,
+    Failed,
+    Outcome,
+    Prompt,
+    Reply,
+    SessionMessage,
+)
 from ._turns import SessionSetup, TurnHandler
 
 FINAL_RECORDS_TIMEOUT = 5.0
@@ -91,9 +100,6 @@ class Services:
     """Applied to every string of every event, and to metadata's last prompt."""
     children: ChildLauncher | None = None
     """Places some delegated children outside this Runtime (None: all run here)."""
-
-
-Outcome = Answered | Failed | Cancelled
 
 
 class SessionActor:
