@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
@@ -24,6 +26,7 @@ def test_persistence_benchmark_runs_and_verifies(tmp_path: Path) -> None:
     assert "reproduce:" in done.stdout
 
 
+@pytest.mark.timeout(300)  # every benchmark at smoke size: 45 s on an idle 2-core VM
 def test_every_benchmark_runs_and_checks_what_it_measured(tmp_path: Path) -> None:
     """run_all.py --quick runs each benchmark at smoke size; every check passes (no timing)."""
     done = subprocess.run(
