@@ -39,17 +39,8 @@ class Redactor:
     """Replaces secrets in text with ``[REDACTED]``."""
 
     def __init__(self, *, secrets: Iterable[str] = (), patterns: Iterable[str] = COMMON_PATTERNS):
-        self._secrets: set[str] = set()
-        self._patterns: list[str] = []
-        self._pattern: re.Pattern[str] | None = None
-        self.add(secrets=secrets, patterns=patterns)
-
-    def add(self, *, secrets: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
-        """Redact these too."""
-        self._secrets.update(s for s in secrets if len(s) >= 8)
-        self._patterns.extend(p for p in patterns if p not in self._patterns)
-        literal = sorted(self._secrets, key=len, reverse=True)
-        parts = [re.escape(s) for s in literal] + self._patterns
+        literal = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        parts = [re.escape(s) for s in literal] + list(dict.fromkeys(patterns))
         self._pattern = re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
 
     def __call__(self, text: str) -> str:
