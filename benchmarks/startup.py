@@ -32,7 +32,7 @@ checked: ``--help`` lists the commands, ``run`` prints the offline answer.
 Reproduce::
 
     .venv/bin/python benchmarks/startup.py            # 21 rounds
-    .venv/bin/python benchmarks/startup.py --quick    # 3 rounds, a smoke run
+    .venv/bin/python benchmarks/startup.py --quick    # 1 round, a smoke run
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ def check(name: str, stdout: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="3 rounds (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="1 round (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (21)")
     parser.add_argument("--dir", type=Path, default=None, help="where the scratch files go")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 21)
+    rounds = args.rounds or (1 if args.quick else 21)
     root = Path(tempfile.mkdtemp(prefix="amplifier-startup-", dir=args.dir))
     project = root / "project"
     project.mkdir()
