@@ -169,18 +169,32 @@ async def test_delegation_to_an_agent_not_allowed_is_refused(home: Path, project
     assert "no tool 'delegate' for agent 'explorer'" in no_tool["content"]
 
 
-async def test_delegation_depth_limit_comes_from_the_profile(home: Path, project: Path) -> None:
-    """Beyond the profile's max_depth a delegation fails with the limit named."""
+NESTED = "/delegate default: /delegate explorer: hello"
+"""A delegation whose child delegates again: two levels deep."""
+
+
+def _shallow_profile(project: Path) -> None:
+    """Profile ``shallow``: base, with delegation one level deep at most."""
     (project / ".amplifier" / "profiles").mkdir(parents=True)
     (project / ".amplifier" / "profiles" / "shallow.yaml").write_text(
         "extends: base\nmax_depth: 1\n"
     )
-    prompt = "/delegate default: /delegate explorer: hello"
+
+
+def _second_level_result(home: Path, session_id: str) -> dict[str, Any]:
+    """What the child of ``session_id`` was told when it delegated in turn."""
+    (child,) = metadata(home, session_id)["children"]
+    result: dict[str, Any] = orjson.loads(_tool_results(home, child)[0]["content"])
+    return result
+
+
+async def test_delegation_depth_limit_comes_from_the_profile(home: Path, project: Path) -> None:
+    """Beyond the profile's max_depth a delegation fails with the limit named."""
+    _shallow_profile(project)
     async with amplifier.open_runtime(cwd=project, profile="shallow") as rt:
         async with rt.open_session() as session:
-            await session.ask(prompt)
-    (child,) = metadata(home, session.id)["children"]
-    refused = orjson.loads(_tool_results(home, child)[0]["content"])
+            await session.ask(NESTED)
+    refused = _second_level_result(home, session.id)
     assert refused["status"] == "failed"
     assert "depth limit (1)" in refused["error"]
 
@@ -191,26 +205,21 @@ async def test_a_session_keeps_its_own_profiles_delegation_limits_in_any_runtime
     """Depth limits follow the session's profile, not the Runtime's: resumed under
     a deeper profile, a shallow session still refuses; a deep session opened in a
     shallow Runtime still delegates."""
-    (project / ".amplifier" / "profiles").mkdir(parents=True)
-    (project / ".amplifier" / "profiles" / "shallow.yaml").write_text(
-        "extends: base\nmax_depth: 1\n"
-    )
-    nested = "/delegate default: /delegate explorer: hello"
+    _shallow_profile(project)
     async with amplifier.open_runtime(cwd=project, profile="shallow") as rt:
         async with rt.open_session() as shallow:
             await shallow.ask("hello")
         async with rt.open_session(profile="base") as deep:
-            await deep.ask(nested)
+            await deep.ask(NESTED)
     async with amplifier.open_runtime(cwd=project) as rt, rt.resume(shallow.id) as again:
-        await again.ask(nested)
+        await again.ask(NESTED)
 
-    (child,) = metadata(home, shallow.id)["children"]
-    refused = orjson.loads(_tool_results(home, child)[0]["content"])
+    refused = _second_level_result(home, shallow.id)
     assert refused["status"] == "failed"
     assert "depth limit (1)" in refused["error"]
+    assert _second_level_result(home, deep.id)["status"] == "completed"
     (child,) = metadata(home, deep.id)["children"]
     (grandchild,) = metadata(home, child)["children"]
-    assert orjson.loads(_tool_results(home, child)[0]["content"])["status"] == "completed"
     assert metadata(home, grandchild)["depth"] == 2
 
 

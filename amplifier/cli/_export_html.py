@@ -16,7 +16,7 @@ import html
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from ._export_tree import Call, Node, clock_time, facts, short, text_of
+from ._export_tree import Call, Node, facts, short, text_of
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1f2328; --muted: #656d76; --bg: #ffffff;
@@ -106,11 +106,9 @@ def _session(node: Node) -> Iterable[str]:
         if step.child is not None:
             yield from _child(step.child)
             continue
-        assert step.record is not None
-        message = step.record.message()
-        role = str(message.get("role"))
-        text = text_of(message.get("content"))
-        when = f'<span class="when">#{step.seq} · {_e(clock_time(step.record))}</span>'
+        said = step.said()
+        role, text, message = said.role, said.text, said.message
+        when = f'<span class="when">#{step.seq} · {_e(said.time)}</span>'
         if role == "tool":  # a result whose call is not in the transcript
             yield '<div class="msg tool">'
             yield f'<div class="who">Tool result: {_e(str(message.get("name")))}{when}</div>'

@@ -10,7 +10,6 @@ from ._export_tree import (
     Call,
     Node,
     call_title,
-    clock_time,
     facts,
     fenced,
     inline,
@@ -68,11 +67,9 @@ def _markdown_lines(node: Node, level: int) -> Iterable[str]:
         if step.child is not None:
             yield from _markdown_lines(step.child, level + 1)
             continue
-        assert step.record is not None
-        message = step.record.message()
-        role = str(message.get("role"))
-        text = text_of(message.get("content"))
-        stamp = f"#{step.seq}, {clock_time(step.record)}"
+        said = step.said()
+        role, text, message = said.role, said.text, said.message
+        stamp = f"#{step.seq}, {said.time}"
         if role == "user":
             yield f"**User** ({stamp})"
             yield ""

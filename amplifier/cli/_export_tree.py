@@ -54,6 +54,28 @@ class Step:
     calls: list[Call] = field(default_factory=list)
     child: Node | None = None
 
+    def said(self) -> Said:
+        """What a message step says (a step of a sub-session has no message)."""
+        assert self.record is not None
+        message = self.record.message()
+        return Said(
+            role=str(message.get("role")),
+            text=text_of(message.get("content")),
+            message=message,
+            time=clock_time(self.record),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """A message of a timeline, as both renderings show it."""
+
+    role: str
+    text: str
+    message: dict[str, Any]
+    time: str
+    """When it was recorded, as ``clock_time`` gives it."""
+
 
 @dataclass(slots=True)
 class Node:
