@@ -283,3 +283,34 @@ def test_failed_turn_shows_its_traceback_with_debug(home: Path, project: Path, h
     assert "Traceback (most recent call last):" in done.stderr
     assert "ProviderError: offline: boom" in done.stderr
     assert "Error: offline: boom" in done.stderr
+
+
+def test_cluster_without_ray_installed_is_one_line_naming_the_extra(
+    home: Path, project: Path, tmp_path: Path
+) -> None:
+    """`run --cluster` where Ray is not installed: exit 2, one line saying what to
+    install, no traceback, and nothing stored."""
+    missing = tmp_path / "without-ray" / "ray"
+    missing.mkdir(parents=True)
+    # First on the path: importing ray fails as it does where it is not installed.
+    (missing / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'ray'\", name='ray')\n"
+    )
+    env = {**os.environ, "AMPLIFIER_HOME": str(home), "PYTHONPATH": str(missing.parent)}
+    done = subprocess.run(
+        [str(AMPLIFIER), "run", "--cluster", "auto", "hello"],
+        cwd=project,
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "Error: running on a cluster needs Ray: pip install 'amplifier[ray]'"
+    ]
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert session_dirs(home) == {}
