@@ -26,9 +26,19 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def amp(
-    *args: str, cwd: Path, home: Path, backend: str = "asyncio", stdin: str | None = None
+    *args: str,
+    cwd: Path,
+    home: Path,
+    backend: str = "asyncio",
+    stdin: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AMPLIFIER_HOME": str(home), "AMPLIFIER_ASYNC_BACKEND": backend}
+    env = {
+        **os.environ,
+        "AMPLIFIER_HOME": str(home),
+        "AMPLIFIER_ASYNC_BACKEND": backend,
+        **(extra_env or {}),
+    }
     done = subprocess.run(
         [str(AMPLIFIER), *args],
         cwd=cwd,
@@ -296,21 +306,18 @@ def test_cluster_without_ray_installed_is_one_line_naming_the_extra(
     (missing / "__init__.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'ray'\", name='ray')\n"
     )
-    env = {**os.environ, "AMPLIFIER_HOME": str(home), "PYTHONPATH": str(missing.parent)}
-    done = subprocess.run(
-        [str(AMPLIFIER), "run", "--cluster", "auto", "hello"],
+    done = amp(
+        "run",
+        "--cluster",
+        "auto",
+        "hello",
         cwd=project,
-        env=env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        home=home,
+        extra_env={"PYTHONPATH": str(missing.parent)},
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "Error: running on a cluster needs Ray: pip install 'amplifier[ray]'"
     ]
-    assert "Traceback" not in done.stderr
     assert done.stdout == ""
     assert session_dirs(home) == {}

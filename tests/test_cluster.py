@@ -47,7 +47,11 @@ def _without_ids(text: str) -> str:
     return re.sub(r"\d{8}T\d{6}Z|[0-9a-f]{16}", "ID", text)
 
 
-def _by_session(events: list[amplifier.EventRecord]) -> list[tuple[str, ...]]:
+Events = list[tuple[str, ...]]
+"""Each session's event names, one tuple a session, sorted."""
+
+
+def _by_session(events: list[amplifier.EventRecord]) -> Events:
     """Each session's event names, in order (sibling children interleave by chance)."""
     names: dict[str, list[str]] = {}
     for event in events:
@@ -64,22 +68,31 @@ def test_run_without_cluster_never_imports_ray(home: Path, project: Path) -> Non
     assert "Session:" in done.stderr
 
 
+async def _answered_in_process(home: Path, project: Path, prompt: str) -> tuple[str, str, Events]:
+    """A new in-process session asked ``prompt``: its id, its answer, its tree's events."""
+    async with amplifier.open_runtime(home=home, cwd=project) as rt:
+        async with rt.open_session() as local:
+            reply = await local.ask(prompt)
+        return local.id, reply.text, await _tree_events(rt, local)
+
+
+async def _tree_events(rt: amplifier.Runtime, session: amplifier.Session) -> Events:
+    return _by_session([e async for e in rt.events(session.id, tree=True)])
+
+
 async def test_cluster_session_answers_like_in_process(
     ray_cluster: str, home: Path, project: Path
 ) -> None:
     """A delegating turn on the cluster answers and records exactly what it does in-process."""
-    async with amplifier.open_runtime(home=home, cwd=project) as rt:
-        async with rt.open_session() as local:
-            expected = await local.ask(DELEGATING)
-        local_events = _by_session([e async for e in rt.events(local.id, tree=True)])
+    local_id, expected, local_events = await _answered_in_process(home, project, DELEGATING)
     async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=2) as rt:
         async with rt.open_session() as remote:
             reply = await remote.ask(DELEGATING)
-        remote_events = _by_session([e async for e in rt.events(remote.id, tree=True)])
+        remote_events = await _tree_events(rt, remote)
         listed = {row.session_id for row in await rt.sessions()}
-    assert _without_ids(reply.text) == _without_ids(expected.text)
+    assert _without_ids(reply.text) == _without_ids(expected)
     assert remote_events == local_events
-    assert {local.id, remote.id} <= listed
+    assert {local_id, remote.id} <= listed
 
 
 async def test_cluster_seq_is_one_total_order_across_hosts(
@@ -105,19 +118,16 @@ async def test_cluster_spread_children_answer_like_in_process(
     ray_cluster: str, home: Path, project: Path
 ) -> None:
     """Children spread to other hosts give the parent the same results and records as in-process."""
-    async with amplifier.open_runtime(home=home, cwd=project) as rt:
-        async with rt.open_session() as local:
-            expected = await local.ask(SPREAD)
-        local_events = _by_session([e async for e in rt.events(local.id, tree=True)])
+    _, expected, local_events = await _answered_in_process(home, project, SPREAD)
     async with amplifier.open_runtime(
         home=home, cwd=project, cluster="auto", hosts=2, spread_children=True
     ) as rt:
         async with rt.open_session() as remote:
             assert rt.host_of(remote) == 0
             reply = await remote.ask(SPREAD)
-        remote_events = _by_session([e async for e in rt.events(remote.id, tree=True)])
+        remote_events = await _tree_events(rt, remote)
         assert await rt.children_per_host() == [1, 1]  # one child stayed, one went to host 1
-    assert _without_ids(reply.text) == _without_ids(expected.text)
+    assert _without_ids(reply.text) == _without_ids(expected)
     assert "failed: offline: no access" in reply.text
     assert remote_events == local_events
 
