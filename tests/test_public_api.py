@@ -102,6 +102,9 @@ EXPORTED = {
         "AgentWarning",
         "AmbiguousSessionId",
         "AmplifierError",
+        "ApprovalDecision",
+        "ApprovalRequest",
+        "Approver",
         "AssistantMessage",
         "ChildSessionError",
         "Cleanup",
@@ -113,15 +116,22 @@ EXPORTED = {
         "Delegation",
         "DelegationResult",
         "DelegationStatus",
+        "DiffReport",
         "Durability",
         "EchoTurnHandler",
         "EndStatus",
+        "Event",
         "EventRecord",
+        "FileChange",
+        "FileDiff",
+        "FileRewind",
+        "HeldSession",
         "HistoryTail",
         "HostLost",
         "IllegalTransition",
         "InvalidSessionId",
         "Message",
+        "Permissions",
         "PersistenceError",
         "PersistenceRestarted",
         "PersistenceUnavailable",
@@ -136,6 +146,8 @@ EXPORTED = {
         "RecoveryReport",
         "RecoveryWarning",
         "Reply",
+        "RewindRefused",
+        "RewindReport",
         "Runtime",
         "RuntimeClosed",
         "ScriptedCall",
@@ -180,9 +192,12 @@ EXPORTED = {
         "UserMessage",
         "WriteFailed",
         "open_runtime",
+        "session_diff",
+        "session_rewind",
         "session_usage",
     ],
     "amplifier.persistence.lowlevel": [
+        "FILE_HISTORY",
         "MAX_ID_LENGTH",
         "SCHEMA_VERSION",
         "Acks",
@@ -194,6 +209,7 @@ EXPORTED = {
         "CreateSession",
         "DeleteSessions",
         "Flush",
+        "KeepFile",
         "OpenSession",
         "OpenedSession",
         "Owner",
@@ -203,6 +219,7 @@ EXPORTED = {
         "StoreClosed",
         "TranscriptTail",
         "WriteMetadata",
+        "content_digest",
         "default_home",
         "format_ts",
         "holder",
@@ -259,7 +276,14 @@ def test_a_public_name_is_amplifiers_before_the_top_level_is_asked() -> None:
     assert done.stdout.strip() == "amplifier"
 
 
-_CONSTRUCTED_INSIDE = {"Runtime", "Session", "SessionContext", "Turn", "Subscription"}
+_CONSTRUCTED_INSIDE = {
+    "Runtime",
+    "Session",
+    "SessionContext",
+    "Turn",
+    "Subscription",
+    "HeldSession",
+}
 """Made by the runtime, never by a program: their constructors are not public."""
 
 

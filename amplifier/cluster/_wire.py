@@ -23,6 +23,7 @@ from amplifier.persistence.lowlevel import (
     CreateSession,
     DeleteSessions,
     Flush,
+    KeepFile,
     OpenSession,
     Reindex,
     Request,
@@ -41,6 +42,7 @@ KINDS: dict[str, type[Request]] = {
         Flush,
         Reindex,
         DeleteSessions,
+        KeepFile,
     )
 }
 """Every request type by its ``kind``."""

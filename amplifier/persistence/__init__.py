@@ -18,6 +18,7 @@ from ._exceptions import (
     StoreWarning,
     WriteFailed,
 )
+from ._file_history import read_kept
 from ._index import SessionSort
 from ._paths import (
     SessionLocation,
@@ -95,6 +96,7 @@ __all__ = [
     "merge_events",
     "open_store",
     "project_slug",
+    "read_kept",
     "read_metadata",
     "resolve_home_and_cwd",
     "search_sessions",

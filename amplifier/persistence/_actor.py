@@ -63,6 +63,7 @@ from ._exceptions import (
     WriteFailed,
     write_failed,
 )
+from ._file_history import FILE_HISTORY, keep_content
 from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail, sweep_temp_files
 from ._journal import FrameKind, Journal, encode_batch, encode_entry
 from ._materialise import Backlog, Create, Materialiser, Release, remove_session_folder
@@ -88,6 +89,7 @@ from ._requests import (
     CreateSession,
     DeleteSessions,
     Flush,
+    KeepFile,
     OpenSession,
     RecordRequest,
     Reindex,
@@ -562,6 +564,8 @@ class PersistenceActor:
                     receipt.value = await self._delete(request)
                 case Reindex():
                     receipt.value = await self._locked(self._reindex_blocking)
+                case KeepFile():
+                    receipt.value = await self._locked(lambda: self._keep_blocking(request))
                 case Flush(release=True):
                     await self._locked(lambda: self._write_round(checkpoint=True))
                 case Flush():
@@ -611,6 +615,8 @@ class PersistenceActor:
         self._claim(location)
         try:
             sweep_temp_files(location.directory)
+            if (location.directory / FILE_HISTORY).is_dir():
+                sweep_temp_files(location.directory / FILE_HISTORY)
             torn = tuple(
                 side
                 for side in (
@@ -703,6 +709,15 @@ class PersistenceActor:
             for location in claimed:
                 if location.session_id not in removed:
                     release(location, owner)
+
+    def _keep_blocking(self, request: KeepFile) -> str:
+        """Keep a content in a session's file history, its folder written first."""
+        self._catch_up()
+        location = request.location
+        if not location.directory.is_dir():
+            raise SessionNotFound(location.session_id)
+        refuse_links_out(location)
+        return keep_content(location, request.content, sync=self.durability == "fsync")
 
     def _own_name(self) -> str | None:
         return self._journal.name if self._journal is not None else None

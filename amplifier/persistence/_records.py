@@ -132,6 +132,12 @@ class SessionMetadata(BaseModel):
     CLI's naming hook); not unique."""
     tags: list[str] = []
     """Labels the user gave the session (``session tag``), lower-case, without spaces."""
+    granted: list[str] = []
+    """Permission rules granted to this session when asked ("always for this session");
+    kept when it resumes."""
+    files_changed: int = 0
+    """File changes its tools recorded (``file-history``): ``session diff`` and ``rewind``
+    read the event logs of the sessions that have some."""
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +154,10 @@ class SessionMetadata(BaseModel):
         document: dict[str, Any] = handler(self)
         if document.get("name", "") is None:
             del document["name"]
+        if document.get("granted") == []:
+            del document["granted"]
+        if document.get("files_changed") == 0:
+            del document["files_changed"]
         document.update(self.cli_keys())
         return document
 

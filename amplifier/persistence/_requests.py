@@ -166,9 +166,18 @@ class DeleteSessions(_Request):
     untouched_since: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepFile(_Request):
+    """Keep a file's content in a session's file history; answered with its digest once durable."""
+
+    kind: ClassVar[str] = "keep"
+    location: SessionLocation
+    content: bytes
+
+
 RecordRequest = CreateSession | AppendEvent | AppendMessage | WriteMetadata | CloseSession
 """What a session's writer sends: committed in batches, through the journal."""
-ControlRequest = OpenSession | DeleteSessions | Reindex | Flush
+ControlRequest = OpenSession | DeleteSessions | Reindex | Flush | KeepFile
 """What needs the session files up to date first: committed one at a time, between batches."""
-CONTROLS = (OpenSession, DeleteSessions, Reindex, Flush)
+CONTROLS = (OpenSession, DeleteSessions, Reindex, Flush, KeepFile)
 Request = RecordRequest | ControlRequest

@@ -46,6 +46,7 @@ from ._requests import (
     CreateSession,
     DeleteSessions,
     Flush,
+    KeepFile,
     OpenSession,
     Receipt,
     Reindex,
@@ -174,6 +175,17 @@ class Store:
         receipt = Receipt()
         await _send(self._send, Flush(release=release, receipt=receipt))
         await self._acks.wait(receipt)
+
+    async def keep(self, location: SessionLocation, content: bytes) -> str:
+        """Keep ``content`` in the session's file history (once); its digest, once durable.
+
+        Sent in mailbox order, so it follows the session's creation; under
+        ``fsync`` the content is on stable storage when this returns.
+        """
+        receipt = Receipt()
+        await _send(self._send, KeepFile(location=location, content=content, receipt=receipt))
+        digest: str = await self._acks.wait(receipt)
+        return digest
 
     async def forward(self, request: Request) -> None:
         """Send a request built elsewhere (by a writer in another process); answered in order.

@@ -8,6 +8,7 @@ from amplifier._exports import name_as_public as _name_as_public
 
 from ._actor import CommitListener, OpenedSession, Stamp, receive_group
 from ._exceptions import StoreClosed
+from ._file_history import FILE_HISTORY, content_digest
 from ._ownership import Owner, holder
 from ._paths import MAX_ID_LENGTH, default_home
 from ._reader import TranscriptTail, load_transcript_tail
@@ -21,6 +22,7 @@ from ._requests import (
     CreateSession,
     DeleteSessions,
     Flush,
+    KeepFile,
     OpenSession,
     Reindex,
     Request,
@@ -29,6 +31,7 @@ from ._requests import (
 from ._store import Committer
 
 __all__ = [
+    "FILE_HISTORY",
     "MAX_ID_LENGTH",
     "SCHEMA_VERSION",
     "Acks",
@@ -40,6 +43,7 @@ __all__ = [
     "CreateSession",
     "DeleteSessions",
     "Flush",
+    "KeepFile",
     "OpenSession",
     "OpenedSession",
     "Owner",
@@ -49,6 +53,7 @@ __all__ = [
     "StoreClosed",
     "TranscriptTail",
     "WriteMetadata",
+    "content_digest",
     "default_home",
     "format_ts",
     "holder",
