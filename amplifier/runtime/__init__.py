@@ -6,8 +6,10 @@ Knows nothing of language models: every turn is answered by a pluggable
 
 from amplifier._exports import name_as_public as _name_as_public
 
+from ._approval import ApprovalDecision, ApprovalRequest, Approver, DecidedBy
 from ._bus import Subscription
 from ._delegation import Delegation, DelegationResult, DelegationStatus
+from ._events import Event
 from ._exceptions import (
     ChildSessionError,
     IllegalTransition,
@@ -21,17 +23,23 @@ from ._exceptions import (
 from ._history import HistoryTail
 from ._lifecycle import SessionState
 from ._messages import Reply
-from ._runtime import Cleanup, Runtime, SessionOpening, open_runtime
+from ._runtime import Cleanup, HeldSession, Runtime, SessionOpening, open_runtime
 from ._session import Session, SessionContext, Turn
 from ._turns import EchoTurnHandler, SessionSetup, TurnHandler
 
 __all__ = [
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "Approver",
     "ChildSessionError",
     "Cleanup",
+    "DecidedBy",
     "Delegation",
     "DelegationResult",
     "DelegationStatus",
     "EchoTurnHandler",
+    "Event",
+    "HeldSession",
     "HistoryTail",
     "IllegalTransition",
     "Reply",

@@ -15,6 +15,7 @@ final records written and leaves every session resumable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -41,6 +42,7 @@ from amplifier.persistence import (
     SessionNotFound,
     SessionSort,
     SessionSummary,
+    SessionWriter,
     Store,
     TranscriptRecord,
     find_session,
@@ -60,6 +62,7 @@ from amplifier.persistence import (
     utc_now,
 )
 
+from ._approval import Approver
 from ._bus import EventBus, Subscription
 from ._children import ChildLauncher, ChildOutcome, ChildRun
 from ._exceptions import RuntimeClosed
@@ -324,6 +327,30 @@ class Runtime:
                 await writer.close()
         return meta
 
+    @asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[HeldSession]:
+        """Claim a stored session and its sub-sessions, to change them outside any turn.
+
+        For work on a whole tree that must not race a turn (``session
+        rewind``): every session of the tree is claimed, or ``SessionLocked``
+        names the one in use and nothing is claimed. The claims go when the
+        block ends. Events written through the held session are the root's.
+        """
+        location = await self.find(session_id)
+        tree = await anyio.to_thread.run_sync(session_tree, location)
+        writers: list[SessionWriter] = []
+        try:
+            for node in tree:
+                writer, _ = await self._store.open(node)
+                writers.append(writer)
+            meta = await anyio.to_thread.run_sync(read_metadata, location)
+            yield HeldSession(self._store, writers[0], meta)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for writer in writers:
+                    with contextlib.suppress(PersistenceError):
+                        await writer.close()
+
     async def reindex(self) -> int:
         """Rebuild the session index from every session's metadata; how many it holds."""
         return await self._store.reindex()
@@ -478,6 +505,29 @@ async def run_child(runtime: Runtime, run: ChildRun, *, scope: anyio.CancelScope
     return outcome
 
 
+class HeldSession:
+    """A stored session claimed by ``Runtime.hold``: write its events, keep file contents."""
+
+    def __init__(self, store: Store, writer: SessionWriter, metadata: SessionMetadata) -> None:
+        self._store = store
+        self._writer = writer
+        self.metadata = metadata
+        self.location = writer.location
+
+    @property
+    def id(self) -> str:
+        return self.location.session_id
+
+    async def emit(self, event: str, data: Mapping[str, Any]) -> int:
+        """Append an event to the session's log; its ``seq`` once durable."""
+        stamp = await self._writer.append_event(event, data, parent_id=self.metadata.parent_id)
+        return stamp.seq
+
+    async def keep_file(self, content: bytes) -> str:
+        """Keep a file's content in the session's file history; its digest, once durable."""
+        return await self._store.keep(self.location, content)
+
+
 @dataclass(frozen=True, slots=True)
 class Cleanup:
     """What ``Runtime.cleanup`` found: trees to remove (dry run), removed, or in use."""
@@ -548,6 +598,7 @@ async def open_runtime(
     scrub: Callable[[str], str] | None = None,
     store: Store | None = None,
     children: ChildLauncher | None = None,
+    approve: Approver | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start a Runtime storing under ``home`` (default ``$AMPLIFIER_HOME`` or ``~/.amplifier``).
 
@@ -559,7 +610,10 @@ async def open_runtime(
     to write through (a forwarder to another process's persistence actor);
     by default the Runtime starts its own for ``home``. ``children`` places
     some delegated children outside this Runtime (on other session hosts);
-    by default every child runs in its parent's task group.
+    by default every child runs in its parent's task group. ``approve``
+    answers the tool calls that ask to run, for every session tree
+    (``ApprovalRequest`` in, ``True``/``False`` or an ``ApprovalDecision``
+    out, sync or async); without it such calls are denied.
     On exit, open sessions end with status ``completed`` (``cancelled`` if the
     exit is a cancellation) and everything is made durable.
     """
@@ -583,6 +637,7 @@ async def open_runtime(
             max_children=max_children,
             scrub=scrub,
             children=children,
+            approve=approve,
         )
         with unwrap_single_error():
             async with anyio.create_task_group() as tg:

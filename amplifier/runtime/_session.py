@@ -58,9 +58,11 @@ from amplifier.persistence import (
     validate_session_id,
 )
 
+from ._approval import ApprovalDecision, ApprovalRequest, Approver, decide
 from ._bus import EventBus, Subscription
 from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
 from ._delegation import Delegation, DelegationResult, DelegationStatus
+from ._events import Event
 from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
 from ._history import HistoryCopy, HistoryTail
 from ._ids import new_child_id
@@ -100,6 +102,8 @@ class Services:
     """Applied to every string of every event, and to metadata's last prompt."""
     children: ChildLauncher | None = None
     """Places some delegated children outside this Runtime (None: all run here)."""
+    approve: Approver | None = None
+    """Answers the tool calls of root sessions that ask to run (None: no one; denied)."""
 
 
 class SessionActor:
@@ -117,6 +121,7 @@ class SessionActor:
         "_life",
         "_mailbox",
         "_meta",
+        "_parent",
         "_profile",
         "_recorded",
         "_send",
@@ -137,13 +142,17 @@ class SessionActor:
         create: SessionMetadata | None,
         profile: str | None = None,
         setup: SessionSetup | None = None,
+        parent: SessionActor | None = None,
     ) -> None:
         """``create``: a new session's metadata (None: resume it); ``profile`` overrides its own.
 
         ``setup``: what the handler said of a new session (its limits and
-        scrub; a resumed session asks the handler itself).
+        scrub; a resumed session asks the handler itself). ``parent``: the
+        actor of the session that delegated to this one in this Runtime
+        (approval requests travel up through it).
         """
         self.location = location
+        self._parent = parent
         self.id = location.session_id
         self._services = services
         self._create = create
@@ -550,6 +559,51 @@ class SessionActor:
     def state(self) -> SessionState:
         return self._life.state
 
+    # -- asking, granting, keeping ----------------------------------------------------
+
+    async def request_approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        """Ask whoever opened this session's tree (``_approval``); through the parents first."""
+        meta = self._require_meta()
+        request = request.model_copy(
+            update={
+                "session_id": self.id,
+                "agent": meta.agent,
+                "sessions": (self.id,),
+                "agents": (meta.agent,),
+            }
+        )
+        return await self._relay_approval(request)
+
+    async def _relay_approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        parent = self._parent
+        if parent is None:
+            return await decide(self._services.approve, request)
+        meta = parent._require_meta()
+        above = request.model_copy(
+            update={
+                "sessions": (parent.id, *request.sessions),
+                "agents": (meta.agent, *request.agents),
+            }
+        )
+        return await parent._relay_approval(above)
+
+    async def grant(self, rule: str) -> None:
+        """Allow ``rule`` for the rest of this session's life, resumes included (metadata)."""
+        meta = self._require_meta()
+        if rule not in meta.granted:
+            meta.granted.append(rule)
+            await self._write_metadata()
+
+    async def keep_file(self, content: bytes) -> str:
+        """Keep a file's content in this session's file history; its digest, once durable."""
+        self._require_writer()
+        return await self._services.store.keep(self.location, content)
+
+    async def count_file_changes(self, count: int) -> None:
+        """Add ``count`` file changes to the session's metadata (``files_changed``)."""
+        self._require_meta().files_changed += count
+        await self._write_metadata()
+
     # -- delegation --------------------------------------------------------------------
 
     async def delegate(self, request: Delegation) -> DelegationResult:
@@ -590,7 +644,9 @@ class SessionActor:
             if launch is None:
                 # A new child shares its parent's setup; a resumed one asks the handler.
                 setup = self._setup if create is not None else None
-                child = SessionActor(self._services, location, create=create, setup=setup)
+                child = SessionActor(
+                    self._services, location, create=create, setup=setup, parent=self
+                )
                 outcome = await drive_child(child, request)
             else:
                 outcome = await self._launch(child_id, launch)
@@ -857,13 +913,49 @@ class SessionContext:
             actor.history = HistoryCopy(tail, max_bytes)
         return actor.history.tail(max_bytes)
 
-    async def emit(self, event: str, data: Mapping[str, object]) -> int:
-        """Persist an event of this session (JSON values); returns its ``seq`` once durable."""
-        return await self._actor.emit(event, data)
+    async def emit(self, event: str | Event, data: Mapping[str, object] | None = None) -> int:
+        """Persist an event of this session; returns its ``seq`` once durable.
+
+        ``event`` is a typed ``Event``, or a name with its ``data`` (JSON values).
+        """
+        if isinstance(event, Event):
+            return await self._actor.emit(event.name, event.data())
+        return await self._actor.emit(event, data or {})
 
     async def record(self, message: Mapping[str, object]) -> int:
         """Append a message (a mapping with ``role``) to the transcript; returns its ``seq``."""
         return await self._actor.record(message)
+
+    async def request_approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        """Ask whoever opened the session tree whether a tool call may run.
+
+        The request travels up through the parents' actors (each adds itself
+        to ``sessions``) to the Runtime's ``approve`` callback; without one,
+        the answer is a denial by ``"no one"``. Cancelling the call withdraws
+        the question.
+        """
+        return await self._actor.request_approval(request)
+
+    @property
+    def granted(self) -> tuple[str, ...]:
+        """Permission rules granted to this session when it asked ("always")."""
+        return tuple(self._actor.metadata.granted)
+
+    async def grant(self, rule: str) -> None:
+        """Grant ``rule`` to this session for good (kept in its metadata, across resumes)."""
+        await self._actor.grant(rule)
+
+    async def keep_file(self, content: bytes) -> str:
+        """Keep a file's content in the session's ``file-history``; its digest, once durable.
+
+        Content-addressed: keeping the same content twice stores it once.
+        """
+        return await self._actor.keep_file(content)
+
+    async def count_file_changes(self, count: int) -> None:
+        """Record that the session's tools changed ``count`` more files (its metadata's
+        ``files_changed``), so readers of its file history know to look."""
+        await self._actor.count_file_changes(count)
 
 
 class Turn:
@@ -892,9 +984,9 @@ class Turn:
         if self._on_text is not None and text:
             await self._on_text(text)
 
-    async def emit(self, event: str, data: Mapping[str, object]) -> int:
-        """Persist an event (JSON values); returns its ``seq`` once durable."""
-        return await self.session._actor.emit(event, data)
+    async def emit(self, event: str | Event, data: Mapping[str, object] | None = None) -> int:
+        """Persist an event (a typed ``Event``, or a name and its data); its ``seq``."""
+        return await self.session.emit(event, data)
 
     async def record(self, message: Mapping[str, object]) -> int:
         """Append a message to the transcript as it happens; returns its ``seq``."""
