@@ -7,8 +7,10 @@ only when used.
 
 from amplifier._exports import name_as_public as _name_as_public
 
+from ._bash import Bash
 from ._context import INTERRUPTED, Compaction, fit, normalize
 from ._delegate_tool import DelegateTool
+from ._events import ApprovalDecided, ApprovalRequested, FileChange, SessionRewound
 from ._exceptions import (
     AgentError,
     AgentWarning,
@@ -21,6 +23,15 @@ from ._exceptions import (
     ToolFailed,
     UnknownAgent,
     UnknownProfile,
+)
+from ._file_history import (
+    DiffReport,
+    FileDiff,
+    FileRewind,
+    RewindRefused,
+    RewindReport,
+    session_diff,
+    session_rewind,
 )
 from ._file_tools import file_tools
 from ._loop import AgentTurnHandler
@@ -38,6 +49,7 @@ from ._messages import (
     to_record,
 )
 from ._offline import OfflineProvider
+from ._permissions import Permissions
 from ._profiles import DEFAULT_PROFILE, Price, Profile, ProfileCatalog, ToolPolicy
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
 from ._provider_config import ProviderConfig, ProviderKind
@@ -47,23 +59,34 @@ from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
 from ._specs import AgentCatalog, AgentSpec, parse_spec
 from ._tools import Tool, ToolBox, ToolContext, confine
 from ._usage import SessionUsage, Tokens, TurnUsage, UsageReport, session_usage, usage_of
+from ._write_tools import MAX_FILE_BYTES, EditFile, WriteFile, write_tools
 
 __all__ = [
     "DEFAULT_PROFILE",
     "INTERRUPTED",
+    "MAX_FILE_BYTES",
     "MESSAGE",
     "AgentCatalog",
     "AgentError",
     "AgentSpec",
     "AgentTurnHandler",
     "AgentWarning",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "AssistantMessage",
+    "Bash",
     "Compaction",
     "ConfigError",
     "CutOff",
     "DelegateTool",
+    "DiffReport",
+    "EditFile",
+    "FileChange",
+    "FileDiff",
+    "FileRewind",
     "Message",
     "OfflineProvider",
+    "Permissions",
     "Price",
     "Profile",
     "ProfileCatalog",
@@ -77,9 +100,12 @@ __all__ = [
     "ProviderResponse",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "RewindRefused",
+    "RewindReport",
     "ScriptedCall",
     "ScriptedProvider",
     "ScriptedTurn",
+    "SessionRewound",
     "SessionUsage",
     "TextSink",
     "Tokens",
@@ -97,6 +123,7 @@ __all__ = [
     "Usage",
     "UsageReport",
     "UserMessage",
+    "WriteFile",
     "confine",
     "file_tools",
     "fit",
@@ -107,9 +134,12 @@ __all__ = [
     "parse_history",
     "parse_spec",
     "read_messages",
+    "session_diff",
+    "session_rewind",
     "session_usage",
     "to_record",
     "usage_of",
+    "write_tools",
 ]
 
 _name_as_public(globals(), __all__, "amplifier.agents")

@@ -44,6 +44,9 @@ class DelegateTool:
         "timed_out), response."
     )
     Arguments: ClassVar[type[BaseModel]] = DelegateArguments
+    side_effects: ClassVar[bool] = False
+    """Its sub-session's own tool calls ask for themselves."""
+    subject: ClassVar[str | None] = "agent"
 
     def __init__(
         self, catalog: AgentCatalog, *, child_timeout: Callable[[ToolContext], float | None]

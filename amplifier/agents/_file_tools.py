@@ -83,6 +83,8 @@ class ReadFile:
         "to read next; use offset and limit to read them in pieces."
     )
 
+    side_effects: ClassVar[bool] = False
+    subject: ClassVar[str | None] = "path"
     Arguments: ClassVar[type[BaseModel]] = ReadFileArguments
 
     async def run(self, arguments: ReadFileArguments, context: ToolContext) -> str:
@@ -107,6 +109,8 @@ class ListDir:
         "directories end with '/', links out of the project end with '@'."
     )
 
+    side_effects: ClassVar[bool] = False
+    subject: ClassVar[str | None] = "path"
     Arguments: ClassVar[type[BaseModel]] = ListDirArguments
 
     async def run(self, arguments: ListDirArguments, context: ToolContext) -> str:
@@ -137,6 +141,8 @@ class Glob:
         ".git is skipped unless the pattern names it."
     )
 
+    side_effects: ClassVar[bool] = False
+    subject: ClassVar[str | None] = "path"
     Arguments: ClassVar[type[BaseModel]] = GlobArguments
 
     async def run(self, arguments: GlobArguments, context: ToolContext) -> str:
@@ -174,6 +180,8 @@ class Grep:
         "relative to the project root. Binary files and .git are skipped."
     )
 
+    side_effects: ClassVar[bool] = False
+    subject: ClassVar[str | None] = "path"
     Arguments: ClassVar[type[BaseModel]] = GrepArguments
 
     async def run(self, arguments: GrepArguments, context: ToolContext) -> str:

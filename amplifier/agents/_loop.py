@@ -33,19 +33,30 @@ Rule 7: a session runs under its own profile (the one its metadata
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
+import orjson
 
 from amplifier._log import log_failure
-from amplifier.runtime import SessionContext, SessionSetup, Turn
+from amplifier.runtime import (
+    ApprovalDecision,
+    ApprovalRequest,
+    SessionContext,
+    SessionSetup,
+    Turn,
+)
 
+from ._bash import Bash
 from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
 from ._delegate_tool import DelegateTool
+from ._events import ApprovalDecided, ApprovalRequested
 from ._exceptions import AgentWarning, ProviderError, ToolFailed, UnknownProfile
+from ._file_history import changed_since
 from ._file_tools import file_tools
 from ._messages import (
     AssistantMessage,
@@ -58,13 +69,15 @@ from ._messages import (
     parse_history,
     to_record,
 )
+from ._permissions import DEFAULT_RULE, Judge, Permissions, always_rule, subject_of
 from ._profiles import Profile
 from ._provider import Provider, ProviderRequest
 from ._provider_config import ProviderConfig
 from ._providers import make_provider
 from ._redact import COMMON_PATTERNS, Redactor
 from ._specs import AgentCatalog, AgentSpec
-from ._tools import ToolBox, ToolContext, clip, parse_arguments
+from ._tools import Previewing, Tool, ToolBox, ToolContext, clip, parse_arguments
+from ._write_tools import write_tools
 
 FINAL_RECORDS_TIMEOUT = 5.0
 REPAIR_WINDOW = 256 * 1024
@@ -72,6 +85,12 @@ _PARSED = "agents.parsed"
 """Where a session keeps the messages it already read (``read_messages``'s ``parsed``)."""
 """Bytes at the end of a transcript searched for a turn a crash cut off."""
 _EXCERPT = 300
+_SHOWN = 4000
+"""Characters of a command or diff kept in ``approval:request``."""
+_CHANGED = "agents.changed_since"
+"""Files someone changed since the session last wrote them (told to the next turn's model)."""
+PROVIDER_KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+"""Where providers read their keys by default: never passed on to commands."""
 
 
 class AgentTurnHandler:
@@ -85,8 +104,15 @@ class AgentTurnHandler:
         root: Path,
         provider: Provider | None = None,
         profiles: Callable[[str], Profile] | None = None,
+        permissions: Permissions | None = None,
+        assume_yes: bool = False,
     ) -> None:
-        """``profile`` is the Runtime's; ``profiles`` gives any other by name, as configured now."""
+        """``profile`` is the Runtime's; ``profiles`` gives any other by name, as configured now.
+
+        ``permissions`` are rules beside every profile's own (the command
+        line's ``--allow``/``--deny``); ``assume_yes`` lets every call that
+        would ask run (a deny still refuses).
+        """
         self.catalog = catalog
         self.profile = profile
         self._root = root.resolve()
@@ -98,8 +124,12 @@ class AgentTurnHandler:
             catalog,
             child_timeout=lambda context: self._profile_of(context.turn.session).child_timeout,
         )
-        self._tools = ToolBox([*file_tools(), delegate])
+        self._tools = ToolBox([*file_tools(), *write_tools(), Bash(), delegate])
         self._redactors: dict[str, Redactor | None] = {}
+        self._permissions = permissions or Permissions()
+        self._assume_yes = assume_yes
+        self._judges: dict[str, Judge] = {}
+        self._environments: dict[str, Mapping[str, str]] = {}
 
     # -- the TurnHandler protocol -------------------------------------------------
 
@@ -139,6 +169,25 @@ class AgentTurnHandler:
                 "session:repair",
                 {"tool_results_added": len(missing), "unreadable_messages": unreadable},
             )
+        await self._notice_changed_files(session)
+
+    async def _notice_changed_files(self, session: SessionContext) -> None:
+        """Say which files the session tree changed that someone changed since (and tell
+        the model at the next turn)."""
+        meta = session.metadata
+        if not meta.files_changed and not meta.children:
+            return  # nothing of its own, nor below it, to look at
+        project = self._project_dir(session)
+        changed = await anyio.to_thread.run_sync(changed_since, session.location, project)
+        if not changed:
+            return
+        session.state[_CHANGED] = changed
+        warnings.warn(
+            f"changed since session {session.id} last wrote them: {', '.join(changed)} "
+            "(the next turn's model is told)",
+            AgentWarning,
+            stacklevel=2,
+        )
 
     async def run_turn(self, turn: Turn) -> str:
         spec = self._spec(turn.session.agent)
@@ -148,6 +197,15 @@ class AgentTurnHandler:
         root = self._project_dir(turn.session)
         budget = self._budget(spec, tools, profile)
         history, partial = await self._history(turn, budget)
+        changed = turn.session.state.pop(_CHANGED, None)
+        if isinstance(changed, list) and changed and history:
+            # Told once, just before the prompt; not stored: the files say it themselves.
+            notice = UserMessage(
+                content="[Amplifier: since this session last changed them, someone else "
+                f"changed these files: {', '.join(map(str, changed))}. Read them again "
+                "before you change them.]"
+            )
+            history.insert(len(history) - 1, notice)
         for round_ in range(1, profile.max_rounds + 1):
             messages, compaction = fit(normalize(history), budget)
             if compaction is not None or partial:
@@ -377,29 +435,55 @@ class AgentTurnHandler:
         started = anyio.current_time()
         is_error = True
         trace: str | None = None
+        context: ToolContext | None = None
         try:
-            if call.cut_off:
-                raise ToolFailed(
-                    "not run: the answer reached the output-token limit (max_output_tokens "
-                    f"{profile.max_output_tokens}) before this call's arguments were "
-                    "complete, so they are not valid JSON. Call the tool again with shorter "
-                    "arguments, or split the work into smaller calls."
+            try:
+                if call.cut_off:
+                    raise ToolFailed(
+                        "not run: the answer reached the output-token limit (max_output_tokens "
+                        f"{profile.max_output_tokens}) before this call's arguments were "
+                        "complete, so they are not valid JSON. Call the tool again with shorter "
+                        "arguments, or split the work into smaller calls."
+                    )
+                tool = tools.get(call.name)
+                if tool is None:
+                    raise ToolFailed(
+                        f"no tool {call.name!r} for agent {spec.name!r}; "
+                        f"available: {', '.join(tools.names) or 'none'}"
+                    )
+                arguments = parse_arguments(tool, call.arguments)
+                context = ToolContext(
+                    root=root,
+                    turn=turn,
+                    agent=spec,
+                    call_id=call.id,
+                    environment=self._environment(profile),
                 )
-            tool = tools.get(call.name)
-            if tool is None:
-                raise ToolFailed(
-                    f"no tool {call.name!r} for agent {spec.name!r}; "
-                    f"available: {', '.join(tools.names) or 'none'}"
-                )
-            arguments = parse_arguments(tool, call.arguments)
-            context = ToolContext(root=root, turn=turn, agent=spec, call_id=call.id)
-            output = await tool.run(arguments, context)
-            is_error = False
-        except ToolFailed as exc:
-            output = str(exc)
-        except Exception as exc:  # a tool's bug must not end the turn: the model is told
-            output = f"{type(exc).__name__}: {exc}"
-            trace = log_failure(f"tool {call.name!r} failed in session {turn.session.id}", exc)
+                # Write-ahead: tool:pre and the decision are durable before anything runs.
+                await self._permit(turn, tool, arguments, call, context, profile)
+                output = await tool.run(arguments, context)
+                is_error = False
+            except ToolFailed as exc:
+                output = str(exc)
+            except Exception as exc:  # a tool's bug must not end the turn: the model is told
+                output = f"{type(exc).__name__}: {exc}"
+                trace = log_failure(f"tool {call.name!r} failed in session {turn.session.id}", exc)
+        except anyio.get_cancelled_exc_class():
+            if context is not None and context.changes:
+                # Cut off after it changed files: the changes stay on record.
+                with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                    await self._record_changes(turn, context)
+                    await turn.emit(
+                        "tool:post",
+                        {
+                            "tool": call.name,
+                            "call_id": call.id,
+                            "is_error": True,
+                            "result": INTERRUPTED,
+                            "file": context.changes[-1].model_dump(),
+                        },
+                    )
+            raise
         output = clip(output)
         redact = self.redactor(profile)
         if redact is not None:
@@ -412,12 +496,149 @@ class AgentTurnHandler:
             "result": output[:_EXCERPT],
             "result_chars": len(output),
         }
+        if context is not None and context.changes:
+            await self._record_changes(turn, context)
+            data["file"] = context.changes[-1].model_dump()
         if trace is not None:
             data["traceback"] = redact(trace) if redact is not None else trace
         await turn.emit("tool:post", data)
         return ToolResultMessage(
             tool_call_id=call.id, name=call.name, content=output, is_error=is_error
         )
+
+    async def _record_changes(self, turn: Turn, context: ToolContext) -> None:
+        await turn.session.count_file_changes(len(context.changes))
+
+    # -- permissions ------------------------------------------------------------------
+
+    async def _permit(
+        self,
+        turn: Turn,
+        tool: Tool,
+        arguments: Any,
+        call: ToolCall,
+        context: ToolContext,
+        profile: Profile,
+    ) -> None:
+        """Let the call run, or raise ``ToolFailed`` saying why not (``_permissions``).
+
+        A call that asks goes to whoever opened the session tree; its
+        question and the answer are recorded, and both are durable before
+        the call runs. A call with side effects records who allowed it.
+        """
+        subject = subject_of(tool.subject, call.arguments, context.root)
+        verdict = self._judge(profile)(
+            tool.name, subject, side_effects=tool.side_effects, granted=turn.session.granted
+        )
+        if verdict.outcome == "allow":
+            if tool.side_effects or verdict.rule != DEFAULT_RULE:
+                reason = None
+                if verdict.granted_by == "assume_yes":
+                    reason = "everything that would ask is allowed (--yes)"
+                elif verdict.granted_by == "granted":
+                    reason = "granted to this session earlier (always)"
+                await turn.emit(
+                    ApprovalDecided(
+                        call_id=call.id,
+                        tool=tool.name,
+                        decision="allow",
+                        decided_by="rule",
+                        rule=verdict.rule,
+                        reason=reason,
+                    )
+                )
+            return
+        if verdict.outcome == "deny":
+            await turn.emit(
+                ApprovalDecided(
+                    call_id=call.id,
+                    tool=tool.name,
+                    decision="deny",
+                    decided_by="rule",
+                    rule=verdict.rule,
+                )
+            )
+            raise ToolFailed(
+                f"not run: the permission rule deny {verdict.rule!r} refuses this call"
+            )
+        shown = await self._preview(tool, arguments, context)
+        grant = always_rule(tool.name, subject)
+        request = ApprovalRequest(
+            session_id=turn.session.id,
+            agent=turn.session.agent,
+            tool=tool.name,
+            arguments=call.arguments,
+            shown=shown,
+            rule=verdict.rule,
+            call_id=call.id,
+            always_rule=grant,
+        )
+        await turn.emit(
+            ApprovalRequested(
+                call_id=call.id,
+                tool=tool.name,
+                rule=verdict.rule,
+                shown=shown[:_SHOWN],
+            )
+        )
+        try:
+            decision = await turn.session.request_approval(request)
+        except anyio.get_cancelled_exc_class():
+            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                await turn.emit(
+                    ApprovalDecided(
+                        call_id=call.id,
+                        tool=tool.name,
+                        decision="deny",
+                        decided_by="no one",
+                        rule=verdict.rule,
+                        reason="withdrawn: the turn was cancelled before anyone answered",
+                    )
+                )
+            raise
+        granted = None
+        if decision.allowed and decision.always:
+            await turn.session.grant(grant)
+            granted = grant
+        await turn.emit(
+            ApprovalDecided(
+                call_id=call.id,
+                tool=tool.name,
+                decision="allow" if decision.allowed else "deny",
+                decided_by=decision.decided_by,
+                rule=verdict.rule,
+                reason=decision.reason,
+                granted=granted,
+            )
+        )
+        if not decision.allowed:
+            raise ToolFailed(_refusal(tool.name, decision))
+
+    async def _preview(self, tool: Tool, arguments: Any, context: ToolContext) -> str:
+        """What the call would do, for whoever is asked (a tool that cannot apply fails here)."""
+        if isinstance(tool, Previewing):
+            return await tool.preview(arguments, context)
+        return orjson.dumps(arguments.model_dump(mode="json")).decode()
+
+    def _judge(self, profile: Profile) -> Judge:
+        judge = self._judges.get(profile.name)
+        if judge is None:
+            rules = profile.permissions.merged(self._permissions)
+            judge = self._judges[profile.name] = Judge.of(rules, assume_yes=self._assume_yes)
+        return judge
+
+    def _environment(self, profile: Profile) -> Mapping[str, str]:
+        """This process's environment without the providers' API keys (for commands)."""
+        environment = self._environments.get(profile.name)
+        if environment is None:
+            names = {*PROVIDER_KEY_VARIABLES, profile.provider.api_key_env}
+            key = profile.provider.key()
+            environment = self._environments[profile.name] = {
+                name: value
+                for name, value in os.environ.items()
+                if name not in names and not (key and value == key)
+            }
+        return environment
 
     # -- configuration ----------------------------------------------------------------
 
@@ -476,6 +697,18 @@ def cli_agent(catalog: AgentCatalog, agent: str, *, announce: bool) -> str:
             stacklevel=3,
         )
     return "default"
+
+
+def _refusal(tool: str, decision: ApprovalDecision) -> str:
+    """What the model reads when a call that asked was not allowed to run."""
+    reason = f": {decision.reason}" if decision.reason else ""
+    match decision.decided_by:
+        case "user":
+            return f"not run: the user declined this {tool} call{reason}"
+        case "no one":
+            return f"not run: this {tool} call needs approval, and {decision.reason}"
+        case _:
+            return f"not run: this {tool} call was not approved{reason}"
 
 
 def _parsed(session: SessionContext) -> Parsed:

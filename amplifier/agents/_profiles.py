@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from amplifier.persistence import Durability
 
 from ._exceptions import ConfigError, UnknownProfile
+from ._permissions import Permissions
 from ._provider_config import ProviderConfig
 from ._yaml import YamlProblem, load_yaml
 
@@ -59,6 +60,8 @@ class Profile(BaseModel):
     agent: str = "default"
     """The agent a new session runs when none is named."""
     tools: ToolPolicy = ToolPolicy()
+    permissions: Permissions = Permissions()
+    """Which tool calls run, ask first, or are refused (``allow``, ``ask``, ``deny`` rules)."""
     context_window: int = Field(default=128_000, ge=256)
     """Tokens the model accepts; history beyond it is compacted."""
     max_output_tokens: int = Field(default=4096, gt=0)

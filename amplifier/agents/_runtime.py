@@ -16,11 +16,12 @@ from pathlib import Path
 import anyio
 
 from amplifier.persistence import Clock, Durability, Store, resolve_home_and_cwd, utc_now
-from amplifier.runtime import Runtime, TurnHandler
+from amplifier.runtime import Approver, Runtime, TurnHandler
 from amplifier.runtime import open_runtime as open_core_runtime
 from amplifier.runtime.lowlevel import ChildLauncher
 
 from ._loop import AgentTurnHandler
+from ._permissions import Permissions
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._provider import Provider
 from ._provider_config import ProviderKind
@@ -66,6 +67,9 @@ async def open_runtime(
     clock: Clock = utc_now,
     store: Store | None = None,
     children: ChildLauncher | None = None,
+    approve: Approver | None = None,
+    permissions: Permissions | None = None,
+    assume_yes: bool = False,
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose new sessions run agents under ``profile`` (default ``base``).
 
@@ -77,6 +81,13 @@ async def open_runtime(
     ``store``: write through this open store instead of starting one (the
     session hosts of the Ray backend); ``children``: place some delegated
     children on other session hosts.
+
+    Tool calls with side effects (``write_file``, ``edit_file``, ``bash``)
+    ask first unless a rule allows them: ``permissions`` adds rules to every
+    profile's own (deny beats ask beats allow); ``approve`` answers the
+    calls that ask (an ``ApprovalRequest`` in, ``True``/``False`` or an
+    ``ApprovalDecision`` out; sync or async); without it they are denied.
+    ``assume_yes`` allows every call that would ask.
     Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened.
     """
     root, directory = resolve_home_and_cwd(home, cwd)
@@ -96,7 +107,13 @@ async def open_runtime(
         )
         fixed = provider if provider is not None and not isinstance(provider, str) else None
         agents = AgentTurnHandler(
-            catalog=catalog, profile=settings, root=directory, provider=fixed, profiles=configured
+            catalog=catalog,
+            profile=settings,
+            root=directory,
+            provider=fixed,
+            profiles=configured,
+            permissions=permissions,
+            assume_yes=assume_yes,
         )
     try:
         async with open_core_runtime(
@@ -110,6 +127,7 @@ async def open_runtime(
             max_children=settings.max_children,
             store=store,
             children=children,
+            approve=approve,
         ) as runtime:
             yield runtime
     finally:

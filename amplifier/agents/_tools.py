@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +23,7 @@ from ._provider import ToolSpec
 if TYPE_CHECKING:
     from amplifier.runtime import Turn
 
+    from ._events import FileChange
     from ._specs import AgentSpec
 
 MAX_TOOL_OUTPUT = 64 * 1024
@@ -38,10 +39,23 @@ class ToolContext:
     turn: Turn
     agent: AgentSpec
     call_id: str
+    environment: Mapping[str, str] | None = None
+    """The environment for commands the tool starts (the providers' keys left out);
+    None: this process's own."""
+    changes: list[FileChange] = field(default_factory=list)
+    """Files the call changed, in order: recorded in its ``tool:post``."""
+
+    async def keep(self, content: bytes) -> str:
+        """Keep a file's content before changing it; its digest, once durable (write-ahead)."""
+        return await self.turn.session.keep_file(content)
+
+    def changed(self, change: FileChange) -> None:
+        """Say that the call changed a file (``session diff`` and ``rewind`` use it)."""
+        self.changes.append(change)
 
 
 class Tool(Protocol):
-    """A tool; the three attributes are usually plain class attributes (or a nested class)."""
+    """A tool; the attributes are usually plain class attributes (or a nested class)."""
 
     @property
     def name(self) -> str: ...
@@ -52,8 +66,28 @@ class Tool(Protocol):
     @property
     def Arguments(self) -> type[BaseModel]: ...
 
+    @property
+    def side_effects(self) -> bool:
+        """Whether the tool changes something (files, processes, the world outside):
+        such a call asks first unless a rule allows it, and is written ahead."""
+        ...
+
+    @property
+    def subject(self) -> str | None:
+        """The argument that permission rules match (``bash(git *)`` globs ``command``)."""
+        ...
+
     async def run(self, arguments: Any, context: ToolContext) -> str:
         """Do the work; return the result text, or raise ``ToolFailed``."""
+        ...
+
+
+@runtime_checkable
+class Previewing(Protocol):
+    """A tool that can say what a call would do before it runs (shown when it asks)."""
+
+    async def preview(self, arguments: Any, context: ToolContext) -> str:
+        """What the call would do: the command, or the diff an edit would make."""
         ...
 
 

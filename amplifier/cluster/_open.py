@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from amplifier._errors import UsageError
-from amplifier.agents import Provider, ProviderKind
+from amplifier.agents import Permissions, Provider, ProviderKind
 from amplifier.agents import open_runtime as open_local_runtime
 from amplifier.persistence import Clock, Durability, utc_now
-from amplifier.runtime import Runtime, TurnHandler
+from amplifier.runtime import Approver, Runtime, TurnHandler
 
 from ._exceptions import ClusterUnavailable
 
@@ -29,6 +29,9 @@ async def open_runtime(
     cluster: str | None = None,
     hosts: int = 2,
     spread_children: bool = False,
+    approve: Approver | None = None,
+    permissions: Permissions | None = None,
+    assume_yes: bool = False,
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose sessions run agents under ``profile`` (default ``base``).
 
@@ -36,6 +39,14 @@ async def open_runtime(
     as ``"openai"``, or a ready ``Provider`` object); ``durability`` too.
     ``handler`` replaces the agent loop altogether (tests, other runtimes).
     Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened.
+
+    Tool calls with side effects (``write_file``, ``edit_file``, ``bash``)
+    pass a permission check first: ``permissions`` adds rules to every
+    profile's (``Permissions(allow=[...], ask=[...], deny=[...])``; deny
+    beats ask beats allow); a call that asks goes to ``approve`` (sync or
+    async: an ``ApprovalRequest`` in, ``True``, ``False`` or an
+    ``ApprovalDecision`` out), and without it is denied, with a result the
+    model can read; ``assume_yes`` allows every call that would ask.
 
     ``cluster`` runs the sessions on a Ray cluster (``pip install
     'amplifier[ray]'``): ``"auto"`` joins the running one or starts a local
@@ -60,9 +71,15 @@ async def open_runtime(
             model=model,
             handler=handler,
             clock=clock,
+            approve=approve,
+            permissions=permissions,
+            assume_yes=assume_yes,
         ) as runtime:
             yield runtime
         return
+    if permissions is not None or assume_yes:
+        # TODO(lead): pass the rules to the hosts once the cluster rework lands.
+        raise ClusterUnavailable("permission rules are not yet passed to a cluster's hosts")
     if handler is not None or clock is not utc_now:
         raise ClusterUnavailable("a cluster runtime runs the agent loop of each host's own")
     if provider is not None and not isinstance(provider, str):
