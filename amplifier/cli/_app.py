@@ -119,6 +119,29 @@ ClusterOption = Annotated[
         "address. Needs amplifier[ray].",
     ),
 ]
+AllowOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow",
+        metavar="RULE",
+        help="Let matching tool calls run without asking: a tool, or tool(pattern), e.g. "
+        "'bash(pytest*)', 'write_file(tests/**)'. Repeatable.",
+    ),
+]
+DenyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--deny",
+        metavar="RULE",
+        help="Refuse matching tool calls (beats --allow and --yes). Repeatable.",
+    ),
+]
+YesFlag = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", help="Let every tool call that would ask run (a deny still refuses)."
+    ),
+]
 NoHistory = Annotated[
     bool, typer.Option("--no-history", help="Do not show the recent history first.")
 ]
@@ -434,13 +457,57 @@ class _Before:
     model: str | None = None
     agent: str | None = None
     cluster: str | None = None
+    access: _Access | None = None
 
     def given(self) -> list[str]:
-        return [
+        named = [
             f"--{name}"
             for name in ("profile", "provider", "model", "agent", "cluster")
             if getattr(self, name) is not None
         ]
+        return named + (self.access.given() if self.access is not None else [])
+
+
+@dataclass(frozen=True, slots=True)
+class _Access:
+    """What ``--allow``, ``--deny`` and ``--yes`` say of the tool calls a command runs."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    yes: bool = False
+
+    @classmethod
+    def of(
+        cls, ctx: typer.Context, allow: list[str] | None, deny: list[str] | None, yes: bool
+    ) -> _Access:
+        """The flags given to the command, with those given before it (``_Before``)."""
+        before = _before(ctx).access or cls()
+        return cls(
+            allow=(*before.allow, *(allow or ())),
+            deny=(*before.deny, *(deny or ())),
+            yes=yes or before.yes,
+        )
+
+    def given(self) -> list[str]:
+        flags = (("--allow", self.allow), ("--deny", self.deny), ("--yes", self.yes))
+        return [flag for flag, present in flags if present]
+
+    def options(self, *, as_json: bool) -> dict[str, Any]:
+        """``open_runtime``'s options: the rules, and who answers the calls that ask.
+
+        A rule that does not parse is a ``ConfigError`` (exit 2).
+        """
+        from amplifier import Permissions
+
+        from ._approval import approver
+
+        rules = Permissions.of(allow=self.allow, deny=self.deny)
+        options: dict[str, Any] = {"approve": approver(as_json)}
+        if self.allow or self.deny:
+            options["permissions"] = rules
+        if self.yes:
+            options["assume_yes"] = True
+        return options
 
 
 _KEEPS_ITS_AGENT = "--agent applies to a new session; a resumed one keeps its agent"
@@ -494,6 +561,9 @@ def root(
     model: ModelOption = None,
     agent: AgentOption = None,
     cluster: ClusterOption = None,
+    allow: AllowOption = None,
+    deny: DenyOption = None,
+    yes: YesFlag = False,
     debug: Annotated[
         bool,
         typer.Option(
@@ -503,9 +573,15 @@ def root(
 ) -> None:
     """Run and manage AI-agent sessions. With no command: an interactive session."""
     _Debug.flag = debug
+    access = _Access(allow=tuple(allow or ()), deny=tuple(deny or ()), yes=yes)
     if ctx.invoked_subcommand is not None:
         ctx.obj = _Before(
-            profile=profile, provider=provider, model=model, agent=agent, cluster=cluster
+            profile=profile,
+            provider=provider,
+            model=model,
+            agent=agent,
+            cluster=cluster,
+            access=access if access.given() else None,
         )
         if ctx.invoked_subcommand not in ("run", "continue", "session"):
             _refuse_before(ctx, ctx.invoked_subcommand)
@@ -517,7 +593,11 @@ def root(
         from ._interactive import run_interactive
 
         async with open_runtime(
-            profile=profile, provider=_provider(provider), model=model, **_on(cluster)
+            profile=profile,
+            provider=_provider(provider),
+            model=model,
+            **_on(cluster),
+            **access.options(as_json=False),
         ) as rt:
             async with rt.open_session(agent=agent) as session:
                 code = await run_interactive(
@@ -556,9 +636,13 @@ def run(
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
     cluster: ClusterOption = None,
+    allow: AllowOption = None,
+    deny: DenyOption = None,
+    yes: YesFlag = False,
 ) -> None:
     """Run one turn in a new session (or --resume one), print the answer and the session id."""
     as_json = _json_mode(json_flag, output_format)
+    access = _Access.of(ctx, allow, deny, yes)
     before = _before(ctx)
     cluster = cluster if cluster is not None else before.cluster
     profile = profile if profile is not None else before.profile
@@ -575,7 +659,11 @@ def run(
 
     async def main(interrupts: AsyncIterator[int]) -> int:
         async with open_runtime(
-            profile=profile, provider=_provider(provider), model=model, **_on(cluster)
+            profile=profile,
+            provider=_provider(provider),
+            model=model,
+            **_on(cluster),
+            **access.options(as_json=as_json),
         ) as rt:
             opening = (
                 rt.resume(resume, profile=profile)
@@ -605,11 +693,15 @@ def continue_(
     pick: Annotated[
         bool, typer.Option("--pick", help="Choose from the recent sessions (on a terminal).")
     ] = False,
+    allow: AllowOption = None,
+    deny: DenyOption = None,
+    yes: YesFlag = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
     """Resume the session of this project used last (--pick: choose one)."""
     as_json = _json_mode(json_flag, output_format)
+    access = _Access.of(ctx, allow, deny, yes)
     profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
@@ -635,6 +727,7 @@ def continue_(
         return await _resume(
             picked if pick else latest,
             prompt,
+            access=access,
             profile=profile,
             provider=provider,
             model=model,
@@ -697,6 +790,7 @@ async def _resume(
     target: _Target,
     prompt: str | None,
     *,
+    access: _Access,
     profile: str | None,
     provider: Provider | None,
     model: str | None,
@@ -718,7 +812,12 @@ async def _resume(
         _fail("--interactive takes no prompt", code=2, as_json=as_json)
     piped = prompt is None and not interactive and stdin_is_piped()
     prompt = _read_prompt(prompt) if piped or prompt is not None else None
-    async with open_runtime(profile=profile, provider=_provider(provider), model=model) as rt:
+    async with open_runtime(
+        profile=profile,
+        provider=_provider(provider),
+        model=model,
+        **access.options(as_json=as_json),
+    ) as rt:
         session_id = target if isinstance(target, str) else await target(rt, interrupts)
         location = await rt.find(session_id)
         if piped and not (prompt and prompt.strip()):
@@ -900,11 +999,15 @@ def resume_(
     profile: ProfileOption = None,
     provider: ProviderOption = None,
     model: ModelOption = None,
+    allow: AllowOption = None,
+    deny: DenyOption = None,
+    yes: YesFlag = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
     """Resume a session (sub-sessions too): with a prompt, one turn; without, interactive."""
     as_json = _json_mode(json_flag, output_format)
+    access = _Access.of(ctx, allow, deny, yes)
     profile, provider, model = _resume_flags(ctx, profile, provider, model, as_json=as_json)
     history = _history(no_history, full_history)
 
@@ -915,6 +1018,7 @@ def resume_(
         return await _resume(
             session_id if session_id is not None else picked,
             prompt,
+            access=access,
             profile=profile,
             provider=provider,
             model=model,

@@ -27,6 +27,7 @@ from rich.tree import Tree
 from amplifier import AmplifierError, EventRecord, Session
 from amplifier._errors import unwrap_single_error
 
+from ._approval import SCREEN
 from ._render import safe
 
 REFRESH_PER_SECOND = 8
@@ -177,16 +178,18 @@ async def live_progress(session: Session, console: Console) -> AsyncIterator[Pro
                 with contextlib.suppress(AmplifierError):  # fell behind: the view stops
                     async for event in events:
                         state.apply(event)
-                        if state.shown and not live.is_started:
+                        if state.shown and SCREEN.live is None:
                             stdout.flush()
                             live.start()
+                            SCREEN.live = live
                             if lines is not None:
                                 sys.stdout = lines
                             tg.start_soon(redraw)
 
             async def redraw() -> None:
                 while True:
-                    live.update(state.render(), refresh=True)
+                    if live.is_started:  # not while a question has paused it (``_approval``)
+                        live.update(state.render(), refresh=True)
                     await anyio.sleep(1 / REFRESH_PER_SECOND)
 
             tg.start_soon(follow)
@@ -194,6 +197,7 @@ async def live_progress(session: Session, console: Console) -> AsyncIterator[Pro
                 yield state
             finally:
                 tg.cancel_scope.cancel()
+                SCREEN.live = None
                 if live.is_started:
                     if lines is not None:
                         lines.finish()
