@@ -92,16 +92,18 @@ class Bash:
         output = _Output(KEEP_BYTES)
         leash = _leash_fd()
         try:
-            process = await anyio.open_process(
-                ["/bin/bash", "-c", _WRAPPER.format(fd=leash), "bash", arguments.command],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=context.root,
-                env=dict(context.environment) if context.environment is not None else None,
-                start_new_session=True,
-                pass_fds=(leash,),
-            )
+            # Shielded: cancelled half-way, the process would exist with no one to stop it.
+            with anyio.CancelScope(shield=True):
+                process = await anyio.open_process(
+                    ["/bin/bash", "-c", _WRAPPER.format(fd=leash), "bash", arguments.command],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=context.root,
+                    env=dict(context.environment) if context.environment is not None else None,
+                    start_new_session=True,
+                    pass_fds=(leash,),
+                )
         except OSError as exc:
             raise ToolFailed(f"could not start /bin/bash: {exc.strerror or exc}") from None
         code: int | None = None
@@ -192,9 +194,9 @@ class _Output:
         head = self._head.decode("utf-8", errors="replace")
         if left_out <= 0:
             return (head + bytes(tail).decode("utf-8", errors="replace")).rstrip("\n")
-        kept = self._keep // 1024
+        kept = f"{self._keep // 1024} KiB" if self._keep >= 1024 else f"{self._keep} bytes"
         note = (
             f"\n[... {left_out} bytes of output left out: the first and the last "
-            f"{kept} KiB of {self.total} bytes are shown ...]\n"
+            f"{kept} of {self.total} bytes are shown ...]\n"
         )
         return head + note + bytes(tail).decode("utf-8", errors="replace").rstrip("\n")

@@ -1,0 +1,216 @@
+"""File history: what a session tree changed, ``session_diff`` and ``session_rewind``."""
+
+from __future__ import annotations
+
+import json
+import stat
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+import amplifier
+from amplifier import AgentWarning, RewindRefused, Runtime
+from amplifier.agents import (
+    OfflineProvider,
+    ProviderRequest,
+    ProviderResponse,
+    TextSink,
+    UserMessage,
+)
+from amplifier.persistence.lowlevel import FILE_HISTORY
+
+from .helpers import events, session_dirs
+
+
+class Recording(OfflineProvider):
+    """The offline provider, keeping the user messages of each turn's first model call."""
+
+    def __init__(self) -> None:
+        self.prompts: list[list[str]] = []
+
+    async def complete(
+        self, request: ProviderRequest, *, on_text: TextSink | None = None
+    ) -> ProviderResponse:
+        self.prompts.append([m.content for m in request.messages if isinstance(m, UserMessage)])
+        return await super().complete(request, on_text=on_text)
+
+
+def opened(home: Path, project: Path) -> AbstractAsyncContextManager[Runtime]:
+    """A runtime whose tool calls run without asking (file history is what is tested)."""
+    return amplifier.open_runtime(home=home, cwd=project, assume_yes=True, durability="flush")
+
+
+def write(path: str, content: str) -> str:
+    return "/tool write_file " + json.dumps({"file_path": path, "content": content})
+
+
+def edit(path: str, old: str, new: str) -> str:
+    arguments = {"file_path": path, "old_string": old, "new_string": new}
+    return "/tool edit_file " + json.dumps(arguments)
+
+
+async def three_turns(rt: Runtime, project: Path) -> str:
+    """Turn 1 edits auth.py, turn 2 a sub-session writes a test, turn 3 edits auth.py again."""
+    (project / "auth.py").write_text("query = 'unsafe'\n")
+    async with rt.open_session() as session:
+        await session.ask(edit("auth.py", "unsafe", "safe"))
+        await session.ask("/delegate default: " + write("tests/test_auth.py", "assert True\n"))
+        await session.ask(edit("auth.py", "safe", "safest"))
+    return session.id
+
+
+async def test_diff_shows_each_file_the_tree_changed_from_before_to_now(
+    home: Path, project: Path
+) -> None:
+    """One diff per file across parent and child, naming who changed it."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+        report = await amplifier.session_diff(rt, session_id)
+    files = {file.path: file for file in report.files}
+    assert set(files) == {"auth.py", "tests/test_auth.py"}
+    auth = files["auth.py"]
+    assert auth.state == "modified"
+    assert "-query = 'unsafe'" in auth.lines
+    assert "+query = 'safest'" in auth.lines
+    assert auth.sessions == (session_id,)
+    test = files["tests/test_auth.py"]
+    assert test.state == "created"
+    assert test.sessions[0].endswith("_default")
+    assert (test.added, test.removed) == (1, 0)
+
+
+async def test_rewind_restores_every_file_and_removes_created_ones(
+    home: Path, project: Path
+) -> None:
+    """All changes of parent and child are undone; the rewind itself is recorded."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+        report = await amplifier.session_rewind(rt, session_id)
+    assert (project / "auth.py").read_text() == "query = 'unsafe'\n"
+    assert not (project / "tests/test_auth.py").exists()
+    assert [(f.path, f.action) for f in report.files] == [
+        ("auth.py", "restore"),
+        ("tests/test_auth.py", "remove"),
+    ]
+    rewound = [e for e in events(home, session_id) if e["event"] == "session:rewind"]
+    assert len(rewound) == 1
+    assert {f["path"] for f in rewound[0]["data"]["files"]} == {"auth.py", "tests/test_auth.py"}
+
+
+async def test_rewind_from_a_turn_keeps_the_earlier_turns(home: Path, project: Path) -> None:
+    """--turn 3 undoes turn 3 only: turn 1's edit and turn 2's new file stay."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+        await amplifier.session_rewind(rt, session_id, turn=3)
+    assert (project / "auth.py").read_text() == "query = 'safe'\n"
+    assert (project / "tests/test_auth.py").exists()
+
+
+async def test_a_rewind_can_itself_be_rewound(home: Path, project: Path) -> None:
+    """undo puts back what the last rewind restored."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+        await amplifier.session_rewind(rt, session_id)
+        await amplifier.session_rewind(rt, session_id, undo=True)
+    assert (project / "auth.py").read_text() == "query = 'safest'\n"
+    assert (project / "tests/test_auth.py").read_text() == "assert True\n"
+
+
+@pytest.mark.parametrize("change", ["edited", "deleted"])
+async def test_rewind_refuses_a_file_changed_since_unless_forced(
+    home: Path, project: Path, change: str
+) -> None:
+    """Someone changed (or removed) a file since: nothing is restored, the file is named;
+    with force everything is."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+        if change == "edited":
+            (project / "auth.py").write_text("query = 'mine'\n")
+        else:
+            (project / "auth.py").unlink()
+        with pytest.raises(RewindRefused, match=r"auth\.py was changed since"):
+            await amplifier.session_rewind(rt, session_id)
+        assert (project / "tests/test_auth.py").exists()  # all or nothing
+        report = await amplifier.session_rewind(rt, session_id, force=True)
+    assert report.forced == ("auth.py",)
+    assert (project / "auth.py").read_text() == "query = 'unsafe'\n"
+    assert not (project / "tests/test_auth.py").exists()
+
+
+async def test_rewind_with_damaged_history_names_what_it_cannot_restore(
+    home: Path, project: Path
+) -> None:
+    """A kept content that is gone refuses the rewind; forced, the rest is restored."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+        await rt.flush()
+        for kept in (session_dirs(home)[session_id] / FILE_HISTORY).iterdir():
+            kept.write_bytes(b"damaged")
+        with pytest.raises(RewindRefused, match=r"auth\.py: a kept content .* is damaged"):
+            await amplifier.session_rewind(rt, session_id)
+        report = await amplifier.session_rewind(rt, session_id, force=True)
+    assert report.skipped == ("auth.py",)
+    assert (project / "auth.py").read_text() == "query = 'safest'\n"
+    assert not (project / "tests/test_auth.py").exists()
+
+
+async def test_file_history_is_owner_only_and_keeps_a_content_once(
+    home: Path, project: Path
+) -> None:
+    """The same old content kept twice is one file; the folder and files are 0700/0600."""
+    (project / "a.txt").write_text("same\n")
+    async with opened(home, project) as rt:
+        async with rt.open_session() as session:
+            await session.ask(write("a.txt", "other\n"))
+            await session.ask(write("a.txt", "same\n"))
+            await session.ask(write("a.txt", "other\n"))
+    folder = session_dirs(home)[session.id] / FILE_HISTORY
+    kept = sorted(path.read_bytes() for path in folder.iterdir())
+    assert kept == [b"other\n", b"same\n"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()} == {0o600}
+
+
+async def test_rewind_of_a_session_in_use_is_refused(home: Path, project: Path) -> None:
+    """A session open in a runtime is not rewound under it."""
+    async with opened(home, project) as rt:
+        async with rt.open_session() as session:
+            await session.ask(write("a.txt", "x"))
+            with pytest.raises(amplifier.SessionLocked):
+                await amplifier.session_rewind(rt, session.id)
+    assert (project / "a.txt").exists()
+
+
+async def test_rewind_to_a_turn_the_session_lacks_is_a_usage_error(
+    home: Path, project: Path
+) -> None:
+    """--turn beyond the session's turns says how many it has."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+        with pytest.raises(amplifier.UsageError, match="has no turn 9 \\(it has 3 turns\\)"):
+            await amplifier.session_rewind(rt, session_id, turn=9)
+
+
+async def test_resume_names_files_changed_since_and_tells_the_model(
+    home: Path, project: Path
+) -> None:
+    """Files someone changed after the session wrote them are named on resume, and the next
+    turn's model is told."""
+    async with opened(home, project) as rt:
+        session_id = await three_turns(rt, project)
+    (project / "tests/test_auth.py").write_text("assert False\n")
+    model = Recording()
+    async with amplifier.open_runtime(home=home, cwd=project, provider=model) as rt:
+        changed = r"since session \S+ last wrote them: tests/test_auth\.py \("
+        with pytest.warns(AgentWarning, match=changed):
+            session = await rt.resume(session_id)
+        async with session:
+            await session.ask("what changed?")
+            await session.ask("and now?")
+    first_turn, second_turn = model.prompts
+    assert "someone else changed these files: tests/test_auth.py." in first_turn[-2]
+    assert first_turn[-1] == "what changed?"
+    assert not any("someone else changed" in text for text in second_turn)
+    transcript = (session_dirs(home)[session_id] / "transcript.jsonl").read_text()
+    assert "someone else changed" not in transcript
