@@ -69,7 +69,7 @@ from ._messages import (
     parse_history,
     to_record,
 )
-from ._permissions import DEFAULT_RULE, Judge, Permissions, always_rule, subject_of
+from ._permissions import DEFAULT_RULE, Judge, Permissions, Verdict, always_rule, subject_of
 from ._profiles import Profile
 from ._provider import Provider, ProviderRequest
 from ._provider_config import ProviderConfig
@@ -527,27 +527,20 @@ class AgentTurnHandler:
         the call runs. A call with side effects records who allowed it.
         """
         subject = subject_of(tool.subject, call.arguments, context.root)
-        verdict = self._judge(profile)(
-            tool.name, subject, side_effects=tool.side_effects, granted=turn.session.granted
-        )
-        if verdict.outcome == "allow":
-            if tool.side_effects or verdict.rule != DEFAULT_RULE:
-                reason = None
-                if verdict.granted_by == "assume_yes":
-                    reason = "everything that would ask is allowed (--yes)"
-                elif verdict.granted_by == "granted":
-                    reason = "granted to this session earlier (always)"
-                await turn.emit(
-                    ApprovalDecided(
-                        call_id=call.id,
-                        tool=tool.name,
-                        decision="allow",
-                        decided_by="rule",
-                        rule=verdict.rule,
-                        reason=reason,
-                    )
-                )
-            return
+
+        def judged() -> Verdict:
+            return self._judge(profile)(
+                tool.name, subject, side_effects=tool.side_effects, granted=turn.session.granted
+            )
+
+        verdict = judged()
+        if verdict.outcome == "ask":
+            # One question at a time per session: an answer "always" may settle the next.
+            async with _asking(turn.session):
+                verdict = judged()
+                if verdict.outcome == "ask":
+                    await self._ask(turn, tool, arguments, call, context, verdict, subject)
+                    return
         if verdict.outcome == "deny":
             await turn.emit(
                 ApprovalDecided(
@@ -561,6 +554,34 @@ class AgentTurnHandler:
             raise ToolFailed(
                 f"not run: the permission rule deny {verdict.rule!r} refuses this call"
             )
+        if tool.side_effects or verdict.rule != DEFAULT_RULE:
+            reason = None
+            if verdict.granted_by == "assume_yes":
+                reason = "everything that would ask is allowed (--yes)"
+            elif verdict.granted_by == "granted":
+                reason = "granted to this session earlier (always)"
+            await turn.emit(
+                ApprovalDecided(
+                    call_id=call.id,
+                    tool=tool.name,
+                    decision="allow",
+                    decided_by="rule",
+                    rule=verdict.rule,
+                    reason=reason,
+                )
+            )
+
+    async def _ask(
+        self,
+        turn: Turn,
+        tool: Tool,
+        arguments: Any,
+        call: ToolCall,
+        context: ToolContext,
+        verdict: Verdict,
+        subject: str | None,
+    ) -> None:
+        """Ask whoever opened the session tree; ``ToolFailed`` unless the answer allows."""
         shown = await self._preview(tool, arguments, context)
         grant = always_rule(tool.name, subject)
         request = ApprovalRequest(
@@ -697,6 +718,17 @@ def cli_agent(catalog: AgentCatalog, agent: str, *, announce: bool) -> str:
             stacklevel=3,
         )
     return "default"
+
+
+_ASKING = "agents.asking"
+
+
+def _asking(session: SessionContext) -> anyio.Lock:
+    """The lock a session's calls take to ask, one at a time."""
+    lock = session.state.get(_ASKING)
+    if not isinstance(lock, anyio.Lock):
+        lock = session.state[_ASKING] = anyio.Lock()
+    return lock
 
 
 def _refusal(tool: str, decision: ApprovalDecision) -> str:
