@@ -128,6 +128,9 @@ SHOWN_FAILURES = 5
 
 AMPLIFIER = Path(sys.executable).with_name("amplifier")
 
+LEFT_RUNNING = "sleep 37.5"
+"""A command a trial's bash call leaves running: no such process may outlive its run."""
+
 PROMPTS = (
     "\n".join(
         [
@@ -135,6 +138,7 @@ PROMPTS = (
             '/delegate default: /delegate explorer: /tool read_file {"path": "README.md"}',
             '/delegate reviewer: /tool grep {"pattern": "x"}',
             '/tool glob {"pattern": "**/*.py"}',
+            '/tool write_file {"file_path": "out/report.txt", "content": "report\\n"}',
         ]
     ),
     "\n".join(
@@ -143,6 +147,7 @@ PROMPTS = (
             '/tool read_file {"path": "src/app.py"}',
             '/delegate explorer: /tool grep {"pattern": "def"}',
             '/tool read_file {"path": "notes.txt"}',
+            f'/delegate default: /tool bash {{"command": "{LEFT_RUNNING} & echo started"}}',
         ]
     ),
     "\n".join(
@@ -152,10 +157,14 @@ PROMPTS = (
             '/delegate default: /delegate explorer: /tool list_dir {"path": "src"}',
             '/delegate default: /delegate reviewer: /tool grep {"pattern": "return"}',
             '/tool read_file {"path": "../outside.txt"}',
+            '/tool edit_file {"file_path": "notes.txt", "old_string": "remember", '
+            '"new_string": "note"}',
+            '/tool bash {"command": "ls src"}',
         ]
     ),
 )
-"""Offline-provider prompts: concurrent delegations, nested ones, tool calls (one refused)."""
+"""Offline-provider prompts: concurrent delegations, nested ones, tool calls (one refused),
+files written and edited, commands run (one leaves a process running, to be stopped)."""
 
 PROJECT_FILES = {
     "README.md": "# Demo\n\nx marks the spot.\n",
@@ -337,6 +346,28 @@ def make_project(path: Path) -> None:
         target.write_text(text)
 
 
+def processes_running(command: str, *, grace: float = 5.0) -> list[int]:
+    """Processes whose command line is ``command``, after waiting ``grace`` for them to go."""
+    deadline = time.monotonic() + grace
+    while True:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as file:
+                    line = file.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                with open(f"/proc/{entry}/stat") as file:
+                    zombie = file.read().split(") ")[1][0] == "Z"
+            except OSError:
+                continue
+            if line == command and not zombie:
+                found.append(int(entry))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def command_env(home: Path, backend: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("AMPLIFIER_DEBUG", None)
@@ -353,7 +384,7 @@ def journal_names(home: Path) -> set[str]:
 
 def execute(run: Run, home: Path, project: Path, timing: Timing, log: Path) -> None:
     """Run the command; SIGKILL it as ``run`` plans (``complete``: let it finish)."""
-    args = ["run", "--json", run.prompt]
+    args = ["run", "--json", "--yes", run.prompt]
     if run.resume is not None:
         args[1:1] = ["--resume", run.resume]
     before = journal_names(home)
@@ -1072,6 +1103,8 @@ def test_killed_cli_loses_nothing_acknowledged_and_every_session_resumes(
         f"{trial.describe()}\n" + "\n".join(f"  - {p}" for p in trial.problems[:20])
         for trial in failed[:SHOWN_FAILURES]
     )
+    left = processes_running(LEFT_RUNNING)
+    assert not left, f"{summary}\nprocesses that outlived their run: {left}"
     # The trials must have exercised what they claim to test.
     runs = [run for trial in done for run in trial.runs]
     assert any(run.killed for run in runs), summary
