@@ -8,7 +8,17 @@ import pytest
 
 import amplifier
 from amplifier import ConfigError, UnknownProfile
-from amplifier.agents import AgentCatalog, ProfileCatalog, load_profile, parse_spec
+from amplifier.agents import (
+    AgentCatalog,
+    Bash,
+    DelegateTool,
+    ProfileCatalog,
+    ToolBox,
+    file_tools,
+    load_profile,
+    parse_spec,
+    write_tools,
+)
 
 SPEC = "---\nname: {name}\ndescription: {description}\ntools: [read_file]\n---\nDo {name} things.\n"
 
@@ -22,8 +32,20 @@ def test_builtin_agents_are_default_explorer_and_reviewer(tmp_path: Path) -> Non
     """A fresh install offers the three built-in agents, with instructions."""
     catalog = AgentCatalog.load(home=tmp_path / "home", project=tmp_path)
     assert catalog.names == ["default", "explorer", "reviewer"]
-    assert "delegate" in catalog["default"].tools
     assert catalog["explorer"].instructions.startswith("You explore")
+
+
+def test_default_agent_acts_and_explorer_and_reviewer_only_look(tmp_path: Path) -> None:
+    """default may write, edit, run commands and delegate; explorer and reviewer only read."""
+    catalog = AgentCatalog.load(home=tmp_path / "home", project=tmp_path)
+    delegate = DelegateTool(catalog, child_timeout=lambda context: None)
+    tools = ToolBox([*file_tools(), *write_tools(), Bash(), delegate])
+    read_only = ["glob", "grep", "list_dir", "read_file"]
+    assert tools.only(catalog["default"].tools).names == sorted(
+        [*read_only, "bash", "delegate", "edit_file", "write_file"]
+    )
+    assert tools.only(catalog["explorer"].tools).names == read_only
+    assert tools.only(catalog["reviewer"].tools).names == read_only
 
 
 def test_project_spec_overrides_user_spec_overrides_builtin(tmp_path: Path) -> None:

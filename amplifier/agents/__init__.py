@@ -34,6 +34,7 @@ from ._file_history import (
     session_rewind,
 )
 from ._file_tools import file_tools
+from ._function_tools import FunctionTool, import_tool, tool
 from ._loop import AgentTurnHandler
 from ._messages import (
     MESSAGE,
@@ -84,6 +85,7 @@ __all__ = [
     "FileChange",
     "FileDiff",
     "FileRewind",
+    "FunctionTool",
     "Message",
     "OfflineProvider",
     "Permissions",
@@ -127,6 +129,7 @@ __all__ = [
     "confine",
     "file_tools",
     "fit",
+    "import_tool",
     "load_profile",
     "make_provider",
     "normalize",
@@ -138,6 +141,7 @@ __all__ = [
     "session_rewind",
     "session_usage",
     "to_record",
+    "tool",
     "usage_of",
     "write_tools",
 ]

@@ -55,9 +55,10 @@ from ._bash import Bash
 from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
 from ._delegate_tool import DelegateTool
 from ._events import ApprovalDecided, ApprovalRequested
-from ._exceptions import AgentWarning, ProviderError, ToolFailed, UnknownProfile
+from ._exceptions import AgentWarning, ConfigError, ProviderError, ToolFailed, UnknownProfile
 from ._file_history import changed_since
 from ._file_tools import file_tools
+from ._function_tools import import_tool
 from ._messages import (
     AssistantMessage,
     CutOff,
@@ -106,12 +107,15 @@ class AgentTurnHandler:
         profiles: Callable[[str], Profile] | None = None,
         permissions: Permissions | None = None,
         assume_yes: bool = False,
+        tools: Sequence[Tool] = (),
     ) -> None:
         """``profile`` is the Runtime's; ``profiles`` gives any other by name, as configured now.
 
         ``permissions`` are rules beside every profile's own (the command
         line's ``--allow``/``--deny``); ``assume_yes`` lets every call that
-        would ask run (a deny still refuses).
+        would ask run (a deny still refuses). ``tools`` are a program's own
+        (``@amplifier.tool``): each replaces a built-in or profile tool of
+        its name, with a warning.
         """
         self.catalog = catalog
         self.profile = profile
@@ -124,7 +128,17 @@ class AgentTurnHandler:
             catalog,
             child_timeout=lambda context: self._profile_of(context.turn.session).child_timeout,
         )
-        self._tools = ToolBox([*file_tools(), *write_tools(), Bash(), delegate])
+        builtin = ToolBox([*file_tools(), *write_tools(), Bash(), delegate])
+        self._builtin = builtin
+        self._given = tuple(tools)
+        for given in tools:
+            if given.name in builtin:
+                warnings.warn(
+                    f"tool {given.name!r} given to open_runtime replaces the built-in one",
+                    AgentWarning,
+                    stacklevel=3,
+                )
+        self._toolboxes: dict[str, ToolBox] = {}
         self._redactors: dict[str, Redactor | None] = {}
         self._permissions = permissions or Permissions()
         self._assume_yes = assume_yes
@@ -137,6 +151,7 @@ class AgentTurnHandler:
         settings = self.profile_named(profile)
         spec = self._spec(agent or settings.agent, announce=True)
         provider = self._provider(spec, settings)
+        self.toolbox(settings)  # a Python tool that cannot be loaded fails here, before writing
         return SessionSetup(
             agent=spec.name,
             attributes={"provider": provider.name, "model": provider.model},
@@ -669,7 +684,31 @@ class AgentTurnHandler:
         return Path(recorded).resolve() if recorded else self._root
 
     def _tools_for(self, spec: AgentSpec, profile: Profile) -> ToolBox:
-        return self._tools.only(name for name in spec.tools if profile.tools.permits(name))
+        chosen = self.toolbox(profile).only(spec.tools)
+        return chosen.only(name for name in chosen.names if profile.tools.permits(name))
+
+    def toolbox(self, profile: Profile) -> ToolBox:
+        """Every tool sessions under ``profile`` may be given: the built-ins, the profile's
+        Python tools (``tools.python``), then the program's own (which win).
+
+        Raises ``ConfigError`` naming the profile and the import path of a
+        Python tool that cannot be loaded.
+        """
+        toolbox = self._toolboxes.get(profile.name)
+        if toolbox is None:
+            imported = []
+            for path in profile.tools.python:
+                try:
+                    found = import_tool(path)
+                    found.check()
+                except (ValueError, ConfigError) as exc:
+                    raise ConfigError(
+                        f"profile {profile.name}: tools.python: {path}: {exc}"
+                    ) from None
+                imported.append(found)
+            toolbox = self._builtin.with_tools(imported).with_tools(self._given)
+            self._toolboxes[profile.name] = toolbox
+        return toolbox
 
     def _window(self, budget: int) -> int:
         """Bytes of transcript to read for a history of ``budget`` tokens (about twice that)."""

@@ -37,6 +37,9 @@ class ToolPolicy(BaseModel):
     """Only these tools (None: whatever the agent spec lists)."""
     deny: tuple[str, ...] = ()
     """Never these tools."""
+    python: tuple[str, ...] = ()
+    """Tools written in Python, by import path (``mypkg.tools:search``), for every agent
+    that names them."""
 
     def permits(self, tool: str) -> bool:
         return tool not in self.deny and (self.allow is None or tool in self.allow)

@@ -9,7 +9,7 @@ one store they write through.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from ._permissions import Permissions
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._provider import Provider
 from ._provider_config import ProviderKind
-from ._specs import AgentCatalog
+from ._specs import AgentCatalog, AgentSpec
+from ._tools import Tool
 
 
 def load_profile(
@@ -70,6 +71,8 @@ async def open_runtime(
     approve: Approver | None = None,
     permissions: Permissions | None = None,
     assume_yes: bool = False,
+    tools: Sequence[Tool] = (),
+    agents: Sequence[AgentSpec] = (),
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose new sessions run agents under ``profile`` (default ``base``).
 
@@ -88,7 +91,13 @@ async def open_runtime(
     calls that ask (an ``ApprovalRequest`` in, ``True``/``False`` or an
     ``ApprovalDecision`` out; sync or async); without it they are denied.
     ``assume_yes`` allows every call that would ask.
-    Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened.
+
+    ``tools`` are the program's own (``@amplifier.tool`` functions, or any
+    ``Tool``), for the agents that name them; ``agents`` are ``AgentSpec``
+    objects. Each replaces a file's (or a built-in) of its name, with a
+    warning.
+    Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened
+    (a tool whose signature cannot be described names its function).
     """
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider if isinstance(provider, str) else None
@@ -100,13 +109,19 @@ async def open_runtime(
         return _overridden(profiles.get(name), provider=kind, model=model)
 
     settings = configured(profile or DEFAULT_PROFILE)
-    agents: AgentTurnHandler | None = None
+    for given in tools:
+        check = getattr(given, "check", None)
+        if callable(check):
+            check()  # a signature that cannot be described: ConfigError naming the function
+    loop: AgentTurnHandler | None = None
     if handler is None:
         catalog = await anyio.to_thread.run_sync(
             lambda: AgentCatalog.load(home=root, project=directory)
         )
+        if agents:
+            catalog = catalog.with_specs(agents)
         fixed = provider if provider is not None and not isinstance(provider, str) else None
-        agents = AgentTurnHandler(
+        loop = AgentTurnHandler(
             catalog=catalog,
             profile=settings,
             root=directory,
@@ -114,10 +129,12 @@ async def open_runtime(
             profiles=configured,
             permissions=permissions,
             assume_yes=assume_yes,
+            tools=tools,
         )
+        loop.toolbox(settings)  # the profile's Python tools load now, or fail naming it
     try:
         async with open_core_runtime(
-            handler=handler or agents,
+            handler=handler or loop,
             home=root,
             cwd=directory,
             durability=durability or settings.durability,
@@ -131,6 +148,6 @@ async def open_runtime(
         ) as runtime:
             yield runtime
     finally:
-        if agents is not None:
+        if loop is not None:
             with anyio.CancelScope(shield=True):
-                await agents.aclose()
+                await loop.aclose()

@@ -18,13 +18,14 @@ a spec of the same name higher up replaces the one below.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._exceptions import ConfigError, UnknownAgent
+from ._exceptions import AgentWarning, ConfigError, UnknownAgent
 from ._provider_config import ProviderKind
 from ._yaml import YamlProblem, load_yaml
 
@@ -45,7 +46,15 @@ class AgentSpec(BaseModel):
     model: str | None = None
     instructions: str = ""
     source: str = "built-in"
-    """Where the spec was read from (a path, or ``built-in``)."""
+    """Where the spec was read from (a path, ``built-in``, or ``python``)."""
+
+    @classmethod
+    def from_markdown(cls, text: str, *, source: str = "python") -> AgentSpec:
+        """A spec from Markdown with YAML front matter, as agent files are written.
+
+        Raises ``ConfigError`` saying what is wrong, and on which line.
+        """
+        return parse_spec(text, source=source)
 
 
 def parse_spec(text: str, *, source: Path | str) -> AgentSpec:
@@ -93,6 +102,21 @@ class AgentCatalog:
 
     def __init__(self, specs: Iterable[AgentSpec]) -> None:
         self._specs = {spec.name: spec for spec in specs}
+
+    def with_specs(self, specs: Iterable[AgentSpec]) -> AgentCatalog:
+        """These specs added; one replacing a file's (or a built-in) of its name says so."""
+        merged = dict(self._specs)
+        for spec in specs:
+            replaced = merged.get(spec.name)
+            if replaced is not None:
+                warnings.warn(
+                    f"agent {spec.name!r} given to open_runtime replaces the one from "
+                    f"{replaced.source}",
+                    AgentWarning,
+                    stacklevel=3,
+                )
+            merged[spec.name] = spec
+        return AgentCatalog(merged.values())
 
     def __getitem__(self, name: str) -> AgentSpec:
         try:

@@ -12,6 +12,7 @@ import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -156,5 +157,18 @@ class ToolBox:
     def specs(self) -> tuple[ToolSpec, ...]:
         return tuple(spec_of(self._tools[name]) for name in self.names)
 
-    def only(self, names: Iterable[str]) -> ToolBox:
-        return ToolBox(self._tools[name] for name in names if name in self._tools)
+    def only(self, patterns: Iterable[str]) -> ToolBox:
+        """The tools named by ``patterns`` (a name, or a glob such as ``mcp_git_*``)."""
+        chosen: dict[str, Tool] = {}
+        for pattern in patterns:
+            if pattern in self._tools:
+                chosen[pattern] = self._tools[pattern]
+            elif any(c in pattern for c in "*?["):
+                chosen.update(
+                    (name, tool) for name, tool in self._tools.items() if fnmatchcase(name, pattern)
+                )
+        return ToolBox(chosen.values())
+
+    def with_tools(self, tools: Iterable[Tool]) -> ToolBox:
+        """These tools added, each replacing one of the same name."""
+        return ToolBox([*self._tools.values(), *tools])

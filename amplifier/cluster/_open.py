@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from amplifier._errors import UsageError
-from amplifier.agents import Permissions, Provider, ProviderKind
+from amplifier.agents import AgentSpec, Permissions, Provider, ProviderKind, Tool
 from amplifier.agents import open_runtime as open_local_runtime
 from amplifier.persistence import Clock, Durability, utc_now
 from amplifier.runtime import Approver, Runtime, TurnHandler
@@ -32,6 +32,8 @@ async def open_runtime(
     approve: Approver | None = None,
     permissions: Permissions | None = None,
     assume_yes: bool = False,
+    tools: Sequence[Tool] = (),
+    agents: Sequence[AgentSpec] = (),
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose sessions run agents under ``profile`` (default ``base``).
 
@@ -47,6 +49,12 @@ async def open_runtime(
     async: an ``ApprovalRequest`` in, ``True``, ``False`` or an
     ``ApprovalDecision`` out), and without it is denied, with a result the
     model can read; ``assume_yes`` allows every call that would ask.
+
+    ``tools`` adds the program's own tools (``@amplifier.tool`` functions),
+    for the agents that name them, and ``agents`` its own ``AgentSpec``s
+    (built in Python or ``AgentSpec.from_markdown``); each replaces one of
+    its name from the files, with a warning. A tool whose signature cannot
+    be described is one ``ConfigError`` here, naming its function.
 
     ``cluster`` runs the sessions on a Ray cluster (``pip install
     'amplifier[ray]'``): ``"auto"`` joins the running one or starts a local
@@ -74,9 +82,15 @@ async def open_runtime(
             approve=approve,
             permissions=permissions,
             assume_yes=assume_yes,
+            tools=tools,
+            agents=agents,
         ) as runtime:
             yield runtime
         return
+    if tools or agents:
+        raise ClusterUnavailable(
+            "a cluster's hosts load tools and agents from files and profiles, not from this program"
+        )
     if permissions is not None or assume_yes:
         # TODO(lead): pass the rules to the hosts once the cluster rework lands.
         raise ClusterUnavailable("permission rules are not yet passed to a cluster's hosts")

@@ -1,0 +1,261 @@
+"""Tools and agents written in Python: ``@amplifier.tool``, ``open_runtime(tools, agents)``."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import warnings
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+from pydantic import Field
+
+import amplifier
+from amplifier import AgentSpec, AgentWarning, ConfigError, Runtime, ToolContext, ToolFailed
+
+from .helpers import events, first
+
+AMPLIFIER = Path(sys.executable).parent / "amplifier"
+
+
+@amplifier.tool
+def lookup(
+    ctx: ToolContext, number: Annotated[int, Field(description="The issue number.")]
+) -> str:
+    """Look up an issue of the tracker.
+
+    It answers with the issue's title.
+    """
+    return f"issue {number} in {ctx.turn.session.id} ({ctx.root.name}, call {ctx.call_id})"
+
+
+@amplifier.tool
+async def close(number: int, comment: str = "") -> dict[str, object]:
+    """Close an issue.
+
+    Args:
+        number: The issue to close.
+        comment: Said when closing it.
+    """
+    return {"closed": number, "comment": comment}
+
+
+@amplifier.tool
+def numpy_style(path: str) -> str:
+    """Count the lines of a file.
+
+    Parameters
+    ----------
+    path
+        The file, relative to the project.
+    """
+    return path
+
+
+def opened(home: Path, project: Path, **options: object) -> AbstractAsyncContextManager[Runtime]:
+    """A runtime on a project, durable enough for what these tests look at."""
+    options.setdefault("durability", "flush")
+    return amplifier.open_runtime(home=home, cwd=project, **options)  # type: ignore[arg-type]
+
+
+def run_tool(name: str, **arguments: object) -> str:
+    return f"/tool {name} {json.dumps(arguments)}"
+
+
+def test_a_decorated_function_describes_itself_to_the_model() -> None:
+    """Name, description and parameter descriptions come from the function; it stays callable."""
+    schema = close.Arguments.model_json_schema()
+    assert close.name == "close"
+    assert close.description == "Close an issue."
+    assert schema["properties"]["number"]["description"] == "The issue to close."
+    assert schema["properties"]["comment"]["description"] == "Said when closing it."
+    assert schema["required"] == ["number"]
+    assert lookup.description == (
+        "Look up an issue of the tracker.\n\nIt answers with the issue's title."
+    )
+    assert "ctx" not in lookup.Arguments.model_fields
+    assert lookup.Arguments.model_json_schema()["properties"]["number"]["description"] == (
+        "The issue number."
+    )
+    numpy = numpy_style.Arguments.model_json_schema()["properties"]["path"]
+    assert numpy["description"] == "The file, relative to the project."
+    assert numpy_style("x") == "x"
+
+
+async def test_a_python_tool_runs_with_its_context_for_the_agents_that_name_it(
+    home: Path, project: Path
+) -> None:
+    """An agent naming the tool calls it with validated arguments and the call's context."""
+    agent = AgentSpec(name="triage", tools=("lookup",))
+    async with opened(home, project, tools=[lookup], agents=[agent]) as rt:
+        async with rt.open_session(agent="triage") as session:
+            reply = await session.ask(run_tool("lookup", number="7"))
+        async with rt.open_session(agent="explorer") as other:
+            refused = await other.ask(run_tool("lookup", number=7))
+    assert f"issue 7 in {session.id} ({project.name}, call call_" in reply.text
+    assert "no tool 'lookup' for agent 'explorer'" in refused.text
+
+
+async def test_a_python_tool_with_bad_arguments_is_an_error_the_model_reads(
+    home: Path, project: Path
+) -> None:
+    """Arguments that do not validate never reach the function; the model is told why."""
+    async with opened(home, project, tools=[close]) as rt:
+        async with rt.open_session() as session:
+            reply = await session.ask(run_tool("close", number="seven", extra=1))
+    assert "invalid arguments for close" in reply.text
+    assert "number" in reply.text
+    assert "extra" in reply.text
+
+
+async def test_a_python_tools_failure_reaches_the_model_with_its_traceback_kept(
+    home: Path, project: Path
+) -> None:
+    """ToolFailed gives the model its message; any other error fails the call, traceback kept."""
+
+    @amplifier.tool
+    def refuses(reason: str) -> str:
+        """Always refuses."""
+        raise ToolFailed(f"refused: {reason}")
+
+    @amplifier.tool
+    def breaks() -> str:
+        """Always breaks."""
+        return str(1 / 0)
+
+    async with opened(home, project, tools=[refuses, breaks]) as rt:
+        async with rt.open_session() as session:
+            prompt = run_tool("refuses", reason="no") + "\n" + run_tool("breaks")
+            reply = await session.ask(prompt)
+    assert "refuses (failed): refused: no" in reply.text
+    assert "breaks (failed): ZeroDivisionError: division by zero" in reply.text
+    posts = [e["data"] for e in events(home, session.id) if e["event"] == "tool:post"]
+    broke = next(p for p in posts if p["tool"] == "breaks")
+    assert "ZeroDivisionError" in broke["traceback"]
+    assert "return str(1 / 0)" in broke["traceback"]
+
+
+async def test_a_sync_tool_runs_off_the_event_loop(home: Path, project: Path) -> None:
+    """A blocking function runs in a worker thread, not on the sessions' loop."""
+    threads: list[threading.Thread] = []
+
+    @amplifier.tool
+    def blocking() -> str:
+        """Blocks a moment."""
+        threads.append(threading.current_thread())
+        return "done"
+
+    async with opened(home, project, tools=[blocking]) as rt:
+        async with rt.open_session() as session:
+            loop_thread = threading.current_thread()
+            await session.ask(run_tool("blocking"))
+    assert threads
+    assert threads[0] is not loop_thread
+
+
+async def test_a_tool_with_side_effects_asks_first(home: Path, project: Path) -> None:
+    """side_effects=True makes calls ask, like write_file; no one to ask means denied."""
+
+    @amplifier.tool(side_effects=True)
+    def deploy() -> str:
+        """Deploys."""
+        raise AssertionError("must not run")
+
+    async with opened(home, project, tools=[deploy]) as rt:
+        async with rt.open_session() as session:
+            reply = await session.ask(run_tool("deploy"))
+    assert "needs approval" in reply.text
+    assert first(events(home, session.id), "approval:decision")["data"]["decided_by"] == "no one"
+
+
+@pytest.mark.parametrize("kind", ["varargs", "untyped", "unschemable", "context-late"])
+async def test_a_signature_that_cannot_be_described_is_one_error_at_open_runtime(
+    home: Path, project: Path, kind: str
+) -> None:
+    """The error comes when the runtime opens, naming the function, before any session."""
+
+    def varargs(*names: str) -> str:
+        return ""
+
+    def untyped(name) -> str:  # type: ignore[no-untyped-def]
+        return str(name)
+
+    def unschemable(connection: socket.socket) -> str:
+        return ""
+
+    def context_late(name: str, ctx: ToolContext) -> str:
+        return name
+
+    function = {
+        "varargs": varargs,
+        "untyped": untyped,
+        "unschemable": unschemable,
+        "context-late": context_late,
+    }[kind]
+    broken = amplifier.tool(function)
+    named = rf"tool {function.__name__} \(tests\.test_python_tools"
+    with pytest.raises(ConfigError, match=named):
+        async with opened(home, project, tools=[broken]):
+            pass
+    assert not (home / "projects").exists()
+
+
+async def test_python_tools_and_agents_replace_those_of_the_same_name_with_a_warning(
+    home: Path, project: Path
+) -> None:
+    """A program's read_file and explorer win over the built-ins, and it is said."""
+
+    @amplifier.tool(name="read_file")
+    def fake_read(path: str) -> str:
+        """Reads from the program's own store."""
+        return f"stored {path}"
+
+    explorer = AgentSpec.from_markdown(
+        "---\nname: explorer\ntools: [read_file]\n---\nYou explore the program's store.\n"
+    )
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        async with opened(home, project, tools=[fake_read], agents=[explorer]) as rt:
+            async with rt.open_session(agent="explorer") as session:
+                reply = await session.ask(run_tool("read_file", path="x"))
+    messages = sorted(str(w.message) for w in warned if issubclass(w.category, AgentWarning))
+    assert "agent 'explorer' given to open_runtime replaces the one from built-in:" in messages[0]
+    assert "tool 'read_file' given to open_runtime replaces the built-in one" in messages[1]
+    assert "stored x" in reply.text
+
+
+def test_an_agent_spec_from_markdown_that_is_broken_names_the_line() -> None:
+    """AgentSpec.from_markdown reports a bad field with its line, as files do."""
+    with pytest.raises(ConfigError, match=r"python:3: tools"):
+        AgentSpec.from_markdown("---\nname: x\ntools: 3\n---\nbody\n")
+
+
+def test_a_profile_names_python_tools_by_import_path(home: Path, project: Path) -> None:
+    """tools.python loads a function by path for the command line; a bad path is one line."""
+    (project / "mytools.py").write_text(
+        "def shout(text: str) -> str:\n    '''Shout it.'''\n    return text.upper() + '!'\n"
+    )
+    profiles = project / ".amplifier" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "team.yaml").write_text("tools: {python: ['mytools:shout']}\n")
+    (profiles / "broken.yaml").write_text("tools: {python: ['mytools:whisper']}\n")
+    env = {"AMPLIFIER_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(project)}
+    done = subprocess.run(
+        [str(AMPLIFIER), "run", "--profile", "team", run_tool("shout", text="hi")],
+        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "shout (ok): HI!" in done.stdout
+    broken = subprocess.run(
+        [str(AMPLIFIER), "run", "--profile", "broken", "hi"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert broken.returncode == 2
+    assert broken.stderr.strip() == (
+        "Error: profile broken: tools.python: mytools:whisper: mytools has no whisper"
+    )
