@@ -259,3 +259,20 @@ def test_a_profile_names_python_tools_by_import_path(home: Path, project: Path) 
     assert broken.stderr.strip() == (
         "Error: profile broken: tools.python: mytools:whisper: mytools has no whisper"
     )
+
+
+def test_the_readme_example_runs(home: Path, tmp_path: Path) -> None:
+    """The README's program with two agents, a Python tool, delegation and approve works."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = readme.split("<!-- example: own-tools -->\n```python\n")[1].split("```")[0]
+    (tmp_path / "example.py").write_text(code)
+    env = {"AMPLIFIER_HOME": str(home), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "asked by lead > triager: close_issue {'number': '102', 'comment': 'fixed'}" in (
+        done.stdout
+    )
+    assert "find_issue (ok): SQL injection in auth.py" in done.stdout
