@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     "persistence",
     "delegation",
+    "agent_task",
     "fanout",
     "memory",
     "resume",
