@@ -236,3 +236,36 @@ def test_ctrl_c_or_sigterm_mid_command_stops_it_and_its_children(
     assert "Traceback" not in stderr
     for name in ("bg.pid", "sh.pid"):
         assert wait_gone(int((project / name).read_text())), f"{name} survived"
+
+
+def test_interactive_mode_takes_the_permission_flags(home: Path, project: Path) -> None:
+    """`amplifier --allow RULE` (interactive) runs matching calls without asking."""
+    with interactive(["--allow", "write_file(*.txt)"], cwd=project, home=home,
+                     backend="asyncio") as term:
+        term.prompt()
+        term.ask(tool("write_file", file_path="a.txt", content="a"))
+        term.send("/exit")
+        assert term.leave() == 0
+    assert "asks to" not in term.output
+    assert (project / "a.txt").read_text() == "a"
+
+
+def test_a_question_pauses_the_live_progress_display() -> None:
+    """While a question is on screen the live tree stops redrawing, and comes back after."""
+    import io
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from amplifier.cli._approval import SCREEN
+
+    live = Live(console=Console(file=io.StringIO(), force_terminal=True), auto_refresh=False)
+    live.start()
+    SCREEN.live = live
+    try:
+        with SCREEN.paused():
+            assert not live.is_started
+        assert live.is_started
+    finally:
+        SCREEN.live = None
+        live.stop()
