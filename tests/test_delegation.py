@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,35 @@ async def test_failing_child_returns_a_failed_result_and_the_parent_goes_on(
         first(events(home, s.id), "delegate:end", child_id=failed.session_id)["data"]["status"]
         == "failed"
     )
+
+
+async def test_failing_child_keeps_its_cause_in_delegate_end_and_the_result(
+    home: Path, project: Path
+) -> None:
+    """A child's failure reaches its parent with its traceback: in delegate:end and the result."""
+    results: list[DelegationResult] = []
+
+    def read_the_file() -> None:
+        raise ValueError("cannot read the file")
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            results.append(await turn.delegate("explorer", "crash please"))
+            return "parent finished"
+        read_the_file()
+        return "unreachable"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        await s.ask("go")
+    (failed,) = results
+    trace = first(events(home, s.id), "delegate:end")["data"]["traceback"]
+    assert "in read_the_file" in trace
+    assert trace.rstrip().endswith("ValueError: cannot read the file")
+    assert failed.traceback == trace
+    assert failed.exception is not None
+    cause = failed.exception.__cause__
+    assert isinstance(cause, ValueError)
+    assert traceback.extract_tb(cause.__traceback__)[-1].name == "read_the_file"
 
 
 async def test_child_exceeding_its_timeout_is_cancelled_and_reported(
@@ -381,3 +412,19 @@ async def test_child_placed_elsewhere_starts_after_its_delegation_is_durable(
     assert first(parent, "delegate:start")["seq"] < child[0]["seq"]
     assert child[-1]["event"] == "session:end"
     assert child[-1]["seq"] < first(parent, "delegate:end")["seq"]
+
+
+class _Unpicklable(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+
+
+def test_child_outcome_travels_to_another_process_with_its_traceback() -> None:
+    """A child failed by an exception that cannot be pickled still reports to a parent on
+    another host, with its traceback (the exception itself stays where it was raised)."""
+    outcome = ChildOutcome(
+        "failed", error="x: gone", trace="Traceback ...", cause=_Unpicklable("x", "gone")
+    )
+    arrived = pickle.loads(pickle.dumps(outcome))
+    assert (arrived.status, arrived.error, arrived.trace) == ("failed", "x: gone", "Traceback ...")
+    assert arrived.cause is None

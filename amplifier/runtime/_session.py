@@ -608,13 +608,16 @@ class SessionActor:
                     data["traceback"] = outcome.trace
                 # Committed with or after the child's last records, never without them.
                 await self._post("delegate:end", data, after=after)
-        return DelegationResult(
+        result = DelegationResult(
             session_id=child_id,
             agent=request.agent,
             status=outcome.status,
             response=outcome.response,
             error=outcome.error,
+            traceback=outcome.trace,
         )
+        result._cause = outcome.cause
+        return result
 
     async def _launch(self, child_id: str, launch: Launch) -> ChildOutcome:
         """Run a child placed elsewhere, once what refers to it is durable (``_children``)."""
@@ -678,7 +681,7 @@ async def drive_child(child: SessionActor, request: Delegation) -> ChildOutcome:
             await tg.start(child.run)
         except Exception as exc:
             trace = log_failure(f"sub-session {child.id} could not start", exc)
-            outcome = ChildOutcome("failed", error=_describe(exc), trace=trace)
+            outcome = ChildOutcome("failed", error=_describe(exc), trace=trace, cause=exc)
         else:
             outcome = await _supervise(child, request, tg)
     return outcome
@@ -689,7 +692,8 @@ async def _supervise(
 ) -> ChildOutcome:
     """Ask the child, then close it with the matching end status."""
     status: DelegationStatus
-    response = error = None
+    response = error = trace = None
+    cause: BaseException | None = None
     end: EndStatus = "cancelled"
     try:
         with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
@@ -705,8 +709,10 @@ async def _supervise(
             match outcome:
                 case Answered(reply=reply):
                     status, response, end = "completed", reply.text, "completed"
-                case Failed(reason=reason):
+                case Failed(reason=reason, error=cause):
                     status, error, end = "failed", reason, "failed"
+                    if cause is not None:  # the parent's delegate:end keeps where it failed
+                        trace = formatted_traceback(cause)
                 case Cancelled():
                     status, error = "cancelled", "the child's turn was cancelled"
                 case _:
@@ -717,7 +723,7 @@ async def _supervise(
         await child.wait_ended()
     if not child.has_ended:
         tg.cancel_scope.cancel()
-    return ChildOutcome(status, response, error)
+    return ChildOutcome(status, response, error, trace=trace, cause=cause)
 
 
 def _failed(error: BaseException | None) -> Receipt | None:
