@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import traceback
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -14,6 +16,7 @@ import pytest
 from amplifier import (
     AmbiguousSessionId,
     InvalidSessionId,
+    Session,
     SessionClosed,
     SessionLocked,
     SessionNotFound,
@@ -76,6 +79,43 @@ async def test_closing_a_session_marks_it_completed(home: Path, project: Path) -
     assert stored["last_prompt"] == "two"
     assert stored["turns"] == 2
     assert events(home, session.id)[-1]["data"] == {"status": "completed"}
+
+
+async def test_closing_behind_a_full_mailbox_keeps_the_status_asked_for(
+    home: Path, project: Path
+) -> None:
+    """close(status="failed") while prompts fill the mailbox: the queued ones are answered,
+    then the session ends failed, with the error given, not completed."""
+    started, release = anyio.Event(), anyio.Event()
+
+    async def work(turn: Turn) -> str:
+        started.set()
+        await release.wait()
+        return "ok"
+
+    answers: list[str] = []
+
+    async def ask(session: Session, n: int) -> None:
+        with contextlib.suppress(SessionClosed):
+            answers.append((await session.ask(f"question {n}")).text)
+
+    async with open_runtime(cwd=project, handler=FnHandler(work), mailbox_size=2) as rt:
+        session = await rt.open_session()
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(ask, session, n)
+            await started.wait()
+            await anyio.wait_all_tasks_blocked()  # one turn running, the mailbox full
+            tg.start_soon(partial(session.close, status="failed", error="the caller gave up"))
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+    assert answers[:3] == ["ok"] * 3
+    stored = metadata(home, session.id)
+    assert (stored["status"], stored["error"]) == ("failed", "the caller gave up")
+    assert events(home, session.id)[-1]["data"] == {
+        "status": "failed",
+        "error": "the caller gave up",
+    }
 
 
 async def test_sessions_left_open_end_with_the_runtime(home: Path, project: Path) -> None:

@@ -109,6 +109,7 @@ class SessionActor:
     __slots__ = (
         "_before",
         "_children",
+        "_closing",
         "_context",
         "_create",
         "_current",
@@ -160,6 +161,8 @@ class SessionActor:
         self._children: anyio.CapacityLimiter | None = None
         """Made at the first delegation: most sessions never delegate, and idle ones add up."""
         self._context: SessionContext | None = None
+        self._closing: Close | None = None
+        """The end asked for when the mailbox was too full to queue it."""
         self._ended = False
         self._ended_event: anyio.Event | None = None
         """Made only if someone waits for the end: idle sessions add up."""
@@ -199,6 +202,11 @@ class SessionActor:
                             break
                         case _:
                             assert_never(message)
+                else:
+                    closing = self._closing
+                    if closing is not None:  # asked while the mailbox was full
+                        status, error = closing.status, closing.error
+                        keep_previous = closing.keep_previous
         except anyio.get_cancelled_exc_class():
             status = "cancelled"
             raise
@@ -461,10 +469,15 @@ class SessionActor:
         keep_previous: bool = False,
     ) -> None:
         """Ask the session to end after the messages already queued; never blocks."""
-        # A full or closed mailbox needs no Close: closing the stream ends
-        # the session after what is queued.
-        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-            self._send.send_nowait(Close(status=status, error=error, keep_previous=keep_previous))
+        close = Close(status=status, error=error, keep_previous=keep_previous)
+        try:
+            self._send.send_nowait(close)
+        except anyio.WouldBlock:
+            # Closing the stream ends the session after what is queued; the
+            # end asked for is kept aside until then.
+            self._closing = close
+        except anyio.ClosedResourceError:
+            pass  # asked before: the first request decides how it ends
         self._send.close()
 
     # -- records ----------------------------------------------------------------------
