@@ -334,6 +334,20 @@ async def _parent_with_two_children(project: Path) -> tuple[str, list[str]]:
     return s.id, reply.text.split()
 
 
+async def test_events_of_a_tree_come_in_one_seq_order(home: Path, project: Path) -> None:
+    """Runtime.events(tree=True) gives every event of a parent and its children, merged
+    into the one seq order they were committed in."""
+    parent, children = await _parent_with_two_children(project)
+    async with open_runtime(cwd=project) as rt:
+        read = [(e.session_id, e.seq) async for e in rt.events(parent, tree=True)]
+    stored = sorted(
+        (record["seq"], record["session_id"])
+        for session_id in [parent, *children]
+        for record in events(home, session_id)
+    )
+    assert [(session_id, seq) for seq, session_id in stored] == read
+
+
 async def test_a_listed_child_without_a_folder_is_left_out_and_dropped_on_resume(
     home: Path, project: Path
 ) -> None:
