@@ -162,53 +162,66 @@ async def test_failing_child_keeps_its_cause_in_delegate_end_and_the_result(
     assert traceback.extract_tb(cause.__traceback__)[-1].name == "read_the_file"
 
 
+@pytest.mark.virtual_time
 async def test_child_exceeding_its_timeout_is_cancelled_and_reported(
     home: Path, project: Path
 ) -> None:
-    """A child that takes too long ends as cancelled and the parent gets 'timed_out'."""
+    """A child that takes too long is cancelled at its timeout; the parent gets 'timed_out'."""
     results: list[DelegationResult] = []
+    waited: list[float] = []
 
     async def work(turn: Turn) -> str:
         if turn.session.depth == 0:
-            results.append(await turn.delegate("explorer", "hang", timeout=0.2))
+            started = anyio.current_time()
+            results.append(await turn.delegate("explorer", "hang", timeout=30))
+            waited.append(anyio.current_time() - started)
             return "parent finished"
         await turn.emit("note", {"started": True})
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
-    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
-        with anyio.fail_after(10):
+    async with open_runtime(cwd=project, handler=FnHandler(work), durability="none") as rt:
+        async with rt.open_session() as s:
             assert (await s.ask("go")).text == "parent finished"
     (result,) = results
     assert result.status == "timed_out"
+    assert waited == [pytest.approx(30)]
     child = events(home, result.session_id)
     assert first(child, "prompt:complete")["data"]["status"] == "cancelled"
     assert child[-1]["event"] == "session:end"
     assert child[-1]["data"]["status"] == "cancelled"
 
 
+@pytest.mark.virtual_time
 async def test_children_beyond_the_limit_wait_their_turn(project: Path) -> None:
-    """max_children bounds how many children of one session run at once."""
+    """max_children bounds how many children of one session run at once: six children of a
+    minute each, two at a time, take three minutes."""
     running = 0
     peak = 0
+    took: list[float] = []
 
     async def work(turn: Turn) -> str:
         nonlocal running, peak
         if turn.session.depth == 0:
+            started = anyio.current_time()
             results = await turn.delegate_all(
                 [Delegation(agent="explorer", instruction=str(n)) for n in range(6)]
             )
+            took.append(anyio.current_time() - started)
             return ",".join(r.response or "?" for r in results)
         running += 1
         peak = max(peak, running)
-        await anyio.sleep(0.01)
+        await anyio.sleep(60)
         running -= 1
         return turn.prompt
 
-    async with open_runtime(cwd=project, handler=FnHandler(work), max_children=2) as rt:
+    async with open_runtime(
+        cwd=project, handler=FnHandler(work), durability="none", max_children=2
+    ) as rt:
         async with rt.open_session() as s:
             assert (await s.ask("go")).text == "0,1,2,3,4,5"
     assert peak == 2
+    assert took == [pytest.approx(180)]
 
 
 async def test_nested_delegation_and_the_depth_limit(home: Path, project: Path) -> None:
