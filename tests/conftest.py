@@ -10,10 +10,12 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .fake_llm_server import FakeLLMServer, Kind
+from .virtual_time import on_virtual_time
 
 BACKENDS = ("asyncio", "trio")
 
@@ -30,7 +32,8 @@ os.environ.update(
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Byte-compile the package once, before any test starts the ``amplifier`` command.
+    """Register the markers; byte-compile the package once, before any test starts the
+    ``amplifier`` command.
 
     The suite starts it hundreds of times, and pytest-xdist starts its workers.
     Where ``PYTHONDONTWRITEBYTECODE`` is set (CI machines often set it) an
@@ -38,6 +41,11 @@ def pytest_configure(config: pytest.Config) -> None:
     processes would compile each module from source again: about 130 ms of
     each start on a 2-core VM. Compiling writes nothing but ``__pycache__``.
     """
+    config.addinivalue_line(
+        "markers",
+        "virtual_time: run on a virtual clock that jumps to the next deadline when every "
+        "task waits (tests/virtual_time.py)",
+    )
     if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
         return
     package = Path(__file__).resolve().parent.parent / "amplifier"
@@ -45,8 +53,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(params=[pytest.param(name, id=name) for name in BACKENDS])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def anyio_backend(request: pytest.FixtureRequest) -> str | tuple[str, dict[str, Any]]:
+    """The backend; with its virtual clock for a test marked ``virtual_time``."""
+    name = str(request.param)
+    if request.node.get_closest_marker("virtual_time") is not None:
+        return on_virtual_time(name)
+    return name
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,53 +133,95 @@ async def test_failing_child_returns_a_failed_result_and_the_parent_goes_on(
     )
 
 
-async def test_child_exceeding_its_timeout_is_cancelled_and_reported(
+async def test_failing_child_keeps_its_cause_in_delegate_end_and_the_result(
     home: Path, project: Path
 ) -> None:
-    """A child that takes too long ends as cancelled and the parent gets 'timed_out'."""
+    """A child's failure reaches its parent with its traceback: in delegate:end and the result."""
     results: list[DelegationResult] = []
+
+    def read_the_file() -> None:
+        raise ValueError("cannot read the file")
 
     async def work(turn: Turn) -> str:
         if turn.session.depth == 0:
-            results.append(await turn.delegate("explorer", "hang", timeout=0.2))
+            results.append(await turn.delegate("explorer", "crash please"))
+            return "parent finished"
+        read_the_file()
+        return "unreachable"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        await s.ask("go")
+    (failed,) = results
+    trace = first(events(home, s.id), "delegate:end")["data"]["traceback"]
+    assert "in read_the_file" in trace
+    assert trace.rstrip().endswith("ValueError: cannot read the file")
+    assert failed.traceback == trace
+    assert failed.exception is not None
+    cause = failed.exception.__cause__
+    assert isinstance(cause, ValueError)
+    assert traceback.extract_tb(cause.__traceback__)[-1].name == "read_the_file"
+
+
+@pytest.mark.virtual_time
+async def test_child_exceeding_its_timeout_is_cancelled_and_reported(
+    home: Path, project: Path
+) -> None:
+    """A child that takes too long is cancelled at its timeout; the parent gets 'timed_out'."""
+    results: list[DelegationResult] = []
+    waited: list[float] = []
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            started = anyio.current_time()
+            results.append(await turn.delegate("explorer", "hang", timeout=30))
+            waited.append(anyio.current_time() - started)
             return "parent finished"
         await turn.emit("note", {"started": True})
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
-    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
-        with anyio.fail_after(10):
+    async with open_runtime(cwd=project, handler=FnHandler(work), durability="none") as rt:
+        async with rt.open_session() as s:
             assert (await s.ask("go")).text == "parent finished"
     (result,) = results
     assert result.status == "timed_out"
+    assert waited == [pytest.approx(30)]
     child = events(home, result.session_id)
     assert first(child, "prompt:complete")["data"]["status"] == "cancelled"
     assert child[-1]["event"] == "session:end"
     assert child[-1]["data"]["status"] == "cancelled"
 
 
+@pytest.mark.virtual_time
 async def test_children_beyond_the_limit_wait_their_turn(project: Path) -> None:
-    """max_children bounds how many children of one session run at once."""
+    """max_children bounds how many children of one session run at once: six children of a
+    minute each, two at a time, take three minutes."""
     running = 0
     peak = 0
+    took: list[float] = []
 
     async def work(turn: Turn) -> str:
         nonlocal running, peak
         if turn.session.depth == 0:
+            started = anyio.current_time()
             results = await turn.delegate_all(
                 [Delegation(agent="explorer", instruction=str(n)) for n in range(6)]
             )
+            took.append(anyio.current_time() - started)
             return ",".join(r.response or "?" for r in results)
         running += 1
         peak = max(peak, running)
-        await anyio.sleep(0.01)
+        await anyio.sleep(60)
         running -= 1
         return turn.prompt
 
-    async with open_runtime(cwd=project, handler=FnHandler(work), max_children=2) as rt:
+    async with open_runtime(
+        cwd=project, handler=FnHandler(work), durability="none", max_children=2
+    ) as rt:
         async with rt.open_session() as s:
             assert (await s.ask("go")).text == "0,1,2,3,4,5"
     assert peak == 2
+    assert took == [pytest.approx(180)]
 
 
 async def test_nested_delegation_and_the_depth_limit(home: Path, project: Path) -> None:
@@ -303,6 +347,20 @@ async def _parent_with_two_children(project: Path) -> tuple[str, list[str]]:
     return s.id, reply.text.split()
 
 
+async def test_events_of_a_tree_come_in_one_seq_order(home: Path, project: Path) -> None:
+    """Runtime.events(tree=True) gives every event of a parent and its children, merged
+    into the one seq order they were committed in."""
+    parent, children = await _parent_with_two_children(project)
+    async with open_runtime(cwd=project) as rt:
+        read = [(e.session_id, e.seq) async for e in rt.events(parent, tree=True)]
+    stored = sorted(
+        (record["seq"], record["session_id"])
+        for session_id in [parent, *children]
+        for record in events(home, session_id)
+    )
+    assert [(session_id, seq) for seq, session_id in stored] == read
+
+
 async def test_a_listed_child_without_a_folder_is_left_out_and_dropped_on_resume(
     home: Path, project: Path
 ) -> None:
@@ -381,3 +439,19 @@ async def test_child_placed_elsewhere_starts_after_its_delegation_is_durable(
     assert first(parent, "delegate:start")["seq"] < child[0]["seq"]
     assert child[-1]["event"] == "session:end"
     assert child[-1]["seq"] < first(parent, "delegate:end")["seq"]
+
+
+class _Unpicklable(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+
+
+def test_child_outcome_travels_to_another_process_with_its_traceback() -> None:
+    """A child failed by an exception that cannot be pickled still reports to a parent on
+    another host, with its traceback (the exception itself stays where it was raised)."""
+    outcome = ChildOutcome(
+        "failed", error="x: gone", trace="Traceback ...", cause=_Unpicklable("x", "gone")
+    )
+    arrived = pickle.loads(pickle.dumps(outcome))
+    assert (arrived.status, arrived.error, arrived.trace) == ("failed", "x: gone", "Traceback ...")
+    assert arrived.cause is None

@@ -396,11 +396,24 @@ async def test_prompt_is_answered_or_fails_clearly_and_session_resumes(
     ],
     ids=["lone-high", "surrogate-escaped-byte", "fail", "tool-argument", "delegate"],
 )
-async def test_prompt_with_lone_surrogates_fails_clearly_and_session_resumes(
+async def test_prompt_with_lone_surrogates_is_refused_and_the_session_goes_on(
     prompt: str, home: Path, project: Path
 ) -> None:
-    """Text UTF-8 cannot hold (an undecodable argv byte) is refused in one line; no harm done."""
-    await ask_and_resume(home, project, prompt)
+    """Through the API, text UTF-8 cannot hold fails its turn in one line; none of it is kept."""
+    # The command line turns such bytes into U+FFFD and answers (test_cli_process.py).
+    async with amplifier.open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            with pytest.raises(TurnFailed) as refused:
+                await session.ask(prompt)
+            assert (await session.ask("still there?")).text.strip()
+        assert isinstance(refused.value.__cause__, UsageError)
+        clear_reason(refused.value.reason)
+        assert "UTF-8" in refused.value.reason
+        stored = await rt.transcript(session.id)
+        assert [m.message()["content"] for m in stored if m.role == "user"] == ["still there?"]
+        log = [e async for e in rt.events(session.id)]
+        assert [e.data["prompt"] for e in log if e.event == "prompt:submit"] == ["still there?"]
+    assert_session_files_valid(home, {session.id})
 
 
 @pytest.mark.parametrize(

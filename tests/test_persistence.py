@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from amplifier import RecoveryWarning, SessionLocked, StoreWarning, WriteFailed
 from amplifier.persistence import (
     SessionLocation,
     SessionMetadata,
+    SessionWriter,
     iter_events,
     list_sessions,
     load_transcript,
@@ -285,6 +287,40 @@ async def test_full_disk_refuses_records_the_journal_cannot_take(
         await writer.append_event("kept", {}, parent_id=None)
         await writer.close()
     assert [r["event"] for r in lines(location.events)] == ["note", "note", "kept"]
+
+
+async def test_failed_batch_gives_each_waiter_its_own_error_from_the_one_cause(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions refused by one failed batch each get a traceback of their own frames only
+    (not one that grows with every other waiter's), caused by the batch's failure."""
+
+    def full(self: object, batch: bytes, last_seq: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    caught: list[WriteFailed] = []
+
+    async def append(writer: SessionWriter) -> None:
+        try:
+            await writer.append_event("lost", {}, parent_id=None)
+        except WriteFailed as exc:
+            caught.append(exc)
+
+    async with open_store(home) as store:
+        writers = [await store.create(_where(home, f"s{i}"), _meta(f"s{i}")) for i in range(4)]
+        monkeypatch.setattr(journal_module.Journal, "append", full)
+        async with anyio.create_task_group() as tg:
+            for writer in writers:
+                tg.start_soon(append, writer)
+        monkeypatch.undo()
+        for writer in writers:
+            await writer.close()
+    assert len(caught) == 4
+    assert len({id(exc) for exc in caught}) == 4
+    assert {id(exc.__cause__) for exc in caught} == {id(caught[0].__cause__)}
+    assert all(str(exc) == str(caught[0]) for exc in caught)
+    frames = {len(traceback.extract_tb(exc.__traceback__)) for exc in caught}
+    assert len(frames) == 1, frames
 
 
 async def test_full_disk_behind_the_journal_loses_nothing_acknowledged(

@@ -318,7 +318,8 @@ def _signature_classes(value: object) -> set[type]:
                     member = member.fget
                 if isinstance(member, staticmethod | classmethod):
                     member = member.__func__
-                if callable(member):
+                # Ours only: pydantic adds methods of its own (``model_post_init``).
+                if callable(member) and getattr(member, "__module__", "").startswith("amplifier"):
                     callables.append(member)
             if "model_fields" in vars(klass):
                 callables.append(klass)

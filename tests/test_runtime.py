@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import traceback
+import tracemalloc
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from amplifier import (
     AmbiguousSessionId,
     InvalidSessionId,
+    Session,
     SessionClosed,
     SessionLocked,
     SessionNotFound,
@@ -76,6 +83,43 @@ async def test_closing_a_session_marks_it_completed(home: Path, project: Path) -
     assert stored["last_prompt"] == "two"
     assert stored["turns"] == 2
     assert events(home, session.id)[-1]["data"] == {"status": "completed"}
+
+
+async def test_closing_behind_a_full_mailbox_keeps_the_status_asked_for(
+    home: Path, project: Path
+) -> None:
+    """close(status="failed") while prompts fill the mailbox: the queued ones are answered,
+    then the session ends failed, with the error given, not completed."""
+    started, release = anyio.Event(), anyio.Event()
+
+    async def work(turn: Turn) -> str:
+        started.set()
+        await release.wait()
+        return "ok"
+
+    answers: list[str] = []
+
+    async def ask(session: Session, n: int) -> None:
+        with contextlib.suppress(SessionClosed):
+            answers.append((await session.ask(f"question {n}")).text)
+
+    async with open_runtime(cwd=project, handler=FnHandler(work), mailbox_size=2) as rt:
+        session = await rt.open_session()
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(ask, session, n)
+            await started.wait()
+            await anyio.wait_all_tasks_blocked()  # one turn running, the mailbox full
+            tg.start_soon(partial(session.close, status="failed", error="the caller gave up"))
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+    assert answers[:3] == ["ok"] * 3
+    stored = metadata(home, session.id)
+    assert (stored["status"], stored["error"]) == ("failed", "the caller gave up")
+    assert events(home, session.id)[-1]["data"] == {
+        "status": "failed",
+        "error": "the caller gave up",
+    }
 
 
 async def test_sessions_left_open_end_with_the_runtime(home: Path, project: Path) -> None:
@@ -266,6 +310,37 @@ async def test_events_are_read_back_in_seq_order(project: Path) -> None:
     assert read[-1].event == "session:end"
 
 
+async def test_events_of_a_long_log_are_read_in_bounded_memory(
+    home: Path, project: Path
+) -> None:
+    """Reading a long event log through Runtime.events costs memory for a few events at a
+    time, not for the whole log, and still yields every event in seq order."""
+    async with open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            pass
+    log = session_dirs(home)[session.id] / "events.jsonl"
+    last = orjson.loads(log.read_bytes().splitlines()[-1])
+    note = " ".join(["a note of some length"] * 45)  # about 1 KB a line
+    with log.open("ab") as out:
+        for n in range(1, 3001):
+            line = {**last, "seq": last["seq"] + n, "event": "note", "data": {"text": note}}
+            out.write(orjson.dumps(line) + b"\n")
+    size = log.stat().st_size
+    count, previous = 0, 0
+    async with open_runtime(cwd=project, durability="none") as rt:
+        tracemalloc.start()
+        try:
+            async for event in rt.events(session.id):
+                assert event.seq is not None
+                assert event.seq > previous
+                count, previous = count + 1, event.seq
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert count == len(events(home, session.id))
+    assert peak < size / 2, f"{peak} bytes at the peak, reading {size} bytes of log"
+
+
 async def test_subscriber_sees_events_as_they_are_persisted(project: Path) -> None:
     """A subscription receives each event of the session once it is durable, in order."""
     got: list[str] = []
@@ -409,3 +484,39 @@ async def test_cleanup_keeps_a_damaged_child_of_a_session_in_use(home: Path, pro
     assert child in session_dirs(home)
     assert [row.session_id for row in report.removed] == []
     assert {row.session_id for row in report.in_use} == {root.id}
+
+
+@pytest.mark.parametrize("call", ["cleanup", "latest"])
+async def test_dating_a_damaged_session_does_not_block_the_event_loop(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """A session whose metadata is damaged is dated by its files; cleanup and latest look
+    at them in a worker thread, so a slow disk stalls no other session meanwhile."""
+    async with open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            await session.ask("hi")
+    (session_dirs(home)[session.id] / "metadata.json").write_text("{not json")
+    loop_thread = threading.get_ident()
+    on_the_loop: list[str] = []
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def watched(real: Any) -> Any:
+        def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread and str(path).startswith(str(home)):
+                on_the_loop.append(str(path))
+            return real(path, *args, **kwargs)
+
+        return stat
+
+    async with open_runtime(cwd=project, durability="none") as rt:
+        monkeypatch.setattr(os, "stat", watched(real_stat))
+        monkeypatch.setattr(os, "lstat", watched(real_lstat))
+        if call == "cleanup":
+            plan = await rt.cleanup(days=0, dry_run=True)
+            assert [row.session_id for tree in plan.trees for row in tree] == [session.id]
+        else:
+            found = await rt.latest()
+            assert found is not None
+            assert found.session_id == session.id
+        monkeypatch.undo()
+    assert on_the_loop == []

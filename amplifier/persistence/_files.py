@@ -42,24 +42,98 @@ def parse_jsonl(data: bytes, *, name: str = "", warn: bool = True) -> JsonlConte
     end = data.rfind(b"\n") + 1
     content.torn_tail = data[end:]
     for number, line in enumerate(data[:end].splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
+        record = _parse_line(line)
         if isinstance(record, dict):
             content.records.append(record)
-        else:
+        elif record is not _BLANK:
             content.corrupt_lines.append(number)
-    if warn and content.corrupt_lines:
-        lines = ", ".join(map(str, content.corrupt_lines[:10]))
-        warnings.warn(
-            f"{name}: skipped {len(content.corrupt_lines)} damaged line(s) ({lines})",
-            RecoveryWarning,
-            stacklevel=2,
-        )
+    if warn:
+        _warn_damaged(name, content.corrupt_lines)
     return content
+
+
+def iter_jsonl(path: Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file as it stood at the first read, a chunk at a time.
+
+    Memory stays within a chunk and the longest line, however long the file
+    is, and no descriptor is held between chunks (a tree's events are read
+    from many files at once). What is appended after the first read is not
+    read; a torn last line is skipped and damaged lines are warned about at
+    the end, as ``parse_jsonl`` does. A missing file is an empty one.
+    """
+    try:
+        end, identity = _size_and_identity(path)
+    except FileNotFoundError:
+        return
+    offset = number = 0
+    pending = b""
+    corrupt: list[int] = []
+    while offset < end:
+        chunk = _read_at(path, offset, min(STREAM_CHUNK, end - offset), identity)
+        if not chunk:
+            break  # cut short or replaced meanwhile: what was read is all there is
+        offset += len(chunk)
+        data = pending + chunk
+        cut = data.rfind(b"\n") + 1
+        pending = data[cut:]
+        for line in data[:cut].splitlines():
+            number += 1
+            record = _parse_line(line)
+            if isinstance(record, dict):
+                yield record
+            elif record is not _BLANK:
+                corrupt.append(number)
+    if warn:
+        _warn_damaged(str(path), corrupt)
+
+
+STREAM_CHUNK = 64 * 1024
+"""Bytes ``iter_jsonl`` reads at a time."""
+_BLANK = object()
+
+
+def _parse_line(line: bytes) -> object:
+    """The line's JSON value; ``_BLANK`` for an empty line, None if it is not JSON."""
+    if not line.strip():
+        return _BLANK
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _warn_damaged(name: str, corrupt_lines: list[int]) -> None:
+    if corrupt_lines:
+        lines = ", ".join(map(str, corrupt_lines[:10]))
+        warnings.warn(
+            f"{name}: skipped {len(corrupt_lines)} damaged line(s) ({lines})",
+            RecoveryWarning,
+            stacklevel=3,
+        )
+
+
+def _size_and_identity(path: Path) -> tuple[int, tuple[int, int]]:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return info.st_size, (info.st_dev, info.st_ino)
+
+
+def _read_at(path: Path, offset: int, size: int, identity: tuple[int, int]) -> bytes:
+    """Up to ``size`` bytes at ``offset``; nothing if ``path`` is no longer the file it was."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return b""
+    try:
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != identity:
+            return b""
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
 
 
 def read_file(path: Path) -> bytes:
@@ -72,15 +146,6 @@ def read_file(path: Path) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def read_jsonl(path: Path, *, warn: bool = True) -> JsonlContent:
-    """Read a whole JSONL file. A missing file is an empty one."""
-    try:
-        data = read_file(path)
-    except FileNotFoundError:
-        return JsonlContent()
-    return parse_jsonl(data, name=str(path), warn=warn)
 
 
 def _complete_end(fd: int, size: int) -> int:

@@ -36,7 +36,7 @@ from ._exceptions import (
     RecoveryWarning,
     SessionNotFound,
 )
-from ._files import first_line, lines_backwards, read_file, read_jsonl
+from ._files import first_line, iter_jsonl, lines_backwards, read_file
 from ._index import SessionSort, built_in_memory
 from ._index import children_of as index_children
 from ._index import open_built as open_built_index
@@ -269,9 +269,9 @@ def _after_previous_seq(events: Iterable[EventRecord]) -> Iterator[tuple[int, Ev
 
 
 def _records(path: Path, model: type[_R]) -> Iterator[_R]:
-    content = read_jsonl(path)
+    """The valid records of ``path``, read as they are taken (``iter_jsonl``)."""
     skipped = 0
-    for record in content.records:
+    for record in iter_jsonl(path):
         try:
             yield model.model_validate(record)
         except ValidationError:

@@ -17,6 +17,7 @@ earlier one failed.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -57,13 +58,30 @@ class Acks:
         while not receipt.done:
             await self._event.wait()
         if receipt.error is not None:
-            raise receipt.error
+            raise own_copy(receipt.error) from receipt.error
         return receipt.value
 
     def announce(self) -> None:
         """Wake every waiter; called after a commit filled its replies."""
         event, self._event = self._event, anyio.Event()
         event.set()
+
+
+def own_copy(error: BaseException) -> BaseException:
+    """A new exception of ``error``'s type and fields, for one of the waiters it fails.
+
+    One failure answers many requests (a whole batch, the rest of an epoch).
+    Raising the one object in every waiter would grow its traceback by each
+    waiter's frames in turn; each waiter raises its own copy instead,
+    ``from`` the shared one, which keeps where the failure came from.
+    """
+    try:
+        fresh = copy.copy(error)  # through ``__reduce__``: the fields as the type wants them
+    except Exception:  # a type that cannot be rebuilt from its args: its fields, as they are
+        fresh = type(error).__new__(type(error), *error.args)
+        fresh.__dict__.update(vars(error))
+    fresh.__traceback__ = fresh.__cause__ = fresh.__context__ = None
+    return fresh
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,9 +47,20 @@ class ChildOutcome:
     response: str | None = None
     error: str | None = None
     trace: str | None = None
-    """The formatted traceback of a child that could not start."""
+    """The formatted traceback of the child's failure (its turn's, or its start's)."""
     final_error: BaseException | None = None
     """What the child's final records failed with, if they could not be stored."""
+    cause: BaseException | None = None
+    """The exception that failed the child, in the process that ran it (``trace`` travels)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # An outcome crosses processes on a cluster. Any exception may be the
+        # cause, and not every one survives pickling: its formatted
+        # traceback (``trace``) travels in its place.
+        return (
+            ChildOutcome,
+            (self.status, self.response, self.error, self.trace, self.final_error),
+        )
 
 
 Launch = Callable[[], Awaitable[ChildOutcome]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ._exceptions import ChildSessionError
 
@@ -36,6 +36,10 @@ class DelegationResult(BaseModel):
     status: DelegationStatus
     response: str | None = None
     error: str | None = None
+    traceback: str | None = None
+    """The formatted traceback of the child's failure, when an exception failed it."""
+    _cause: BaseException | None = PrivateAttr(default=None)
+    """The exception that failed the child (set where the child ran in this process)."""
 
     @property
     def ok(self) -> bool:
@@ -43,10 +47,16 @@ class DelegationResult(BaseModel):
 
     @property
     def exception(self) -> ChildSessionError | None:
-        """The child's failure wrapped with its id, or None if it completed."""
+        """The child's failure wrapped with its id, or None if it completed.
+
+        Its ``__cause__`` is the exception that failed the child, with its
+        traceback, when the child ran in this process.
+        """
         if self.ok:
             return None
-        return ChildSessionError(self.session_id, self.agent, self.error or self.status)
+        wrapped = ChildSessionError(self.session_id, self.agent, self.error or self.status)
+        wrapped.__cause__ = self._cause
+        return wrapped
 
     def as_tool_result(self) -> dict[str, str | None]:
         """``{session_id, agent, status, response}`` (plus ``error``), as a tool returns it."""

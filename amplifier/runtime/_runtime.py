@@ -17,10 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -70,6 +79,9 @@ from ._ids import is_child_id, new_root_id
 from ._labels import clean_name, clean_tag, retag
 from ._session import FINAL_RECORDS_TIMEOUT, Services, Session, SessionActor, drive_child
 from ._turns import EchoTurnHandler, TurnHandler
+
+EVENTS_PER_READ = 256
+"""Events ``Runtime.events`` reads per trip to the worker thread."""
 
 
 class SessionOpening:
@@ -356,17 +368,27 @@ class Runtime:
         return await self._store.reindex()
 
     async def events(self, session_id: str, *, tree: bool = False) -> AsyncIterator[EventRecord]:
-        """A session's persisted events (with ``tree``: and its sub-sessions'), in seq order."""
+        """A session's persisted events (with ``tree``: and its sub-sessions'), in seq order.
+
+        Streamed: the files are read in a worker thread, ``EVENTS_PER_READ``
+        events at a time, so the first event comes before a long log is
+        read to its end, and memory stays bounded however long it is.
+        Events committed after the reading started may be left out.
+        """
         location = await self.find(session_id)
         await self._store.flush()
+        records: Iterator[EventRecord] | None = None
 
         def read() -> list[EventRecord]:
-            if tree:
-                return list(merge_events(session_tree(location)))
-            return list(iter_events(location))
+            nonlocal records
+            if records is None:  # opened in the thread too: even a stat may block
+                records = merge_events(session_tree(location)) if tree else iter_events(location)
+            return list(islice(records, EVENTS_PER_READ))
 
-        for record in await anyio.to_thread.run_sync(read):
-            yield record
+        while batch := await anyio.to_thread.run_sync(read):
+            for record in batch:
+                yield record
+            del batch  # not kept while the next one is read
 
     async def latest(self) -> SessionSummary | None:
         """The root session of this project used last (what ``continue`` resumes).
@@ -379,13 +401,17 @@ class Runtime:
         """
         rows = await self.sessions(limit=8, roots_only=True, sort="used")
         healthy = next((row for row in rows if row.metadata is not None), None)
-        damaged = [
-            (when, row)
-            for row in rows
-            if row.metadata is None
-            and not is_child_id(row.session_id)
-            and (when := last_write(row.location)) is not None
-        ]
+
+        def damaged_roots() -> list[tuple[datetime, SessionSummary]]:
+            return [
+                (when, row)
+                for row in rows
+                if row.metadata is None
+                and not is_child_id(row.session_id)
+                and (when := last_write(row.location)) is not None
+            ]
+
+        damaged = await anyio.to_thread.run_sync(damaged_roots)
         if damaged:
             when, row = max(damaged, key=lambda pair: pair[0])
             if healthy is None or healthy.metadata is None or when > healthy.metadata.updated:
@@ -426,7 +452,8 @@ class Runtime:
         """
         cutoff = self._services.clock() - timedelta(days=days)
         rows = await self.sessions(all_projects=all_projects)
-        plan = plan_cleanup(rows, cutoff)
+        # A session with damaged metadata is dated by its folder: a stat, so in the thread.
+        plan = await anyio.to_thread.run_sync(plan_cleanup, rows, cutoff)
         if dry_run:
             return plan
         removed: list[SessionSummary] = []

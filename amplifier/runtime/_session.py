@@ -113,6 +113,7 @@ class SessionActor:
     __slots__ = (
         "_before",
         "_children",
+        "_closing",
         "_context",
         "_create",
         "_current",
@@ -169,6 +170,8 @@ class SessionActor:
         self._children: anyio.CapacityLimiter | None = None
         """Made at the first delegation: most sessions never delegate, and idle ones add up."""
         self._context: SessionContext | None = None
+        self._closing: Close | None = None
+        """The end asked for when the mailbox was too full to queue it."""
         self._ended = False
         self._ended_event: anyio.Event | None = None
         """Made only if someone waits for the end: idle sessions add up."""
@@ -208,6 +211,11 @@ class SessionActor:
                             break
                         case _:
                             assert_never(message)
+                else:
+                    closing = self._closing
+                    if closing is not None:  # asked while the mailbox was full
+                        status, error = closing.status, closing.error
+                        keep_previous = closing.keep_previous
         except anyio.get_cancelled_exc_class():
             status = "cancelled"
             raise
@@ -470,10 +478,15 @@ class SessionActor:
         keep_previous: bool = False,
     ) -> None:
         """Ask the session to end after the messages already queued; never blocks."""
-        # A full or closed mailbox needs no Close: closing the stream ends
-        # the session after what is queued.
-        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-            self._send.send_nowait(Close(status=status, error=error, keep_previous=keep_previous))
+        close = Close(status=status, error=error, keep_previous=keep_previous)
+        try:
+            self._send.send_nowait(close)
+        except anyio.WouldBlock:
+            # Closing the stream ends the session after what is queued; the
+            # end asked for is kept aside until then.
+            self._closing = close
+        except anyio.ClosedResourceError:
+            pass  # asked before: the first request decides how it ends
         self._send.close()
 
     # -- records ----------------------------------------------------------------------
@@ -664,13 +677,16 @@ class SessionActor:
                     data["traceback"] = outcome.trace
                 # Committed with or after the child's last records, never without them.
                 await self._post("delegate:end", data, after=after)
-        return DelegationResult(
+        result = DelegationResult(
             session_id=child_id,
             agent=request.agent,
             status=outcome.status,
             response=outcome.response,
             error=outcome.error,
+            traceback=outcome.trace,
         )
+        result._cause = outcome.cause
+        return result
 
     async def _launch(self, child_id: str, launch: Launch) -> ChildOutcome:
         """Run a child placed elsewhere, once what refers to it is durable (``_children``)."""
@@ -734,7 +750,7 @@ async def drive_child(child: SessionActor, request: Delegation) -> ChildOutcome:
             await tg.start(child.run)
         except Exception as exc:
             trace = log_failure(f"sub-session {child.id} could not start", exc)
-            outcome = ChildOutcome("failed", error=_describe(exc), trace=trace)
+            outcome = ChildOutcome("failed", error=_describe(exc), trace=trace, cause=exc)
         else:
             outcome = await _supervise(child, request, tg)
     return outcome
@@ -745,7 +761,8 @@ async def _supervise(
 ) -> ChildOutcome:
     """Ask the child, then close it with the matching end status."""
     status: DelegationStatus
-    response = error = None
+    response = error = trace = None
+    cause: BaseException | None = None
     end: EndStatus = "cancelled"
     try:
         with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
@@ -761,8 +778,10 @@ async def _supervise(
             match outcome:
                 case Answered(reply=reply):
                     status, response, end = "completed", reply.text, "completed"
-                case Failed(reason=reason):
+                case Failed(reason=reason, error=cause):
                     status, error, end = "failed", reason, "failed"
+                    if cause is not None:  # the parent's delegate:end keeps where it failed
+                        trace = formatted_traceback(cause)
                 case Cancelled():
                     status, error = "cancelled", "the child's turn was cancelled"
                 case _:
@@ -773,7 +792,7 @@ async def _supervise(
         await child.wait_ended()
     if not child.has_ended:
         tg.cancel_scope.cancel()
-    return ChildOutcome(status, response, error)
+    return ChildOutcome(status, response, error, trace=trace, cause=cause)
 
 
 def _failed(error: BaseException | None) -> Receipt | None:
