@@ -54,7 +54,19 @@ from amplifier.runtime import (
 from ._bash import Bash
 from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
 from ._delegate_tool import DelegateTool
-from ._events import ApprovalDecided, ApprovalRequested
+from ._events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    ContextCompacted,
+    ProviderFailed,
+    ProviderLimited,
+    ProviderRequested,
+    ProviderResponded,
+    SessionRepaired,
+    ToolFinished,
+    ToolStarted,
+    TurnLimited,
+)
 from ._exceptions import AgentWarning, ConfigError, ProviderError, ToolFailed, UnknownProfile
 from ._file_history import changed_since
 from ._file_tools import file_tools
@@ -181,8 +193,7 @@ class AgentTurnHandler:
             await session.record(to_record(result))
         if missing or unreadable:
             await session.emit(
-                "session:repair",
-                {"tool_results_added": len(missing), "unreadable_messages": unreadable},
+                SessionRepaired(tool_results_added=len(missing), unreadable_messages=unreadable)
             )
         await self._notice_changed_files(session)
 
@@ -224,13 +235,12 @@ class AgentTurnHandler:
         for round_ in range(1, profile.max_rounds + 1):
             messages, compaction = fit(normalize(history), budget)
             if compaction is not None or partial:
-                data: dict[str, Any] = {
-                    "round": round_,
-                    "history_read": "tail" if partial else "all",
-                }
-                if compaction is not None:
-                    data.update(compaction.as_event())
-                await turn.emit("context:compact", data)
+                shortened = compaction.as_event() if compaction is not None else {}
+                await turn.emit(
+                    ContextCompacted(
+                        round=round_, history_read="tail" if partial else "all", **shortened
+                    )
+                )
                 partial = False  # said once per turn
             message = await self._call(turn, provider, spec, tools, messages, round_, profile)
             await turn.record(to_record(message))
@@ -244,7 +254,7 @@ class AgentTurnHandler:
             f"Stopped after {profile.max_rounds} model calls (the profile's max_rounds); "
             "the work so far is in this session's transcript."
         )
-        await turn.emit("turn:limit", {"rounds": profile.max_rounds})
+        await turn.emit(TurnLimited(rounds=profile.max_rounds))
         await turn.record(to_record(AssistantMessage(content=note, provider="amplifier")))
         return note
 
@@ -325,13 +335,15 @@ class AgentTurnHandler:
             tools=tools.specs(),
             max_output_tokens=profile.max_output_tokens,
         )
-        label: dict[str, Any] = {
-            "provider": provider.name,
-            "model": provider.model,
-            "round": round_,
-        }
+        label = {"provider": provider.name, "model": provider.model, "round": round_}
         await turn.emit(
-            "provider:request", {**label, "messages": len(messages), "tools": tools.names}
+            ProviderRequested(
+                provider=provider.name,
+                model=provider.model,
+                round=round_,
+                messages=len(messages),
+                tools=tools.names,
+            )
         )
         started = anyio.current_time()
         pieces: list[str] = []
@@ -348,31 +360,29 @@ class AgentTurnHandler:
             raise
         except ProviderError as exc:
             latency = round((anyio.current_time() - started) * 1000, 1)
-            await turn.emit("provider:error", {**label, "latency_ms": latency, "error": str(exc)})
+            await turn.emit(ProviderFailed(**label, latency_ms=latency, error=str(exc)))
             await self._keep_cut_off(turn, provider, pieces, "failed")
             raise
         latency = round((anyio.current_time() - started) * 1000, 1)
         message = response.message
         await turn.emit(
-            "provider:response",
-            {
+            ProviderResponded(
                 **label,
-                "latency_ms": latency,
-                "usage": response.usage.model_dump(),
-                "stop_reason": response.stop_reason,
-                "tool_calls": [call.name for call in message.tool_calls],
-            },
+                latency_ms=latency,
+                usage=response.usage.model_dump(),
+                stop_reason=response.stop_reason,
+                tool_calls=[call.name for call in message.tool_calls],
+            )
         )
         if response.hit_limit:
             await turn.emit(
-                "provider:limit",
-                {
+                ProviderLimited(
                     **label,
-                    "max_output_tokens": request.max_output_tokens,
-                    "stop_reason": response.stop_reason,
-                    "answer_cut": not message.tool_calls,
-                    "tool_calls_cut": [call.name for call in message.tool_calls if call.cut_off],
-                },
+                    max_output_tokens=request.max_output_tokens,
+                    stop_reason=response.stop_reason,
+                    answer_cut=not message.tool_calls,
+                    tool_calls_cut=[call.name for call in message.tool_calls if call.cut_off],
+                )
             )
             message = message.model_copy(update={"cut_off": "output_limit"})
         return message
@@ -444,9 +454,7 @@ class AgentTurnHandler:
         root: Path,
         profile: Profile,
     ) -> ToolResultMessage:
-        await turn.emit(
-            "tool:pre", {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
-        )
+        await turn.emit(ToolStarted(tool=call.name, call_id=call.id, arguments=call.arguments))
         started = anyio.current_time()
         is_error = True
         trace: str | None = None
@@ -489,34 +497,36 @@ class AgentTurnHandler:
                 with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                     await self._record_changes(turn, context)
                     await turn.emit(
-                        "tool:post",
-                        {
-                            "tool": call.name,
-                            "call_id": call.id,
-                            "is_error": True,
-                            "result": INTERRUPTED,
-                            "file": context.changes[-1].model_dump(),
-                        },
+                        ToolFinished(
+                            tool=call.name,
+                            call_id=call.id,
+                            is_error=True,
+                            result=INTERRUPTED,
+                            file=context.changes[-1],
+                        )
                     )
             raise
         output = clip(output)
         redact = self.redactor(profile)
         if redact is not None:
             output = redact(output)  # tool output is stored: no secrets in it
-        data: dict[str, Any] = {
-            "tool": call.name,
-            "call_id": call.id,
-            "is_error": is_error,
-            "latency_ms": round((anyio.current_time() - started) * 1000, 1),
-            "result": output[:_EXCERPT],
-            "result_chars": len(output),
-        }
-        if context is not None and context.changes:
-            await self._record_changes(turn, context)
-            data["file"] = context.changes[-1].model_dump()
-        if trace is not None:
-            data["traceback"] = redact(trace) if redact is not None else trace
-        await turn.emit("tool:post", data)
+        changed = context.changes[-1] if context is not None and context.changes else None
+        if changed is not None:
+            await self._record_changes(turn, cast(ToolContext, context))
+        if trace is not None and redact is not None:
+            trace = redact(trace)
+        await turn.emit(
+            ToolFinished(
+                tool=call.name,
+                call_id=call.id,
+                is_error=is_error,
+                latency_ms=round((anyio.current_time() - started) * 1000, 1),
+                result=output[:_EXCERPT],
+                result_chars=len(output),
+                file=changed,
+                traceback=trace,
+            )
+        )
         return ToolResultMessage(
             tool_call_id=call.id, name=call.name, content=output, is_error=is_error
         )

@@ -9,7 +9,17 @@ from amplifier._exports import name_as_public as _name_as_public
 from ._approval import ApprovalDecision, ApprovalRequest, Approver, DecidedBy
 from ._bus import Subscription
 from ._delegation import Delegation, DelegationResult, DelegationStatus
-from ._events import Event
+from ._events import (
+    DelegateEnded,
+    DelegateStarted,
+    Event,
+    PromptCompleted,
+    PromptSubmitted,
+    SessionEnded,
+    SessionResumed,
+    SessionStarted,
+    optional,
+)
 from ._exceptions import (
     ChildSessionError,
     IllegalTransition,
@@ -34,6 +44,8 @@ __all__ = [
     "ChildSessionError",
     "Cleanup",
     "DecidedBy",
+    "DelegateEnded",
+    "DelegateStarted",
     "Delegation",
     "DelegationResult",
     "DelegationStatus",
@@ -42,15 +54,20 @@ __all__ = [
     "HeldSession",
     "HistoryTail",
     "IllegalTransition",
+    "PromptCompleted",
+    "PromptSubmitted",
     "Reply",
     "Runtime",
     "RuntimeClosed",
     "Session",
     "SessionClosed",
     "SessionContext",
+    "SessionEnded",
     "SessionError",
     "SessionOpening",
+    "SessionResumed",
     "SessionSetup",
+    "SessionStarted",
     "SessionState",
     "SubscriberTooSlow",
     "Subscription",
@@ -59,6 +76,7 @@ __all__ = [
     "TurnFailed",
     "TurnHandler",
     "open_runtime",
+    "optional",
 ]
 
 _name_as_public(globals(), __all__, "amplifier.runtime")

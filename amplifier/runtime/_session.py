@@ -62,7 +62,16 @@ from ._approval import ApprovalDecision, ApprovalRequest, Approver, decide
 from ._bus import EventBus, Subscription
 from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
 from ._delegation import Delegation, DelegationResult, DelegationStatus
-from ._events import Event
+from ._events import (
+    DelegateEnded,
+    DelegateStarted,
+    Event,
+    PromptCompleted,
+    PromptSubmitted,
+    SessionEnded,
+    SessionResumed,
+    SessionStarted,
+)
 from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
 from ._history import HistoryCopy, HistoryTail
 from ._ids import new_child_id
@@ -244,17 +253,16 @@ class SessionActor:
             self._services.bus.register(self.id, self._create.parent_id)
             meta = self._create
             await self._post(
-                "session:start",
-                {
-                    "session_id": self.id,
-                    "agent": meta.agent,
-                    "profile": meta.profile,
-                    "parent_id": meta.parent_id,
-                    "root_id": meta.root_id,
-                    "depth": meta.depth,
-                    "cwd": meta.cwd,
+                SessionStarted(
+                    session_id=self.id,
+                    agent=meta.agent,
+                    profile=meta.profile,
+                    parent_id=meta.parent_id,
+                    root_id=meta.root_id,
+                    depth=meta.depth,
+                    cwd=meta.cwd,
                     **meta.attributes,
-                },
+                )
             )
             self._recorded = True
             if meta.parent_id is None:
@@ -285,16 +293,15 @@ class SessionActor:
         meta.profile = profile
         meta.attributes = {**meta.attributes, **setup.attributes}
         await self._post(
-            "session:resume",
-            {
-                "messages": meta.message_count,
-                "previous_status": previous,
-                "metadata_rebuilt": repaired,
-                "children_dropped": dropped,
-                "torn_lines_set_aside": [p.name for p in opened.torn],
-                "previous_config": previous_config,
-                "config": {"profile": meta.profile, **meta.attributes},
-            },
+            SessionResumed(
+                messages=meta.message_count,
+                previous_status=previous,
+                metadata_rebuilt=repaired,
+                children_dropped=dropped,
+                torn_lines_set_aside=[p.name for p in opened.torn],
+                previous_config=previous_config,
+                config={"profile": meta.profile, **meta.attributes},
+            )
         )
         self._recorded = True
         await self._write_metadata()
@@ -324,13 +331,8 @@ class SessionActor:
             if keep_previous and self._before is not None:
                 stored, error = self._before
             try:
-                data: dict[str, Any] = {"status": stored}
-                if error is not None:
-                    data["error"] = error
-                if trace is not None:
-                    data["traceback"] = trace
                 if stored != "active":  # one left active (interrupted) never ended
-                    await self._post("session:end", data)
+                    await self._post(SessionEnded(status=stored, error=error, traceback=trace))
                 if self._meta is not None:
                     self._meta.status = stored
                     self._meta.error = error
@@ -388,7 +390,7 @@ class SessionActor:
                 try:
                     for message in prompt.context:
                         await self._post_message(message)
-                    await self._post("prompt:submit", {"prompt": prompt.text, "turn": number})
+                    await self._post(PromptSubmitted(prompt=prompt.text, turn=number))
                     await self._post_message({"role": "user", "content": prompt.text})
                     scrub = self._scrub()
                     meta.last_prompt = scrub(prompt.text) if scrub else prompt.text
@@ -416,13 +418,14 @@ class SessionActor:
         An answer whose records could not be stored is not returned as an
         answer: the caller is told the turn failed.
         """
-        data: dict[str, Any] = {"turn": number, "status": _turn_status(outcome)}
+        completed = PromptCompleted(turn=number, status=_turn_status(outcome))
         if isinstance(outcome, Failed):
-            data["error"] = outcome.reason
-            if outcome.error is not None:
-                data["traceback"] = formatted_traceback(outcome.error)
+            trace = formatted_traceback(outcome.error) if outcome.error is not None else None
+            completed = PromptCompleted(
+                turn=number, status="failed", error=outcome.reason, traceback=trace
+            )
         try:
-            await self._post("prompt:complete", data)
+            await self._post(completed)
             await self._write_metadata()
             if durable:
                 await self._require_writer().sync()
@@ -498,12 +501,10 @@ class SessionActor:
         )
         return stamp.seq
 
-    async def _post(
-        self, event: str, data: Mapping[str, Any], *, after: Receipt | None = None
-    ) -> None:
+    async def _post(self, event: Event, *, after: Receipt | None = None) -> None:
         """Send an event of the session's own bookkeeping (committed in order; see Rule 3)."""
         await self._require_writer().post_event(
-            event, self._payload(data), parent_id=self._parent_id(), after=after
+            event.name, self._payload(event.data()), parent_id=self._parent_id(), after=after
         )
 
     def _payload(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -635,13 +636,12 @@ class SessionActor:
         child_id = request.session_id or new_child_id(self.id, request.agent)
         location = SessionLocation(self.location.home, self.location.project, child_id)
         await self._post(
-            "delegate:start",
-            {
-                "child_id": child_id,
-                "agent": request.agent,
-                "instruction": request.instruction,
-                "resumed": resuming,
-            },
+            DelegateStarted(
+                child_id=child_id,
+                agent=request.agent,
+                instruction=request.instruction,
+                resumed=resuming,
+            )
         )
         if not resuming:
             # Written before the child exists: every child on disk is listed by its parent.
@@ -666,17 +666,15 @@ class SessionActor:
         finally:
             after = child.final if child is not None else _failed(outcome.final_error)
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-                data: dict[str, Any] = {
-                    "child_id": child_id,
-                    "agent": request.agent,
-                    "status": outcome.status,
-                }
-                if outcome.error is not None:
-                    data["error"] = outcome.error
-                if outcome.trace is not None:
-                    data["traceback"] = outcome.trace
+                ended = DelegateEnded(
+                    child_id=child_id,
+                    agent=request.agent,
+                    status=outcome.status,
+                    error=outcome.error,
+                    traceback=outcome.trace,
+                )
                 # Committed with or after the child's last records, never without them.
-                await self._post("delegate:end", data, after=after)
+                await self._post(ended, after=after)
         result = DelegationResult(
             session_id=child_id,
             agent=request.agent,
