@@ -501,6 +501,16 @@ class SessionActor:
         )
         return stamp.seq
 
+    async def post(self, event: str, data: Mapping[str, Any]) -> None:
+        """Send an event of the turn handler's; committed in order, durable at the next wait."""
+        await self._require_writer().post_event(
+            event, self._payload(data), parent_id=self._parent_id()
+        )
+
+    async def sync(self) -> None:
+        """Wait until everything this session sent is committed; raise the first failure."""
+        await self._require_writer().sync()
+
     async def _post(self, event: Event, *, after: Receipt | None = None) -> None:
         """Send an event of the session's own bookkeeping (committed in order; see Rule 3)."""
         await self._require_writer().post_event(
@@ -537,8 +547,11 @@ class SessionActor:
         stamp = await self._require_writer().append_message(self._counted(message))
         return stamp.seq
 
-    async def _post_message(self, message: Mapping[str, Any]) -> None:
+    async def post_message(self, message: Mapping[str, Any]) -> None:
+        """Send a message for the transcript; committed in order, durable at the next wait."""
         await self._require_writer().post_message(self._counted(message))
+
+    _post_message = post_message
 
     def _counted(self, message: Mapping[str, Any]) -> Mapping[str, Any]:
         role = message.get("role")
@@ -943,6 +956,30 @@ class SessionContext:
         """Append a message (a mapping with ``role``) to the transcript; returns its ``seq``."""
         return await self._actor.record(message)
 
+    async def post(self, event: str | Event, data: Mapping[str, object] | None = None) -> None:
+        """Send an event without waiting for it (``emit`` waits).
+
+        It is committed in the order sent, with or before whatever the
+        session waits for next: the answer of its turn, a ``sync``, its end.
+        A failure to store it shows there.
+        """
+        if isinstance(event, Event):
+            await self._actor.post(event.name, event.data())
+        else:
+            await self._actor.post(event, data or {})
+
+    async def post_record(self, message: Mapping[str, object]) -> None:
+        """Send a message for the transcript without waiting for it (``record`` waits)."""
+        await self._actor.post_message(message)
+
+    async def sync(self) -> None:
+        """Wait until everything the session sent so far is durable; raise the first failure.
+
+        Where something is about to leave the Runtime before the turn ends:
+        a tool with side effects runs only after its records are durable.
+        """
+        await self._actor.sync()
+
     async def request_approval(self, request: ApprovalRequest) -> ApprovalDecision:
         """Ask whoever opened the session tree whether a tool call may run.
 
@@ -1008,6 +1045,18 @@ class Turn:
     async def record(self, message: Mapping[str, object]) -> int:
         """Append a message to the transcript as it happens; returns its ``seq``."""
         return await self.session.record(message)
+
+    async def post(self, event: str | Event, data: Mapping[str, object] | None = None) -> None:
+        """Send an event without waiting; durable once the turn's answer is (``emit`` waits)."""
+        await self.session.post(event, data)
+
+    async def post_record(self, message: Mapping[str, object]) -> None:
+        """Send a message without waiting; durable once the turn's answer is."""
+        await self.session.post_record(message)
+
+    async def sync(self) -> None:
+        """Wait until everything the session sent so far is durable (``SessionContext.sync``)."""
+        await self.session.sync()
 
     async def delegate(
         self,
