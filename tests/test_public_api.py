@@ -219,6 +219,7 @@ EXPORTED = {
         "Launch",
         "Lifecycle",
         "agent_slug",
+        "check_prompt",
         "is_child_id",
         "is_root_id",
         "new_child_id",

@@ -38,6 +38,7 @@ from ._messages import (
     to_record,
 )
 from ._offline import OfflineProvider
+from ._options import check_options
 from ._profiles import DEFAULT_PROFILE, Price, Profile, ProfileCatalog, ToolPolicy
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
 from ._provider_config import ProviderConfig, ProviderKind
@@ -97,6 +98,7 @@ __all__ = [
     "Usage",
     "UsageReport",
     "UserMessage",
+    "check_options",
     "confine",
     "file_tools",
     "fit",

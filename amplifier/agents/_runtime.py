@@ -21,6 +21,7 @@ from amplifier.runtime import open_runtime as open_core_runtime
 from amplifier.runtime.lowlevel import ChildLauncher
 
 from ._loop import AgentTurnHandler
+from ._options import check_options
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._provider import Provider
 from ._provider_config import ProviderKind
@@ -77,8 +78,10 @@ async def open_runtime(
     ``store``: write through this open store instead of starting one (the
     session hosts of the Ray backend); ``children``: place some delegated
     children on other session hosts.
-    Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened.
+    Raises ``UnknownProfile`` or ``ConfigError`` (an unknown provider kind
+    or durability, naming the valid ones) before anything is opened.
     """
+    check_options(provider=provider, durability=durability)
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider if isinstance(provider, str) else None
     profiles = await anyio.to_thread.run_sync(

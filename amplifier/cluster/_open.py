@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from amplifier._errors import UsageError
-from amplifier.agents import Provider, ProviderKind
+from amplifier.agents import Provider, ProviderKind, check_options
 from amplifier.agents import open_runtime as open_local_runtime
 from amplifier.persistence import Clock, Durability, utc_now
 from amplifier.runtime import Runtime, TurnHandler
@@ -48,6 +48,7 @@ async def open_runtime(
     hosts in turn (the next host first), with the same results, records
     and causal order. Without ``cluster``, Ray is never imported.
     """
+    check_options(provider=provider, durability=durability)
     if cluster is None:
         if spread_children:
             raise UsageError("spreading children across hosts needs a cluster (cluster=...)")
