@@ -51,6 +51,8 @@ class Price(BaseModel):
 
 
 class Profile(BaseModel):
+    """A named configuration sessions run under: provider, default agent, tools, limits."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str

@@ -34,6 +34,8 @@ from typing import Literal
 
 import orjson
 
+from amplifier._exports import describe
+
 from ._files import read_file
 from ._paths import SessionLocation, sessions_root, validate_session_id
 from ._records import cli_created, cli_parent, format_ts, is_cli_document
@@ -73,7 +75,10 @@ _COLUMNS = frozenset(
 """An index file written with fewer columns is dropped and rebuilt (it is only a cache)."""
 
 SessionSort = Literal["created", "used"]
-"""Listing order: newest created first, or most recently used (``updated``) first."""
+describe(
+    SessionSort,
+    "Listing order: newest created first, or most recently used (``updated``) first.",
+)
 
 
 def index_path(home: Path) -> Path:

@@ -35,20 +35,31 @@ from pydantic import (
     model_validator,
 )
 
+from amplifier._exports import describe
+
 SCHEMA_VERSION = 1
 
 Durability = Literal["fsync", "flush", "none"]
-"""How far a record has got when ``append`` returns.
+describe(
+    Durability,
+    """How far a record has got when ``append`` returns.
 
 ``fsync``: on stable storage (the journal is fsynced); survives power loss.
 ``flush``: handed to the operating system; survives a crash of the process.
 ``none``: accepted by the persistence actor; written out in large chunks,
 so a crash of the process may lose the latest records. For tests and
 benchmarks.
-"""
+""",
+)
 
 SessionStatus = Literal["active", "completed", "cancelled", "failed"]
+describe(
+    SessionStatus,
+    "A session's status in its metadata: ``active`` while it runs (or until a dead "
+    "process's session is resumed), then how it ended.",
+)
 EndStatus = Literal["completed", "cancelled", "failed"]
+describe(EndStatus, "How a session ended (``session:end``), and how a turn did.")
 
 
 def format_ts(moment: datetime) -> str:
