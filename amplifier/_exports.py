@@ -25,6 +25,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "AgentWarning",
         "AssistantMessage",
         "ConfigError",
+        "ConfigWarning",
         "Message",
         "Price",
         "Profile",

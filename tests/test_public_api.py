@@ -110,6 +110,7 @@ EXPORTED = {
         "ClusterError",
         "ClusterUnavailable",
         "ConfigError",
+        "ConfigWarning",
         "CorruptSession",
         "Delegation",
         "DelegationResult",

@@ -101,6 +101,11 @@ class AgentTurnHandler:
         self._tools = ToolBox([*file_tools(), delegate])
         self._redactors: dict[str, Redactor | None] = {}
 
+    @property
+    def tool_names(self) -> list[str]:
+        """Every tool this handler runs: the names agent specs and profiles may use."""
+        return self._tools.names
+
     # -- the TurnHandler protocol -------------------------------------------------
 
     def prepare_session(self, agent: str | None, *, profile: str | None = None) -> SessionSetup:

@@ -21,6 +21,7 @@ from amplifier.runtime import open_runtime as open_core_runtime
 from amplifier.runtime.lowlevel import ChildLauncher
 
 from ._loop import AgentTurnHandler
+from ._names import check_profile, check_specs, warn_unusable
 from ._options import check_options
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._provider import Provider
@@ -79,7 +80,10 @@ async def open_runtime(
     session hosts of the Ray backend); ``children``: place some delegated
     children on other session hosts.
     Raises ``UnknownProfile`` or ``ConfigError`` (an unknown provider kind
-    or durability, naming the valid ones) before anything is opened.
+    or durability, naming the valid ones; a profile that cannot be read or
+    names a tool or agent that does not exist) before anything is opened.
+    Any other agent spec or profile file that cannot be used is left out,
+    with a ``ConfigWarning`` naming it: only what needs it fails.
     """
     check_options(provider=provider, durability=durability)
     root, directory = resolve_home_and_cwd(home, cwd)
@@ -89,10 +93,13 @@ async def open_runtime(
     )
 
     def configured(name: str) -> Profile:
-        return _overridden(profiles.get(name), provider=kind, model=model)
+        loaded = _overridden(profiles.get(name), provider=kind, model=model)
+        if agents is not None:  # the names it uses, once the tools and agents are known
+            check_profile(loaded, profiles, tools=agents.tool_names, agents=agents.catalog)
+        return loaded
 
-    settings = configured(profile or DEFAULT_PROFILE)
     agents: AgentTurnHandler | None = None
+    settings = configured(profile or DEFAULT_PROFILE)
     if handler is None:
         catalog = await anyio.to_thread.run_sync(
             lambda: AgentCatalog.load(home=root, project=directory)
@@ -101,6 +108,9 @@ async def open_runtime(
         agents = AgentTurnHandler(
             catalog=catalog, profile=settings, root=directory, provider=fixed, profiles=configured
         )
+        check_specs(catalog, agents.tool_names)
+        check_profile(settings, profiles, tools=agents.tool_names, agents=catalog)
+    warn_unusable(profiles, agents.catalog if agents else None, configured, in_use=settings.name)
     try:
         async with open_core_runtime(
             handler=handler or agents,

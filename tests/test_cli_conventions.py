@@ -1,0 +1,166 @@
+"""The installed ``amplifier`` command as a new user meets it: what it keeps, what it says,
+what it refuses, how it exits.
+
+Sessions a test only needs to exist are made through the API in-process (fast);
+what the test is about goes through the installed console script, as in
+``test_cli_process``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pexpect
+import pytest
+
+import amplifier
+
+from .helpers import metadata, session_dirs, transcript
+from .test_cli_process import AMPLIFIER, amp
+
+
+def made(project: Path, prompt: str = "real work", **options: Any) -> str:
+    """A stored session of ``project`` that answered ``prompt``; its id."""
+
+    agent = options.pop("agent", None)
+
+    async def make() -> str:
+        async with amplifier.open_runtime(cwd=project, durability="none", **options) as rt:
+            async with rt.open_session(agent=agent) as session:
+                await session.ask(prompt)
+        return session.id
+
+    return anyio.run(make)
+
+
+def start(*args: str, cwd: Path, home: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(AMPLIFIER), *args],
+        cwd=cwd,
+        env={**os.environ, "AMPLIFIER_HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate: Any, *, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def model_called(home: Path, suffix: str = "") -> bool:
+    """A session whose id ends with ``suffix`` has asked its model (its turn is running)."""
+    return any(
+        name.endswith(suffix) and b"provider:request" in _read(folder / "events.jsonl")
+        for name, folder in session_dirs(home).items()
+    )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def interrupted(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    return process.returncode, out, err
+
+
+# -- what is kept, what continue takes ----------------------------------------------------
+
+
+def _spec(project: Path, name: str, text: str) -> Path:
+    path = project / ".amplifier" / "agents" / f"{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _profile(project: Path, name: str, text: str) -> Path:
+    path = project / ".amplifier" / "profiles" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_session_commands_go_on_beside_a_broken_spec_with_one_warning(
+    home: Path, project: Path
+) -> None:
+    """A spec with a YAML error: `session show` works and one warning names path:line."""
+    real = made(project)
+    path = _spec(project, "x", "---\nname: [oops\n---\n")
+    done = amp("session", "show", real, cwd=project, home=home)
+    assert done.returncode == 0, done.stderr
+    (warning,) = done.stderr.splitlines()
+    assert warning.startswith(f"Warning: {path}:2: invalid front matter")
+
+
+def test_a_broken_profile_leaves_the_others_usable(home: Path, project: Path) -> None:
+    """A profile with a YAML error: `run` under base answers, with one warning naming it."""
+    path = _profile(project, "odd", "provider: {kind: openai\n")
+    done = amp("run", "hello", cwd=project, home=home)
+    assert done.returncode == 0, done.stderr
+    assert "You asked: hello" in done.stdout
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"Warning: {path}:")
+
+
+def test_the_command_that_needs_a_broken_spec_fails_naming_it(home: Path, project: Path) -> None:
+    """`run --agent x` with x.md broken exits 2 with the file's path:line."""
+    path = _spec(project, "x", "---\nname: [oops\n---\n")
+    done = amp("run", "--agent", "x", "hi", cwd=project, home=home)
+    assert done.returncode == 2
+    assert f"Error: {path}:2: invalid front matter" in done.stderr
+
+
+def test_a_spec_naming_a_tool_that_does_not_exist_is_refused_at_load(
+    home: Path, project: Path
+) -> None:
+    """`tools: [read_file, no_such_tool_ever]` is reported as path:line, not at call time."""
+    path = _spec(
+        project, "writer", "---\nname: writer\ntools:\n  - read_file\n  - no_such_tool_ever\n---\n"
+    )
+    done = amp("run", "--agent", "writer", "hi", cwd=project, home=home)
+    assert done.returncode == 2
+    assert f"Error: {path}:5: tools: unknown tool 'no_such_tool_ever'; available: " in done.stderr
+
+
+def test_a_profile_denying_a_misspelt_tool_is_refused_at_load(home: Path, project: Path) -> None:
+    """`tools: {deny: [grpe]}` does not quietly leave grep allowed: path:line, exit 2."""
+    path = _profile(project, "strict", "extends: dev\ntools:\n  deny: [glob, grpe]\n")
+    done = amp("run", "--profile", "strict", "hi", cwd=project, home=home)
+    assert done.returncode == 2
+    assert f"Error: {path}:3: tools.deny: unknown tool 'grpe'; available: " in done.stderr
+
+
+async def test_a_spec_delegating_to_an_agent_that_does_not_exist_is_reported(
+    home: Path, project: Path
+) -> None:
+    """`agents: [ghost]` warns with path:line when the runtime opens; the agent is left out."""
+    path = _spec(project, "lead", "---\nname: lead\ntools: [delegate]\nagents: [ghost]\n---\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with amplifier.open_runtime(cwd=project, durability="none") as rt:
+            with pytest.raises(amplifier.ConfigError, match="unknown agent 'ghost'"):
+                await rt.open_session(agent="lead")
+    (warning,) = caught
+    assert warning.category is amplifier.ConfigWarning
+    assert str(warning.message).startswith(f"{path}:4: agents: unknown agent 'ghost'")
+
+
