@@ -164,3 +164,43 @@ async def test_a_spec_delegating_to_an_agent_that_does_not_exist_is_reported(
     assert str(warning.message).startswith(f"{path}:4: agents: unknown agent 'ghost'")
 
 
+def test_a_sub_session_cancelled_by_ctrl_c_is_reported_cancelled_to_its_parent(
+    home: Path, project: Path
+) -> None:
+    """Ctrl-C while a sub-agent works: the parent's tool result says cancelled, as the child."""
+    process = start("run", "/delegate explorer: /sleep 30", cwd=project, home=home)
+    wait_for(lambda: model_called(home, "_explorer"))
+    code, _, _ = interrupted(process)
+    assert code == 130
+    (parent,) = [sid for sid in session_dirs(home) if not sid.endswith("_explorer")]
+    (child,) = [sid for sid in session_dirs(home) if sid.endswith("_explorer")]
+    (result,) = [m for m in transcript(home, parent) if m["role"] == "tool"]
+    assert json.loads(result["content"])["status"] == "cancelled"
+    assert "outcome unknown" not in result["content"]
+    assert metadata(home, child)["status"] == "cancelled"
+
+
+def test_offline_sleep_takes_the_time_it_asks_for() -> None:
+    """`/sleep 90` makes the offline provider's answer take 90 s (a slow turn to interrupt)."""
+    from trio.testing import MockClock
+
+    from amplifier.agents import OfflineProvider, ProviderRequest, UserMessage
+
+    request = ProviderRequest(
+        model="offline", instructions="", messages=(UserMessage(content="/sleep 90\nhi"),)
+    )
+
+    async def answer() -> tuple[float, str]:
+        started = anyio.current_time()
+        response = await OfflineProvider().complete(request)
+        return anyio.current_time() - started, response.message.content
+
+    clock = MockClock(autojump_threshold=0)  # virtual time: exact, and instant
+    took, text = anyio.run(answer, backend="trio", backend_options={"clock": clock})
+    assert took == 90
+    assert "You asked: /sleep 90" in text
+
+
+# -- cleanup at a terminal ------------------------------------------------------------------
+
+
