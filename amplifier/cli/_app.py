@@ -310,6 +310,8 @@ def _provider(provider: Provider | None) -> ProviderKind | None:
 
 async def _other_project_note(rt: Runtime, session: Session) -> None:
     cwd = session.metadata.cwd
+    if session.metadata.cwd_source:
+        _say(f"(its project, {cwd}, is {session.metadata.cwd_source}: it recorded none)")
     if cwd and cwd != str(rt.cwd):
         _say(f"(session of {cwd}, not this directory: its tools run there)")
 
@@ -839,13 +841,14 @@ def show(
 
     async def main(interrupts: AsyncIterator[int]) -> None:
         from amplifier.agents import session_usage
+        from amplifier.persistence import project_slugs
 
         async with open_runtime(durability="none") as rt:
             tree = await rt.tree(session_id)
             head = tree[0]
             records = await rt.transcript(head.session_id)
             log = [e async for e in rt.events(head.session_id)] if events else []
-            project = rt.project
+            project_dir = rt.cwd
             report = await session_usage(rt, head.session_id)
         if as_json:
             document: dict[str, Any] = {
@@ -859,7 +862,7 @@ def show(
             write_json(document)
             return
         out = console()
-        if head.location.project != project:
+        if head.location.project not in project_slugs(project_dir):
             where = head.metadata.cwd if head.metadata else head.location.project
             _say(f"(session of another project: {where})")
         if head.metadata is None:
@@ -868,7 +871,8 @@ def show(
                 markup=False,
             )
         else:
-            out.print("\n".join(metadata_lines(head.metadata, head.status, records)), markup=False)
+            lines = metadata_lines(head.metadata, head.status, records, model=report.head.model)
+            out.print("\n".join(lines), markup=False)
             out.print("\n".join(usage_lines(report, tree)), markup=False)
         if len(tree) > 1:
             out.print("\nSub-sessions:", markup=False)

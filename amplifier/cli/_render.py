@@ -196,20 +196,27 @@ def label(meta: SessionMetadata | None) -> str:
 
 
 def metadata_lines(
-    meta: SessionMetadata, status: str, records: Sequence[TranscriptRecord]
+    meta: SessionMetadata,
+    status: str,
+    records: Sequence[TranscriptRecord],
+    *,
+    model: str | None = None,
 ) -> list[str]:
+    """The head of ``session show``; ``model``: the one its latest model call named."""
     lines = [
         f"Session:   {meta.session_id}",
         *([f"Name:      {one_line(meta.name, 200)}"] if meta.name else []),
         *([f"Tags:      {', '.join(safe(tag) for tag in meta.tags)}"] if meta.tags else []),
         f"Status:    {status}",
         f"Created:   {when(meta.created)}    Updated: {when(meta.updated)}",
-        f"Project:   {safe(meta.cwd)}",
+        f"Project:   {safe(meta.cwd)}"
+        + (f" ({safe(meta.cwd_source)}: it recorded none)" if meta.cwd_source else ""),
         f"Agent:     {safe(meta.agent)}    Profile: {meta.profile or '-'}",
     ]
-    if meta.attributes:
+    attributes = {**meta.attributes, **({"model": model} if model else {})}
+    if attributes:
         lines.append(
-            "Provider:  " + ", ".join(f"{k}={safe(v)}" for k, v in sorted(meta.attributes.items()))
+            "Provider:  " + ", ".join(f"{k}={safe(v)}" for k, v in sorted(attributes.items()))
         )
     lines.append(f"Messages:  {message_count(records)}    Turns: {meta.turns}")
     if meta.parent_id:

@@ -21,8 +21,10 @@ from ._exceptions import (
 from ._index import SessionSort
 from ._paths import (
     SessionLocation,
+    directory_names,
     id_spans,
     project_slug,
+    project_slugs,
     resolve_home_and_cwd,
     validate_session_id,
 )
@@ -84,6 +86,7 @@ __all__ = [
     "TranscriptRecord",
     "WriteFailed",
     "all_projects",
+    "directory_names",
     "existing_children",
     "find_session",
     "id_spans",
@@ -95,6 +98,7 @@ __all__ = [
     "merge_events",
     "open_store",
     "project_slug",
+    "project_slugs",
     "read_metadata",
     "resolve_home_and_cwd",
     "search_sessions",

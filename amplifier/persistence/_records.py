@@ -29,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     JsonValue,
+    PrivateAttr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     model_serializer,
@@ -143,11 +144,24 @@ class SessionMetadata(BaseModel):
     CLI's naming hook); not unique."""
     tags: list[str] = []
     """Labels the user gave the session (``session tag``), lower-case, without spaces."""
+    _cwd_source: str | None = PrivateAttr(default=None)
+
+    @property
+    def cwd_source(self) -> str | None:
+        """Where ``cwd`` was taken from when the session did not record it (a fork of the
+        Amplifier CLI's has no ``working_dir``), in words; None when it recorded its own."""
+        return self._cwd_source
 
     @model_validator(mode="before")
     @classmethod
     def _drop_cli_keys(cls, data: Any) -> Any:
-        """The CLI's keys are derived from ours on every write; reading them back adds nothing."""
+        """The CLI's keys are derived from ours on every write; reading them back adds nothing.
+
+        A fork of that tool's names in ``parent_id`` the session it was copied
+        from; for us it is a root (``forked_from`` says from what).
+        """
+        if isinstance(data, dict) and "forked_from_turn" in data and "version" in data:
+            data = {**data, "parent_id": None}
         if isinstance(data, dict) and not _CLI_KEYS.isdisjoint(data):
             return {key: value for key, value in data.items() if key not in _CLI_KEYS}
         return data
@@ -163,13 +177,25 @@ class SessionMetadata(BaseModel):
         return document
 
     def cli_keys(self) -> dict[str, Any]:
-        """The keys the Amplifier CLI reads, kept current on every write (Rule 2)."""
+        """The keys the Amplifier CLI reads, kept current on every write (Rule 2).
+
+        Its own keys are kept with the values it gave them: the ``parent_id``
+        of its fork (the session it forked, which its lineage follows), and
+        the ``bundle`` it ran; a root session of ours names ``CLI_BUNDLE``,
+        the bundle its ``continue`` then loads.
+        """
         keys: dict[str, Any] = {"turn_count": self.turns, "working_dir": self.cwd}
         model = self.attributes.get("model")
         if model:
             keys["model"] = model
         if self.parent_id is not None:
             keys["agent_name"] = self.agent
+        extra = self.model_extra or {}
+        forked_from = extra.get("forked_from")
+        if self.parent_id is None and "forked_from_turn" in extra and isinstance(forked_from, str):
+            keys["parent_id"] = forked_from
+        if "bundle" not in extra and self.parent_id is None:
+            keys["bundle"] = CLI_BUNDLE
         return keys
 
     @classmethod
@@ -184,6 +210,7 @@ class SessionMetadata(BaseModel):
         depth: int,
         message_count: int,
         last_prompt: str | None,
+        cwd: tuple[str, str | None] | None = None,
     ) -> SessionMetadata:
         """Our reading of a ``metadata.json`` the Amplifier CLI wrote (no ``version``).
 
@@ -192,7 +219,9 @@ class SessionMetadata(BaseModel):
         ``agent_name`` the agent (roots run ``default``), ``name`` the name;
         there is no ``updated``: the newest of ``created``, ``last_updated``
         and the file's modification time stands for it. The lineage and the
-        transcript's counts come from the caller, which reads the files.
+        transcript's counts come from the caller, which reads the files, and
+        so does the project of a session that records no ``working_dir``
+        (``cwd``: the directory, and where it was taken from).
         """
         created = _when(document.get("created")) or modified
         updated = max(created, _when(document.get("last_updated")) or created, modified)
@@ -208,14 +237,15 @@ class SessionMetadata(BaseModel):
         }
         turns = document.get("turn_count")
         name = document.get("name")
-        return cls.model_validate(
+        directory, source = cwd if cwd is not None else (_text(document.get("working_dir")), None)
+        metadata = cls.model_validate(
             {
                 **document,
                 "version": SCHEMA_VERSION,
                 "session_id": session_id,
                 "created": created,
                 "updated": updated,
-                "cwd": _text(document.get("working_dir")),
+                "cwd": directory,
                 "project": project,
                 "agent": agent if isinstance(agent, str) and agent else "default",
                 "profile": None,
@@ -234,9 +264,16 @@ class SessionMetadata(BaseModel):
                 "name": name if isinstance(name, str) and name else None,
             }
         )
+        metadata._cwd_source = source
+        return metadata
 
 
 _CLI_KEYS = frozenset({"turn_count", "working_dir", "model", "agent_name"})
+
+CLI_BUNDLE = "foundation"
+"""The bundle the Amplifier CLI loads to go on with a session of ours (``continue``):
+its foundation bundle, which every installation has. Without a ``bundle`` key it
+would fall back to its configured default; ``-B NAME`` there picks another."""
 
 
 def is_cli_document(document: object) -> bool:
@@ -254,6 +291,21 @@ def cli_parent(document: dict[str, Any]) -> str | None:
     if not isinstance(parent, str) or not parent or "forked_from_turn" in document:
         return None
     return parent
+
+
+def lineage_parent(document: dict[str, Any]) -> str | None:
+    """The parent a ``metadata.json`` names in our sense (a session of its tree), if any.
+
+    A fork of the Amplifier CLI's keeps that tool's ``parent_id`` (the session
+    it was copied from) when we write it, beside ``forked_from_turn``: it is a
+    root for us, whoever wrote the file last.
+    """
+    if is_cli_document(document):
+        return cli_parent(document)
+    if "forked_from_turn" in document:
+        return None
+    parent = document.get("parent_id")
+    return parent if isinstance(parent, str) and parent else None
 
 
 def cli_created(document: dict[str, Any]) -> str:

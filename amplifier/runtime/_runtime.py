@@ -43,6 +43,7 @@ from amplifier.persistence import (
     SessionSummary,
     Store,
     TranscriptRecord,
+    directory_names,
     find_session,
     id_spans,
     iter_events,
@@ -52,6 +53,7 @@ from amplifier.persistence import (
     merge_events,
     open_store,
     project_slug,
+    project_slugs,
     read_metadata,
     resolve_home_and_cwd,
     search_sessions,
@@ -247,21 +249,43 @@ class Runtime:
         however many sessions exist); ``roots_only`` leaves out sub-sessions;
         ``tag`` keeps the sessions that have that tag.
         """
-        project = None if all_projects else self.project
-        cwd = None if all_projects else str(self.cwd)
+        return await self._listing(
+            None if all_projects else self.cwd,
+            limit=limit,
+            roots_only=roots_only,
+            sort=sort,
+            tag=tag,
+        )
+
+    async def _listing(
+        self,
+        directory: str | os.PathLike[str] | None,
+        *,
+        limit: int | None = None,
+        roots_only: bool = False,
+        sort: SessionSort = "created",
+        tag: str | None = None,
+    ) -> list[SessionSummary]:
+        """The sessions of ``directory`` (None: of every project); see ``sessions``.
+
+        A directory's sessions may lie in two project folders: ours, and the
+        Amplifier CLI's when its name differs (``project_slugs``).
+        """
         wanted = clean_tag(tag) if tag is not None else None
-        await self._store.flush()
-        return await anyio.to_thread.run_sync(
-            lambda: list_sessions(
+
+        def listing() -> list[SessionSummary]:
+            return list_sessions(
                 self.home,
-                project,
-                cwd=cwd,
+                project_slugs(directory) if directory is not None else None,
+                cwd=directory_names(directory) if directory is not None else None,
                 limit=limit,
                 roots_only=roots_only,
                 sort=sort,
                 tag=wanted,
             )
-        )
+
+        await self._store.flush()
+        return await anyio.to_thread.run_sync(listing)
 
     async def search(
         self, text: str, *, all_projects: bool = False, limit: int = 20
