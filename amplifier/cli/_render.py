@@ -112,7 +112,7 @@ def sessions_table(
     table = Table(box=None if bare else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     labelled = any(row.metadata and (row.metadata.name or row.metadata.tags) for row, _ in rows)
     columns = ["ID", *(["Name"] if labelled else []), "Created", *(["Used"] if show_used else [])]
-    columns += ["Profile", "Messages", *(["Tokens", "Cost"] if usage is not None else [])]
+    columns += ["Agent", "Profile", "Messages", *(["Tokens", "Cost"] if usage is not None else [])]
     columns += ["Last Prompt", "Status"]
     for column in columns:
         table.add_column(column, no_wrap=column not in ("Last Prompt", "Name"), overflow="fold")
@@ -127,7 +127,11 @@ def sessions_table(
         cells.append(when(meta.created) if meta else "?")
         if show_used:
             cells.append(when(meta.updated) if meta else "?")
-        cells += [(meta.profile or "-") if meta else "?", str(meta.message_count) if meta else "?"]
+        cells += [
+            safe(meta.agent) if meta else "?",
+            (meta.profile or "-") if meta else "?",
+            str(meta.message_count) if meta else "?",
+        ]
         if usage is not None:
             tokens = usage.get(row.session_id)
             cells += [token_counts(tokens), cost(tokens)] if tokens else ["?", "?"]

@@ -365,17 +365,29 @@ class Runtime:
         for record in await anyio.to_thread.run_sync(read):
             yield record
 
-    async def latest(self) -> SessionSummary | None:
+    async def latest(self, *, cwd: str | os.PathLike[str] | None = None) -> SessionSummary | None:
         """The root session of this project used last (what ``continue`` resumes).
 
-        Last used means the newest metadata ``updated``. A session whose
-        metadata is damaged is returned (with ``metadata`` None) when its
-        event log was written after every readable one was used: resuming it
-        rebuilds its metadata. An older session never silently stands in
-        for it; the caller should say that it is damaged.
+        ``cwd`` asks for another directory's instead. Last used means the
+        newest metadata ``updated``; a session that never got a prompt (an
+        interactive session left at once) is passed over: it holds nothing
+        to go on with. A session whose metadata is damaged is returned (with
+        ``metadata`` None) when its event log was written after every
+        readable one was used: resuming it rebuilds its metadata. An older
+        session never silently stands in for it; the caller should say that
+        it is damaged.
         """
-        rows = await self.sessions(limit=8, roots_only=True, sort="used")
-        healthy = next((row for row in rows if row.metadata is not None), None)
+        directory = cwd if cwd is not None else self.cwd
+        rows = await self._listing(directory, limit=_LATEST_PAGE, roots_only=True, sort="used")
+        healthy = next(
+            (
+                row
+                for row in rows
+                if row.metadata is not None
+                and (row.metadata.turns > 0 or row.metadata.message_count > 0)
+            ),
+            None,
+        )
         damaged = [
             (when, row)
             for row in rows
@@ -511,6 +523,10 @@ class Cleanup:
     removed: list[SessionSummary] = field(default_factory=list)
     in_use: list[SessionSummary] = field(default_factory=list)
     """Old enough, but open in some process: left alone."""
+
+
+_LATEST_PAGE = 32
+"""Sessions ``latest`` looks at, the most recently used first (empty ones are passed over)."""
 
 
 def _last_touched(row: SessionSummary) -> datetime:
