@@ -28,8 +28,8 @@ from typing import Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     JsonValue,
-    PrivateAttr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     model_serializer,
@@ -144,13 +144,10 @@ class SessionMetadata(BaseModel):
     CLI's naming hook); not unique."""
     tags: list[str] = []
     """Labels the user gave the session (``session tag``), lower-case, without spaces."""
-    _cwd_source: str | None = PrivateAttr(default=None)
-
-    @property
-    def cwd_source(self) -> str | None:
-        """Where ``cwd`` was taken from when the session did not record it (a fork of the
-        Amplifier CLI's has no ``working_dir``), in words; None when it recorded its own."""
-        return self._cwd_source
+    cwd_source: str | None = Field(default=None, exclude=True)
+    """Where ``cwd`` was taken from when the session did not record it (a fork of the
+    Amplifier CLI's has no ``working_dir``), in words; None when it recorded its own.
+    Never stored: once written, ``cwd`` is the session's own."""
 
     @model_validator(mode="before")
     @classmethod
@@ -238,7 +235,7 @@ class SessionMetadata(BaseModel):
         turns = document.get("turn_count")
         name = document.get("name")
         directory, source = cwd if cwd is not None else (_text(document.get("working_dir")), None)
-        metadata = cls.model_validate(
+        return cls.model_validate(
             {
                 **document,
                 "version": SCHEMA_VERSION,
@@ -262,10 +259,9 @@ class SessionMetadata(BaseModel):
                 "seq": 0,
                 "error": None,
                 "name": name if isinstance(name, str) and name else None,
+                "cwd_source": source,
             }
         )
-        metadata._cwd_source = source
-        return metadata
 
 
 _CLI_KEYS = frozenset({"turn_count", "working_dir", "model", "agent_name"})
