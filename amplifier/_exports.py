@@ -29,6 +29,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "FileDiff",
         "FileRewind",
         "ConfigError",
+        "ConfigWarning",
         "Message",
         "Permissions",
         "Price",
@@ -136,10 +137,76 @@ HOME = {name: module for module, names in EXPORTS.items() for name in names}
 def name_as_public(
     namespace: MutableMapping[str, object], names: Iterable[str], module: str
 ) -> None:
-    """Make the classes and functions ``names`` of ``module`` say where they are public (Rule)."""
+    """Make the classes and functions ``names`` of ``module`` say where they are public (Rule).
+
+    The source stays findable: a function's is found through its code
+    object, which keeps the file it was defined in; a class's through
+    ``__wrapped__`` (``_SourceOf``), which ``inspect.getsource`` follows.
+    """
     for name in names:
         value = namespace[name]
         if not isinstance(value, type | FunctionType):
             continue  # constants and type aliases carry no module of their own
-        if value.__module__.startswith("amplifier"):
-            value.__module__ = "amplifier" if HOME.get(name) == module else module
+        defined_in = value.__module__
+        if not defined_in.startswith("amplifier"):
+            continue
+        public = "amplifier" if HOME.get(name) == module else module
+        if public == defined_in:
+            continue
+        value.__module__ = public
+        if isinstance(value, type) and "__wrapped__" not in vars(value):
+            # A class's source is looked up in the file of the module its
+            # ``__module__`` names, which is now the public package's.
+            value.__wrapped__ = _SourceOf(value, defined_in)  # type: ignore[attr-defined]
+
+
+def describe(alias: object, doc: str) -> None:
+    """Give a type alias (``Literal[...]``) a docstring that ``help()`` and ``__doc__`` show.
+
+    Typing caches aliases, so an equal ``Literal`` written elsewhere shares it.
+    """
+    object.__setattr__(alias, "__doc__", doc)
+
+
+class _SourceOf:
+    """``__wrapped__`` of a class renamed for display: a stand-in that says where it is defined.
+
+    ``inspect.getsource`` (and ``getsourcelines``) unwrap first, so they
+    read the stand-in, which names the defining module and carries the
+    class's own name, docstring and signature (``inspect.signature``
+    unwraps too, and stops at a ``__signature__``). It answers only for
+    the class itself: its instances and subclasses have no ``__wrapped__``.
+    """
+
+    __slots__ = ("_module", "_owner", "_stand_in")
+
+    def __init__(self, owner: type, module: str) -> None:
+        self._owner = owner
+        self._module = module
+        self._stand_in: type | None = None
+
+    def __get__(self, instance: object, owner: type | None = None) -> type:
+        if instance is not None or owner is not self._owner:
+            raise AttributeError("__wrapped__")
+        if self._stand_in is None:
+            self._stand_in = _stand_in(self._owner, self._module)
+        return self._stand_in
+
+
+def _stand_in(owner: type, module: str) -> type:
+    import inspect  # only here: most programs never ask for a source
+
+    try:
+        signature: object = inspect.signature(owner, follow_wrapped=False)
+    except (TypeError, ValueError):
+        signature = None
+    return type(
+        owner.__name__,
+        (),
+        {
+            "__module__": module,
+            "__qualname__": owner.__qualname__,
+            "__doc__": owner.__doc__,
+            "__signature__": signature,
+        },
+    )

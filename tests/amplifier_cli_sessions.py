@@ -322,3 +322,34 @@ def conversation(
     )
     root.save()
     return Conversation(root, child)
+
+
+def fork(parent: CliSession, at_turn: int) -> CliSession:
+    """Their `session fork PARENT --at-turn N`: the first N turns in a new root beside it.
+
+    As their fork writes it: the metadata names the parent in ``parent_id``
+    with ``forked_from_turn``, and records no ``working_dir``.
+    """
+    session_id = root_id()
+    clock = parent.clock + timedelta(minutes=5)
+    cut = [i for i, m in enumerate(parent.messages) if m.get("role") == "user"]
+    messages = parent.messages[: cut[at_turn] if at_turn < len(cut) else len(parent.messages)]
+    moment = iso(clock)
+    metadata: dict[str, Any] = {
+        "session_id": session_id,
+        "parent_id": parent.session_id,
+        "forked_from_turn": at_turn,
+        "forked_at": moment,
+        "created": moment,
+        "turn_count": at_turn,
+        "bundle": parent.metadata.get("bundle"),
+        "model": parent.metadata.get("model"),
+    }
+    forked = CliSession(parent.home, parent.cwd, session_id, metadata, clock=clock)
+    forked.messages = [dict(m) for m in messages]
+    forked.directory.mkdir(parents=True, exist_ok=True)
+    lines = [_dumps_line(m) for m in forked.messages]
+    forked.transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    forked.metadata_file.write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    forked._written()
+    return forked

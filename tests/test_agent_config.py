@@ -78,13 +78,16 @@ def test_malformed_spec_error_names_file_and_line(text: str, line: int, message:
     assert str(caught.value).startswith(f"/p/.amplifier/agents/x.md:{line}: ")
 
 
-def test_broken_spec_in_project_stops_runtime_with_its_location(tmp_path: Path) -> None:
-    """A broken spec file is named when the catalog loads, not skipped silently."""
+def test_broken_spec_is_left_out_and_asking_for_it_names_its_location(tmp_path: Path) -> None:
+    """A broken spec file leaves the other agents usable; asking for it says path:line."""
     folder = tmp_path / ".amplifier" / "agents"
     folder.mkdir(parents=True)
     (folder / "broken.md").write_text("---\nname: [oops\n---\n")
+    catalog = AgentCatalog.load(home=tmp_path / "home", project=tmp_path)
+    assert catalog.names == ["default", "explorer", "reviewer"]
+    assert [str(p) for p in catalog.problems] == [str(catalog.problems[0])]
     with pytest.raises(ConfigError, match=r"broken\.md:2: invalid front matter"):
-        AgentCatalog.load(home=tmp_path / "home", project=tmp_path)
+        catalog["broken"]
 
 
 def test_builtin_profiles_are_base_and_dev(tmp_path: Path) -> None:

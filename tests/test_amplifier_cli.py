@@ -412,6 +412,107 @@ def test_their_rewrite_of_our_metadata_counts_their_turns(home: Path, project: P
     assert (metadata.turns, metadata.message_count, metadata.last_prompt) == (2, 4, "theirs")
 
 
+# -- their forks, their bundle, their project folders, their usage -----------------------------
+
+
+def _their_lineage(home: Path, project: Path, session_id: str) -> list[str]:
+    """The ancestors their `session list --tree` shows: parent_id followed up, as they do."""
+    folder = home / "projects" / cli.cli_slug(project) / "sessions"
+    ancestors = []
+    current = json.loads((folder / session_id / "metadata.json").read_text()).get("parent_id")
+    while current:
+        ancestors.append(current)
+        path = folder / current / "metadata.json"
+        current = json.loads(path.read_text()).get("parent_id") if path.exists() else None
+    return ancestors
+
+
+def test_resuming_their_fork_keeps_its_lineage(home: Path, project: Path) -> None:
+    """Their fork F of S, resumed by us: F still names S for them, and is a root for us."""
+    theirs = cli.conversation(home, project)
+    forked = cli.fork(theirs.root, at_turn=1)
+    done = amp("session", "resume", forked.session_id, "hi", cwd=project, home=home)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(forked.metadata_file.read_text())
+    assert (document["parent_id"], document["forked_from_turn"]) == (theirs.root.session_id, 1)
+    assert _their_lineage(home, project, forked.session_id) == [theirs.root.session_id]
+    roots = list_sessions(home, _slug(project), roots_only=True)
+    assert forked.session_id in {row.session_id for row in roots}
+
+
+def test_their_fork_runs_in_the_project_of_the_session_it_forked(
+    home: Path, project: Path, tmp_path: Path
+) -> None:
+    """A fork records no working_dir: resumed from elsewhere, its tools run in S's project."""
+    (project / "main.py").write_text("print('hi')\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    forked = cli.fork(cli.conversation(home, project).root, at_turn=1)
+    done = amp(
+        "session", "resume", forked.session_id, "/tool list_dir {}", cwd=elsewhere, home=home
+    )
+    assert done.returncode == 0, done.stderr
+    assert "main.py" in done.stdout
+    assert "the session it was forked from" in done.stderr
+    assert json.loads(forked.metadata_file.read_text())["working_dir"] == str(project.resolve())
+
+
+async def test_a_session_of_ours_names_the_bundle_their_continue_loads(
+    home: Path, project: Path
+) -> None:
+    """Our root's metadata.json says `bundle`, so their `continue` needs no default or -B."""
+    async with amplifier.open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            await session.ask("hello")
+    document = orjson.loads((session_dirs(home)[session.id] / "metadata.json").read_bytes())
+    assert document["bundle"] == "foundation"
+
+
+def test_their_sessions_of_a_path_with_a_colon_are_listed(home: Path, tmp_path: Path) -> None:
+    """In /…/p:q their folder is -…-pq and ours -…-p:q: `session list` there finds both."""
+    colon = tmp_path / "p:q"
+    colon.mkdir()
+    theirs = cli.conversation(home, colon)
+    assert theirs.root.directory.parent.parent.name == cli.cli_slug(colon) != _slug(colon)
+    done = amp("session", "list", "--json", cwd=colon, home=home)
+    assert done.returncode == 0, done.stderr
+    assert [row["session_id"] for row in json.loads(done.stdout)] == [theirs.root.session_id]
+
+
+def test_a_sub_session_they_made_under_ours_is_in_its_tree(home: Path, tmp_path: Path) -> None:
+    """Their CLI delegated from a session of ours: `show` lists the child, in their folder too."""
+    colon = tmp_path / "p:q"
+    colon.mkdir()
+    done = amp("run", "hello", "--json", cwd=colon, home=home)
+    ours = json.loads(done.stdout)["session_id"]
+    child = cli.sub_session(cli.CliSession(home, colon, ours, {}), "foundation:explorer")
+    child.add(cli.user("Look"), cli.assistant("Done."))
+    child.save()
+    shown = amp("session", "show", ours, cwd=colon, home=home)
+    assert shown.returncode == 0, shown.stderr
+    assert f"└─ {child.session_id}  [foundation:explorer]" in shown.stdout
+
+
+def test_show_gives_the_model_their_turns_recorded(home: Path, project: Path) -> None:
+    """The Provider line of `show` names the model their calls recorded, not a stale one."""
+    theirs = cli.conversation(home, project)
+    theirs.root.log("llm:response", {"provider": "anthropic", "model": "claude-opus-9"})
+    done = amp("session", "show", theirs.root.session_id, cwd=project, home=home)
+    assert done.returncode == 0, done.stderr
+    assert "Provider:  bundle=bundle:foundation, model=claude-opus-9" in done.stdout
+
+
+async def test_their_usage_logged_as_text_is_counted(home: Path, project: Path) -> None:
+    """Usage their events logged as a string still counts: tokens in and out of each call."""
+    theirs = cli.conversation(home, project)
+    theirs.root.log(
+        "llm:response", {"model": "m", "usage": "input_tokens=1200 output_tokens=34"}
+    )
+    async with amplifier.open_runtime(cwd=project, durability="none") as rt:
+        report = await amplifier.session_usage(rt, theirs.root.session_id)
+    assert (report.head.own.input, report.head.own.output) == (1210, 34)
+
+
 # -- the agent a sub-session of theirs runs --------------------------------------------------
 
 

@@ -267,11 +267,20 @@ def test_list_shows_columns_newest_first() -> None:
     """The table has the documented columns and the newest session on top."""
     first, second = new_session("Add error handling"), new_session("Explain the auth flow")
     lines = cli("session", "list").stdout.splitlines()
-    assert lines[0].split() == ["ID", "Created", "Profile", "Messages", "Last", "Prompt", "Status"]
+    assert lines[0].split() == [
+        "ID",
+        "Created",
+        "Agent",
+        "Profile",
+        "Messages",
+        "Last",
+        "Prompt",
+        "Status",
+    ]
     assert lines[1].startswith(second)
     assert '"Explain the auth flow"' in lines[1]
     assert lines[2].startswith(first)
-    assert lines[1].split()[3:5] == ["base", "2"]
+    assert lines[1].split()[3:6] == ["default", "base", "2"]
 
 
 def test_list_limit_and_json() -> None:
@@ -373,7 +382,7 @@ def test_show_message_count_agrees_with_list_and_transcript() -> None:
     session_id = new_session('/tool list_dir {"path": "."}')
     row = cli("session", "list").stdout.splitlines()[1]
     out = cli("session", "show", session_id).stdout
-    assert row.split()[4] == "3"
+    assert row.split()[5] == "3"
     assert "Messages:  3 (prompts and answers; 4 with tool results)" in out
     assert "Transcript (4 messages):" in out
 

@@ -114,6 +114,7 @@ def test_leaving_an_interactive_session_prints_the_resume_hint(project: Path, ho
     with interactive([], cwd=project, home=home, backend="trio") as term:
         session_id = term.session_id()
         term.prompt()
+        term.ask("hello")
         term.send("/exit")
         term.see(f"Resume with: amplifier session resume {session_id}")
         assert term.leave() == 0

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import inspect
 import pkgutil
+import re
 import subprocess
 import sys
 import typing
@@ -112,6 +113,7 @@ EXPORTED = {
         "ClusterError",
         "ClusterUnavailable",
         "ConfigError",
+        "ConfigWarning",
         "CorruptSession",
         "Delegation",
         "DelegationResult",
@@ -241,6 +243,7 @@ EXPORTED = {
         "Launch",
         "Lifecycle",
         "agent_slug",
+        "check_prompt",
         "is_child_id",
         "is_root_id",
         "new_child_id",
@@ -264,6 +267,37 @@ def test_public_names_say_they_are_amplifiers(name: str) -> None:
     value = getattr(amplifier, name)
     if isinstance(value, type) or inspect.isfunction(value):
         assert value.__module__ == "amplifier"
+
+
+@pytest.mark.parametrize("name", EXPORTED["amplifier"])
+def test_public_names_show_their_source(name: str) -> None:
+    """`inspect.getsource(amplifier.X)` shows X's definition, though X names itself amplifier.X."""
+    value = getattr(amplifier, name)
+    if not (isinstance(value, type) or inspect.isfunction(value)):
+        return  # a type alias (Literal[...]) has no source of its own
+    source = inspect.getsource(value)
+    assert re.search(rf"^(async )?(class|def) {name}\b", source, re.MULTILINE), source[:200]
+    assert value.__module__ == "amplifier"
+
+
+def test_source_lookup_leaves_signatures_and_subclasses_alone() -> None:
+    """A renamed class keeps its signature, and a program's subclass shows its own source."""
+
+    class Mine(amplifier.TurnFailed):
+        """A program's own error."""
+
+    assert list(inspect.signature(amplifier.TurnFailed).parameters) == ["session_id", "reason"]
+    assert inspect.getsource(Mine).lstrip().startswith("class Mine(amplifier.TurnFailed):")
+
+
+@pytest.mark.parametrize("name", EXPORTED["amplifier"])
+def test_public_names_have_docstrings(name: str) -> None:
+    """`help(amplifier.X)` says what X is: every public name carries a docstring of its own."""
+    value = getattr(amplifier, name)
+    own = vars(value).get("__doc__") if isinstance(value, type) else value.__doc__
+    if not isinstance(value, type) and not inspect.isfunction(value):
+        assert own != type(value).__doc__, f"{name} shows its typing class's docstring"
+    assert (own or "").strip(), f"{name} has no docstring"
 
 
 def test_a_public_name_is_amplifiers_before_the_top_level_is_asked() -> None:

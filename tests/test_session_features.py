@@ -108,6 +108,19 @@ def test_search_keeps_to_this_project_unless_all(home: Path, project: Path, tmp_
     assert {hit["session_id"] for hit in json.loads(everywhere.stdout)} == {here, there}
 
 
+def test_search_matches_names_by_the_rule_messages_follow(home: Path, project: Path) -> None:
+    """A name matches by word or stem, as a message does: `fixing` finds "auth fix", `ix` not."""
+    named = _run("find the injection", cwd=project, home=home, extra=("--name", "auth fix"))
+
+    def found(query: str) -> set[tuple[str, str]]:
+        done = amp("session", "search", query, "--json", cwd=project, home=home)
+        assert done.returncode == 0, done.stderr
+        return {(hit["session_id"], hit["role"]) for hit in json.loads(done.stdout)}
+
+    assert found("fixing") == {(named, "label")}
+    assert found("ix") == set()  # a part of a word is no word, in a name as in a message
+
+
 def test_search_without_a_word_is_a_usage_error(home: Path, project: Path) -> None:
     """A query of punctuation only exits 2 with one line saying what is wrong."""
     done = amp("session", "search", '"" * -', cwd=project, home=home)

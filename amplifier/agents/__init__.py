@@ -33,6 +33,7 @@ from ._exceptions import (
     AgentError,
     AgentWarning,
     ConfigError,
+    ConfigWarning,
     ProviderError,
     ProviderMalformed,
     ProviderRejected,
@@ -68,6 +69,7 @@ from ._messages import (
     to_record,
 )
 from ._offline import OfflineProvider
+from ._options import check_options
 from ._permissions import Permissions
 from ._profiles import DEFAULT_PROFILE, Price, Profile, ProfileCatalog, ToolPolicy
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
@@ -98,6 +100,7 @@ __all__ = [
     "Bash",
     "Compaction",
     "ConfigError",
+    "ConfigWarning",
     "ContextCompacted",
     "CutOff",
     "DelegateTool",
@@ -156,6 +159,7 @@ __all__ = [
     "UsageReport",
     "UserMessage",
     "WriteFile",
+    "check_options",
     "confine",
     "file_tools",
     "fit",

@@ -9,7 +9,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._exceptions import ToolFailed
-from ._messages import AssistantMessage, Message, UserMessage, parse_history
+from ._messages import (
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolResultMessage,
+    UserMessage,
+    parse_history,
+)
 from ._specs import AgentCatalog
 from ._tools import ToolContext
 
@@ -90,6 +97,28 @@ class DelegateTool:
         if not result.ok:
             raise ToolFailed(payload)
         return payload
+
+
+def cancelled_result(call: ToolCall) -> ToolResultMessage:
+    """The result of a delegation whose turn was cancelled before it finished.
+
+    Its sub-session was cancelled with the turn (and says so in its own
+    records); the model is told the same, not that the outcome is unknown.
+    """
+    agent = call.arguments.get("agent")
+    payload = {
+        "agent": agent if isinstance(agent, str) else None,
+        "status": "cancelled",
+        "response": None,
+        "error": "the turn was cancelled before this sub-session finished; "
+        "it ended cancelled too",
+    }
+    return ToolResultMessage(
+        tool_call_id=call.id,
+        name=call.name,
+        content=orjson.dumps(payload).decode(),
+        is_error=True,
+    )
 
 
 def render_context(history: list[Message], *, recent: bool) -> str:

@@ -13,7 +13,8 @@ UsageError
     ├── UnknownAgent            no agent of that name (lists the available ones)
     └── UnknownProfile          no profile of that name (lists the available ones)
 UserWarning
-└── AgentWarning                a session runs another agent than it was made with (said why)
+├── AgentWarning                a session runs another agent than it was made with (said why)
+└── ConfigWarning               an agent spec or profile file is unusable, and left out
 """
 
 from __future__ import annotations
@@ -93,3 +94,11 @@ class UnknownProfile(ConfigError):
 
 class AgentWarning(UserWarning):
     """A session goes on with another agent than the one it names, and this says which."""
+
+
+class ConfigWarning(UserWarning):
+    """An agent spec or profile file cannot be used: it is left out, and this says why.
+
+    Only what needs that agent or profile fails (with the same message, as a
+    ``ConfigError``); everything else goes on.
+    """

@@ -53,7 +53,7 @@ from amplifier.runtime import (
 
 from ._bash import Bash
 from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
-from ._delegate_tool import DelegateTool
+from ._delegate_tool import DelegateTool, cancelled_result
 from ._events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -156,6 +156,12 @@ class AgentTurnHandler:
         self._assume_yes = assume_yes
         self._judges: dict[str, Judge] = {}
         self._environments: dict[str, Mapping[str, str]] = {}
+
+    @property
+    def tool_names(self) -> list[str]:
+        """Every tool this handler runs for the Runtime's profile: the names agent specs and
+        profiles may use (besides globs, and the ``mcp_`` tools servers bring)."""
+        return self.toolbox(self.profile).names
 
     # -- the TurnHandler protocol -------------------------------------------------
 
@@ -427,21 +433,20 @@ class AgentTurnHandler:
                 results[index] = await self._run_tool(turn, spec, tools, call, root, profile)
             await record_ready()
 
+        cancelled = False
         try:
             async with anyio.create_task_group() as tg:
                 for index, call in enumerate(calls):
                     tg.start_soon(run, index, call)
+        except BaseException as exc:
+            cancelled = is_cancellation(exc)
+            raise
         finally:
             if recorded < len(calls):
                 # Cut off: answer what did not finish, so the history stays valid.
                 with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                     for index in range(recorded, len(calls)):
-                        results[index] = results[index] or ToolResultMessage(
-                            tool_call_id=calls[index].id,
-                            name=calls[index].name,
-                            content=INTERRUPTED,
-                            is_error=True,
-                        )
+                        results[index] = results[index] or unfinished(calls[index], cancelled)
                     await record_ready()
         return [result for result in results if result is not None]
 
@@ -747,6 +752,24 @@ class AgentTurnHandler:
         if provider is None:
             provider = self._providers[config] = make_provider(config)
         return provider
+
+
+def unfinished(call: ToolCall, cancelled: bool) -> ToolResultMessage:
+    """The result of a call its turn ended before: a cancelled delegation says it was
+    cancelled (its sub-session is recorded so); any other call's outcome is unknown."""
+    if cancelled and call.name == DelegateTool.name:
+        return cancelled_result(call)
+    return ToolResultMessage(
+        tool_call_id=call.id, name=call.name, content=INTERRUPTED, is_error=True
+    )
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """``exc`` is the backend's cancellation (alone, or a group of nothing else)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(cancelled)[1] is None
+    return isinstance(exc, cancelled)
 
 
 def cli_agent(catalog: AgentCatalog, agent: str, *, announce: bool) -> str:

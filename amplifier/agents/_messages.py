@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
+from amplifier._exports import describe
+
 
 class ToolCall(BaseModel):
     """One call the model asked for."""
@@ -41,6 +43,8 @@ class ToolCall(BaseModel):
 
 
 class Usage(BaseModel):
+    """Tokens one model call took in and gave out, as its provider reported them."""
+
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = 0
@@ -48,6 +52,8 @@ class Usage(BaseModel):
 
 
 class UserMessage(BaseModel):
+    """A prompt: what the person (or a delegating parent) asked."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     role: Literal["user"] = "user"
@@ -65,6 +71,12 @@ reached the profile's ``max_output_tokens``."""
 
 
 class AssistantMessage(BaseModel):
+    """A model's answer: its text, the tools it calls, and who answered.
+
+    ``cut_off`` says why an answer is incomplete: its turn was cancelled, its
+    stream failed, or it reached the output-token limit.
+    """
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     role: Literal["assistant"] = "assistant"
@@ -83,6 +95,8 @@ class AssistantMessage(BaseModel):
 
 
 class ToolResultMessage(BaseModel):
+    """What a tool call returned (``is_error``: the tool failed, and this says why)."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     role: Literal["tool"] = "tool"
@@ -98,6 +112,11 @@ class ToolResultMessage(BaseModel):
 
 
 Message = Annotated[UserMessage | AssistantMessage | ToolResultMessage, Field(discriminator="role")]
+describe(
+    Message,
+    "A message of a conversation, by its ``role``: a ``UserMessage``, an ``AssistantMessage`` "
+    "or a ``ToolResultMessage``.",
+)
 MESSAGE = TypeAdapter(Message)
 
 

@@ -6,6 +6,8 @@ It drives every path of the runtime from the prompt itself (DESIGN.md):
   such lines make several calls in one response, which run concurrently;
 - a line ``/tool NAME {JSON-ARGS}`` calls that tool;
 - a line ``/fail MESSAGE`` makes the provider call fail with that message;
+- a line ``/sleep SECONDS`` makes the provider call take that long first
+  (a slow answer, to try Ctrl-C or a timeout on);
 - anything else gets a plain answer restating the request and what the
   session has seen (turns, tool results, sub-session results).
 
@@ -19,6 +21,7 @@ import re
 import secrets
 from collections.abc import Sequence
 
+import anyio
 import orjson
 
 from ._exceptions import ProviderError
@@ -28,6 +31,9 @@ from ._provider import ProviderRequest, ProviderResponse, TextSink
 _DELEGATE = re.compile(r"/delegate\s+([^:\s]+)\s*:\s*(.*)")
 _TOOL = re.compile(r"/tool\s+(\S+)\s*(.*)")
 _FAIL = re.compile(r"/fail\b\s*(.*)")
+_SLEEP = re.compile(r"/sleep\s+(\d+(?:\.\d*)?|\.\d+)")
+MAX_SLEEP = 3600.0
+"""The longest ``/sleep`` (an hour): a slow answer to interrupt, not a hang."""
 NOTICE = "[offline provider: not a language model]"
 _EXCERPT = 240
 
@@ -48,6 +54,9 @@ class OfflineProvider:
             isinstance(m, AssistantMessage) for m in messages[start + 1 :]
         )
         if first_call:
+            delay = _sleep(prompt)
+            if delay:
+                await anyio.sleep(delay)
             # Ids unique across turns, as real providers make them.
             calls = _commands(prompt, prefix=f"call_{secrets.token_hex(4)}")
             if calls:
@@ -79,6 +88,16 @@ def _last_prompt_index(messages: Sequence[Message]) -> int | None:
         if isinstance(messages[index], UserMessage):
             return index
     return None
+
+
+def _sleep(prompt: str) -> float:
+    """Seconds the ``/sleep`` lines of ``prompt`` ask for, together (at most ``MAX_SLEEP``)."""
+    asked = sum(
+        float(match[1])
+        for raw in prompt.splitlines()
+        if (match := _SLEEP.fullmatch(raw.strip())) is not None
+    )
+    return min(asked, MAX_SLEEP)
 
 
 def _commands(prompt: str, *, prefix: str) -> list[ToolCall]:

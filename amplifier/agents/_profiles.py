@@ -55,6 +55,8 @@ class Price(BaseModel):
 
 
 class Profile(BaseModel):
+    """A named configuration sessions run under: provider, default agent, tools, limits."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
@@ -99,14 +101,41 @@ class Profile(BaseModel):
 
 
 class ProfileCatalog:
-    """Every profile available to a project, by name (with ``extends`` resolved)."""
+    """Every profile available to a project, by name (with ``extends`` resolved).
 
-    def __init__(self, raw: Mapping[str, tuple[dict[str, Any], str]]) -> None:
+    A profile file that cannot be read or parsed (``broken``, by its stem)
+    is left out: asking for it, or for a profile that extends it, raises
+    the file's error; the others work (``problems`` lists them).
+    """
+
+    def __init__(
+        self,
+        raw: Mapping[str, tuple[dict[str, Any], str]],
+        broken: Mapping[str, ConfigError] | None = None,
+    ) -> None:
         self._raw = dict(raw)
+        self._broken = {name: e for name, e in (broken or {}).items() if name not in self._raw}
 
     @property
     def names(self) -> list[str]:
         return sorted(self._raw)
+
+    @property
+    def problems(self) -> list[ConfigError]:
+        """Why each profile file left out is unusable (``path:line: what is wrong``)."""
+        return [self._broken[name] for name in sorted(self._broken)]
+
+    def defined_in(self, name: str, key: str) -> Path | None:
+        """The file of the profile, ``name`` or one it extends, that sets ``key`` (None: none
+        does, or a built-in one)."""
+        seen: set[str] = set()
+        while name in self._raw and name not in seen:
+            seen.add(name)
+            fields, source = self._raw[name]
+            if key in fields:
+                return _path(source)
+            name = str(fields.get("extends"))
+        return None
 
     def __contains__(self, name: object) -> bool:
         return name in self._raw
@@ -122,6 +151,8 @@ class ProfileCatalog:
             raise ConfigError(f"{where}: {error['msg']}", path=_path(source)) from None
 
     def _resolve(self, name: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+        if name in self._broken:
+            raise self._broken[name]
         if name not in self._raw:
             raise UnknownProfile(name, self.names)
         fields, source = self._raw[name]
@@ -135,6 +166,8 @@ class ProfileCatalog:
             raise ConfigError(
                 f"profiles extend each other in a circle: {chain}", path=_path(source)
             )
+        if parent in self._broken:
+            raise self._broken[parent]
         if parent not in self._raw:
             raise ConfigError(
                 f"extends: unknown profile {parent!r}; available: {', '.join(self.names)}",
@@ -154,14 +187,20 @@ class ProfileCatalog:
                     _parse(entry.read_text(encoding="utf-8"), f"built-in:{entry.name}"),
                     "built-in",
                 )
+        broken: dict[str, ConfigError] = {}
         for directory in (home / "profiles", project / ".amplifier" / "profiles"):
             for path in _profile_files(directory):
                 try:
-                    text = path.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise ConfigError(f"cannot read profile: {exc}", path=path) from None
-                raw[path.stem] = (_parse(text, str(path)), str(path))
-        return cls(raw)
+                    try:
+                        text = path.read_text(encoding="utf-8")
+                    except (OSError, UnicodeDecodeError) as exc:
+                        raise ConfigError(f"cannot read profile: {exc}", path=path) from None
+                    raw[path.stem] = (_parse(text, str(path)), str(path))
+                    broken.pop(path.stem, None)
+                except ConfigError as exc:
+                    raw.pop(path.stem, None)
+                    broken[path.stem] = exc
+        return cls(raw, broken)
 
 
 def _profile_files(directory: Path) -> Iterable[Path]:

@@ -10,15 +10,21 @@ provider object only: requests, responses and errors never carry them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._messages import AssistantMessage, Message, Usage
 
-TextSink = Callable[[str], Awaitable[None]]
-"""Receives streamed text as it arrives (may be called many times per response)."""
+
+class TextSink(Protocol):
+    """Receives streamed text as it arrives (may be called many times per response).
+
+    Any ``async def sink(text: str) -> None`` is one.
+    """
+
+    def __call__(self, text: str, /) -> Awaitable[None]: ...
 
 
 class ToolSpec(BaseModel):
@@ -32,6 +38,8 @@ class ToolSpec(BaseModel):
 
 
 class ProviderRequest(BaseModel):
+    """One model call: the agent's instructions, the history, the tools, the output limit."""
+
     model_config = ConfigDict(frozen=True)
 
     model: str
@@ -42,6 +50,8 @@ class ProviderRequest(BaseModel):
 
 
 class ProviderResponse(BaseModel):
+    """What one model call returned: the answer, its usage, and why it stopped."""
+
     model_config = ConfigDict(frozen=True)
 
     message: AssistantMessage

@@ -8,9 +8,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from amplifier._exports import describe
+
 from ._exceptions import ConfigError
 
 ProviderKind = Literal["offline", "scripted", "openai", "anthropic"]
+describe(
+    ProviderKind,
+    "The providers a profile can name: ``offline`` (no network), ``scripted`` (replays a "
+    "file), ``openai`` (any OpenAI-compatible endpoint), ``anthropic``.",
+)
 
 
 class ProviderConfig(BaseModel):

@@ -21,6 +21,8 @@ from amplifier.runtime import open_runtime as open_core_runtime
 from amplifier.runtime.lowlevel import ChildLauncher
 
 from ._loop import AgentTurnHandler
+from ._names import check_profile, check_specs, warn_unusable
+from ._options import check_options
 from ._permissions import Permissions
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._provider import Provider
@@ -96,9 +98,14 @@ async def open_runtime(
     ``Tool``), for the agents that name them; ``agents`` are ``AgentSpec``
     objects. Each replaces a file's (or a built-in) of its name, with a
     warning.
-    Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened
-    (a tool whose signature cannot be described names its function).
+    Raises ``UnknownProfile`` or ``ConfigError`` (an unknown provider kind
+    or durability, naming the valid ones; a profile that cannot be read or
+    names a tool or agent that does not exist; a tool whose signature
+    cannot be described, naming its function) before anything is opened.
+    Any other agent spec or profile file that cannot be used is left out,
+    with a ``ConfigWarning`` naming it: only what needs it fails.
     """
+    check_options(provider=provider, durability=durability)
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider if isinstance(provider, str) else None
     profiles = await anyio.to_thread.run_sync(
@@ -106,14 +113,17 @@ async def open_runtime(
     )
 
     def configured(name: str) -> Profile:
-        return _overridden(profiles.get(name), provider=kind, model=model)
+        loaded = _overridden(profiles.get(name), provider=kind, model=model)
+        if loop is not None:  # the names it uses, once the tools and agents are known
+            check_profile(loaded, profiles, tools=loop.tool_names, agents=loop.catalog)
+        return loaded
 
+    loop: AgentTurnHandler | None = None
     settings = configured(profile or DEFAULT_PROFILE)
     for given in tools:
         check = getattr(given, "check", None)
         if callable(check):
             check()  # a signature that cannot be described: ConfigError naming the function
-    loop: AgentTurnHandler | None = None
     if handler is None:
         catalog = await anyio.to_thread.run_sync(
             lambda: AgentCatalog.load(home=root, project=directory)
@@ -132,6 +142,9 @@ async def open_runtime(
             tools=tools,
         )
         loop.toolbox(settings)  # the profile's Python tools load now, or fail naming it
+        check_specs(catalog, loop.tool_names)
+        check_profile(settings, profiles, tools=loop.tool_names, agents=catalog)
+    warn_unusable(profiles, loop.catalog if loop else None, configured, in_use=settings.name)
     try:
         async with open_core_runtime(
             handler=handler or loop,

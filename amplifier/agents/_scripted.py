@@ -23,6 +23,8 @@ from ._yaml import YamlProblem, load_yaml
 
 
 class ScriptedCall(BaseModel):
+    """A tool call a scripted turn makes: the tool's name and its arguments."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
@@ -30,6 +32,8 @@ class ScriptedCall(BaseModel):
 
 
 class ScriptedTurn(BaseModel):
+    """One answer of a script: text, tool calls, or an ``error`` the call fails with."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     text: str = ""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -98,10 +98,20 @@ def _line_of(front: list[str], key: str) -> int:
 
 
 class AgentCatalog:
-    """Every agent spec available to a project, by name."""
+    """Every agent spec available to a project, by name.
 
-    def __init__(self, specs: Iterable[AgentSpec]) -> None:
+    A spec file that cannot be used (``broken``: by the name its file
+    gives, its stem) is left out: asking for that agent raises the file's
+    error, and the other agents work (``problems`` lists them all).
+    """
+
+    def __init__(
+        self, specs: Iterable[AgentSpec], broken: Mapping[str, ConfigError] | None = None
+    ) -> None:
         self._specs = {spec.name: spec for spec in specs}
+        self._broken = {
+            name: error for name, error in (broken or {}).items() if name not in self._specs
+        }
 
     def with_specs(self, specs: Iterable[AgentSpec]) -> AgentCatalog:
         """These specs added; one replacing a file's (or a built-in) of its name says so."""
@@ -122,6 +132,8 @@ class AgentCatalog:
         try:
             return self._specs[name]
         except KeyError:
+            if name in self._broken:
+                raise self._broken[name] from None
             raise UnknownAgent(name, self.names) from None
 
     def __contains__(self, name: object) -> bool:
@@ -131,16 +143,44 @@ class AgentCatalog:
     def names(self) -> list[str]:
         return sorted(self._specs)
 
+    @property
+    def specs(self) -> list[AgentSpec]:
+        return [self._specs[name] for name in self.names]
+
+    @property
+    def problems(self) -> list[ConfigError]:
+        """Why each spec file left out is unusable (``path:line: what is wrong``)."""
+        return [self._broken[name] for name in sorted(self._broken)]
+
+    def known(self, name: str) -> bool:
+        """There is a spec of that name, usable or not."""
+        return name in self._specs or name in self._broken
+
+    def set_aside(self, name: str, error: ConfigError) -> None:
+        """Leave the agent ``name`` out: asking for it raises ``error`` from now on."""
+        self._specs.pop(name, None)
+        self._broken[name] = error
+
     @classmethod
     def load(cls, *, home: Path, project: Path) -> AgentCatalog:
-        """Built-ins, then ``home/agents``, then ``project/.amplifier/agents`` (later wins)."""
+        """Built-ins, then ``home/agents``, then ``project/.amplifier/agents`` (later wins).
+
+        A file that cannot be read or parsed takes the place of the agent its
+        name (its stem) would have been, as a broken one (see the class).
+        """
         specs: dict[str, AgentSpec] = {}
+        broken: dict[str, ConfigError] = {}
         for spec in builtin_specs():
             specs[spec.name] = spec
         for folder in (home / "agents", project / ".amplifier" / "agents"):
-            for spec in _specs_in(folder):
-                specs[spec.name] = spec
-        return cls(specs.values())
+            for path, loaded in _specs_in(folder):
+                if isinstance(loaded, ConfigError):
+                    specs.pop(path.stem, None)
+                    broken[path.stem] = loaded
+                else:
+                    broken.pop(loaded.name, None)
+                    specs[loaded.name] = loaded
+        return cls(specs.values(), broken)
 
 
 def builtin_specs() -> list[AgentSpec]:
@@ -152,14 +192,19 @@ def builtin_specs() -> list[AgentSpec]:
     ]
 
 
-def _specs_in(folder: Path) -> list[AgentSpec]:
+def _specs_in(folder: Path) -> list[tuple[Path, AgentSpec | ConfigError]]:
+    """Each spec file of ``folder``, parsed, or the error that says why it cannot be."""
     if not folder.is_dir():
         return []
-    specs = []
+    specs: list[tuple[Path, AgentSpec | ConfigError]] = []
     for path in sorted(folder.glob("*.md")):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read agent spec: {exc}", path=path) from None
-        specs.append(parse_spec(text, source=path))
+            specs.append((path, ConfigError(f"cannot read agent spec: {exc}", path=path)))
+            continue
+        try:
+            specs.append((path, parse_spec(text, source=path)))
+        except ConfigError as exc:
+            specs.append((path, exc))
     return specs

@@ -1,7 +1,9 @@
 """Tokens and cost of a session: per turn, per session, and for its whole tree.
 
 Read from the persisted events: each ``provider:response`` carries the
-model and its ``usage`` (input and output tokens). A turn of a session runs
+model and its ``usage`` (input and output tokens); so does each
+``llm:response`` the Amplifier CLI logged, whose ``usage`` may be a mapping
+or its text (``input_tokens=10 output_tokens=20``). A turn of a session runs
 from its ``prompt:submit`` to the next one; the sub-sessions it delegated
 to run inside it, so their calls count towards that turn of the tree.
 Cost comes from the ``prices`` of the session's profile (USD per million
@@ -10,6 +12,7 @@ tokens, by model); calls to a model with no price are counted, not priced.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -74,6 +77,8 @@ class SessionUsage:
     tree: Tokens = field(default_factory=Tokens)
     """With every descendant's."""
     turns: list[TurnUsage] = field(default_factory=list)
+    model: str | None = None
+    """The model its latest model call named (None: no call named one)."""
 
 
 @dataclass(slots=True)
@@ -103,11 +108,10 @@ class UsageReport:
 
 
 def tokens_of(event: EventRecord, prices: Mapping[str, Price]) -> Tokens | None:
-    """The tokens (and cost) of one ``provider:response`` event; None for other events."""
-    if event.event != "provider:response":
+    """The tokens (and cost) of one model call's event; None for other events."""
+    if not is_model_call(event):
         return None
-    usage = event.data.get("usage")
-    used = usage if isinstance(usage, dict) else {}
+    used = usage_counts(event.data.get("usage"))
     tokens = Tokens(
         input=_count(used.get("input_tokens")), output=_count(used.get("output_tokens")), calls=1
     )
@@ -117,6 +121,26 @@ def tokens_of(event: EventRecord, prices: Mapping[str, Price]) -> Tokens | None:
     else:
         tokens.cost = (tokens.input * price.input + tokens.output * price.output) / 1_000_000
     return tokens
+
+
+def is_model_call(event: EventRecord) -> bool:
+    """A model call's answer: our ``provider:response``, or the Amplifier CLI's
+    ``llm:response`` (its lines have no ``seq``)."""
+    return event.event == "provider:response" or (
+        event.event == "llm:response" and event.seq is None
+    )
+
+
+_COUNT = re.compile(r"""['"]?(\w+)['"]?\s*[:=]\s*(\d+)""")
+
+
+def usage_counts(usage: object) -> Mapping[str, object]:
+    """A call's ``usage`` as a mapping: as recorded, or read from its text."""
+    if isinstance(usage, dict):
+        return usage
+    if isinstance(usage, str):
+        return {key: int(value) for key, value in _COUNT.findall(usage)}
+    return {}
 
 
 def _count(value: object) -> int:
@@ -170,6 +194,9 @@ def usage_of(
         tokens = tokens_of(event, prices)
         if tokens is None:
             continue
+        model = event.data.get("model")
+        if isinstance(model, str) and model:
+            session.model = model
         session.own.add(tokens)
         session.tree.add(tokens)
         if session.turns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -28,3 +29,27 @@ def load_yaml(text: str) -> Any:
         raise YamlProblem(f"a value YAML cannot build: {exc}", None) from None
     except RecursionError:
         raise YamlProblem("nested too deeply", None) from None
+
+
+def line_of(text: str, path: Sequence[str | int]) -> int | None:
+    """The line (1-based) of the value at ``path`` (mapping keys, list indexes) in ``text``.
+
+    None when the text does not parse or holds nothing at that path.
+    """
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    for step in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+            node = next(
+                (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == step),
+                None,
+            )
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            node = node.value[step] if step < len(node.value) else None
+        else:
+            return None
+        if node is None:
+            return None
+    return int(node.start_mark.line) + 1 if node is not None else None

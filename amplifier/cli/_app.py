@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import anyio
 import typer
 
+from ._continuing import confirm_cleanup, forget_if_empty, latest_here_or_above, resumed
 from ._input import lenient, read_stdin, stdin_is_piped
 from ._limits import answer_limit, limit_notice
+from ._output import tolerant_stdout
 from ._render import (
     console,
     event_json,
@@ -244,7 +246,7 @@ def _execute(
     # Ctrl-C stays ignored: after the work, it has nothing left to stop.
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        with _debug_log():
+        with _debug_log(), tolerant_stdout():
             _run_guarded(main, as_json=as_json, signals=signals)
     finally:
         for signum, handler in previous.items():
@@ -333,6 +335,8 @@ def _provider(provider: Provider | None) -> ProviderKind | None:
 
 async def _other_project_note(rt: Runtime, session: Session) -> None:
     cwd = session.metadata.cwd
+    if session.metadata.cwd_source:
+        _say(f"(its project, {cwd}, is {session.metadata.cwd_source}: it recorded none)")
     if cwd and cwd != str(rt.cwd):
         _say(f"(session of {cwd}, not this directory: its tools run there)")
 
@@ -390,7 +394,8 @@ async def _one_turn(
             elif partial:
                 sys.stdout.write("\n" if stream else safe(partial) + "\n")
                 sys.stdout.flush()
-            _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
+            if not as_json:
+                _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
             return 128 + stopped_by
         except TurnFailed as exc:
             # A turn that could not be stored says nothing of the session:
@@ -404,8 +409,9 @@ async def _one_turn(
                 sys.stdout.write("\n")  # the error starts a line of its own
                 sys.stdout.flush()
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
-            _say(f"Session: {session.id}")
-            _resume_hint(session.id)
+            if not as_json:  # the document names the session
+                _say(f"Session: {session.id}")
+                _resume_hint(session.id)
             return 1
         limit = await answer_limit(feed)
         tg.cancel_scope.cancel()
@@ -603,6 +609,8 @@ def root(
                 code = await run_interactive(
                     rt, session, history="none", interrupts=interrupts, say=_say
                 )
+            if await forget_if_empty(rt, session):
+                return code  # nothing to resume
         _resume_hint(session.id)
         return code
 
@@ -666,7 +674,7 @@ def run(
             **access.options(as_json=as_json),
         ) as rt:
             opening = (
-                rt.resume(resume, profile=profile)
+                resumed(rt, (await rt.find(resume)).session_id, profile=profile)
                 if resume is not None
                 else rt.open_session(agent=agent, name=name)
             )
@@ -706,7 +714,7 @@ def continue_(
     history = _history(no_history, full_history)
 
     async def latest(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
-        found = await rt.latest()
+        found = await latest_here_or_above(rt, _say)
         if found is None:
             _fail(
                 "no session to continue in this project; start one with 'amplifier run'",
@@ -826,7 +834,7 @@ async def _resume(
             _fail(
                 "--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True
             )
-        async with rt.resume(location.session_id, profile=profile) as session:
+        async with resumed(rt, location.session_id, profile=profile) as session:
             if not as_json:
                 await _other_project_note(rt, session)
             if prompt is not None:
@@ -910,6 +918,10 @@ def list_(
             )
             return
         if not shown:
+            scope = "any project" if all_projects else "this project"
+            if tag is not None:
+                _say(f"No session of {scope} has the tag {tag!r} (`session tag` adds one).")
+                return
             hint = "" if all_projects else " (--all shows every project's)"
             _say(f"No sessions in this project{hint}.")
             return
@@ -938,13 +950,14 @@ def show(
 
     async def main(interrupts: AsyncIterator[int]) -> None:
         from amplifier.agents import session_usage
+        from amplifier.persistence import project_slugs
 
         async with open_runtime(durability="none") as rt:
             tree = await rt.tree(session_id)
             head = tree[0]
             records = await rt.transcript(head.session_id)
             log = [e async for e in rt.events(head.session_id)] if events else []
-            project = rt.project
+            project_dir = rt.cwd
             report = await session_usage(rt, head.session_id)
         if as_json:
             document: dict[str, Any] = {
@@ -958,7 +971,7 @@ def show(
             write_json(document)
             return
         out = console()
-        if head.location.project != project:
+        if head.location.project not in project_slugs(project_dir):
             where = head.metadata.cwd if head.metadata else head.location.project
             _say(f"(session of another project: {where})")
         if head.metadata is None:
@@ -967,7 +980,8 @@ def show(
                 markup=False,
             )
         else:
-            out.print("\n".join(metadata_lines(head.metadata, head.status, records)), markup=False)
+            lines = metadata_lines(head.metadata, head.status, records, model=report.head.model)
+            out.print("\n".join(lines), markup=False)
             out.print("\n".join(usage_lines(report, tree)), markup=False)
         if len(tree) > 1:
             out.print("\nSub-sessions:", markup=False)
@@ -1099,6 +1113,9 @@ def cleanup(
     all_projects: Annotated[
         bool, typer.Option("--all", help="Every project's sessions, not only this one's.")
     ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (on a terminal).")
+    ] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
 ) -> None:
@@ -1107,6 +1124,16 @@ def cleanup(
 
     async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(durability="none") as rt:
+            if not (dry_run or yes) and sys.stdin.isatty():
+                plan = await rt.cleanup(days=days, dry_run=True, all_projects=all_projects)
+                confirmed = await confirm_cleanup(plan, interrupts) if plan.trees else True
+                if confirmed is None:
+                    _fail("interrupted: nothing deleted", code=130, as_json=as_json)
+                if not confirmed:
+                    _say("Nothing deleted.")
+                    if as_json:
+                        write_json({"dry_run": False, "days": days, "deleted": [], "in_use": []})
+                    return  # the user's choice: not a failure
             result = await rt.cleanup(days=days, dry_run=dry_run, all_projects=all_projects)
         gone = [row for tree in result.trees for row in tree] if dry_run else result.removed
         if as_json:
@@ -1143,6 +1170,20 @@ def main() -> None:
     count, and by then the command has closed its files and the runtime has
     made its records durable. Exit handlers run last registered first: this
     one runs after those registered while the command ran.
+
+    ``--debug`` may come anywhere before a ``--`` (``amplifier run --debug
+    "..."``), as the run flags may come before or after the command.
     """
     atexit.register(gc.freeze)
+    sys.argv[1:] = debug_first(sys.argv[1:])
     app()
+
+
+def debug_first(args: list[str]) -> list[str]:
+    """``args`` with every ``--debug`` before a ``--`` moved to the front, where the root
+    command takes it."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    rest = [arg for arg in args[:end] if arg != "--debug"]
+    return ["--debug", *rest, *args[end:]]

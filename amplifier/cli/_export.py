@@ -17,7 +17,18 @@ from typing import Annotated
 import orjson
 import typer
 
-from ._app import _execute, _fail, _say, open_runtime, session_app
+from ._app import (
+    FormatOption,
+    JsonFlag,
+    OutputFormat,
+    _execute,
+    _fail,
+    _json_mode,
+    _say,
+    open_runtime,
+    session_app,
+)
+from ._render import write_json
 
 
 class ExportFormat(StrEnum):
@@ -32,13 +43,31 @@ def export(
         str, typer.Argument(metavar="ID", help="Session id, unique prefix or name.")
     ],
     format_: Annotated[
-        ExportFormat, typer.Option("--format", "-f", help="md, json or html.")
-    ] = ExportFormat.md,
+        ExportFormat | None,
+        typer.Option("--format", "-f", help="md, json or html (default: md; json with --json)."),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the --output file if it exists.")
+    ] = False,
+    json_flag: JsonFlag = False,
+    output_format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Export a session with its sub-sessions, nested where they were delegated."""
+    """Export a session with its sub-sessions, nested where they were delegated.
+
+    With --json, stdout is one JSON document: the export itself (as --format
+    json), or, with --output, where it was written.
+    """
+    as_json = _json_mode(json_flag, output_format)
+    chosen = format_ or (ExportFormat.json if as_json else ExportFormat.md)
+    if as_json and output is None and chosen is not ExportFormat.json:
+        _fail(
+            f"--json prints the export as JSON; --format {chosen.value} needs --output FILE",
+            code=2,
+            as_json=True,
+        )
 
     from ._export_html import tree_html
     from ._export_text import tree_json, tree_markdown
@@ -47,9 +76,9 @@ def export(
     async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(durability="none") as rt:
             tree = await load_tree(rt, session_id)
-        if format_ is ExportFormat.json:
+        if chosen is ExportFormat.json:
             text = orjson.dumps(tree_json(tree), option=orjson.OPT_INDENT_2).decode() + "\n"
-        elif format_ is ExportFormat.html:
+        elif chosen is ExportFormat.html:
             text = tree_html(tree)
         else:
             text = tree_markdown(tree)
@@ -57,9 +86,16 @@ def export(
             sys.stdout.write(text)
             return
         try:
-            output.write_text(text, encoding="utf-8")
+            with output.open("w" if force else "x", encoding="utf-8") as file:
+                file.write(text)
+        except FileExistsError:
+            _fail(f"{output} exists: --force overwrites it", code=2, as_json=as_json)
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror or exc}", code=1)
-        _say(f"Exported {tree.session_id} to {output}")
+            _fail(f"cannot write {output}: {exc.strerror or exc}", code=1, as_json=as_json)
+        if as_json:
+            written = {"session_id": tree.session_id, "format": chosen.value, "output": str(output)}
+            write_json(written)
+        else:
+            _say(f"Exported {tree.session_id} to {output}")
 
-    _execute(main)
+    _execute(main, as_json=as_json)

@@ -112,7 +112,7 @@ def sessions_table(
     table = Table(box=None if bare else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     labelled = any(row.metadata and (row.metadata.name or row.metadata.tags) for row, _ in rows)
     columns = ["ID", *(["Name"] if labelled else []), "Created", *(["Used"] if show_used else [])]
-    columns += ["Profile", "Messages", *(["Tokens", "Cost"] if usage is not None else [])]
+    columns += ["Agent", "Profile", "Messages", *(["Tokens", "Cost"] if usage is not None else [])]
     columns += ["Last Prompt", "Status"]
     for column in columns:
         table.add_column(column, no_wrap=column not in ("Last Prompt", "Name"), overflow="fold")
@@ -127,7 +127,11 @@ def sessions_table(
         cells.append(when(meta.created) if meta else "?")
         if show_used:
             cells.append(when(meta.updated) if meta else "?")
-        cells += [(meta.profile or "-") if meta else "?", str(meta.message_count) if meta else "?"]
+        cells += [
+            safe(meta.agent) if meta else "?",
+            (meta.profile or "-") if meta else "?",
+            str(meta.message_count) if meta else "?",
+        ]
         if usage is not None:
             tokens = usage.get(row.session_id)
             cells += [token_counts(tokens), cost(tokens)] if tokens else ["?", "?"]
@@ -196,20 +200,27 @@ def label(meta: SessionMetadata | None) -> str:
 
 
 def metadata_lines(
-    meta: SessionMetadata, status: str, records: Sequence[TranscriptRecord]
+    meta: SessionMetadata,
+    status: str,
+    records: Sequence[TranscriptRecord],
+    *,
+    model: str | None = None,
 ) -> list[str]:
+    """The head of ``session show``; ``model``: the one its latest model call named."""
     lines = [
         f"Session:   {meta.session_id}",
         *([f"Name:      {one_line(meta.name, 200)}"] if meta.name else []),
         *([f"Tags:      {', '.join(safe(tag) for tag in meta.tags)}"] if meta.tags else []),
         f"Status:    {status}",
         f"Created:   {when(meta.created)}    Updated: {when(meta.updated)}",
-        f"Project:   {safe(meta.cwd)}",
+        f"Project:   {safe(meta.cwd)}"
+        + (f" ({safe(meta.cwd_source)}: it recorded none)" if meta.cwd_source else ""),
         f"Agent:     {safe(meta.agent)}    Profile: {meta.profile or '-'}",
     ]
-    if meta.attributes:
+    attributes = {**meta.attributes, **({"model": model} if model else {})}
+    if attributes:
         lines.append(
-            "Provider:  " + ", ".join(f"{k}={safe(v)}" for k, v in sorted(meta.attributes.items()))
+            "Provider:  " + ", ".join(f"{k}={safe(v)}" for k, v in sorted(attributes.items()))
         )
     lines.append(f"Messages:  {message_count(records)}    Turns: {meta.turns}")
     if meta.parent_id:

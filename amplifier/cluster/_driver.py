@@ -57,7 +57,7 @@ from amplifier.runtime import (
     TurnFailed,
 )
 from amplifier.runtime import open_runtime as open_core_runtime
-from amplifier.runtime.lowlevel import EventBus
+from amplifier.runtime.lowlevel import EventBus, check_prompt
 
 from . import _ray
 from ._bridge import call
@@ -211,6 +211,7 @@ class ClusterSession(Session):
 
         Raises ``TurnFailed`` naming the session if its host dies meanwhile.
         """
+        check_prompt(prompt)
         if self._closed:
             raise SessionClosed(self.id)
         link = self._link

@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from amplifier._errors import UsageError
-from amplifier.agents import AgentSpec, Permissions, Provider, ProviderKind, Tool
+from amplifier.agents import (
+    AgentSpec,
+    Permissions,
+    Provider,
+    ProviderKind,
+    Tool,
+    check_options,
+)
 from amplifier.agents import open_runtime as open_local_runtime
 from amplifier.persistence import Clock, Durability, utc_now
 from amplifier.runtime import Approver, Runtime, TurnHandler
@@ -67,6 +74,7 @@ async def open_runtime(
     hosts in turn (the next host first), with the same results, records
     and causal order. Without ``cluster``, Ray is never imported.
     """
+    check_options(provider=provider, durability=durability)
     if cluster is None:
         if spread_children:
             raise UsageError("spreading children across hosts needs a cluster (cluster=...)")

@@ -22,8 +22,10 @@ from ._file_history import read_kept
 from ._index import SessionSort
 from ._paths import (
     SessionLocation,
+    directory_names,
     id_spans,
     project_slug,
+    project_slugs,
     resolve_home_and_cwd,
     validate_session_id,
 )
@@ -85,6 +87,7 @@ __all__ = [
     "TranscriptRecord",
     "WriteFailed",
     "all_projects",
+    "directory_names",
     "existing_children",
     "find_session",
     "id_spans",
@@ -96,6 +99,7 @@ __all__ = [
     "merge_events",
     "open_store",
     "project_slug",
+    "project_slugs",
     "read_kept",
     "read_metadata",
     "resolve_home_and_cwd",

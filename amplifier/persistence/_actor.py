@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -98,8 +98,15 @@ from ._requests import (
 )
 from ._upkeep import IndexUpkeep
 
-Clock = Callable[[], datetime]
-"""Wall-clock time for record stamps; tests pass a fake one."""
+
+class Clock(Protocol):
+    """Wall-clock time for record stamps (``utc_now``); tests pass a fake one.
+
+    Any function of no arguments that returns an aware ``datetime`` is one.
+    """
+
+    def __call__(self) -> datetime: ...
+
 
 CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Journal size past which the files are synced and the journal emptied."""

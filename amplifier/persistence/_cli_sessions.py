@@ -11,6 +11,7 @@ writes its own ``turn_count``.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from ._exceptions import CorruptSession
 from ._files import read_file
-from ._paths import SessionLocation
+from ._paths import SessionLocation, project_slugs
 from ._records import SessionMetadata, cli_parent, is_cli_document
 
 
@@ -56,6 +57,7 @@ def from_cli(location: SessionLocation, document: dict[str, Any], path: Path) ->
         modified = datetime.now(UTC)
     root_id, depth = _cli_lineage(location, document)
     message_count, last_prompt = _transcript_summary(location.transcript)
+    cwd = None if _text(document.get("working_dir")) else _project_of(location, document)
     try:
         return SessionMetadata.from_cli(
             document,
@@ -66,6 +68,7 @@ def from_cli(location: SessionLocation, document: dict[str, Any], path: Path) ->
             depth=depth,
             message_count=message_count,
             last_prompt=last_prompt,
+            cwd=cwd,
         )
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"] if exc.errors() else "unreadable"
@@ -99,6 +102,54 @@ def _cli_lineage(location: SessionLocation, document: dict[str, Any]) -> tuple[s
             break
         parent = cli_parent(above)
     return root, depth
+
+
+_SIBLINGS = 32
+"""Sessions of its folder read, at most, for the project of a session that names none."""
+
+
+def _project_of(location: SessionLocation, document: dict[str, Any]) -> tuple[str, str | None]:
+    """The directory of a session the Amplifier CLI wrote without ``working_dir`` (its fork).
+
+    The session it names as parent (what it was forked from) recorded it;
+    else the other sessions of its project folder agree on one. The second
+    item says where it came from, for the person to be told.
+    """
+    parent = document.get("parent_id")
+    if isinstance(parent, str) and parent and parent != location.session_id:
+        with contextlib.suppress(OSError, ValueError):
+            above = json_object(
+                read_file(SessionLocation(location.home, location.project, parent).metadata)
+            )
+            directory = _recorded_directory(above)
+            if directory:
+                return directory, f"taken from {parent}, the session it was forked from"
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        names = sorted(os.listdir(location.directory.parent))[:_SIBLINGS]
+        for name in names:
+            if name == location.session_id:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                sibling = SessionLocation(location.home, location.project, name)
+                directory = _recorded_directory(json_object(read_file(sibling.metadata)))
+                if directory and location.project in project_slugs(directory):
+                    found.add(directory)
+    if len(found) == 1:
+        (directory,) = found
+        return directory, "taken from the other sessions of its project folder"
+    return "", None
+
+
+def _recorded_directory(document: dict[str, Any] | None) -> str:
+    """The directory a metadata document recorded: ours (``cwd``) or the CLI's."""
+    if document is None:
+        return ""
+    return _text(document.get("cwd")) or _text(document.get("working_dir"))
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 _SPOKEN = re.compile(rb'"role": ?"(?:user|assistant)"')

@@ -27,16 +27,18 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import orjson
 
+from amplifier._exports import describe
+
 from ._files import read_file
 from ._paths import SessionLocation, sessions_root, validate_session_id
-from ._records import cli_created, cli_parent, format_ts, is_cli_document
+from ._records import cli_created, cli_parent, format_ts, is_cli_document, lineage_parent
 from ._search import create_search_schema, forget_search, rebuild_search
 
 INDEX = "index.sqlite3"
@@ -73,7 +75,10 @@ _COLUMNS = frozenset(
 """An index file written with fewer columns is dropped and rebuilt (it is only a cache)."""
 
 SessionSort = Literal["created", "used"]
-"""Listing order: newest created first, or most recently used (``updated``) first."""
+describe(
+    SessionSort,
+    "Listing order: newest created first, or most recently used (``updated``) first.",
+)
 
 
 def index_path(home: Path) -> Path:
@@ -200,7 +205,7 @@ def _row(location: SessionLocation, document: bytes) -> Row:
         location.project,
         created,
         str(fields.get("updated") or created),
-        fields.get("parent_id"),
+        lineage_parent(fields),
         fields.get("root_id"),
         _name(fields.get("name")),
         tags_column(tags) if isinstance(tags, list) and tags else None,
@@ -381,8 +386,8 @@ def page(
     db: sqlite3.Connection,
     home: Path,
     *,
-    project: str | None,
-    cwd: str | None = None,
+    project: str | Sequence[str] | None,
+    cwd: str | Sequence[str] | None = None,
     limit: int | None,
     roots_only: bool,
     sort: SessionSort = "created",
@@ -390,15 +395,19 @@ def page(
 ) -> list[tuple[SessionLocation, bytes]]:
     """Newest first (created, or last used): sessions of ``project`` (None: every project).
 
-    With ``cwd``: only those that recorded it as their directory, or none.
+    ``project`` may be several project folders; with ``cwd`` (one directory,
+    or the names it may be recorded under), only the sessions that recorded
+    it as their directory, or none.
     """
     where, args = [], []
     if project is not None:
-        where.append("project = ?")
-        args.append(project)
+        projects = [project] if isinstance(project, str) else list(project)
+        where.append(f"project IN ({', '.join('?' * len(projects))})")
+        args.extend(projects)
     if cwd is not None:
-        where.append(f"coalesce({_CWD}, '') IN ('', ?)")
-        args.append(cwd)
+        names = [cwd] if isinstance(cwd, str) else list(cwd)
+        where.append(f"coalesce({_CWD}, '') IN ('', {', '.join('?' * len(names))})")
+        args.extend(names)
     if roots_only:
         where.append("parent_id IS NULL")
     if tag is not None:
@@ -417,9 +426,11 @@ def page(
 
 _CWD = (
     "CASE WHEN json_valid(CAST(document AS TEXT)) "
-    "THEN json_extract(CAST(document AS TEXT), '$.cwd') END"
+    "THEN coalesce(json_extract(CAST(document AS TEXT), '$.cwd'), "
+    "json_extract(CAST(document AS TEXT), '$.working_dir')) END"
 )
-"""The ``cwd`` a row's metadata document recorded (NULL if it has none or is damaged)."""
+"""The directory a row's metadata document recorded: our ``cwd``, or the Amplifier CLI's
+``working_dir`` (NULL if it has neither or is damaged)."""
 
 
 def with_prefix(

@@ -80,6 +80,27 @@ def project_slug(directory: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(directory)).replace(os.sep, "-")
 
 
+def project_slugs(directory: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The project folders that may hold the sessions of ``directory``: ours, then the
+    Amplifier CLI's when it differs.
+
+    That tool names a project by its path with symbolic links resolved, and
+    drops every ``:`` (``/tmp/p:q`` is ``-tmp-pq`` to it, ``-tmp-p:q`` to us).
+    """
+    ours = project_slug(directory)
+    theirs = os.path.realpath(os.fspath(directory)).replace(os.sep, "-").replace(":", "")
+    theirs = theirs if theirs.startswith("-") else "-" + theirs
+    return (ours,) if theirs == ours else (ours, theirs)
+
+
+def directory_names(directory: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The ways a session may have recorded ``directory``: as given (ours), and with its
+    symbolic links resolved (the Amplifier CLI's ``working_dir``)."""
+    given = os.path.abspath(os.fspath(directory))
+    resolved = os.path.realpath(given)
+    return (given,) if resolved == given else (given, resolved)
+
+
 def default_home() -> Path:
     """``$AMPLIFIER_HOME`` if set, else ``~/.amplifier``."""
     configured = os.environ.get("AMPLIFIER_HOME")

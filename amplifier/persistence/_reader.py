@@ -18,7 +18,7 @@ import heapq
 import os
 import sqlite3
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,7 @@ from ._paths import (
     SessionLocation,
     id_spans,
     is_safe_slug,
+    project_slugs,
     projects_root,
     refuse_links_out,
     sessions_root,
@@ -58,8 +59,8 @@ from ._records import (
     EventRecord,
     SessionMetadata,
     TranscriptRecord,
-    cli_parent,
     is_cli_document,
+    lineage_parent,
 )
 from ._search import SearchHit, parse_query, rebuild_search, search_built
 from ._search import search as search_index
@@ -339,9 +340,9 @@ def summarize(location: SessionLocation) -> SessionSummary:
 
 def list_sessions(
     home: Path,
-    project: str | None,
+    project: str | Sequence[str] | None,
     *,
-    cwd: str | None = None,
+    cwd: str | Sequence[str] | None = None,
     limit: int | None = None,
     roots_only: bool = False,
     sort: SessionSort = "created",
@@ -349,9 +350,11 @@ def list_sessions(
 ) -> list[SessionSummary]:
     """The sessions of ``project`` (every project if None), newest first.
 
-    With ``cwd``, only the sessions that recorded that working directory
-    (or none that can be read): two directories may share a project slug
-    (``/a-b`` and ``/a/b``), and each lists only its own sessions.
+    ``project`` may be several project folders (ours and the Amplifier
+    CLI's, ``project_slugs``). With ``cwd`` (a directory, or the names it
+    may be recorded under), only the sessions that recorded that working
+    directory (or none that can be read): two directories may share a
+    project slug (``/a-b`` and ``/a/b``), and each lists only its own sessions.
     ``sort`` says newest by what: ``created``, or ``used`` (the last time the
     session was written to, metadata ``updated``). ``tag`` keeps only the
     sessions with that tag.
@@ -364,7 +367,7 @@ def list_sessions(
         return []
     with _index(home) as db:
         if db is not None:
-            _refresh(db, home, [project] if project is not None else all_projects(home))
+            _refresh(db, home, _projects(project) if project is not None else all_projects(home))
             page = index_page(
                 db,
                 home,
@@ -383,25 +386,30 @@ def list_sessions(
     return _scan(home, project, cwd=cwd, limit=limit, roots_only=roots_only, sort=sort, tag=tag)
 
 
+def _projects(project: str | Sequence[str]) -> list[str]:
+    return [project] if isinstance(project, str) else list(project)
+
+
 def _scan(
     home: Path,
-    project: str | None,
+    project: str | Sequence[str] | None,
     *,
-    cwd: str | None,
+    cwd: str | Sequence[str] | None,
     limit: int | None,
     roots_only: bool,
     sort: SessionSort = "created",
     tag: str | None = None,
 ) -> list[SessionSummary]:
     """The listing without the index: every folder, every metadata file."""
-    projects = [project] if project is not None else all_projects(home)
+    projects = _projects(project) if project is not None else all_projects(home)
     rows = [
         summarize(SessionLocation(home, slug, session_id))
         for slug in projects
         for session_id in project_ids(home, slug)
     ]
     if cwd is not None:
-        rows = [r for r in rows if r.metadata is None or r.metadata.cwd in ("", cwd)]
+        names = {"", *([cwd] if isinstance(cwd, str) else cwd)}
+        rows = [r for r in rows if r.metadata is None or r.metadata.cwd in names]
     if roots_only:
         rows = [r for r in rows if r.metadata is None or r.metadata.parent_id is None]
     if tag is not None:
@@ -609,9 +617,10 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
     """The session and all its descendants (children live beside it), parents first.
 
     A session's metadata lists its children; those whose own metadata names
-    it as parent are children too (the Amplifier CLI's parents list none);
-    and when its metadata is damaged, they are found by their ids (which
-    start with its span), so none is left behind.
+    it as parent are children too (the Amplifier CLI's parents list none,
+    and it may file them under its own name for the project folder,
+    ``project_slugs``); and when its metadata is damaged, they are found by
+    their ids (which start with its span), so none is left behind.
     """
     with _index(location.home) as db:
         if db is not None:
@@ -622,11 +631,17 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
         while index < len(found):
             current = found[index]
             index += 1
+            folders = {current.project}
             try:
-                listed = existing_children(current, read_metadata(current).children)[0]
+                meta = read_metadata(current)
+                listed = existing_children(current, meta.children)[0]
+                if meta.cwd:
+                    folders.update(project_slugs(meta.cwd))
             except (CorruptSession, SessionNotFound):
                 listed = _children_by_lineage(current)
-            for child in [*listed, *_named_children(db, current)]:
+            if db is not None and len(folders) > 1:
+                _refresh(db, location.home, sorted(folders - {current.project}))
+            for child in [*listed, *_named_children(db, current, folders)]:
                 if child.session_id not in seen:
                     seen.add(child.session_id)
                     found.append(child)
@@ -634,28 +649,25 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
 
 
 def _named_children(
-    db: sqlite3.Connection | None, parent: SessionLocation
+    db: sqlite3.Connection | None, parent: SessionLocation, folders: set[str]
 ) -> list[SessionLocation]:
-    """The sessions of ``parent``'s project whose metadata names it as their parent."""
+    """The sessions of ``parent``'s project ``folders`` whose metadata names it as parent."""
     if db is not None:
         with contextlib.suppress(sqlite3.Error):
             return [
                 child
                 for child in index_children(db, parent.home, parent.session_id)
-                if child.project == parent.project and child.directory.is_dir()
+                if child.project in folders and child.directory.is_dir()
             ]
     # No index: every metadata file of the project.
     named = []
-    for session_id in project_ids(parent.home, parent.project):
-        child = SessionLocation(parent.home, parent.project, session_id)
+    for slug, session_id in [(s, i) for s in sorted(folders) for i in project_ids(parent.home, s)]:
+        child = SessionLocation(parent.home, slug, session_id)
         with contextlib.suppress(OSError):
             document = json_object(read_file(child.metadata))
             if document is None:
                 continue
-            parent_id = (
-                cli_parent(document) if is_cli_document(document) else document.get("parent_id")
-            )
-            if parent_id == parent.session_id:
+            if lineage_parent(document) == parent.session_id:
                 named.append(child)
     return named
 

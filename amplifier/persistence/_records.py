@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     JsonValue,
     SerializationInfo,
     SerializerFunctionWrapHandler,
@@ -35,20 +36,31 @@ from pydantic import (
     model_validator,
 )
 
+from amplifier._exports import describe
+
 SCHEMA_VERSION = 1
 
 Durability = Literal["fsync", "flush", "none"]
-"""How far a record has got when ``append`` returns.
+describe(
+    Durability,
+    """How far a record has got when ``append`` returns.
 
 ``fsync``: on stable storage (the journal is fsynced); survives power loss.
 ``flush``: handed to the operating system; survives a crash of the process.
 ``none``: accepted by the persistence actor; written out in large chunks,
 so a crash of the process may lose the latest records. For tests and
 benchmarks.
-"""
+""",
+)
 
 SessionStatus = Literal["active", "completed", "cancelled", "failed"]
+describe(
+    SessionStatus,
+    "A session's status in its metadata: ``active`` while it runs (or until a dead "
+    "process's session is resumed), then how it ended.",
+)
 EndStatus = Literal["completed", "cancelled", "failed"]
+describe(EndStatus, "How a session ended (``session:end``), and how a turn did.")
 
 
 def format_ts(moment: datetime) -> str:
@@ -138,11 +150,21 @@ class SessionMetadata(BaseModel):
     files_changed: int = 0
     """File changes its tools recorded (``file-history``): ``session diff`` and ``rewind``
     read the event logs of the sessions that have some."""
+    cwd_source: str | None = Field(default=None, exclude=True)
+    """Where ``cwd`` was taken from when the session did not record it (a fork of the
+    Amplifier CLI's has no ``working_dir``), in words; None when it recorded its own.
+    Never stored: once written, ``cwd`` is the session's own."""
 
     @model_validator(mode="before")
     @classmethod
     def _drop_cli_keys(cls, data: Any) -> Any:
-        """The CLI's keys are derived from ours on every write; reading them back adds nothing."""
+        """The CLI's keys are derived from ours on every write; reading them back adds nothing.
+
+        A fork of that tool's names in ``parent_id`` the session it was copied
+        from; for us it is a root (``forked_from`` says from what).
+        """
+        if isinstance(data, dict) and "forked_from_turn" in data and "version" in data:
+            data = {**data, "parent_id": None}
         if isinstance(data, dict) and not _CLI_KEYS.isdisjoint(data):
             return {key: value for key, value in data.items() if key not in _CLI_KEYS}
         return data
@@ -162,13 +184,25 @@ class SessionMetadata(BaseModel):
         return document
 
     def cli_keys(self) -> dict[str, Any]:
-        """The keys the Amplifier CLI reads, kept current on every write (Rule 2)."""
+        """The keys the Amplifier CLI reads, kept current on every write (Rule 2).
+
+        Its own keys are kept with the values it gave them: the ``parent_id``
+        of its fork (the session it forked, which its lineage follows), and
+        the ``bundle`` it ran; a root session of ours names ``CLI_BUNDLE``,
+        the bundle its ``continue`` then loads.
+        """
         keys: dict[str, Any] = {"turn_count": self.turns, "working_dir": self.cwd}
         model = self.attributes.get("model")
         if model:
             keys["model"] = model
         if self.parent_id is not None:
             keys["agent_name"] = self.agent
+        extra = self.model_extra or {}
+        forked_from = extra.get("forked_from")
+        if self.parent_id is None and "forked_from_turn" in extra and isinstance(forked_from, str):
+            keys["parent_id"] = forked_from
+        if "bundle" not in extra and self.parent_id is None:
+            keys["bundle"] = CLI_BUNDLE
         return keys
 
     @classmethod
@@ -183,6 +217,7 @@ class SessionMetadata(BaseModel):
         depth: int,
         message_count: int,
         last_prompt: str | None,
+        cwd: tuple[str, str | None] | None = None,
     ) -> SessionMetadata:
         """Our reading of a ``metadata.json`` the Amplifier CLI wrote (no ``version``).
 
@@ -191,7 +226,9 @@ class SessionMetadata(BaseModel):
         ``agent_name`` the agent (roots run ``default``), ``name`` the name;
         there is no ``updated``: the newest of ``created``, ``last_updated``
         and the file's modification time stands for it. The lineage and the
-        transcript's counts come from the caller, which reads the files.
+        transcript's counts come from the caller, which reads the files, and
+        so does the project of a session that records no ``working_dir``
+        (``cwd``: the directory, and where it was taken from).
         """
         created = _when(document.get("created")) or modified
         updated = max(created, _when(document.get("last_updated")) or created, modified)
@@ -207,6 +244,7 @@ class SessionMetadata(BaseModel):
         }
         turns = document.get("turn_count")
         name = document.get("name")
+        directory, source = cwd if cwd is not None else (_text(document.get("working_dir")), None)
         return cls.model_validate(
             {
                 **document,
@@ -214,7 +252,7 @@ class SessionMetadata(BaseModel):
                 "session_id": session_id,
                 "created": created,
                 "updated": updated,
-                "cwd": _text(document.get("working_dir")),
+                "cwd": directory,
                 "project": project,
                 "agent": agent if isinstance(agent, str) and agent else "default",
                 "profile": None,
@@ -231,11 +269,17 @@ class SessionMetadata(BaseModel):
                 "seq": 0,
                 "error": None,
                 "name": name if isinstance(name, str) and name else None,
+                "cwd_source": source,
             }
         )
 
 
 _CLI_KEYS = frozenset({"turn_count", "working_dir", "model", "agent_name"})
+
+CLI_BUNDLE = "foundation"
+"""The bundle the Amplifier CLI loads to go on with a session of ours (``continue``):
+its foundation bundle, which every installation has. Without a ``bundle`` key it
+would fall back to its configured default; ``-B NAME`` there picks another."""
 
 
 def is_cli_document(document: object) -> bool:
@@ -253,6 +297,21 @@ def cli_parent(document: dict[str, Any]) -> str | None:
     if not isinstance(parent, str) or not parent or "forked_from_turn" in document:
         return None
     return parent
+
+
+def lineage_parent(document: dict[str, Any]) -> str | None:
+    """The parent a ``metadata.json`` names in our sense (a session of its tree), if any.
+
+    A fork of the Amplifier CLI's keeps that tool's ``parent_id`` (the session
+    it was copied from) when we write it, beside ``forked_from_turn``: it is a
+    root for us, whoever wrote the file last.
+    """
+    if is_cli_document(document):
+        return cli_parent(document)
+    if "forked_from_turn" in document:
+        return None
+    parent = document.get("parent_id")
+    return parent if isinstance(parent, str) and parent else None
 
 
 def cli_created(document: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import anyio
 import orjson
@@ -374,6 +374,10 @@ def _document(metadata: SessionMetadata) -> bytes:
     return orjson.dumps(fields, option=orjson.OPT_INDENT_2)
 
 
+DURABILITIES: tuple[Durability, ...] = get_args(Durability)
+"""The durability modes, strongest first."""
+
+
 @asynccontextmanager
 async def open_store(
     home: Path,
@@ -390,8 +394,13 @@ async def open_store(
     drains its mailbox once every writer has closed, syncs, releases its
     claims and removes its journal; writers still open after
     ``SHUTDOWN_GRACE`` seconds are cut off (their unsent records are lost,
-    nothing sent is).
+    nothing sent is). Raises ``UsageError`` for a durability that is none of
+    ``fsync``, ``flush`` and ``none``.
     """
+    if durability not in DURABILITIES:
+        raise UsageError(
+            f"durability {durability!r} is not one of {', '.join(map(repr, DURABILITIES))}"
+        )
     send, receive = anyio.create_memory_object_stream[Request](MAILBOX_SIZE)
     actor = PersistenceActor(home, durability, clock, receive)
     try:

@@ -6,9 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from amplifier._exports import describe
+
 from ._exceptions import ChildSessionError
 
 DelegationStatus = Literal["completed", "failed", "cancelled", "timed_out"]
+describe(DelegationStatus, "How a delegated child session ended, as its parent learns it.")
 
 
 class Delegation(BaseModel):

@@ -13,6 +13,8 @@ from ._exceptions import IllegalTransition
 
 
 class SessionState(Enum):
+    """Where a session is in its life (``Session.state``); ``ALLOWED`` says what may follow."""
+
     STARTING = "starting"
     """Files being created or opened; ``session:start``/``session:resume`` not yet written."""
     IDLE = "idle"

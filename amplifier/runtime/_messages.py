@@ -16,6 +16,7 @@ from typing import Any
 from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict
 
+from amplifier._errors import UsageError
 from amplifier.persistence import EndStatus
 
 
@@ -50,6 +51,16 @@ class Cancelled:
 
 
 Outcome = Answered | Failed | Cancelled
+
+
+def check_prompt(prompt: object) -> str:
+    """``prompt`` if it can be asked: ``TypeError`` if it is not a string, ``UsageError`` if
+    it has no text (the command line refuses an empty prompt the same way)."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"a prompt is a str, not {type(prompt).__name__}")
+    if not prompt.strip():
+        raise UsageError("a prompt needs some text: it is empty")
+    return prompt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -54,6 +54,7 @@ from amplifier.persistence import (
     SessionWriter,
     Store,
     TranscriptRecord,
+    directory_names,
     find_session,
     id_spans,
     iter_events,
@@ -63,6 +64,7 @@ from amplifier.persistence import (
     merge_events,
     open_store,
     project_slug,
+    project_slugs,
     read_metadata,
     resolve_home_and_cwd,
     search_sessions,
@@ -262,21 +264,43 @@ class Runtime:
         however many sessions exist); ``roots_only`` leaves out sub-sessions;
         ``tag`` keeps the sessions that have that tag.
         """
-        project = None if all_projects else self.project
-        cwd = None if all_projects else str(self.cwd)
+        return await self._listing(
+            None if all_projects else self.cwd,
+            limit=limit,
+            roots_only=roots_only,
+            sort=sort,
+            tag=tag,
+        )
+
+    async def _listing(
+        self,
+        directory: str | os.PathLike[str] | None,
+        *,
+        limit: int | None = None,
+        roots_only: bool = False,
+        sort: SessionSort = "created",
+        tag: str | None = None,
+    ) -> list[SessionSummary]:
+        """The sessions of ``directory`` (None: of every project); see ``sessions``.
+
+        A directory's sessions may lie in two project folders: ours, and the
+        Amplifier CLI's when its name differs (``project_slugs``).
+        """
         wanted = clean_tag(tag) if tag is not None else None
-        await self._store.flush()
-        return await anyio.to_thread.run_sync(
-            lambda: list_sessions(
+
+        def listing() -> list[SessionSummary]:
+            return list_sessions(
                 self.home,
-                project,
-                cwd=cwd,
+                project_slugs(directory) if directory is not None else None,
+                cwd=directory_names(directory) if directory is not None else None,
                 limit=limit,
                 roots_only=roots_only,
                 sort=sort,
                 tag=wanted,
             )
-        )
+
+        await self._store.flush()
+        return await anyio.to_thread.run_sync(listing)
 
     async def search(
         self, text: str, *, all_projects: bool = False, limit: int = 20
@@ -390,17 +414,29 @@ class Runtime:
                 yield record
             del batch  # not kept while the next one is read
 
-    async def latest(self) -> SessionSummary | None:
+    async def latest(self, *, cwd: str | os.PathLike[str] | None = None) -> SessionSummary | None:
         """The root session of this project used last (what ``continue`` resumes).
 
-        Last used means the newest metadata ``updated``. A session whose
-        metadata is damaged is returned (with ``metadata`` None) when its
-        event log was written after every readable one was used: resuming it
-        rebuilds its metadata. An older session never silently stands in
-        for it; the caller should say that it is damaged.
+        ``cwd`` asks for another directory's instead. Last used means the
+        newest metadata ``updated``; a session that never got a prompt (an
+        interactive session left at once) is passed over: it holds nothing
+        to go on with. A session whose metadata is damaged is returned (with
+        ``metadata`` None) when its event log was written after every
+        readable one was used: resuming it rebuilds its metadata. An older
+        session never silently stands in for it; the caller should say that
+        it is damaged.
         """
-        rows = await self.sessions(limit=8, roots_only=True, sort="used")
-        healthy = next((row for row in rows if row.metadata is not None), None)
+        directory = cwd if cwd is not None else self.cwd
+        rows = await self._listing(directory, limit=_LATEST_PAGE, roots_only=True, sort="used")
+        healthy = next(
+            (
+                row
+                for row in rows
+                if row.metadata is not None
+                and (row.metadata.turns > 0 or row.metadata.message_count > 0)
+            ),
+            None,
+        )
 
         def damaged_roots() -> list[tuple[datetime, SessionSummary]]:
             return [
@@ -564,6 +600,10 @@ class Cleanup:
     removed: list[SessionSummary] = field(default_factory=list)
     in_use: list[SessionSummary] = field(default_factory=list)
     """Old enough, but open in some process: left alone."""
+
+
+_LATEST_PAGE = 32
+"""Sessions ``latest`` looks at, the most recently used first (empty ones are passed over)."""
 
 
 def _last_touched(row: SessionSummary) -> datetime:

@@ -85,6 +85,7 @@ from ._messages import (
     Prompt,
     Reply,
     SessionMessage,
+    check_prompt,
 )
 from ._turns import SessionSetup, TurnHandler
 
@@ -1128,9 +1129,11 @@ class Session:
         ``on_text`` receives the answer's text as it streams in. Raises
         ``TurnFailed`` if the turn handler failed, ``TurnCancelled`` if the
         turn was cancelled (``cancel``); the session goes on after both.
-        Cancelling the call cancels the turn.
+        Cancelling the call cancels the turn. Raises ``TypeError`` for a prompt
+        that is not a string and ``UsageError`` for one without text, before
+        anything is stored.
         """
-        outcome = await self._actor.ask(prompt, on_text=on_text)
+        outcome = await self._actor.ask(check_prompt(prompt), on_text=on_text)
         match outcome:
             case Answered(reply=reply):
                 return reply

@@ -10,6 +10,7 @@ from ._bus import EventBus
 from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
 from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
 from ._lifecycle import ALLOWED, Lifecycle
+from ._messages import check_prompt
 from ._runtime import plan_cleanup, run_child
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Launch",
     "Lifecycle",
     "agent_slug",
+    "check_prompt",
     "is_child_id",
     "is_root_id",
     "new_child_id",

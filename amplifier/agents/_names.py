@@ -1,0 +1,162 @@
+"""The names agent specs and profiles use, checked against what exists when they load.
+
+A spec's ``tools`` and ``agents``, and a profile's ``tools`` rules
+(``allow``, ``deny``) and ``agent``, name things. A misspelt name would
+otherwise load without a word and fail only when called (a spec's tool),
+or never at all (``deny: [grpe]`` leaves ``grep`` allowed). Each is
+reported as ``path:line: what is wrong``, naming what exists.
+
+Tools are checked against the tools the agent loop runs (its tool box), so
+a tool added to it is known here at once. A spec with an unknown name is
+left out like a broken file (``AgentCatalog.set_aside``); a profile with
+one raises ``ConfigError`` when it is loaded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
+
+from ._exceptions import ConfigError, ConfigWarning
+from ._permissions import Rule
+from ._profiles import Profile, ProfileCatalog
+from ._specs import AgentCatalog, AgentSpec
+from ._yaml import line_of
+
+
+def check_specs(catalog: AgentCatalog, tools: Collection[str]) -> None:
+    """Set aside every spec read from a file that names a tool or an agent that does not exist."""
+    for spec in catalog.specs:
+        if spec.source.startswith("built-in"):
+            continue  # shipped with the tools they name
+        problem = _spec_problem(spec, catalog, tools)
+        if problem is not None:
+            catalog.set_aside(spec.name, problem)
+
+
+def _spec_problem(
+    spec: AgentSpec, catalog: AgentCatalog, tools: Collection[str]
+) -> ConfigError | None:
+    path = Path(spec.source)
+    for index, tool in enumerate(spec.tools):
+        if not _known_tool(tool, tools):
+            return ConfigError(
+                f"tools: unknown tool {tool!r}; available: {_listed(tools)}",
+                path=path,
+                line=_spec_line(path, ("tools", index)),
+            )
+    for index, agent in enumerate(spec.agents):
+        if not catalog.known(agent):
+            return ConfigError(
+                f"agents: unknown agent {agent!r}; available: {_listed(catalog.names)}",
+                path=path,
+                line=_spec_line(path, ("agents", index)),
+            )
+    return None
+
+
+def check_profile(
+    profile: Profile, catalog: ProfileCatalog, *, tools: Collection[str], agents: AgentCatalog
+) -> None:
+    """Raise ``ConfigError`` if ``profile`` names a tool or an agent that does not exist."""
+    for rule in ("allow", "deny"):
+        for index, tool in enumerate(getattr(profile.tools, rule) or ()):
+            if not _known_tool(tool, tools):
+                raise _profile_error(
+                    catalog,
+                    profile,
+                    ("tools", rule, index),
+                    f"tools.{rule}: unknown tool {tool!r}; available: {_listed(tools)}",
+                )
+    for kind in ("allow", "ask", "deny"):
+        for index, text in enumerate(getattr(profile.permissions, kind)):
+            name = Rule.parse(text).name  # parsed when the profile loaded
+            if not _known_tool(name, tools):
+                raise _profile_error(
+                    catalog,
+                    profile,
+                    ("permissions", kind, index),
+                    f"permissions.{kind}: {text!r} names no tool; available: {_listed(tools)}",
+                )
+    if not agents.known(profile.agent):
+        raise _profile_error(
+            catalog,
+            profile,
+            ("agent",),
+            f"agent: unknown agent {profile.agent!r}; available: {_listed(agents.names)}",
+        )
+
+
+def _known_tool(name: str, tools: Collection[str]) -> bool:
+    """A tool that exists, a glob (a family, such as ``mcp_git_*``), or an MCP server's tool
+    (known only once its server starts)."""
+    return name in tools or any(c in name for c in "*?[") or name.startswith("mcp_")
+
+
+def _profile_error(
+    catalog: ProfileCatalog, profile: Profile, key: tuple[str | int, ...], message: str
+) -> ConfigError:
+    """The error at the line of ``key`` in the file (of the profile or one it extends) that
+    sets it."""
+    path = catalog.defined_in(profile.name, str(key[0]))
+    if path is None:
+        where = "" if profile.source == "built-in" else f" (profile {profile.name!r})"
+        return ConfigError(message + where, path=_path(profile.source))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ConfigError(message, path=path)
+    return ConfigError(message, path=path, line=line_of(text, key))
+
+
+def _spec_line(path: Path, key: tuple[str | int, ...]) -> int | None:
+    """The line of ``key`` in a spec file's front matter (below its opening ``---``)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), len(lines))
+    line = line_of("\n".join(lines[1:end]), key)
+    return line + 1 if line is not None else None
+
+
+def _path(source: str) -> Path | None:
+    return None if source.startswith("built-in") else Path(source)
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def warn_unusable(
+    profiles: ProfileCatalog,
+    agents: AgentCatalog | None,
+    load: Callable[[str], Profile],
+    *,
+    in_use: str,
+) -> None:
+    """One ``ConfigWarning`` for each profile and agent spec that is left out, naming its file.
+
+    Every profile but ``in_use`` (whose error, if any, was raised) is loaded
+    through ``load``, so a profile with a bad value or an unknown name is
+    reported now, not when a session first asks for it.
+    """
+    shown = {str(problem) for problem in profiles.problems}
+    for problem in profiles.problems:
+        _warn(f"{problem} (the profile is left out)")
+    for name in profiles.names:
+        if name == in_use:
+            continue
+        try:
+            load(name)
+        except ConfigError as exc:
+            if str(exc) not in shown:  # extends one already reported
+                shown.add(str(exc))
+                _warn(f"{exc} (the profile {name!r} is left out)")
+    for problem in agents.problems if agents is not None else ():
+        _warn(f"{problem} (the agent is left out)")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, ConfigWarning, stacklevel=3)

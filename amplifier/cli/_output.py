@@ -1,0 +1,69 @@
+"""Standard output whose reader may go away: ``amplifier session show ID | head -1``.
+
+When the reader of a pipe exits early, the next write fails with a broken
+pipe. That is the reader's choice, not a failure of the command: as the
+usual tools do, nothing is said, and the command's own outcome (a turn's,
+for ``run``) decides the exit code. What would have been written is
+dropped: the stream is pointed at ``/dev/null``, so neither a later write
+nor the interpreter's last flush at exit fails again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+
+class ReaderGone:
+    """A text stream that drops its output, without a word, once its reader has gone."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _drop(self) -> None:
+        self.gone = True
+        try:
+            descriptor = self._stream.fileno()
+        except (OSError, ValueError):  # not a file (a test's capture): nothing to point away
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, descriptor)
+        finally:
+            os.close(devnull)
+
+
+@contextmanager
+def tolerant_stdout() -> Iterator[None]:
+    """``sys.stdout`` as a ``ReaderGone`` while the block runs."""
+    original = sys.stdout
+    if isinstance(original, ReaderGone):
+        yield
+        return
+    sys.stdout = ReaderGone(original)
+    try:
+        yield
+    finally:
+        sys.stdout = original
