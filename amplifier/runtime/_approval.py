@@ -15,14 +15,16 @@ Rule 2: a callback that fails denies, with the failure as the reason; it
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable, Mapping
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from amplifier._exports import describe
 from amplifier._log import log_failure
 
 DecidedBy = Literal["rule", "user", "callback", "no one"]
+describe(DecidedBy, "Who decided whether a tool call ran: a rule, the user, a callback, no one.")
 
 
 class ApprovalRequest(BaseModel):
@@ -61,10 +63,13 @@ class ApprovalDecision(BaseModel):
     decided_by: DecidedBy = "callback"
 
 
-Approver = Callable[
-    [ApprovalRequest], Awaitable[bool | ApprovalDecision] | bool | ApprovalDecision
-]
-"""``open_runtime(approve=...)``: sync or async; ``True``/``False`` or an ``ApprovalDecision``."""
+class Approver(Protocol):
+    """What ``open_runtime(approve=...)`` takes: a callable, sync or async, given an
+    ``ApprovalRequest`` and answering ``True``, ``False`` or an ``ApprovalDecision``."""
+
+    def __call__(
+        self, request: ApprovalRequest, /
+    ) -> Awaitable[bool | ApprovalDecision] | bool | ApprovalDecision: ...
 
 
 NO_ONE = (
