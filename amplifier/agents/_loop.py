@@ -8,6 +8,10 @@
 Rule 1: every message goes to the transcript as it happens: the assistant
         message when its response is complete, each tool result as soon as
         it and every result before it are done (results keep call order).
+        Records are sent without waiting: they are durable with the turn's
+        answer, which the session waits for; only a tool with side effects
+        waits for them before it runs (its ``tool:pre`` and its approval
+        first: write-ahead).
 Rule 2: the model always sees a valid history: ``_context.normalize`` pairs
         every call with a result, ``_context.fit`` keeps it in the window.
 Rule 3: a turn cut off (cancelled, crashed) leaves no call without a result
@@ -196,9 +200,9 @@ class AgentTurnHandler:
             result = ToolResultMessage(
                 tool_call_id=call_id, name=name, content=INTERRUPTED, is_error=True
             )
-            await session.record(to_record(result))
+            await session.post_record(to_record(result))
         if missing or unreadable:
-            await session.emit(
+            await session.post(
                 SessionRepaired(tool_results_added=len(missing), unreadable_messages=unreadable)
             )
         await self._notice_changed_files(session)
@@ -242,14 +246,14 @@ class AgentTurnHandler:
             messages, compaction = fit(normalize(history), budget)
             if compaction is not None or partial:
                 shortened = compaction.as_event() if compaction is not None else {}
-                await turn.emit(
+                await turn.post(
                     ContextCompacted(
                         round=round_, history_read="tail" if partial else "all", **shortened
                     )
                 )
                 partial = False  # said once per turn
             message = await self._call(turn, provider, spec, tools, messages, round_, profile)
-            await turn.record(to_record(message))
+            await turn.post_record(to_record(message))
             history.append(message)
             if not message.tool_calls:
                 return message.content
@@ -260,8 +264,8 @@ class AgentTurnHandler:
             f"Stopped after {profile.max_rounds} model calls (the profile's max_rounds); "
             "the work so far is in this session's transcript."
         )
-        await turn.emit(TurnLimited(rounds=profile.max_rounds))
-        await turn.record(to_record(AssistantMessage(content=note, provider="amplifier")))
+        await turn.post(TurnLimited(rounds=profile.max_rounds))
+        await turn.post_record(to_record(AssistantMessage(content=note, provider="amplifier")))
         return note
 
     def profile_named(self, name: str | None) -> Profile:
@@ -342,7 +346,7 @@ class AgentTurnHandler:
             max_output_tokens=profile.max_output_tokens,
         )
         label = {"provider": provider.name, "model": provider.model, "round": round_}
-        await turn.emit(
+        await turn.post(
             ProviderRequested(
                 provider=provider.name,
                 model=provider.model,
@@ -366,12 +370,12 @@ class AgentTurnHandler:
             raise
         except ProviderError as exc:
             latency = round((anyio.current_time() - started) * 1000, 1)
-            await turn.emit(ProviderFailed(**label, latency_ms=latency, error=str(exc)))
+            await turn.post(ProviderFailed(**label, latency_ms=latency, error=str(exc)))
             await self._keep_cut_off(turn, provider, pieces, "failed")
             raise
         latency = round((anyio.current_time() - started) * 1000, 1)
         message = response.message
-        await turn.emit(
+        await turn.post(
             ProviderResponded(
                 **label,
                 latency_ms=latency,
@@ -381,7 +385,7 @@ class AgentTurnHandler:
             )
         )
         if response.hit_limit:
-            await turn.emit(
+            await turn.post(
                 ProviderLimited(
                     **label,
                     max_output_tokens=request.max_output_tokens,
@@ -402,7 +406,7 @@ class AgentTurnHandler:
         message = AssistantMessage(
             content="".join(pieces), provider=provider.name, model=provider.model, cut_off=why
         )
-        await turn.record(to_record(message))
+        await turn.post_record(to_record(message))
 
     # -- tools ------------------------------------------------------------------------
 
@@ -425,7 +429,7 @@ class AgentTurnHandler:
             nonlocal recorded
             async with recording:
                 while recorded < len(calls) and (ready := results[recorded]) is not None:
-                    await turn.record(to_record(ready))
+                    await turn.post_record(to_record(ready))
                     recorded += 1
 
         async def run(index: int, call: ToolCall) -> None:
@@ -459,7 +463,7 @@ class AgentTurnHandler:
         root: Path,
         profile: Profile,
     ) -> ToolResultMessage:
-        await turn.emit(ToolStarted(tool=call.name, call_id=call.id, arguments=call.arguments))
+        await turn.post(ToolStarted(tool=call.name, call_id=call.id, arguments=call.arguments))
         started = anyio.current_time()
         is_error = True
         trace: str | None = None
@@ -487,8 +491,10 @@ class AgentTurnHandler:
                     call_id=call.id,
                     environment=self._environment(profile),
                 )
-                # Write-ahead: tool:pre and the decision are durable before anything runs.
                 await self._permit(turn, tool, arguments, call, context, profile)
+                if tool.side_effects:
+                    # Write-ahead: tool:pre and the decision are durable before it runs.
+                    await turn.sync()
                 output = await tool.run(arguments, context)
                 is_error = False
             except ToolFailed as exc:
@@ -501,7 +507,7 @@ class AgentTurnHandler:
                 # Cut off after it changed files: the changes stay on record.
                 with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                     await self._record_changes(turn, context)
-                    await turn.emit(
+                    await turn.post(
                         ToolFinished(
                             tool=call.name,
                             call_id=call.id,
@@ -520,7 +526,7 @@ class AgentTurnHandler:
             await self._record_changes(turn, cast(ToolContext, context))
         if trace is not None and redact is not None:
             trace = redact(trace)
-        await turn.emit(
+        await turn.post(
             ToolFinished(
                 tool=call.name,
                 call_id=call.id,
@@ -572,7 +578,7 @@ class AgentTurnHandler:
                     await self._ask(turn, tool, arguments, call, context, verdict, subject)
                     return
         if verdict.outcome == "deny":
-            await turn.emit(
+            await turn.post(
                 ApprovalDecided(
                     call_id=call.id,
                     tool=tool.name,
@@ -590,7 +596,7 @@ class AgentTurnHandler:
                 reason = "everything that would ask is allowed (--yes)"
             elif verdict.granted_by == "granted":
                 reason = "granted to this session earlier (always)"
-            await turn.emit(
+            await turn.post(
                 ApprovalDecided(
                     call_id=call.id,
                     tool=tool.name,
@@ -624,7 +630,7 @@ class AgentTurnHandler:
             call_id=call.id,
             always_rule=grant,
         )
-        await turn.emit(
+        await turn.post(
             ApprovalRequested(
                 call_id=call.id,
                 tool=tool.name,
@@ -636,7 +642,7 @@ class AgentTurnHandler:
             decision = await turn.session.request_approval(request)
         except anyio.get_cancelled_exc_class():
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-                await turn.emit(
+                await turn.post(
                     ApprovalDecided(
                         call_id=call.id,
                         tool=tool.name,
@@ -651,7 +657,7 @@ class AgentTurnHandler:
         if decision.allowed and decision.always:
             await turn.session.grant(grant)
             granted = grant
-        await turn.emit(
+        await turn.post(
             ApprovalDecided(
                 call_id=call.id,
                 tool=tool.name,
