@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import amplifier
-from amplifier.agents import EVENTS, ForeignEvent, ToolFinished, read_event
+from amplifier.agents import EVENTS, ForeignEvent, ProviderResponded, ToolFinished, read_event
 from amplifier.persistence import EventRecord
 
 
@@ -68,3 +68,15 @@ def test_another_tools_event_or_a_damaged_one_is_foreign() -> None:
     assert read_event(theirs) == ForeignEvent("llm:request", {"x": 1})
     assert isinstance(read_event(damaged), ForeignEvent)
     assert read_event(ours) == ToolFinished(tool="grep", call_id="c", is_error=False, result="ok")
+
+
+def test_an_older_writers_event_reads_with_the_fields_it_lacked_defaulted() -> None:
+    """A provider:response written before stop_reason existed still counts as a model call."""
+    record = EventRecord(
+        seq=3, ts=datetime.now(UTC), session_id="s", event="provider:response",
+        data={"provider": "openai", "model": "m", "round": 1, "latency_ms": 3.0,
+              "usage": {"input_tokens": 5, "output_tokens": 1}, "tool_calls": []},
+    )
+    event = read_event(record)
+    assert isinstance(event, ProviderResponded)
+    assert (event.stop_reason, event.usage["input_tokens"]) == (None, 5)

@@ -68,11 +68,11 @@ class ProviderRequested(Event):
 
     name: ClassVar[str] = "provider:request"
 
-    provider: str
-    model: str
-    round: int
-    messages: int
-    tools: list[str]
+    provider: str = ""
+    model: str = ""
+    round: int = 0
+    messages: int = 0
+    tools: list[str] = []
 
 
 class ProviderResponded(Event):
@@ -80,13 +80,13 @@ class ProviderResponded(Event):
 
     name: ClassVar[str] = "provider:response"
 
-    provider: str
-    model: str
-    round: int
-    latency_ms: float
-    usage: dict[str, Any]
-    stop_reason: str | None
-    tool_calls: list[str]
+    provider: str = ""
+    model: str = ""
+    round: int = 0
+    latency_ms: float = 0.0
+    usage: dict[str, Any] = {}
+    stop_reason: str | None = None
+    tool_calls: list[str] = []
 
 
 class ProviderFailed(Event):
@@ -94,10 +94,10 @@ class ProviderFailed(Event):
 
     name: ClassVar[str] = "provider:error"
 
-    provider: str
-    model: str
-    round: int
-    latency_ms: float
+    provider: str = ""
+    model: str = ""
+    round: int = 0
+    latency_ms: float = 0.0
     error: str
 
 
@@ -106,13 +106,13 @@ class ProviderLimited(Event):
 
     name: ClassVar[str] = "provider:limit"
 
-    provider: str
-    model: str
-    round: int
-    max_output_tokens: int
-    stop_reason: str | None
-    answer_cut: bool
-    tool_calls_cut: list[str]
+    provider: str = ""
+    model: str = ""
+    round: int = 0
+    max_output_tokens: int = 0
+    stop_reason: str | None = None
+    answer_cut: bool = False
+    tool_calls_cut: list[str] = []
 
 
 class ToolStarted(Event):
@@ -122,7 +122,7 @@ class ToolStarted(Event):
 
     tool: str
     call_id: str
-    arguments: dict[str, Any]
+    arguments: dict[str, Any] = {}
 
 
 class ToolFinished(Event):
@@ -132,9 +132,9 @@ class ToolFinished(Event):
 
     tool: str
     call_id: str
-    is_error: bool
+    is_error: bool = False
     latency_ms: float | None = optional()
-    result: str
+    result: str = ""
     result_chars: int | None = optional()
     file: FileChange | None = optional()
     traceback: str | None = optional()
@@ -145,8 +145,8 @@ class ContextCompacted(Event):
 
     name: ClassVar[str] = "context:compact"
 
-    round: int
-    history_read: Literal["tail", "all"]
+    round: int = 0
+    history_read: Literal["tail", "all"] = "all"
     messages_before: int | None = optional()
     messages_after: int | None = optional()
     tokens_before: int | None = optional()
@@ -160,7 +160,7 @@ class TurnLimited(Event):
 
     name: ClassVar[str] = "turn:limit"
 
-    rounds: int
+    rounds: int = 0
 
 
 class SessionRepaired(Event):
@@ -168,8 +168,8 @@ class SessionRepaired(Event):
 
     name: ClassVar[str] = "session:repair"
 
-    tool_results_added: int
-    unreadable_messages: int
+    tool_results_added: int = 0
+    unreadable_messages: int = 0
 
 
 class ApprovalRequested(Event):

@@ -44,10 +44,10 @@ from amplifier.persistence import (
     summarize,
 )
 from amplifier.persistence.lowlevel import content_digest
-from amplifier.runtime import Runtime
+from amplifier.runtime import PromptSubmitted, Runtime
 
 from ._diffs import decode, diff_texts
-from ._events import FileChange, SessionRewound
+from ._events import FileChange, ForeignEvent, SessionRewound, ToolFinished, read_event
 from ._exceptions import AgentError
 from ._write_tools import replace_file
 
@@ -134,28 +134,25 @@ def read_history(
         if seq is None or event.session_id not in sessions:
             continue
         location = sessions[event.session_id].location
-        data = event.data
-        match event.event:
-            case "tool:post":
-                if data.get("tool") == "bash":
+        at_root = event.session_id == root.session_id
+        if event.event not in _READ:
+            continue  # most events: not parsed at all
+        match read_event(event):
+            case ToolFinished(tool=tool, file=change):
+                if tool == "bash":
                     bash.append(seq)
-                change = _change(data.get("file"))
                 if change is not None:
                     transitions.append(Transition(seq, event.session_id, location, change))
-            case "prompt:submit" if event.session_id == root.session_id:
-                turn = data.get("turn")
-                if isinstance(turn, int):
-                    turns.setdefault(turn, seq)
-            case "session:rewind" if event.session_id == root.session_id:
+            case PromptSubmitted(turn=int(turn)) if at_root:
+                turns.setdefault(turn, seq)
+            case SessionRewound(files=files) if at_root:
                 last_rewind = seq
-                try:
-                    rewound = SessionRewound.parse(data)
-                except ValueError:
-                    continue  # a damaged record restores nothing
                 transitions.extend(
                     Transition(seq, event.session_id, location, change, by_rewind=True)
-                    for change in rewound.files
+                    for change in files
                 )
+            case ForeignEvent() if at_root and event.event == SessionRewound.name:
+                last_rewind = seq  # damaged: it restores nothing, but it was a rewind
             case _:
                 pass
     return History(
@@ -169,13 +166,7 @@ def read_history(
     )
 
 
-def _change(value: Any) -> FileChange | None:
-    if not isinstance(value, dict):
-        return None
-    try:
-        return FileChange.model_validate(value)
-    except ValueError:
-        return None
+_READ = frozenset({ToolFinished.name, PromptSubmitted.name, SessionRewound.name})
 
 
 # -- diff --------------------------------------------------------------------------------

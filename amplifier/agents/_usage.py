@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import anyio
 
 from amplifier.persistence import CorruptSession, EventRecord, SessionNotFound
-from amplifier.runtime import Runtime
+from amplifier.runtime import PromptSubmitted, Runtime
 
+from ._events import ForeignEvent, ProviderResponded, read_event
 from ._exceptions import ConfigError, UnknownProfile
 from ._profiles import Price, ProfileCatalog
 
@@ -107,15 +108,13 @@ class UsageReport:
         }
 
 
-def tokens_of(event: EventRecord, prices: Mapping[str, Price]) -> Tokens | None:
-    """The tokens (and cost) of one model call's event; None for other events."""
-    if not is_model_call(event):
-        return None
-    used = usage_counts(event.data.get("usage"))
+def tokens_of(model: object, usage: object, prices: Mapping[str, Price]) -> Tokens:
+    """The tokens (and cost) of one model call (``model_call``)."""
+    used = usage_counts(usage)
     tokens = Tokens(
         input=_count(used.get("input_tokens")), output=_count(used.get("output_tokens")), calls=1
     )
-    price = prices.get(str(event.data.get("model")))
+    price = prices.get(str(model))
     if price is None:
         tokens.unpriced = 1
     else:
@@ -123,12 +122,16 @@ def tokens_of(event: EventRecord, prices: Mapping[str, Price]) -> Tokens | None:
     return tokens
 
 
-def is_model_call(event: EventRecord) -> bool:
-    """A model call's answer: our ``provider:response``, or the Amplifier CLI's
-    ``llm:response`` (its lines have no ``seq``)."""
-    return event.event == "provider:response" or (
-        event.event == "llm:response" and event.seq is None
-    )
+def model_call(event: EventRecord) -> tuple[object, object] | None:
+    """A model call's answer, as its model and usage: our ``provider:response``, or the
+    Amplifier CLI's ``llm:response`` (its lines have no ``seq``); None for other events."""
+    match read_event(event):
+        case ProviderResponded(model=model, usage=usage):
+            return model, usage
+        case ForeignEvent(name="llm:response", data=data) if event.seq is None:
+            return data.get("model"), data.get("usage")
+        case _:
+            return None
 
 
 _COUNT = re.compile(r"""['"]?(\w+)['"]?\s*[:=]\s*(\d+)""")
@@ -186,15 +189,20 @@ def usage_of(
         session = usage.get(event.session_id)
         if session is None:
             continue
-        if event.event == "prompt:submit":
-            turn = event.data.get("turn")
-            number = turn if isinstance(turn, int) else len(session.turns) + 1
+        if event.event == PromptSubmitted.name:
+            submitted = read_event(event)
+            number = (
+                submitted.turn
+                if isinstance(submitted, PromptSubmitted) and submitted.turn is not None
+                else len(session.turns) + 1
+            )
             session.turns.append(TurnUsage(number))
             continue
-        tokens = tokens_of(event, prices)
-        if tokens is None:
+        call = model_call(event)
+        if call is None:
             continue
-        model = event.data.get("model")
+        model = call[0]
+        tokens = tokens_of(*call, prices)
         if isinstance(model, str) and model:
             session.model = model
         session.own.add(tokens)

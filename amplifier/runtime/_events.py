@@ -31,8 +31,9 @@ def optional() -> Any:
 class Event(BaseModel):
     """The base of every typed event: ``name`` is its ``event`` string.
 
-    Reading is lenient (a newer writer's extra keys are ignored); writing is
-    checked by the type checker, which knows every field.
+    Reading is lenient: a newer writer's extra keys are ignored, and a field
+    an older writer did not write yet takes its default. Writing is checked
+    by the type checker, which knows every field's name and type.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -58,12 +59,12 @@ class SessionStarted(Event):
     name: ClassVar[str] = "session:start"
 
     session_id: str
-    agent: str
-    profile: str | None
-    parent_id: str | None
-    root_id: str
-    depth: int
-    cwd: str
+    agent: str = "default"
+    profile: str | None = None
+    parent_id: str | None = None
+    root_id: str = ""
+    depth: int = 0
+    cwd: str = ""
 
 
 class SessionResumed(Event):
@@ -71,13 +72,13 @@ class SessionResumed(Event):
 
     name: ClassVar[str] = "session:resume"
 
-    messages: int
-    previous_status: str
-    metadata_rebuilt: bool
-    children_dropped: list[str]
-    torn_lines_set_aside: list[str]
-    previous_config: dict[str, Any]
-    config: dict[str, Any]
+    messages: int = 0
+    previous_status: str = ""
+    metadata_rebuilt: bool = False
+    children_dropped: list[str] = []
+    torn_lines_set_aside: list[str] = []
+    previous_config: dict[str, Any] = {}
+    config: dict[str, Any] = {}
 
 
 class PromptSubmitted(Event):
@@ -85,8 +86,8 @@ class PromptSubmitted(Event):
 
     name: ClassVar[str] = "prompt:submit"
 
-    prompt: str
-    turn: int
+    prompt: str = ""
+    turn: int | None = None
 
 
 class PromptCompleted(Event):
@@ -94,7 +95,7 @@ class PromptCompleted(Event):
 
     name: ClassVar[str] = "prompt:complete"
 
-    turn: int
+    turn: int | None = None
     status: Literal["completed", "failed", "cancelled"]
     error: str | None = optional()
     traceback: str | None = optional()
@@ -116,8 +117,8 @@ class DelegateStarted(Event):
     name: ClassVar[str] = "delegate:start"
 
     child_id: str
-    agent: str
-    instruction: str
+    agent: str = ""
+    instruction: str = ""
     resumed: bool = False
 
 
@@ -127,7 +128,7 @@ class DelegateEnded(Event):
     name: ClassVar[str] = "delegate:end"
 
     child_id: str
-    agent: str
+    agent: str = ""
     status: str
     error: str | None = optional()
     traceback: str | None = optional()
