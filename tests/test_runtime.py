@@ -232,6 +232,25 @@ async def test_closed_session_can_be_opened_elsewhere_at_once(project: Path) -> 
             assert (await again.ask("there")).turn == 2
 
 
+async def test_close_hands_over_without_waiting_for_the_files_sync(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close returns before the files are synced; a runtime that resumes the session
+    during that handover waits for the release instead of being refused."""
+    from amplifier.persistence import _actor, _ownership
+
+    monkeypatch.setattr(_actor, "WRITE_BEHIND_DELAY", 0.5)  # a long handover to land in
+    async with open_runtime(cwd=project) as rt, open_runtime(cwd=project) as other:
+        session = await rt.open_session()
+        await session.ask("hello")
+        await session.close()
+        claim = _ownership.read_claim(session.location)
+        assert claim is not None
+        assert claim.releasing  # closed, its files written, its claim not yet cleared
+        async with other.resume(session.id) as again:
+            assert (await again.ask("there")).turn == 2
+
+
 async def test_failed_turn_is_reported_and_the_session_goes_on(home: Path, project: Path) -> None:
     """An error inside a turn reaches the caller; the next prompt still works."""
 

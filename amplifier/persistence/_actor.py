@@ -67,7 +67,7 @@ from ._file_history import FILE_HISTORY, keep_content
 from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail, sweep_temp_files
 from ._journal import FrameKind, Journal, encode_batch, encode_entry
 from ._materialise import Backlog, Create, Materialiser, Release, remove_session_folder
-from ._ownership import Owner, claim, read_claim, release, runtime_alive
+from ._ownership import Owner, claim, mark_releasing, read_claim, release, runtime_alive
 from ._paths import (
     EVENTS,
     METADATA,
@@ -419,7 +419,7 @@ class PersistenceActor:
             self._fail(requests, write_failed(exc), batch)
             return
         if any(isinstance(r, CloseSession) and r.release_now for r in requests):
-            await self._release_promptly(requests)
+            await self._hand_over(requests)
         for listener in self.listeners:
             listener(batch.events)
         for request in requests:
@@ -816,11 +816,17 @@ class PersistenceActor:
             journal.mark_checkpoint(through)
             self._release_closed()
 
-    async def _release_promptly(self, requests: list[RecordRequest]) -> None:
-        """Make closed sessions' files durable and clear their claims before answering."""
+    async def _hand_over(self, requests: list[RecordRequest]) -> None:
+        """Write closed sessions' files and mark their claims releasing before answering.
+
+        Their records are durable already (the journal); syncing the files and
+        clearing the claims follow behind, promptly, in bulk. Another process
+        that claims such a session meanwhile waits for it (``_ownership``
+        Rule 4); one that looks for it finds its folder.
+        """
         try:
             async with self._files_lock:
-                await anyio.to_thread.run_sync(lambda: self._write_round(checkpoint=True))
+                await anyio.to_thread.run_sync(self._hand_over_blocking)
         except OSError as exc:
             failure = write_failed(exc)
             if self.durability == "fsync" and self._journal is not None:
@@ -830,6 +836,15 @@ class PersistenceActor:
                     request.receipt.error = request.receipt.error or failure
         if self._releasing:
             self._schedule()  # tried again behind
+
+    def _hand_over_blocking(self) -> None:
+        self._catch_up()  # without a journal, this releases them too
+        owner = self._owner
+        if owner is None or self.durability != "fsync":
+            return
+        for location in self._releasing:
+            if location.session_id not in self._claimed:
+                mark_releasing(location, owner)
 
     def _release_closed(self) -> None:
         """Blocking: clear the claims of closed sessions (those not opened again since)."""

@@ -12,6 +12,11 @@ Rule 3: a claim changes only under a short ``flock`` on ``.lock`` (claim,
         release, delete). Two processes claiming one session serialise
         there: the second finds the first's live runtime and is refused,
         so exactly one wins.
+Rule 4: a closed session is handed over: its claim is marked ``releasing``
+        when its close is committed and its files written, and cleared once
+        its files are synced. Whoever claims a session whose live holder is
+        releasing it waits for the release (``HANDOVER_WAIT`` at most)
+        rather than being refused: the holder is done with it.
 
 The standard library's ``fcntl.flock`` is the OS primitive itself; the
 lock packages of the ecosystem wrap the same call without a way to say who
@@ -27,7 +32,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -44,6 +49,8 @@ file is never truncated (on ext4, cutting a file to zero costs a journal commit)
 # one tries again for a little while before deciding anything.
 _ATTEMPTS = 50
 _PAUSE = 0.002
+HANDOVER_WAIT = 5.0
+"""Seconds a claim waits for a live holder that is releasing the session (Rule 4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,8 @@ class Owner:
     host: str
     since: float
     """When the runtime started (seconds since the epoch)."""
+    releasing: bool = False
+    """The runtime has closed the session and clears its claim soon (Rule 4)."""
 
     @classmethod
     def current(cls, runtime: str) -> Owner:
@@ -63,9 +72,12 @@ class Owner:
 
     def document(self) -> bytes:
         """The claim as written into ``.lock`` (padded with blanks, see ``CLAIM_SIZE``)."""
-        return orjson.dumps(
-            {"runtime": self.runtime, "pid": self.pid, "host": self.host, "since": self.since}
-        ).ljust(CLAIM_SIZE)
+        fields: dict[str, object] = {
+            "runtime": self.runtime, "pid": self.pid, "host": self.host, "since": self.since
+        }
+        if self.releasing:
+            fields["releasing"] = True
+        return orjson.dumps(fields).ljust(CLAIM_SIZE)
 
     def describe(self) -> str:
         """``process 1234 on host (since 10:30:00)``, or the same process's other runtime."""
@@ -82,7 +94,11 @@ def parse_claim(data: bytes) -> Owner | None:
     try:
         info = orjson.loads(data)
         return Owner(
-            str(info["runtime"]), int(info["pid"]), str(info["host"]), float(info["since"])
+            str(info["runtime"]),
+            int(info["pid"]),
+            str(info["host"]),
+            float(info["since"]),
+            releasing=info.get("releasing") is True,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
@@ -157,23 +173,43 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
     """Make ``owner`` the session's owner, or raise ``SessionLocked`` naming the live holder.
 
     A claim by ``owner``'s own runtime is taken over (the runtime re-opens
-    what it had). ``FileNotFoundError`` if the folder (or, without
-    ``create``, its ``.lock``) is gone. Blocking; worker thread.
+    what it had); one that a live holder is releasing is waited for (Rule
+    4). ``FileNotFoundError`` if the folder (or, without ``create``, its
+    ``.lock``) is gone. Blocking; worker thread.
     """
-    try:
-        with _guarded(location.lock, create=create) as fd:
+    deadline = time.monotonic() + HANDOVER_WAIT
+    while True:
+        try:
+            with _guarded(location.lock, create=create) as fd:
+                current = parse_claim(os.pread(fd, 4096, 0))
+                if (
+                    current is None
+                    or current.runtime == owner.runtime
+                    or not runtime_alive(location.home, current.runtime)
+                ):
+                    _overwrite(fd, owner.document())
+                    return
+                if not current.releasing or time.monotonic() > deadline:
+                    raise SessionLocked(location.session_id, current.describe())
+        except BlockingIOError:
+            raise SessionLocked(
+                location.session_id, "another process (busy claiming it)"
+            ) from None
+        except NotADirectoryError:
+            raise FileNotFoundError(
+                errno.ENOENT, "no session folder", str(location.lock)
+            ) from None
+        time.sleep(_PAUSE * 5)  # the holder is done with it: its release comes soon
+
+
+def mark_releasing(location: SessionLocation, owner: Owner) -> None:
+    """Say in the claim that ``owner`` has closed the session and releases it soon (Rule 4)."""
+    lock = f"{location.home}/{location.relative}/{LOCK}"
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, BlockingIOError):
+        with _guarded(lock, create=False) as fd:
             current = parse_claim(os.pread(fd, 4096, 0))
-            if (
-                current is not None
-                and current.runtime != owner.runtime
-                and runtime_alive(location.home, current.runtime)
-            ):
-                raise SessionLocked(location.session_id, current.describe())
-            _overwrite(fd, owner.document())
-    except BlockingIOError:
-        raise SessionLocked(location.session_id, "another process (busy claiming it)") from None
-    except NotADirectoryError:
-        raise FileNotFoundError(errno.ENOENT, "no session folder", str(location.lock)) from None
+            if current is not None and current.runtime == owner.runtime:
+                _overwrite(fd, replace(current, releasing=True).document())
 
 
 def release(location: SessionLocation, owner: Owner) -> None:

@@ -155,8 +155,9 @@ class CloseSession(_Record):
 
     kind: ClassVar[str] = "close"
     release_now: bool = False
-    """Answer only once the files are durable and the claim released (another process may
-    open the session the moment the answer arrives); otherwise release it behind."""
+    """Answer only once the session's files are written and its claim marked releasing
+    (another process that opens it then waits for the release, which follows the files'
+    sync behind); otherwise release it behind, unmarked."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

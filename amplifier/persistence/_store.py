@@ -313,10 +313,12 @@ class SessionWriter:
     async def close(self, *, wait: bool = True) -> None:
         """Close the session: its claim goes once its files are durable. Idempotent.
 
-        With ``wait``, returns once the session's files are durable and its
-        claim released, so any process may open it at once (raising what
-        failed since the last wait); without, the claim goes behind, within
-        the write-behind delay, and ``last`` is the close's receipt.
+        With ``wait``, returns once the session's records are durable, its
+        files written and its claim marked releasing, so any process may
+        open it at once (it waits for the release, which follows the files'
+        sync within the write-behind delay), raising what failed since the
+        last wait; without, the claim goes behind too, and ``last`` is the
+        close's receipt.
         """
         if self._closed:
             return
