@@ -155,6 +155,7 @@ class AgentTurnHandler:
                     stacklevel=3,
                 )
         self._toolboxes: dict[str, ToolBox] = {}
+        self._projects: dict[str, Path] = {self._root.as_posix(): self._root}
         self._redactors: dict[str, Redactor | None] = {}
         self._permissions = permissions or Permissions()
         self._assume_yes = assume_yes
@@ -297,7 +298,7 @@ class AgentTurnHandler:
         return self._redactors[profile.name]
 
     def _profile_of(self, session: SessionContext) -> Profile:
-        return self.profile_named(session.metadata.profile)
+        return self.profile_named(session.profile)
 
     def _spec(self, agent: str, *, announce: bool = False) -> AgentSpec:
         """The spec of ``agent``; a name of the Amplifier CLI's is read as ours (``cli_agent``)."""
@@ -701,8 +702,13 @@ class AgentTurnHandler:
 
     def _project_dir(self, session: SessionContext) -> Path:
         """Where the session's tools run (Rule 6); the runtime's directory if none is recorded."""
-        recorded = session.metadata.cwd
-        return Path(recorded).resolve() if recorded else self._root
+        recorded = session.cwd
+        if not recorded:
+            return self._root
+        resolved = self._projects.get(recorded)
+        if resolved is None:  # resolved once per Runtime: a project does not move under it
+            resolved = self._projects[recorded] = Path(recorded).resolve()
+        return resolved
 
     def _tools_for(self, spec: AgentSpec, profile: Profile) -> ToolBox:
         chosen = self.toolbox(profile).only(spec.tools)

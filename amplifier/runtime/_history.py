@@ -20,6 +20,9 @@ from amplifier.persistence import MessageTail
 
 _STAMP_BYTES = 64
 """About what the store's stamp (version, seq, ts) adds to a message's line."""
+FRESH_WINDOW = 2 * 1024 * 1024
+"""Bytes of history a new session keeps in memory before older messages give way
+(its turns then read what they need from the file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,11 @@ class HistoryCopy:
         self._total = sum(tail.sizes)
         self._complete = tail.complete
         self._window = window
+
+    @classmethod
+    def empty(cls, window: int) -> HistoryCopy:
+        """The copy of a new session's history: nothing yet, and complete (Rule 1)."""
+        return cls(MessageTail(first=None, messages=[], sizes=[], complete=True), window)
 
     def covers(self, max_bytes: int) -> bool:
         """True if this copy holds all that a read of ``max_bytes`` from the file would."""

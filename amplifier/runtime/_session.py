@@ -73,7 +73,7 @@ from ._events import (
     SessionStarted,
 )
 from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
-from ._history import HistoryCopy, HistoryTail
+from ._history import FRESH_WINDOW, HistoryCopy, HistoryTail
 from ._ids import new_child_id
 from ._lifecycle import Lifecycle, SessionState
 from ._messages import (
@@ -266,6 +266,8 @@ class SessionActor:
                 )
             )
             self._recorded = True
+            # Nothing to read back: its history is what it records from now on.
+            self.history = HistoryCopy.empty(FRESH_WINDOW)
             if meta.parent_id is None:
                 await self._writer.sync()  # identity first: durable before the caller has it
             return
@@ -914,6 +916,16 @@ class SessionContext:
     @property
     def agent(self) -> str:
         return self._actor.metadata.agent
+
+    @property
+    def profile(self) -> str | None:
+        """The profile the session records (None: the Runtime's)."""
+        return self._actor.metadata.profile
+
+    @property
+    def cwd(self) -> str:
+        """The project directory the session records (its tools run there)."""
+        return self._actor.metadata.cwd
 
     @property
     def depth(self) -> int:
