@@ -298,19 +298,25 @@ async def test_tool_calls_of_one_response_run_concurrently_and_record_in_call_or
 
 
 async def test_messages_reach_the_transcript_as_they_happen(home: Path, project: Path) -> None:
-    """While a child still works, the parent's tool-call message is already on disk."""
+    """While a child still works, the parent's tool-call message reaches the disk: records
+    are written as they come, not when the turn ends."""
     seen: list[list[str]] = []
+
+    def roles() -> list[str]:
+        # The root's folder: a child's id ends with ``_<agent>``.
+        parent = next((p for name, p in session_dirs(home).items() if "_" not in name), None)
+        if parent is None or not (parent / "transcript.jsonl").exists():
+            return []
+        lines = (parent / "transcript.jsonl").read_bytes().splitlines()
+        return [orjson.loads(line)["role"] for line in lines]
 
     class Watching(ScriptedProvider):
         async def complete(self, request: Any, *, on_text: Any = None) -> Any:
-            # The root's folder: a child's id ends with ``_<agent>``.
-            parent = next(p for name, p in session_dirs(home).items() if "_" not in name)
-            seen.append(
-                [
-                    orjson.loads(line)["role"]
-                    for line in (parent / "transcript.jsonl").read_bytes().splitlines()
-                ]
-            )
+            if len(self.requests) == 1:  # the child's call: wait for the parent's records
+                with anyio.fail_after(5):
+                    while roles() != ["user", "assistant"]:  # noqa: ASYNC110 - a file, no event
+                        await anyio.sleep(0.005)
+            seen.append(roles())
             return await super().complete(request, on_text=on_text)
 
     script = [
