@@ -558,7 +558,10 @@ def test_resume_whose_turn_cannot_be_stored_keeps_the_sessions_status(
     stored = transcript(home, session_id)
     _refuse_journal_batches_with(monkeypatch, b"prompt:submit")
     result = cli("session", "resume", session_id, "second", code=1)
-    assert "Error: could not write session files: the disk is full" in result.stderr
+    assert (
+        "Error: the turn could not be stored: could not write session files: the disk is full"
+        in result.stderr
+    )
     monkeypatch.setattr(journal_module.Journal, "append", _JOURNAL_APPEND)  # room again
     assert metadata(home, session_id)["status"] == "completed"
     assert transcript(home, session_id) == stored
