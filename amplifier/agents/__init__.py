@@ -36,6 +36,14 @@ from ._file_history import (
 from ._file_tools import file_tools
 from ._function_tools import FunctionTool, import_tool, tool
 from ._loop import AgentTurnHandler
+from ._mcp_config import McpServerConfig
+from ._mcp_servers import (
+    McpReport,
+    McpServers,
+    McpServerStatus,
+    McpToolInfo,
+    check_mcp_servers,
+)
 from ._messages import (
     MESSAGE,
     AssistantMessage,
@@ -86,6 +94,11 @@ __all__ = [
     "FileDiff",
     "FileRewind",
     "FunctionTool",
+    "McpReport",
+    "McpServerConfig",
+    "McpServerStatus",
+    "McpServers",
+    "McpToolInfo",
     "Message",
     "OfflineProvider",
     "Permissions",
@@ -126,6 +139,7 @@ __all__ = [
     "UsageReport",
     "UserMessage",
     "WriteFile",
+    "check_mcp_servers",
     "confine",
     "file_tools",
     "fit",

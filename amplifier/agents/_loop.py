@@ -37,7 +37,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import orjson
@@ -77,8 +77,11 @@ from ._provider_config import ProviderConfig
 from ._providers import make_provider
 from ._redact import COMMON_PATTERNS, Redactor
 from ._specs import AgentCatalog, AgentSpec
-from ._tools import Previewing, Tool, ToolBox, ToolContext, clip, parse_arguments
+from ._tools import Previewing, Tool, ToolBox, ToolContext, clip, labels_of, parse_arguments
 from ._write_tools import write_tools
+
+if TYPE_CHECKING:
+    from ._mcp_servers import McpServers
 
 FINAL_RECORDS_TIMEOUT = 5.0
 REPAIR_WINDOW = 256 * 1024
@@ -108,6 +111,7 @@ class AgentTurnHandler:
         permissions: Permissions | None = None,
         assume_yes: bool = False,
         tools: Sequence[Tool] = (),
+        mcp: McpServers | None = None,
     ) -> None:
         """``profile`` is the Runtime's; ``profiles`` gives any other by name, as configured now.
 
@@ -115,9 +119,11 @@ class AgentTurnHandler:
         line's ``--allow``/``--deny``); ``assume_yes`` lets every call that
         would ask run (a deny still refuses). ``tools`` are a program's own
         (``@amplifier.tool``): each replaces a built-in or profile tool of
-        its name, with a warning.
+        its name, with a warning. ``mcp``: the Runtime's MCP servers, whose
+        tools each turn's agent is given as its tool patterns name them.
         """
         self.catalog = catalog
+        self._mcp = mcp
         self.profile = profile
         self._root = root.resolve()
         self._fixed = provider
@@ -208,7 +214,7 @@ class AgentTurnHandler:
         spec = self._spec(turn.session.agent)
         profile = self._profile_of(turn.session)
         provider = self._provider(spec, profile)
-        tools = self._tools_for(spec, profile)
+        tools = self._tools_for(spec, profile, await self._mcp_tools(spec, profile))
         root = self._project_dir(turn.session)
         budget = self._budget(spec, tools, profile)
         history, partial = await self._history(turn, budget)
@@ -444,8 +450,11 @@ class AgentTurnHandler:
         root: Path,
         profile: Profile,
     ) -> ToolResultMessage:
+        tool = tools.get(call.name)
+        labels = labels_of(tool)
         await turn.emit(
-            "tool:pre", {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
+            "tool:pre",
+            {"tool": call.name, "call_id": call.id, "arguments": call.arguments, **labels},
         )
         started = anyio.current_time()
         is_error = True
@@ -460,7 +469,6 @@ class AgentTurnHandler:
                         "complete, so they are not valid JSON. Call the tool again with shorter "
                         "arguments, or split the work into smaller calls."
                     )
-                tool = tools.get(call.name)
                 if tool is None:
                     raise ToolFailed(
                         f"no tool {call.name!r} for agent {spec.name!r}; "
@@ -505,6 +513,7 @@ class AgentTurnHandler:
             output = redact(output)  # tool output is stored: no secrets in it
         data: dict[str, Any] = {
             "tool": call.name,
+            **labels,
             "call_id": call.id,
             "is_error": is_error,
             "latency_ms": round((anyio.current_time() - started) * 1000, 1),
@@ -683,9 +692,15 @@ class AgentTurnHandler:
         recorded = session.metadata.cwd
         return Path(recorded).resolve() if recorded else self._root
 
-    def _tools_for(self, spec: AgentSpec, profile: Profile) -> ToolBox:
-        chosen = self.toolbox(profile).only(spec.tools)
+    def _tools_for(self, spec: AgentSpec, profile: Profile, mcp: Sequence[Tool] = ()) -> ToolBox:
+        chosen = self.toolbox(profile).with_tools(mcp).only(spec.tools)
         return chosen.only(name for name in chosen.names if profile.tools.permits(name))
+
+    async def _mcp_tools(self, spec: AgentSpec, profile: Profile) -> Sequence[Tool]:
+        """The tools of the MCP servers the agent's patterns may name (started on first use)."""
+        if self._mcp is None:
+            return ()
+        return await self._mcp.tools_for(profile, spec.tools)
 
     def toolbox(self, profile: Profile) -> ToolBox:
         """Every tool sessions under ``profile`` may be given: the built-ins, the profile's

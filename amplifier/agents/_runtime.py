@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 
 import anyio
@@ -21,6 +21,7 @@ from amplifier.runtime import open_runtime as open_core_runtime
 from amplifier.runtime.lowlevel import ChildLauncher
 
 from ._loop import AgentTurnHandler
+from ._mcp_servers import McpServers
 from ._permissions import Permissions
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._provider import Provider
@@ -96,6 +97,10 @@ async def open_runtime(
     ``Tool``), for the agents that name them; ``agents`` are ``AgentSpec``
     objects. Each replaces a file's (or a built-in) of its name, with a
     warning.
+
+    The MCP servers of ``$AMPLIFIER_HOME/mcp.json``, ``<cwd>/.amplifier/mcp.json``
+    and the profile's ``mcp_servers`` start when a turn first needs their
+    tools, are shared by the Runtime's sessions, and stop with it.
     Raises ``UnknownProfile`` or ``ConfigError`` before anything is opened
     (a tool whose signature cannot be described names its function).
     """
@@ -114,6 +119,7 @@ async def open_runtime(
         if callable(check):
             check()  # a signature that cannot be described: ConfigError naming the function
     loop: AgentTurnHandler | None = None
+    servers: AbstractAsyncContextManager[object] = nullcontext()
     if handler is None:
         catalog = await anyio.to_thread.run_sync(
             lambda: AgentCatalog.load(home=root, project=directory)
@@ -121,6 +127,7 @@ async def open_runtime(
         if agents:
             catalog = catalog.with_specs(agents)
         fixed = provider if provider is not None and not isinstance(provider, str) else None
+        servers = mcp = McpServers(home=root, project=directory)
         loop = AgentTurnHandler(
             catalog=catalog,
             profile=settings,
@@ -130,10 +137,11 @@ async def open_runtime(
             permissions=permissions,
             assume_yes=assume_yes,
             tools=tools,
+            mcp=mcp,
         )
         loop.toolbox(settings)  # the profile's Python tools load now, or fail naming it
     try:
-        async with open_core_runtime(
+        async with servers, open_core_runtime(
             handler=handler or loop,
             home=root,
             cwd=directory,
