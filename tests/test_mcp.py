@@ -221,6 +221,20 @@ async def test_tools_of_two_servers_that_would_share_a_name_keep_the_first_serve
     assert first(events(home, session_id), "tool:post")["data"]["mcp_server"] == "a"
 
 
+async def test_a_profile_that_switches_a_server_off_never_starts_it(
+    home: Path, project: Path
+) -> None:
+    """Sessions of a profile with `mcp_servers: {stub: false}` have none of its tools."""
+    configure(project, {"stub": stub()})
+    profiles = project / ".amplifier" / "profiles"
+    profiles.mkdir()
+    (profiles / "quiet.yaml").write_text("extends: base\nmcp_servers: {stub: false}\n")
+    session_id = await asked(home, project, call("mcp_stub_pid"), profile="quiet")
+    (result,) = results(home, session_id)
+    assert result["content"].startswith("no tool 'mcp_stub_pid' for agent 'default'")
+    assert not (home / "logs" / "mcp" / "stub.log").exists()  # never started
+
+
 # -- Streamable HTTP -------------------------------------------------------------------------
 
 
@@ -350,3 +364,4 @@ def test_a_wrong_server_entry_keeps_its_problem_and_the_file_its_other_servers(
     servers = load_mcp_config(home=home, project=project).servers
     assert (servers["wrong"].problem or "").startswith(problem)
     assert servers["fine"].problem is None
+
