@@ -345,6 +345,21 @@ def test_mcp_json_expands_variables_and_an_unset_one_is_the_servers_problem(
     )
 
 
+def test_a_server_is_shown_as_written_so_a_secret_in_a_variable_stays_hidden(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What mcp list and the log show of a server is its entry, variables not replaced."""
+    monkeypatch.setenv("API_KEY", "s3cret")
+    configure(project, {
+        "tool": {"command": "t", "args": ["--key", "${API_KEY}"]},
+        "web": {"url": "https://w/mcp?key=${API_KEY}"},
+    })
+    servers = load_mcp_config(home=home, project=project).servers
+    assert servers["tool"].args == ("--key", "s3cret")
+    assert servers["tool"].target == "t --key ${API_KEY}"
+    assert servers["web"].target == "https://w/mcp?key=${API_KEY}"
+
+
 @pytest.mark.parametrize(
     ("entry", "problem"),
     [

@@ -72,13 +72,9 @@ class McpServerConfig(BaseModel):
     """Where it was configured: a file, or ``profile NAME``."""
     problem: str | None = None
     """Why it cannot start, when its entry is wrong (Rule 2)."""
-
-    @property
-    def target(self) -> str:
-        """What it runs or where it is, for a person to read."""
-        if self.transport == "http":
-            return self.url or ""
-        return " ".join([self.command or "", *self.args]).strip()
+    target: str = ""
+    """What it runs or where it is, as written: variables are not replaced, so that a
+    secret passed in one is never shown."""
 
     def key(self) -> str:
         """The same text for the same server (servers are shared by this key)."""
@@ -171,10 +167,13 @@ def _read(path: Path) -> dict[str, McpServerConfig]:
 
 def server_config(name: str, entry: object, *, source: str) -> McpServerConfig:
     """A server's entry read (Rules 2 and 3): a wrong one keeps its problem."""
+    target = ""
 
     def wrong(problem: str) -> McpServerConfig:
         transport: Transport = "http" if isinstance(entry, dict) and "url" in entry else "stdio"
-        return McpServerConfig(name=name, transport=transport, source=source, problem=problem)
+        return McpServerConfig(
+            name=name, transport=transport, source=source, problem=problem, target=target
+        )
 
     if not _NAME.match(name):
         return wrong(
@@ -189,6 +188,7 @@ def server_config(name: str, entry: object, *, source: str) -> McpServerConfig:
         error = exc.errors()[0]
         where = ".".join(map(str, error["loc"])) or "entry"
         return wrong(f"{where}: {error['msg']}")
+    target = parsed.url or " ".join([parsed.command or "", *parsed.args]).strip()
     kind = (parsed.type or "").lower().replace("_", "-")
     if kind == "sse":
         return wrong("the SSE transport is not supported; use the server's Streamable HTTP url")
@@ -215,6 +215,7 @@ def server_config(name: str, entry: object, *, source: str) -> McpServerConfig:
             startup_timeout=parsed.startup_timeout,
             enabled=not parsed.disabled,
             source=source,
+            target=target,
         )
     except _Unset as exc:
         return wrong(f"${{{exc.name}}} is not set (write ${{{exc.name}:-default}} for a default)")
