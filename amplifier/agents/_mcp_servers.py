@@ -34,6 +34,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from amplifier._log import log_failure
 from amplifier.persistence import resolve_home_and_cwd
+from amplifier.runtime import IllegalTransition
 
 from ._exceptions import AgentWarning, ToolFailed
 from ._mcp_config import McpConfig, McpServerConfig, load_mcp_config
@@ -106,6 +108,32 @@ class McpUnavailable(Exception):
     """A server could not be started; the message says why."""
 
 
+class ServerState(Enum):
+    """Where one server's actor is (STYLE rule 6).
+
+    DOWN ──> STARTING ──> UP ──> STOPPING ──> DOWN ...
+                 └───────────────────^
+    """
+
+    DOWN = "down"
+    """Not running: never started, or stopped (started again at the next use, once its
+    backoff has passed)."""
+    STARTING = "starting"
+    """Being started, initialised and asked for its tools."""
+    UP = "up"
+    """Answering calls."""
+    STOPPING = "stopping"
+    """Its start failed or its connection ended; being stopped."""
+
+
+ALLOWED: dict[ServerState, frozenset[ServerState]] = {
+    ServerState.DOWN: frozenset({ServerState.STARTING}),
+    ServerState.STARTING: frozenset({ServerState.UP, ServerState.STOPPING}),
+    ServerState.UP: frozenset({ServerState.STOPPING}),
+    ServerState.STOPPING: frozenset({ServerState.DOWN}),
+}
+
+
 class McpServer:
     """The actor of one configured server: owns its connection; see the module's rules."""
 
@@ -118,11 +146,11 @@ class McpServer:
         self._running = False
         self._wanted = anyio.Event()
         self._changed = anyio.Event()
+        self.state = ServerState.DOWN
         self._connection: Connection | None = None
         self._tools: tuple[McpTool, ...] = ()
         self._attempt = 0
         """The number of the latest start (begun)."""
-        self._starting = False
         self._failed = 0
         """The number of the latest start that failed, or whose connection has ended."""
         self._failure = ""
@@ -134,6 +162,11 @@ class McpServer:
     def up(self) -> bool:
         return self._connection is not None and not self._connection.ended.is_set()
 
+    def _move(self, to: ServerState) -> None:
+        if to not in ALLOWED[self.state]:
+            raise IllegalTransition(f"MCP server {self.name!r}", self.state.value, to.value)
+        self.state = to
+
     async def connection(self) -> Connection:
         """The server connected: started, or started again once its backoff has passed.
 
@@ -143,7 +176,7 @@ class McpServer:
         """
         if self.config.problem is not None:
             raise McpUnavailable(self.config.problem)
-        target = self._attempt if self._starting else self._attempt + 1
+        target = self._attempt if self.state is ServerState.STARTING else self._attempt + 1
         while True:
             connection = self._connection
             if connection is not None and not connection.ended.is_set():
@@ -206,11 +239,11 @@ class McpServer:
             await self._wanted.wait()
             await anyio.sleep(max(0.0, self._retry_at - anyio.current_time()))
             self._attempt += 1
-            self._starting = True
+            self._move(ServerState.STARTING)
             started = anyio.current_time()
             failure = await self._serve()
             self._connection = None
-            self._starting = False
+            self._move(ServerState.DOWN)
             self._failed = self._attempt
             self._failure = failure
             if anyio.current_time() - started >= STEADY:
@@ -227,14 +260,16 @@ class McpServer:
             # would stall every session of the Runtime.
             await anyio.to_thread.run_sync(importlib.import_module, _CLIENT)
         except ImportError as exc:
+            self._move(ServerState.STOPPING)
             return f"the mcp package cannot be imported: {exc}"
         from . import _mcp_client as client
+
         try:
             async with client.connect(
                 self.config, project=self._project, log=self.log
             ) as connection:
                 self._connection = connection
-                self._starting = False
+                self._move(ServerState.UP)
                 self._warned = False
                 self._tools = tuple(
                     McpTool(self, tool.name, tool.description or "", tool.input_schema)
@@ -242,14 +277,21 @@ class McpServer:
                 )
                 self._changed_now()
                 await connection.ended.wait()
+                self._move(ServerState.STOPPING)
                 return await connection.reason()
         except client.StartFailed as exc:
+            self._stopping()
             return str(exc)
         except Exception as exc:
+            self._stopping()
             log_failure(f"MCP server {self.name!r} failed", exc)
             if self.config.transport == "http":
                 return f"cannot reach {self.config.url}: {client.described(exc)}"
             return client.described(exc)
+
+    def _stopping(self) -> None:
+        if self.state is not ServerState.STOPPING:
+            self._move(ServerState.STOPPING)
 
     def _changed_now(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
