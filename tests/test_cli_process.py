@@ -209,11 +209,11 @@ def _imported_by(*args: str, cwd: Path, home: Path) -> set[str]:
 def test_command_that_calls_no_model_imports_no_provider_sdk(
     home: Path, project: Path, args: tuple[str, ...]
 ) -> None:
-    """`--help` and `session list` start without importing the openai or anthropic SDK."""
+    """`--help` and `session list` start without importing the openai, anthropic or mcp SDK."""
     amp("run", "hi", cwd=project, home=home)  # a session to list
     imported = _imported_by(*args, cwd=project, home=home)
     assert "amplifier.cli" in imported  # what was measured is the command
-    assert not {"openai", "anthropic"} & imported
+    assert not {"openai", "anthropic", "mcp"} & imported
 
 
 def test_help_imports_only_the_command_line(home: Path, project: Path) -> None:

@@ -55,6 +55,14 @@ from ._file_history import (
 from ._file_tools import file_tools
 from ._function_tools import FunctionTool, import_tool, tool
 from ._loop import AgentTurnHandler
+from ._mcp_config import McpServerConfig
+from ._mcp_servers import (
+    McpReport,
+    McpServers,
+    McpServerStatus,
+    McpToolInfo,
+    check_mcp_servers,
+)
 from ._messages import (
     MESSAGE,
     AssistantMessage,
@@ -111,6 +119,11 @@ __all__ = [
     "FileRewind",
     "ForeignEvent",
     "FunctionTool",
+    "McpReport",
+    "McpServerConfig",
+    "McpServerStatus",
+    "McpServers",
+    "McpToolInfo",
     "Message",
     "OfflineProvider",
     "Permissions",
@@ -159,6 +172,7 @@ __all__ = [
     "UsageReport",
     "UserMessage",
     "WriteFile",
+    "check_mcp_servers",
     "check_options",
     "confine",
     "file_tools",

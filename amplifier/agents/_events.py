@@ -123,6 +123,9 @@ class ToolStarted(Event):
     tool: str
     call_id: str
     arguments: dict[str, Any] = {}
+    mcp_server: str | None = optional()
+    """For an MCP server's tool: the server, and the tool's own name there."""
+    mcp_tool: str | None = optional()
 
 
 class ToolFinished(Event):
@@ -131,6 +134,8 @@ class ToolFinished(Event):
     name: ClassVar[str] = "tool:post"
 
     tool: str
+    mcp_server: str | None = optional()
+    mcp_tool: str | None = optional()
     call_id: str
     is_error: bool = False
     latency_ms: float | None = optional()

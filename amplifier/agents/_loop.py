@@ -41,7 +41,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import orjson
@@ -93,8 +93,11 @@ from ._provider_config import ProviderConfig
 from ._providers import make_provider
 from ._redact import COMMON_PATTERNS, Redactor
 from ._specs import AgentCatalog, AgentSpec
-from ._tools import Previewing, Tool, ToolBox, ToolContext, clip, parse_arguments
+from ._tools import Previewing, Tool, ToolBox, ToolContext, clip, labels_of, parse_arguments
 from ._write_tools import write_tools
+
+if TYPE_CHECKING:
+    from ._mcp_servers import McpServers
 
 FINAL_RECORDS_TIMEOUT = 5.0
 REPAIR_WINDOW = 256 * 1024
@@ -124,6 +127,7 @@ class AgentTurnHandler:
         permissions: Permissions | None = None,
         assume_yes: bool = False,
         tools: Sequence[Tool] = (),
+        mcp: McpServers | None = None,
     ) -> None:
         """``profile`` is the Runtime's; ``profiles`` gives any other by name, as configured now.
 
@@ -131,9 +135,11 @@ class AgentTurnHandler:
         line's ``--allow``/``--deny``); ``assume_yes`` lets every call that
         would ask run (a deny still refuses). ``tools`` are a program's own
         (``@amplifier.tool``): each replaces a built-in or profile tool of
-        its name, with a warning.
+        its name, with a warning. ``mcp``: the Runtime's MCP servers, whose
+        tools each turn's agent is given as its tool patterns name them.
         """
         self.catalog = catalog
+        self._mcp = mcp
         self.profile = profile
         self._root = root.resolve()
         self._fixed = provider
@@ -230,7 +236,7 @@ class AgentTurnHandler:
         spec = self._spec(turn.session.agent)
         profile = self._profile_of(turn.session)
         provider = self._provider(spec, profile)
-        tools = self._tools_for(spec, profile)
+        tools = self._tools_for(spec, profile, await self._mcp_tools(spec, profile))
         root = self._project_dir(turn.session)
         budget = self._budget(spec, tools, profile)
         history, partial = await self._history(turn, budget)
@@ -464,7 +470,11 @@ class AgentTurnHandler:
         root: Path,
         profile: Profile,
     ) -> ToolResultMessage:
-        await turn.post(ToolStarted(tool=call.name, call_id=call.id, arguments=call.arguments))
+        tool = tools.get(call.name)
+        labels = labels_of(tool)
+        await turn.post(
+            ToolStarted(tool=call.name, call_id=call.id, arguments=call.arguments, **labels)
+        )
         started = anyio.current_time()
         is_error = True
         trace: str | None = None
@@ -478,7 +488,6 @@ class AgentTurnHandler:
                         "complete, so they are not valid JSON. Call the tool again with shorter "
                         "arguments, or split the work into smaller calls."
                     )
-                tool = tools.get(call.name)
                 if tool is None:
                     raise ToolFailed(
                         f"no tool {call.name!r} for agent {spec.name!r}; "
@@ -530,6 +539,7 @@ class AgentTurnHandler:
         await turn.post(
             ToolFinished(
                 tool=call.name,
+                **labels,
                 call_id=call.id,
                 is_error=is_error,
                 latency_ms=round((anyio.current_time() - started) * 1000, 1),
@@ -710,9 +720,15 @@ class AgentTurnHandler:
             resolved = self._projects[recorded] = Path(recorded).resolve()
         return resolved
 
-    def _tools_for(self, spec: AgentSpec, profile: Profile) -> ToolBox:
-        chosen = self.toolbox(profile).only(spec.tools)
+    def _tools_for(self, spec: AgentSpec, profile: Profile, mcp: Sequence[Tool] = ()) -> ToolBox:
+        chosen = self.toolbox(profile).with_tools(mcp).only(spec.tools)
         return chosen.only(name for name in chosen.names if profile.tools.permits(name))
+
+    async def _mcp_tools(self, spec: AgentSpec, profile: Profile) -> Sequence[Tool]:
+        """The tools of the MCP servers the agent's patterns may name (started on first use)."""
+        if self._mcp is None:
+            return ()
+        return await self._mcp.tools_for(profile, spec.tools)
 
     def toolbox(self, profile: Profile) -> ToolBox:
         """Every tool sessions under ``profile`` may be given: the built-ins, the profile's

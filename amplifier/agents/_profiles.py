@@ -85,6 +85,9 @@ class Profile(BaseModel):
     """Keep API keys and credential-like strings out of events, metadata and tool output."""
     redact_patterns: tuple[str, ...] = ()
     """More regular expressions to redact, beyond the common key formats."""
+    mcp_servers: dict[str, dict[str, Any] | bool | None] = {}
+    """MCP servers beside those of ``mcp.json``: an entry (as in ``mcp.json``) adds or
+    replaces the server of its name, ``false`` switches one off, ``true`` back on."""
     prices: dict[str, Price] = {}
     """USD per million tokens, by model name: ``show`` and ``list --usage`` then give costs."""
     source: str = "built-in"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 
 import anyio
@@ -21,6 +21,7 @@ from amplifier.runtime import open_runtime as open_core_runtime
 from amplifier.runtime.lowlevel import ChildLauncher
 
 from ._loop import AgentTurnHandler
+from ._mcp_servers import McpServers
 from ._names import check_profile, check_specs, warn_unusable
 from ._options import check_options
 from ._permissions import Permissions
@@ -98,6 +99,10 @@ async def open_runtime(
     ``Tool``), for the agents that name them; ``agents`` are ``AgentSpec``
     objects. Each replaces a file's (or a built-in) of its name, with a
     warning.
+
+    The MCP servers of ``$AMPLIFIER_HOME/mcp.json``, ``<cwd>/.amplifier/mcp.json``
+    and the profile's ``mcp_servers`` start when a turn first needs their
+    tools, are shared by the Runtime's sessions, and stop with it.
     Raises ``UnknownProfile`` or ``ConfigError`` (an unknown provider kind
     or durability, naming the valid ones; a profile that cannot be read or
     names a tool or agent that does not exist; a tool whose signature
@@ -124,6 +129,7 @@ async def open_runtime(
         check = getattr(given, "check", None)
         if callable(check):
             check()  # a signature that cannot be described: ConfigError naming the function
+    servers: AbstractAsyncContextManager[object] = nullcontext()
     if handler is None:
         catalog = await anyio.to_thread.run_sync(
             lambda: AgentCatalog.load(home=root, project=directory)
@@ -131,6 +137,7 @@ async def open_runtime(
         if agents:
             catalog = catalog.with_specs(agents)
         fixed = provider if provider is not None and not isinstance(provider, str) else None
+        servers = mcp = McpServers(home=root, project=directory)
         loop = AgentTurnHandler(
             catalog=catalog,
             profile=settings,
@@ -140,13 +147,14 @@ async def open_runtime(
             permissions=permissions,
             assume_yes=assume_yes,
             tools=tools,
+            mcp=mcp,
         )
         loop.toolbox(settings)  # the profile's Python tools load now, or fail naming it
         check_specs(catalog, loop.tool_names)
         check_profile(settings, profiles, tools=loop.tool_names, agents=catalog)
     warn_unusable(profiles, loop.catalog if loop else None, configured, in_use=settings.name)
     try:
-        async with open_core_runtime(
+        async with servers, open_core_runtime(
             handler=handler or loop,
             home=root,
             cwd=directory,

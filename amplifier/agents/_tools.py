@@ -1,9 +1,11 @@
 """The ``Tool`` protocol, the context a tool runs in, and project confinement.
 
 A tool has a name, a description and a pydantic model of its arguments;
-the model's JSON schema is what providers see. ``run`` returns the text the
-model gets back, or raises ``ToolFailed`` with a message the model gets as
-an error result. File tools never leave the project directory.
+the model's JSON schema is what providers see, unless the tool has an
+``input_schema`` of its own (an MCP server's tools do: their schema goes to
+the model as the server gives it). ``run`` returns the text the model gets
+back, or raises ``ToolFailed`` with a message the model gets as an error
+result. File tools never leave the project directory.
 """
 
 from __future__ import annotations
@@ -56,7 +58,14 @@ class ToolContext:
 
 
 class Tool(Protocol):
-    """A tool; the attributes are usually plain class attributes (or a nested class)."""
+    """A tool; the attributes are usually plain class attributes (or a nested class).
+
+    Two attributes are optional: ``input_schema``, a JSON schema the model
+    sees instead of the one ``Arguments`` gives (the arguments are then
+    passed on as they come, so ``Arguments`` should accept any); and
+    ``labels``, a mapping that ``tool:pre`` and ``tool:post`` add to their
+    data (an MCP tool's server and its own name).
+    """
 
     @property
     def name(self) -> str: ...
@@ -94,7 +103,16 @@ class Previewing(Protocol):
 
 def spec_of(tool: Tool) -> ToolSpec:
     """The tool as a model sees it (computed once per tool: a JSON schema is not cheap)."""
+    schema = getattr(tool, "input_schema", None)
+    if isinstance(schema, Mapping):
+        return ToolSpec(name=tool.name, description=tool.description, parameters=dict(schema))
     return _spec(tool.name, tool.description, tool.Arguments)
+
+
+def labels_of(tool: Tool | None) -> dict[str, Any]:
+    """What ``tool:pre`` and ``tool:post`` say of a call besides the tool's name."""
+    labels = getattr(tool, "labels", None)
+    return dict(labels) if isinstance(labels, Mapping) else {}
 
 
 @functools.cache

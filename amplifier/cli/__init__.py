@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (they register their commands on the app)
     _export,
     _file_history,
     _labels,
+    _mcp,
     _search,
 )
 from ._app import app, main
