@@ -46,21 +46,12 @@ class FileChange(BaseModel):
     tool wrote (None: the file was removed).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     path: str
     """Relative to the session's project directory."""
     before: str | None = None
     after: str | None = None
-
-
-class Usage(BaseModel):
-    """Tokens of one model call, as ``provider:response`` records them."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    input_tokens: int = 0
-    output_tokens: int = 0
 
 
 class ProviderRequested(Event):

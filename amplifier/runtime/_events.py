@@ -36,7 +36,8 @@ class Event(BaseModel):
     by the type checker, which knows every field's name and type.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Built when first used: a command uses a few of them, and each costs start-up time.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     name: ClassVar[str]
 
@@ -55,7 +56,7 @@ class Event(BaseModel):
 class SessionStarted(Event):
     """``session:start``: a session was created; its configuration labels follow its fields."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", defer_build=True)
     name: ClassVar[str] = "session:start"
 
     session_id: str
