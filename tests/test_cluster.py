@@ -158,6 +158,22 @@ async def test_cluster_spread_children_keep_the_causal_order_on_disk(
             assert (child["parent_id"], child["status"]) == (session.id, "completed")
 
 
+async def test_cluster_failed_turn_keeps_its_cause_and_the_hosts_traceback(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """A turn failing on a host raises ``TurnFailed`` from the error that failed it there."""
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=1) as rt:
+        async with rt.open_session() as session:
+            with pytest.raises(amplifier.TurnFailed) as caught:
+                await session.ask("/fail no access")
+    cause = caught.value.__cause__
+    assert isinstance(cause, amplifier.ProviderError)
+    assert "no access" in str(cause)
+    notes = "\n".join(getattr(cause, "__notes__", []))
+    assert "Raised in session host 0" in notes
+    assert "_offline.py" in notes  # where the provider raised it
+
+
 async def test_cluster_new_roots_go_to_the_least_loaded_host(
     ray_cluster: str, home: Path, project: Path
 ) -> None:

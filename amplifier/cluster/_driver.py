@@ -62,6 +62,7 @@ from amplifier.runtime.lowlevel import EventBus
 from . import _ray
 from ._bridge import call
 from ._exceptions import ClusterError, PersistenceUnavailable
+from ._failures import unpack
 from ._forwarder import open_forwarding_store
 from ._host import HostConfig, Outcome
 from ._wire import Answer, Item
@@ -359,12 +360,14 @@ class ClusterRuntime(Runtime):
 
 
 async def _remote(ref: Any) -> Any:
-    """A host's answer; an error it raised comes out as itself, not wrapped by Ray."""
+    """A host's answer; an error it raised comes out as itself, not wrapped by Ray,
+    with the host's traceback as a note (``_failures``' Rule)."""
     try:
         return await call(ref)
     except RayTaskError as exc:
         cause = exc.cause
         if isinstance(cause, Exception):
+            cause.add_note(f"Raised in a session host:\n{exc.traceback_str.rstrip()}")
             raise cause from None
         raise
 
@@ -380,7 +383,8 @@ def _reply(session_id: str, outcome: Outcome) -> Reply:
     if outcome.status == "answered":
         return Reply(session_id=session_id, text=outcome.text, turn=outcome.turn)
     if outcome.status == "failed":
-        raise TurnFailed(session_id, outcome.reason)
+        cause = unpack(outcome.cause) if outcome.cause is not None else None
+        raise TurnFailed(session_id, outcome.reason) from cause
     raise TurnCancelled(session_id)
 
 

@@ -15,8 +15,9 @@ Rule 2: what the driver sees besides answers (events for its subscribers,
         streamed text) goes through one long-poll call, ``pump``; an
         answer carries the count of pumped entries before it, so the
         driver delivers them before it returns the answer.
-Rule 3: errors cross the boundary as values (``Outcome``) or as errors
-        that pickle (``_wire.portable``); a user never sees Ray's wrapping.
+Rule 3: errors cross the boundary as values (``Outcome``, a failed turn's
+        cause packed with its traceback: ``_failures``) or as errors that
+        pickle (``_wire.portable``); a user never sees Ray's wrapping.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, run_child
 
 from ._bridge import call
 from ._exceptions import PersistenceUnavailable
+from ._failures import PackedError, pack
 from ._forwarder import open_forwarding_store
 from ._spread import ChildSpreader
 from ._wire import Answer, Item, portable
@@ -67,6 +69,8 @@ class Outcome:
     text: str = ""
     turn: int = 0
     reason: str = ""
+    cause: PackedError | None = None
+    """What a failed turn was raised from, with its traceback (``_failures``)."""
 
 
 class SessionHost:
@@ -82,6 +86,7 @@ class SessionHost:
         recovered: RecoveryReport,
     ) -> None:
         self._config = config
+        self._index = index
         self._spreader = ChildSpreader(index, persistence)
         self._placed: dict[str, anyio.CancelScope] = {}
         """The children other hosts placed here, by their launch's ticket."""
@@ -209,7 +214,9 @@ class SessionHost:
         try:
             reply = await session.ask(prompt, on_text=stream if ticket is not None else None)
         except TurnFailed as exc:
-            outcome = Outcome("failed", reason=exc.reason)
+            cause = exc.__cause__
+            packed = pack(cause, f"session host {self._index}") if cause is not None else None
+            outcome = Outcome("failed", reason=exc.reason, cause=packed)
         except TurnCancelled:
             outcome = Outcome("cancelled")
         except Exception as exc:
