@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -119,8 +120,50 @@ async def test_cluster_spread_child_whose_host_dies_fails_only_the_delegation(
     child = stored_events(home)[child_id]
     assert [record["event"] for record in child[:2]] == ["session:start", "prompt:submit"]
     assert all(record["seq"] < end["seq"] for record in child)  # fenced before the end
+    assert child[-1]["event"] == "session:end"  # ended by the fence, before the parent's end
+    assert child[-1]["data"]["status"] == "failed"
     assert parent[-1]["event"] == "session:end"
     assert parent[-1]["data"]["status"] == "completed"
+    assert_one_total_order(home)
+
+
+async def test_cluster_spread_child_never_started_sends_the_user_to_the_parent(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """A child whose host died before creating it: it never started; the user resumes the parent."""
+    replies: list[amplifier.Reply] = []
+    async with amplifier.open_runtime(
+        home=home, cwd=project, cluster="auto", hosts=2, spread_children=True
+    ) as rt:
+        session = await rt.open_session()
+        assert rt.host_of(session) == 0
+        frozen = rt.hosts[1].pid
+        os.kill(frozen, signal.SIGSTOP)  # it takes the child's call, and never runs it
+        try:
+            async with session.subscribe(tree=False) as feed, anyio.create_task_group() as tg:
+
+                async def ask() -> None:
+                    replies.append(await session.ask("look\n/delegate explorer: list the files"))
+
+                tg.start_soon(ask)
+                with anyio.fail_after(20):
+                    async for event in feed:
+                        if event.event == "delegate:start":
+                            break
+                await anyio.sleep(0.3)  # the call is on its way to the stopped host
+                os.kill(frozen, signal.SIGKILL)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGKILL)  # never left stopped
+    parent = stored_events(home)[session.id]
+    end = next(record for record in parent if record["event"] == "delegate:end")
+    child_id = end["data"]["child_id"]
+    assert end["data"]["status"] == "failed"
+    assert f"sub-session {child_id} never started" in end["data"]["error"]
+    assert f"amplifier session resume {session.id}" in end["data"]["error"]
+    assert child_id not in stored_events(home)
+    assert "never started" in replies[0].text  # the parent's turn went on
+    assert_one_total_order(home)
 
 
 async def test_cluster_cancelling_a_turn_cancels_its_spread_child_first(
