@@ -240,12 +240,15 @@ def _amp(*args: str, cwd: Path, backend: str) -> subprocess.CompletedProcess[str
 def test_cluster_cli_run_prints_what_in_process_prints(
     ray_cluster: str, home: Path, project: Path, backend: str
 ) -> None:
-    """``amplifier run --cluster ADDRESS`` prints what a run without it prints; show finds it."""
+    """``amplifier run --cluster ADDRESS`` prints what a run without it prints, and which
+    cluster it joined; show finds the session."""
     local = _amp("run", DELEGATING, cwd=project, backend=backend)
     remote = _amp("run", "--cluster", ray_cluster, DELEGATING, cwd=project, backend=backend)
     assert remote.returncode == local.returncode == 0, remote.stderr
     assert _without_ids(remote.stdout) == _without_ids(local.stdout)
-    assert _without_ids(remote.stderr) == _without_ids(local.stderr)
+    joined, _, rest = remote.stderr.partition("\n")
+    assert joined == f"Joined the Ray cluster at {ray_cluster}"  # and nothing of Ray's own
+    assert _without_ids(rest) == _without_ids(local.stderr)
     session_id = re.findall(r"Session: (\S+)", remote.stderr)[-1]
     shown = _amp("session", "show", session_id, cwd=project, backend=backend)
     assert shown.returncode == 0, shown.stderr

@@ -25,7 +25,12 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -117,6 +122,15 @@ ClusterOption = Annotated[
         "--cluster",
         help="Run on a Ray cluster: 'auto' (the running one, or a new local one) or its "
         "address. Needs amplifier[ray].",
+    ),
+]
+ClusterTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--cluster-timeout",
+        min=0.1,
+        help="Seconds to wait for the Ray cluster (to join it, or start one) and its "
+        "hosts, each (default 30). Only with --cluster.",
     ),
 ]
 NoHistory = Annotated[
@@ -299,9 +313,82 @@ def _json_mode(json_flag: bool, output_format: OutputFormat) -> bool:
     return json_flag or output_format is OutputFormat.json
 
 
-def _on(cluster: str | None) -> dict[str, Any]:
+def _on(cluster: str | None, timeout: float | None) -> dict[str, Any]:
     """``open_runtime``'s options for ``--cluster`` (one session: one host is enough)."""
-    return {} if cluster is None else {"cluster": cluster, "hosts": 1}
+    if cluster is None:
+        if timeout is not None:
+            _fail("--cluster-timeout applies with --cluster", code=2)
+        return {}
+    options: dict[str, Any] = {"cluster": cluster, "hosts": 1}
+    if timeout is not None:
+        options["cluster_timeout"] = timeout
+    return options
+
+
+def _cluster_note(rt: Runtime) -> None:
+    """Which Ray cluster the runtime joined, or that it started one (stderr)."""
+    from amplifier.cluster import ClusterInfo  # no Ray: plain data
+
+    info = getattr(rt, "cluster", None)
+    if isinstance(info, ClusterInfo):
+        _say(info.describe())
+
+
+class _Opening:
+    """Until the session is open, a signal stops the command at once (see ``_opening``)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.watch = anyio.CancelScope()
+        self.watched = anyio.Event()
+
+    async def opened(self) -> None:
+        """From now on the signals are the turn's: it cancels on them. Returns once this
+        has stopped reading them (one reader at a time: trio insists)."""
+        self.watch.cancel()
+        await self.watched.wait()
+
+    def exit_code(self, as_json: bool) -> int:
+        """Say the command stopped before it ran anything; 128 + the signal's number."""
+        assert self.signum is not None
+        code = 128 + self.signum
+        message = "interrupted before the session opened; nothing ran"
+        if as_json:
+            write_json({"error": message, "exit_code": code})
+        sys.stderr.write(f"Error: {message}\n")
+        return code
+
+
+@asynccontextmanager
+async def _opening(interrupts: AsyncIterator[int]) -> AsyncIterator[_Opening]:
+    """A block in which a signal (Ctrl-C, SIGTERM, SIGHUP) cancels everything at once,
+    until ``opened()``; then ``signum`` says which one, if any.
+
+    Opening can take long: joining a Ray cluster, or starting one, waits up to
+    ``--cluster-timeout``. A signal then must not wait in the queue for a turn
+    that has not started.
+    """
+    from amplifier._errors import unwrap_single_error
+
+    opening = _Opening()
+    with unwrap_single_error():
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                try:
+                    with opening.watch:
+                        async for signum in interrupts:
+                            opening.signum = signum
+                            tg.cancel_scope.cancel()
+                            return
+                finally:
+                    opening.watched.set()
+
+            tg.start_soon(watch)
+            try:
+                yield opening
+            finally:
+                opening.watch.cancel()
 
 
 def _provider(provider: Provider | None) -> ProviderKind | None:
@@ -434,11 +521,12 @@ class _Before:
     model: str | None = None
     agent: str | None = None
     cluster: str | None = None
+    cluster_timeout: float | None = None
 
     def given(self) -> list[str]:
         return [
-            f"--{name}"
-            for name in ("profile", "provider", "model", "agent", "cluster")
+            f"--{name.replace('_', '-')}"
+            for name in ("profile", "provider", "model", "agent", "cluster", "cluster_timeout")
             if getattr(self, name) is not None
         ]
 
@@ -494,6 +582,7 @@ def root(
     model: ModelOption = None,
     agent: AgentOption = None,
     cluster: ClusterOption = None,
+    cluster_timeout: ClusterTimeoutOption = None,
     debug: Annotated[
         bool,
         typer.Option(
@@ -505,26 +594,39 @@ def root(
     _Debug.flag = debug
     if ctx.invoked_subcommand is not None:
         ctx.obj = _Before(
-            profile=profile, provider=provider, model=model, agent=agent, cluster=cluster
+            profile=profile,
+            provider=provider,
+            model=model,
+            agent=agent,
+            cluster=cluster,
+            cluster_timeout=cluster_timeout,
         )
         if ctx.invoked_subcommand not in ("run", "continue", "session"):
             _refuse_before(ctx, ctx.invoked_subcommand)
-        if cluster is not None and ctx.invoked_subcommand != "run":
-            _fail("--cluster applies to run and to the interactive mode", code=2)
+        if (cluster, cluster_timeout) != (None, None) and ctx.invoked_subcommand != "run":
+            flag = "--cluster" if cluster is not None else "--cluster-timeout"
+            _fail(f"{flag} applies to run and to the interactive mode", code=2)
         return
+
+    on_cluster = _on(cluster, cluster_timeout)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
         from ._interactive import run_interactive
 
-        async with open_runtime(
-            profile=profile, provider=_provider(provider), model=model, **_on(cluster)
-        ) as rt:
-            async with rt.open_session(agent=agent) as session:
-                code = await run_interactive(
-                    rt, session, history="none", interrupts=interrupts, say=_say
-                )
-        _resume_hint(session.id)
-        return code
+        async with _opening(interrupts) as opening:
+            async with open_runtime(
+                profile=profile, provider=_provider(provider), model=model, **on_cluster
+            ) as rt:
+                if cluster is not None:
+                    _cluster_note(rt)
+                async with rt.open_session(agent=agent) as session:
+                    await opening.opened()
+                    code = await run_interactive(
+                        rt, session, history="none", interrupts=interrupts, say=_say
+                    )
+            _resume_hint(session.id)
+            return code
+        return opening.exit_code(as_json=False)
 
     _execute(main, signals=TURN_SIGNALS)
 
@@ -556,11 +658,14 @@ def run(
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
     cluster: ClusterOption = None,
+    cluster_timeout: ClusterTimeoutOption = None,
 ) -> None:
     """Run one turn in a new session (or --resume one), print the answer and the session id."""
     as_json = _json_mode(json_flag, output_format)
     before = _before(ctx)
     cluster = cluster if cluster is not None else before.cluster
+    if cluster_timeout is None:
+        cluster_timeout = before.cluster_timeout
     profile = profile if profile is not None else before.profile
     provider = provider if provider is not None else before.provider
     model = model if model is not None else before.model
@@ -573,19 +678,26 @@ def run(
     if resume is not None and name is not None:
         _fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
 
+    on_cluster = _on(cluster, cluster_timeout)
+
     async def main(interrupts: AsyncIterator[int]) -> int:
-        async with open_runtime(
-            profile=profile, provider=_provider(provider), model=model, **_on(cluster)
-        ) as rt:
-            opening = (
-                rt.resume(resume, profile=profile)
-                if resume is not None
-                else rt.open_session(agent=agent, name=name)
-            )
-            async with opening as session:
-                if not as_json:
-                    await _other_project_note(rt, session)
-                return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
+        async with _opening(interrupts) as opening:
+            async with open_runtime(
+                profile=profile, provider=_provider(provider), model=model, **on_cluster
+            ) as rt:
+                if cluster is not None:
+                    _cluster_note(rt)
+                session_opening = (
+                    rt.resume(resume, profile=profile)
+                    if resume is not None
+                    else rt.open_session(agent=agent, name=name)
+                )
+                async with session_opening as session:
+                    await opening.opened()
+                    if not as_json:
+                        await _other_project_note(rt, session)
+                    return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
+        return opening.exit_code(as_json)
 
     _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 

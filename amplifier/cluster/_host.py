@@ -239,10 +239,12 @@ class SessionHost:
         if session is not None:
             await session.close(status=status, error=error, keep_previous=keep_previous)
 
-    async def spread(self, peers: list[tuple[Any, str]]) -> None:
+    async def spread(self, peers: list[tuple[Any, str]], lost: Sequence[int] = ()) -> None:
         """Place this host's delegated children on ``peers`` (every host's actor and writer
-        id, by index) in turn."""
+        id, by index) in turn, but on none of the ``lost`` (dead) ones."""
         self._spreader.spread(peers)
+        for index in lost:
+            self._spreader.lose(index)
 
     async def lose(self, index: int) -> None:
         """The host at ``index`` died: place no more children there."""

@@ -29,6 +29,7 @@ async def open_runtime(
     cluster: str | None = None,
     hosts: int = 2,
     spread_children: bool = False,
+    cluster_timeout: float = 30.0,
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose sessions run agents under ``profile`` (default ``base``).
 
@@ -46,7 +47,10 @@ async def open_runtime(
     own). A delegated child runs on its parent's host; with
     ``spread_children``, each host places its sessions' children on the
     hosts in turn (the next host first), with the same results, records
-    and causal order. Without ``cluster``, Ray is never imported.
+    and causal order. Joining the cluster (or starting a local one) and
+    starting the hosts each take at most ``cluster_timeout`` seconds
+    (``ClusterError`` past it, naming the address). Without ``cluster``, Ray
+    is never imported.
     """
     if cluster is None:
         if spread_children:
@@ -69,6 +73,8 @@ async def open_runtime(
         raise ClusterUnavailable("on a cluster, give the provider by kind: each host builds it")
     if hosts < 1:
         raise ClusterUnavailable(f"a cluster runtime needs at least one host, not {hosts}")
+    if not cluster_timeout > 0:
+        raise UsageError(f"cluster_timeout must be above 0 seconds, not {cluster_timeout}")
     # Read when ray is imported: a cluster started here sends no usage statistics.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
@@ -83,6 +89,7 @@ async def open_runtime(
         cluster,
         hosts=hosts,
         spread_children=spread_children,
+        timeout=cluster_timeout,
         profile=profile,
         home=home,
         cwd=cwd,
