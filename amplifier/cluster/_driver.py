@@ -341,7 +341,7 @@ async def open_cluster_runtime(
                 return answers
 
             async with (
-                open_forwarding_store(root, chosen, recovered, commit) as store,
+                open_forwarding_store(root, chosen, recovered, commit) as (store, _),
                 open_core_runtime(
                     home=root, cwd=directory, durability=chosen, profile=settings.name, store=store
                 ) as inner,

@@ -32,14 +32,20 @@ from typing import Any, Literal
 import anyio
 
 from amplifier.agents import ProviderKind, open_runtime
-from amplifier.persistence import Durability, EndStatus, RecoveryReport, SessionMetadata
+from amplifier.persistence import (
+    Durability,
+    EndStatus,
+    PersistenceError,
+    RecoveryReport,
+    SessionMetadata,
+)
 from amplifier.runtime import Runtime, Session, TurnCancelled, TurnFailed
 from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, run_child
 
 from ._bridge import call
 from ._exceptions import PersistenceUnavailable
 from ._failures import PackedError, pack
-from ._forwarder import open_forwarding_store
+from ._forwarder import Forwarder, open_forwarding_store
 from ._spread import ChildSpreader
 from ._wire import Answer, Item, portable
 
@@ -96,6 +102,7 @@ class SessionHost:
         self._writer = writer
         self._recovered = recovered
         self._runtime: Runtime | None = None
+        self._forwarder: Forwarder | None = None
         self._sessions: dict[str, Session] = {}
         self._outbox: list[tuple[str, Any]] = []
         self._pumped = 0
@@ -116,7 +123,8 @@ class SessionHost:
         try:
             async with open_forwarding_store(
                 Path(config.home), config.durability, self._recovered, self._commit
-            ) as store:
+            ) as (store, forwarder):
+                self._forwarder = forwarder
                 store.add_listener(self._committed)
                 async with open_runtime(
                     profile=config.profile,
@@ -234,10 +242,22 @@ class SessionHost:
     async def close(
         self, session_id: str, status: EndStatus, error: str | None, keep_previous: bool = False
     ) -> None:
-        """End the session; returns once its end is written (see ``Session.close``)."""
+        """End the session; returns once its end is written (see ``Session.close``).
+
+        Raises ``PersistenceError`` if the persistence service restarted since the
+        session was opened and its end could not be written there (the forwarder's
+        Rule 4)."""
         session = self._sessions.pop(session_id, None)
-        if session is not None:
-            await session.close(status=status, error=error, keep_previous=keep_previous)
+        if session is None:
+            return
+        await session.close(status=status, error=error, keep_previous=keep_previous)
+        if self._forwarder is not None and session_id in self._forwarder.unended:
+            self._forwarder.unended.discard(session_id)
+            raise PersistenceError(
+                f"the persistence service restarted since session {session_id} was opened, "
+                "and its files changed since: its end could not be written; what was stored "
+                "is intact: resume it to go on"
+            )
 
     async def spread(self, peers: list[tuple[Any, str]], lost: Sequence[int] = ()) -> None:
         """Place this host's delegated children on ``peers`` (every host's actor and writer
