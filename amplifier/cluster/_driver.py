@@ -235,7 +235,7 @@ class ClusterRuntime(Runtime):
 
         async def open_() -> Session:
             location = await self.find(session_id)
-            await self._pool.settle()
+            await self._pool.fenced()  # nothing of a dead host lands after the resume
             return await self._place(
                 lambda link: link.actor.resume.remote(location.session_id, profile)
             )
@@ -314,19 +314,23 @@ async def open_cluster_runtime(
     async with joined(cluster, timeout) as info:
         runtime_id = _runtime_id()
         service = _ray.persistence_actor(f"amplifier-persistence-{runtime_id}", str(root), chosen)
-        pool: HostPool | None = None
+        config = HostConfig(str(root), str(directory), profile, provider, model, chosen)
+        # The hosts' processes start beside the service's, not after it (``HostPlan``).
+        plan = HostPlan(
+            runtime_id, config, service, service.recovered.remote(), spread_children, timeout
+        )
+        pool = HostPool(plan)
         try:
-            try:
-                with anyio.fail_after(timeout):
-                    pid, recovered = await unwrapped(service.describe.remote())
-            except TimeoutError:
-                raise ClusterError(
-                    f"the persistence service did not start within {timeout:g} s"
-                ) from None
-            config = HostConfig(str(root), str(directory), profile, provider, model, chosen)
-            plan = HostPlan(runtime_id, config, service, recovered, spread_children, timeout)
-            pool = HostPool(plan)
-            await pool.start(hosts)
+            with unwrap_single_error():
+                async with anyio.create_task_group() as starting:
+                    starting.start_soon(pool.start, hosts)
+                    try:
+                        with anyio.fail_after(timeout):
+                            pid, recovered = await unwrapped(service.describe.remote())
+                    except TimeoutError:
+                        raise ClusterError(
+                            f"the persistence service did not start within {timeout:g} s"
+                        ) from None
 
             async def commit(number: int, items: list[Item]) -> list[Answer]:
                 try:
@@ -363,8 +367,8 @@ async def open_cluster_runtime(
             with anyio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
                 await unwrapped(service.shutdown.remote())
         finally:
-            for link in pool.links if pool is not None else ():
-                _ray.kill(link.actor)
+            for actor in pool.actors:
+                _ray.kill(actor)
             _ray.kill(service)
 
 

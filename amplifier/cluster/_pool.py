@@ -12,8 +12,8 @@ Rule 3: then a replacement starts, on another node where there is one
         (``_ray``'s Rule 4 otherwise), with the next index and a writer id
         of its own; new sessions go to it as to any host. A dead host is
         ``settled`` once fenced and replaced (or its replacement failed,
-        which is logged); placing and resuming wait for that when no host
-        is left alive.
+        which is logged); placing a session waits for that when no host is
+        left alive, resuming one waits only for the fence (Rule 2).
 Rule 4: an answer is returned only after the events pumped before it were
         delivered to this process's subscribers (the host's Rule 2).
 """
@@ -31,7 +31,6 @@ import anyio
 from anyio.abc import TaskGroup
 from ray.exceptions import RayActorError, RayError
 
-from amplifier.persistence import RecoveryReport
 from amplifier.runtime.lowlevel import EventBus
 
 from . import _ray
@@ -57,6 +56,8 @@ class HostLink:
     delivered: int = 0
     """Pumped entries delivered here (Rule 4)."""
     progress: anyio.Event = field(default_factory=anyio.Event)
+    fenced: anyio.Event = field(default_factory=anyio.Event)
+    """Set once it died and was fenced (Rule 2)."""
     settled: anyio.Event = field(default_factory=anyio.Event)
     """Set once it died, was fenced, and a replacement was tried (Rule 3)."""
 
@@ -73,7 +74,10 @@ class HostPlan:
     runtime_id: str
     config: HostConfig
     persistence: Any
-    recovered: RecoveryReport
+    recovered: Any
+    """The service's ``RecoveryReport``, or the Ray call that returns it: a host's process
+    then starts while the service is still starting, and Ray hands the host the report
+    once it is there."""
     spread: bool
     timeout: float
     """Seconds a host may take to start (``cluster_timeout``)."""
@@ -84,6 +88,8 @@ class HostPool:
 
     def __init__(self, plan: HostPlan) -> None:
         self.links: list[HostLink] = []
+        self.actors: list[Any] = []
+        """Every host actor started, up or not (killed at the end)."""
         self.closing = False
         """Set at shutdown: a host dying then is not replaced."""
         self._plan = plan
@@ -121,6 +127,7 @@ class HostPool:
         plan = self._plan
         writer = f"{plan.runtime_id}/host-{index}"
         actor = _ray.host_actor(node, index, plan.config, plan.persistence, writer, plan.recovered)
+        self.actors.append(actor)
         return node, actor
 
     async def _up(self, index: int, node: str, actor: Any) -> HostLink | None:
@@ -190,6 +197,12 @@ class HostPool:
                 if link.alive:
                     link.actor.watch.remote()
 
+    async def fenced(self) -> None:
+        """Wait until every dead host is fenced (Rule 2)."""
+        for link in list(self.links):
+            if not link.alive:
+                await link.fenced.wait()
+
     async def settle(self) -> None:
         """Wait until every dead host is fenced and replaced (Rules 2 and 3)."""
         for link in list(self.links):
@@ -230,10 +243,13 @@ class HostPool:
         link.alive = False
         link.progress.set()
         try:
-            for other in self.links:
-                if other.alive:
-                    other.actor.lose.remote(link.index)
-            await call(self._plan.persistence.fence.remote(link.writer))
+            try:
+                for other in self.links:
+                    if other.alive:
+                        other.actor.lose.remote(link.index)
+                await call(self._plan.persistence.fence.remote(link.writer))
+            finally:
+                link.fenced.set()
             await self._replace(link)
         finally:
             link.settled.set()

@@ -109,6 +109,10 @@ class PersistenceService:
         store = self._require()
         return os.getpid(), store.recovered
 
+    async def recovered(self) -> RecoveryReport:
+        """What start-up recovery restored."""
+        return self._require().recovered
+
     async def commit(self, writer: str, number: int, items: list[Item]) -> list[Answer]:
         """Commit batch ``number`` of ``writer``: one answer per item, in order."""
         store = self._require()
