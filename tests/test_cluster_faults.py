@@ -239,32 +239,40 @@ async def _restart_persistence(rt: amplifier.Runtime) -> None:
     """Kill the runtime's persistence service; return once Ray has it back."""
     import ray
 
-    name = next(
+    os.kill(rt.persistence_pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    names = [
         entry["name"]
         for entry in ray.util.list_named_actors(all_namespaces=True)
         if entry["name"].startswith("amplifier-persistence-")
-    )
-    service = ray.get_actor(name, namespace="amplifier")
-    pid, _ = await anyio.to_thread.run_sync(ray.get, service.describe.remote())
-    os.kill(pid, signal.SIGKILL)
+    ]
     with anyio.fail_after(60):
         while True:
-            try:
-                await anyio.to_thread.run_sync(ray.get, service.describe.remote())
+            try:  # only this runtime's: the others' were killed as their runtimes closed
+                for name in names:
+                    service = ray.get_actor(name, namespace="amplifier")
+                    await anyio.to_thread.run_sync(ray.get, service.describe.remote())
                 return
-            except ray.exceptions.RayActorError:
+            except (ray.exceptions.RayActorError, ValueError):
                 await anyio.sleep(0.2)  # still restarting
 
 
-async def test_cluster_idle_session_ends_through_a_restarted_persistence_actor(
-    ray_cluster: str, home: Path, project: Path
+@pytest.mark.parametrize("backend", ["asyncio"])  # a restart costs seconds: one loop
+def test_cluster_idle_session_ends_through_a_restarted_persistence_actor(
+    ray_cluster: str, home: Path, project: Path, backend: str
 ) -> None:
     """A session idle while the persistence actor restarted still records its end on close."""
-    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=1) as rt:
-        session = await rt.open_session()
-        await session.ask("first")
-        await _restart_persistence(rt)
-        await session.close()
+
+    async def main() -> amplifier.Session:
+        async with amplifier.open_runtime(
+            home=home, cwd=project, cluster="auto", hosts=1
+        ) as rt:
+            session = await rt.open_session()
+            await session.ask("first")
+            await _restart_persistence(rt)
+            await session.close()
+        return session
+
+    session = anyio.run(main, backend=backend)
     records = stored_events(home)[session.id]
     assert records[-1]["event"] == "session:end"
     assert records[-1]["data"]["status"] == "completed"
@@ -273,21 +281,30 @@ async def test_cluster_idle_session_ends_through_a_restarted_persistence_actor(
     assert_one_total_order(home)
 
 
-async def test_cluster_resumed_session_whose_turn_was_not_stored_keeps_its_status(
-    ray_cluster: str, home: Path, project: Path
+@pytest.mark.parametrize("backend", ["trio"])  # a restart costs seconds: one loop
+def test_cluster_resumed_session_whose_turn_was_not_stored_keeps_its_status(
+    ray_cluster: str, home: Path, project: Path, backend: str
 ) -> None:
     """A resumed session's turn lost to a persistence restart leaves it with the status it had."""
-    async with amplifier.open_runtime(home=home, cwd=project) as local:
-        async with local.open_session() as earlier:
-            await earlier.ask("first")
-    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=1) as rt:
-        session = await rt.resume(earlier.id)
-        await _restart_persistence(rt)
-        with pytest.raises(amplifier.TurnFailed, match="persistence service") as caught:
-            await session.ask("second")
-        # What the command line does: a turn that could not be stored says nothing of the session.
-        assert isinstance(caught.value.__cause__, amplifier.PersistenceRestarted)
-        await session.close(status="failed", error=caught.value.reason, keep_previous=True)
+
+    async def main() -> amplifier.Session:
+        async with amplifier.open_runtime(home=home, cwd=project) as local:
+            async with local.open_session() as earlier:
+                await earlier.ask("first")
+        async with amplifier.open_runtime(
+            home=home, cwd=project, cluster="auto", hosts=1
+        ) as rt:
+            session = await rt.resume(earlier.id)
+            await _restart_persistence(rt)
+            with pytest.raises(amplifier.TurnFailed, match="persistence service") as caught:
+                await session.ask("second")
+            # As the command line does: a turn that could not be stored says nothing of the
+            # session, which its cause tells.
+            assert isinstance(caught.value.__cause__, amplifier.PersistenceRestarted)
+            await session.close(status="failed", error=caught.value.reason, keep_previous=True)
+        return session
+
+    session = anyio.run(main, backend=backend)
     records = stored_events(home)[session.id]
     assert records[-1]["event"] == "session:end"
     assert records[-1]["data"]["status"] == "completed"

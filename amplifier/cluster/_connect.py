@@ -51,7 +51,7 @@ async def joined(address: str, timeout: float) -> AsyncIterator[ClusterInfo]:  #
     shown = "a new local cluster" if address == "auto" else address
     try:
         with anyio.fail_after(timeout):
-            target, note = await _reachable(address, timeout)
+            target, note = await reachable(address)
             shown = target.address or "a new local cluster"
             connection = _ray.Connection(target)
             where = await in_daemon_thread(connection.run)
@@ -71,8 +71,9 @@ async def joined(address: str, timeout: float) -> AsyncIterator[ClusterInfo]:  #
                 await anyio.to_thread.run_sync(_ray.disconnect)
 
 
-async def _reachable(address: str, timeout: float) -> tuple[_ray.Target, str]:  # noqa: ASYNC109
-    """Where to go, probed (Rule 2); a note if a local cluster is started instead."""
+async def reachable(address: str) -> tuple[_ray.Target, str]:
+    """Where ``address`` means to go, probed (Rule 2); a note if a local cluster is to be
+    started instead. The caller bounds the wait."""
     target = await anyio.to_thread.run_sync(_ray.find, address)
     if target.address is None:
         return target, ""
