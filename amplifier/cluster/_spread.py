@@ -119,8 +119,10 @@ class ChildSpreader:
             if not started and run.create is not None:
                 return ChildOutcome("failed", error=_never_started(child_id, run.create))
             return ChildOutcome("failed", error=_host_died(child_id))
-        except RayTaskError as exc:
-            return ChildOutcome("failed", error=f"sub-session {child_id}: {exc.cause}")
+        except RayTaskError as exc:  # it could not start there: its traceback is kept
+            return ChildOutcome(
+                "failed", error=f"sub-session {child_id}: {exc.cause}", trace=exc.traceback_str
+            )
         return outcome
 
 
