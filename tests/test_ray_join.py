@@ -158,3 +158,15 @@ def test_cluster_hosts_spread_evenly_over_the_nodes() -> None:
     assert sorted(placed) == ["a", "a", "b", "b", "c", "c"]
     assert _ray.pick_node(nodes, ["b", "c"], avoid={"a"}) == "b"
     assert _ray.pick_node(["a"], [], avoid={"a"}) == "a"  # the only node: used all the same
+
+
+def test_cluster_timeout_without_a_cluster_is_a_usage_error(home: Path) -> None:
+    """``--cluster-timeout`` without ``--cluster``: one line saying so, exit 2, nothing run."""
+    from typer.testing import CliRunner
+
+    from amplifier.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--cluster-timeout", "5", "hello"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["Error: --cluster-timeout applies with --cluster"]
+    assert not (home / "projects").exists()

@@ -3,8 +3,8 @@
 Rule 1: the whole join (finding the cluster, probing it, Ray's own
         connection or a local cluster's start) takes at most ``timeout``
         seconds; past it, ``ClusterError`` says which address did not
-        answer. Ray's calls block, so each runs in a worker thread that
-        the caller may abandon: cancelling (Ctrl-C, SIGTERM, a cancel
+        answer. Ray's connection blocks, so it runs in a thread that the
+        caller may abandon: cancelling (Ctrl-C, SIGTERM, a cancel
         scope) returns at once, and an attempt that gets in afterwards
         leaves the cluster again (``_ray.Connection``). That thread is a
         daemon (not anyio's worker, which the process waits for at exit):
@@ -48,20 +48,22 @@ async def joined(address: str, timeout: float) -> AsyncIterator[ClusterInfo]:  #
         yield ClusterInfo(current, "this process")
         return
     connection: _ray.Connection | None = None
-    shown = "a new local cluster" if address == "auto" else address
+    doing = f"join the Ray cluster at {address}"
     try:
         with anyio.fail_after(timeout):
             target, note = await reachable(address)
-            shown = target.address or "a new local cluster"
+            if target.address is None:
+                doing = "start a local Ray cluster"
+            else:
+                doing = f"join the Ray cluster at {target.address}"
             connection = _ray.Connection(target)
             where = await in_daemon_thread(connection.run)
-    except TimeoutError:
-        doing = "start" if shown == "a new local cluster" else "join the Ray cluster at"
-        raise ClusterError(f"could not {doing} {shown} within {timeout:g} s") from None
-    except BaseException:
+    except BaseException as exc:
         if connection is not None and connection.abandon():  # it got in as we gave up
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_ray.disconnect)
+        if isinstance(exc, TimeoutError):
+            raise ClusterError(f"could not {doing} within {timeout:g} s") from None
         raise
     try:
         yield ClusterInfo(where, target.joined, note)
