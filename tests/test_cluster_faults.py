@@ -127,11 +127,29 @@ async def test_cluster_spread_child_whose_host_dies_fails_only_the_delegation(
     assert_one_total_order(home)
 
 
-async def test_cluster_spread_child_never_started_sends_the_user_to_the_parent(
-    ray_cluster: str, home: Path, project: Path
+@pytest.mark.parametrize("backend", ["trio"])  # a host killed costs seconds: one loop
+def test_cluster_spread_child_never_started_sends_the_user_to_the_parent(
+    ray_cluster: str, home: Path, project: Path, backend: str
 ) -> None:
     """A child whose host died before creating it: it never started; the user resumes the parent."""
     replies: list[amplifier.Reply] = []
+    anyio.run(_ask_while_the_childs_host_dies_first, home, project, replies, backend=backend)
+    session_id = replies[0].session_id
+    parent = stored_events(home)[session_id]
+    end = next(record for record in parent if record["event"] == "delegate:end")
+    child_id = end["data"]["child_id"]
+    assert end["data"]["status"] == "failed"
+    assert f"sub-session {child_id} never started" in end["data"]["error"]
+    assert f"amplifier session resume {session_id}" in end["data"]["error"]
+    assert child_id not in stored_events(home)
+    assert "never started" in replies[0].text  # the parent's turn went on
+    assert_one_total_order(home)
+
+
+async def _ask_while_the_childs_host_dies_first(
+    home: Path, project: Path, replies: list[amplifier.Reply]
+) -> None:
+    """Ask a delegating turn whose child goes to a host that dies before it runs anything."""
     async with amplifier.open_runtime(
         home=home, cwd=project, cluster="auto", hosts=2, spread_children=True
     ) as rt:
@@ -155,15 +173,6 @@ async def test_cluster_spread_child_never_started_sends_the_user_to_the_parent(
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(frozen, signal.SIGKILL)  # never left stopped
-    parent = stored_events(home)[session.id]
-    end = next(record for record in parent if record["event"] == "delegate:end")
-    child_id = end["data"]["child_id"]
-    assert end["data"]["status"] == "failed"
-    assert f"sub-session {child_id} never started" in end["data"]["error"]
-    assert f"amplifier session resume {session.id}" in end["data"]["error"]
-    assert child_id not in stored_events(home)
-    assert "never started" in replies[0].text  # the parent's turn went on
-    assert_one_total_order(home)
 
 
 async def test_cluster_cancelling_a_turn_cancels_its_spread_child_first(

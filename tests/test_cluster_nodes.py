@@ -75,19 +75,18 @@ def test_cluster_worker_node_removed_mid_turn_then_resumed(
 ) -> None:
     """A worker node removed mid-turn fails that turn; the session resumes on another node.
 
-    Its three hosts are one on each node (which is what lets it pick a session on a
-    worker node)."""
+    Its two hosts are on two nodes, one of them a worker (where its session runs)."""
     _slow_profile(home, server)
     server.plan(Stall(30), Text(("answered after the resume",)))
     workers = {node.node_id: node for node in ray_nodes.cluster.worker_nodes}
 
     async def main() -> tuple[str, str, str]:
         async with amplifier.open_runtime(
-            home=home, cwd=project, cluster="auto", hosts=3, profile="slow"
+            home=home, cwd=project, cluster="auto", hosts=2, profile="slow"
         ) as rt:
             hosts: list[HostInfo] = rt.hosts  # type: ignore[attr-defined]
-            assert sorted(host.node for host in hosts) == sorted(_live_nodes())
-            sessions = [await rt.open_session() for _ in range(3)]  # one on each host
+            assert len({host.node for host in hosts}) == 2
+            sessions = [await rt.open_session() for _ in range(2)]  # one on each host
             session = next(s for s in sessions if hosts[rt.host_of(s)].node in workers)
             lost = hosts[rt.host_of(session)].node
             failures: list[amplifier.TurnFailed] = []
