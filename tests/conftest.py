@@ -132,28 +132,90 @@ def kind(request: pytest.FixtureRequest) -> Kind:
     return value
 
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster shared by one test module; its address (for ``--cluster``).
+RAY_GROUP = "ray_cluster"
+"""The xdist group of every test that uses ``ray_cluster``: one worker runs them all, in turn."""
 
-    Everything it writes stays in a short temp dir (Ray's socket paths must
-    fit in 107 bytes) that goes at the end. Never ``ray stop``: it would end
-    every Ray process of the user.
+
+class RayNodes:
+    """A local three-node Ray cluster (``ray.cluster_utils.Cluster``): a head, two workers.
+
+    Each node is its own raylet, as on three machines (all on 127.0.0.1). The
+    test process is connected to it, through the head. Everything Ray writes,
+    its ``ray start`` record too, stays in a short temp dir (socket paths
+    must fit in 107 bytes): ``RAY_TMPDIR`` points there while it runs, so a
+    command started by a test finds this cluster as ``auto``. Never ``ray
+    stop``: it would end every Ray process of the user.
     """
-    ray = pytest.importorskip("ray", reason="the cluster tests need the ray extra")
-    scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        object_store_memory=80 * 1024 * 1024,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=scratch,
-        namespace="amplifier-tests",
-    )
-    try:
-        yield str(ray.get_runtime_context().gcs_address)
-    finally:
+
+    WORKERS = 2
+
+    def __init__(self) -> None:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self.scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        self._previous = os.environ.get("RAY_TMPDIR")
+        os.environ["RAY_TMPDIR"] = self.scratch
+        self.cluster = Cluster(initialize_head=True, head_node_args=self._node_args())
+        self.restore()
+        ray.init(
+            address=self.cluster.address,
+            namespace="amplifier-tests",
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        self.address = str(self.cluster.address)
+
+    @staticmethod
+    def _node_args() -> dict[str, object]:
+        return {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
+
+    def restore(self) -> None:
+        """Bring the workers back to ``WORKERS`` (a test may have removed one)."""
+        while len(self.cluster.worker_nodes) < self.WORKERS:
+            self.cluster.add_node(**self._node_args())
+
+    def stop(self) -> None:
+        import ray
+
         ray.shutdown()
-        shutil.rmtree(scratch, ignore_errors=True)
+        self.cluster.shutdown()
+        if self._previous is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = self._previous
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_ray_nodes: RayNodes | None = None
+
+
+@pytest.fixture
+def ray_nodes() -> RayNodes:
+    """The shared three-node cluster (started on first use, its workers restored before
+    each test); tests using it belong to the ``ray_cluster`` xdist group."""
+    global _ray_nodes
+    pytest.importorskip("ray", reason="the cluster tests need the ray extra")
+    if _ray_nodes is None:
+        _ray_nodes = RayNodes()
+    _ray_nodes.restore()
+    return _ray_nodes
+
+
+@pytest.fixture
+def ray_cluster(ray_nodes: RayNodes) -> str:
+    """The shared cluster's address (for ``--cluster``); this process is connected to it."""
+    return ray_nodes.address
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the shared cluster after the last test of its group: the tests that follow
+    on this worker do not pay for its processes."""
+    global _ray_nodes
+    if _ray_nodes is not None and (nextitem is None or not _in_ray_group(nextitem)):
+        _ray_nodes.stop()
+        _ray_nodes = None
+
+
+def _in_ray_group(item: pytest.Item) -> bool:
+    return any(mark.args[:1] == (RAY_GROUP,) for mark in item.iter_markers("xdist_group"))

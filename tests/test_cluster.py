@@ -158,6 +158,22 @@ async def test_cluster_spread_children_keep_the_causal_order_on_disk(
             assert (child["parent_id"], child["status"]) == (session.id, "completed")
 
 
+async def test_cluster_failed_turn_keeps_its_cause_and_the_hosts_traceback(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """A turn failing on a host raises ``TurnFailed`` from the error that failed it there."""
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=1) as rt:
+        async with rt.open_session() as session:
+            with pytest.raises(amplifier.TurnFailed) as caught:
+                await session.ask("/fail no access")
+    cause = caught.value.__cause__
+    assert isinstance(cause, amplifier.ProviderError)
+    assert "no access" in str(cause)
+    notes = "\n".join(getattr(cause, "__notes__", []))
+    assert "Raised in session host 0" in notes
+    assert "_offline.py" in notes  # where the provider raised it
+
+
 async def test_cluster_new_roots_go_to_the_least_loaded_host(
     ray_cluster: str, home: Path, project: Path
 ) -> None:
@@ -211,8 +227,8 @@ def test_cluster_opening_without_a_host_is_refused(backend: str, home: Path) -> 
         anyio.run(main, backend=backend)
 
 
-def _amp(*args: str, cwd: Path, backend: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AMPLIFIER_ASYNC_BACKEND": backend}
+def _amp(*args: str, cwd: Path, backend: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AMPLIFIER_ASYNC_BACKEND": backend, **env_vars}
     done = subprocess.run(
         [str(AMPLIFIER), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
@@ -221,15 +237,21 @@ def _amp(*args: str, cwd: Path, backend: str) -> subprocess.CompletedProcess[str
 
 
 @pytest.mark.parametrize("backend", ["trio"])  # the bridged backend; asyncio: the API tests
-def test_cluster_cli_run_prints_what_in_process_prints(
-    ray_cluster: str, home: Path, project: Path, backend: str
+def test_cluster_cli_run_joins_the_running_cluster_and_prints_what_in_process_prints(
+    ray_cluster: str, home: Path, project: Path, tmp_path: Path, backend: str
 ) -> None:
-    """``amplifier run --cluster ADDRESS`` prints what a run without it prints; show finds it."""
+    """``amplifier run --cluster auto`` joins the cluster RAY_ADDRESS names, says so, and
+    prints what a run without it prints; show finds the session."""
     local = _amp("run", DELEGATING, cwd=project, backend=backend)
-    remote = _amp("run", "--cluster", ray_cluster, DELEGATING, cwd=project, backend=backend)
+    elsewhere = tmp_path / "ray-tmp"  # no `ray start` record there: RAY_ADDRESS names it
+    elsewhere.mkdir()
+    named = {"RAY_ADDRESS": ray_cluster, "RAY_TMPDIR": str(elsewhere)}
+    remote = _amp("run", "--cluster", "auto", DELEGATING, cwd=project, backend=backend, **named)
     assert remote.returncode == local.returncode == 0, remote.stderr
     assert _without_ids(remote.stdout) == _without_ids(local.stdout)
-    assert _without_ids(remote.stderr) == _without_ids(local.stderr)
+    joined, _, rest = remote.stderr.partition("\n")
+    assert joined == f"Joined the Ray cluster at {ray_cluster} (from RAY_ADDRESS)"
+    assert _without_ids(rest) == _without_ids(local.stderr)  # nothing of Ray's own
     session_id = re.findall(r"Session: (\S+)", remote.stderr)[-1]
     shown = _amp("session", "show", session_id, cwd=project, backend=backend)
     assert shown.returncode == 0, shown.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -119,8 +120,59 @@ async def test_cluster_spread_child_whose_host_dies_fails_only_the_delegation(
     child = stored_events(home)[child_id]
     assert [record["event"] for record in child[:2]] == ["session:start", "prompt:submit"]
     assert all(record["seq"] < end["seq"] for record in child)  # fenced before the end
+    assert child[-1]["event"] == "session:end"  # ended by the fence, before the parent's end
+    assert child[-1]["data"]["status"] == "failed"
     assert parent[-1]["event"] == "session:end"
     assert parent[-1]["data"]["status"] == "completed"
+    assert_one_total_order(home)
+
+
+@pytest.mark.parametrize("backend", ["trio"])  # a host killed costs seconds: one loop
+def test_cluster_spread_child_never_started_sends_the_user_to_the_parent(
+    ray_cluster: str, home: Path, project: Path, backend: str
+) -> None:
+    """A child whose host died before creating it: it never started; the user resumes the parent."""
+    replies: list[amplifier.Reply] = []
+    anyio.run(_ask_while_the_childs_host_dies_first, home, project, replies, backend=backend)
+    session_id = replies[0].session_id
+    parent = stored_events(home)[session_id]
+    end = next(record for record in parent if record["event"] == "delegate:end")
+    child_id = end["data"]["child_id"]
+    assert end["data"]["status"] == "failed"
+    assert f"sub-session {child_id} never started" in end["data"]["error"]
+    assert f"amplifier session resume {session_id}" in end["data"]["error"]
+    assert child_id not in stored_events(home)
+    assert "never started" in replies[0].text  # the parent's turn went on
+    assert_one_total_order(home)
+
+
+async def _ask_while_the_childs_host_dies_first(
+    home: Path, project: Path, replies: list[amplifier.Reply]
+) -> None:
+    """Ask a delegating turn whose child goes to a host that dies before it runs anything."""
+    async with amplifier.open_runtime(
+        home=home, cwd=project, cluster="auto", hosts=2, spread_children=True
+    ) as rt:
+        session = await rt.open_session()
+        assert rt.host_of(session) == 0
+        frozen = rt.hosts[1].pid
+        os.kill(frozen, signal.SIGSTOP)  # it takes the child's call, and never runs it
+        try:
+            async with session.subscribe(tree=False) as feed, anyio.create_task_group() as tg:
+
+                async def ask() -> None:
+                    replies.append(await session.ask("look\n/delegate explorer: list the files"))
+
+                tg.start_soon(ask)
+                with anyio.fail_after(20):
+                    async for event in feed:
+                        if event.event == "delegate:start":
+                            break
+                await anyio.sleep(0.3)  # the call is on its way to the stopped host
+                os.kill(frozen, signal.SIGKILL)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGKILL)  # never left stopped
 
 
 async def test_cluster_cancelling_a_turn_cancels_its_spread_child_first(
@@ -190,6 +242,83 @@ async def test_cluster_persistence_actor_killed_restarts_and_seq_goes_on(
     stored = stored_events(home)
     assert min(r["seq"] for r in stored[after.id]) > highest
     assert_one_total_order(home)
+
+
+async def _restart_persistence(rt: amplifier.Runtime) -> None:
+    """Kill the runtime's persistence service; return once Ray has it back."""
+    import ray
+
+    os.kill(rt.persistence_pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    names = [
+        entry["name"]
+        for entry in ray.util.list_named_actors(all_namespaces=True)
+        if entry["name"].startswith("amplifier-persistence-")
+    ]
+    with anyio.fail_after(60):
+        while True:
+            try:  # only this runtime's: the others' were killed as their runtimes closed
+                for name in names:
+                    service = ray.get_actor(name, namespace="amplifier")
+                    await anyio.to_thread.run_sync(ray.get, service.describe.remote())
+                return
+            except (ray.exceptions.RayActorError, ValueError):
+                await anyio.sleep(0.2)  # still restarting
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])  # a restart costs seconds: one loop
+def test_cluster_idle_session_ends_through_a_restarted_persistence_actor(
+    ray_cluster: str, home: Path, project: Path, backend: str
+) -> None:
+    """A session idle while the persistence actor restarted still records its end on close."""
+
+    async def main() -> amplifier.Session:
+        async with amplifier.open_runtime(
+            home=home, cwd=project, cluster="auto", hosts=1
+        ) as rt:
+            session = await rt.open_session()
+            await session.ask("first")
+            await _restart_persistence(rt)
+            await session.close()
+        return session
+
+    session = anyio.run(main, backend=backend)
+    records = stored_events(home)[session.id]
+    assert records[-1]["event"] == "session:end"
+    assert records[-1]["data"]["status"] == "completed"
+    stored = json.loads((session.location.directory / "metadata.json").read_text())
+    assert stored["status"] == "completed"
+    assert_one_total_order(home)
+
+
+@pytest.mark.parametrize("backend", ["trio"])  # a restart costs seconds: one loop
+def test_cluster_resumed_session_whose_turn_was_not_stored_keeps_its_status(
+    ray_cluster: str, home: Path, project: Path, backend: str
+) -> None:
+    """A resumed session's turn lost to a persistence restart leaves it with the status it had."""
+
+    async def main() -> amplifier.Session:
+        async with amplifier.open_runtime(home=home, cwd=project) as local:
+            async with local.open_session() as earlier:
+                await earlier.ask("first")
+        async with amplifier.open_runtime(
+            home=home, cwd=project, cluster="auto", hosts=1
+        ) as rt:
+            session = await rt.resume(earlier.id)
+            await _restart_persistence(rt)
+            with pytest.raises(amplifier.TurnFailed, match="persistence service") as caught:
+                await session.ask("second")
+            # As the command line does: a turn that could not be stored says nothing of the
+            # session, which its cause tells.
+            assert isinstance(caught.value.__cause__, amplifier.PersistenceRestarted)
+            await session.close(status="failed", error=caught.value.reason, keep_previous=True)
+        return session
+
+    session = anyio.run(main, backend=backend)
+    records = stored_events(home)[session.id]
+    assert records[-1]["event"] == "session:end"
+    assert records[-1]["data"]["status"] == "completed"
+    stored = json.loads((session.location.directory / "metadata.json").read_text())
+    assert stored["status"] == "completed"
 
 
 @pytest.mark.filterwarnings("ignore::amplifier.RecoveryWarning")  # the replay says so

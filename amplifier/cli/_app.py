@@ -25,7 +25,12 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -142,6 +147,15 @@ YesFlag = Annotated[
     bool,
     typer.Option(
         "--yes", "-y", help="Let every tool call that would ask run (a deny still refuses)."
+    ),
+]
+ClusterTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--cluster-timeout",
+        min=0.1,
+        help="Seconds to wait for the Ray cluster (to join it, or start one) and its "
+        "hosts, each (default 30). Only with --cluster.",
     ),
 ]
 NoHistory = Annotated[
@@ -324,9 +338,82 @@ def _json_mode(json_flag: bool, output_format: OutputFormat) -> bool:
     return json_flag or output_format is OutputFormat.json
 
 
-def _on(cluster: str | None) -> dict[str, Any]:
+def _on(cluster: str | None, timeout: float | None) -> dict[str, Any]:
     """``open_runtime``'s options for ``--cluster`` (one session: one host is enough)."""
-    return {} if cluster is None else {"cluster": cluster, "hosts": 1}
+    if cluster is None:
+        if timeout is not None:
+            _fail("--cluster-timeout applies with --cluster", code=2)
+        return {}
+    options: dict[str, Any] = {"cluster": cluster, "hosts": 1}
+    if timeout is not None:
+        options["cluster_timeout"] = timeout
+    return options
+
+
+def _cluster_note(rt: Runtime) -> None:
+    """Which Ray cluster the runtime joined, or that it started one (stderr)."""
+    from amplifier.cluster import ClusterInfo  # no Ray: plain data
+
+    info = getattr(rt, "cluster", None)
+    if isinstance(info, ClusterInfo):
+        _say(info.describe())
+
+
+class _Opening:
+    """Until the session is open, a signal stops the command at once (see ``_opening``)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.watch = anyio.CancelScope()
+        self.watched = anyio.Event()
+
+    async def opened(self) -> None:
+        """From now on the signals are the turn's: it cancels on them. Returns once this
+        has stopped reading them (one reader at a time: trio insists)."""
+        self.watch.cancel()
+        await self.watched.wait()
+
+    def exit_code(self, as_json: bool) -> int:
+        """Say the command stopped before it ran anything; 128 + the signal's number."""
+        assert self.signum is not None
+        code = 128 + self.signum
+        message = "interrupted before the session opened; nothing ran"
+        if as_json:
+            write_json({"error": message, "exit_code": code})
+        sys.stderr.write(f"Error: {message}\n")
+        return code
+
+
+@asynccontextmanager
+async def _opening(interrupts: AsyncIterator[int]) -> AsyncIterator[_Opening]:
+    """A block in which a signal (Ctrl-C, SIGTERM, SIGHUP) cancels everything at once,
+    until ``opened()``; then ``signum`` says which one, if any.
+
+    Opening can take long: joining a Ray cluster, or starting one, waits up to
+    ``--cluster-timeout``. A signal then must not wait in the queue for a turn
+    that has not started.
+    """
+    from amplifier._errors import unwrap_single_error
+
+    opening = _Opening()
+    with unwrap_single_error():
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                try:
+                    with opening.watch:
+                        async for signum in interrupts:
+                            opening.signum = signum
+                            tg.cancel_scope.cancel()
+                            return
+                finally:
+                    opening.watched.set()
+
+            tg.start_soon(watch)
+            try:
+                yield opening
+            finally:
+                opening.watch.cancel()
 
 
 def _provider(provider: Provider | None) -> ProviderKind | None:
@@ -464,11 +551,12 @@ class _Before:
     agent: str | None = None
     cluster: str | None = None
     access: _Access | None = None
+    cluster_timeout: float | None = None
 
     def given(self) -> list[str]:
         named = [
-            f"--{name}"
-            for name in ("profile", "provider", "model", "agent", "cluster")
+            f"--{name.replace('_', '-')}"
+            for name in ("profile", "provider", "model", "agent", "cluster", "cluster_timeout")
             if getattr(self, name) is not None
         ]
         return named + (self.access.given() if self.access is not None else [])
@@ -567,6 +655,7 @@ def root(
     model: ModelOption = None,
     agent: AgentOption = None,
     cluster: ClusterOption = None,
+    cluster_timeout: ClusterTimeoutOption = None,
     allow: AllowOption = None,
     deny: DenyOption = None,
     yes: YesFlag = False,
@@ -588,31 +677,40 @@ def root(
             agent=agent,
             cluster=cluster,
             access=access if access.given() else None,
+            cluster_timeout=cluster_timeout,
         )
         if ctx.invoked_subcommand not in ("run", "continue", "session"):
             _refuse_before(ctx, ctx.invoked_subcommand)
-        if cluster is not None and ctx.invoked_subcommand != "run":
-            _fail("--cluster applies to run and to the interactive mode", code=2)
+        if (cluster, cluster_timeout) != (None, None) and ctx.invoked_subcommand != "run":
+            flag = "--cluster" if cluster is not None else "--cluster-timeout"
+            _fail(f"{flag} applies to run and to the interactive mode", code=2)
         return
+
+    on_cluster = _on(cluster, cluster_timeout)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
         from ._interactive import run_interactive
 
-        async with open_runtime(
-            profile=profile,
-            provider=_provider(provider),
-            model=model,
-            **_on(cluster),
-            **access.options(as_json=False),
-        ) as rt:
-            async with rt.open_session(agent=agent) as session:
-                code = await run_interactive(
-                    rt, session, history="none", interrupts=interrupts, say=_say
-                )
-            if await forget_if_empty(rt, session):
-                return code  # nothing to resume
-        _resume_hint(session.id)
-        return code
+        async with _opening(interrupts) as opening:
+            async with open_runtime(
+                profile=profile,
+                provider=_provider(provider),
+                model=model,
+                **on_cluster,
+                **access.options(as_json=False),
+            ) as rt:
+                if cluster is not None:
+                    _cluster_note(rt)
+                async with rt.open_session(agent=agent) as session:
+                    await opening.opened()
+                    code = await run_interactive(
+                        rt, session, history="none", interrupts=interrupts, say=_say
+                    )
+                if await forget_if_empty(rt, session):
+                    return code  # nothing to resume
+            _resume_hint(session.id)
+            return code
+        return opening.exit_code(as_json=False)
 
     _execute(main, signals=TURN_SIGNALS)
 
@@ -644,6 +742,7 @@ def run(
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
     cluster: ClusterOption = None,
+    cluster_timeout: ClusterTimeoutOption = None,
     allow: AllowOption = None,
     deny: DenyOption = None,
     yes: YesFlag = False,
@@ -653,6 +752,8 @@ def run(
     access = _Access.of(ctx, allow, deny, yes)
     before = _before(ctx)
     cluster = cluster if cluster is not None else before.cluster
+    if cluster_timeout is None:
+        cluster_timeout = before.cluster_timeout
     profile = profile if profile is not None else before.profile
     provider = provider if provider is not None else before.provider
     model = model if model is not None else before.model
@@ -665,23 +766,30 @@ def run(
     if resume is not None and name is not None:
         _fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
 
+    on_cluster = _on(cluster, cluster_timeout)
+
     async def main(interrupts: AsyncIterator[int]) -> int:
-        async with open_runtime(
-            profile=profile,
-            provider=_provider(provider),
-            model=model,
-            **_on(cluster),
-            **access.options(as_json=as_json),
-        ) as rt:
-            opening = (
-                resumed(rt, (await rt.find(resume)).session_id, profile=profile)
-                if resume is not None
-                else rt.open_session(agent=agent, name=name)
-            )
-            async with opening as session:
-                if not as_json:
-                    await _other_project_note(rt, session)
-                return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
+        async with _opening(interrupts) as opening:
+            async with open_runtime(
+                profile=profile,
+                provider=_provider(provider),
+                model=model,
+                **on_cluster,
+                **access.options(as_json=as_json),
+            ) as rt:
+                if cluster is not None:
+                    _cluster_note(rt)
+                session_opening = (
+                    resumed(rt, (await rt.find(resume)).session_id, profile=profile)
+                    if resume is not None
+                    else rt.open_session(agent=agent, name=name)
+                )
+                async with session_opening as session:
+                    await opening.opened()
+                    if not as_json:
+                        await _other_project_note(rt, session)
+                    return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
+        return opening.exit_code(as_json)
 
     _execute(main, as_json=as_json, signals=TURN_SIGNALS)
 

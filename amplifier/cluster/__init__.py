@@ -15,12 +15,16 @@ from ._exceptions import (
     PersistenceRestarted,
     PersistenceUnavailable,
 )
+from ._info import ClusterInfo, HostInfo, Joined
 from ._open import open_runtime
 
 __all__ = [
     "ClusterError",
+    "ClusterInfo",
     "ClusterUnavailable",
+    "HostInfo",
     "HostLost",
+    "Joined",
     "PersistenceRestarted",
     "PersistenceUnavailable",
     "open_runtime",

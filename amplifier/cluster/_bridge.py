@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 import sniffio
+from ray.exceptions import RayTaskError
 
 
 async def call(ref: Any, *, cancel_remote: bool = True) -> Any:
@@ -47,3 +48,16 @@ async def call(ref: Any, *, cancel_remote: bool = True) -> Any:
     return pending.result()
 
 
+
+
+async def unwrapped(ref: Any) -> Any:
+    """``call(ref)``, where an error the actor raised comes out as itself, not wrapped by
+    Ray, with the actor's traceback as a note (``_failures``' Rule)."""
+    try:
+        return await call(ref)
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, Exception):
+            cause.add_note(f"Raised in a Ray actor:\n{exc.traceback_str.rstrip()}")
+            raise cause from None
+        raise

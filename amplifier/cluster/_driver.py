@@ -1,42 +1,34 @@
-"""The driver's side of a cluster runtime: placement, the hosts' pumps, the public faces.
+"""The driver's side of a cluster runtime: the public faces, and opening it.
 
     ClusterRuntime (a Runtime)        in the caller's process, on asyncio or trio
      ├─ Store (writer "driver")       listing, deleting, flushing: through the service
-     ├─ HostLink (one per host)       one SessionHost actor and one pump task each
+     ├─ HostPool (``_pool``)          the SessionHost actors, one pump task each
      └─ the persistence service       one named Ray actor, on this node (the home's)
 
-Rule 1: a new root session goes to the live host with the fewest open roots
-        (a tie: the lowest index); a delegated child runs on its parent's
-        host, inside its parent's task group, unless ``spread_children``
-        has the hosts place children on each other in turn (``_spread``).
-Rule 2: a host that dies (its pump call fails) is fenced at the persistence
-        service before any of its sessions is resumed elsewhere: nothing it
-        sent can land after the resume; the other hosts place no more
-        children there. Its running turns fail with
-        ``TurnFailed`` naming the session; every acknowledged record is on
-        disk and the session resumes on another host.
-Rule 3: an answer is returned only after the events pumped before it were
-        delivered to this process's subscribers (the host's Rule 2).
+Rule 1: placement, fencing and replacing dead hosts are the pool's (``_pool``).
+        A turn running on a host that dies fails with ``TurnFailed`` naming
+        the session; every acknowledged record is on disk and the session
+        resumes on another host.
+Rule 2: joining the cluster and starting the hosts are bounded by
+        ``cluster_timeout`` and give up at once when cancelled (``_connect``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import anyio
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
 from amplifier._errors import UsageError, unwrap_single_error
-from amplifier.agents import ProviderKind, load_profile
+from amplifier.agents import Permissions, ProviderKind, load_profile
 from amplifier.persistence import (
     Durability,
     EndStatus,
@@ -60,121 +52,18 @@ from amplifier.runtime import open_runtime as open_core_runtime
 from amplifier.runtime.lowlevel import EventBus, check_prompt
 
 from . import _ray
-from ._bridge import call
+from ._bridge import call, unwrapped
+from ._connect import joined
 from ._exceptions import ClusterError, PersistenceUnavailable
+from ._failures import unpack
 from ._forwarder import open_forwarding_store
 from ._host import HostConfig, Outcome
+from ._info import ClusterInfo, HostInfo
+from ._pool import HostLink, HostPlan, HostPool
 from ._wire import Answer, Item
 
 SHUTDOWN_TIMEOUT = 60.0
 """Seconds the hosts get to end their sessions and write their records at exit."""
-
-
-@dataclass(eq=False)
-class HostLink:
-    """One session host as the driver sees it."""
-
-    index: int
-    actor: Any
-    writer: str
-    pid: int = 0
-    roots: int = 0
-    """Root sessions open there (Rule 1)."""
-    alive: bool = True
-    delivered: int = 0
-    """Pumped entries delivered here (Rule 3)."""
-    progress: anyio.Event = field(default_factory=anyio.Event)
-    fenced: anyio.Event = field(default_factory=anyio.Event)
-
-    async def caught_up(self, count: int) -> None:
-        """Wait until the entries pumped before ``count`` are delivered (or the host died)."""
-        while self.alive and self.delivered < count:
-            await self.progress.wait()
-
-
-@dataclass(frozen=True, slots=True)
-class HostInfo:
-    """A session host: where it runs and what it holds."""
-
-    index: int
-    pid: int
-    alive: bool
-    roots: int
-
-
-class HostPool:
-    """The hosts, their pumps and the streams of text waiting for their turns' answers."""
-
-    def __init__(self, links: list[HostLink], persistence: Any, bus: EventBus) -> None:
-        self.links = links
-        self._persistence = persistence
-        self._bus = bus
-        self._tickets = itertools.count(1)
-        self._streams: dict[int, Callable[[str], Awaitable[None]]] = {}
-        self._watching = False
-
-    def pick(self) -> HostLink:
-        """The live host with the fewest roots (Rule 1)."""
-        live = [link for link in self.links if link.alive]
-        if not live:
-            raise ClusterError("every session host of this runtime has died")
-        return min(live, key=lambda link: (link.roots, link.index))
-
-    def stream(self, on_text: Callable[[str], Awaitable[None]] | None) -> int | None:
-        if on_text is None:
-            return None
-        ticket = next(self._tickets)
-        self._streams[ticket] = on_text
-        return ticket
-
-    def unstream(self, ticket: int | None) -> None:
-        if ticket is not None:
-            self._streams.pop(ticket, None)
-
-    def watch(self) -> None:
-        """Have the hosts send their events here (someone subscribed)."""
-        if not self._watching:
-            self._watching = True
-            for link in self.links:
-                if link.alive:
-                    link.actor.watch.remote()
-
-    async def settle(self) -> None:
-        """Wait until every dead host is fenced (Rule 2)."""
-        for link in self.links:
-            if not link.alive:
-                await link.fenced.wait()
-
-    async def pump(self, link: HostLink) -> None:
-        """Deliver what ``link``'s host sends, until it dies (then fence it) or we stop."""
-        while True:
-            try:
-                count, entries = await call(link.actor.pump.remote())
-            except RayActorError:
-                break
-            for kind, payload in entries:
-                if kind == "events":
-                    for record in payload:
-                        if record["event"] == "session:start":
-                            self._bus.register(record["session_id"], record["parent_id"])
-                    self._bus.deliver(payload)
-                else:
-                    ticket, piece = payload
-                    on_text = self._streams.get(ticket)
-                    if on_text is not None:
-                        await on_text(piece)
-            link.delivered = count
-            link.progress.set()
-            link.progress = anyio.Event()
-        link.alive = False
-        link.progress.set()
-        for other in self.links:
-            if other.alive:
-                other.actor.lose.remote(link.index)
-        try:
-            await call(self._persistence.fence.remote(link.writer))
-        finally:
-            link.fenced.set()
 
 
 class ClusterSession(Session):
@@ -221,7 +110,7 @@ class ClusterSession(Session):
         ticket = pool.stream(on_text)
         self._state = SessionState.RUNNING
         try:
-            outcome, count, meta = await _remote(link.actor.ask.remote(self.id, prompt, ticket))
+            outcome, count, meta = await unwrapped(link.actor.ask.remote(self.id, prompt, ticket))
         except RayActorError as exc:
             raise TurnFailed(self.id, _host_died(self.id)) from exc
         finally:
@@ -254,7 +143,7 @@ class ClusterSession(Session):
         link = self._link
         try:
             if link.alive:
-                await _remote(link.actor.close.remote(self.id, status, error, keep_previous))
+                await unwrapped(link.actor.close.remote(self.id, status, error, keep_previous))
         except RayActorError:
             pass  # its host died: the fence closed it (Rule 2)
         finally:
@@ -282,21 +171,39 @@ class ClusterSession(Session):
 class ClusterRuntime(Runtime):
     """A ``Runtime`` whose sessions run on Ray session hosts; everything else is unchanged."""
 
-    def __init__(self, inner: Runtime, pool: HostPool) -> None:
+    def __init__(
+        self, inner: Runtime, pool: HostPool, cluster: ClusterInfo, persistence_pid: int
+    ) -> None:
         super().__init__(inner._services, inner._tg, cwd=inner.cwd, profile=inner.profile)
         self._pool = pool
+        self._cluster = cluster
+        self._persistence_pid = persistence_pid
+
+    @property
+    def cluster(self) -> ClusterInfo:
+        """The Ray cluster this runtime runs on, and how it was found."""
+        return self._cluster
 
     @property
     def hosts(self) -> list[HostInfo]:
-        """The session hosts: process ids, liveness and root sessions open on each."""
-        return [HostInfo(k.index, k.pid, k.alive, k.roots) for k in self._pool.links]
+        """The session hosts, by index: a dead one stays listed (``alive`` false) beside its
+        replacement. Process id, node, liveness and root sessions open on each."""
+        return [
+            HostInfo(k.index, k.pid, k.node, k.alive, k.roots) for k in self._pool.links
+        ]
+
+    @property
+    def persistence_pid(self) -> int:
+        """The process id of the persistence service (as first started; Ray restarts it)."""
+        return self._persistence_pid
 
     async def children_per_host(self) -> list[int]:
         """Delegated children each host has run so far (0 for a dead host), by host index."""
         counts = []
         for link in self._pool.links:
             try:
-                counts.append(await _remote(link.actor.children_run.remote()) if link.alive else 0)
+                alive = link.alive
+                counts.append(await unwrapped(link.actor.children_run.remote()) if alive else 0)
             except RayActorError:
                 counts.append(0)
         return counts
@@ -330,7 +237,7 @@ class ClusterRuntime(Runtime):
 
         async def open_() -> Session:
             location = await self.find(session_id)
-            await self._pool.settle()
+            await self._pool.fenced()  # nothing of a dead host lands after the resume
             return await self._place(
                 lambda link: link.actor.resume.remote(location.session_id, profile)
             )
@@ -340,10 +247,10 @@ class ClusterRuntime(Runtime):
     async def _place(self, start: Callable[[HostLink], Any]) -> Session:
         if self._closed:
             raise RuntimeClosed("-", "the runtime is closed")
-        link = self._pool.pick()
+        link = await self._pool.pick()
         link.roots += 1
         try:
-            metadata: SessionMetadata = await _remote(start(link))
+            metadata: SessionMetadata = await unwrapped(start(link))
         except RayActorError as exc:
             link.roots -= 1
             raise ClusterError("the session host died while opening the session") from exc
@@ -359,17 +266,6 @@ class ClusterRuntime(Runtime):
         return super().subscribe(session_id, tree=tree, buffer=buffer)
 
 
-async def _remote(ref: Any) -> Any:
-    """A host's answer; an error it raised comes out as itself, not wrapped by Ray."""
-    try:
-        return await call(ref)
-    except RayTaskError as exc:
-        cause = exc.cause
-        if isinstance(cause, Exception):
-            raise cause from None
-        raise
-
-
 def _host_died(session_id: str) -> str:
     return (
         f"the host of session {session_id} died mid-turn; its stored records are intact: "
@@ -381,7 +277,8 @@ def _reply(session_id: str, outcome: Outcome) -> Reply:
     if outcome.status == "answered":
         return Reply(session_id=session_id, text=outcome.text, turn=outcome.turn)
     if outcome.status == "failed":
-        raise TurnFailed(session_id, outcome.reason)
+        cause = unpack(outcome.cause) if outcome.cause is not None else None
+        raise TurnFailed(session_id, outcome.reason) from cause
     raise TurnCancelled(session_id)
 
 
@@ -396,16 +293,21 @@ async def open_cluster_runtime(
     *,
     hosts: int,
     spread_children: bool,
+    timeout: float,  # noqa: ASYNC109 - bounds the start, not one call
     profile: str | None,
     home: str | os.PathLike[str] | None,
     cwd: str | os.PathLike[str] | None,
     durability: Durability | None,
     provider: ProviderKind | None,
     model: str | None,
-) -> AsyncIterator[Runtime]:
+    permissions: Permissions | None = None,
+    assume_yes: bool = False,
+) -> AsyncIterator[ClusterRuntime]:
     """A Runtime whose sessions run on ``hosts`` session hosts of the Ray cluster ``cluster``.
 
-    With ``spread_children``, the hosts place delegated children on each other in turn.
+    With ``spread_children``, the hosts place delegated children on each other in
+    turn. Joining the cluster and starting the hosts each take at most ``timeout``
+    seconds (``ClusterError`` past that).
     """
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider
@@ -413,71 +315,69 @@ async def open_cluster_runtime(
         lambda: load_profile(profile, home=root, cwd=directory, provider=kind, model=model)
     )
     chosen: Durability = durability or settings.durability
-    owned = await anyio.to_thread.run_sync(_ray.connect, cluster)
-    runtime_id = _runtime_id()
-    actors: list[Any] = []
-    try:
+    async with joined(cluster, timeout) as info:
+        runtime_id = _runtime_id()
         service = _ray.persistence_actor(f"amplifier-persistence-{runtime_id}", str(root), chosen)
-        actors.append(service)
-        _, recovered = await _remote(service.describe.remote())
-        config = HostConfig(str(root), str(directory), profile, provider, model, chosen)
-        links = []
-        for index in range(hosts):
-            writer = f"{runtime_id}/host-{index}"
-            actor = _ray.host_actor(index, config, service, writer, recovered)
-            actors.append(actor)
-            links.append(HostLink(index, actor, writer))
-        for link in links:
-            link.pid, _ = await _remote(link.actor.describe.remote())
-        if spread_children and hosts > 1:
-            every = [(link.actor, link.writer) for link in links]
-            for link in links:
-                await _remote(link.actor.spread.remote(every))
-
-        async def commit(number: int, items: list[Item]) -> list[Answer]:
-            try:
-                answers: list[Answer] = await call(
-                    service.commit.remote(f"{runtime_id}/driver", number, items),
-                    cancel_remote=False,
-                )
-            except RayActorError as exc:
-                raise PersistenceUnavailable(
-                    "the persistence service stopped while answering; try again"
-                ) from exc
-            return answers
-
-        async with (
-            open_forwarding_store(root, chosen, recovered, commit) as store,
-            open_core_runtime(
-                home=root, cwd=directory, durability=chosen, profile=settings.name, store=store
-            ) as inner,
-        ):
-            pool = HostPool(links, service, inner._services.bus)
+        config = HostConfig(
+            str(root), str(directory), profile, provider, model, chosen, permissions, assume_yes
+        )
+        # The hosts' processes start beside the service's, not after it (``HostPlan``).
+        plan = HostPlan(
+            runtime_id, config, service, service.recovered.remote(), spread_children, timeout
+        )
+        pool = HostPool(plan)
+        try:
             with unwrap_single_error():
-                async with anyio.create_task_group() as tg:
-                    for link in links:
-                        tg.start_soon(pool.pump, link)
-                    runtime = ClusterRuntime(inner, pool)
+                async with anyio.create_task_group() as starting:
+                    starting.start_soon(pool.start, hosts)
                     try:
-                        yield runtime
-                    finally:
-                        runtime._closed = True
-                        with anyio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
-                            async with anyio.create_task_group() as ending:
-                                for link in links:
-                                    if link.alive:
-                                        ending.start_soon(_end_host, link)
-                        tg.cancel_scope.cancel()
-        with anyio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
-            await _remote(service.shutdown.remote())
-    finally:
-        with anyio.CancelScope(shield=True):
-            for actor in actors:
+                        with anyio.fail_after(timeout):
+                            pid, recovered = await unwrapped(service.describe.remote())
+                    except TimeoutError:
+                        raise ClusterError(
+                            f"the persistence service did not start within {timeout:g} s"
+                        ) from None
+
+            async def commit(number: int, items: list[Item]) -> list[Answer]:
+                try:
+                    answers: list[Answer] = await call(
+                        service.commit.remote(f"{runtime_id}/driver", number, items),
+                        cancel_remote=False,
+                    )
+                except RayActorError as exc:
+                    raise PersistenceUnavailable(
+                        "the persistence service stopped while answering; try again"
+                    ) from exc
+                return answers
+
+            async with (
+                open_forwarding_store(root, chosen, recovered, commit) as (store, _),
+                open_core_runtime(
+                    home=root, cwd=directory, durability=chosen, profile=settings.name, store=store
+                ) as inner,
+            ):
+                with unwrap_single_error():
+                    async with anyio.create_task_group() as tg:
+                        pool.run(tg, inner._services.bus)
+                        runtime = ClusterRuntime(inner, pool, info, pid)
+                        try:
+                            yield runtime
+                        finally:
+                            runtime._closed = pool.closing = True
+                            with anyio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
+                                async with anyio.create_task_group() as ending:
+                                    for link in pool.links:
+                                        if link.alive:
+                                            ending.start_soon(_end_host, link)
+                            tg.cancel_scope.cancel()
+            with anyio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
+                await unwrapped(service.shutdown.remote())
+        finally:
+            for actor in pool.actors:
                 _ray.kill(actor)
-            if owned:
-                await anyio.to_thread.run_sync(_ray.disconnect)
+            _ray.kill(service)
 
 
 async def _end_host(link: HostLink) -> None:
     with contextlib.suppress(RayActorError):  # died meanwhile: fenced by its pump
-        await _remote(link.actor.shutdown.remote())
+        await unwrapped(link.actor.shutdown.remote())

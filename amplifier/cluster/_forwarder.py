@@ -16,6 +16,16 @@ Rule 2: batches are numbered 1, 2, 3, ...; the service answers a number it
 Rule 3: receipts stay in this process. Answers fill them in order, then
         the commit listeners see the batch's events (as in-process, in seq
         order) and every waiter is woken (``Acks``).
+Rule 4: a session opened before the service restarted is unknown to the new
+        one, which refuses its records (``PersistenceRestarted``): its turn
+        fails, and it is resumed to go on. Its end is not lost, though:
+        when its ``session:end`` is refused so, the session is opened
+        again on the new service and its end (and what follows it: the
+        metadata, the close) is sent again; nothing of it had been applied.
+        Only if its files hold nothing beyond what this host saw
+        acknowledged: otherwise another writer (a resume elsewhere, a batch
+        in flight at the crash) wrote there, and the end is left unwritten
+        and reported (``unended``) instead of written over them.
 """
 
 from __future__ import annotations
@@ -31,17 +41,29 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from amplifier._errors import unwrap_single_error
-from amplifier.persistence import Durability, PersistenceError, RecoveryReport, Store
+from amplifier.persistence import (
+    Durability,
+    PersistenceError,
+    Receipt,
+    RecoveryReport,
+    SessionLocation,
+    Store,
+)
 from amplifier.persistence.lowlevel import (
     SCHEMA_VERSION,
     Acks,
     AppendEvent,
+    CloseSession,
     CommitListener,
+    CreateSession,
+    OpenedSession,
+    OpenSession,
     Request,
     Stamp,
     receive_group,
 )
 
+from ._exceptions import PersistenceRestarted
 from ._wire import Answer, Item, to_item
 
 MAILBOX_SIZE = 4096
@@ -74,6 +96,10 @@ class Forwarder:
         self._numbers = itertools.count(1)
         self.scope = anyio.CancelScope(shield=True)
         self.stopped = anyio.Event()
+        self._open: dict[int, tuple[SessionLocation, int]] = {}
+        """Open sessions by handle: where they are, the highest seq acknowledged (Rule 4)."""
+        self.unended: set[str] = set()
+        """Sessions whose end could not be written after a restart (Rule 4)."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Forward until every sender is closed. Shielded, like the persistence actor:
@@ -87,15 +113,21 @@ class Forwarder:
         finally:
             self.stopped.set()
 
-    async def _forward(self, requests: list[Request]) -> None:
+    async def _send(self, requests: list[Request]) -> list[Answer]:
+        """One batch: its answers, in order (each the batch's failure if none came)."""
         position = {id(request.receipt): index for index, request in enumerate(requests)}
         items = [to_item(request, position) for request in requests]
         try:
-            answers = await self._commit(next(self._numbers), items)
+            return await self._commit(next(self._numbers), items)
         except PersistenceError as exc:
-            answers = [Answer(error=exc)] * len(requests)
+            return [Answer(error=exc)] * len(requests)
+
+    async def _forward(self, requests: list[Request]) -> None:
+        answers = await self._send(requests)
+        answers = await self._end_orphans(requests, answers)
         events: list[dict[str, Any]] = []
         for request, answer in zip(requests, answers, strict=True):
+            self._track(request, answer)
             receipt = request.receipt
             receipt.value, receipt.error = answer.value, answer.error
             receipt.done = True
@@ -117,19 +149,70 @@ class Forwarder:
                 listener(events)
         self.acks.announce()
 
+    def _track(self, request: Request, answer: Answer) -> None:
+        """Keep each open session's location and highest acknowledged seq (Rule 4)."""
+        handle = getattr(request, "handle", None)
+        if handle is None:
+            return
+        if isinstance(request, CreateSession | OpenSession) and answer.error is None:
+            self._open[handle] = (request.location, 0)
+        if isinstance(request, CloseSession):
+            self._open.pop(handle, None)
+        elif isinstance(answer.value, Stamp) and handle in self._open:
+            location, acked = self._open[handle]
+            self._open[handle] = (location, max(acked, answer.value.seq))
+
+    async def _end_orphans(self, requests: list[Request], answers: list[Answer]) -> list[Answer]:
+        """Send again the ends the restarted service refused, once their sessions are open
+        there (Rule 4); the answers with those replaced."""
+        resend: dict[int, list[int]] = {}
+        for index, (request, answer) in enumerate(zip(requests, answers, strict=True)):
+            handle = getattr(request, "handle", None)
+            if handle not in self._open or not isinstance(answer.error, PersistenceRestarted):
+                continue
+            if handle in resend:
+                resend[handle].append(index)
+            elif isinstance(request, AppendEvent) and request.event == "session:end":
+                resend[handle] = [index]
+        if not resend:
+            return answers
+        opens: list[Request] = [
+            OpenSession(handle=handle, location=self._open[handle][0], receipt=Receipt())
+            for handle in resend
+        ]
+        again: list[int] = []
+        closes: list[Request] = []
+        for request, answer in zip(opens, await self._send(opens), strict=True):
+            handle = request.handle  # type: ignore[union-attr]  # every one an OpenSession
+            location, acked = self._open[handle]
+            opened = answer.value if answer.error is None else None
+            if isinstance(opened, OpenedSession) and opened.last_seq <= acked:
+                again += resend[handle]
+                continue
+            self.unended.add(location.session_id)
+            if opened is not None:  # written meanwhile by another: let it go again
+                closes.append(CloseSession(handle=handle, epoch=-2, receipt=Receipt()))
+        answers = list(answers)
+        resent = [requests[index] for index in again]
+        if resent or closes:
+            for index, answer in zip(again, await self._send(resent + closes), strict=False):
+                answers[index] = answer
+        return answers
+
 
 @asynccontextmanager
 async def open_forwarding_store(
     home: Path, durability: Durability, recovered: RecoveryReport, commit: Commit
-) -> AsyncIterator[Store]:
-    """A ``Store`` committing through ``commit``; on exit, what was sent is answered first."""
+) -> AsyncIterator[tuple[Store, Forwarder]]:
+    """A ``Store`` committing through ``commit``, and its forwarder; on exit, what was sent
+    is answered first."""
     send, receive = anyio.create_memory_object_stream[Request](MAILBOX_SIZE)
     forwarder = Forwarder(home, durability, recovered, commit, receive)
     with unwrap_single_error():
         async with anyio.create_task_group() as tg:
             await tg.start(forwarder.run)
             try:
-                yield Store(forwarder, send)
+                yield Store(forwarder, send), forwarder
             finally:
                 send.close()
                 with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):

@@ -15,8 +15,9 @@ Rule 2: what the driver sees besides answers (events for its subscribers,
         streamed text) goes through one long-poll call, ``pump``; an
         answer carries the count of pumped entries before it, so the
         driver delivers them before it returns the answer.
-Rule 3: errors cross the boundary as values (``Outcome``) or as errors
-        that pickle (``_wire.portable``); a user never sees Ray's wrapping.
+Rule 3: errors cross the boundary as values (``Outcome``, a failed turn's
+        cause packed with its traceback: ``_failures``) or as errors that
+        pickle (``_wire.portable``); a user never sees Ray's wrapping.
 """
 
 from __future__ import annotations
@@ -30,14 +31,21 @@ from typing import Any, Literal
 
 import anyio
 
-from amplifier.agents import ProviderKind, open_runtime
-from amplifier.persistence import Durability, EndStatus, RecoveryReport, SessionMetadata
+from amplifier.agents import Permissions, ProviderKind, open_runtime
+from amplifier.persistence import (
+    Durability,
+    EndStatus,
+    PersistenceError,
+    RecoveryReport,
+    SessionMetadata,
+)
 from amplifier.runtime import Runtime, Session, TurnCancelled, TurnFailed
 from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, run_child
 
 from ._bridge import call
 from ._exceptions import PersistenceUnavailable
-from ._forwarder import open_forwarding_store
+from ._failures import PackedError, pack
+from ._forwarder import Forwarder, open_forwarding_store
 from ._spread import ChildSpreader
 from ._wire import Answer, Item, portable
 
@@ -57,6 +65,9 @@ class HostConfig:
     provider: ProviderKind | None
     model: str | None
     durability: Durability
+    permissions: Permissions | None = None
+    """Permission rules beside every profile's (``--allow``, ``--deny``)."""
+    assume_yes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,8 @@ class Outcome:
     text: str = ""
     turn: int = 0
     reason: str = ""
+    cause: PackedError | None = None
+    """What a failed turn was raised from, with its traceback (``_failures``)."""
 
 
 class SessionHost:
@@ -82,6 +95,7 @@ class SessionHost:
         recovered: RecoveryReport,
     ) -> None:
         self._config = config
+        self._index = index
         self._spreader = ChildSpreader(index, persistence)
         self._placed: dict[str, anyio.CancelScope] = {}
         """The children other hosts placed here, by their launch's ticket."""
@@ -91,6 +105,7 @@ class SessionHost:
         self._writer = writer
         self._recovered = recovered
         self._runtime: Runtime | None = None
+        self._forwarder: Forwarder | None = None
         self._sessions: dict[str, Session] = {}
         self._outbox: list[tuple[str, Any]] = []
         self._pumped = 0
@@ -111,7 +126,8 @@ class SessionHost:
         try:
             async with open_forwarding_store(
                 Path(config.home), config.durability, self._recovered, self._commit
-            ) as store:
+            ) as (store, forwarder):
+                self._forwarder = forwarder
                 store.add_listener(self._committed)
                 async with open_runtime(
                     profile=config.profile,
@@ -122,6 +138,8 @@ class SessionHost:
                     model=config.model,
                     store=store,
                     children=self._spreader,
+                    permissions=config.permissions,
+                    assume_yes=config.assume_yes,
                 ) as runtime:
                     self._runtime = runtime
                     self._ready.set()
@@ -209,7 +227,9 @@ class SessionHost:
         try:
             reply = await session.ask(prompt, on_text=stream if ticket is not None else None)
         except TurnFailed as exc:
-            outcome = Outcome("failed", reason=exc.reason)
+            cause = exc.__cause__
+            packed = pack(cause, f"session host {self._index}") if cause is not None else None
+            outcome = Outcome("failed", reason=exc.reason, cause=packed)
         except TurnCancelled:
             outcome = Outcome("cancelled")
         except Exception as exc:
@@ -227,15 +247,29 @@ class SessionHost:
     async def close(
         self, session_id: str, status: EndStatus, error: str | None, keep_previous: bool = False
     ) -> None:
-        """End the session; returns once its end is written (see ``Session.close``)."""
-        session = self._sessions.pop(session_id, None)
-        if session is not None:
-            await session.close(status=status, error=error, keep_previous=keep_previous)
+        """End the session; returns once its end is written (see ``Session.close``).
 
-    async def spread(self, peers: list[tuple[Any, str]]) -> None:
+        Raises ``PersistenceError`` if the persistence service restarted since the
+        session was opened and its end could not be written there (the forwarder's
+        Rule 4)."""
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        await session.close(status=status, error=error, keep_previous=keep_previous)
+        if self._forwarder is not None and session_id in self._forwarder.unended:
+            self._forwarder.unended.discard(session_id)
+            raise PersistenceError(
+                f"the persistence service restarted since session {session_id} was opened, "
+                "and its files changed since: its end could not be written; what was stored "
+                "is intact: resume it to go on"
+            )
+
+    async def spread(self, peers: list[tuple[Any, str]], lost: Sequence[int] = ()) -> None:
         """Place this host's delegated children on ``peers`` (every host's actor and writer
-        id, by index) in turn."""
+        id, by index) in turn, but on none of the ``lost`` (dead) ones."""
         self._spreader.spread(peers)
+        for index in lost:
+            self._spreader.lose(index)
 
     async def lose(self, index: int) -> None:
         """The host at ``index`` died: place no more children there."""

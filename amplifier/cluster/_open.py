@@ -36,6 +36,7 @@ async def open_runtime(
     cluster: str | None = None,
     hosts: int = 2,
     spread_children: bool = False,
+    cluster_timeout: float = 30.0,
     approve: Approver | None = None,
     permissions: Permissions | None = None,
     assume_yes: bool = False,
@@ -69,10 +70,16 @@ async def open_runtime(
     (Ray actors) share the sessions; the persistence actor runs on this
     machine, which must hold the home. A provider is then given by kind,
     and ``handler`` and ``clock`` cannot be replaced (each host builds its
-    own). A delegated child runs on its parent's host; with
+    own). Permission rules (``permissions``, ``assume_yes``) go to every
+    host; ``approve`` does not reach a host, so there a call that would ask
+    is denied unless a rule allows it. A delegated child runs on its
+    parent's host; with
     ``spread_children``, each host places its sessions' children on the
     hosts in turn (the next host first), with the same results, records
-    and causal order. Without ``cluster``, Ray is never imported.
+    and causal order. Joining the cluster (or starting a local one) and
+    starting the hosts each take at most ``cluster_timeout`` seconds
+    (``ClusterError`` past it, naming the address). Without ``cluster``, Ray
+    is never imported.
     """
     check_options(provider=provider, durability=durability)
     if cluster is None:
@@ -99,15 +106,14 @@ async def open_runtime(
         raise ClusterUnavailable(
             "a cluster's hosts load tools and agents from files and profiles, not from this program"
         )
-    if permissions is not None or assume_yes:
-        # TODO(lead): pass the rules to the hosts once the cluster rework lands.
-        raise ClusterUnavailable("permission rules are not yet passed to a cluster's hosts")
     if handler is not None or clock is not utc_now:
         raise ClusterUnavailable("a cluster runtime runs the agent loop of each host's own")
     if provider is not None and not isinstance(provider, str):
         raise ClusterUnavailable("on a cluster, give the provider by kind: each host builds it")
     if hosts < 1:
         raise ClusterUnavailable(f"a cluster runtime needs at least one host, not {hosts}")
+    if not cluster_timeout > 0:
+        raise UsageError(f"cluster_timeout must be above 0 seconds, not {cluster_timeout}")
     # Read when ray is imported: a cluster started here sends no usage statistics.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
@@ -122,11 +128,14 @@ async def open_runtime(
         cluster,
         hosts=hosts,
         spread_children=spread_children,
+        timeout=cluster_timeout,
         profile=profile,
         home=home,
         cwd=cwd,
         durability=durability,
         provider=provider,
         model=model,
+        permissions=permissions,
+        assume_yes=assume_yes,
     ) as runtime:
         yield runtime

@@ -11,8 +11,11 @@ Rule 1: a batch's requests enter the actor's mailbox together, in order,
 Rule 2: each writer's batches are numbered; a number already committed is
         answered from memory, never applied twice (the forwarder's Rule 2).
 Rule 3: a fenced writer (its host died) has nothing applied any more, and
-        its sessions are closed, so they can be resumed elsewhere; the
-        fence waits for the writer's batch in flight, if any.
+        its sessions are ended (``session:end`` and metadata ``failed``,
+        unless they had ended already) and closed, so they can be resumed
+        elsewhere, and a parent's ``delegate:end`` written after the fence
+        follows its child's end. The fence waits for the writer's batch in
+        flight, if any; a second fence of the same writer waits for the first.
 Rule 4: restarted by Ray after a crash, it replays its predecessor's
         journal (every acknowledged record reaches the session files) and
         stamps above the highest seq found there: seq never goes back.
@@ -30,19 +33,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import orjson
 
 from amplifier.persistence import (
     Durability,
     PersistenceError,
     Receipt,
     RecoveryReport,
+    SessionLocation,
     Store,
     open_store,
+    read_metadata,
 )
-from amplifier.persistence.lowlevel import CloseSession, Request
+from amplifier.persistence.lowlevel import AppendEvent, CloseSession, Request, WriteMetadata
 
 from ._exceptions import HostLost, PersistenceRestarted
 from ._wire import Answer, Item, from_item, portable
+
+FENCE_EPOCH = -2
+"""The epoch of the fence's own records: never one the store has seen fail."""
+HOST_DIED = "its session host died; what was stored is intact: resume the session to go on"
 
 
 @dataclass(slots=True)
@@ -54,7 +64,10 @@ class _Writer:
     answers: list[Answer] = field(default_factory=list)
     handles: dict[int, int] = field(default_factory=dict)
     """The writer's session handles -> this service's."""
-    fenced: bool = False
+    locations: dict[int, SessionLocation] = field(default_factory=dict)
+    """This service's handles of the writer's open sessions -> where they are (Rule 3)."""
+    fence: anyio.Event | None = None
+    """Set once the writer is fenced (Rule 3); None: not fenced."""
 
 
 class PersistenceService:
@@ -96,12 +109,16 @@ class PersistenceService:
         store = self._require()
         return os.getpid(), store.recovered
 
+    async def recovered(self) -> RecoveryReport:
+        """What start-up recovery restored."""
+        return self._require().recovered
+
     async def commit(self, writer: str, number: int, items: list[Item]) -> list[Answer]:
         """Commit batch ``number`` of ``writer``: one answer per item, in order."""
         store = self._require()
         state = self._writers.setdefault(writer, _Writer())
         async with state.lock:
-            if state.fenced:
+            if state.fence is not None:
                 return [Answer(error=HostLost(writer))] * len(items)
             if number == state.number:
                 return state.answers  # delivered twice: applied once (Rule 2)
@@ -133,9 +150,11 @@ class PersistenceService:
             if handle is not None:
                 if item.kind in ("create", "open"):
                     state.handles[handle] = next(self._handles)
+                    state.locations[state.handles[handle]] = fields["location"]
                 mapped = state.handles.get(handle)
                 if item.kind == "close":
                     state.handles.pop(handle, None)
+                    state.locations.pop(mapped or 0, None)
                 known = mapped is not None
                 fields["handle"] = mapped or 0
             request = from_item(item, fields, receipts)
@@ -147,21 +166,73 @@ class PersistenceService:
         return requests, forward
 
     async def fence(self, writer: str) -> int:
-        """Apply nothing more of ``writer`` and close its sessions; how many were open."""
+        """Apply nothing more of ``writer``, end and close its sessions (Rule 3); how many
+        were open."""
         store = self._require()
         state = self._writers.setdefault(writer, _Writer())
-        async with state.lock:  # its batch in flight, if any, lands first
-            state.fenced = True
-            handles, state.handles = list(state.handles.values()), {}
-        # Any epoch but a failed one: the close goes through and releases the claim.
-        closes = [CloseSession(handle=h, epoch=-2, receipt=Receipt()) for h in handles]
-        for request in closes:
-            await store.forward(request)
-        for request in closes:
-            # A close that reports an earlier failure still released the session.
-            with contextlib.suppress(Exception):
-                await store.wait(request.receipt)
-        return len(handles)
+        if state.fence is not None:  # the driver and a parent's host may both fence it
+            await state.fence.wait()
+            return 0
+        state.fence = anyio.Event()
+        try:
+            async with state.lock:  # its batch in flight, if any, lands first
+                held, state.handles, state.locations = state.locations, {}, {}
+            await store.flush()  # what it wrote is in the files: which sessions ended
+            requests: list[Request] = []
+            for handle, location in held.items():
+                requests += await self._ending(handle, location)
+                # Any epoch but a failed one: the close goes through and releases the claim.
+                requests.append(CloseSession(handle=handle, epoch=FENCE_EPOCH, receipt=Receipt()))
+            for request in requests:
+                await store.forward(request)
+            for request in requests:
+                # A close that reports an earlier failure still released the session.
+                with contextlib.suppress(Exception):
+                    await store.wait(request.receipt)
+        finally:
+            state.fence.set()
+        return len(held)
+
+    async def _ending(self, handle: int, location: SessionLocation) -> list[Request]:
+        """The records that end a fenced writer's session, unless it ended (or never began)."""
+        try:
+            meta = await anyio.to_thread.run_sync(read_metadata, location)
+        except (PersistenceError, OSError):
+            return []  # not on disk: it never got going
+        if meta.status != "active":
+            return []
+        meta.status, meta.error = "failed", HOST_DIED
+        data = {"status": meta.status, "error": HOST_DIED}
+        record = {
+            "session_id": meta.session_id,
+            "parent_id": meta.parent_id,
+            "event": "session:end",
+            "data": data,
+        }
+        document = meta.model_dump(mode="json", exclude={"seq"})
+        return [
+            AppendEvent(
+                handle=handle,
+                epoch=FENCE_EPOCH,
+                body=orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE),
+                session_id=meta.session_id,
+                parent_id=meta.parent_id,
+                event="session:end",
+                data=data,
+                receipt=Receipt(),
+            ),
+            WriteMetadata(
+                handle=handle,
+                epoch=FENCE_EPOCH,
+                document=orjson.dumps(document, option=orjson.OPT_INDENT_2),
+                receipt=Receipt(),
+            ),
+        ]
+
+    async def exists(self, location: SessionLocation) -> bool:
+        """Whether the session at ``location`` was ever created (its files are written first)."""
+        await self._require().flush()
+        return await anyio.to_thread.run_sync(location.metadata.is_file)
 
     async def shutdown(self) -> None:
         """Write everything, release every claim, remove the journal (a clean exit)."""

@@ -15,8 +15,11 @@ Rule 3: a child whose host dies (the call fails with ``RayActorError``) is a
         failed delegation whose error names the child; that host gets no
         more children. Its writer is fenced at the persistence service
         first (as the driver does, Rule 2 there), so none of the child's
-        records lands after the parent's ``delegate:end``. The parent
-        session goes on.
+        records lands after the parent's ``delegate:end``, and the fence
+        ends the child (``session:end``) before it. A child the host never
+        created is said to have never started: the user is sent to resume
+        the parent, not a session that does not exist. The parent session
+        goes on.
 Rule 4: cancelling the parent's wait asks the child's host to cancel the
         child (by the launch's ticket), then waits, shielded and bounded,
         for its outcome: the child's ``session:end`` is durable before the
@@ -32,6 +35,7 @@ from typing import Any
 import anyio
 from ray.exceptions import RayActorError, RayTaskError
 
+from amplifier.persistence import SessionMetadata
 from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, Launch
 
 from ._bridge import call
@@ -108,12 +112,26 @@ class ChildSpreader:
                 raise
         except RayActorError:
             self.lose(index)
+            started = True  # unless the service says otherwise
             with anyio.move_on_after(FENCE_WAIT), contextlib.suppress(Exception):
                 await call(self._persistence.fence.remote(writer))
+                started = await call(self._persistence.exists.remote(run.location))
+            if not started and run.create is not None:
+                return ChildOutcome("failed", error=_never_started(child_id, run.create))
             return ChildOutcome("failed", error=_host_died(child_id))
-        except RayTaskError as exc:
-            return ChildOutcome("failed", error=f"sub-session {child_id}: {exc.cause}")
+        except RayTaskError as exc:  # it could not start there: its traceback is kept
+            return ChildOutcome(
+                "failed", error=f"sub-session {child_id}: {exc.cause}", trace=exc.traceback_str
+            )
         return outcome
+
+
+def _never_started(child_id: str, child: SessionMetadata) -> str:
+    return (
+        f"sub-session {child_id} never started: its host died before creating it, and "
+        f"nothing of it is stored; to run it again, resume the parent: "
+        f"amplifier session resume {child.parent_id}"
+    )
 
 
 def _host_died(child_id: str) -> str:

@@ -73,8 +73,8 @@ class Approver(Protocol):
 
 
 NO_ONE = (
-    "no one could approve it (no terminal, and no approve callback): allow it with a "
-    "rule (--allow or a profile's permissions.allow) or --yes"
+    "no one could approve it (no terminal or approve callback reaches this session): "
+    "allow it with a rule (--allow, or a profile's permissions.allow) or --yes"
 )
 
 
