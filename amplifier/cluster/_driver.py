@@ -49,7 +49,7 @@ from amplifier.runtime import (
     TurnFailed,
 )
 from amplifier.runtime import open_runtime as open_core_runtime
-from amplifier.runtime.lowlevel import EventBus, check_prompt
+from amplifier.runtime.lowlevel import check_prompt
 
 from . import _ray
 from ._bridge import call, unwrapped
