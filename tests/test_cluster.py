@@ -174,12 +174,12 @@ async def test_cluster_failed_turn_keeps_its_cause_and_the_hosts_traceback(
     assert "_offline.py" in notes  # where the provider raised it
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the rules apply on the hosts' own loop
-async def test_cluster_hosts_apply_the_permission_rules(
+def test_cluster_hosts_apply_the_permission_rules(
     ray_cluster: str, home: Path, project: Path
 ) -> None:
     """Rules given to a cluster runtime reach its hosts: an allowed write runs, a denied
-    command does not, and a call that would ask is denied: no approval reaches a host."""
+    command does not, and a call that would ask is denied: no approval reaches a host.
+    (One event loop: the rules apply on the hosts' own.)"""
     rules = amplifier.Permissions(allow=["write_file(*.txt)"], deny=["bash"])
     prompt = "\n".join(
         [
@@ -188,16 +188,25 @@ async def test_cluster_hosts_apply_the_permission_rules(
             '/tool write_file {"file_path": "asks.py", "content": "x"}',
         ]
     )
-    async with amplifier.open_runtime(
-        home=home, cwd=project, cluster="auto", hosts=1, permissions=rules, approve=lambda r: True
-    ) as rt:
-        async with rt.open_session() as session:
-            reply = await session.ask(prompt)
+
+    async def ask() -> str:
+        async with amplifier.open_runtime(
+            home=home,
+            cwd=project,
+            cluster="auto",
+            hosts=1,
+            permissions=rules,
+            approve=lambda request: True,
+        ) as rt:
+            async with rt.open_session() as session:
+                return (await session.ask(prompt)).text
+
+    reply = anyio.run(ask)
     assert (project / "ok.txt").read_text() == "ok"
     assert not (project / "no").exists()
     assert not (project / "asks.py").exists()
-    assert "refuses this call" in reply.text
-    assert "no terminal or approve callback reaches this session" in reply.text
+    assert "refuses this call" in reply
+    assert "no terminal or approve callback reaches this session" in reply
 
 
 async def test_cluster_new_roots_go_to_the_least_loaded_host(
