@@ -53,6 +53,14 @@ def amplifier(
     return done
 
 
+def _written(path: Path) -> bool:
+    """A pid file the command wrote whole (it may exist empty for a moment)."""
+    try:
+        return path.read_text().endswith("\n")
+    except FileNotFoundError:
+        return False
+
+
 def tool(name: str, **arguments: object) -> str:
     return f"/tool {name} {json.dumps(arguments)}"
 
@@ -191,7 +199,7 @@ def test_sigkill_mid_command_leaves_no_process_and_resume_repairs_the_call(
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while not ((project / "bg.pid").exists() and (project / "sh.pid").exists()):
+    while not (_written(project / "bg.pid") and _written(project / "sh.pid")):
         assert time.monotonic() < deadline, "the command never started"
         time.sleep(0.02)
     time.sleep(0.1)
@@ -227,7 +235,7 @@ def test_ctrl_c_or_sigterm_mid_command_stops_it_and_its_children(
         text=True,
     )
     deadline = time.monotonic() + 30
-    while not ((project / "bg.pid").exists() and (project / "sh.pid").exists()):
+    while not (_written(project / "bg.pid") and _written(project / "sh.pid")):
         assert time.monotonic() < deadline, "the command never started"
         time.sleep(0.02)
     process.send_signal(signum)
