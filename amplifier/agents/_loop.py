@@ -207,7 +207,8 @@ class AgentTurnHandler:
     async def run_turn(self, turn: Turn) -> str:
         spec = self._spec(turn.session.agent)
         profile = self._profile_of(turn.session)
-        provider = self._provider(spec, profile)
+        chosen = turn.session.metadata.attributes.get("model")
+        provider = self._provider(spec, profile, model=chosen)
         tools = self._tools_for(spec, profile)
         root = self._project_dir(turn.session)
         budget = self._budget(spec, tools, profile)
@@ -721,18 +722,22 @@ class AgentTurnHandler:
         )
         return max(256, profile.context_window - profile.max_output_tokens - fixed)
 
-    def _config(self, spec: AgentSpec, profile: Profile) -> ProviderConfig:
+    def _config(self, spec: AgentSpec, profile: Profile, model: str | None) -> ProviderConfig:
         config = profile.provider
         if spec.provider is not None and spec.provider != config.kind:
             config = ProviderConfig(kind=spec.provider)
         if spec.model is not None:
             config = config.model_copy(update={"model": spec.model})
+        if model and model != config.model:
+            config = config.model_copy(update={"model": model})
         return config
 
-    def _provider(self, spec: AgentSpec, profile: Profile) -> Provider:
+    def _provider(self, spec: AgentSpec, profile: Profile, *, model: str | None = None) -> Provider:
+        """The provider for ``spec`` under ``profile``; ``model``: the session's own choice
+        (its ``model`` attribute, ``Session.set_attributes``), which wins over both."""
         if self._fixed is not None:
             return self._fixed
-        config = self._config(spec, profile)
+        config = self._config(spec, profile, model)
         provider = self._providers.get(config)
         if provider is None:
             provider = self._providers[config] = make_provider(config)
