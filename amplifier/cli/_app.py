@@ -590,8 +590,9 @@ def root(
         return
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
-        from ._interactive import run_interactive
+        from ._interactive import preload, run_interactive
 
+        preload()
         async with open_runtime(
             profile=profile,
             provider=_provider(provider),
@@ -600,10 +601,10 @@ def root(
             **access.options(as_json=False),
         ) as rt:
             async with rt.open_session(agent=agent) as session:
-                code = await run_interactive(
+                code, last = await run_interactive(
                     rt, session, history="none", interrupts=interrupts, say=_say
                 )
-        _resume_hint(session.id)
+        _resume_hint(last)
         return code
 
     _execute(main, signals=TURN_SIGNALS)
@@ -806,12 +807,14 @@ async def _resume(
     interactive. The id is looked up first: a bad or unknown id is the error
     a user sees first.
     """
-    from ._interactive import run_interactive
+    from ._interactive import preload, run_interactive
 
     if interactive and prompt is not None:
         _fail("--interactive takes no prompt", code=2, as_json=as_json)
     piped = prompt is None and not interactive and stdin_is_piped()
     prompt = _read_prompt(prompt) if piped or prompt is not None else None
+    if prompt is None and not as_json:
+        preload()
     async with open_runtime(
         profile=profile,
         provider=_provider(provider),
@@ -831,10 +834,10 @@ async def _resume(
                 await _other_project_note(rt, session)
             if prompt is not None:
                 return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
-            code = await run_interactive(
+            code, last = await run_interactive(
                 rt, session, history=history, interrupts=interrupts, say=_say
             )
-    _resume_hint(session.id)
+    _resume_hint(last)
     return code
 
 
