@@ -47,25 +47,28 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _env(home: Path, backend: str) -> dict[str, str]:
+def _env(home: Path, backend: str, *, cpr: bool = False) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     env.update(AMPLIFIER_HOME=str(home), NO_COLOR="1", AMPLIFIER_ASYNC_BACKEND=backend)
-    # A pty is no terminal emulator: nothing answers the line editor's cursor position
-    # requests, which it would otherwise wait for.
-    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    if not cpr:
+        # A pty is no terminal emulator: nothing answers the line editor's cursor
+        # position requests unless the test does (``Terminal.answer_cpr``).
+        env["PROMPT_TOOLKIT_NO_CPR"] = "1"
     return env
 
 
 class Terminal:
     """One ``amplifier`` process in a pseudo-terminal, and everything it showed."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path, home: Path, backend: str) -> None:
+    def __init__(
+        self, args: Sequence[str], *, cwd: Path, home: Path, backend: str, cpr: bool = False
+    ) -> None:
         self.shown = io.StringIO()
         self.child = pexpect.spawn(
             str(AMPLIFIER),
             list(args),
             cwd=str(cwd),
-            env=_env(home, backend),
+            env=_env(home, backend, cpr=cpr),
             encoding="utf-8",
             timeout=20,
             dimensions=(40, 200),
@@ -97,6 +100,11 @@ class Terminal:
     def prompt(self) -> None:
         self.expect(PROMPT)
 
+    def answer_cpr(self) -> None:
+        """Answer the line editor's cursor position request, as a terminal does."""
+        self.expect(re.escape("\x1b[6n"))
+        self.child.send("\x1b[1;1R")
+
     def session_id(self) -> str:
         return self.expect(BANNER).group(1)
 
@@ -125,8 +133,10 @@ class Terminal:
 
 
 @contextlib.contextmanager
-def interactive(args: Sequence[str], *, cwd: Path, home: Path, backend: str) -> Iterator[Terminal]:
-    term = Terminal(args, cwd=cwd, home=home, backend=backend)
+def interactive(
+    args: Sequence[str], *, cwd: Path, home: Path, backend: str, cpr: bool = False
+) -> Iterator[Terminal]:
+    term = Terminal(args, cwd=cwd, home=home, backend=backend, cpr=cpr)
     try:
         yield term
     finally:
@@ -134,16 +144,17 @@ def interactive(args: Sequence[str], *, cwd: Path, home: Path, backend: str) -> 
 
 
 def cli(
-    args: Sequence[str], *, cwd: Path, home: Path, backend: str
+    args: Sequence[str], *, cwd: Path, home: Path, backend: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """One non-interactive run of the command line; fails the test on a non-zero exit."""
+    """One non-interactive run of the command line (``stdin`` piped in, if given); fails the
+    test on a non-zero exit."""
     done = subprocess.run(
         [str(AMPLIFIER), *args],
         cwd=cwd,
         env=_env(home, backend),
         capture_output=True,
         text=True,
-        stdin=subprocess.DEVNULL,
+        input=stdin,
         timeout=30,
         check=False,
     )

@@ -26,6 +26,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
@@ -259,8 +260,10 @@ class Chat:
                 meta.profile or DEFAULT_PROFILE
             )
             known = {t.name: t for t in (*file_tools(), *write_tools(), Bash())}
+            names = [*known, "delegate", *profile.tools.python]
+            chosen = [n for n in names if any(fnmatchcase(n, p) for p in spec.tools)]
             shown = []
-            for name in spec.tools:
+            for name in dict.fromkeys(chosen):
                 if not profile.tools.permits(name):
                     continue
                 tool = known.get(name)

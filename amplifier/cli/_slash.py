@@ -166,6 +166,12 @@ async def _model(chat: Chat, argument: str) -> None:
     if len(argument.split()) != 1 or len(argument) > 200 or not argument.isprintable():
         chat.say("Error: a model name is one word (/model NAME)")
         return
+    if meta.attributes.get("provider") == "offline":
+        chat.say(
+            "Error: the offline provider has one model; a profile with another provider "
+            "(--profile) has models to choose from"
+        )
+        return
     await chat.session.set_attributes({"model": argument})
     chat.relabelled()
     chat.say(f"Model: {argument} from the next turn (was {current}).")
