@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import anyio
 import typer
 
+from ._complete import complete_agent, complete_profile, complete_session
 from ._input import lenient, read_stdin, stdin_is_piped
 from ._limits import answer_limit, limit_notice
 from ._render import (
@@ -99,7 +100,13 @@ JsonFlag = Annotated[
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--output-format", help="text or json.")]
 ProfileOption = Annotated[
-    str | None, typer.Option("--profile", "-p", help="Profile to run under (default: base).")
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="Profile to run under (default: base).",
+        autocompletion=complete_profile,
+    ),
 ]
 ProviderOption = Annotated[
     Provider | None, typer.Option("--provider", help="Override the profile's provider.")
@@ -109,7 +116,12 @@ ModelOption = Annotated[
 ]
 AgentOption = Annotated[
     str | None,
-    typer.Option("--agent", "-a", help="Agent of a new session (default: the profile's)."),
+    typer.Option(
+        "--agent",
+        "-a",
+        help="Agent of a new session (default: the profile's).",
+        autocompletion=complete_agent,
+    ),
 ]
 ClusterOption = Annotated[
     str | None,
@@ -625,7 +637,12 @@ def run(
     ] = None,
     resume: Annotated[
         str | None,
-        typer.Option("--resume", "-r", help="Continue this session (id or unique prefix)."),
+        typer.Option(
+            "--resume",
+            "-r",
+            help="Continue this session (id or unique prefix).",
+            autocompletion=complete_session,
+        ),
     ] = None,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
@@ -931,7 +948,12 @@ def list_(
 
 @session_app.command("show")
 def show(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id or unique prefix.", autocompletion=complete_session
+        ),
+    ],
     events: Annotated[bool, typer.Option("--events", help="Show the event log too.")] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
@@ -990,7 +1012,9 @@ def resume_(
     session_id: Annotated[
         str | None,
         typer.Argument(
-            metavar="[ID]", help="Session id, prefix or name (none: pick one, on a terminal)."
+            metavar="[ID]",
+            help="Session id, prefix or name (none: pick one, on a terminal).",
+            autocompletion=complete_session,
         ),
     ] = None,
     prompt: Annotated[
@@ -1036,7 +1060,12 @@ def resume_(
 
 @session_app.command("delete")
 def delete(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id or unique prefix.", autocompletion=complete_session
+        ),
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,

@@ -18,6 +18,7 @@ import orjson
 import typer
 
 from ._app import _execute, _fail, _say, open_runtime, session_app
+from ._complete import complete_session
 
 
 class ExportFormat(StrEnum):
@@ -29,7 +30,10 @@ class ExportFormat(StrEnum):
 @session_app.command("export")
 def export(
     session_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Session id, unique prefix or name.")
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id, unique prefix or name.", autocompletion=complete_session
+        ),
     ],
     format_: Annotated[
         ExportFormat, typer.Option("--format", "-f", help="md, json or html.")
