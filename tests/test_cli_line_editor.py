@@ -308,6 +308,27 @@ def test_tools_lists_the_agents_tools(project: Path, home: Path) -> None:
         assert term.leave() == 0
 
 
+def test_compact_summarises_and_the_next_turn_sees_only_the_summary(
+    project: Path, home: Path
+) -> None:
+    """/compact asks for a summary; the next turn's model sees it, not the turns before."""
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        session_id = term.session_id()
+        term.prompt()
+        term.ask("first question")
+        term.ask("second question")
+        term.send("/compact")
+        term.see("(compacted: the next turns see this summary")
+        term.prompt()
+        term.send("after compacting")
+        term.see("This session has seen 2 prompt(s)")  # the request to compact, and this one
+        term.prompt()
+        term.send("/exit")
+        assert term.leave() == 0
+    assert len(prompts(home, session_id)) == 4  # the transcript keeps every prompt
+    assert [r.get("summary") for r in transcript(home, session_id)].count(True) == 1
+
+
 def test_clear_starts_a_new_session_and_keeps_the_old(project: Path, home: Path) -> None:
     """/clear: the next prompt goes to a new session; the old one keeps its turn."""
     with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:

@@ -249,6 +249,39 @@ async def test_set_attributes_changes_the_model_of_the_next_turn(home: Path, pro
     assert models == ["first", "second"]
 
 
+async def test_compacted_session_shows_the_model_the_summary_instead(
+    home: Path, project: Path
+) -> None:
+    """After compact_session, the next turn's model sees the summary and what follows, not
+    the turns before it; the transcript keeps them all."""
+    from amplifier.agents import compact_session
+
+    profiles = project / ".amplifier" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "s.yaml").write_text(
+        f"provider: {{kind: scripted, script: {project / 'turns.yaml'}}}\n"
+    )
+    (project / "turns.yaml").write_text(
+        "- text: one\n- text: two\n- text: the summary\n- text: ok\n"
+    )
+    async with amplifier.open_runtime(cwd=project, profile="s") as rt:
+        async with rt.open_session() as session:
+            await session.ask("first")
+            await session.ask("second")
+            summary = await compact_session(session, "keep the names")
+            await session.ask("third")
+            seen = [
+                e.data["messages"]
+                async for e in rt.events(session.id)
+                if e.event == "provider:request"
+            ]
+            records = await rt.transcript(session.id)
+    assert summary.text == "the summary"
+    assert seen == [1, 3, 5, 3]  # the last: the request to compact, its summary, "third"
+    assert len(records) == 8
+    assert records[5].message().get("summary") is True
+
+
 async def test_set_attributes_after_close_is_refused(home: Path, project: Path) -> None:
     """A closed session's attributes cannot change: SessionClosed."""
     async with amplifier.open_runtime(cwd=project) as rt:

@@ -35,7 +35,7 @@ from ._file_history import (
 )
 from ._file_tools import file_tools
 from ._function_tools import FunctionTool, import_tool, tool
-from ._loop import AgentTurnHandler
+from ._loop import COMPACT_REQUEST, AgentTurnHandler, compact_session
 from ._messages import (
     MESSAGE,
     AssistantMessage,
@@ -63,6 +63,7 @@ from ._usage import SessionUsage, Tokens, TurnUsage, UsageReport, session_usage,
 from ._write_tools import MAX_FILE_BYTES, EditFile, WriteFile, write_tools
 
 __all__ = [
+    "COMPACT_REQUEST",
     "DEFAULT_PROFILE",
     "INTERRUPTED",
     "MAX_FILE_BYTES",
@@ -126,6 +127,7 @@ __all__ = [
     "UsageReport",
     "UserMessage",
     "WriteFile",
+    "compact_session",
     "confine",
     "file_tools",
     "fit",

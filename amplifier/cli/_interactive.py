@@ -146,9 +146,16 @@ class Chat:
     """The open session of interactive mode, and what the slash commands act on."""
 
     def __init__(
-        self, rt: Runtime, session: Session, *, say: Callable[[str], None], tg: TaskGroup
+        self,
+        rt: Runtime,
+        session: Session,
+        *,
+        say: Callable[[str], None],
+        tg: TaskGroup,
+        state: _State,
     ) -> None:
         self.rt = rt
+        self._state = state
         self.session = session
         self.say = say
         self.input: Input
@@ -161,6 +168,12 @@ class Chat:
         """The session's project directory: where its tools run and ``@path`` looks."""
         self.status = ""
         """The bottom line (read by the line editor's thread: a plain string)."""
+
+    async def turn(self, text: str, *, mentions: bool = True) -> bool:
+        """One turn of the open session (Ctrl-C cancels it); True if it was answered."""
+        answered = await _turn(self, text, self._state, mentions=mentions)
+        await self.refresh()
+        return answered
 
     async def start(self) -> None:
         """Start the live view of the session's delegations; gather what completion offers."""
@@ -302,7 +315,7 @@ async def run_interactive(
     send, lines = anyio.create_memory_object_stream[Line](4)
     state = _State()
     async with anyio.create_task_group() as tg, lines:
-        chat = Chat(rt, session, say=say, tg=tg)
+        chat = Chat(rt, session, say=say, tg=tg, state=state)
         editor = _line_editor(chat)
         state.plain = editor is None
         chat.input = editor if editor is not None else PlainInput(LineReader(send), lines)
@@ -332,8 +345,7 @@ async def run_interactive(
                 else:
                     await _slash.run(chat, command, argument)
                 continue
-            await _turn(chat, text, state)
-            await chat.refresh()
+            await chat.turn(text)
         tg.cancel_scope.cancel()
     if state.stopped_by is None:
         return None, chat.session.id
@@ -424,16 +436,18 @@ async def _next_line(chat: Chat, state: _State) -> Read | None:
     return result[0] if result else None
 
 
-async def _turn(chat: Chat, text: str, state: _State) -> None:
-    """Ask ``text`` (with the files it mentions), streaming the answer."""
-    from ._mentions import attach
+async def _turn(chat: Chat, text: str, state: _State, *, mentions: bool = True) -> bool:
+    """Ask ``text`` (with the files it mentions), streaming the answer; True if answered."""
+    from ._mentions import Mentions, attach
 
     say = chat.say
-    mentions = await anyio.to_thread.run_sync(attach, text, chat.root)
-    for note in mentions.notes:
-        say(note)
-    if mentions.attached:
-        say(f"(attached: {', '.join(mentions.attached)})")
+    found = await anyio.to_thread.run_sync(attach, text, chat.root) if mentions else None
+    if found is not None:
+        for note in found.notes:
+            say(note)
+        if found.attached:
+            say(f"(attached: {', '.join(found.attached)})")
+    prompt = (found or Mentions(prompt=text)).prompt
     session = chat.session
 
     async def show(piece: str) -> None:
@@ -443,12 +457,13 @@ async def _turn(chat: Chat, text: str, state: _State) -> None:
     state.in_turn = True
     try:
         async with session.subscribe(tree=False, buffer=4096) as feed:
-            await session.ask(mentions.prompt, on_text=show)
+            await session.ask(prompt, on_text=show)
             limit = await answer_limit(feed)
         sys.stdout.write("\n")
         if limit is not None:
             sys.stdout.flush()
             say(limit_notice(limit))
+        return True
     except TurnCancelled:
         sys.stdout.write("\n")
         say("[cancelled: what the turn wrote is kept; the session goes on]")
@@ -460,6 +475,7 @@ async def _turn(chat: Chat, text: str, state: _State) -> None:
     finally:
         state.in_turn = False
         sys.stdout.flush()
+    return False
 
 
 async def _watch_interrupts(chat: Chat, state: _State, interrupts: AsyncIterator[int]) -> None:

@@ -206,6 +206,17 @@ async def _tools(chat: Chat, argument: str) -> None:
         print(f"  {safe(name):<{width}}  {safe(first)}{note}")
 
 
+async def _compact(chat: Chat, argument: str) -> None:
+    from amplifier.agents import COMPACT_REQUEST
+
+    prompt = COMPACT_REQUEST + (f"\n\n{argument}" if argument else "")
+    if await chat.turn(prompt, mentions=False):
+        chat.say(
+            "(compacted: the next turns see this summary in place of the conversation "
+            "before it; the transcript keeps everything)"
+        )
+
+
 async def _clear(chat: Chat, argument: str) -> None:
     meta = chat.session.metadata
     previous = chat.session.id
@@ -331,6 +342,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("model", "[NAME]", "this session's model; NAME switches it", "models", _model),
     Command("agent", "[NAME]", "the agent; NAME starts a new session with it", "agents", _agent),
     Command("tools", "", "the tools this session's agent may call", None, _tools),
+    Command("compact", "[FOCUS]", "summarise; later turns see the summary", None, _compact),
     Command("clear", "", "start a new session (this one stays resumable)", None, _clear),
     Command("resume", "[ID|NAME]", "switch to another session (none: pick)", "sessions", _resume),
     Command("rename", "NAME", "name this session", None, _rename),
