@@ -329,8 +329,7 @@ def test_continue_no_history_shows_none(backend: str, project: Path, home: Path)
     earlier = earlier_session("first question", cwd=project, home=home, backend=backend)
     with interactive(["continue", "--no-history"], cwd=project, home=home, backend=backend) as term:
         assert term.session_id() == earlier
-        term.see(BANNER_END)
-        term.prompt()
+        term.expect(re.escape(BANNER_END[:-1]) + PROMPT.pattern)  # the prompt, right away
         term.send("second question")
         term.see("This session has seen 2 prompt(s)")
         term.prompt()
