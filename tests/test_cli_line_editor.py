@@ -439,6 +439,28 @@ def test_bottom_line_shows_the_session_and_its_tokens(project: Path, home: Path)
         assert term.leave() == 0
 
 
+def test_a_tool_question_is_answered_at_the_terminal_between_prompts(
+    backend: str, project: Path, home: Path
+) -> None:
+    """While a turn runs the editor lets go of the terminal: a tool's question reads 'y',
+    and Ctrl-C at the next question withdraws it; the prompt comes back each time."""
+    with interactive([], cwd=project, home=home, backend=backend) as term:
+        term.prompt()
+        term.send(_write("yes.txt", "y"))
+        term.see("Allow? [y]es")
+        term.send("y")
+        term.prompt()
+        term.send(_write("no.txt", "n"))
+        term.see("Allow? [y]es")
+        term.child.sendintr()
+        term.see("(question withdrawn: the turn was cancelled)")
+        term.prompt()
+        term.send("/exit")
+        assert term.leave() == 0
+    assert (project / "yes.txt").read_text() == "y"
+    assert not (project / "no.txt").exists()
+
+
 def test_ctrl_c_at_a_half_typed_prompt_drops_it(backend: str, project: Path, home: Path) -> None:
     """Ctrl-C with text typed: the text is dropped, not sent, and the session goes on."""
     with interactive([], cwd=project, home=home, backend=backend) as term:
