@@ -28,7 +28,6 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal
 
 import anyio
 from prompt_toolkit import PromptSession
@@ -40,8 +39,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from amplifier.agents._redact import COMMON_PATTERNS, Redactor
 
-Read = tuple[Literal["line"], str] | tuple[Literal["eof"], None] | tuple[Literal["interrupt"], None]
-"""A line typed (Enter), the end of input (Ctrl-D), or Ctrl-C at the prompt."""
+from ._interactive import Read
 
 _EXIT_WAIT = 2.0
 """Seconds a prompt told to exit may take to give the terminal back (Rule 2)."""
