@@ -351,19 +351,6 @@ def test_resume_picks_another_session(project: Path, home: Path) -> None:
     assert f"Resume with: amplifier session resume {earlier}" in term.output
 
 
-def test_resume_by_name_switches_to_it(project: Path, home: Path) -> None:
-    """/resume NAME opens the session of that name."""
-    named = cli(["run", "--name", "auth fix", "named one"], cwd=project, home=home, backend=ASYNCIO)
-    earlier = named.stderr.split("Session: ")[1].split()[0]
-    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
-        term.prompt()
-        term.send("/resume auth fix")
-        assert term.session_id() == earlier
-        term.prompt()
-        term.send("/exit")
-        assert term.leave() == 0
-
-
 def test_rename_and_tag_label_the_open_session(project: Path, home: Path) -> None:
     """/rename and /tag change the session that is open, as list then shows."""
     with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
