@@ -29,7 +29,8 @@ import pytest
 from .fake_llm_server import BrokenStream, FakeLLMServer, Stall, Text
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
-PROMPT = re.compile(r"(?m)^> ")
+PROMPT = re.compile(r"\n(?:\x1b\[[0-9;?]*[A-Za-z])*>(?: |\x08|\x1b)")
+"""The prompt: plain ``> ``, or the line editor's ``>`` drawn among terminal escapes."""
 BANNER = re.compile(r"Amplifier: session (\S+) \(")
 BANNER_END = "Type /help for help; Ctrl-D to leave.\r\n"
 
@@ -46,22 +47,28 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _env(home: Path, backend: str) -> dict[str, str]:
+def _env(home: Path, backend: str, *, cpr: bool = False) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     env.update(AMPLIFIER_HOME=str(home), NO_COLOR="1", AMPLIFIER_ASYNC_BACKEND=backend)
+    if not cpr:
+        # A pty is no terminal emulator: nothing answers the line editor's cursor
+        # position requests unless the test does (``Terminal.answer_cpr``).
+        env["PROMPT_TOOLKIT_NO_CPR"] = "1"
     return env
 
 
 class Terminal:
     """One ``amplifier`` process in a pseudo-terminal, and everything it showed."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path, home: Path, backend: str) -> None:
+    def __init__(
+        self, args: Sequence[str], *, cwd: Path, home: Path, backend: str, cpr: bool = False
+    ) -> None:
         self.shown = io.StringIO()
         self.child = pexpect.spawn(
             str(AMPLIFIER),
             list(args),
             cwd=str(cwd),
-            env=_env(home, backend),
+            env=_env(home, backend, cpr=cpr),
             encoding="utf-8",
             timeout=20,
             dimensions=(40, 200),
@@ -93,6 +100,11 @@ class Terminal:
     def prompt(self) -> None:
         self.expect(PROMPT)
 
+    def answer_cpr(self) -> None:
+        """Answer the line editor's cursor position request, as a terminal does."""
+        self.expect(re.escape("\x1b[6n"))
+        self.child.send("\x1b[1;1R")
+
     def session_id(self) -> str:
         return self.expect(BANNER).group(1)
 
@@ -121,8 +133,10 @@ class Terminal:
 
 
 @contextlib.contextmanager
-def interactive(args: Sequence[str], *, cwd: Path, home: Path, backend: str) -> Iterator[Terminal]:
-    term = Terminal(args, cwd=cwd, home=home, backend=backend)
+def interactive(
+    args: Sequence[str], *, cwd: Path, home: Path, backend: str, cpr: bool = False
+) -> Iterator[Terminal]:
+    term = Terminal(args, cwd=cwd, home=home, backend=backend, cpr=cpr)
     try:
         yield term
     finally:
@@ -130,16 +144,17 @@ def interactive(args: Sequence[str], *, cwd: Path, home: Path, backend: str) -> 
 
 
 def cli(
-    args: Sequence[str], *, cwd: Path, home: Path, backend: str
+    args: Sequence[str], *, cwd: Path, home: Path, backend: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """One non-interactive run of the command line; fails the test on a non-zero exit."""
+    """One non-interactive run of the command line (``stdin`` piped in, if given); fails the
+    test on a non-zero exit."""
     done = subprocess.run(
         [str(AMPLIFIER), *args],
         cwd=cwd,
         env=_env(home, backend),
         capture_output=True,
         text=True,
-        stdin=subprocess.DEVNULL,
+        input=stdin,
         timeout=30,
         check=False,
     )
@@ -315,7 +330,7 @@ def test_continue_no_history_shows_none(backend: str, project: Path, home: Path)
     earlier = earlier_session("first question", cwd=project, home=home, backend=backend)
     with interactive(["continue", "--no-history"], cwd=project, home=home, backend=backend) as term:
         assert term.session_id() == earlier
-        term.see(BANNER_END + "> ")
+        term.expect(re.escape(BANNER_END[:-1]) + PROMPT.pattern)  # the prompt, right away
         term.send("second question")
         term.see("This session has seen 2 prompt(s)")
         term.prompt()

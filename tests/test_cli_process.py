@@ -220,7 +220,12 @@ def test_help_imports_only_the_command_line(home: Path, project: Path) -> None:
     """`--help` loads the command line alone: not the runtime, nor any pydantic model."""
     imported = _imported_by("--help", cwd=project, home=home)
     assert "amplifier.cli._app" in imported
-    assert not {"amplifier.runtime", "amplifier.persistence", "pydantic.main"} & imported
+    assert not {
+        "amplifier.runtime",
+        "amplifier.persistence",
+        "pydantic.main",
+        "prompt_toolkit",
+    } & imported
 
 
 def _run_bytes(*args: bytes, cwd: Path, home: Path, stdin: bytes = b"") -> tuple[int, str, str]:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import anyio
+import pytest
 
 import amplifier
 
@@ -194,9 +195,12 @@ def test_bad_tag_is_a_usage_error_and_changes_nothing(home: Path, project: Path)
     done = amp("session", "tag", session_id, "+two words", "+ok", cwd=project, home=home)
     assert done.returncode == 2
     assert done.stderr.startswith("Error: invalid tag 'two words'")
-    assert json.loads(
-        amp("session", "tag", session_id, "--json", cwd=project, home=home).stdout
-    )["tags"] == []
+    assert (
+        json.loads(amp("session", "tag", session_id, "--json", cwd=project, home=home).stdout)[
+            "tags"
+        ]
+        == []
+    )
 
 
 async def test_a_session_in_use_is_not_renamed_or_tagged(home: Path, project: Path) -> None:
@@ -215,6 +219,89 @@ async def test_a_session_in_use_is_not_renamed_or_tagged(home: Path, project: Pa
         assert f"session {session.id} is in use by" in done.stderr
     meta = json.loads((session_dirs(home)[session.id] / "metadata.json").read_text())
     assert (meta.get("name"), meta["tags"]) == (None, [])
+
+
+async def test_a_session_open_in_this_runtime_is_renamed_and_tagged(
+    home: Path, project: Path
+) -> None:
+    """The program that holds a session open renames and tags it; the files say so at once,
+    and its last use stays."""
+    async with amplifier.open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("busy")
+            used = session.metadata.updated
+            await rt.rename(session.id, "auth fix")
+            tagged = await rt.tag(session.id, add=["security"])
+            await rt.flush()  # the files follow the journal
+            stored = json.loads((session_dirs(home)[session.id] / "metadata.json").read_text())
+            assert (stored["name"], stored["tags"]) == ("auth fix", ["security"])
+            assert (tagged.name, session.metadata.name) == ("auth fix", "auth fix")
+            assert session.metadata.updated == used
+            await session.ask("still answers")
+
+
+async def test_set_attributes_changes_the_model_of_the_next_turn(home: Path, project: Path) -> None:
+    """A session's 'model' attribute, set between turns, is the model its next turn asks."""
+    profiles = project / ".amplifier" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "s.yaml").write_text(
+        f"provider: {{kind: scripted, model: first, script: {project / 'turns.yaml'}}}\n"
+    )
+    (project / "turns.yaml").write_text("- text: one\n- text: two\n")
+    async with amplifier.open_runtime(cwd=project, profile="s") as rt:
+        async with rt.open_session() as session:
+            await session.ask("a")
+            meta = await session.set_attributes({"model": "second"})
+            assert meta.attributes["model"] == "second"
+            await session.ask("b")
+            models = [
+                e.data["model"]
+                async for e in rt.events(session.id)
+                if e.event == "provider:request"
+            ]
+    assert models == ["first", "second"]
+
+
+async def test_compacted_session_shows_the_model_the_summary_instead(
+    home: Path, project: Path
+) -> None:
+    """After compact_session, the next turn's model sees the summary and what follows, not
+    the turns before it; the transcript keeps them all."""
+    from amplifier.agents import compact_session
+
+    profiles = project / ".amplifier" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "s.yaml").write_text(
+        f"provider: {{kind: scripted, script: {project / 'turns.yaml'}}}\n"
+    )
+    (project / "turns.yaml").write_text(
+        "- text: one\n- text: two\n- text: the summary\n- text: ok\n"
+    )
+    async with amplifier.open_runtime(cwd=project, profile="s") as rt:
+        async with rt.open_session() as session:
+            await session.ask("first")
+            await session.ask("second")
+            summary = await compact_session(session, "keep the names")
+            await session.ask("third")
+            seen = [
+                e.data["messages"]
+                async for e in rt.events(session.id)
+                if e.event == "provider:request"
+            ]
+            records = await rt.transcript(session.id)
+    assert summary.text == "the summary"
+    assert seen == [1, 3, 5, 3]  # the last: the request to compact, its summary, "third"
+    assert len(records) == 8
+    assert records[5].message().get("summary") is True
+
+
+async def test_set_attributes_after_close_is_refused(home: Path, project: Path) -> None:
+    """A closed session's attributes cannot change: SessionClosed."""
+    async with amplifier.open_runtime(cwd=project) as rt:
+        session = await rt.open_session()
+        await session.close()
+        with pytest.raises(amplifier.SessionClosed):
+            await session.set_attributes({"model": "x"})
 
 
 # -- usage ------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from ._file_history import (
 )
 from ._file_tools import file_tools
 from ._function_tools import FunctionTool, import_tool, tool
-from ._loop import AgentTurnHandler
+from ._loop import COMPACT_REQUEST, AgentTurnHandler, compact_session
 from ._mcp_config import McpServerConfig
 from ._mcp_servers import (
     McpReport,
@@ -91,6 +91,7 @@ from ._usage import SessionUsage, Tokens, TurnUsage, UsageReport, session_usage,
 from ._write_tools import MAX_FILE_BYTES, EditFile, WriteFile, write_tools
 
 __all__ = [
+    "COMPACT_REQUEST",
     "DEFAULT_PROFILE",
     "EVENTS",
     "INTERRUPTED",
@@ -174,6 +175,7 @@ __all__ = [
     "WriteFile",
     "check_mcp_servers",
     "check_options",
+    "compact_session",
     "confine",
     "file_tools",
     "fit",

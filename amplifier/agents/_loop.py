@@ -33,13 +33,18 @@ Rule 7: a session runs under its own profile (the one its metadata
         (``prepare_session`` gives the runtime the session's). The
         Runtime's profile serves the sessions that record none, and sets
         the durability of the store all sessions share.
+Rule 8: a turn asked with ``COMPACT_REQUEST`` (``compact_session``) is one
+        model call without tools whose answer, a summary of the
+        conversation, is recorded marked ``summary``; later turns show the
+        model the conversation from that request on, in place of the whole.
+        The transcript keeps everything.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -50,6 +55,8 @@ from amplifier._log import log_failure
 from amplifier.runtime import (
     ApprovalDecision,
     ApprovalRequest,
+    Reply,
+    Session,
     SessionContext,
     SessionSetup,
     Turn,
@@ -235,11 +242,14 @@ class AgentTurnHandler:
     async def run_turn(self, turn: Turn) -> str:
         spec = self._spec(turn.session.agent)
         profile = self._profile_of(turn.session)
-        provider = self._provider(spec, profile)
+        chosen = turn.session.attributes.get("model")
+        provider = self._provider(spec, profile, model=chosen)
         tools = self._tools_for(spec, profile, await self._mcp_tools(spec, profile))
         root = self._project_dir(turn.session)
         budget = self._budget(spec, tools, profile)
         history, partial = await self._history(turn, budget)
+        if turn.prompt.startswith(COMPACT_REQUEST):
+            return await self._compact(turn, provider, spec, history, budget, profile)
         changed = turn.session.state.pop(_CHANGED, None)
         if isinstance(changed, list) and changed and history:
             # Told once, just before the prompt; not stored: the files say it themselves.
@@ -274,6 +284,26 @@ class AgentTurnHandler:
         await turn.post(TurnLimited(rounds=profile.max_rounds))
         await turn.post_record(to_record(AssistantMessage(content=note, provider="amplifier")))
         return note
+
+    async def _compact(
+        self,
+        turn: Turn,
+        provider: Provider,
+        spec: AgentSpec,
+        history: list[Message],
+        budget: int,
+        profile: Profile,
+    ) -> str:
+        """Ask for a summary of the conversation and record it marked (Rule 8)."""
+        messages, _ = fit(normalize(history), budget)
+        await turn.emit(
+            "context:compact",
+            {"requested": True, "messages_before": len(history) - 1},
+        )
+        message = await self._call(turn, provider, spec, _NO_TOOLS, messages, 1, profile)
+        summary = message.model_copy(update={"summary": True, "tool_calls": ()})
+        await turn.record(to_record(summary))
+        return summary.content
 
     def profile_named(self, name: str | None) -> Profile:
         """The profile ``name`` as configured now (None: the Runtime's).
@@ -327,6 +357,9 @@ class AgentTurnHandler:
         """
         tail = await turn.session.history_tail(max_bytes=self._window(budget))
         history, _ = parse_history(tail.messages, parsed=_parsed(turn.session))
+        summed = _after_summary(history)
+        if summed is not None:
+            return summed, False  # what came before is in the summary (Rule 8)
         if tail.complete:
             return history, False
         first, _ = parse_history([tail.first] if tail.first is not None else [])
@@ -764,18 +797,22 @@ class AgentTurnHandler:
         )
         return max(256, profile.context_window - profile.max_output_tokens - fixed)
 
-    def _config(self, spec: AgentSpec, profile: Profile) -> ProviderConfig:
+    def _config(self, spec: AgentSpec, profile: Profile, model: str | None) -> ProviderConfig:
         config = profile.provider
         if spec.provider is not None and spec.provider != config.kind:
             config = ProviderConfig(kind=spec.provider)
         if spec.model is not None:
             config = config.model_copy(update={"model": spec.model})
+        if model and model != config.model:
+            config = config.model_copy(update={"model": model})
         return config
 
-    def _provider(self, spec: AgentSpec, profile: Profile) -> Provider:
+    def _provider(self, spec: AgentSpec, profile: Profile, *, model: str | None = None) -> Provider:
+        """The provider for ``spec`` under ``profile``; ``model``: the session's own choice
+        (its ``model`` attribute, ``Session.set_attributes``), which wins over both."""
         if self._fixed is not None:
             return self._fixed
-        config = self._config(spec, profile)
+        config = self._config(spec, profile, model)
         provider = self._providers.get(config)
         if provider is None:
             provider = self._providers[config] = make_provider(config)
@@ -820,6 +857,26 @@ def cli_agent(catalog: AgentCatalog, agent: str, *, announce: bool) -> str:
     return "default"
 
 
+COMPACT_REQUEST = (
+    "[Amplifier: compact] Summarise this conversation so far, for yourself: what was asked, "
+    "what was done and found (files, commands, decisions), and what is left to do. Later "
+    "turns will see your summary in place of the conversation before it."
+)
+"""The prompt of a turn that compacts the session's history (Rule 8)."""
+
+_NO_TOOLS = ToolBox([])
+
+
+def _after_summary(history: list[Message]) -> list[Message] | None:
+    """The history from the last asked-for summary's request on (None: there is none)."""
+    for index in range(len(history) - 1, -1, -1):
+        message = history[index]
+        if isinstance(message, AssistantMessage) and message.summary:
+            before = history[index - 1] if index else None
+            return history[index - 1 if isinstance(before, UserMessage) else index :]
+    return None
+
+
 _ASKING = "agents.asking"
 
 
@@ -849,3 +906,19 @@ def _parsed(session: SessionContext) -> Parsed:
     if parsed is None:
         parsed = session.state[_PARSED] = {}
     return cast(Parsed, parsed)
+
+
+async def compact_session(
+    session: Session,
+    instructions: str | None = None,
+    *,
+    on_text: Callable[[str], Awaitable[None]] | None = None,
+) -> Reply:
+    """Ask the session's model to summarise the conversation so far (one turn, no tools).
+
+    Later turns show the model that summary in place of the conversation
+    before it (Rule 8); the transcript keeps everything. ``instructions``
+    say what the summary should keep. Raises as ``Session.ask`` does.
+    """
+    prompt = COMPACT_REQUEST + (f"\n\n{instructions}" if instructions else "")
+    return await session.ask(prompt, on_text=on_text)

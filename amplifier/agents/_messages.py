@@ -86,6 +86,9 @@ class AssistantMessage(BaseModel):
     model: str | None = None
     cut_off: CutOff | None = None
     """Why the answer stops short, if it does: the text is what had arrived."""
+    summary: bool = False
+    """A summary of the conversation before it, asked for (``compact_session``): later
+    turns show the model the summary in place of what it sums up."""
 
     @cached_property
     def size(self) -> int:

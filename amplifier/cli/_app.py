@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import anyio
 import typer
 
+from ._complete import complete_agent, complete_profile, complete_session
 from ._continuing import confirm_cleanup, forget_if_empty, latest_here_or_above, resumed
 from ._input import lenient, read_stdin, stdin_is_piped
 from ._limits import answer_limit, limit_notice
@@ -106,7 +107,13 @@ JsonFlag = Annotated[
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--output-format", help="text or json.")]
 ProfileOption = Annotated[
-    str | None, typer.Option("--profile", "-p", help="Profile to run under (default: base).")
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="Profile to run under (default: base).",
+        autocompletion=complete_profile,
+    ),
 ]
 ProviderOption = Annotated[
     Provider | None, typer.Option("--provider", help="Override the profile's provider.")
@@ -116,7 +123,12 @@ ModelOption = Annotated[
 ]
 AgentOption = Annotated[
     str | None,
-    typer.Option("--agent", "-a", help="Agent of a new session (default: the profile's)."),
+    typer.Option(
+        "--agent",
+        "-a",
+        help="Agent of a new session (default: the profile's).",
+        autocompletion=complete_agent,
+    ),
 ]
 ClusterOption = Annotated[
     str | None,
@@ -689,8 +701,9 @@ def root(
     on_cluster = _on(cluster, cluster_timeout)
 
     async def main(interrupts: AsyncIterator[int]) -> int | None:
-        from ._interactive import run_interactive
+        from ._interactive import preload, run_interactive
 
+        preload()
         async with _opening(interrupts) as opening:
             async with open_runtime(
                 profile=profile,
@@ -703,12 +716,12 @@ def root(
                     _cluster_note(rt)
                 async with rt.open_session(agent=agent) as session:
                     await opening.opened()
-                    code = await run_interactive(
+                    code, last = await run_interactive(
                         rt, session, history="none", interrupts=interrupts, say=_say
                     )
-                if await forget_if_empty(rt, session):
+                if last == session.id and await forget_if_empty(rt, session):
                     return code  # nothing to resume
-            _resume_hint(session.id)
+            _resume_hint(last)
             return code
         return opening.exit_code(as_json=False)
 
@@ -730,7 +743,12 @@ def run(
     ] = None,
     resume: Annotated[
         str | None,
-        typer.Option("--resume", "-r", help="Continue this session (id or unique prefix)."),
+        typer.Option(
+            "--resume",
+            "-r",
+            help="Continue this session (id or unique prefix).",
+            autocompletion=complete_session,
+        ),
     ] = None,
     profile: ProfileOption = None,
     provider: ProviderOption = None,
@@ -922,12 +940,14 @@ async def _resume(
     interactive. The id is looked up first: a bad or unknown id is the error
     a user sees first.
     """
-    from ._interactive import run_interactive
+    from ._interactive import preload, run_interactive
 
     if interactive and prompt is not None:
         _fail("--interactive takes no prompt", code=2, as_json=as_json)
     piped = prompt is None and not interactive and stdin_is_piped()
     prompt = _read_prompt(prompt) if piped or prompt is not None else None
+    if prompt is None and not as_json:
+        preload()
     async with open_runtime(
         profile=profile,
         provider=_provider(provider),
@@ -947,10 +967,10 @@ async def _resume(
                 await _other_project_note(rt, session)
             if prompt is not None:
                 return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
-            code = await run_interactive(
+            code, last = await run_interactive(
                 rt, session, history=history, interrupts=interrupts, say=_say
             )
-    _resume_hint(session.id)
+    _resume_hint(last)
     return code
 
 
@@ -1048,7 +1068,12 @@ def list_(
 
 @session_app.command("show")
 def show(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id or unique prefix.", autocompletion=complete_session
+        ),
+    ],
     events: Annotated[bool, typer.Option("--events", help="Show the event log too.")] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,
@@ -1109,7 +1134,9 @@ def resume_(
     session_id: Annotated[
         str | None,
         typer.Argument(
-            metavar="[ID]", help="Session id, prefix or name (none: pick one, on a terminal)."
+            metavar="[ID]",
+            help="Session id, prefix or name (none: pick one, on a terminal).",
+            autocompletion=complete_session,
         ),
     ] = None,
     prompt: Annotated[
@@ -1155,7 +1182,12 @@ def resume_(
 
 @session_app.command("delete")
 def delete(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id or unique prefix.", autocompletion=complete_session
+        ),
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_flag: JsonFlag = False,
     output_format: FormatOption = OutputFormat.text,

@@ -28,6 +28,7 @@ from ._app import (
     open_runtime,
     session_app,
 )
+from ._complete import complete_session
 from ._render import write_json
 
 
@@ -40,7 +41,10 @@ class ExportFormat(StrEnum):
 @session_app.command("export")
 def export(
     session_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Session id, unique prefix or name.")
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id, unique prefix or name.", autocompletion=complete_session
+        ),
     ],
     format_: Annotated[
         ExportFormat | None,

@@ -20,6 +20,7 @@ from ._app import (
     open_runtime,
     session_app,
 )
+from ._complete import complete_session
 from ._render import console, safe, write_json
 
 if TYPE_CHECKING:
@@ -31,7 +32,12 @@ _DRY = {"restore": "Would restore", "remove": "Would remove", "recreate": "Would
 
 @session_app.command("diff")
 def diff(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id, prefix or name.")],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id, prefix or name.", autocompletion=complete_session
+        ),
+    ],
     stat: Annotated[
         bool, typer.Option("--stat", help="Only the files and their added and removed lines.")
     ] = False,
@@ -97,7 +103,12 @@ def _bash_note(calls: int, verb: str) -> None:
 
 @session_app.command("rewind")
 def rewind(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id, prefix or name.")],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id, prefix or name.", autocompletion=complete_session
+        ),
+    ],
     turn: Annotated[
         int | None,
         typer.Option("--turn", min=1, help="Undo the changes from this turn on (default: all)."),

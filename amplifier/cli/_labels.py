@@ -17,10 +17,14 @@ from ._app import (
     open_runtime,
     session_app,
 )
+from ._complete import complete_session
 from ._render import label, safe, write_json
 
 IdArgument = Annotated[
-    str, typer.Argument(metavar="ID", help="Session id, unique prefix or name.")
+    str,
+    typer.Argument(
+        metavar="ID", help="Session id, unique prefix or name.", autocompletion=complete_session
+    ),
 ]
 
 

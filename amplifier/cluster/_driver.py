@@ -120,6 +120,22 @@ class ClusterSession(Session):
         self._meta = meta
         return _reply(self.id, outcome)
 
+    async def set_attributes(self, values: Mapping[str, str | None]) -> SessionMetadata:
+        """Set the metadata's attributes on the session's host (see ``Session.set_attributes``).
+
+        Raises ``SessionClosed`` if the session has ended or its host is gone.
+        """
+        if self._closed or not self._link.alive:
+            raise SessionClosed(self.id)
+        try:
+            meta: SessionMetadata = await unwrapped(
+                self._link.actor.set_attributes.remote(self.id, dict(values))
+            )
+        except RayActorError as exc:
+            raise SessionClosed(self.id) from exc
+        self._meta = meta
+        return meta.model_copy(deep=True)
+
     def cancel(self) -> None:
         """Cancel the running turn, if any; the session stays open. Never blocks."""
         if self._link.alive and self._state is SessionState.RUNNING:

@@ -238,6 +238,15 @@ class SessionHost:
             outcome = Outcome("answered", text=reply.text, turn=reply.turn)
         return outcome, self._pumped, session.metadata
 
+    async def set_attributes(
+        self, session_id: str, values: dict[str, str | None]
+    ) -> SessionMetadata:
+        """Set the session's attributes (see ``Session.set_attributes``); its metadata."""
+        try:
+            return await self._sessions[session_id].set_attributes(values)
+        except Exception as exc:
+            raise portable(exc) from None
+
     async def cancel(self, session_id: str) -> None:
         """Cancel the session's running turn, if any."""
         session = self._sessions.get(session_id)

@@ -1,6 +1,6 @@
 """What travels through a session's mailbox, and what comes back (STYLE rule 5).
 
-Commands are verbs (``Prompt``, ``Close``); outcomes are facts in the past
+Commands are verbs (``Prompt``, ``Close``, ``Relabel``); outcomes are facts in the past
 tense (``Answered``, ``Failed``, ``Cancelled``). They never leave the
 process and are built only by the runtime: plain dataclasses, without
 validation. ``Reply`` is handed to callers: a pydantic model, like every
@@ -17,7 +17,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict
 
 from amplifier._errors import UsageError
-from amplifier.persistence import EndStatus
+from amplifier.persistence import EndStatus, SessionMetadata
 
 
 class Reply(BaseModel):
@@ -87,4 +87,13 @@ class Close:
     """A resumed session ends with the status and error it had before (``Session.close``)."""
 
 
-SessionMessage = Prompt | Close
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Relabel:
+    """Apply ``change`` to the session's metadata (name, tags, attributes) and write it."""
+
+    change: Callable[[SessionMetadata], None]
+    reply: MemoryObjectSendStream[SessionMetadata | Exception]
+    """The metadata as written, or the failure that kept it from being written."""
+
+
+SessionMessage = Prompt | Close | Relabel

@@ -323,8 +323,9 @@ class Runtime:
     async def rename(self, session_id: str, name: str | None) -> SessionMetadata:
         """Give a stored session a name (None: take it away); its metadata as now stored.
 
-        Raises ``SessionLocked`` if the session is open (here or in another
-        process), ``UsageError`` for an empty or unprintable name.
+        A session open in this Runtime is renamed between its turns.
+        Raises ``SessionLocked`` if the session is open in another Runtime
+        or process, ``UsageError`` for an empty or unprintable name.
         """
         label = clean_name(name) if name is not None else None
 
@@ -338,8 +339,9 @@ class Runtime:
     ) -> SessionMetadata:
         """Add and remove tags of a stored session; its metadata as now stored.
 
-        Raises ``SessionLocked`` if the session is open, ``UsageError`` for a
-        tag that is not one word.
+        A session open in this Runtime is tagged between its turns.
+        Raises ``SessionLocked`` if the session is open in another Runtime
+        or process, ``UsageError`` for a tag that is not one word.
         """
         retag([], add=add, remove=remove)  # refuse a bad tag before opening anything
 
@@ -351,8 +353,14 @@ class Runtime:
     async def _relabel(
         self, session_id: str, change: Callable[[SessionMetadata], None]
     ) -> SessionMetadata:
-        """Rewrite a closed session's metadata under its lock; ``updated`` stays (not a use)."""
+        """Rewrite a session's metadata under its lock; ``updated`` stays (not a use).
+
+        A root session open in this Runtime changes through its actor, between turns.
+        """
         location = await self.find(session_id)
+        for actor in self._roots:
+            if actor.id == location.session_id:
+                return await actor.relabel(change)
         writer, _ = await self._store.open(location)
         try:
             meta = await anyio.to_thread.run_sync(read_metadata, location)

@@ -32,7 +32,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, assert_never, cast
 
 import anyio
@@ -83,6 +83,7 @@ from ._messages import (
     Failed,
     Outcome,
     Prompt,
+    Relabel,
     Reply,
     SessionMessage,
     check_prompt,
@@ -215,6 +216,8 @@ class SessionActor:
                     match message:
                         case Prompt():
                             await self._answer(message)
+                        case Relabel():
+                            await self._relabel(message)
                         case Close():
                             status, error = message.status, message.error
                             keep_previous = message.keep_previous
@@ -437,6 +440,45 @@ class SessionActor:
                 log_failure(f"turn {number} of session {self.id} could not be stored", exc)
                 return Failed(reason=f"the turn could not be stored: {exc}", error=exc)
         return outcome
+
+    async def _relabel(self, message: Relabel) -> None:
+        """Change the metadata between turns; ``updated`` stays (a label is not a use)."""
+        result: SessionMetadata | Exception
+        try:
+            meta = self._require_meta()
+            message.change(meta)
+            writer = self._require_writer()
+            await writer.post_metadata(meta)
+            await writer.sync()
+            result = meta.model_copy(deep=True)
+        except Exception as exc:  # handed to the caller, who raises it
+            result = exc
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            message.reply.send_nowait(result)
+        message.reply.close()
+
+    async def relabel(self, change: Callable[[SessionMetadata], None]) -> SessionMetadata:
+        """Change and write the metadata, after the turn that runs (if any); it as written.
+
+        Raises ``SessionClosed`` if the session is ending, or what kept the
+        metadata from being written.
+        """
+        if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
+            raise SessionClosed(self.id)
+        send, receive = anyio.create_memory_object_stream[SessionMetadata | Exception](1)
+        with receive:
+            try:
+                await self._send.send(Relabel(change=change, reply=send))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.close()
+                raise SessionClosed(self.id) from None
+            try:
+                result = await receive.receive()
+            except anyio.EndOfStream:
+                raise SessionClosed(self.id) from None
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def cancel_turn(self, prompt: Prompt | None = None) -> None:
         """Cancel the running turn (only if it answers ``prompt``, when given)."""
@@ -928,6 +970,11 @@ class SessionContext:
         return self._actor.metadata.cwd
 
     @property
+    def attributes(self) -> Mapping[str, str]:
+        """The session's attributes (provider, model, ...), read-only and not copied."""
+        return MappingProxyType(self._actor.metadata.attributes)
+
+    @property
     def depth(self) -> int:
         return self._actor.metadata.depth
 
@@ -1155,6 +1202,27 @@ class Session:
                 raise TurnCancelled(self.id)
             case _:
                 assert_never(outcome)
+
+    async def set_attributes(self, values: Mapping[str, str | None]) -> SessionMetadata:
+        """Set the metadata's ``attributes`` (None removes one); the metadata as written.
+
+        Written after the running turn, if any, and durable when this
+        returns; not a use of the session (``updated`` stays). The agent
+        loop reads ``model``: the model that the session's next turns call.
+        A resumed session takes its attributes from its configuration as it
+        is then (the profile's model, say), as it takes its profile.
+        Raises ``SessionClosed`` if the session has ended.
+        """
+        changes = dict(values)
+
+        def change(meta: SessionMetadata) -> None:
+            for key, value in changes.items():
+                if value is None:
+                    meta.attributes.pop(key, None)
+                else:
+                    meta.attributes[key] = value
+
+        return await self._actor.relabel(change)
 
     def cancel(self) -> None:
         """Cancel the running turn, if any; the session stays open. Never blocks."""

@@ -1,0 +1,160 @@
+"""The prompt line of interactive mode at a terminal, on prompt_toolkit.
+
+Keys are Emacs's (Ctrl-A, Ctrl-E, Ctrl-K, Alt-B, ...); Up and Down walk
+the history, Ctrl-R searches it; Enter sends, Esc-Enter (Alt-Enter)
+starts a new line, and a bracketed paste is inserted whole, newlines and
+all, to be sent with Enter; Tab completes.
+
+Rule 1: prompt_toolkit runs on an asyncio loop of its own, in a thread of
+        its own, whatever loop the command runs on (asyncio or trio): one
+        code path on both. The terminal is in raw mode only while a prompt
+        is read, so between prompts (while a turn runs) Ctrl-C is a signal
+        on the command's loop again, and a tool's question is read there.
+Rule 2: a prompt that must end early (SIGTERM, SIGHUP) is told to exit,
+        and waited for, so the terminal leaves raw mode before the program
+        does.
+Rule 3: history is kept per project in ``$AMPLIFIER_HOME/history/``,
+        owner-only, with secrets redacted before they are written (or kept
+        in memory): what looks like a key is never stored.
+
+This module imports prompt_toolkit: it is imported only in interactive
+mode at a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import anyio
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.filters import is_searching
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+
+from amplifier.agents._redact import COMMON_PATTERNS, Redactor
+
+from ._interactive import Read
+
+_EXIT_WAIT = 2.0
+"""Seconds a prompt told to exit may take to give the terminal back (Rule 2)."""
+
+
+class RedactedHistory(FileHistory):
+    """A history file that never holds a secret, readable by its owner only (Rule 3)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        self._redact = Redactor(patterns=COMMON_PATTERNS)
+        super().__init__(str(path))
+
+    def append_string(self, string: str) -> None:
+        super().append_string(self._redact(string))
+
+
+def history_path(home: Path, project: str) -> Path:
+    """Where the prompts typed in ``project`` (its slug) are kept."""
+    return home / "history" / f"{project}.txt"
+
+
+def _key_bindings() -> KeyBindings:
+    bindings = KeyBindings()
+
+    # Not while searching the history (Ctrl-R): there Enter takes what was found.
+    @bindings.add("enter", filter=~is_searching)
+    def _send(event: KeyPressEvent) -> None:
+        event.current_buffer.validate_and_handle()
+
+    @bindings.add("escape", "enter", filter=~is_searching)
+    def _newline(event: KeyPressEvent) -> None:
+        event.current_buffer.insert_text("\n")
+
+    return bindings
+
+
+class _Completions(Completer):
+    """Hands completion to ``complete`` (text before the cursor -> replacements)."""
+
+    def __init__(self, complete: Callable[[str], Iterable[tuple[str, int, str]]]) -> None:
+        self._complete = complete
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        for text, start, meta in self._complete(document.text_before_cursor):
+            yield Completion(text, start_position=start, display_meta=meta or None)
+
+
+class LineEditor:
+    """Reads prompts at the terminal with line editing, history and completion."""
+
+    def __init__(
+        self,
+        *,
+        history: Path,
+        complete: Callable[[str], Iterable[tuple[str, int, str]]],
+        status: Callable[[], str],
+    ) -> None:
+        """``complete``: the completions of the text before the cursor, each as (text,
+        start relative to the cursor, description); ``status``: the bottom line."""
+        self._session: PromptSession[str] = PromptSession(
+            history=RedactedHistory(history),
+            multiline=True,
+            key_bindings=_key_bindings(),
+            completer=_Completions(complete),
+            complete_while_typing=False,
+            bottom_toolbar=lambda: status() or None,
+            prompt_continuation=lambda width, line, wrapped: "." * (width - 1) + " ",
+            enable_suspend=False,
+        )
+        self._questions: PromptSession[str] = PromptSession(enable_suspend=False)
+        self._running: PromptSession[str] | None = None
+        self._done = threading.Event()
+        self._done.set()
+
+    async def read(self, prompt: str = "> ") -> Read:
+        """The next prompt, edited at the terminal. Cancelling this ends the prompt (Rule 2)."""
+        return await self._read(self._session, prompt)
+
+    async def ask(self, question: str) -> Read:
+        """One answer to ``question``; not kept in the history."""
+        return await self._read(self._questions, question)
+
+    async def _read(self, session: PromptSession[str], prompt: str) -> Read:
+        self._done.clear()
+        self._running = session
+
+        def read() -> Read:
+            try:
+                return ("line", session.prompt(prompt))
+            except KeyboardInterrupt:
+                return ("interrupt", None)
+            except (EOFError, OSError):
+                return ("eof", None)
+            finally:
+                self._done.set()
+
+        try:
+            return await anyio.to_thread.run_sync(read, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._stop()
+            raise
+        finally:
+            self._running = None
+
+    async def _stop(self) -> None:
+        """Make the running prompt exit, and wait until it gave the terminal back (Rule 2)."""
+        session = self._running
+        app = session.app if session is not None else None
+        loop = app.loop if app is not None else None
+        if app is not None and loop is not None and app.is_running:
+            with contextlib.suppress(RuntimeError):  # its loop closed: the prompt is over
+                loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError()))
+        await anyio.to_thread.run_sync(self._done.wait, _EXIT_WAIT)
