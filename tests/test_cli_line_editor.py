@@ -35,8 +35,10 @@ ASYNCIO = "asyncio"
 
 
 def prompts(home: Path, session_id: str) -> list[str]:
-    """The prompts the session stored, from its transcript file (none before the first)."""
-    if not (session_dirs(home)[session_id] / "transcript.jsonl").exists():
+    """The prompts the session stored, from its transcript file (none before the first; a
+    session left without any is not kept)."""
+    folder = session_dirs(home).get(session_id)
+    if folder is None or not (folder / "transcript.jsonl").exists():
         return []
     return [r["content"] for r in transcript(home, session_id) if r["role"] == "user"]
 
@@ -249,6 +251,7 @@ def test_model_of_the_offline_provider_cannot_change(project: Path, home: Path) 
     with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
         session_id = term.session_id()
         term.prompt()
+        term.ask("hello")  # a session without a prompt is not kept
         term.send("/model other")
         term.see("Error: the offline provider has one model")
         term.prompt()

@@ -61,11 +61,12 @@ async def resumed(
 
 
 async def forget_if_empty(rt: Runtime, session: Session) -> bool:
-    """Delete ``session`` if it never got a prompt; True if it is gone."""
+    """Delete ``session`` if it never got a prompt nor a name or tag; True if it is gone."""
     from amplifier import AmplifierError
 
-    if session.metadata.turns > 0:
-        return False
+    meta = session.metadata
+    if meta.turns > 0 or meta.name or meta.tags:
+        return False  # used, or labelled on purpose (/rename, /tag)
     with contextlib.suppress(AmplifierError, OSError):
         await rt.delete(session.id)
         return True
