@@ -24,11 +24,12 @@ from amplifier.persistence import (
     list_sessions,
     load_transcript,
     open_store,
+    project_slug,
     read_metadata,
 )
 from amplifier.persistence._journal import FrameKind, encode_batch, encode_entry, header
 
-from .helpers import lines
+from .helpers import lines, session_dirs
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
@@ -377,6 +378,30 @@ def test_a_session_created_just_before_a_crash_comes_back_whole(
     events = [r["event"] for r in lines(folder / "events.jsonl")]
     assert events == ["session:start", "prompt:submit", "prompt:complete"]
     assert [m["content"] for m in lines(folder / "transcript.jsonl")] == [
+        "remember this",
+        "echo: remember this",
+    ]
+
+
+async def test_recovery_removes_what_a_dead_runtime_left_half_built(
+    home: Path, tmp_path: Path
+) -> None:
+    """A session folder a killed runtime was building in `.staging` is gone once its journal
+    is replayed, and the session comes back whole where it belongs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    done = await anyio.run_process([sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)])
+    session_id = done.stdout.decode().split()[0]
+    (journal,) = (home / "journal").glob("*.journal")
+    staging = home / "projects" / project_slug(project) / ".staging"
+    half_built = staging / f"{session_id}~{journal.stem}~0a1b2c"
+    half_built.mkdir(parents=True)
+    (half_built / "metadata.json").write_bytes(b'{"session_id": ')
+    with pytest.warns(RecoveryWarning, match="restored"):
+        async with open_store(home):
+            pass
+    assert list(staging.iterdir()) == []
+    assert [m["content"] for m in lines(session_dirs(home)[session_id] / "transcript.jsonl")] == [
         "remember this",
         "echo: remember this",
     ]

@@ -5,7 +5,9 @@ Rule 1). Its records above the checkpoint go through the same
 materialising code as a live Runtime's write-behind (``_materialise``), in
 ``seq`` order: folders whose ``CREATE`` is there and which never appeared
 are built, lines beyond each file's last ``seq`` are appended, the newest
-metadata is restored; then everything is synced and the journal deleted.
+metadata is restored; what the dead runtime left half-built or
+half-deleted in a project's ``.staging`` is removed; then everything is
+synced and the journal deleted.
 
 Recovering processes take turns through ``journal/.recovery.lock``, so a
 journal is replayed exactly once. While a journal is replayed its lock is
@@ -26,9 +28,9 @@ from pathlib import Path
 from ._exceptions import InvalidSessionId, RecoveryWarning
 from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail
 from ._journal import MAGIC, Frame, FrameKind, decode_frames, read_checkpoint
-from ._materialise import Backlog, Create, Materialiser
+from ._materialise import STAGING, Backlog, Create, Materialiser, sweep_staging
 from ._ownership import JOURNAL_SUFFIX, read_claim, runtime_alive
-from ._paths import SessionLocation, journal_root
+from ._paths import SessionLocation, is_safe_slug, journal_root
 from ._upkeep import IndexUpkeep
 
 _CREATING = ".creating"
@@ -147,14 +149,18 @@ def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: boo
                     return False  # its Runtime is alive
                 time.sleep(_LOCK_PAUSE)
         if path.suffix == JOURNAL_SUFFIX:
+            runtime = path.name.removesuffix(JOURNAL_SUFFIX)
             data = path.read_bytes()
             every = _frames(data)
             checkpoint = read_checkpoint(data)
             report.last_seq = max(report.last_seq, checkpoint, *(f.seq for f in every[-1:]))
             frames = [f for f in every if f.seq > checkpoint]
             if frames:
-                _replay(home, path.name.removesuffix(JOURNAL_SUFFIX), frames, report)
+                _replay(home, runtime, frames, report)
                 report.journals += 1
+            # What it was building or deleting when it died (we hold its lock: it looks alive).
+            for slug in _project_slugs(home):
+                sweep_staging(home / "projects" / slug / STAGING, dead=runtime)
         path.unlink()
         fsync_dir(path.parent)
     finally:
@@ -213,7 +219,7 @@ def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryRepor
         restored[location.session_id] = restored.get(location.session_id, 0) + 1
     upkeep = IndexUpkeep(home)
     try:
-        materialiser = Materialiser(home, upkeep, track_dirty=True)
+        materialiser = Materialiser(home, upkeep, track_dirty=True, replaying=runtime)
         materialiser.apply(backlog)
         materialiser.sync()
     finally:
@@ -238,6 +244,13 @@ def _target(home: Path, runtime: str, folder: str, report: RecoveryReport) -> _T
         report.skipped.append(folder)  # someone else owns it now: never write under them
         return None
     return _Target(location, exists=True, metadata_seq=metadata_seq(location.metadata) or 0)
+
+
+def _project_slugs(home: Path) -> list[str]:
+    try:
+        return sorted(p for p in os.listdir(home / "projects") if is_safe_slug(p))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _warn(report: RecoveryReport) -> None:
