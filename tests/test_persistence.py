@@ -16,6 +16,7 @@ import pytest
 
 import amplifier.persistence._journal as journal_module
 import amplifier.persistence._materialise as materialise_module
+import amplifier.persistence._paths as paths_module
 from amplifier import RecoveryWarning, SessionLocked, StoreWarning, WriteFailed
 from amplifier.persistence import (
     SessionLocation,
@@ -405,3 +406,30 @@ async def test_recovery_removes_what_a_dead_runtime_left_half_built(
         "remember this",
         "echo: remember this",
     ]
+
+
+async def test_each_new_folder_is_synced_into_its_parent_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every folder the store makes (the home, its journal and projects folders, a project's
+    folders) is synced into its parent when it is made, and only then: a power cut cannot
+    lose a folder under files that were synced later."""
+    synced: list[Path] = []
+    real = paths_module.fsync_dir
+
+    def recording(path: str | Path) -> None:
+        synced.append(Path(path))
+        real(path)
+
+    monkeypatch.setattr(paths_module, "fsync_dir", recording)
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"))
+        await writer.close()
+    sessions = _where(home, "s1").directory.parent
+    for made in (home, home / "journal", home / "projects", sessions.parent, sessions):
+        assert made.parent in synced, f"{made} was not synced into {made.parent}"
+    synced.clear()
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s2"), _meta("s2"))
+        await writer.close()
+    assert synced == []
