@@ -433,3 +433,40 @@ async def test_each_new_folder_is_synced_into_its_parent_once(
         writer = await store.create(_where(home, "s2"), _meta("s2"))
         await writer.close()
     assert synced == []
+
+
+WRITE_THEN_DIE = """
+import os, sys, anyio
+import amplifier.runtime
+
+async def main():
+    async with amplifier.runtime.open_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
+        session = await rt.open_session()
+        await session.ask("first")
+        await session.ask("second")
+        await rt.sessions()  # the files written; nothing synced, no checkpoint
+        print(session.id, flush=True)
+        os._exit(0)  # dies with every record in its journal
+
+anyio.run(main)
+"""
+
+
+async def test_replay_fills_a_hole_a_power_cut_left_in_a_file(home: Path, tmp_path: Path) -> None:
+    """A file whose first line a power cut lost while later ones reached the disk (zeros in
+    its place) gets every record back in seq order; the damaged bytes are kept beside it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    done = await anyio.run_process([sys.executable, "-c", WRITE_THEN_DIE, str(home), str(project)])
+    folder = session_dirs(home)[done.stdout.decode().split()[0]]
+    events = folder / "events.jsonl"
+    whole = events.read_bytes()
+    first, second = whole.index(b"\n") + 1, whole.index(b"\n", whole.index(b"\n") + 1) + 1
+    events.write_bytes(bytes(first) + whole[first:])  # the first line and its newline: zeros
+    with pytest.warns(RecoveryWarning) as caught:
+        async with open_store(home):
+            pass
+    assert any("left damaged were moved" in str(w.message) for w in caught)
+    assert events.read_bytes() == whole
+    (side,) = folder.glob("events.jsonl.damaged-*")
+    assert side.read_bytes() == bytes(first) + whole[first:second]

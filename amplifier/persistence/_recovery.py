@@ -5,9 +5,12 @@ Rule 1). Its records above the checkpoint go through the same
 materialising code as a live Runtime's write-behind (``_materialise``), in
 ``seq`` order: folders whose ``CREATE`` is there and which never appeared
 are built, lines beyond each file's last ``seq`` are appended, the newest
-metadata is restored; what the dead runtime left half-built or
-half-deleted in a project's ``.staging`` is removed; then everything is
-synced and the journal deleted.
+metadata is restored. A file whose records are not all there below its
+last ``seq`` (a power cut kept a later append and lost an earlier one) is
+repaired (``_repair``): the records are checked against the journal, not
+only the last one. What the dead runtime left half-built or half-deleted
+in a project's ``.staging`` is removed; then everything is synced and the
+journal deleted.
 
 Recovering processes take turns through ``journal/.recovery.lock``, so a
 journal is replayed exactly once. While a journal is replayed its lock is
@@ -26,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._exceptions import InvalidSessionId, RecoveryWarning
-from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail
+from ._files import fsync_dir, metadata_seq, set_aside_torn_tail
 from ._journal import MAGIC, Frame, FrameKind, decode_frames, read_checkpoint
 from ._materialise import STAGING, Backlog, Create, Materialiser, sweep_staging
 from ._ownership import JOURNAL_SUFFIX, read_claim, runtime_alive
 from ._paths import SessionLocation, is_safe_slug, journal_root
+from ._repair import Tail, needs_repair, read_tail, repair
 from ._upkeep import IndexUpkeep
 
 _CREATING = ".creating"
@@ -182,7 +186,13 @@ class _Target:
     location: SessionLocation
     exists: bool
     metadata_seq: int = 0
-    last: dict[FrameKind, int] = field(default_factory=dict)
+    tails: dict[FrameKind, Tail] = field(default_factory=dict)
+    """Each file's end, as far back as the journal reaches (``_repair``)."""
+    lines: dict[FrameKind, dict[int, bytes]] = field(default_factory=dict)
+    """Every line of the journal for each file, by seq."""
+
+    def file(self, kind: FrameKind) -> Path:
+        return self.location.events if kind is FrameKind.EVENT else self.location.transcript
 
 
 def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryReport) -> None:
@@ -209,23 +219,33 @@ def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryRepor
             else:
                 continue
         else:
-            path = location.events if frame.kind is FrameKind.EVENT else location.transcript
-            if frame.kind not in target.last:
+            path = target.file(frame.kind)
+            tail = target.tails.get(frame.kind)
+            if tail is None:
                 set_aside_torn_tail(path)
-                target.last[frame.kind] = last_seq(path)
-            if frame.seq <= target.last[frame.kind]:
-                continue
+                tail = target.tails[frame.kind] = read_tail(path, frame.seq)
+            target.lines.setdefault(frame.kind, {})[frame.seq] = frame.payload
+            if frame.seq <= tail.last:
+                continue  # in the file already, or in a hole that ``_repair`` fills
             backlog.line(str(path), frame.payload, frame.seq)
         restored[location.session_id] = restored.get(location.session_id, 0) + 1
     upkeep = IndexUpkeep(home)
     try:
         materialiser = Materialiser(home, upkeep, track_dirty=True, replaying=runtime)
         materialiser.apply(backlog)
+        touched = [t for t in targets.values() if t is not None and t.exists]
+        for target in touched:
+            for kind, tail in target.tails.items():
+                lines = target.lines[kind]
+                if needs_repair(tail, list(lines)):
+                    put_back = repair(target.file(kind), lines, min(lines))
+                    session_id = target.location.session_id
+                    restored[session_id] = restored.get(session_id, 0) + put_back
         materialiser.sync()
     finally:
         upkeep.close()
     report.records += sum(restored.values())
-    report.sessions |= set(restored)
+    report.sessions |= {s for s, n in restored.items() if n}
 
 
 def _target(home: Path, runtime: str, folder: str, report: RecoveryReport) -> _Target | None:
