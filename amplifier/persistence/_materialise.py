@@ -275,8 +275,10 @@ class Materialiser:
             raise
 
     def sync(self) -> None:
-        """Make every file and folder written since the last sync durable."""
-        sync_all(self.dirty, self.dirty_folders | {os.path.dirname(p) for p in self.dirty})
+        """Make every file and folder written since the last sync durable, and the index."""
+        files = self.dirty | self.upkeep.unsynced()
+        sync_all(files, self.dirty_folders | {os.path.dirname(p) for p in files})
+        self.upkeep.synced()
         self.dirty.clear()
         self.dirty_folders.clear()
 

@@ -8,8 +8,9 @@ are built, lines beyond each file's last ``seq`` are appended, the newest
 metadata is restored. A file whose records are not all there below its
 last ``seq`` (a power cut kept a later append and lost an earlier one) is
 repaired (``_repair``): the records are checked against the journal, not
-only the last one. What the dead runtime left half-built or half-deleted
-in a project's ``.staging`` is removed; then everything is synced and the
+only the last one. Every session the journal touched is written into the
+index again; what the dead runtime left half-built or half-deleted in a
+project's ``.staging`` is removed; then everything is synced and the
 journal deleted.
 
 Recovering processes take turns through ``journal/.recovery.lock``, so a
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._exceptions import InvalidSessionId, RecoveryWarning
-from ._files import fsync_dir, metadata_seq, set_aside_torn_tail
+from ._files import fsync_dir, metadata_seq, read_file, set_aside_torn_tail
 from ._journal import MAGIC, Frame, FrameKind, decode_frames, read_checkpoint
 from ._materialise import STAGING, Backlog, Create, Materialiser, sweep_staging
 from ._ownership import JOURNAL_SUFFIX, read_claim, runtime_alive
@@ -241,11 +242,32 @@ def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryRepor
                     put_back = repair(target.file(kind), lines, min(lines))
                     session_id = target.location.session_id
                     restored[session_id] = restored.get(session_id, 0) + put_back
+        _reindex(upkeep, touched)
         materialiser.sync()
     finally:
         upkeep.close()
     report.records += sum(restored.values())
     report.sessions |= {s for s, n in restored.items() if n}
+
+
+def _reindex(upkeep: IndexUpkeep, touched: list[_Target]) -> None:
+    """Write every session the journal touched into the index again (``_index`` Rule 1).
+
+    Its row and its transcript's lines may have reached the files and not
+    the index before the crash: what the index holds is only synced with
+    the files the journal's checkpoint has passed.
+    """
+    documents = []
+    for target in touched:
+        with contextlib.suppress(OSError):
+            documents.append((target.location, read_file(target.location.metadata)))
+    upkeep.note(documents)
+    messages = {}
+    for target in touched:
+        lines = target.lines.get(FrameKind.MESSAGE, {})
+        if lines:
+            messages[str(target.location.transcript)] = [lines[seq] for seq in sorted(lines)]
+    upkeep.note_lines(messages)
 
 
 def _target(home: Path, runtime: str, folder: str, report: RecoveryReport) -> _Target | None:

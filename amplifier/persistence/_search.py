@@ -391,6 +391,8 @@ def search(
             location = SessionLocation(home, slug, session_id)
         except ValueError:
             continue
+        if not location.directory.is_dir():
+            continue  # deleted, and a crash kept the index from forgetting it
         flat, marks = _marked(snippet)
         hits.append(
             SearchHit(location, root_id or session_id, seq, _when(ts), role, tool, flat, marks)
@@ -423,6 +425,8 @@ def _label_hits(
         if not all(word in folded for word in wanted):
             continue
         with contextlib.suppress(ValueError):
+            if not SessionLocation(home, slug, session_id).directory.is_dir():
+                continue  # deleted, and a crash kept the index from forgetting it
             marks = tuple(
                 sorted(
                     (start, start + len(word))
