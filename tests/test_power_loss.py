@@ -198,6 +198,11 @@ async def test_power_loss_in_any_crash_state_keeps_every_acknowledged_record(
         + "".join(f"\n  {n:4d} {kind}" for kind, n in kinds.most_common())
     )
     print(f"\n{summary}")
+    # The states must have exercised what they claim to test.
+    assert len(recorded.trace.acks) >= 10, summary
+    assert recorded.durable.since, summary
+    assert all(checked[kind] for kind in KINDS), summary
+    assert any(len(state.persisted) < state.point for state in states), summary
     assert not failures, f"{summary}\n\n" + "\n\n".join(
         f"state {number}: {state.describe()}, in {tmp_path / f'state-{number}'}\n"
         + "\n".join(f"  - {p}" for p in problems[:12])

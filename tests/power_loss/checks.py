@@ -37,7 +37,7 @@ import anyio
 import orjson
 
 import amplifier
-from amplifier.persistence import list_sessions, project_slug
+from amplifier.persistence import SessionSort, list_sessions, project_slug
 
 from ..raw_store import StoredSession, read_raw
 from ..store_checks import (
@@ -213,11 +213,13 @@ async def check_through_api(home: Path, projects: list[Path]) -> list[str]:
                     problem(UNLISTED, f"{project.name}: {[r.session_id for r in mine]}")
                 )
         roots = [s for s in on_disk.values() if s.parent_id is None]
-        for sort, key in (("created", "created"), ("used", "updated")):
-            page = await rt.sessions(all_projects=True, roots_only=True, sort=sort, limit=1)  # type: ignore[arg-type]
+        orders: tuple[tuple[SessionSort, str], ...] = (("created", "created"), ("used", "updated"))
+        for sort, key in orders:
+            page = await rt.sessions(all_projects=True, roots_only=True, sort=sort, limit=1)
             want = _first(roots, key)
-            if [r.session_id for r in page] != ([want] if want else [r.session_id for r in page]):
-                problems.append(problem(INDEX, f"first by {sort}: {page[:1]}, want {want}"))
+            if want is not None and [r.session_id for r in page] != [want]:
+                got = [r.session_id for r in page]
+                problems.append(problem(INDEX, f"first page by {sort}: {got}, want {want}"))
         for tag in ("kept", "draft"):
             tagged = {r.session_id for r in await rt.sessions(all_projects=True, tag=tag)}
             want = {

@@ -28,8 +28,12 @@ Each prompt carries a word found nowhere else (``WORDS``), so that a search
 after a crash can be checked against the transcripts on disk.
 
 To extend it (tool calls that write files, file history), add a step to
-``STEPS``: a coroutine taking the ``Workload``. Whatever it writes under
-BASE is recorded and replayed in crash states like the rest.
+``STEPS``: a coroutine taking the ``Workload``, acknowledging what it was
+told is durable. Whatever it writes under BASE is recorded and appears in
+the crash states like the rest: the store's files under ``HOME``, a tool's
+files in the projects (``model.apply(...).tree()`` holds both, so a check
+can hold what a tool wrote against the file history the store kept; the
+test writes only ``HOME`` into each state's folder today).
 """
 
 from __future__ import annotations
