@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from amplifier.cli import app
 from amplifier.persistence import find_session, list_sessions
-from amplifier.persistence._index import index_path
+from amplifier.persistence._index import index_path, open_built
 from amplifier.runtime import open_runtime
 
 from .helpers import session_dirs
@@ -208,3 +208,20 @@ async def test_replay_brings_an_index_that_lost_its_last_writes_up_to_date(
     (second,) = {p.name for p in session_dirs(home).values()} - {first}
     assert [row.session_id for row in newest] == [first]
     assert {hit.session_id for hit in hits} == {second}
+
+
+async def test_an_index_replaced_under_a_running_runtime_gets_its_later_writes(
+    home: Path, project: Path
+) -> None:
+    """When another process replaces a damaged index while a runtime runs, what the runtime
+    writes next reaches the new index: the session it used last is listed as used last."""
+    async with open_runtime(cwd=project, durability="flush") as rt:
+        async with rt.open_session() as first:
+            await first.ask("one")
+        async with rt.open_session() as second:
+            await second.ask("two")
+        await anyio.to_thread.run_sync(lambda: open_built(home, damaged=True).close())
+        async with rt.resume(first.id) as again:
+            await again.ask("three")
+        newest = await rt.sessions(sort="used", limit=1)
+    assert [row.session_id for row in newest] == [first.id]
