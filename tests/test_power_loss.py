@@ -21,6 +21,8 @@ one state through the command line); ``--trials N`` checks N per model
 (every prefix once a quarter of N reaches the number of crash points). The
 seed is printed with any failure; ``AMPLIFIER_POWER_SEED=<seed>`` chooses
 the same crash points again (the trace itself varies a little with timing).
+A failing state's folder keeps the home as recovered (``home``), as the
+crash left it (``crashed``), and the trace and state (``state.pickle``).
 To extend the workload (tools that write files, file history), see
 ``power_loss/workload.py``.
 """
@@ -28,6 +30,7 @@ To extend the workload (tools that write files, file history), see
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -50,7 +53,8 @@ from .power_loss.model import (
     fingerprint,
     materialise,
 )
-from .power_loss.trace import Link, Rename, Sync, Trace, record, strace_available
+from .power_loss.ops import Link, Rename, Sync, Trace
+from .power_loss.trace import record, strace_available
 from .power_loss.workload import HOME
 from .store_checks import kinds_of
 
@@ -187,6 +191,9 @@ async def test_power_loss_in_any_crash_state_keeps_every_acknowledged_record(
         checked["cli"] += through_cli
         if problems:
             failures.append((number, state, problems))
+            # Kept to look at: the state as the crash left it, and how it was made.
+            materialise(tree, home.parent / "crashed", under=HOME)
+            (home.parent / "state.pickle").write_bytes(pickle.dumps((recorded.trace, state)))
         else:
             shutil.rmtree(home.parent)
     kinds = Counter(kind for _, _, problems in failures for kind in kinds_of(problems))

@@ -62,7 +62,7 @@ from ..store_checks import (
     decode_journal,
     problem,
 )
-from .trace import Trace
+from .ops import Trace
 from .workload import WORDS
 
 AMPLIFIER = Path(sys.executable).with_name("amplifier")

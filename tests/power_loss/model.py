@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .trace import Link, Node, Op, Rename, Sync, Trace, Truncate, Unlink, Write
+from .ops import Link, Node, Op, Rename, Sync, Trace, Truncate, Unlink, Write
 
 ModelName = Literal["ext4", "posix"]
 MODELS: tuple[ModelName, ...] = ("ext4", "posix")

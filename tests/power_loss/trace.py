@@ -22,6 +22,9 @@ zeros (a journal growing by a zeroed chunk) stay one piece.
 Order: operations are numbered in the order their system calls returned;
 a sync covers what had returned before it was called (``Sync.covers``), so
 a write that overlaps a sync in another thread is never taken as synced.
+What a runtime's journal held is taken as of each of its syncs' calls too
+(``Trace.journal_syncs``): a batch another thread wrote meanwhile is
+durable only with its own sync.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from .ops import Ack, Link, Node, Op, Rename, Sync, Trace, Truncate, Unlink, Write
 
 PAGE = 4096
 
@@ -50,100 +55,6 @@ TRACED = (
 O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o1, 0o2, 0o100, 0o200, 0o1000, 0o2000
 AT_REMOVEDIR = 0x200
 F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
-
-
-# -- the operations -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A new entry ``name`` in folder ``folder`` for inode ``ino`` (a file created, a mkdir)."""
-
-    folder: int
-    name: str
-    ino: int
-    is_dir: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Unlink:
-    folder: int
-    name: str
-    ino: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rename:
-    source: int
-    source_name: str
-    target: int
-    target_name: str
-    ino: int
-    is_dir: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One piece of a write: ``append`` if it lies beyond the file's end when written."""
-
-    ino: int
-    offset: int
-    data: bytes
-    append: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Truncate:
-    ino: int
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Sync:
-    """fsync/fdatasync of ``ino`` (a file or a folder); ``ino`` None: syncfs, sync."""
-
-    ino: int | None
-    data_only: bool
-    covers: int
-    """Operations numbered below this had returned when the sync was called."""
-
-
-Op = Link | Unlink | Rename | Write | Truncate | Sync
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """The workload acknowledged something after the first ``after`` operations."""
-
-    after: int
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """A file (``data``) or a folder (``entries``) of a snapshot."""
-
-    data: bytes | None = None
-    entries: dict[str, int] | None = None
-
-    @property
-    def is_dir(self) -> bool:
-        return self.entries is not None
-
-
-@dataclass
-class Trace:
-    """What a recorded run did under ``base``: the tree it started from, then its operations."""
-
-    base: Path
-    initial: dict[int, Node]
-    """Inode 0 is ``base``."""
-    ops: list[Op]
-    acks: list[Ack]
-    paths: dict[int, str] = field(default_factory=dict)
-    """The last path each inode had under ``base`` (for messages)."""
-    journal_syncs: dict[int, bytes] = field(default_factory=dict)
-    """For each sync of a runtime's journal (its operation number): what the journal held."""
 
 
 # -- recording ------------------------------------------------------------------------------
@@ -303,8 +214,11 @@ class _Parser:
         self.fds: dict[int, _Fd] = {}
         self.ops: list[Op] = []
         self.acks: list[Ack] = []
-        self.pending: dict[bytes, tuple[bytes, bytes, int]] = {}
+        self.pending: dict[bytes, tuple[bytes, bytes, int, bytes | None]] = {}
+        """Calls started and not yet returned, by thread: name, arguments so far, the
+        operations returned before, and what a journal held when its sync was called."""
         self.journal_syncs: dict[int, bytes] = {}
+        self.called_with: bytes | None = None
 
     # -- lines ------------------------------------------------------------------------------
 
@@ -317,12 +231,16 @@ class _Parser:
             started = self.pending.pop(tid, None)
             if started is None:
                 return
-            name, head, covers = started
+            name, head, covers, self.called_with = started
             rest = head + rest
         else:
             covers = len(self.ops)
+            self.called_with = None
             if rest.endswith(b" <unfinished ...>"):
-                self.pending[tid] = (name, rest[: -len(b" <unfinished ...>")], covers)
+                head = rest[: -len(b" <unfinished ...>")]
+                # A sync makes durable what was written before it was called, not after.
+                content = self._journal_at(head) if name in (b"fsync", b"fdatasync") else None
+                self.pending[tid] = (name, head, covers, content)
                 return
         result = _RESULT.match(rest)
         if result is None:
@@ -530,10 +448,18 @@ class _Parser:
             content.extend(bytes(size - len(content)))
         self.ops.append(Truncate(ino, size))
 
+    def _journal_at(self, head: bytes) -> bytes | None:
+        """What the journal a sync's arguments name holds now (None: not a journal)."""
+        fd = self.fds.get(_fd(_split_args(head)[0]))
+        if fd is None or fd.ino is None or not self.fs.paths.get(fd.ino, "").endswith(".journal"):
+            return None
+        return bytes(self.fs.files.get(fd.ino, b""))
+
     def _note_journal(self, ino: int) -> None:
         path = self.fs.paths.get(ino, "")
         if path.endswith(".journal") and ino in self.fs.files:
-            self.journal_syncs[len(self.ops) - 1] = bytes(self.fs.files[ino])
+            content = self.called_with if self.called_with is not None else self.fs.files[ino]
+            self.journal_syncs[len(self.ops) - 1] = bytes(content)
 
 
 def parse(
