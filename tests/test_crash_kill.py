@@ -4,7 +4,8 @@ A worker process (``crash_worker.py``) writes root sessions that delegate to
 children concurrently, some nested, and reports every record once its
 write was acknowledged. The test kills it with SIGKILL at a random instant,
 then checks the files it left: before recovery (raw lines), and after a new
-Runtime replayed the dead journal and every session was resumed.
+Runtime replayed the dead journal and every session was resumed (then
+nothing may be left in a project's ``.staging`` or as a temporary file).
 
 A SIGKILL lands inside a write(2) too rarely to rely on (the records are
 small: none in 200 measured trials), so one trial in three also appends a
@@ -45,6 +46,7 @@ from amplifier.persistence import (
 )
 
 from .raw_store import StoredSession, read_raw
+from .store_checks import check_leftovers
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 TRIALS = int(os.environ.get("AMPLIFIER_CRASH_TRIALS", "15"))
@@ -404,6 +406,7 @@ async def verify(trial: Trial) -> tuple[list[str], dict[str, StoredSession]]:
     problems += check_acknowledged(trial, after)
     problems += check_causality(after)
     problems += check_journal_removed(trial.home)
+    problems += check_leftovers(trial.home)
     slug = project_slug(trial.project)
     problems += await anyio.to_thread.run_sync(check_public_readers, trial.home, slug)
     return problems, after

@@ -17,6 +17,7 @@ import pytest
 
 import amplifier.persistence._journal as journal_module
 import amplifier.persistence._materialise as materialise_module
+import amplifier.persistence._paths as paths_module
 from amplifier import RecoveryWarning, SessionLocked, StoreWarning, WriteFailed
 from amplifier.persistence import (
     SessionLocation,
@@ -26,11 +27,12 @@ from amplifier.persistence import (
     list_sessions,
     load_transcript,
     open_store,
+    project_slug,
     read_metadata,
 )
 from amplifier.persistence._journal import FrameKind, encode_batch, encode_entry, header
 
-from .helpers import lines
+from .helpers import lines, session_dirs
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
@@ -416,3 +418,91 @@ def test_a_session_created_just_before_a_crash_comes_back_whole(
         "remember this",
         "echo: remember this",
     ]
+
+
+async def test_recovery_removes_what_a_dead_runtime_left_half_built(
+    home: Path, tmp_path: Path
+) -> None:
+    """A session folder a killed runtime was building in `.staging` is gone once its journal
+    is replayed, and the session comes back whole where it belongs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    done = await anyio.run_process([sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)])
+    session_id = done.stdout.decode().split()[0]
+    (journal,) = (home / "journal").glob("*.journal")
+    staging = home / "projects" / project_slug(project) / ".staging"
+    half_built = staging / f"{session_id}~{journal.stem}~0a1b2c"
+    half_built.mkdir(parents=True)
+    (half_built / "metadata.json").write_bytes(b'{"session_id": ')
+    with pytest.warns(RecoveryWarning, match="restored"):
+        async with open_store(home):
+            pass
+    assert list(staging.iterdir()) == []
+    assert [m["content"] for m in lines(session_dirs(home)[session_id] / "transcript.jsonl")] == [
+        "remember this",
+        "echo: remember this",
+    ]
+
+
+async def test_each_new_folder_is_synced_into_its_parent_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every folder the store makes (the home, its journal and projects folders, a project's
+    folders) is synced into its parent when it is made, and only then: a power cut cannot
+    lose a folder under files that were synced later."""
+    synced: list[Path] = []
+    real = paths_module.fsync_dir
+
+    def recording(path: str | Path) -> None:
+        synced.append(Path(path))
+        real(path)
+
+    monkeypatch.setattr(paths_module, "fsync_dir", recording)
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"))
+        await writer.close()
+    sessions = _where(home, "s1").directory.parent
+    for made in (home, home / "journal", home / "projects", sessions.parent, sessions):
+        assert made.parent in synced, f"{made} was not synced into {made.parent}"
+    synced.clear()
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s2"), _meta("s2"))
+        await writer.close()
+    assert synced == []
+
+
+WRITE_THEN_DIE = """
+import os, sys, anyio
+import amplifier.runtime
+
+async def main():
+    async with amplifier.runtime.open_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
+        session = await rt.open_session()
+        await session.ask("first")
+        await session.ask("second")
+        await rt.sessions()  # the files written; nothing synced, no checkpoint
+        print(session.id, flush=True)
+        os._exit(0)  # dies with every record in its journal
+
+anyio.run(main)
+"""
+
+
+async def test_replay_fills_a_hole_a_power_cut_left_in_a_file(home: Path, tmp_path: Path) -> None:
+    """A file whose first line a power cut lost while later ones reached the disk (zeros in
+    its place) gets every record back in seq order; the damaged bytes are kept beside it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    done = await anyio.run_process([sys.executable, "-c", WRITE_THEN_DIE, str(home), str(project)])
+    folder = session_dirs(home)[done.stdout.decode().split()[0]]
+    events = folder / "events.jsonl"
+    whole = events.read_bytes()
+    first, second = whole.index(b"\n") + 1, whole.index(b"\n", whole.index(b"\n") + 1) + 1
+    events.write_bytes(bytes(first) + whole[first:])  # the first line and its newline: zeros
+    with pytest.warns(RecoveryWarning) as caught:
+        async with open_store(home):
+            pass
+    assert any("left damaged were moved" in str(w.message) for w in caught)
+    assert events.read_bytes() == whole
+    (side,) = folder.glob("events.jsonl.damaged-*")
+    assert side.read_bytes() == bytes(first) + whole[first:second]

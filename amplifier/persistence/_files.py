@@ -179,6 +179,7 @@ def set_aside_torn_tail(path: Path) -> Path | None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         side = path.with_name(f"{path.name}.torn-{stamp}-{secrets.token_hex(3)}")
         write_new_file(side, fragment, sync=True)
+        fsync_dir(side.parent)  # the fragment is kept before the file loses it
         os.ftruncate(fd, keep)
         os.fsync(fd)
     finally:

@@ -11,8 +11,22 @@ query, however many sessions the home holds.
 
 SQLite (standard library) does the work a hand-made index file would do
 badly: concurrent readers and writers across processes (WAL), atomic
-transactions, ordered range scans. Writes are not fsynced: the index can
-always be rebuilt, the metadata files are what is durable.
+transactions, ordered range scans.
+
+Rule 1: a cache that lies is worse than none. So, after a crash or a power
+        cut at any instant:
+        - the file is never damaged: SQLite runs with ``synchronous=NORMAL``
+          (its write-ahead log is synced before the database is written, the
+          database before the log is reused), so a power cut can take its
+          last transactions, never leave it half written;
+        - it is never older than what it describes: the persistence actor
+          syncs it with the session files, before the journal's checkpoint
+          passes them (``IndexUpkeep.unsynced``), and a journal replay
+          writes every session it touches into it again;
+        - a damage it has anyway (a disk's fault, a file copied half-way) is
+          caught at every use, not only when the file is opened: the reader
+          then answers from the folders, and the file is rebuilt
+          (``query``).
 
 Sessions another program creates (the Amplifier CLI shares the home) never
 pass through the actor: ``refresh`` finds them. The index remembers each
@@ -27,10 +41,10 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import orjson
 
@@ -74,6 +88,8 @@ _COLUMNS = frozenset(
 )
 """An index file written with fewer columns is dropped and rebuilt (it is only a cache)."""
 
+_T = TypeVar("_T")
+
 SessionSort = Literal["created", "used"]
 describe(
     SessionSort,
@@ -100,9 +116,13 @@ def connect(home: Path) -> sqlite3.Connection:
         except OSError as exc:
             raise sqlite3.OperationalError(f"cannot create {path}: {exc.strerror}") from exc
     db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=OFF")
-    _create_schema(db)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # Rule 1: never damaged by a power cut
+        _create_schema(db)
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
@@ -126,19 +146,47 @@ exists is not yet a complete one (its builder may have died half-way)."""
 _DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
 
 
-def open_built(home: Path) -> sqlite3.Connection:
+def query(home: Path, work: Callable[[sqlite3.Connection], _T]) -> _T | None:
+    """``work`` done on the index (built first if it never was); None if the index cannot.
+
+    The caller then reads the folders instead. Any SQLite failure, during
+    the opening or the work itself, means None: a query that failed
+    half-way proves nothing about what is on disk (Rule 1). A damaged file
+    is replaced and rebuilt at once, so the next use finds a sound index.
+    """
+    try:
+        db = open_built(home)
+    except sqlite3.Error:
+        return None
+    try:
+        return work(db)
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            db.close()
+            with contextlib.suppress(sqlite3.Error):
+                open_built(home, damaged=True).close()
+        return None
+    finally:
+        db.close()
+
+
+def open_built(home: Path, *, damaged: bool = False) -> sqlite3.Connection:
     """A connection to an index that holds every session of ``home``.
 
     Built from the folders if it never was (first use, a removed index, a
-    builder killed half-way); recreated first if the file is damaged.
-    Raises ``sqlite3.Error`` if SQLite cannot do either (a full disk, say).
+    builder killed half-way); recreated first if the file is damaged (or,
+    with ``damaged``, known to be). Raises ``sqlite3.Error`` if SQLite
+    cannot do either (a full disk, say).
     """
-    try:
-        db = connect(home)
-    except sqlite3.DatabaseError as exc:
-        if not is_damage(exc):
-            raise
+    if damaged:
         db = recreate(home)
+    else:
+        try:
+            db = connect(home)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            db = recreate(home)
     try:
         if db.execute("PRAGMA user_version").fetchone()[0] < _BUILT:
             rebuild(home, db, search=False)  # search builds its part on first use
@@ -269,16 +317,18 @@ def rebuild(home: Path, db: sqlite3.Connection, *, search: bool = True) -> int:
     transaction. With ``search``, the transcripts are then indexed for
     search too (``_search.rebuild``), which reads every transcript.
     """
-    rows = []
-    seen: list[tuple[str, int]] = []
-    for slug in _project_slugs(home):
-        stamp = _folder_stamp(home, slug)
-        for location in _project_locations(home, slug):
-            rows.append(_row_or_damaged(location))
-        if stamp is not None:
-            seen.append((slug, stamp))
     with db:
-        db.execute("BEGIN")
+        # The files are read under the write lock: a metadata file written meanwhile
+        # has its row written after this transaction, never overwritten by an older one.
+        db.execute("BEGIN IMMEDIATE")
+        rows = []
+        seen: list[tuple[str, int]] = []
+        for slug in _project_slugs(home):
+            stamp = _folder_stamp(home, slug)
+            for location in _project_locations(home, slug):
+                rows.append(_row_or_damaged(location))
+            if stamp is not None:
+                seen.append((slug, stamp))
         db.execute("DELETE FROM sessions")
         db.executemany(_INSERT.replace("INSERT", "INSERT OR REPLACE", 1), rows)
         db.execute("DELETE FROM folders")

@@ -26,8 +26,9 @@ checkpoint and beyond the last ``seq`` of its target file is written (a
 folder whose ``CREATE`` is there and which never appeared is built), the
 newest metadata is restored, then the journal is deleted. Within one
 session file ``seq`` only grows (a Runtime that opens a session continues
-above the session's last ``seq``), so "beyond the last seq" is exactly
-"missing".
+above the session's last ``seq``), so after a process crash "beyond the
+last seq" is exactly "missing"; after a power cut a file may also have a
+hole below it, which recovery finds and fills (``_repair``).
 
 Layout (little endian): ``MAGIC``, the checkpoint, then batches::
 

@@ -207,9 +207,13 @@ class _OpenFiles:
 class Materialiser:
     """Writes backlogs into the session folders of one home; remembers what awaits a sync."""
 
-    def __init__(self, home: Path, upkeep: IndexUpkeep, *, track_dirty: bool) -> None:
+    def __init__(
+        self, home: Path, upkeep: IndexUpkeep, *, track_dirty: bool, replaying: str | None = None
+    ) -> None:
         self.home = home
         self.upkeep = upkeep
+        self._replaying = replaying
+        """The dead runtime whose journal this materialiser replays (recovery holds its lock)."""
         self._files = _OpenFiles(OPEN_FILE_LIMIT)
         self._track = track_dirty
         self.dirty: set[str] = set()
@@ -271,8 +275,10 @@ class Materialiser:
             raise
 
     def sync(self) -> None:
-        """Make every file and folder written since the last sync durable."""
-        sync_all(self.dirty, self.dirty_folders | {os.path.dirname(p) for p in self.dirty})
+        """Make every file and folder written since the last sync durable, and the index."""
+        files = self.dirty | self.upkeep.unsynced()
+        sync_all(files, self.dirty_folders | {os.path.dirname(p) for p in files})
+        self.upkeep.synced()
         self.dirty.clear()
         self.dirty_folders.clear()
 
@@ -316,11 +322,13 @@ class Materialiser:
                 raise CorruptSession(
                     location.session_id, "its project folder is a link out of the store"
                 )
-            sweep_staging(Path(staging))
+            sweep_staging(Path(staging), dead=self._replaying)
             self._swept.add(staging)
         if os.path.exists(directory):
             return  # built before a crash, and the journal replays its creation: keep it
-        owner = create.owner.runtime if create.owner is not None else "recovered"
+        # A replay builds under the dead runtime's name: while its journal's lock is
+        # held, others take the folder for work in progress; after, for a leftover.
+        owner = create.owner.runtime if create.owner is not None else self._replaying or "recovered"
         hidden = f"{staging}/{location.session_id}~{owner}~{secrets.token_hex(3)}"
         os.mkdir(hidden, 0o700)
         try:
@@ -345,20 +353,22 @@ def _new_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def sweep_staging(staging: Path) -> None:
+def sweep_staging(staging: Path, *, dead: str | None = None) -> None:
     """Remove what crashes left in ``.staging``: folders whose runtime is no longer running.
 
     A folder being built or deleted is named ``<id>~<runtime>~<random>``;
-    its runtime's journal lock says whether it is still at work.
+    its runtime's journal lock says whether it is still at work. ``dead``:
+    a runtime known to be dead although its journal is locked (the one whose
+    journal the caller is replaying, under that lock).
     """
     try:
         leftovers = list(staging.iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     home = staging.parent.parent.parent
     for folder in leftovers:
         parts = folder.name.split("~")
-        if len(parts) == 3 and runtime_alive(home, parts[1]):
+        if len(parts) == 3 and parts[1] != dead and runtime_alive(home, parts[1]):
             continue
         with contextlib.suppress(OSError):
             shutil.rmtree(folder)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._exceptions import CorruptSession, InvalidSessionId
+from ._files import fsync_dir
 
 MAX_ID_LENGTH = 128
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -211,6 +212,13 @@ def ensure_private_dir(path: Path, *, below: Path) -> None:
     each level is made here. ``below`` itself is created too (it is the home),
     and so are its own missing parents: a home in a folder that does not
     exist yet is made, not refused.
+
+    Each folder made is made durable at once, by a sync of the folder that
+    holds it: a file synced later in it (a journal, a session file) would
+    otherwise survive a power cut that the folder's own entry did not,
+    unreachable. ext4 hides this (any sync commits every entry made
+    before it); XFS, btrfs and POSIX in general do not. Once per folder:
+    one that exists costs nothing.
     """
     chain = [path, *path.parents]
     stop = chain.index(below) if below in chain else len(chain) - 1
@@ -221,3 +229,4 @@ def ensure_private_dir(path: Path, *, below: Path) -> None:
             folder.mkdir(mode=0o700)
         except FileExistsError:
             continue
+        fsync_dir(folder.parent)

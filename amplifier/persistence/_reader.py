@@ -39,8 +39,10 @@ from ._exceptions import (
 from ._files import first_line, iter_jsonl, lines_backwards, read_file
 from ._index import SessionSort, built_in_memory
 from ._index import children_of as index_children
+from ._index import is_damage as is_index_damage
 from ._index import open_built as open_built_index
 from ._index import page as index_page
+from ._index import query as index_query
 from ._index import refresh as refresh_index
 from ._index import with_name as index_name
 from ._index import with_prefix as index_prefix
@@ -365,25 +367,29 @@ def list_sessions(
     """
     if not home.is_dir():
         return []
-    with _index(home) as db:
-        if db is not None:
-            _refresh(db, home, _projects(project) if project is not None else all_projects(home))
-            page = index_page(
-                db,
-                home,
-                project=project,
-                cwd=cwd,
-                limit=limit,
-                roots_only=roots_only,
-                sort=sort,
-                tag=tag,
-            )
-            rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
-            if tag is not None:  # the index row may be older than the file
-                rows = [r for r in rows if r.metadata is None or tag in r.metadata.tags]
-            rows.sort(key=_newest_used_first if sort == "used" else _newest_first)
-            return rows
-    return _scan(home, project, cwd=cwd, limit=limit, roots_only=roots_only, sort=sort, tag=tag)
+    projects = _projects(project) if project is not None else all_projects(home)
+
+    def indexed(db: sqlite3.Connection) -> list[tuple[SessionLocation, bytes]]:
+        refresh_index(db, home, projects)
+        return index_page(
+            db,
+            home,
+            project=project,
+            cwd=cwd,
+            limit=limit,
+            roots_only=roots_only,
+            sort=sort,
+            tag=tag,
+        )
+
+    page = index_query(home, indexed)
+    if page is None:  # the index cannot say (damaged, unwritable): the folders can
+        return _scan(home, project, cwd=cwd, limit=limit, roots_only=roots_only, sort=sort, tag=tag)
+    rows = [summarize(location) for location, _ in page if location.directory.is_dir()]
+    if tag is not None:  # the index row may be older than the file
+        rows = [r for r in rows if r.metadata is None or tag in r.metadata.tags]
+    rows.sort(key=_newest_used_first if sort == "used" else _newest_first)
+    return rows
 
 
 def _projects(project: str | Sequence[str]) -> list[str]:
@@ -416,30 +422,6 @@ def _scan(
         rows = [r for r in rows if r.metadata is not None and tag in r.metadata.tags]
     rows.sort(key=_newest_used_first if sort == "used" else _newest_first)
     return rows[:limit] if limit is not None else rows
-
-
-def _refresh(db: sqlite3.Connection, home: Path, projects: list[str]) -> None:
-    """Index the sessions another program wrote since the index last looked (Rule of ``_index``)."""
-    with contextlib.suppress(sqlite3.Error):
-        refresh_index(db, home, projects)
-
-
-@contextlib.contextmanager
-def _index(home: Path) -> Iterator[sqlite3.Connection | None]:
-    """The session index (built first if it never was), or None if unusable.
-
-    The index is a cache: when SQLite cannot open or build it (a full disk,
-    a read-only home), readers scan the folders instead.
-    """
-    try:
-        db = open_built_index(home)
-    except sqlite3.Error:
-        yield None
-        return
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 def _newest_first(row: SessionSummary) -> tuple[int, float, str]:
@@ -476,16 +458,30 @@ def search_sessions(
     parse_query(text)  # a malformed query is refused even where nothing is stored
     if not home.is_dir():
         return []
-    with _index(home) as db:
+
+    def searched(db: sqlite3.Connection) -> list[SearchHit]:
+        if not search_built(db):
+            rebuild_search(home, db)
+        return search_index(db, home, text, project=project, limit=limit)
+
+    try:
         try:
-            if db is None:  # a home this process cannot write: an index of its own
-                with contextlib.closing(built_in_memory(home)) as own:
-                    return search_index(own, home, text, project=project, limit=limit)
-            if not search_built(db):
-                rebuild_search(home, db)
-            return search_index(db, home, text, project=project, limit=limit)
-        except sqlite3.Error as exc:
-            raise PersistenceError(f"the session index cannot be searched: {exc}") from exc
+            db = open_built_index(home)
+        except sqlite3.Error:  # a home this process cannot write: an index of its own
+            with contextlib.closing(built_in_memory(home)) as own:
+                return searched(own)
+        try:
+            return searched(db)
+        except sqlite3.DatabaseError as exc:
+            if not is_index_damage(exc):
+                raise
+        finally:
+            db.close()
+        # Damaged after all (``_index`` Rule 1): replaced, rebuilt, searched again.
+        with contextlib.closing(open_built_index(home, damaged=True)) as rebuilt:
+            return searched(rebuilt)
+    except sqlite3.Error as exc:
+        raise PersistenceError(f"the session index cannot be searched: {exc}") from exc
 
 
 def find_session(
@@ -517,13 +513,14 @@ def find_session(
     if named is not None:
         return named
     if home.is_dir():
-        with _index(home) as db:
-            indexed = []
-            if db is not None:
-                _refresh(db, home, all_projects(home))
-                indexed = [m for m in index_prefix(db, home, id_or_prefix) if m.directory.is_dir()]
-        if indexed:
-            return _one_match(id_or_prefix, indexed, project, cwd)
+
+        def indexed(db: sqlite3.Connection) -> list[SessionLocation]:
+            refresh_index(db, home, all_projects(home))
+            return index_prefix(db, home, id_or_prefix)
+
+        found = [m for m in index_query(home, indexed) or () if m.directory.is_dir()]
+        if found:
+            return _one_match(id_or_prefix, found, project, cwd)
     # Not in the index (written by a runtime that crashed before indexing it):
     # look at the folders themselves.
     matches = [
@@ -579,17 +576,15 @@ def _named(
     """
     if not name.strip() or not home.is_dir():
         return None
-    with _index(home) as db:
-        if db is not None:
-            candidates = index_name(db, home, name)
-        elif scan:
-            candidates = [
-                SessionLocation(home, slug, session_id)
-                for slug in all_projects(home)
-                for session_id in project_ids(home, slug)
-            ]
-        else:
+    candidates = index_query(home, lambda db: index_name(db, home, name))
+    if candidates is None:
+        if not scan:
             return None
+        candidates = [
+            SessionLocation(home, slug, session_id)
+            for slug in all_projects(home)
+            for session_id in project_ids(home, slug)
+        ]
     matches = []
     for location in candidates:
         try:
@@ -622,9 +617,10 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
     ``project_slugs``); and when its metadata is damaged, they are found by
     their ids (which start with its span), so none is left behind.
     """
-    with _index(location.home) as db:
+
+    def walk(db: sqlite3.Connection | None) -> list[SessionLocation]:
         if db is not None:
-            _refresh(db, location.home, [location.project])
+            refresh_index(db, location.home, [location.project])
         found = [location]
         seen = {location.session_id}
         index = 0
@@ -638,14 +634,18 @@ def session_tree(location: SessionLocation) -> list[SessionLocation]:
                 if meta.cwd:
                     folders.update(project_slugs(meta.cwd))
             except (CorruptSession, SessionNotFound):
-                listed = _children_by_lineage(current)
+                listed = _children_by_lineage(db, current)
             if db is not None and len(folders) > 1:
-                _refresh(db, location.home, sorted(folders - {current.project}))
+                refresh_index(db, location.home, sorted(folders - {current.project}))
             for child in [*listed, *_named_children(db, current, folders)]:
                 if child.session_id not in seen:
                     seen.add(child.session_id)
                     found.append(child)
         return found
+
+    # Without an index that can answer, the same walk reads the project's metadata files.
+    tree = index_query(location.home, walk)
+    return tree if tree is not None else walk(None)
 
 
 def _named_children(
@@ -653,12 +653,11 @@ def _named_children(
 ) -> list[SessionLocation]:
     """The sessions of ``parent``'s project ``folders`` whose metadata names it as parent."""
     if db is not None:
-        with contextlib.suppress(sqlite3.Error):
-            return [
-                child
-                for child in index_children(db, parent.home, parent.session_id)
-                if child.project in folders and child.directory.is_dir()
-            ]
+        return [
+            child
+            for child in index_children(db, parent.home, parent.session_id)
+            if child.project in folders and child.directory.is_dir()
+        ]
     # No index: every metadata file of the project.
     named = []
     for slug, session_id in [(s, i) for s in sorted(folders) for i in project_ids(parent.home, s)]:
@@ -672,7 +671,9 @@ def _named_children(
     return named
 
 
-def _children_by_lineage(parent: SessionLocation) -> list[SessionLocation]:
+def _children_by_lineage(
+    db: sqlite3.Connection | None, parent: SessionLocation
+) -> list[SessionLocation]:
     """The children of ``parent`` by their ids and their own metadata, not by its list."""
     _, span = id_spans(parent.session_id)
     candidates = (
@@ -680,13 +681,12 @@ def _children_by_lineage(parent: SessionLocation) -> list[SessionLocation]:
         if span is not None
         else set()
     )
-    with _index(parent.home) as db:
-        if db is not None:
-            candidates.update(
-                child.session_id
-                for child in index_children(db, parent.home, parent.session_id)
-                if child.project == parent.project
-            )
+    if db is not None:
+        candidates.update(
+            child.session_id
+            for child in index_children(db, parent.home, parent.session_id)
+            if child.project == parent.project
+        )
     children = []
     for session_id in sorted(candidates):
         child = SessionLocation(parent.home, parent.project, session_id)

@@ -5,7 +5,13 @@ Rule 1). Its records above the checkpoint go through the same
 materialising code as a live Runtime's write-behind (``_materialise``), in
 ``seq`` order: folders whose ``CREATE`` is there and which never appeared
 are built, lines beyond each file's last ``seq`` are appended, the newest
-metadata is restored; then everything is synced and the journal deleted.
+metadata is restored. A file whose records are not all there below its
+last ``seq`` (a power cut kept a later append and lost an earlier one) is
+repaired (``_repair``): the records are checked against the journal, not
+only the last one. Every session the journal touched is written into the
+index again; what the dead runtime left half-built or half-deleted in a
+project's ``.staging`` is removed; then everything is synced and the
+journal deleted.
 
 Recovering processes take turns through ``journal/.recovery.lock``, so a
 journal is replayed exactly once. While a journal is replayed its lock is
@@ -24,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._exceptions import InvalidSessionId, RecoveryWarning
-from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail
+from ._files import fsync_dir, metadata_seq, read_file, set_aside_torn_tail
 from ._journal import MAGIC, Frame, FrameKind, decode_frames, read_checkpoint
-from ._materialise import Backlog, Create, Materialiser
+from ._materialise import STAGING, Backlog, Create, Materialiser, sweep_staging
 from ._ownership import JOURNAL_SUFFIX, read_claim, runtime_alive
-from ._paths import SessionLocation, journal_root
+from ._paths import SessionLocation, is_safe_slug, journal_root
+from ._repair import Tail, needs_repair, read_tail, repair
 from ._upkeep import IndexUpkeep
 
 _CREATING = ".creating"
@@ -147,14 +154,18 @@ def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: boo
                     return False  # its Runtime is alive
                 time.sleep(_LOCK_PAUSE)
         if path.suffix == JOURNAL_SUFFIX:
+            runtime = path.name.removesuffix(JOURNAL_SUFFIX)
             data = path.read_bytes()
             every = _frames(data)
             checkpoint = read_checkpoint(data)
             report.last_seq = max(report.last_seq, checkpoint, *(f.seq for f in every[-1:]))
             frames = [f for f in every if f.seq > checkpoint]
             if frames:
-                _replay(home, path.name.removesuffix(JOURNAL_SUFFIX), frames, report)
+                _replay(home, runtime, frames, report)
                 report.journals += 1
+            # What it was building or deleting when it died (we hold its lock: it looks alive).
+            for slug in _project_slugs(home):
+                sweep_staging(home / "projects" / slug / STAGING, dead=runtime)
         path.unlink()
         fsync_dir(path.parent)
     finally:
@@ -176,7 +187,13 @@ class _Target:
     location: SessionLocation
     exists: bool
     metadata_seq: int = 0
-    last: dict[FrameKind, int] = field(default_factory=dict)
+    tails: dict[FrameKind, Tail] = field(default_factory=dict)
+    """Each file's end, as far back as the journal reaches (``_repair``)."""
+    lines: dict[FrameKind, dict[int, bytes]] = field(default_factory=dict)
+    """Every line of the journal for each file, by seq."""
+
+    def file(self, kind: FrameKind) -> Path:
+        return self.location.events if kind is FrameKind.EVENT else self.location.transcript
 
 
 def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryReport) -> None:
@@ -203,23 +220,54 @@ def _replay(home: Path, runtime: str, frames: list[Frame], report: RecoveryRepor
             else:
                 continue
         else:
-            path = location.events if frame.kind is FrameKind.EVENT else location.transcript
-            if frame.kind not in target.last:
+            path = target.file(frame.kind)
+            tail = target.tails.get(frame.kind)
+            if tail is None:
                 set_aside_torn_tail(path)
-                target.last[frame.kind] = last_seq(path)
-            if frame.seq <= target.last[frame.kind]:
-                continue
+                tail = target.tails[frame.kind] = read_tail(path, frame.seq)
+            target.lines.setdefault(frame.kind, {})[frame.seq] = frame.payload
+            if frame.seq <= tail.last:
+                continue  # in the file already, or in a hole that ``_repair`` fills
             backlog.line(str(path), frame.payload, frame.seq)
         restored[location.session_id] = restored.get(location.session_id, 0) + 1
     upkeep = IndexUpkeep(home)
     try:
-        materialiser = Materialiser(home, upkeep, track_dirty=True)
+        materialiser = Materialiser(home, upkeep, track_dirty=True, replaying=runtime)
         materialiser.apply(backlog)
+        touched = [t for t in targets.values() if t is not None and t.exists]
+        for target in touched:
+            for kind, tail in target.tails.items():
+                lines = target.lines[kind]
+                if needs_repair(tail, list(lines)):
+                    put_back = repair(target.file(kind), lines, min(lines))
+                    session_id = target.location.session_id
+                    restored[session_id] = restored.get(session_id, 0) + put_back
+        _reindex(upkeep, touched)
         materialiser.sync()
     finally:
         upkeep.close()
     report.records += sum(restored.values())
-    report.sessions |= set(restored)
+    report.sessions |= {s for s, n in restored.items() if n}
+
+
+def _reindex(upkeep: IndexUpkeep, touched: list[_Target]) -> None:
+    """Write every session the journal touched into the index again (``_index`` Rule 1).
+
+    Its row and its transcript's lines may have reached the files and not
+    the index before the crash: what the index holds is only synced with
+    the files the journal's checkpoint has passed.
+    """
+    documents = []
+    for target in touched:
+        with contextlib.suppress(OSError):
+            documents.append((target.location, read_file(target.location.metadata)))
+    upkeep.note(documents)
+    messages = {}
+    for target in touched:
+        lines = target.lines.get(FrameKind.MESSAGE, {})
+        if lines:
+            messages[str(target.location.transcript)] = [lines[seq] for seq in sorted(lines)]
+    upkeep.note_lines(messages)
 
 
 def _target(home: Path, runtime: str, folder: str, report: RecoveryReport) -> _Target | None:
@@ -238,6 +286,13 @@ def _target(home: Path, runtime: str, folder: str, report: RecoveryReport) -> _T
         report.skipped.append(folder)  # someone else owns it now: never write under them
         return None
     return _Target(location, exists=True, metadata_seq=metadata_seq(location.metadata) or 0)
+
+
+def _project_slugs(home: Path) -> list[str]:
+    try:
+        return sorted(p for p in os.listdir(home / "projects") if is_safe_slug(p))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _warn(report: RecoveryReport) -> None:

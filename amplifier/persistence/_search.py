@@ -404,6 +404,8 @@ def search(
             location = SessionLocation(home, slug, session_id)
         except ValueError:
             continue
+        if not location.directory.is_dir():
+            continue  # deleted, and a crash kept the index from forgetting it
         flat, marks = _marked(snippet)
         hits.append(
             SearchHit(location, root_id or session_id, seq, _when(ts), role, tool, flat, marks)
@@ -457,6 +459,8 @@ def _label_hits(
         slug, session_id, root_id, updated, _, _ = rows[number]
         flat, marks = _marked(highlighted)
         with contextlib.suppress(ValueError):
+            if not SessionLocation(home, slug, session_id).directory.is_dir():
+                continue  # deleted, and a crash kept the index from forgetting it
             hits.append(
                 SearchHit(
                     SessionLocation(home, slug, session_id),
