@@ -222,7 +222,8 @@ def test_run_says_when_the_answer_stopped_at_the_output_limit(
     server.plan(Text(("Once upon",), limit=True), Text(("Once upon",), limit=True))
     result = cli("run", "--profile", "live", "a story")
     assert result.stdout == "Once upon\n"
-    assert "(the answer stopped at the output limit: max_output_tokens 64)" in result.stderr
+    notice = "(the answer stopped at the output limit: the profile's max_output_tokens"
+    assert notice in result.stderr
     document = cli_json("run", "--profile", "live", "a story")
     assert (document["response"], document["cut_off"]) == ("Once upon", "output_limit")
 

@@ -201,14 +201,16 @@ async def test_tool_call_cut_off_by_the_output_limit_goes_back_to_the_model(
 async def test_answer_cut_off_by_the_output_limit_is_recorded(
     home: Path, project: Path, server: FakeLLMServer, kind: Kind
 ) -> None:
-    """An answer stopped by the output limit completes the turn, marked cut off, with an event."""
+    """An answer stopped by the output limit completes the turn, marked cut off in the reply
+    and the transcript, with an event."""
     server.plan(Text(pieces=("Once upon",), limit=True))
     with anyio.fail_after(DEADLINE):
         async with (
             amplifier.open_runtime(cwd=project, profile="live") as rt,
             rt.open_session() as session,
         ):
-            assert (await session.ask("a story")).text == "Once upon"
+            reply = await session.ask("a story")
+    assert (reply.text, reply.cut_off) == ("Once upon", "output_limit")
     (answer,) = [m for m in transcript(home, session.id) if m["role"] == "assistant"]
     assert answer["cut_off"] == "output_limit"
     limits = [e["data"] for e in events(home, session.id) if e["event"] == "provider:limit"]

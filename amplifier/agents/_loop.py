@@ -273,6 +273,7 @@ class AgentTurnHandler:
             await turn.post_record(to_record(message))
             history.append(message)
             if not message.tool_calls:
+                turn.cut_off = message.cut_off
                 return message.content
             history.extend(
                 await self._run_tools(turn, spec, tools, message.tool_calls, root, profile)

@@ -41,10 +41,10 @@ import typer
 from ._complete import complete_agent, complete_profile, complete_session
 from ._continuing import confirm_cleanup, forget_if_empty, latest_here_or_above, resumed
 from ._input import lenient, read_stdin, stdin_is_piped
-from ._limits import answer_limit, limit_notice
 from ._output import tolerant_stdout
 from ._render import (
     console,
+    cut_off_notice,
     event_json,
     event_lines,
     metadata_lines,
@@ -463,9 +463,7 @@ async def _one_turn(
             sys.stdout.write(safe(piece))
             sys.stdout.flush()
 
-    # Subscribed before asking: whether the answer stopped at the output limit.
-    feed = session.subscribe(tree=False, buffer=4096)
-    async with feed, anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
         stopped_by: int = signal.SIGINT
 
         async def cancel_on_interrupt() -> None:
@@ -512,7 +510,6 @@ async def _one_turn(
                 _say(f"Session: {session.id}")
                 _resume_hint(session.id)
             return 1
-        limit = await answer_limit(feed)
         tg.cancel_scope.cancel()
     if as_json:
         document = {
@@ -521,15 +518,17 @@ async def _one_turn(
             "response": reply.text,
             "turn": reply.turn,
         }
-        write_json(document if limit is None else {**document, "cut_off": "output_limit"})
+        cut = {"cut_off": reply.cut_off} if reply.cut_off is not None else {}
+        write_json({**document, **cut})
         return 0
     if stream:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(safe(reply.text) + "\n")
     sys.stdout.flush()
-    if limit is not None:
-        _say(limit_notice(limit))
+    notice = cut_off_notice(reply.cut_off)
+    if notice is not None:
+        _say(notice)
     _say(f"Session: {session.id}")
     _resume_hint(session.id)
     return 0

@@ -49,8 +49,7 @@ from amplifier import (
 
 from . import _slash
 from ._input import read_line
-from ._limits import answer_limit, limit_notice
-from ._render import safe, transcript_lines
+from ._render import cut_off_notice, safe, transcript_lines
 
 if TYPE_CHECKING:
     from amplifier import Tokens
@@ -456,13 +455,12 @@ async def _turn(chat: Chat, text: str, state: _State, *, mentions: bool = True) 
 
     state.in_turn = True
     try:
-        async with session.subscribe(tree=False, buffer=4096) as feed:
-            await session.ask(prompt, on_text=show)
-            limit = await answer_limit(feed)
+        reply = await session.ask(prompt, on_text=show)
         sys.stdout.write("\n")
-        if limit is not None:
+        notice = cut_off_notice(reply.cut_off)
+        if notice is not None:
             sys.stdout.flush()
-            say(limit_notice(limit))
+            say(notice)
         return True
     except TurnCancelled:
         sys.stdout.write("\n")

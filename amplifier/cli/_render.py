@@ -327,3 +327,15 @@ def event_lines(records: Sequence[EventRecord]) -> list[str]:
             f"{one_line(orjson.dumps(e.data).decode(), 140)}"
         )
     return lines
+
+
+def cut_off_notice(cut_off: str | None) -> str | None:
+    """What a person is told after an answer that stops short (``Reply.cut_off``)."""
+    if cut_off is None:
+        return None
+    if cut_off == "output_limit":
+        return (
+            "(the answer stopped at the output limit: the profile's max_output_tokens; "
+            "raise it for longer answers)"
+        )
+    return f"(the answer stopped short: {cut_off})"

@@ -291,7 +291,9 @@ def _host_died(session_id: str) -> str:
 
 def _reply(session_id: str, outcome: Outcome) -> Reply:
     if outcome.status == "answered":
-        return Reply(session_id=session_id, text=outcome.text, turn=outcome.turn)
+        return Reply(
+            session_id=session_id, text=outcome.text, turn=outcome.turn, cut_off=outcome.cut_off
+        )
     if outcome.status == "failed":
         cause = unpack(outcome.cause) if outcome.cause is not None else None
         raise TurnFailed(session_id, outcome.reason) from cause

@@ -80,6 +80,8 @@ class Outcome:
     reason: str = ""
     cause: PackedError | None = None
     """What a failed turn was raised from, with its traceback (``_failures``)."""
+    cut_off: str | None = None
+    """Why an answer stops short (``Reply.cut_off``)."""
 
 
 class SessionHost:
@@ -235,7 +237,7 @@ class SessionHost:
         except Exception as exc:
             raise portable(exc) from None
         else:
-            outcome = Outcome("answered", text=reply.text, turn=reply.turn)
+            outcome = Outcome("answered", text=reply.text, turn=reply.turn, cut_off=reply.cut_off)
         return outcome, self._pumped, session.metadata
 
     async def set_attributes(

@@ -29,6 +29,9 @@ class Reply(BaseModel):
     text: str
     turn: int
     """1-based number of the turn within the session (across resumes)."""
+    cut_off: str | None = None
+    """Why the answer stops short, as its turn handler says (the agent loop:
+    ``output_limit``, the profile's ``max_output_tokens``); None if it is whole."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -403,7 +403,8 @@ class SessionActor:
                     await self._write_metadata()
                     turn = Turn(self.context, prompt.text, number, on_text=prompt.on_text)
                     text = await self._services.handler.run_turn(turn)
-                    outcome = Answered(reply=Reply(session_id=self.id, text=text, turn=number))
+                    answer = Reply(session_id=self.id, text=text, turn=number, cut_off=turn.cut_off)
+                    outcome = Answered(reply=answer)
                 except Exception as exc:
                     log_failure(f"turn {number} of session {self.id} failed", exc)
                     outcome = Failed(reason=_describe(exc), error=exc)
@@ -1087,6 +1088,8 @@ class Turn:
         self.prompt = prompt
         self.number = number
         self._on_text = on_text
+        self.cut_off: str | None = None
+        """Why the answer stops short, if it does: the handler sets it, ``Reply`` carries it."""
 
     @property
     def streaming(self) -> bool:
