@@ -19,6 +19,7 @@ if _TYPE_CHECKING:
         AmplifierError,
         UsageError,
     )
+    from amplifier._open import open_runtime
     from amplifier.agents import (
         AgentSpec,
         AgentWarning,
@@ -72,7 +73,6 @@ if _TYPE_CHECKING:
         HostLost,
         PersistenceRestarted,
         PersistenceUnavailable,
-        open_runtime,
     )
     from amplifier.persistence import (
         AmbiguousSessionId,

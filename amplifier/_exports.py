@@ -73,8 +73,8 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "HostLost",
         "PersistenceRestarted",
         "PersistenceUnavailable",
-        "open_runtime",
     ),
+    "amplifier._open": ("open_runtime",),
     "amplifier.persistence": (
         "AmbiguousSessionId",
         "Clock",

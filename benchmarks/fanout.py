@@ -4,7 +4,7 @@ A child costs its records and nothing more: creating it, running its one
 turn and closing it ride on the journal with the records themselves. This
 benchmark checks that claim. Measured, in one run, on asyncio and on trio:
 
-- ``fan-out``: a core Runtime (``amplifier.runtime.open_runtime``, durability
+- ``fan-out``: a core Runtime (``amplifier.runtime.lowlevel.open_local_runtime``, durability
   ``fsync``, ``max_children=100``); one root session whose turn calls
   ``turn.delegate_all`` with 1,000 delegations. Each child's turn records
   one assistant message (what one offline-provider turn persists) and
@@ -53,7 +53,7 @@ import anyio
 import orjson
 
 import amplifier
-import amplifier.runtime
+from amplifier.runtime.lowlevel import open_local_runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import persistence
@@ -110,7 +110,7 @@ class FanOutHandler:
 async def run_fan_out(directory: Path, children: int) -> FanOut:
     handler = FanOutHandler(children)
     home = directory / "home"
-    async with amplifier.runtime.open_runtime(
+    async with open_local_runtime(
         home=home, cwd=directory, handler=handler, max_children=AT_A_TIME
     ) as rt:
         async with rt.open_session() as session:

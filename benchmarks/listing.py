@@ -36,8 +36,7 @@ from pathlib import Path
 import anyio
 import orjson
 
-import amplifier
-import amplifier.runtime
+from amplifier.runtime.lowlevel import open_local_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = 50
@@ -95,7 +94,7 @@ def naive_listing(home: Path, project: str) -> list[tuple[str, str]]:
 async def measure_ours(home: Path, cwd: Path, repeat: int) -> tuple[list[float], list[str]]:
     times = []
     ids: list[str] = []
-    async with amplifier.runtime.open_runtime(home=home, cwd=cwd, durability="none") as rt:
+    async with open_local_runtime(home=home, cwd=cwd, durability="none") as rt:
         await rt.sessions(
             limit=PAGE, roots_only=True
         )  # warm the page cache, as a real CLI finds it
@@ -108,7 +107,7 @@ async def measure_ours(home: Path, cwd: Path, repeat: int) -> tuple[list[float],
 
 
 async def reindex(home: Path, cwd: Path) -> int:
-    async with amplifier.runtime.open_runtime(home=home, cwd=cwd, durability="none") as rt:
+    async with open_local_runtime(home=home, cwd=cwd, durability="none") as rt:
         return await rt.reindex()
 
 

@@ -2,7 +2,7 @@
 
 Measured, on asyncio and on trio:
 
-- ``ours``: a core Runtime (``amplifier.runtime.open_runtime``, the default
+- ``ours``: a core Runtime (``amplifier.runtime.lowlevel.open_local_runtime``, the default
   echo handler, ``durability="none"``) with N sessions opened by
   ``await rt.open_session()`` (in waves of 100 at a time) and kept open: each
   is a session actor waiting on its mailbox, its claim written in its folder
@@ -69,7 +69,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 import amplifier
-import amplifier.runtime
+from amplifier.runtime.lowlevel import open_local_runtime
 
 Backend = Literal["asyncio", "trio"]
 Kind = Literal["ours", "raw"]
@@ -166,9 +166,7 @@ def _short(filename: str) -> str:
 
 
 async def measure_ours(directory: Path, count: int, probe: Probe) -> dict[str, Any]:
-    async with amplifier.runtime.open_runtime(
-        home=directory / "home", cwd=directory, durability="none"
-    ) as rt:
+    async with open_local_runtime(home=directory / "home", cwd=directory, durability="none") as rt:
         sessions: list[amplifier.Session] = []
 
         async def open_one() -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 import anyio
 import orjson
 
-import amplifier.runtime
+from amplifier.runtime.lowlevel import open_local_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = 20
@@ -139,7 +139,7 @@ def naive_search(home: Path, phrase: str, project: str | None) -> list[tuple[str
 
 
 async def reindex(home: Path, cwd: Path) -> int:
-    async with amplifier.runtime.open_runtime(home=home, cwd=cwd, durability="none") as rt:
+    async with open_local_runtime(home=home, cwd=cwd, durability="none") as rt:
         return await rt.reindex()
 
 
@@ -148,7 +148,7 @@ async def measure(
 ) -> dict[tuple[str, bool], tuple[float, list[tuple[str, int]]]]:
     """Median seconds and the hits of each (query, every project) pair."""
     results = {}
-    async with amplifier.runtime.open_runtime(home=home, cwd=cwd, durability="none") as rt:
+    async with open_local_runtime(home=home, cwd=cwd, durability="none") as rt:
         await rt.search(queries[0][1])  # the index is built; warm the page cache, as a CLI finds it
         for _, query, everywhere in queries:
             times = []

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from amplifier import Delegation, Turn, TurnCancelled
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import FnHandler, events, first, metadata, transcript
 

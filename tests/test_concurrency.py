@@ -54,7 +54,7 @@ FAN_OUT = "\n".join([f"/delegate explorer: {LIST_DIR}"] * 3 + [NESTED] * 2)
 COMPLETED = b'"event":"prompt:complete"'
 STARTER = """
 import sys, anyio
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 async def main():
     home, cwd, count = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -23,6 +23,7 @@ from amplifier.agents import (
     normalize,
 )
 from amplifier.agents._context import estimate_tokens
+from amplifier.runtime.lowlevel import open_local_runtime
 
 from .helpers import FnHandler, events, first, session_dirs
 
@@ -245,7 +246,7 @@ async def test_every_turn_sees_its_history_exactly_as_stored(tmp_path: Path) -> 
             await turn.record(result)
         return f"answer {turn.number}"
 
-    async with amplifier.runtime.open_runtime(cwd=project, handler=FnHandler(turn_fn)) as rt:
+    async with open_local_runtime(cwd=project, handler=FnHandler(turn_fn)) as rt:
         async with rt.open_session() as session:
             for n in range(6):
                 await session.ask(f"prompt {n}")

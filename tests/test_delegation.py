@@ -19,8 +19,9 @@ from amplifier import (
     TurnCancelled,
 )
 from amplifier.persistence import open_store
-from amplifier.runtime import Runtime, open_runtime
+from amplifier.runtime import Runtime
 from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, Launch, is_child_id, run_child
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import FnHandler, events, first, lines, metadata, session_dirs, transcript
 

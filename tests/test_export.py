@@ -14,7 +14,7 @@ import pytest
 from amplifier import Turn
 from amplifier.cli._export_text import tree_json
 from amplifier.cli._export_tree import load_tree
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import FnHandler
 from .test_cli_process import amp

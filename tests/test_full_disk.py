@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from amplifier import StoreWarning, TurnFailed
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import session_dirs
 

@@ -41,7 +41,7 @@ from amplifier import (
 from amplifier.agents import AgentCatalog, load_profile
 from amplifier.cli import app
 from amplifier.persistence import validate_session_id
-from amplifier.runtime import open_runtime as open_core_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_core_runtime
 
 from .helpers import lines, session_dirs
 

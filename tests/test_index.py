@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from amplifier.cli import app
 from amplifier.persistence import find_session, list_sessions
 from amplifier.persistence._index import index_path, open_built
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import session_dirs
 
@@ -169,10 +169,10 @@ def test_cli_lists_shows_and_searches_through_a_damaged_index(
 
 USE_THEN_DIE = """
 import os, sys, anyio
-import amplifier.runtime
+from amplifier.runtime.lowlevel import open_local_runtime
 
 async def main():
-    async with amplifier.runtime.open_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
+    async with open_local_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
         second = await rt.open_session()
         await second.ask("a word for the index: wombat")
         first = await rt.resume(sys.argv[3])

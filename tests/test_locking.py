@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from amplifier import RecoveryWarning, SessionLocked, SessionState
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import events, lines, session_dirs
 

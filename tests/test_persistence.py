@@ -370,13 +370,13 @@ async def _session_with_events(home: Path, count: int, session_id: str = "s1") -
 
 CREATE_THEN_DIE = """
 import os, sys, anyio
-import amplifier.runtime
+from amplifier.runtime.lowlevel import open_local_runtime
 import amplifier.persistence._actor as actor
 
 actor.WRITE_BEHIND_DELAY = 3600  # nothing is written behind before the end below
 
 async def main():  # the echo handler: its turn reads nothing back (no flush)
-    async with amplifier.runtime.open_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
+    async with open_local_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
         session = await rt.open_session()
         reply = await session.ask("remember this")
         print(session.id, reply.text, flush=True)
@@ -473,10 +473,10 @@ async def test_each_new_folder_is_synced_into_its_parent_once(
 
 WRITE_THEN_DIE = """
 import os, sys, anyio
-import amplifier.runtime
+from amplifier.runtime.lowlevel import open_local_runtime
 
 async def main():
-    async with amplifier.runtime.open_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
+    async with open_local_runtime(home=sys.argv[1], cwd=sys.argv[2]) as rt:
         session = await rt.open_session()
         await session.ask("first")
         await session.ask("second")

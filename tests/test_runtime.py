@@ -28,7 +28,7 @@ from amplifier import (
     TurnFailed,
     UsageError,
 )
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import FnHandler, events, metadata, names, session_dirs, transcript
 

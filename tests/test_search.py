@@ -11,7 +11,7 @@ import pytest
 from amplifier import Durability
 from amplifier.persistence._index import index_path
 from amplifier.persistence._search import index_transcript_lines
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import session_dirs
 

@@ -13,7 +13,7 @@ import amplifier
 from amplifier import ConfigError, CorruptSession
 from amplifier.agents import load_profile
 from amplifier.cli import app
-from amplifier.runtime import open_runtime
+from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import session_dirs
 

@@ -83,7 +83,7 @@ from ._profiles import DEFAULT_PROFILE, Price, Profile, ProfileCatalog, ToolPoli
 from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, ToolSpec
 from ._provider_config import ProviderConfig, ProviderKind
 from ._providers import make_provider
-from ._runtime import load_profile, open_runtime
+from ._runtime import load_profile
 from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
 from ._specs import AgentCatalog, AgentSpec, parse_spec
 from ._tools import Tool, ToolBox, ToolContext, confine
@@ -183,7 +183,6 @@ __all__ = [
     "load_profile",
     "make_provider",
     "normalize",
-    "open_runtime",
     "parse_history",
     "parse_spec",
     "read_event",

@@ -16,9 +16,8 @@ from pathlib import Path
 import anyio
 
 from amplifier.persistence import Clock, Durability, Store, resolve_home_and_cwd, utc_now
-from amplifier.runtime import Approver, Runtime, TurnHandler
-from amplifier.runtime import open_runtime as open_core_runtime
-from amplifier.runtime.lowlevel import ChildLauncher
+from amplifier.runtime import Approver, TurnHandler
+from amplifier.runtime.lowlevel import ChildLauncher, LocalRuntime, open_local_runtime
 
 from ._loop import AgentTurnHandler
 from ._mcp_servers import McpServers
@@ -59,7 +58,7 @@ def _overridden(profile: Profile, *, provider: ProviderKind | None, model: str |
 
 
 @asynccontextmanager
-async def open_runtime(
+async def open_agent_runtime(
     *,
     profile: str | None = None,
     home: str | os.PathLike[str] | None = None,
@@ -76,7 +75,7 @@ async def open_runtime(
     assume_yes: bool = False,
     tools: Sequence[Tool] = (),
     agents: Sequence[AgentSpec] = (),
-) -> AsyncIterator[Runtime]:
+) -> AsyncIterator[LocalRuntime]:
     """A Runtime whose new sessions run agents under ``profile`` (default ``base``).
 
     A resumed session runs under its own profile (``rt.resume(id,
@@ -154,19 +153,22 @@ async def open_runtime(
         check_profile(settings, profiles, tools=loop.tool_names, agents=catalog)
     warn_unusable(profiles, loop.catalog if loop else None, configured, in_use=settings.name)
     try:
-        async with servers, open_core_runtime(
-            handler=handler or loop,
-            home=root,
-            cwd=directory,
-            durability=durability or settings.durability,
-            profile=settings.name,
-            clock=clock,
-            max_depth=settings.max_depth,
-            max_children=settings.max_children,
-            store=store,
-            children=children,
-            approve=approve,
-        ) as runtime:
+        async with (
+            servers,
+            open_local_runtime(
+                handler=handler or loop,
+                home=root,
+                cwd=directory,
+                durability=durability or settings.durability,
+                profile=settings.name,
+                clock=clock,
+                max_depth=settings.max_depth,
+                max_children=settings.max_children,
+                store=store,
+                children=children,
+                approve=approve,
+            ) as runtime,
+        ):
             yield runtime
     finally:
         if loop is not None:

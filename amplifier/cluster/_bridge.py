@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from typing import Any
 
 import ray
@@ -48,8 +49,6 @@ async def call(ref: Any, *, cancel_remote: bool = True) -> Any:
     return pending.result()
 
 
-
-
 async def unwrapped(ref: Any) -> Any:
     """``call(ref)``, where an error the actor raised comes out as itself, not wrapped by
     Ray, with the actor's traceback as a note (``_failures``' Rule)."""
@@ -58,6 +57,11 @@ async def unwrapped(ref: Any) -> Any:
     except RayTaskError as exc:
         cause = exc.cause
         if isinstance(cause, Exception):
-            cause.add_note(f"Raised in a Ray actor:\n{exc.traceback_str.rstrip()}")
+            # Ray's error class that also derives from the cause's class carries no
+            # traceback text of its own; its attribute look-ups fall through to the cause.
+            remote = vars(exc).get("traceback_str") or "".join(
+                traceback.format_exception(cause)
+            )
+            cause.add_note(f"Raised in a Ray actor:\n{remote.rstrip()}")
             raise cause from None
         raise

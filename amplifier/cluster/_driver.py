@@ -20,7 +20,8 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -32,11 +33,19 @@ from amplifier.agents import Permissions, ProviderKind, load_profile
 from amplifier.persistence import (
     Durability,
     EndStatus,
+    EventRecord,
+    RecoveryReport,
+    SearchHit,
     SessionLocation,
     SessionMetadata,
+    SessionSort,
+    SessionSummary,
+    TranscriptRecord,
     resolve_home_and_cwd,
 )
 from amplifier.runtime import (
+    Cleanup,
+    HeldSession,
     Reply,
     Runtime,
     RuntimeClosed,
@@ -48,8 +57,7 @@ from amplifier.runtime import (
     TurnCancelled,
     TurnFailed,
 )
-from amplifier.runtime import open_runtime as open_core_runtime
-from amplifier.runtime.lowlevel import check_prompt
+from amplifier.runtime.lowlevel import EventBus, LocalRuntime, check_prompt, open_local_runtime
 
 from . import _ray
 from ._bridge import call, unwrapped
@@ -185,15 +193,107 @@ class ClusterSession(Session):
 
 
 class ClusterRuntime(Runtime):
-    """A ``Runtime`` whose sessions run on Ray session hosts; everything else is unchanged."""
+    """A ``Runtime`` whose sessions run on Ray session hosts.
+
+    Opening and resuming place a session on a host; everything that reads
+    or changes the stored sessions is the in-process runtime's, through the
+    same persistence service (``local``).
+    """
 
     def __init__(
-        self, inner: Runtime, pool: HostPool, cluster: ClusterInfo, persistence_pid: int
+        self, local: LocalRuntime, pool: HostPool, cluster: ClusterInfo, persistence_pid: int
     ) -> None:
-        super().__init__(inner._services, inner._tg, cwd=inner.cwd, profile=inner.profile)
+        self._local = local
         self._pool = pool
         self._cluster = cluster
         self._persistence_pid = persistence_pid
+        self._closed = False
+
+    # -- what the stored sessions are: the in-process runtime's ----------------------
+
+    @property
+    def cwd(self) -> Path:
+        return self._local.cwd
+
+    @property
+    def project(self) -> str:
+        return self._local.project
+
+    @property
+    def profile(self) -> str | None:
+        return self._local.profile
+
+    @property
+    def home(self) -> Path:
+        return self._local.home
+
+    @property
+    def durability(self) -> Durability:
+        return self._local.durability
+
+    @property
+    def recovered(self) -> RecoveryReport:
+        return self._local.recovered
+
+    async def find(self, id_or_prefix: str) -> SessionLocation:
+        return await self._local.find(id_or_prefix)
+
+    async def flush(self) -> None:
+        await self._local.flush()
+
+    async def sessions(
+        self,
+        *,
+        all_projects: bool = False,
+        limit: int | None = None,
+        roots_only: bool = False,
+        sort: SessionSort = "created",
+        tag: str | None = None,
+    ) -> list[SessionSummary]:
+        return await self._local.sessions(
+            all_projects=all_projects, limit=limit, roots_only=roots_only, sort=sort, tag=tag
+        )
+
+    async def search(
+        self, text: str, *, all_projects: bool = False, limit: int = 20
+    ) -> list[SearchHit]:
+        return await self._local.search(text, all_projects=all_projects, limit=limit)
+
+    async def rename(self, session_id: str, name: str | None) -> SessionMetadata:
+        return await self._local.rename(session_id, name)
+
+    async def tag(
+        self, session_id: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> SessionMetadata:
+        return await self._local.tag(session_id, add=add, remove=remove)
+
+    def hold(self, session_id: str) -> AbstractAsyncContextManager[HeldSession]:
+        return self._local.hold(session_id)
+
+    async def reindex(self) -> int:
+        return await self._local.reindex()
+
+    def events(self, session_id: str, *, tree: bool = False) -> AsyncIterator[EventRecord]:
+        return self._local.events(session_id, tree=tree)
+
+    async def latest(self, *, cwd: str | os.PathLike[str] | None = None) -> SessionSummary | None:
+        return await self._local.latest(cwd=cwd)
+
+    async def transcript(self, session_id: str) -> list[TranscriptRecord]:
+        return await self._local.transcript(session_id)
+
+    async def tree(self, session_id: str) -> list[SessionSummary]:
+        return await self._local.tree(session_id)
+
+    async def delete(self, session_id: str) -> list[str]:
+        return await self._local.delete(session_id)
+
+    async def cleanup(
+        self, *, days: float, dry_run: bool = False, all_projects: bool = False
+    ) -> Cleanup:
+        return await self._local.cleanup(days=days, dry_run=dry_run, all_projects=all_projects)
+
+    # -- what runs on the hosts -------------------------------------------------------
 
     @property
     def cluster(self) -> ClusterInfo:
@@ -204,9 +304,7 @@ class ClusterRuntime(Runtime):
     def hosts(self) -> list[HostInfo]:
         """The session hosts, by index: a dead one stays listed (``alive`` false) beside its
         replacement. Process id, node, liveness and root sessions open on each."""
-        return [
-            HostInfo(k.index, k.pid, k.node, k.alive, k.roots) for k in self._pool.links
-        ]
+        return [HostInfo(k.index, k.pid, k.node, k.alive, k.roots) for k in self._pool.links]
 
     @property
     def persistence_pid(self) -> int:
@@ -279,7 +377,7 @@ class ClusterRuntime(Runtime):
         self, session_id: str | None = None, *, tree: bool = True, buffer: int = 1024
     ) -> Subscription:
         self._pool.watch()
-        return super().subscribe(session_id, tree=tree, buffer=buffer)
+        return self._local.subscribe(session_id, tree=tree, buffer=buffer)
 
 
 def _host_died(session_id: str) -> str:
@@ -368,16 +466,22 @@ async def open_cluster_runtime(
                     ) from exc
                 return answers
 
+            bus = EventBus()
             async with (
                 open_forwarding_store(root, chosen, recovered, commit) as (store, _),
-                open_core_runtime(
-                    home=root, cwd=directory, durability=chosen, profile=settings.name, store=store
-                ) as inner,
+                open_local_runtime(
+                    home=root,
+                    cwd=directory,
+                    durability=chosen,
+                    profile=settings.name,
+                    store=store,
+                    bus=bus,
+                ) as local,
             ):
                 with unwrap_single_error():
                     async with anyio.create_task_group() as tg:
-                        pool.run(tg, inner._services.bus)
-                        runtime = ClusterRuntime(inner, pool, info, pid)
+                        pool.run(tg, bus)
+                        runtime = ClusterRuntime(local, pool, info, pid)
                         try:
                             yield runtime
                         finally:

@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 import anyio
 
-from amplifier.agents import Permissions, ProviderKind, open_runtime
+from amplifier.agents import Permissions, ProviderKind
+from amplifier.agents._runtime import open_agent_runtime
 from amplifier.persistence import (
     Durability,
     EndStatus,
@@ -39,8 +40,8 @@ from amplifier.persistence import (
     RecoveryReport,
     SessionMetadata,
 )
-from amplifier.runtime import Runtime, Session, TurnCancelled, TurnFailed
-from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, run_child
+from amplifier.runtime import Session, TurnCancelled, TurnFailed
+from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, LocalRuntime, run_child
 
 from ._bridge import call
 from ._exceptions import PersistenceUnavailable
@@ -106,7 +107,7 @@ class SessionHost:
         self._persistence = persistence
         self._writer = writer
         self._recovered = recovered
-        self._runtime: Runtime | None = None
+        self._runtime: LocalRuntime | None = None
         self._forwarder: Forwarder | None = None
         self._sessions: dict[str, Session] = {}
         self._outbox: list[tuple[str, Any]] = []
@@ -131,7 +132,7 @@ class SessionHost:
             ) as (store, forwarder):
                 self._forwarder = forwarder
                 store.add_listener(self._committed)
-                async with open_runtime(
+                async with open_agent_runtime(
                     profile=config.profile,
                     home=config.home,
                     cwd=config.cwd,
@@ -332,7 +333,7 @@ class SessionHost:
         self._stop.set()
         await asyncio.wait([self._main])
 
-    def _require(self) -> Runtime:
+    def _require(self) -> LocalRuntime:
         if self._runtime is None:
             raise RuntimeError("the session host has stopped")
         return self._runtime

@@ -46,6 +46,7 @@ from ._reader import (
     session_tree,
     summarize,
 )
+from ._rebuild import read_or_rebuild_metadata
 from ._records import (
     Durability,
     EndStatus,
@@ -102,6 +103,7 @@ __all__ = [
     "project_slugs",
     "read_kept",
     "read_metadata",
+    "read_or_rebuild_metadata",
     "resolve_home_and_cwd",
     "search_sessions",
     "session_tree",

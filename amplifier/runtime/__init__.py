@@ -33,8 +33,9 @@ from ._exceptions import (
 from ._history import HistoryTail
 from ._lifecycle import SessionState
 from ._messages import Reply
-from ._runtime import Cleanup, HeldSession, Runtime, SessionOpening, open_runtime
-from ._session import Session, SessionContext, Turn
+from ._protocols import Runtime, Session, SessionOpening
+from ._runtime import Cleanup, HeldSession
+from ._turn import SessionContext, Turn
 from ._turns import EchoTurnHandler, SessionSetup, TurnHandler
 
 __all__ = [
@@ -75,7 +76,6 @@ __all__ = [
     "TurnCancelled",
     "TurnFailed",
     "TurnHandler",
-    "open_runtime",
     "optional",
 ]
 

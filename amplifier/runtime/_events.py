@@ -51,8 +51,6 @@ class Event(BaseModel):
         return cls.model_validate(data)
 
 
-
-
 class SessionStarted(Event):
     """``session:start``: a session was created; its configuration labels follow its fields."""
 

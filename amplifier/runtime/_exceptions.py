@@ -82,3 +82,11 @@ class IllegalTransition(UsageError):
         self.current = current
         self.wanted = wanted
         super().__init__(f"{what} is {current}; it cannot become {wanted}")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: Amplifier's own say enough; others are named by type."""
+    text = str(exc)
+    if isinstance(exc, AmplifierError | UsageError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

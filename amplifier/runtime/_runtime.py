@@ -19,9 +19,7 @@ import contextlib
 import os
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
-    Generator,
     Iterator,
     Mapping,
     Sequence,
@@ -31,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -73,45 +70,24 @@ from amplifier.persistence import (
     utc_now,
 )
 
+from ._actor import FINAL_RECORDS_TIMEOUT, Services, SessionActor
 from ._approval import Approver
 from ._bus import EventBus, Subscription
 from ._children import ChildLauncher, ChildOutcome, ChildRun
 from ._exceptions import RuntimeClosed
+from ._handle import LocalSession
 from ._ids import is_child_id, new_root_id
 from ._labels import clean_name, clean_tag, retag
-from ._session import FINAL_RECORDS_TIMEOUT, Services, Session, SessionActor, drive_child
+from ._protocols import Runtime, Session, SessionOpening
+from ._supervision import drive_child
 from ._turns import EchoTurnHandler, TurnHandler
 
 EVENTS_PER_READ = 256
 """Events ``Runtime.events`` reads per trip to the worker thread."""
 
 
-class SessionOpening:
-    """``await rt.open_session(...)`` gives a ``Session``; ``async with`` also closes it."""
-
-    def __init__(self, open_: Callable[[], Awaitable[Session]]) -> None:
-        self._open = open_
-        self._session: Session | None = None
-
-    def __await__(self) -> Generator[Any, None, Session]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> Session:
-        self._session = await self._open()
-        return self._session
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._session is not None:
-            await self._session.__aexit__(exc_type, exc, tb)
-
-
-class Runtime:
-    """Opens, resumes and observes sessions. Create it with ``open_runtime``."""
+class LocalRuntime(Runtime):
+    """A ``Runtime`` whose sessions run in this process, in its task group."""
 
     def __init__(
         self, services: Services, tg: TaskGroup, *, cwd: Path, profile: str | None
@@ -120,9 +96,21 @@ class Runtime:
         self._tg = tg
         self._roots: set[SessionActor] = set()
         self._closed = False
-        self.cwd = cwd
-        self.project = project_slug(cwd)
-        self.profile = profile
+        self._cwd = cwd
+        self._project = project_slug(cwd)
+        self._profile = profile
+
+    @property
+    def cwd(self) -> Path:
+        return self._cwd
+
+    @property
+    def project(self) -> str:
+        return self._project
+
+    @property
+    def profile(self) -> str | None:
+        return self._profile
 
     @property
     def home(self) -> Path:
@@ -138,7 +126,6 @@ class Runtime:
 
     @property
     def recovered(self) -> RecoveryReport:
-        """What start-up recovery restored from runtimes that died."""
         return self._store.recovered
 
     def open_session(
@@ -150,14 +137,6 @@ class Runtime:
         name: str | None = None,
         tags: Sequence[str] = (),
     ) -> SessionOpening:
-        """Start a new root session of ``agent`` (None: the handler's default agent).
-
-        ``await`` it for a ``Session`` (closed when the runtime closes), or use
-        ``async with`` to close it at the end of the block.
-        ``metadata.json`` (identity first) and ``session:start`` are durable
-        before this returns. ``name`` and ``tags`` label it as ``rename`` and
-        ``tag`` do (``UsageError`` if they are not valid).
-        """
         label = clean_name(name) if name is not None else None
         labels = retag([], add=tags, remove=())
 
@@ -187,15 +166,6 @@ class Runtime:
         return SessionOpening(open_)
 
     def resume(self, session_id: str, *, profile: str | None = None) -> SessionOpening:
-        """Open a stored session again, by id or unique prefix, from any project.
-
-        Its history is kept. It runs under its own profile (the one its
-        metadata records; this Runtime's if it records none), or under
-        ``profile`` if given; the profile, its provider and the agent are
-        taken as they are configured now. Raises ``SessionNotFound``,
-        ``AmbiguousSessionId``, ``InvalidSessionId``, ``SessionLocked``, or
-        the handler's error for a profile or agent that no longer exists.
-        """
 
         async def open_() -> Session:
             location = await self.find(session_id)
@@ -204,14 +174,17 @@ class Runtime:
 
         return SessionOpening(open_)
 
-    async def _start(self, actor: SessionActor) -> Session:
+    async def _start(self, actor: SessionActor) -> LocalSession:
         if self._closed:
             raise RuntimeClosed(actor.id, "the runtime is closed")
-        session: Session = await self._tg.start(self._run_root, actor)
+        session: LocalSession = await self._tg.start(self._run_root, actor)
         return session
 
     async def _run_root(
-        self, actor: SessionActor, *, task_status: TaskStatus[Session] = anyio.TASK_STATUS_IGNORED
+        self,
+        actor: SessionActor,
+        *,
+        task_status: TaskStatus[LocalSession] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         self._roots.add(actor)
         try:
@@ -220,7 +193,6 @@ class Runtime:
             self._roots.discard(actor)
 
     async def find(self, id_or_prefix: str) -> SessionLocation:
-        """Where the session with this id (or unique id prefix) is stored."""
 
         def look() -> SessionLocation:
             return find_session(self.home, id_or_prefix, project=self.project, cwd=str(self.cwd))
@@ -233,15 +205,6 @@ class Runtime:
             return await anyio.to_thread.run_sync(look)
 
     async def flush(self) -> None:
-        """Wait until every session file holds what this runtime has committed.
-
-        Records are durable once committed (in the journal, under ``fsync``);
-        the session folders and files follow within a few milliseconds, and
-        a closed sub-session is free for other processes once its files are
-        synced. Call this before reading the files directly, or before
-        another process must see them or open them. The readers of this API
-        (``events``, ``transcript``, ``sessions``, ...) flush by themselves.
-        """
         await self._store.flush(release=True)
 
     async def sessions(
@@ -253,17 +216,6 @@ class Runtime:
         sort: SessionSort = "created",
         tag: str | None = None,
     ) -> list[SessionSummary]:
-        """Stored sessions of this project (or every project), newest first.
-
-        This project's are those stored under its slug that recorded this
-        directory: ``/a-b`` and ``/a/b`` share a slug, not their sessions.
-
-        ``sort`` is ``created`` (newest created first) or ``used`` (most
-        recently used first: the metadata's ``updated``). ``limit`` gives the
-        first page (read through the session index, so it costs the same
-        however many sessions exist); ``roots_only`` leaves out sub-sessions;
-        ``tag`` keeps the sessions that have that tag.
-        """
         return await self._listing(
             None if all_projects else self.cwd,
             limit=limit,
@@ -305,15 +257,6 @@ class Runtime:
     async def search(
         self, text: str, *, all_projects: bool = False, limit: int = 20
     ) -> list[SearchHit]:
-        """Where ``text`` occurs in this project's sessions (or every project's), newest first.
-
-        Searches prompts, answers and tool output of sessions and
-        sub-sessions, and session names and tags. Every word must occur;
-        ``"quoted words"`` match as a phrase, ``word*`` as a prefix. Matches
-        of a name or tag come first, then messages, newest first. The first
-        search of a store indexed before search existed builds the index.
-        Raises ``UsageError`` if there is nothing to search for.
-        """
         project = None if all_projects else self.project
         await self._store.flush()
         return await anyio.to_thread.run_sync(
@@ -321,12 +264,6 @@ class Runtime:
         )
 
     async def rename(self, session_id: str, name: str | None) -> SessionMetadata:
-        """Give a stored session a name (None: take it away); its metadata as now stored.
-
-        A session open in this Runtime is renamed between its turns.
-        Raises ``SessionLocked`` if the session is open in another Runtime
-        or process, ``UsageError`` for an empty or unprintable name.
-        """
         label = clean_name(name) if name is not None else None
 
         def change(meta: SessionMetadata) -> None:
@@ -337,12 +274,6 @@ class Runtime:
     async def tag(
         self, session_id: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
     ) -> SessionMetadata:
-        """Add and remove tags of a stored session; its metadata as now stored.
-
-        A session open in this Runtime is tagged between its turns.
-        Raises ``SessionLocked`` if the session is open in another Runtime
-        or process, ``UsageError`` for a tag that is not one word.
-        """
         retag([], add=add, remove=remove)  # refuse a bad tag before opening anything
 
         def change(meta: SessionMetadata) -> None:
@@ -373,13 +304,6 @@ class Runtime:
 
     @asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[HeldSession]:
-        """Claim a stored session and its sub-sessions, to change them outside any turn.
-
-        For work on a whole tree that must not race a turn (``session
-        rewind``): every session of the tree is claimed, or ``SessionLocked``
-        names the one in use and nothing is claimed. The claims go when the
-        block ends. Events written through the held session are the root's.
-        """
         location = await self.find(session_id)
         tree = await anyio.to_thread.run_sync(session_tree, location)
         writers: list[SessionWriter] = []
@@ -396,17 +320,9 @@ class Runtime:
                         await writer.close()
 
     async def reindex(self) -> int:
-        """Rebuild the session index from every session's metadata; how many it holds."""
         return await self._store.reindex()
 
     async def events(self, session_id: str, *, tree: bool = False) -> AsyncIterator[EventRecord]:
-        """A session's persisted events (with ``tree``: and its sub-sessions'), in seq order.
-
-        Streamed: the files are read in a worker thread, ``EVENTS_PER_READ``
-        events at a time, so the first event comes before a long log is
-        read to its end, and memory stays bounded however long it is.
-        Events committed after the reading started may be left out.
-        """
         location = await self.find(session_id)
         await self._store.flush()
         records: Iterator[EventRecord] | None = None
@@ -423,17 +339,6 @@ class Runtime:
             del batch  # not kept while the next one is read
 
     async def latest(self, *, cwd: str | os.PathLike[str] | None = None) -> SessionSummary | None:
-        """The root session of this project used last (what ``continue`` resumes).
-
-        ``cwd`` asks for another directory's instead. Last used means the
-        newest metadata ``updated``; a session that never got a prompt (an
-        interactive session left at once) is passed over: it holds nothing
-        to go on with. A session whose metadata is damaged is returned (with
-        ``metadata`` None) when its event log was written after every
-        readable one was used: resuming it rebuilds its metadata. An older
-        session never silently stands in for it; the caller should say that
-        it is damaged.
-        """
         directory = cwd if cwd is not None else self.cwd
         rows = await self._listing(directory, limit=_LATEST_PAGE, roots_only=True, sort="used")
         healthy = next(
@@ -463,13 +368,11 @@ class Runtime:
         return healthy
 
     async def transcript(self, session_id: str) -> list[TranscriptRecord]:
-        """A session's stored messages, oldest first."""
         location = await self.find(session_id)
         await self._store.flush()
         return await anyio.to_thread.run_sync(load_transcript, location)
 
     async def tree(self, session_id: str) -> list[SessionSummary]:
-        """The session and its sub-sessions (depth first, parents before children)."""
         location = await self.find(session_id)
         await self._store.flush()
         return await anyio.to_thread.run_sync(
@@ -477,10 +380,6 @@ class Runtime:
         )
 
     async def delete(self, session_id: str) -> list[str]:
-        """Delete a session and its sub-sessions; the ids removed.
-
-        Raises ``SessionLocked`` (and deletes nothing) if any of them is in use.
-        """
         location = await self.find(session_id)
         tree = await anyio.to_thread.run_sync(session_tree, location)
         return await self._store.delete(tree)
@@ -488,12 +387,6 @@ class Runtime:
     async def cleanup(
         self, *, days: float, dry_run: bool = False, all_projects: bool = False
     ) -> Cleanup:
-        """Delete sessions not updated for ``days``, each with its sub-sessions.
-
-        A tree goes only if every session in it is that old and none is in
-        use; sessions in use are never touched (they are reported).
-        ``dry_run`` only reports what would go.
-        """
         cutoff = self._services.clock() - timedelta(days=days)
         rows = await self.sessions(all_projects=all_projects)
         # A session with damaged metadata is dated by its folder: a stat, so in the thread.
@@ -517,7 +410,6 @@ class Runtime:
     def subscribe(
         self, session_id: str | None = None, *, tree: bool = True, buffer: int = 1024
     ) -> Subscription:
-        """Events as they are persisted: of one session (and its subtree), or of all."""
         return self._services.bus.subscribe(session_id, tree=tree, buffer=buffer)
 
     def _close(self) -> None:
@@ -527,7 +419,9 @@ class Runtime:
             actor.close_mailbox()
 
 
-async def run_child(runtime: Runtime, run: ChildRun, *, scope: anyio.CancelScope) -> ChildOutcome:
+async def run_child(
+    runtime: LocalRuntime, run: ChildRun, *, scope: anyio.CancelScope
+) -> ChildOutcome:
     """Run a child that a parent in another Runtime placed here; how it ended.
 
     The child runs in ``runtime``'s task group (the runtime's exit waits for
@@ -659,7 +553,7 @@ def plan_cleanup(rows: list[SessionSummary], cutoff: datetime) -> Cleanup:
 
 
 @asynccontextmanager
-async def open_runtime(
+async def open_local_runtime(
     *,
     handler: TurnHandler | None = None,
     home: str | os.PathLike[str] | None = None,
@@ -672,9 +566,10 @@ async def open_runtime(
     mailbox_size: int = 16,
     scrub: Callable[[str], str] | None = None,
     store: Store | None = None,
+    bus: EventBus | None = None,
     children: ChildLauncher | None = None,
     approve: Approver | None = None,
-) -> AsyncIterator[Runtime]:
+) -> AsyncIterator[LocalRuntime]:
     """Start a Runtime storing under ``home`` (default ``$AMPLIFIER_HOME`` or ``~/.amplifier``).
 
     ``cwd`` is the project directory (default: the current one); ``handler``
@@ -683,7 +578,9 @@ async def open_runtime(
     ``scrub`` (e.g. a redactor of secrets) is applied to every string of every
     event and to the last prompt kept in metadata. ``store``: an open store
     to write through (a forwarder to another process's persistence actor);
-    by default the Runtime starts its own for ``home``. ``children`` places
+    by default the Runtime starts its own for ``home``. ``bus``: where the
+    persisted events go to subscribers, when others deliver to it too (a
+    cluster's hosts). ``children`` places
     some delegated children outside this Runtime (on other session hosts);
     by default every child runs in its parent's task group. ``approve``
     answers the tool calls that ask to run, for every session tree
@@ -699,7 +596,7 @@ async def open_runtime(
         else open_store(root, durability=durability, clock=clock)
     )
     async with opening as store:
-        bus = EventBus()
+        bus = bus if bus is not None else EventBus()
         store.add_listener(bus.deliver)
         services = Services(
             profile=profile,
@@ -716,7 +613,7 @@ async def open_runtime(
         )
         with unwrap_single_error():
             async with anyio.create_task_group() as tg:
-                runtime = Runtime(services, tg, cwd=directory, profile=profile)
+                runtime = LocalRuntime(services, tg, cwd=directory, profile=profile)
                 try:
                     yield runtime
                 finally:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._session import SessionContext, Turn
+    from ._turn import SessionContext, Turn
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,11 @@ from amplifier._exports import name_as_public as _name_as_public
 
 from ._bus import EventBus
 from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
+from ._handle import LocalSession
 from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
 from ._lifecycle import ALLOWED, Lifecycle
 from ._messages import check_prompt
-from ._runtime import plan_cleanup, run_child
+from ._runtime import LocalRuntime, open_local_runtime, plan_cleanup, run_child
 
 __all__ = [
     "ALLOWED",
@@ -21,12 +22,15 @@ __all__ = [
     "EventBus",
     "Launch",
     "Lifecycle",
+    "LocalRuntime",
+    "LocalSession",
     "agent_slug",
     "check_prompt",
     "is_child_id",
     "is_root_id",
     "new_child_id",
     "new_root_id",
+    "open_local_runtime",
     "plan_cleanup",
     "run_child",
     "span_of",

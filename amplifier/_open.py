@@ -1,4 +1,5 @@
-"""``open_runtime``: in-process, or on a Ray cluster when ``cluster`` is given."""
+"""``open_runtime``, the one way a program opens a runtime: in-process, or on a Ray
+cluster when ``cluster`` is given (``amplifier.cluster``, imported only then)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from amplifier._errors import UsageError
+from amplifier._exports import name_as_public as _name_as_public
 from amplifier.agents import (
     AgentSpec,
     Permissions,
@@ -15,11 +17,10 @@ from amplifier.agents import (
     Tool,
     check_options,
 )
-from amplifier.agents import open_runtime as open_local_runtime
+from amplifier.agents._runtime import open_agent_runtime
+from amplifier.cluster._exceptions import ClusterUnavailable
 from amplifier.persistence import Clock, Durability, utc_now
 from amplifier.runtime import Approver, Runtime, TurnHandler
-
-from ._exceptions import ClusterUnavailable
 
 
 @asynccontextmanager
@@ -85,7 +86,7 @@ async def open_runtime(
     if cluster is None:
         if spread_children:
             raise UsageError("spreading children across hosts needs a cluster (cluster=...)")
-        async with open_local_runtime(
+        async with open_agent_runtime(
             profile=profile,
             home=home,
             cwd=cwd,
@@ -117,7 +118,7 @@ async def open_runtime(
     # Read when ray is imported: a cluster started here sends no usage statistics.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        from ._driver import open_cluster_runtime
+        from amplifier.cluster._driver import open_cluster_runtime
     except ImportError as exc:
         if exc.name != "ray" and not (exc.name or "").startswith("ray."):
             raise
@@ -139,3 +140,6 @@ async def open_runtime(
         assume_yes=assume_yes,
     ) as runtime:
         yield runtime
+
+
+_name_as_public(globals(), ["open_runtime"], "amplifier._open")

@@ -32,16 +32,13 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType, TracebackType
-from typing import Any, Literal, assert_never, cast
+from typing import Any, Literal, assert_never
 
 import anyio
 from anyio.abc import TaskStatus
 
-from amplifier._errors import AmplifierError, UsageError
 from amplifier._log import formatted_traceback, log_failure
 from amplifier.persistence import (
-    CorruptSession,
     EndStatus,
     PersistenceError,
     Receipt,
@@ -51,17 +48,16 @@ from amplifier.persistence import (
     SessionWriter,
     Store,
     existing_children,
-    iter_events,
     load_message_tail,
     load_transcript,
-    read_metadata,
+    read_or_rebuild_metadata,
     validate_session_id,
 )
 
 from ._approval import ApprovalDecision, ApprovalRequest, Approver, decide
 from ._bus import EventBus, Subscription
 from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
-from ._delegation import Delegation, DelegationResult, DelegationStatus
+from ._delegation import Delegation, DelegationResult
 from ._events import (
     DelegateEnded,
     DelegateStarted,
@@ -72,7 +68,8 @@ from ._events import (
     SessionResumed,
     SessionStarted,
 )
-from ._exceptions import RuntimeClosed, SessionClosed, TurnCancelled, TurnFailed
+from ._exceptions import RuntimeClosed, SessionClosed, describe_error
+from ._handle import LocalSession
 from ._history import FRESH_WINDOW, HistoryCopy, HistoryTail
 from ._ids import new_child_id
 from ._lifecycle import Lifecycle, SessionState
@@ -86,14 +83,13 @@ from ._messages import (
     Relabel,
     Reply,
     SessionMessage,
-    check_prompt,
 )
+from ._supervision import drive_child
+from ._turn import SessionContext, Turn
 from ._turns import SessionSetup, TurnHandler
 
 FINAL_RECORDS_TIMEOUT = 5.0
 """Seconds a cancelled session may spend writing its final records."""
-CHILD_CLOSE_GRACE = 5.0
-"""Seconds a child may take to end after its answer (or timeout) before it is cancelled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +191,9 @@ class SessionActor:
 
     # -- the task -------------------------------------------------------------------
 
-    async def run(self, *, task_status: TaskStatus[Session] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: TaskStatus[LocalSession] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Open the files, serve the mailbox, write the final records.
 
         Fails before ``started`` (so ``tg.start`` raises to the opener) if the
@@ -209,7 +207,7 @@ class SessionActor:
         try:
             await self._begin()
             self._life.move(SessionState.IDLE)
-            task_status.started(Session(self))
+            task_status.started(LocalSession(self))
             started = True
             async with self._mailbox:
                 async for message in self._mailbox:
@@ -233,7 +231,7 @@ class SessionActor:
             status = "cancelled"
             raise
         except Exception as exc:
-            status, error = "failed", _describe(exc)
+            status, error = "failed", describe_error(exc)
             if not started:
                 # The caller never had the session (its resume could not be
                 # stored, say): it stays as it was, and the caller is told.
@@ -277,10 +275,10 @@ class SessionActor:
         # Read before claiming: a session that cannot be loaded is left exactly
         # as found. Read again once claimed: a dead owner's journal may have
         # been replayed into it meanwhile.
-        await anyio.to_thread.run_sync(_load_metadata, self.location)
+        await anyio.to_thread.run_sync(read_or_rebuild_metadata, self.location)
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
-        meta, repaired = await anyio.to_thread.run_sync(_load_metadata, self.location)
+        meta, repaired = await anyio.to_thread.run_sync(read_or_rebuild_metadata, self.location)
         _, dropped = await anyio.to_thread.run_sync(existing_children, self.location, meta.children)
         meta.children = [child for child in meta.children if child not in dropped]
         # The session's own profile, configuration taken as it is NOW: an
@@ -407,7 +405,7 @@ class SessionActor:
                     outcome = Answered(reply=answer)
                 except Exception as exc:
                     log_failure(f"turn {number} of session {self.id} failed", exc)
-                    outcome = Failed(reason=_describe(exc), error=exc)
+                    outcome = Failed(reason=describe_error(exc), error=exc)
         finally:
             self._turn_scope = self._current = None
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
@@ -593,6 +591,28 @@ class SessionActor:
         stamp = await self._require_writer().append_message(self._counted(message))
         return stamp.seq
 
+    async def read_history(self) -> list[dict[str, Any]]:
+        """All of the session's stored messages, oldest first, once what was sent is written."""
+        await self._services.store.flush()
+        records = await anyio.to_thread.run_sync(load_transcript, self.location)
+        return [record.message() for record in records]
+
+    async def history_tail(self, max_bytes: int) -> HistoryTail:
+        """The first message and the last ``max_bytes`` or so of the history, from the
+        copy kept in memory when it reaches back far enough, else from the transcript's end."""
+        if self.history is None or not self.history.covers(max_bytes):
+            await self._services.store.flush()
+            location = self.location
+            tail = await anyio.to_thread.run_sync(
+                lambda: load_message_tail(location, max_bytes=max_bytes)
+            )
+            self.history = HistoryCopy(tail, max_bytes)
+        return self.history.tail(max_bytes)
+
+    def subscribe(self, *, tree: bool, buffer: int) -> Subscription:
+        """Events of this session (and, with ``tree``, its sub-sessions) as they are persisted."""
+        return self._services.bus.subscribe(self.id, tree=tree, buffer=buffer)
+
     async def post_message(self, message: Mapping[str, Any]) -> None:
         """Send a message for the transcript; committed in order, durable at the next wait."""
         await self._require_writer().post_message(self._counted(message))
@@ -751,7 +771,7 @@ class SessionActor:
             await self._require_writer().sync()
         except PersistenceError as exc:
             return ChildOutcome(
-                "failed", error=f"sub-session {child_id} was not started: {_describe(exc)}"
+                "failed", error=f"sub-session {child_id} was not started: {describe_error(exc)}"
             )
         return await launch()
 
@@ -795,63 +815,6 @@ class SessionActor:
         )
 
 
-async def drive_child(child: SessionActor, request: Delegation) -> ChildOutcome:
-    """Start ``child``, ask it ``request``'s instruction, close it; how it ended.
-
-    A child that fails, times out or cannot start is an outcome, not an
-    error; only cancellation propagates (the child ends as cancelled first).
-    """
-    outcome = ChildOutcome("cancelled")
-    async with anyio.create_task_group() as tg:
-        try:
-            await tg.start(child.run)
-        except Exception as exc:
-            trace = log_failure(f"sub-session {child.id} could not start", exc)
-            outcome = ChildOutcome("failed", error=_describe(exc), trace=trace, cause=exc)
-        else:
-            outcome = await _supervise(child, request, tg)
-    return outcome
-
-
-async def _supervise(
-    child: SessionActor, request: Delegation, tg: anyio.abc.TaskGroup
-) -> ChildOutcome:
-    """Ask the child, then close it with the matching end status."""
-    status: DelegationStatus
-    response = error = trace = None
-    cause: BaseException | None = None
-    end: EndStatus = "cancelled"
-    try:
-        with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
-            try:
-                outcome: Outcome = await child.ask(
-                    request.instruction, request.context, durable=False
-                )
-            except (RuntimeClosed, SessionClosed) as exc:
-                outcome = Failed(reason=str(exc), error=exc)
-        if timer.cancelled_caught:
-            status, error = "timed_out", f"no answer within {request.timeout:g} s"
-        else:
-            match outcome:
-                case Answered(reply=reply):
-                    status, response, end = "completed", reply.text, "completed"
-                case Failed(reason=reason, error=cause):
-                    status, error, end = "failed", reason, "failed"
-                    if cause is not None:  # the parent's delegate:end keeps where it failed
-                        trace = formatted_traceback(cause)
-                case Cancelled():
-                    status, error = "cancelled", "the child's turn was cancelled"
-                case _:
-                    assert_never(outcome)
-    finally:
-        child.close_mailbox(end, error)
-    with anyio.move_on_after(CHILD_CLOSE_GRACE):
-        await child.wait_ended()
-    if not child.has_ended:
-        tg.cancel_scope.cancel()
-    return ChildOutcome(status, response, error, trace=trace, cause=cause)
-
-
 def _failed(error: BaseException | None) -> Receipt | None:
     """A receipt that failed with ``error`` (None if there is none): refuses what follows it."""
     if error is None:
@@ -859,47 +822,6 @@ def _failed(error: BaseException | None) -> Receipt | None:
     receipt = Receipt()
     receipt.error, receipt.done = error, True
     return receipt
-
-
-def _load_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
-    """The stored metadata, or metadata rebuilt from the event log if it is damaged."""
-    try:
-        return read_metadata(location), False
-    except CorruptSession as damage:
-        # Ours only: another tool's log may hold a session:start of its own (no seq).
-        start = next(
-            (e for e in iter_events(location) if e.event == "session:start" and e.seq is not None),
-            None,
-        )
-        if start is None:
-            raise CorruptSession(
-                location.session_id, f"{damage.reason}; no session:start to rebuild from"
-            ) from None
-        data = start.data
-        messages = sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
-        children = [
-            str(e.data["child_id"])
-            for e in iter_events(location)
-            if e.event == "delegate:start" and e.data.get("child_id") and not e.data.get("resumed")
-        ]
-        parent_id = data.get("parent_id")
-        return (
-            SessionMetadata(
-                session_id=location.session_id,
-                created=start.ts,
-                updated=start.ts,
-                cwd=str(data.get("cwd", "")),
-                project=location.project,
-                agent=str(data.get("agent", "default")),
-                profile=str(data["profile"]) if data.get("profile") else None,
-                parent_id=str(parent_id) if parent_id else None,
-                root_id=str(data.get("root_id") or location.session_id),
-                depth=depth if isinstance(depth := data.get("depth"), int) else 0,
-                message_count=messages,
-                children=list(dict.fromkeys(children)),
-            ),
-            True,
-        )
 
 
 def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
@@ -923,352 +845,3 @@ def _turn_status(outcome: Outcome) -> Literal["completed", "failed", "cancelled"
             return "cancelled"
         case _:
             assert_never(outcome)
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for an error: Amplifier's own say enough; others are named by type."""
-    text = str(exc)
-    if isinstance(exc, AmplifierError | UsageError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class SessionContext:
-    """What a turn handler may know and do about the session it serves."""
-
-    def __init__(self, actor: SessionActor) -> None:
-        self._actor = actor
-        self._state: dict[str, object] | None = None
-
-    @property
-    def state(self) -> dict[str, object]:
-        """Scratch space for the turn handler, kept while the session is open (not persisted)."""
-        if self._state is None:
-            self._state = {}  # made on first use: most sessions never need one
-        return self._state
-
-    @property
-    def id(self) -> str:
-        return self._actor.id
-
-    @property
-    def metadata(self) -> SessionMetadata:
-        """A copy of the session's current metadata."""
-        return self._actor.metadata.model_copy(deep=True)
-
-    @property
-    def agent(self) -> str:
-        return self._actor.metadata.agent
-
-    @property
-    def profile(self) -> str | None:
-        """The profile the session records (None: the Runtime's)."""
-        return self._actor.metadata.profile
-
-    @property
-    def cwd(self) -> str:
-        """The project directory the session records (its tools run there)."""
-        return self._actor.metadata.cwd
-
-    @property
-    def attributes(self) -> Mapping[str, str]:
-        """The session's attributes (provider, model, ...), read-only and not copied."""
-        return MappingProxyType(self._actor.metadata.attributes)
-
-    @property
-    def depth(self) -> int:
-        return self._actor.metadata.depth
-
-    @property
-    def location(self) -> SessionLocation:
-        return self._actor.location
-
-    async def history(self) -> list[dict[str, Any]]:
-        """All of the session's stored messages, oldest first."""
-        await self._actor._services.store.flush()
-        records = await anyio.to_thread.run_sync(load_transcript, self._actor.location)
-        return [record.message() for record in records]
-
-    async def history_tail(self, *, max_bytes: int) -> HistoryTail:
-        """The first message and the last ``max_bytes`` or so of the history.
-
-        What a turn needs from a long session: its first prompt and its
-        recent messages, read from the end of the transcript only.
-        """
-        actor = self._actor
-        if actor.history is None or not actor.history.covers(max_bytes):
-            await actor._services.store.flush()
-            tail = await anyio.to_thread.run_sync(
-                lambda: load_message_tail(actor.location, max_bytes=max_bytes)
-            )
-            actor.history = HistoryCopy(tail, max_bytes)
-        return actor.history.tail(max_bytes)
-
-    async def emit(self, event: str | Event, data: Mapping[str, object] | None = None) -> int:
-        """Persist an event of this session; returns its ``seq`` once durable.
-
-        ``event`` is a typed ``Event``, or a name with its ``data`` (JSON values).
-        """
-        if isinstance(event, Event):
-            return await self._actor.emit(event.name, event.data())
-        return await self._actor.emit(event, data or {})
-
-    async def record(self, message: Mapping[str, object]) -> int:
-        """Append a message (a mapping with ``role``) to the transcript; returns its ``seq``."""
-        return await self._actor.record(message)
-
-    async def post(self, event: str | Event, data: Mapping[str, object] | None = None) -> None:
-        """Send an event without waiting for it (``emit`` waits).
-
-        It is committed in the order sent, with or before whatever the
-        session waits for next: the answer of its turn, a ``sync``, its end.
-        A failure to store it shows there.
-        """
-        if isinstance(event, Event):
-            await self._actor.post(event.name, event.data())
-        else:
-            await self._actor.post(event, data or {})
-
-    async def post_record(self, message: Mapping[str, object]) -> None:
-        """Send a message for the transcript without waiting for it (``record`` waits)."""
-        await self._actor.post_message(message)
-
-    async def sync(self) -> None:
-        """Wait until everything the session sent so far is durable; raise the first failure.
-
-        Where something is about to leave the Runtime before the turn ends:
-        a tool with side effects runs only after its records are durable.
-        """
-        await self._actor.sync()
-
-    async def request_approval(self, request: ApprovalRequest) -> ApprovalDecision:
-        """Ask whoever opened the session tree whether a tool call may run.
-
-        The request travels up through the parents' actors (each adds itself
-        to ``sessions``) to the Runtime's ``approve`` callback; without one,
-        the answer is a denial by ``"no one"``. Cancelling the call withdraws
-        the question.
-        """
-        return await self._actor.request_approval(request)
-
-    @property
-    def granted(self) -> tuple[str, ...]:
-        """Permission rules granted to this session when it asked ("always")."""
-        return tuple(self._actor.metadata.granted)
-
-    async def grant(self, rule: str) -> None:
-        """Grant ``rule`` to this session for good (kept in its metadata, across resumes)."""
-        await self._actor.grant(rule)
-
-    async def keep_file(self, content: bytes) -> str:
-        """Keep a file's content in the session's ``file-history``; its digest, once durable.
-
-        Content-addressed: keeping the same content twice stores it once.
-        """
-        return await self._actor.keep_file(content)
-
-    async def count_file_changes(self, count: int) -> None:
-        """Record that the session's tools changed ``count`` more files (its metadata's
-        ``files_changed``), so readers of its file history know to look."""
-        await self._actor.count_file_changes(count)
-
-
-class Turn:
-    """One prompt being answered, as the turn handler sees it."""
-
-    def __init__(
-        self,
-        session: SessionContext,
-        prompt: str,
-        number: int,
-        *,
-        on_text: Callable[[str], Awaitable[None]] | None = None,
-    ) -> None:
-        self.session = session
-        self.prompt = prompt
-        self.number = number
-        self._on_text = on_text
-        self.cut_off: str | None = None
-        """Why the answer stops short, if it does: the handler sets it, ``Reply`` carries it."""
-
-    @property
-    def streaming(self) -> bool:
-        """Someone is reading the answer as it is produced."""
-        return self._on_text is not None
-
-    async def stream(self, text: str) -> None:
-        """Pass a piece of the answer to whoever asked, as it arrives (not persisted)."""
-        if self._on_text is not None and text:
-            await self._on_text(text)
-
-    async def emit(self, event: str | Event, data: Mapping[str, object] | None = None) -> int:
-        """Persist an event (a typed ``Event``, or a name and its data); its ``seq``."""
-        return await self.session.emit(event, data)
-
-    async def record(self, message: Mapping[str, object]) -> int:
-        """Append a message to the transcript as it happens; returns its ``seq``."""
-        return await self.session.record(message)
-
-    async def post(self, event: str | Event, data: Mapping[str, object] | None = None) -> None:
-        """Send an event without waiting; durable once the turn's answer is (``emit`` waits)."""
-        await self.session.post(event, data)
-
-    async def post_record(self, message: Mapping[str, object]) -> None:
-        """Send a message without waiting; durable once the turn's answer is."""
-        await self.session.post_record(message)
-
-    async def sync(self) -> None:
-        """Wait until everything the session sent so far is durable (``SessionContext.sync``)."""
-        await self.session.sync()
-
-    async def delegate(
-        self,
-        agent: str,
-        instruction: str,
-        *,
-        session_id: str | None = None,
-        context: Sequence[Mapping[str, Any]] = (),
-        timeout: float | None = None,  # noqa: ASYNC109 - bounds the child, which reports timed_out
-    ) -> DelegationResult:
-        """Run ``instruction`` in a child session of ``agent`` and wait for its result.
-
-        A child that fails, times out or is refused returns a result with
-        that status; only cancellation of this turn propagates.
-        """
-        request = Delegation(
-            agent=agent,
-            instruction=instruction,
-            session_id=session_id,
-            context=tuple(dict(m) for m in context),
-            timeout=timeout,
-        )
-        return await self.session._actor.delegate(request)
-
-    async def delegate_all(self, requests: Sequence[Delegation]) -> list[DelegationResult]:
-        """Run several delegations concurrently (within the session's child limit).
-
-        Results come back in the order of ``requests``.
-        """
-        results: list[DelegationResult | None] = [None] * len(requests)
-
-        async def run(index: int, request: Delegation) -> None:
-            results[index] = await self.session._actor.delegate(request)
-
-        async with anyio.create_task_group() as tg:
-            for index, request in enumerate(requests):
-                tg.start_soon(run, index, request)
-        return cast(list[DelegationResult], results)
-
-
-class Session:
-    """A handle on an open session: ask it, cancel its turn, subscribe to it, close it."""
-
-    def __init__(self, actor: SessionActor) -> None:
-        self._actor = actor
-
-    @property
-    def id(self) -> str:
-        return self._actor.id
-
-    @property
-    def metadata(self) -> SessionMetadata:
-        """A copy of the session's current metadata."""
-        return self._actor.metadata.model_copy(deep=True)
-
-    @property
-    def state(self) -> SessionState:
-        return self._actor.state
-
-    @property
-    def location(self) -> SessionLocation:
-        return self._actor.location
-
-    async def ask(
-        self, prompt: str, *, on_text: Callable[[str], Awaitable[None]] | None = None
-    ) -> Reply:
-        """Run one turn and return its answer.
-
-        ``on_text`` receives the answer's text as it streams in. Raises
-        ``TurnFailed`` if the turn handler failed, ``TurnCancelled`` if the
-        turn was cancelled (``cancel``); the session goes on after both.
-        Cancelling the call cancels the turn. Raises ``TypeError`` for a prompt
-        that is not a string and ``UsageError`` for one without text, before
-        anything is stored.
-        """
-        outcome = await self._actor.ask(check_prompt(prompt), on_text=on_text)
-        match outcome:
-            case Answered(reply=reply):
-                return reply
-            case Failed(reason=reason, error=error):
-                raise TurnFailed(self.id, reason) from error
-            case Cancelled():
-                raise TurnCancelled(self.id)
-            case _:
-                assert_never(outcome)
-
-    async def set_attributes(self, values: Mapping[str, str | None]) -> SessionMetadata:
-        """Set the metadata's ``attributes`` (None removes one); the metadata as written.
-
-        Written after the running turn, if any, and durable when this
-        returns; not a use of the session (``updated`` stays). The agent
-        loop reads ``model``: the model that the session's next turns call.
-        A resumed session takes its attributes from its configuration as it
-        is then (the profile's model, say), as it takes its profile.
-        Raises ``SessionClosed`` if the session has ended.
-        """
-        changes = dict(values)
-
-        def change(meta: SessionMetadata) -> None:
-            for key, value in changes.items():
-                if value is None:
-                    meta.attributes.pop(key, None)
-                else:
-                    meta.attributes[key] = value
-
-        return await self._actor.relabel(change)
-
-    def cancel(self) -> None:
-        """Cancel the running turn, if any; the session stays open. Never blocks."""
-        self._actor.cancel_turn()
-
-    def subscribe(self, *, tree: bool = True, buffer: int = 1024) -> Subscription:
-        """Events of this session (and, with ``tree``, its sub-sessions) as they are persisted."""
-        return self._actor._services.bus.subscribe(self.id, tree=tree, buffer=buffer)
-
-    async def close(
-        self,
-        *,
-        status: EndStatus = "completed",
-        error: str | None = None,
-        keep_previous: bool = False,
-    ) -> None:
-        """End the session (``session:end`` with ``status``) and wait until it is written.
-
-        ``status`` says how the session ended (``cancelled`` after a
-        cancelled turn, say, or ``failed`` with the ``error`` that ended
-        it); metadata records both. With ``keep_previous``, a resumed
-        session ends with the status and error it had before it was
-        resumed, whatever ``status`` says: for a failure that tells nothing
-        about the session (its turn could not be stored); a new session
-        ends with ``status``. Idempotent: a later call waits, and its
-        status does not count. Waits for a running turn to finish first;
-        ``cancel`` it to end sooner.
-        """
-        self._actor.close_mailbox(status, error, keep_previous=keep_previous)
-        await self._actor.wait_ended()
-
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class()):
-            # Cancelled here: do not wait (that would block the cancellation);
-            # the session ends on its own with status cancelled.
-            self._actor.close_mailbox("cancelled")
-            return
-        await self.close()

@@ -1,0 +1,56 @@
+"""A session's metadata, rebuilt from its event log when ``metadata.json`` is damaged.
+
+The log says who the session is (its ``session:start``: agent, profile,
+lineage, project) and which children it made (``delegate:start``); the
+transcript says how many messages it holds. The log is read once.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import CorruptSession
+from ._paths import SessionLocation
+from ._reader import iter_events, load_transcript, read_metadata
+from ._records import EventRecord, SessionMetadata
+
+
+def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata, bool]:
+    """The stored metadata, or metadata rebuilt from the event log if it is damaged
+    (then True). ``CorruptSession`` if the log holds no ``session:start`` of ours."""
+    try:
+        return read_metadata(location), False
+    except CorruptSession as damage:
+        start: EventRecord | None = None
+        children: list[str] = []
+        for event in iter_events(location):
+            # Ours only: another tool's log may hold a session:start of its own (no seq).
+            if event.event == "session:start" and event.seq is not None and start is None:
+                start = event
+            elif (
+                event.event == "delegate:start"
+                and event.data.get("child_id")
+                and not event.data.get("resumed")
+            ):
+                children.append(str(event.data["child_id"]))
+        if start is None:
+            raise CorruptSession(
+                location.session_id, f"{damage.reason}; no session:start to rebuild from"
+            ) from None
+        data = start.data
+        messages = sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
+        parent_id = data.get("parent_id")
+        depth = data.get("depth")
+        rebuilt = SessionMetadata(
+            session_id=location.session_id,
+            created=start.ts,
+            updated=start.ts,
+            cwd=str(data.get("cwd", "")),
+            project=location.project,
+            agent=str(data.get("agent", "default")),
+            profile=str(data["profile"]) if data.get("profile") else None,
+            parent_id=str(parent_id) if parent_id else None,
+            root_id=str(data.get("root_id") or location.session_id),
+            depth=depth if isinstance(depth, int) else 0,
+            message_count=messages,
+            children=list(dict.fromkeys(children)),
+        )
+        return rebuilt, True
