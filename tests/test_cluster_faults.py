@@ -356,3 +356,44 @@ def test_cluster_driver_killed_leaves_its_sessions_resumable(
     for session_id in ids:
         reply = anyio.run(resume, session_id)
         assert reply.turn == 2  # the turn before the kill is in its history
+
+
+class _RefusingPeer:
+    """A host whose ``run_child`` raises before the child starts, as a Ray actor's would."""
+
+    def __init__(self) -> None:
+        import ray
+
+        @ray.remote
+        def refuse_child_here(ticket: str) -> None:
+            raise ValueError(f"no room for child {ticket}")
+
+        self._refuse = refuse_child_here
+
+    @property
+    def run_child(self) -> _RefusingPeer:
+        return self
+
+    def remote(self, run: object, ticket: str) -> object:
+        return self._refuse.remote(ticket)
+
+
+async def test_cluster_spread_child_that_cannot_start_keeps_its_hosts_traceback(
+    ray_cluster: str,
+) -> None:
+    """A spread child refused by its host: the failure names it and keeps where the host raised."""
+    from types import SimpleNamespace
+
+    from amplifier.cluster._spread import ChildSpreader
+
+    spreader = ChildSpreader(0, persistence=None)
+    spreader.spread([(None, "writer-0"), (_RefusingPeer(), "writer-1")])
+    run = SimpleNamespace(location=SimpleNamespace(session_id="parent_child"), create=None)
+    launch = spreader.place(run)  # type: ignore[arg-type]
+    assert launch is not None  # the next host, not this one
+    outcome = await launch()
+    assert outcome.status == "failed"
+    assert outcome.error == "sub-session parent_child: no room for child 0/1"
+    assert outcome.trace is not None
+    assert "refuse_child_here" in outcome.trace  # the host's own frame
+    assert "ValueError: no room for child 0/1" in outcome.trace

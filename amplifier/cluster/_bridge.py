@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import traceback
 from typing import Any
 
 import ray
@@ -57,11 +56,17 @@ async def unwrapped(ref: Any) -> Any:
     except RayTaskError as exc:
         cause = exc.cause
         if isinstance(cause, Exception):
-            # Ray's error class that also derives from the cause's class carries no
-            # traceback text of its own; its attribute look-ups fall through to the cause.
-            remote = vars(exc).get("traceback_str") or "".join(
-                traceback.format_exception(cause)
-            )
-            cause.add_note(f"Raised in a Ray actor:\n{remote.rstrip()}")
+            cause.add_note(f"Raised in a Ray actor:\n{remote_traceback(exc).rstrip()}")
             raise cause from None
         raise
+
+
+def remote_traceback(exc: RayTaskError) -> str:
+    """The traceback the actor raised ``exc`` with.
+
+    Ray's error that also derives from its cause's class keeps no traceback
+    attribute of its own (its look-ups fall through to the cause); its text,
+    which Ray formats from that traceback, is the traceback then.
+    """
+    text = vars(exc).get("traceback_str")
+    return text if isinstance(text, str) and text else str(exc)

@@ -38,7 +38,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from amplifier.persistence import SessionMetadata
 from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, Launch
 
-from ._bridge import call
+from ._bridge import call, remote_traceback
 
 CANCEL_WAIT = 10.0
 """Seconds a cancelled parent waits for its remote child's final records (Rule 4)."""
@@ -121,7 +121,7 @@ class ChildSpreader:
             return ChildOutcome("failed", error=_host_died(child_id))
         except RayTaskError as exc:  # it could not start there: its traceback is kept
             return ChildOutcome(
-                "failed", error=f"sub-session {child_id}: {exc.cause}", trace=exc.traceback_str
+                "failed", error=f"sub-session {child_id}: {exc.cause}", trace=remote_traceback(exc)
             )
         return outcome
 
