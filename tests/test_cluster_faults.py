@@ -326,17 +326,19 @@ def test_cluster_driver_killed_leaves_its_sessions_resumable(
     ray_cluster: str, home: Path, project: Path
 ) -> None:
     """A driver killed with its cluster sessions open: each resumes afterwards with its history."""
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, ray_cluster],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    errors = project / "driver.err"
+    with errors.open("w") as stderr:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, ray_cluster],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         assert driver.stdout is not None
         ids = driver.stdout.readline().split()
-        assert len(ids) == 2
+        assert len(ids) == 2, errors.read_text()[-3000:]
     finally:
         driver.kill()
         driver.wait()
