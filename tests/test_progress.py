@@ -11,7 +11,9 @@ from pathlib import Path
 from rich.console import Console
 
 from amplifier import EventRecord
+from amplifier.agents import ProviderRequested, ProviderResponded, ToolFinished, ToolStarted
 from amplifier.cli._progress import ProgressTree
+from amplifier.runtime import DelegateEnded, DelegateStarted, Event, PromptCompleted
 
 from .test_cli_interactive import Terminal, interactive
 from .test_cli_process import amp
@@ -29,9 +31,14 @@ class FakeClock:
         return self.now
 
 
-def _event(session_id: str, event: str, **data: object) -> EventRecord:
+def _event(session_id: str, event: Event) -> EventRecord:
+    """``event`` as the session's subscription delivers it: stored, with its name."""
     return EventRecord(
-        seq=1, ts=datetime(2026, 1, 1, tzinfo=UTC), session_id=session_id, event=event, data=data
+        seq=1,
+        ts=datetime(2026, 1, 1, tzinfo=UTC),
+        session_id=session_id,
+        event=event.name,
+        data=event.data(),
     )
 
 
@@ -46,22 +53,22 @@ def test_tree_shows_each_call_and_sub_session_with_status_and_elapsed_time() -> 
     """Running items count up from their start; finished ones keep how long they took."""
     clock = FakeClock()
     tree = ProgressTree(ROOT, "default", clock)
-    tree.apply(_event(ROOT, "tool:pre", tool="read_file", call_id="c1", arguments={"path": "a"}))
-    tree.apply(_event(ROOT, "delegate:start", child_id=CHILD, agent="explorer", instruction="go"))
+    tree.apply(_event(ROOT, ToolStarted(tool="read_file", call_id="c1", arguments={"path": "a"})))
+    tree.apply(_event(ROOT, DelegateStarted(child_id=CHILD, agent="explorer", instruction="go")))
     clock.now += 0.5
-    tree.apply(_event(ROOT, "tool:post", call_id="c1", is_error=False))
-    tree.apply(_event(CHILD, "tool:pre", tool="grep", call_id="c2", arguments={"pattern": "x"}))
-    tree.apply(_event(CHILD, "provider:request"))
+    tree.apply(_event(ROOT, ToolFinished(tool="read_file", call_id="c1", is_error=False)))
+    tree.apply(_event(CHILD, ToolStarted(tool="grep", call_id="c2", arguments={"pattern": "x"})))
+    tree.apply(_event(CHILD, ProviderRequested()))
     clock.now += 1.25
-    tree.apply(_event(CHILD, "tool:post", call_id="c2", is_error=True))
+    tree.apply(_event(CHILD, ToolFinished(tool="grep", call_id="c2", is_error=True)))
     assert _screen(tree) == [
         f"… {ROOT} [default]  running  1.8s",
         '├── ✓ read_file {"path":"a"}  ok  0.5s',
         "└── … explorer: go  running  1.8s  (waiting for the model)",
         '    └── ✗ grep {"pattern":"x"}  error  1.2s',
     ]
-    tree.apply(_event(ROOT, "delegate:end", child_id=CHILD, status="completed"))
-    tree.apply(_event(ROOT, "prompt:complete", status="completed"))
+    tree.apply(_event(ROOT, DelegateEnded(child_id=CHILD, agent="explorer", status="completed")))
+    tree.apply(_event(ROOT, PromptCompleted(turn=1, status="completed")))
     clock.now += 10
     assert _screen(tree)[0] == f"✓ {ROOT} [default]  completed  1.8s"
     assert _screen(tree)[2] == "└── ✓ explorer: go  completed  1.8s"
@@ -70,8 +77,8 @@ def test_tree_shows_each_call_and_sub_session_with_status_and_elapsed_time() -> 
 def test_a_plain_answer_has_no_tree_to_show() -> None:
     """Without a tool call or a delegation there is nothing to show."""
     tree = ProgressTree(ROOT, "default", FakeClock())
-    tree.apply(_event(ROOT, "provider:request"))
-    tree.apply(_event(ROOT, "provider:response"))
+    tree.apply(_event(ROOT, ProviderRequested()))
+    tree.apply(_event(ROOT, ProviderResponded()))
     assert not tree.shown
 
 

@@ -26,11 +26,22 @@ from rich.tree import Tree
 
 from amplifier import AmplifierError, EventRecord, Session
 from amplifier._errors import unwrap_single_error
+from amplifier.agents import (
+    ProviderFailed,
+    ProviderRequested,
+    ProviderResponded,
+    ToolFinished,
+    ToolStarted,
+    read_event,
+)
+from amplifier.runtime import DelegateEnded, DelegateStarted, PromptCompleted
 
 from ._approval import SCREEN
 from ._render import safe
 
 REFRESH_PER_SECOND = 8
+CATCH_UP_SECONDS = 1.0
+"""How long the view waits, after the turn returned, for the turn's last events."""
 _MARK = {"running": "…", "ok": "✓", "completed": "✓", "error": "✗", "failed": "✗"}
 
 
@@ -60,40 +71,38 @@ class ProgressTree:
 
     def apply(self, event: EventRecord) -> None:
         now = self._clock()
-        data = event.data
         owner = self._sessions.get(event.session_id)
         if owner is None:
             return
-        match event.event:
-            case "tool:pre" if data.get("tool") != "delegate":  # a delegation shows as its child
-                label = f"{safe(str(data.get('tool')))} {_short(data.get('arguments'))}"
-                item = Item(label, now)
-                self._calls[str(data.get("call_id"))] = item
+        match read_event(event):
+            case ToolStarted(tool=tool, call_id=call_id, arguments=arguments) if tool != "delegate":
+                # A delegation shows as its child, at its ``delegate:start``.
+                item = Item(f"{safe(tool)} {_short(arguments)}", now)
+                self._calls[call_id] = item
                 owner.children.append(item)
                 self.shown = True
-            case "tool:post":
-                called = self._calls.get(str(data.get("call_id")))
+            case ToolFinished(call_id=call_id, is_error=is_error):
+                called = self._calls.get(call_id)
                 if called is not None:
-                    called.status = "error" if data.get("is_error") else "ok"
+                    called.status = "error" if is_error else "ok"
                     called.ended = now
-            case "delegate:start":
-                agent = safe(str(data.get("agent")))
-                child = Item(f"{agent}: {_short(data.get('instruction'))}", now)
-                self._sessions[str(data.get("child_id"))] = child
+            case DelegateStarted(child_id=child_id, agent=agent, instruction=instruction):
+                child = Item(f"{safe(agent)}: {_short(instruction)}", now)
+                self._sessions[child_id] = child
                 owner.children.append(child)
                 self.shown = True
-            case "delegate:end":
-                ended = self._sessions.get(str(data.get("child_id")))
+            case DelegateEnded(child_id=child_id, status=status):
+                ended = self._sessions.get(child_id)
                 if ended is not None:
-                    ended.status = str(data.get("status", "completed"))
+                    ended.status = status
                     ended.ended = now
                     ended.activity = ""
-            case "provider:request":
+            case ProviderRequested():
                 owner.activity = "waiting for the model"
-            case "provider:response" | "provider:error":
+            case ProviderResponded() | ProviderFailed():
                 owner.activity = ""
-            case "prompt:complete" if owner is self.root:
-                self.root.status = str(data.get("status", "completed"))
+            case PromptCompleted(status=status) if owner is self.root:
+                self.root.status = status
                 self.root.ended = now
                 self.root.activity = ""
             case _:
