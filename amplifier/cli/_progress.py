@@ -161,7 +161,10 @@ class _Lines(FileProxy):
 async def live_progress(session: Session, console: Console) -> AsyncIterator[ProgressTree]:
     """Show the live tree of ``session``'s turn on ``console`` while the block runs.
 
-    Subscribed before the block starts, so no event is missed. Redrawn by
+    Subscribed before the block starts, so no event is missed; after the
+    block, the view waits (``CATCH_UP_SECONDS`` at most) for the turn's own
+    ``prompt:complete``, so the tree left on screen shows how each item
+    ended, not where the view was when the answer came. Redrawn by
     a task of our own (rich's refresh thread would read the tree from
     another thread). Standard output, when it is a terminal too, is routed
     above the tree while it is shown, so streamed text and the tree do not
@@ -182,18 +185,25 @@ async def live_progress(session: Session, console: Console) -> AsyncIterator[Pro
     # The block's own error (a failed or cancelled turn) leaves as itself, not in a group.
     with unwrap_single_error():
         async with anyio.create_task_group() as tg, session.subscribe(tree=True) as events:
+            # Set when the turn's ``prompt:complete`` was applied, or no event will come.
+            finished = anyio.Event()
 
             async def follow() -> None:
-                with contextlib.suppress(AmplifierError):  # fell behind: the view stops
-                    async for event in events:
-                        state.apply(event)
-                        if state.shown and SCREEN.live is None:
-                            stdout.flush()
-                            live.start()
-                            SCREEN.live = live
-                            if lines is not None:
-                                sys.stdout = lines
-                            tg.start_soon(redraw)
+                try:
+                    with contextlib.suppress(AmplifierError):  # fell behind: the view stops
+                        async for event in events:
+                            state.apply(event)
+                            if state.root.ended is not None:
+                                finished.set()
+                            if state.shown and SCREEN.live is None:
+                                stdout.flush()
+                                live.start()
+                                SCREEN.live = live
+                                if lines is not None:
+                                    sys.stdout = lines
+                                tg.start_soon(redraw)
+                finally:
+                    finished.set()  # nothing more will come
 
             async def redraw() -> None:
                 while True:
@@ -204,6 +214,8 @@ async def live_progress(session: Session, console: Console) -> AsyncIterator[Pro
             tg.start_soon(follow)
             try:
                 yield state
+                with anyio.move_on_after(CATCH_UP_SECONDS):
+                    await finished.wait()
             finally:
                 tg.cancel_scope.cancel()
                 SCREEN.live = None
