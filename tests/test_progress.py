@@ -5,13 +5,22 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
+import anyio
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 from rich.console import Console
 
-from amplifier import EventRecord
-from amplifier.cli._progress import ProgressTree
+from amplifier import EventRecord, Session
+from amplifier.agents import ProviderRequested, ProviderResponded, ToolFinished, ToolStarted
+from amplifier.cli._progress import CATCH_UP_SECONDS, ProgressTree, live_progress
+from amplifier.runtime import DelegateEnded, DelegateStarted, Event, PromptCompleted
 
 from .test_cli_interactive import Terminal, interactive
 from .test_cli_process import amp
@@ -29,9 +38,14 @@ class FakeClock:
         return self.now
 
 
-def _event(session_id: str, event: str, **data: object) -> EventRecord:
+def _event(session_id: str, event: Event) -> EventRecord:
+    """``event`` as the session's subscription delivers it: stored, with its name."""
     return EventRecord(
-        seq=1, ts=datetime(2026, 1, 1, tzinfo=UTC), session_id=session_id, event=event, data=data
+        seq=1,
+        ts=datetime(2026, 1, 1, tzinfo=UTC),
+        session_id=session_id,
+        event=event.name,
+        data=event.data(),
     )
 
 
@@ -46,22 +60,22 @@ def test_tree_shows_each_call_and_sub_session_with_status_and_elapsed_time() -> 
     """Running items count up from their start; finished ones keep how long they took."""
     clock = FakeClock()
     tree = ProgressTree(ROOT, "default", clock)
-    tree.apply(_event(ROOT, "tool:pre", tool="read_file", call_id="c1", arguments={"path": "a"}))
-    tree.apply(_event(ROOT, "delegate:start", child_id=CHILD, agent="explorer", instruction="go"))
+    tree.apply(_event(ROOT, ToolStarted(tool="read_file", call_id="c1", arguments={"path": "a"})))
+    tree.apply(_event(ROOT, DelegateStarted(child_id=CHILD, agent="explorer", instruction="go")))
     clock.now += 0.5
-    tree.apply(_event(ROOT, "tool:post", call_id="c1", is_error=False))
-    tree.apply(_event(CHILD, "tool:pre", tool="grep", call_id="c2", arguments={"pattern": "x"}))
-    tree.apply(_event(CHILD, "provider:request"))
+    tree.apply(_event(ROOT, ToolFinished(tool="read_file", call_id="c1", is_error=False)))
+    tree.apply(_event(CHILD, ToolStarted(tool="grep", call_id="c2", arguments={"pattern": "x"})))
+    tree.apply(_event(CHILD, ProviderRequested()))
     clock.now += 1.25
-    tree.apply(_event(CHILD, "tool:post", call_id="c2", is_error=True))
+    tree.apply(_event(CHILD, ToolFinished(tool="grep", call_id="c2", is_error=True)))
     assert _screen(tree) == [
         f"… {ROOT} [default]  running  1.8s",
         '├── ✓ read_file {"path":"a"}  ok  0.5s',
         "└── … explorer: go  running  1.8s  (waiting for the model)",
         '    └── ✗ grep {"pattern":"x"}  error  1.2s',
     ]
-    tree.apply(_event(ROOT, "delegate:end", child_id=CHILD, status="completed"))
-    tree.apply(_event(ROOT, "prompt:complete", status="completed"))
+    tree.apply(_event(ROOT, DelegateEnded(child_id=CHILD, agent="explorer", status="completed")))
+    tree.apply(_event(ROOT, PromptCompleted(turn=1, status="completed")))
     clock.now += 10
     assert _screen(tree)[0] == f"✓ {ROOT} [default]  completed  1.8s"
     assert _screen(tree)[2] == "└── ✓ explorer: go  completed  1.8s"
@@ -70,9 +84,66 @@ def test_tree_shows_each_call_and_sub_session_with_status_and_elapsed_time() -> 
 def test_a_plain_answer_has_no_tree_to_show() -> None:
     """Without a tool call or a delegation there is nothing to show."""
     tree = ProgressTree(ROOT, "default", FakeClock())
-    tree.apply(_event(ROOT, "provider:request"))
-    tree.apply(_event(ROOT, "provider:response"))
+    tree.apply(_event(ROOT, ProviderRequested()))
+    tree.apply(_event(ROOT, ProviderResponded()))
     assert not tree.shown
+
+
+@dataclass
+class _Meta:
+    agent: str = "default"
+
+
+class _Subscribed:
+    """A session whose events arrive when the test sends them, as its subscription would."""
+
+    def __init__(self, events: MemoryObjectReceiveStream[EventRecord]) -> None:
+        self.id = ROOT
+        self.metadata = _Meta()
+        self._events = events
+
+    @asynccontextmanager
+    async def subscribe(self, **_: Any) -> AsyncIterator[MemoryObjectReceiveStream[EventRecord]]:
+        yield self._events
+
+
+async def _turn_whose_end_arrives_after(delay: float | None) -> tuple[ProgressTree, float]:
+    """Run the live view over a turn that returns at once; its last events come ``delay``
+    seconds later (None: never). The view, and how long it stayed after the turn returned."""
+    send, receive = anyio.create_memory_object_stream[EventRecord](16)
+    session = cast(Session, _Subscribed(receive))
+    out = Console(file=io.StringIO(), width=100, color_system=None)
+
+    async def end_of_turn() -> None:
+        if delay is None:
+            return
+        await anyio.sleep(delay)
+        await send.send(_event(ROOT, ToolFinished(tool="grep", call_id="c1")))
+        await send.send(_event(ROOT, PromptCompleted(turn=1, status="completed")))
+
+    async with send, receive, anyio.create_task_group() as tg:
+        async with live_progress(session, out) as tree:
+            await send.send(_event(ROOT, ToolStarted(tool="grep", call_id="c1")))
+            tg.start_soon(end_of_turn)
+            returned = anyio.current_time()
+        return tree, anyio.current_time() - returned
+
+
+@pytest.mark.virtual_time
+async def test_live_view_ends_showing_how_the_turn_ended() -> None:
+    """The tree left on screen shows each call finished, even when its events come late."""
+    tree, stayed = await _turn_whose_end_arrives_after(0.25)
+    assert stayed == pytest.approx(0.25)
+    assert _screen(tree)[0].startswith(f"✓ {ROOT} [default]  completed")
+    assert _screen(tree)[1].startswith("└── ✓ grep {}  ok")
+
+
+@pytest.mark.virtual_time
+async def test_live_view_stops_waiting_for_an_end_that_never_comes() -> None:
+    """A turn whose end is never seen holds the command up no longer than the catch-up time."""
+    tree, stayed = await _turn_whose_end_arrives_after(None)
+    assert stayed == pytest.approx(CATCH_UP_SECONDS)
+    assert _screen(tree)[0].startswith(f"… {ROOT} [default]  running")
 
 
 def test_run_on_a_terminal_shows_the_live_tree_and_a_resume_hint(

@@ -8,6 +8,8 @@ Errors are one line on stderr, never a traceback: ``--debug`` (or
 ``AMPLIFIER_DEBUG=1``) shows the tracebacks, those of failed turns and tools
 through the ``amplifier`` logger. With ``--json`` stdout carries exactly one
 JSON document.
+How a command runs (the event loop, its signals, a failure as one line
+and an exit code) is ``_running``'s; the commands are here.
 
 Rule: loading this module imports typer and little else, so that
 ``amplifier --help`` starts fast: the API (``amplifier``, which builds
@@ -19,21 +21,16 @@ from __future__ import annotations
 
 import atexit
 import gc
-import os
 import signal
 import sys
-import traceback
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import (
     AbstractAsyncContextManager,
-    asynccontextmanager,
-    contextmanager,
     nullcontext,
 )
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
@@ -41,7 +38,6 @@ import typer
 from ._complete import complete_agent, complete_profile, complete_session
 from ._continuing import confirm_cleanup, forget_if_empty, latest_here_or_above, resumed
 from ._input import lenient, read_stdin, stdin_is_piped
-from ._output import tolerant_stdout
 from ._render import (
     console,
     cut_off_notice,
@@ -55,6 +51,15 @@ from ._render import (
     tree_lines,
     usage_lines,
     write_json,
+)
+from ._running import (
+    TURN_SIGNALS,
+    Debug,
+    Leave,
+    execute,
+    fail,
+    say,
+    until_opened,
 )
 
 if TYPE_CHECKING:
@@ -184,166 +189,7 @@ InteractiveFlag = Annotated[
 ]
 
 
-class _Exit(Exception):
-    """Leave with this code after the message was already shown."""
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-
-# -- running a command ------------------------------------------------------------
-
-
-def _backend() -> str:
-    return os.environ.get("AMPLIFIER_ASYNC_BACKEND", "asyncio")
-
-
-class _Debug:
-    """Whether failures show their tracebacks: ``--debug`` or ``AMPLIFIER_DEBUG=1``."""
-
-    flag = False
-
-    @classmethod
-    def on(cls) -> bool:
-        return cls.flag or os.environ.get("AMPLIFIER_DEBUG", "") not in ("", "0")
-
-
-@contextmanager
-def _debug_log() -> Iterator[None]:
-    """With debugging on, the ``amplifier`` logger's records (tracebacks) go to stderr."""
-    if not _Debug.on():
-        yield
-        return
-    import logging  # only here: it costs start-up time
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("amplifier")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-def _say(message: str) -> None:
-    """A status line for the person at the terminal (stderr, never mixed into --json)."""
-    sys.stderr.write(safe(message) + "\n")
-    sys.stderr.flush()
-
-
-def _fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
-    if as_json:
-        write_json({"error": message, "exit_code": code})
-    sys.stderr.write(f"Error: {safe(message)}\n")
-    raise typer.Exit(code)
-
-
-TURN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""What stops a command that runs turns as Ctrl-C does: a turn cancelled, the
-session's final records written, then exit 128 + N. SIGTERM is how ``kill``,
-``timeout`` and service managers ask a program to end; SIGHUP comes when its
-terminal goes away."""
-
-
-def _execute(
-    main: Callable[[AsyncIterator[int]], Awaitable[int | None]],
-    *,
-    as_json: bool = False,
-    signals: tuple[signal.Signals, ...] = (signal.SIGINT,),
-) -> None:
-    """Run ``main`` on the event loop; turn every failure into one line and an exit code.
-
-    ``main`` gets ``signals`` (Ctrl-C; ``TURN_SIGNALS`` for commands that run
-    turns). The receiver is open before ``main`` starts and until it has
-    returned (runtime closed): such a signal is never handled by Python's
-    default, which would interrupt shutdown mid-write. A signal the process
-    was started with ignored (``nohup`` ignores SIGHUP) stays ignored.
-    """
-    warnings.showwarning = _show_warning
-    signals = tuple(
-        s for s in signals if s == signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN
-    )
-    # Given back when the command is done: a process that runs several commands
-    # (tests do) must not pass ignored signals on to the programs it starts.
-    # Ctrl-C stays ignored: after the work, it has nothing left to stop.
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        with _debug_log(), tolerant_stdout():
-            _run_guarded(main, as_json=as_json, signals=signals)
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:
-                signal.signal(signum, handler)
-
-
-def _run_guarded(
-    main: Callable[[AsyncIterator[int]], Awaitable[int | None]],
-    *,
-    as_json: bool,
-    signals: tuple[signal.Signals, ...],
-) -> None:
-    from amplifier import AmbiguousSessionId, AmplifierError, UsageError
-
-    async def guarded() -> int | None:
-        # Ignored underneath the receiver: a receiver that closes re-delivers
-        # the signals it did not consume to the handler it replaced (trio
-        # does), and after the work is done there is nothing left to stop.
-        for signum in signals:
-            signal.signal(signum, signal.SIG_IGN)
-        try:
-            with anyio.open_signal_receiver(*signals) as interrupts:
-                return await main(interrupts)
-        finally:
-            for signum in signals:
-                signal.signal(signum, signal.SIG_IGN)
-
-    try:
-        code = anyio.run(guarded, backend=_backend())
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except _Exit as exit_:
-        raise typer.Exit(exit_.code) from None
-    except typer.Exit:
-        raise  # a command already said what went wrong
-    except (UsageError, AmbiguousSessionId) as exc:
-        _fail(str(exc), code=2, as_json=as_json)
-    except AmplifierError as exc:
-        _fail(str(exc), code=1, as_json=as_json)
-    except KeyboardInterrupt:
-        _fail("interrupted", code=130, as_json=as_json)
-    except BaseExceptionGroup as group:
-        # trio wraps even a lone KeyboardInterrupt raised in a task group.
-        if (
-            group.subgroup(KeyboardInterrupt) is not None
-            and group.split(KeyboardInterrupt)[1] is None
-        ):
-            _fail("interrupted", code=130, as_json=as_json)
-        raise
-    except OSError as exc:
-        _fail(
-            f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
-            code=1,
-            as_json=as_json,
-        )
-    except Exception as exc:
-        if _Debug.on():
-            traceback.print_exc()
-        _fail(
-            f"internal error: {type(exc).__name__}: {exc} (--debug shows where)",
-            code=1,
-            as_json=as_json,
-        )
-    if code:
-        raise typer.Exit(code)
-
-
-def _show_warning(
-    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
-) -> None:
-    sys.stderr.write(f"Warning: {safe(str(message))}\n")
+# -- what the commands share ------------------------------------------------------
 
 
 def _json_mode(json_flag: bool, output_format: OutputFormat) -> bool:
@@ -354,7 +200,7 @@ def _on(cluster: str | None, timeout: float | None) -> dict[str, Any]:
     """``open_runtime``'s options for ``--cluster`` (one session: one host is enough)."""
     if cluster is None:
         if timeout is not None:
-            _fail("--cluster-timeout applies with --cluster", code=2)
+            fail("--cluster-timeout applies with --cluster", code=2)
         return {}
     options: dict[str, Any] = {"cluster": cluster, "hosts": 1}
     if timeout is not None:
@@ -368,64 +214,7 @@ def _cluster_note(rt: Runtime) -> None:
 
     info = getattr(rt, "cluster", None)
     if isinstance(info, ClusterInfo):
-        _say(info.describe())
-
-
-class _Opening:
-    """Until the session is open, a signal stops the command at once (see ``_opening``)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.watch = anyio.CancelScope()
-        self.watched = anyio.Event()
-
-    async def opened(self) -> None:
-        """From now on the signals are the turn's: it cancels on them. Returns once this
-        has stopped reading them (one reader at a time: trio insists)."""
-        self.watch.cancel()
-        await self.watched.wait()
-
-    def exit_code(self, as_json: bool) -> int:
-        """Say the command stopped before it ran anything; 128 + the signal's number."""
-        assert self.signum is not None
-        code = 128 + self.signum
-        message = "interrupted before the session opened; nothing ran"
-        if as_json:
-            write_json({"error": message, "exit_code": code})
-        sys.stderr.write(f"Error: {message}\n")
-        return code
-
-
-@asynccontextmanager
-async def _opening(interrupts: AsyncIterator[int]) -> AsyncIterator[_Opening]:
-    """A block in which a signal (Ctrl-C, SIGTERM, SIGHUP) cancels everything at once,
-    until ``opened()``; then ``signum`` says which one, if any.
-
-    Opening can take long: joining a Ray cluster, or starting one, waits up to
-    ``--cluster-timeout``. A signal then must not wait in the queue for a turn
-    that has not started.
-    """
-    from amplifier._errors import unwrap_single_error
-
-    opening = _Opening()
-    with unwrap_single_error():
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                try:
-                    with opening.watch:
-                        async for signum in interrupts:
-                            opening.signum = signum
-                            tg.cancel_scope.cancel()
-                            return
-                finally:
-                    opening.watched.set()
-
-            tg.start_soon(watch)
-            try:
-                yield opening
-            finally:
-                opening.watch.cancel()
+        say(info.describe())
 
 
 def _provider(provider: Provider | None) -> ProviderKind | None:
@@ -435,9 +224,9 @@ def _provider(provider: Provider | None) -> ProviderKind | None:
 async def _other_project_note(rt: Runtime, session: Session) -> None:
     cwd = session.metadata.cwd
     if session.metadata.cwd_source:
-        _say(f"(its project, {cwd}, is {session.metadata.cwd_source}: it recorded none)")
+        say(f"(its project, {cwd}, is {session.metadata.cwd_source}: it recorded none)")
     if cwd and cwd != str(rt.cwd):
-        _say(f"(session of {cwd}, not this directory: its tools run there)")
+        say(f"(session of {cwd}, not this directory: its tools run there)")
 
 
 # -- one turn ---------------------------------------------------------------------
@@ -492,7 +281,7 @@ async def _one_turn(
                 sys.stdout.write("\n" if stream else safe(partial) + "\n")
                 sys.stdout.flush()
             if not as_json:
-                _say(f"Cancelled. Resume with: amplifier session resume {session.id}")
+                say(f"Cancelled. Resume with: amplifier session resume {session.id}")
             return 128 + stopped_by
         except TurnFailed as exc:
             # A turn that could not be stored says nothing of the session:
@@ -507,7 +296,7 @@ async def _one_turn(
                 sys.stdout.flush()
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
             if not as_json:  # the document names the session
-                _say(f"Session: {session.id}")
+                say(f"Session: {session.id}")
                 _resume_hint(session.id)
             return 1
         tg.cancel_scope.cancel()
@@ -528,14 +317,14 @@ async def _one_turn(
     sys.stdout.flush()
     notice = cut_off_notice(reply.cut_off)
     if notice is not None:
-        _say(notice)
-    _say(f"Session: {session.id}")
+        say(notice)
+    say(f"Session: {session.id}")
     _resume_hint(session.id)
     return 0
 
 
 def _resume_hint(session_id: str) -> None:
-    _say(f"Resume with: amplifier session resume {session_id}")
+    say(f"Resume with: amplifier session resume {session_id}")
 
 
 def _read_prompt(prompt: str | None) -> str | None:
@@ -626,7 +415,7 @@ def _refuse_before(ctx: typer.Context, command: str) -> None:
     """Exit 2 if run flags were given before ``command``, which takes none."""
     given = _before(ctx).given()
     if given:
-        _fail(
+        fail(
             f"{given[0]} does not apply to '{command}' (only to run, continue and session resume)",
             code=2,
         )
@@ -634,7 +423,7 @@ def _refuse_before(ctx: typer.Context, command: str) -> None:
 
 def _history(no_history: bool, full_history: bool) -> History:
     if no_history and full_history:
-        _fail("--no-history and --full-history cannot go together", code=2)
+        fail("--no-history and --full-history cannot go together", code=2)
     return "none" if no_history else "full" if full_history else "recent"
 
 
@@ -678,7 +467,7 @@ def root(
     ] = False,
 ) -> None:
     """Run and manage AI-agent sessions. With no command: an interactive session."""
-    _Debug.flag = debug
+    Debug.flag = debug
     access = _Access(allow=tuple(allow or ()), deny=tuple(deny or ()), yes=yes)
     if ctx.invoked_subcommand is not None:
         ctx.obj = _Before(
@@ -694,7 +483,7 @@ def root(
             _refuse_before(ctx, ctx.invoked_subcommand)
         if (cluster, cluster_timeout) != (None, None) and ctx.invoked_subcommand != "run":
             flag = "--cluster" if cluster is not None else "--cluster-timeout"
-            _fail(f"{flag} applies to run and to the interactive mode", code=2)
+            fail(f"{flag} applies to run and to the interactive mode", code=2)
         return
 
     on_cluster = _on(cluster, cluster_timeout)
@@ -703,7 +492,7 @@ def root(
         from ._interactive import preload, run_interactive
 
         preload()
-        async with _opening(interrupts) as opening:
+        async with until_opened(interrupts) as opening:
             async with open_runtime(
                 profile=profile,
                 provider=_provider(provider),
@@ -716,7 +505,7 @@ def root(
                 async with rt.open_session(agent=agent) as session:
                     await opening.opened()
                     code, last = await run_interactive(
-                        rt, session, history="none", interrupts=interrupts, say=_say
+                        rt, session, history="none", interrupts=interrupts, say=say
                     )
                 if last == session.id and await forget_if_empty(rt, session):
                     return code  # nothing to resume
@@ -724,7 +513,7 @@ def root(
             return code
         return opening.exit_code(as_json=False)
 
-    _execute(main, signals=TURN_SIGNALS)
+    execute(main, signals=TURN_SIGNALS)
 
 
 @session_app.callback()
@@ -777,16 +566,16 @@ def run(
     agent = agent if agent is not None else before.agent
     text = _read_prompt(prompt)
     if not text or not text.strip():
-        _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
+        fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
     if resume is not None and agent is not None:
-        _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
+        fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
     if resume is not None and name is not None:
-        _fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
+        fail("--name applies to a new session; use 'session rename'", code=2, as_json=as_json)
 
     on_cluster = _on(cluster, cluster_timeout)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
-        async with _opening(interrupts) as opening:
+        async with until_opened(interrupts) as opening:
             async with open_runtime(
                 profile=profile,
                 provider=_provider(provider),
@@ -808,7 +597,7 @@ def run(
                     return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
         return opening.exit_code(as_json)
 
-    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
+    execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 @app.command(name="continue")
@@ -839,15 +628,15 @@ def continue_(
     history = _history(no_history, full_history)
 
     async def latest(rt: Runtime, interrupts: AsyncIterator[int]) -> str:
-        found = await latest_here_or_above(rt, _say)
+        found = await latest_here_or_above(rt, say)
         if found is None:
-            _fail(
+            fail(
                 "no session to continue in this project; start one with 'amplifier run'",
                 code=1,
                 as_json=as_json,
             )
         if found.metadata is None:
-            _say(
+            say(
                 f"Note: session {found.session_id} is damaged ({found.problem}); "
                 "resuming it rebuilds its metadata from its event log"
             )
@@ -870,7 +659,7 @@ def continue_(
             as_json=as_json,
         )
 
-    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
+    execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 async def _picked(rt: Runtime, interrupts: AsyncIterator[int], as_json: bool) -> str:
@@ -878,7 +667,7 @@ async def _picked(rt: Runtime, interrupts: AsyncIterator[int], as_json: bool) ->
     from ._picker import choose, on_a_terminal, recent_sessions
 
     if not on_a_terminal():
-        _fail(
+        fail(
             "no session ID: give one (an ID prefix or a name will do), "
             "or run this on a terminal to pick from the recent sessions",
             code=2,
@@ -886,13 +675,13 @@ async def _picked(rt: Runtime, interrupts: AsyncIterator[int], as_json: bool) ->
         )
     rows = await recent_sessions(rt)
     if not rows:
-        _fail("no session to resume in this project", code=1, as_json=as_json)
+        fail("no session to resume in this project", code=1, as_json=as_json)
     choice = await choose(rows, interrupts)
     if choice.interrupted:
-        _fail("interrupted", code=130, as_json=as_json)
+        fail("interrupted", code=130, as_json=as_json)
     if choice.session_id is None:
-        _say("Nothing resumed.")
-        raise _Exit(0)
+        say("Nothing resumed.")
+        raise Leave(0)
     return choice.session_id
 
 
@@ -907,7 +696,7 @@ def _resume_flags(
     """The flags of a resuming command, with those given before it (see ``_Before``)."""
     before = _before(ctx)
     if before.agent is not None:
-        _fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
+        fail(_KEEPS_ITS_AGENT, code=2, as_json=as_json)
     return (
         profile if profile is not None else before.profile,
         provider if provider is not None else before.provider,
@@ -942,7 +731,7 @@ async def _resume(
     from ._interactive import preload, run_interactive
 
     if interactive and prompt is not None:
-        _fail("--interactive takes no prompt", code=2, as_json=as_json)
+        fail("--interactive takes no prompt", code=2, as_json=as_json)
     piped = prompt is None and not interactive and stdin_is_piped()
     prompt = _read_prompt(prompt) if piped or prompt is not None else None
     if prompt is None and not as_json:
@@ -956,9 +745,9 @@ async def _resume(
         session_id = target if isinstance(target, str) else await target(rt, interrupts)
         location = await rt.find(session_id)
         if piped and not (prompt and prompt.strip()):
-            _fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
+            fail("no prompt: give it as an argument or on stdin", code=2, as_json=as_json)
         if prompt is None and as_json:
-            _fail(
+            fail(
                 "--json needs a prompt (interactive mode prints for a person)", code=2, as_json=True
             )
         async with resumed(rt, location.session_id, profile=profile) as session:
@@ -967,7 +756,7 @@ async def _resume(
             if prompt is not None:
                 return await _one_turn(session, prompt, interrupts=interrupts, as_json=as_json)
             code, last = await run_interactive(
-                rt, session, history=history, interrupts=interrupts, say=_say
+                rt, session, history=history, interrupts=interrupts, say=say
             )
     _resume_hint(last)
     return code
@@ -1047,10 +836,10 @@ def list_(
         if not shown:
             scope = "any project" if all_projects else "this project"
             if tag is not None:
-                _say(f"No session of {scope} has the tag {tag!r} (`session tag` adds one).")
+                say(f"No session of {scope} has the tag {tag!r} (`session tag` adds one).")
                 return
             hint = "" if all_projects else " (--all shows every project's)"
-            _say(f"No sessions in this project{hint}.")
+            say(f"No sessions in this project{hint}.")
             return
         sessions_table(
             shown,
@@ -1060,9 +849,9 @@ def list_(
             out=console(),
         )
         if more:
-            _say(f"(the newest {limit} shown; --limit N shows more, --limit 0 all)")
+            say(f"(the newest {limit} shown; --limit N shows more, --limit 0 all)")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 @session_app.command("show")
@@ -1105,7 +894,7 @@ def show(
         out = console()
         if head.location.project not in project_slugs(project_dir):
             where = head.metadata.cwd if head.metadata else head.location.project
-            _say(f"(session of another project: {where})")
+            say(f"(session of another project: {where})")
         if head.metadata is None:
             out.print(
                 f"Session:   {head.session_id}\nStatus:    damaged: {safe(head.problem or '')}",
@@ -1124,7 +913,7 @@ def show(
             out.print(f"Events ({len(log)}):", markup=False)
             out.print("\n".join(event_lines(log)), markup=False)
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 @session_app.command("resume")
@@ -1176,7 +965,7 @@ def resume_(
             as_json=as_json,
         )
 
-    _execute(main, as_json=as_json, signals=TURN_SIGNALS)
+    execute(main, as_json=as_json, signals=TURN_SIGNALS)
 
 
 @session_app.command("delete")
@@ -1200,7 +989,7 @@ def delete(
             target = tree[0].session_id
             if not yes:
                 if not sys.stdin.isatty():
-                    _fail("not deleting without confirmation: pass --yes", code=2, as_json=as_json)
+                    fail("not deleting without confirmation: pass --yes", code=2, as_json=as_json)
                 more = f" and its {len(tree) - 1} sub-session(s)" if len(tree) > 1 else ""
                 confirmed = await anyio.to_thread.run_sync(
                     lambda: typer.confirm(
@@ -1208,7 +997,7 @@ def delete(
                     )
                 )
                 if not confirmed:
-                    _say("Nothing deleted.")
+                    say("Nothing deleted.")
                     if as_json:
                         write_json({"deleted": []})
                     return  # the user's choice: not a failure
@@ -1219,7 +1008,7 @@ def delete(
             for removed_id in removed:
                 print(f"Deleted {removed_id}")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 @session_app.command("reindex")
@@ -1238,7 +1027,7 @@ def reindex(
         else:
             print(f"Indexed {total} sessions.")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 @session_app.command("cleanup")
@@ -1267,9 +1056,9 @@ def cleanup(
                 plan = await rt.cleanup(days=days, dry_run=True, all_projects=all_projects)
                 confirmed = await confirm_cleanup(plan, interrupts) if plan.trees else True
                 if confirmed is None:
-                    _fail("interrupted: nothing deleted", code=130, as_json=as_json)
+                    fail("interrupted: nothing deleted", code=130, as_json=as_json)
                 if not confirmed:
-                    _say("Nothing deleted.")
+                    say("Nothing deleted.")
                     if as_json:
                         write_json({"dry_run": False, "days": days, "deleted": [], "in_use": []})
                     return  # the user's choice: not a failure
@@ -1291,12 +1080,12 @@ def cleanup(
         for row in result.in_use:
             print(f"Kept {row.session_id} (in use)")
         if not gone and result.in_use:
-            _say(f"Nothing deleted: the sessions older than {days:g} days are in use.")
+            say(f"Nothing deleted: the sessions older than {days:g} days are in use.")
         elif not gone:
             scope = "any project" if all_projects else "this project"
-            _say(f"No session of {scope} is older than {days:g} days.")
+            say(f"No session of {scope} is older than {days:g} days.")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 def main() -> None:

@@ -17,19 +17,10 @@ from typing import Annotated
 import orjson
 import typer
 
-from ._app import (
-    FormatOption,
-    JsonFlag,
-    OutputFormat,
-    _execute,
-    _fail,
-    _json_mode,
-    _say,
-    open_runtime,
-    session_app,
-)
+from ._app import FormatOption, JsonFlag, OutputFormat, _json_mode, open_runtime, session_app
 from ._complete import complete_session
 from ._render import write_json
+from ._running import execute, fail, say
 
 
 class ExportFormat(StrEnum):
@@ -67,7 +58,7 @@ def export(
     as_json = _json_mode(json_flag, output_format)
     chosen = format_ or (ExportFormat.json if as_json else ExportFormat.md)
     if as_json and output is None and chosen is not ExportFormat.json:
-        _fail(
+        fail(
             f"--json prints the export as JSON; --format {chosen.value} needs --output FILE",
             code=2,
             as_json=True,
@@ -93,13 +84,13 @@ def export(
             with output.open("w" if force else "x", encoding="utf-8") as file:
                 file.write(text)
         except FileExistsError:
-            _fail(f"{output} exists: --force overwrites it", code=2, as_json=as_json)
+            fail(f"{output} exists: --force overwrites it", code=2, as_json=as_json)
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror or exc}", code=1, as_json=as_json)
+            fail(f"cannot write {output}: {exc.strerror or exc}", code=1, as_json=as_json)
         if as_json:
             written = {"session_id": tree.session_id, "format": chosen.value, "output": str(output)}
             write_json(written)
         else:
-            _say(f"Exported {tree.session_id} to {output}")
+            say(f"Exported {tree.session_id} to {output}")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)

@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from amplifier.agents import read_event
+from amplifier.runtime import DelegateStarted
+
 if TYPE_CHECKING:
-    from amplifier import EventRecord, Runtime, SessionSummary, TranscriptRecord
+    from amplifier import Runtime, SessionSummary, TranscriptRecord
 
 
 @dataclass(slots=True)
@@ -77,6 +80,14 @@ class Said:
     """When it was recorded, as ``clock_time`` gives it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A sub-session's ``delegate:start``, and where it stands in its parent's log."""
+
+    seq: int | None
+    event: DelegateStarted
+
+
 @dataclass(slots=True)
 class Node:
     """A session of the exported tree, with its timeline."""
@@ -96,10 +107,13 @@ async def load_tree(rt: Runtime, session_id: str) -> Node:
     records = {row.session_id: await rt.transcript(row.session_id) for row in summaries}
     events = [event async for event in rt.events(head.session_id, tree=True)]
     nodes = {row.session_id: Node(row) for row in summaries}
-    starts: dict[str, list[EventRecord]] = {}
+    starts: dict[str, list[Start]] = {}
     for event in events:
-        if event.event == "delegate:start":
-            starts.setdefault(event.session_id, []).append(event)
+        match read_event(event):
+            case DelegateStarted() as started:
+                starts.setdefault(event.session_id, []).append(Start(event.seq, started))
+            case _:
+                pass
     for row in summaries:
         children = {
             child.session_id: child
@@ -116,7 +130,7 @@ def _lay_out(
     node: Node,
     records: list[TranscriptRecord],
     children: dict[str, Node],
-    starts: list[EventRecord],
+    starts: list[Start],
 ) -> None:
     results: dict[str, TranscriptRecord] = {}
     for record in records:
@@ -151,7 +165,7 @@ def _lay_out(
             step.calls.append(call)
         node.steps.append(step)
     for start in starts:
-        child_id = str(start.data.get("child_id", ""))
+        child_id = start.event.child_id
         if child_id in children and child_id not in placed:
             node.steps.append(Step(seq=start.seq or last, child=children[child_id]))
             placed.add(child_id)
@@ -161,7 +175,7 @@ def _lay_out(
     node.steps.sort(key=lambda step: step.seq)  # stable: lines without seq keep their place
 
 
-def _delegated_child(call: Call, starts: list[EventRecord], placed: set[str]) -> str | None:
+def _delegated_child(call: Call, starts: list[Start], placed: set[str]) -> str | None:
     """The sub-session a ``delegate`` call ran: named by its result, else by its start event."""
     if call.result is not None:
         content = call.result.message().get("content")
@@ -176,13 +190,12 @@ def _delegated_child(call: Call, starts: list[EventRecord], placed: set[str]) ->
         if isinstance(arguments.get("session_id"), str):
             return str(arguments["session_id"])
         for start in starts:
-            child_id = str(start.data.get("child_id", ""))
             if (
-                child_id not in placed
-                and start.data.get("agent") == arguments.get("agent")
-                and start.data.get("instruction") == arguments.get("instruction")
+                start.event.child_id not in placed
+                and start.event.agent == arguments.get("agent")
+                and start.event.instruction == arguments.get("instruction")
             ):
-                return child_id
+                return start.event.child_id
     return None
 
 

@@ -9,19 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import anyio
 import typer
 
-from ._app import (
-    FormatOption,
-    JsonFlag,
-    OutputFormat,
-    _execute,
-    _fail,
-    _json_mode,
-    _say,
-    open_runtime,
-    session_app,
-)
+from ._app import FormatOption, JsonFlag, OutputFormat, _json_mode, open_runtime, session_app
 from ._complete import complete_session
 from ._render import console, safe, write_json
+from ._running import execute, fail, say
 
 if TYPE_CHECKING:
     from amplifier import DiffReport, FileRewind, RewindReport
@@ -57,13 +48,13 @@ def diff(
             return
         _show_diff(report, stat=stat)
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 def _show_diff(report: DiffReport, *, stat: bool) -> None:
     out = console()
     if not report.files:
-        _say(f"Session {report.session_id} changed no files with its file tools.")
+        say(f"Session {report.session_id} changed no files with its file tools.")
     added = removed = 0
     for file in report.files:
         added += file.added
@@ -95,7 +86,7 @@ def _show_diff(report: DiffReport, *, stat: bool) -> None:
 
 def _bash_note(calls: int, verb: str) -> None:
     if calls:
-        _say(
+        say(
             f"Note: changes made by bash commands are not tracked and not {verb} "
             f"({calls} command(s) ran)."
         )
@@ -142,7 +133,7 @@ def rewind(
                 await session_rewind(rt, session_id, turn=turn, undo=undo)  # refuses, naming them
             if not yes:
                 if not sys.stdin.isatty():
-                    _fail("not rewinding without confirmation: pass --yes", code=2, as_json=as_json)
+                    fail("not rewinding without confirmation: pass --yes", code=2, as_json=as_json)
                 _show_plan(plan.files)
                 confirmed = await anyio.to_thread.run_sync(
                     lambda: typer.confirm(
@@ -152,7 +143,7 @@ def rewind(
                     )
                 )
                 if not confirmed:
-                    _say("Nothing rewound.")
+                    say("Nothing rewound.")
                     if as_json:
                         write_json({**plan.as_json(), "files": [], "dry_run": False})
                     return 0
@@ -160,14 +151,14 @@ def rewind(
         _report(report, as_json=as_json)
         return 0
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 def _show_plan(files: tuple[FileRewind, ...]) -> None:
     for file in files:
         note = " (changed since: --force overwrites it)" if file.conflict else ""
         problem = f" ({file.problem})" if file.problem else ""
-        _say(f"  {_DRY[file.action].lower()} {file.path}{note}{problem}")
+        say(f"  {_DRY[file.action].lower()} {file.path}{note}{problem}")
 
 
 def _report(report: RewindReport, *, as_json: bool) -> None:
@@ -175,7 +166,7 @@ def _report(report: RewindReport, *, as_json: bool) -> None:
         write_json(report.as_json())
         return
     if not report.files:
-        _say(f"Nothing to rewind: the files of session {report.session_id} are as they were.")
+        say(f"Nothing to rewind: the files of session {report.session_id} are as they were.")
     verbs = _DRY if report.dry_run else _VERBS
     for file in report.files:
         extra = ""

@@ -46,6 +46,8 @@ from amplifier import (
     TurnFailed,
     UsageError,
 )
+from amplifier.agents import read_event
+from amplifier.runtime import DelegateEnded, DelegateStarted
 
 from . import _slash
 from ._input import read_line
@@ -513,14 +515,14 @@ async def _live_delegations(
 
 
 def _describe(event: EventRecord) -> str | None:
-    data = event.data
-    if event.event == "delegate:start":
-        return f"  [sub-session] {data.get('agent')} running: {data.get('child_id')}"
-    if event.event == "delegate:end":
-        status = data.get("status")
-        error = f" ({safe(str(data['error']))[:120]})" if data.get("error") else ""
-        return f"  [sub-session] {data.get('agent')} {status}: {data.get('child_id')}{error}"
-    return None
+    match read_event(event):
+        case DelegateStarted(agent=agent, child_id=child_id):
+            return f"  [sub-session] {agent} running: {child_id}"
+        case DelegateEnded(agent=agent, child_id=child_id, status=status, error=error):
+            said = f" ({safe(error)[:120]})" if error else ""
+            return f"  [sub-session] {agent} {status}: {child_id}{said}"
+        case _:
+            return None
 
 
 async def _show_history(rt: Runtime, session_id: str, *, full: bool) -> None:

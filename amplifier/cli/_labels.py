@@ -7,18 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ._app import (
-    FormatOption,
-    JsonFlag,
-    OutputFormat,
-    _execute,
-    _fail,
-    _json_mode,
-    open_runtime,
-    session_app,
-)
+from ._app import FormatOption, JsonFlag, OutputFormat, _json_mode, open_runtime, session_app
 from ._complete import complete_session
 from ._render import label, safe, write_json
+from ._running import execute, fail
 
 IdArgument = Annotated[
     str,
@@ -41,7 +33,7 @@ def rename(
     """Name a session; the name then finds it wherever an ID is asked for."""
     as_json = _json_mode(json_flag, output_format)
     if (name is None) == (not clear):
-        _fail("give a new name, or --clear to take the name away", code=2, as_json=as_json)
+        fail("give a new name, or --clear to take the name away", code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
         async with open_runtime(durability="none") as rt:
@@ -53,7 +45,7 @@ def rename(
         else:
             print(f"{meta.session_id} is named {safe(meta.name)!r}")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 @session_app.command("tag", context_settings={"ignore_unknown_options": True})
@@ -80,7 +72,7 @@ def tag(
             else:
                 head = (await rt.tree(session_id))[0]
                 if head.metadata is None:
-                    _fail(head.problem or f"{head.session_id} is damaged", code=1, as_json=as_json)
+                    fail(head.problem or f"{head.session_id} is damaged", code=1, as_json=as_json)
                 meta = head.metadata
         if as_json:
             write_json({"session_id": meta.session_id, "name": meta.name, "tags": meta.tags})
@@ -89,4 +81,4 @@ def tag(
         else:
             print(f"{meta.session_id} has no tags")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)

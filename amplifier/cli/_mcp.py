@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._app import FormatOption, JsonFlag, OutputFormat, _execute, _json_mode, _say, app
+from ._app import FormatOption, JsonFlag, OutputFormat, _json_mode, app
 from ._render import one_line, safe, write_json
+from ._running import execute, say
 
 if TYPE_CHECKING:
     from amplifier.agents import McpServerStatus
@@ -51,9 +52,9 @@ def list_(
             )
             return 1 if failed else 0
         for problem in report.problems:
-            _say(f"Warning: {problem}")
+            say(f"Warning: {problem}")
         if not report.servers:
-            _say(
+            say(
                 "No MCP server is configured: add one to ~/.amplifier/mcp.json or to "
                 ".amplifier/mcp.json of the project (mcpServers), or to a profile's mcp_servers."
             )
@@ -61,7 +62,7 @@ def list_(
             print("\n".join(_lines(status)))
         return 1 if failed else 0
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 def _lines(status: McpServerStatus) -> list[str]:

@@ -26,11 +26,22 @@ from rich.tree import Tree
 
 from amplifier import AmplifierError, EventRecord, Session
 from amplifier._errors import unwrap_single_error
+from amplifier.agents import (
+    ProviderFailed,
+    ProviderRequested,
+    ProviderResponded,
+    ToolFinished,
+    ToolStarted,
+    read_event,
+)
+from amplifier.runtime import DelegateEnded, DelegateStarted, PromptCompleted
 
 from ._approval import SCREEN
 from ._render import safe
 
 REFRESH_PER_SECOND = 8
+CATCH_UP_SECONDS = 1.0
+"""How long the view waits, after the turn returned, for the turn's last events."""
 _MARK = {"running": "…", "ok": "✓", "completed": "✓", "error": "✗", "failed": "✗"}
 
 
@@ -60,40 +71,38 @@ class ProgressTree:
 
     def apply(self, event: EventRecord) -> None:
         now = self._clock()
-        data = event.data
         owner = self._sessions.get(event.session_id)
         if owner is None:
             return
-        match event.event:
-            case "tool:pre" if data.get("tool") != "delegate":  # a delegation shows as its child
-                label = f"{safe(str(data.get('tool')))} {_short(data.get('arguments'))}"
-                item = Item(label, now)
-                self._calls[str(data.get("call_id"))] = item
+        match read_event(event):
+            case ToolStarted(tool=tool, call_id=call_id, arguments=arguments) if tool != "delegate":
+                # A delegation shows as its child, at its ``delegate:start``.
+                item = Item(f"{safe(tool)} {_short(arguments)}", now)
+                self._calls[call_id] = item
                 owner.children.append(item)
                 self.shown = True
-            case "tool:post":
-                called = self._calls.get(str(data.get("call_id")))
+            case ToolFinished(call_id=call_id, is_error=is_error):
+                called = self._calls.get(call_id)
                 if called is not None:
-                    called.status = "error" if data.get("is_error") else "ok"
+                    called.status = "error" if is_error else "ok"
                     called.ended = now
-            case "delegate:start":
-                agent = safe(str(data.get("agent")))
-                child = Item(f"{agent}: {_short(data.get('instruction'))}", now)
-                self._sessions[str(data.get("child_id"))] = child
+            case DelegateStarted(child_id=child_id, agent=agent, instruction=instruction):
+                child = Item(f"{safe(agent)}: {_short(instruction)}", now)
+                self._sessions[child_id] = child
                 owner.children.append(child)
                 self.shown = True
-            case "delegate:end":
-                ended = self._sessions.get(str(data.get("child_id")))
+            case DelegateEnded(child_id=child_id, status=status):
+                ended = self._sessions.get(child_id)
                 if ended is not None:
-                    ended.status = str(data.get("status", "completed"))
+                    ended.status = status
                     ended.ended = now
                     ended.activity = ""
-            case "provider:request":
+            case ProviderRequested():
                 owner.activity = "waiting for the model"
-            case "provider:response" | "provider:error":
+            case ProviderResponded() | ProviderFailed():
                 owner.activity = ""
-            case "prompt:complete" if owner is self.root:
-                self.root.status = str(data.get("status", "completed"))
+            case PromptCompleted(status=status) if owner is self.root:
+                self.root.status = status
                 self.root.ended = now
                 self.root.activity = ""
             case _:
@@ -152,7 +161,10 @@ class _Lines(FileProxy):
 async def live_progress(session: Session, console: Console) -> AsyncIterator[ProgressTree]:
     """Show the live tree of ``session``'s turn on ``console`` while the block runs.
 
-    Subscribed before the block starts, so no event is missed. Redrawn by
+    Subscribed before the block starts, so no event is missed; after the
+    block, the view waits (``CATCH_UP_SECONDS`` at most) for the turn's own
+    ``prompt:complete``, so the tree left on screen shows how each item
+    ended, not where the view was when the answer came. Redrawn by
     a task of our own (rich's refresh thread would read the tree from
     another thread). Standard output, when it is a terminal too, is routed
     above the tree while it is shown, so streamed text and the tree do not
@@ -173,18 +185,25 @@ async def live_progress(session: Session, console: Console) -> AsyncIterator[Pro
     # The block's own error (a failed or cancelled turn) leaves as itself, not in a group.
     with unwrap_single_error():
         async with anyio.create_task_group() as tg, session.subscribe(tree=True) as events:
+            # Set when the turn's ``prompt:complete`` was applied, or no event will come.
+            finished = anyio.Event()
 
             async def follow() -> None:
-                with contextlib.suppress(AmplifierError):  # fell behind: the view stops
-                    async for event in events:
-                        state.apply(event)
-                        if state.shown and SCREEN.live is None:
-                            stdout.flush()
-                            live.start()
-                            SCREEN.live = live
-                            if lines is not None:
-                                sys.stdout = lines
-                            tg.start_soon(redraw)
+                try:
+                    with contextlib.suppress(AmplifierError):  # fell behind: the view stops
+                        async for event in events:
+                            state.apply(event)
+                            if state.root.ended is not None:
+                                finished.set()
+                            if state.shown and SCREEN.live is None:
+                                stdout.flush()
+                                live.start()
+                                SCREEN.live = live
+                                if lines is not None:
+                                    sys.stdout = lines
+                                tg.start_soon(redraw)
+                finally:
+                    finished.set()  # nothing more will come
 
             async def redraw() -> None:
                 while True:
@@ -195,6 +214,8 @@ async def live_progress(session: Session, console: Console) -> AsyncIterator[Pro
             tg.start_soon(follow)
             try:
                 yield state
+                with anyio.move_on_after(CATCH_UP_SECONDS):
+                    await finished.wait()
             finally:
                 tg.cancel_scope.cancel()
                 SCREEN.live = None

@@ -301,7 +301,13 @@ CLI_EVENTS = {
 
 def known_as(event: EventRecord) -> str | None:
     """Our name for an event of the Amplifier CLI's (its lines have no ``seq``), if it differs."""
-    return CLI_EVENTS.get(event.event) if event.seq is None else None
+    from amplifier.agents import ForeignEvent, read_event  # the models: not at start-up
+
+    match read_event(event):
+        case ForeignEvent(name=name) if event.seq is None:
+            return CLI_EVENTS.get(name)
+        case _:
+            return None
 
 
 def event_json(event: EventRecord) -> dict[str, Any]:

@@ -7,17 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._app import (
-    FormatOption,
-    JsonFlag,
-    OutputFormat,
-    _execute,
-    _json_mode,
-    _say,
-    open_runtime,
-    session_app,
-)
+from ._app import FormatOption, JsonFlag, OutputFormat, _json_mode, open_runtime, session_app
 from ._render import console, label, plain, safe, when, write_json
+from ._running import execute, say
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,13 +57,13 @@ def search(
             return
         if not hits:
             scope = "any project" if all_projects else "this project (--all: every project)"
-            _say(f"No match for {safe(query)!r} in {scope}.")
+            say(f"No match for {safe(query)!r} in {scope}.")
             return
         show_hits(hits, trees, out=console(), show_project=all_projects)
         if len(hits) == limit:
-            _say(f"(the newest {limit} matches shown; --limit N shows more)")
+            say(f"(the newest {limit} matches shown; --limit N shows more)")
 
-    _execute(main, as_json=as_json)
+    execute(main, as_json=as_json)
 
 
 def hit_json(hit: SearchHit) -> dict[str, Any]:

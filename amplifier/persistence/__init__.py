@@ -20,6 +20,15 @@ from ._exceptions import (
 )
 from ._file_history import read_kept
 from ._index import SessionSort
+from ._listing import (
+    SessionSummary,
+    all_projects,
+    last_write,
+    list_sessions,
+    search_sessions,
+    summarize,
+)
+from ._lookup import find_session
 from ._paths import (
     SessionLocation,
     directory_names,
@@ -31,20 +40,11 @@ from ._paths import (
 )
 from ._reader import (
     MessageTail,
-    SessionSummary,
-    all_projects,
-    existing_children,
-    find_session,
     iter_events,
-    last_write,
-    list_sessions,
     load_message_tail,
     load_transcript,
     merge_events,
     read_metadata,
-    search_sessions,
-    session_tree,
-    summarize,
 )
 from ._rebuild import read_or_rebuild_metadata
 from ._records import (
@@ -60,6 +60,7 @@ from ._recovery import RecoveryReport
 from ._requests import Receipt
 from ._search import SearchHit
 from ._store import SessionWriter, Store, open_store
+from ._tree import existing_children, session_tree
 
 __all__ = [
     "AmbiguousSessionId",
