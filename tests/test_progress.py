@@ -189,3 +189,19 @@ def test_leaving_an_interactive_session_prints_the_resume_hint(project: Path, ho
         term.send("/exit")
         term.see(f"Resume with: amplifier session resume {session_id}")
         assert term.leave() == 0
+
+
+def test_interactive_sub_session_lines_show_control_characters_escaped() -> None:
+    """A sub-session's line never lets a stored name's escape sequence reach the terminal."""
+    from amplifier.cli._interactive import _describe
+
+    name = "explorer\x1b]0;pwned\x07"
+    started = _describe(_event(ROOT, DelegateStarted(child_id=CHILD, agent=name, instruction="go")))
+    ended = _describe(
+        _event(ROOT, DelegateEnded(child_id=CHILD, agent=name, status="failed", error="x\x1b[2J"))
+    )
+    for line in (started, ended):
+        assert line is not None
+        assert "\x1b" not in line
+        assert "\x07" not in line
+        assert "explorer\\x1b]0;pwned\\x07" in line

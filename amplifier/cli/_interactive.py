@@ -517,10 +517,10 @@ async def _live_delegations(
 def _describe(event: EventRecord) -> str | None:
     match read_event(event):
         case DelegateStarted(agent=agent, child_id=child_id):
-            return f"  [sub-session] {agent} running: {child_id}"
+            return f"  [sub-session] {safe(agent)} running: {child_id}"
         case DelegateEnded(agent=agent, child_id=child_id, status=status, error=error):
             said = f" ({safe(error)[:120]})" if error else ""
-            return f"  [sub-session] {agent} {status}: {child_id}{said}"
+            return f"  [sub-session] {safe(agent)} {status}: {child_id}{said}"
         case _:
             return None
 
