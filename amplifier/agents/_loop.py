@@ -460,10 +460,15 @@ class AgentTurnHandler:
         root: Path,
         profile: Profile,
     ) -> list[ToolResultMessage]:
-        """Run the calls concurrently; record their results in call order as they complete."""
+        """Run the calls concurrently; record their results in call order as they complete.
+
+        A single call (the usual answer) runs in the turn's own task: a task
+        group, a limiter and their scheduling are for calls side by side.
+        """
         results: list[ToolResultMessage | None] = [None] * len(calls)
         recorded = 0
-        recording = anyio.Lock()
+        # Uncontended (the usual case), taken without yielding to the event loop.
+        recording = anyio.Lock(fast_acquire=True)
         limiter = anyio.CapacityLimiter(profile.tool_concurrency)
 
         async def record_ready() -> None:
@@ -480,9 +485,13 @@ class AgentTurnHandler:
 
         cancelled = False
         try:
-            async with anyio.create_task_group() as tg:
-                for index, call in enumerate(calls):
-                    tg.start_soon(run, index, call)
+            if len(calls) == 1:
+                results[0] = await self._run_tool(turn, spec, tools, calls[0], root, profile)
+                await record_ready()
+            else:
+                async with anyio.create_task_group() as tg:
+                    for index, call in enumerate(calls):
+                        tg.start_soon(run, index, call)
         except BaseException as exc:
             cancelled = is_cancellation(exc)
             raise
