@@ -3,11 +3,8 @@
 Rule 1: a session handles one mailbox message at a time; a turn's
         cancellation comes from outside the mailbox (``Session.cancel``),
         since the mailbox is busy while a turn runs.
-Rule 2: a child session runs inside its parent's delegation call, in the
-        parent's own task (``open_here``, ``answer_here``, ``close_here``):
-        it cannot outlive its parent, and cancelling the parent cancels it
-        first. It answers one prompt, so it needs no task or mailbox of its
-        own; a root serves its mailbox in a task (``run``).
+Rule 2: a child session is a task inside its parent's delegation call, so it
+        cannot outlive its parent; cancelling the parent cancels it first.
 Rule 3: records are sent in the order they happen and committed in that
         order (the persistence actor's Rule 3), so a session waits for its
         own bookkeeping only where something leaves the Runtime: a root is
@@ -242,46 +239,14 @@ class SessionActor:
                 raise
             trace = log_failure(f"session {self.id} failed", exc)
         finally:
-            await self.close_here(status, error, trace, keep_previous=keep_previous)
-
-    # -- a delegated child, in its parent's task (Rule 2) ------------------------------
-
-    async def open_here(self) -> None:
-        """Create or open the session in the caller's task. Raises what kept it from opening
-        (then ``close_here`` with ``keep_previous`` leaves it as it was found)."""
-        await self._begin()
-        self._life.move(SessionState.IDLE)
-
-    async def answer_here(self, text: str, context: Sequence[Mapping[str, Any]] = ()) -> Outcome:
-        """Answer one prompt in the caller's task; cancelling the caller cancels the turn.
-
-        Its records are committed in order with the parent's, not waited for.
-        """
-        send, receive = anyio.create_memory_object_stream[Outcome](1)
-        prompt = Prompt(
-            text=text, context=tuple(dict(m) for m in context), reply=send, durable=False
-        )
-        with receive:
-            await self._answer(prompt)
-            return receive.receive_nowait()
-
-    async def close_here(
-        self,
-        status: EndStatus,
-        error: str | None = None,
-        trace: str | None = None,
-        *,
-        keep_previous: bool = False,
-    ) -> None:
-        """Write the final records (shielded, time-bounded: Rule 4) and end the session."""
-        self._send.close()
-        self._mailbox.close()
-        with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-            await self._end(status, error, trace, keep_previous=keep_previous)
-        self._services.bus.unregister(self.id)
-        self._ended = True
-        if self._ended_event is not None:
-            self._ended_event.set()
+            self._send.close()
+            self._mailbox.close()
+            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+                await self._end(status, error, trace, keep_previous=keep_previous)
+            self._services.bus.unregister(self.id)
+            self._ended = True
+            if self._ended_event is not None:
+                self._ended_event.set()
 
     async def _begin(self) -> None:
         store = self._services.store

@@ -16,47 +16,50 @@ from amplifier.persistence import EndStatus
 
 from ._children import ChildOutcome
 from ._delegation import Delegation, DelegationStatus
-from ._exceptions import describe_error
+from ._exceptions import RuntimeClosed, SessionClosed, describe_error
 from ._messages import Answered, Cancelled, Failed, Outcome
 
 if TYPE_CHECKING:
     from ._actor import SessionActor
 
+CHILD_CLOSE_GRACE = 5.0
+"""Seconds a child may take to end after its answer (or timeout) before it is cancelled."""
+
+
 async def drive_child(child: SessionActor, request: Delegation) -> ChildOutcome:
-    """Open ``child``, ask it ``request``'s instruction, close it; how it ended.
+    """Start ``child``, ask it ``request``'s instruction, close it; how it ended.
 
-    The child runs in the caller's task (``SessionActor`` Rule 2). A child
-    that fails, times out or cannot start is an outcome, not an error; only
-    cancellation propagates (the child ends as cancelled first).
+    A child that fails, times out or cannot start is an outcome, not an
+    error; only cancellation propagates (the child ends as cancelled first).
     """
-    try:
-        await child.open_here()
-    except Exception as exc:
-        trace = log_failure(f"sub-session {child.id} could not start", exc)
-        error = describe_error(exc)
-        # It never started: its files stay as they were found.
-        await child.close_here("failed", error, keep_previous=True)
-        return ChildOutcome("failed", error=error, trace=trace, cause=exc)
-    except BaseException:
-        await child.close_here("cancelled")
-        raise
-    return await _supervise(child, request)
+    outcome = ChildOutcome("cancelled")
+    async with anyio.create_task_group() as tg:
+        try:
+            await tg.start(child.run)
+        except Exception as exc:
+            trace = log_failure(f"sub-session {child.id} could not start", exc)
+            outcome = ChildOutcome("failed", error=describe_error(exc), trace=trace, cause=exc)
+        else:
+            outcome = await _supervise(child, request, tg)
+    return outcome
 
 
-async def _supervise(child: SessionActor, request: Delegation) -> ChildOutcome:
+async def _supervise(
+    child: SessionActor, request: Delegation, tg: anyio.abc.TaskGroup
+) -> ChildOutcome:
     """Ask the child, then close it with the matching end status."""
     status: DelegationStatus
     response = error = trace = None
     cause: BaseException | None = None
     end: EndStatus = "cancelled"
-    session_trace: str | None = None
     try:
         with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
             try:
-                outcome: Outcome = await child.answer_here(request.instruction, request.context)
-            except Exception as exc:  # the session failed, not its turn: it ends failed
-                session_trace = log_failure(f"session {child.id} failed", exc)
-                outcome = Failed(reason=describe_error(exc), error=exc)
+                outcome: Outcome = await child.ask(
+                    request.instruction, request.context, durable=False
+                )
+            except (RuntimeClosed, SessionClosed) as exc:
+                outcome = Failed(reason=str(exc), error=exc)
         if timer.cancelled_caught:
             status, error = "timed_out", f"no answer within {request.timeout:g} s"
         else:
@@ -72,5 +75,9 @@ async def _supervise(child: SessionActor, request: Delegation) -> ChildOutcome:
                 case _:
                     assert_never(outcome)
     finally:
-        await child.close_here(end, error, session_trace)
+        child.close_mailbox(end, error)
+    with anyio.move_on_after(CHILD_CLOSE_GRACE):
+        await child.wait_ended()
+    if not child.has_ended:
+        tg.cancel_scope.cancel()
     return ChildOutcome(status, response, error, trace=trace, cause=cause)
