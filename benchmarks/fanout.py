@@ -1,19 +1,23 @@
-"""Fan-out: one parent delegates to 1,000 children at once, 100 at a time.
+"""Fan-out: one parent delegates to 1,000 agent children at once, 100 at a time.
 
 A child costs its records and nothing more: creating it, running its one
 turn and closing it ride on the journal with the records themselves. This
 benchmark checks that claim. Measured, in one run, on asyncio and on trio:
 
-- ``fan-out``: a core Runtime (``amplifier.runtime.lowlevel.open_local_runtime``, durability
-  ``fsync``, ``max_children=100``); one root session whose turn calls
-  ``turn.delegate_all`` with 1,000 delegations. Each child's turn records
-  one assistant message (what one offline-provider turn persists) and
-  returns; each child writes its ``session:start``, ``prompt:submit``, user
-  message, assistant message, ``prompt:complete``, ``session:end`` and its
-  metadata, and the parent a ``delegate:start`` and ``delegate:end`` each.
-  Timed: the ``delegate_all`` call. Reported: children/s, and records/s,
-  counting the event and transcript lines on disk afterwards (metadata
-  versions are not counted).
+- ``fan-out``: ``amplifier.open_runtime`` (durability ``fsync``, the
+  offline provider, the built-in agents, a profile that lets 100 children
+  and 100 tool calls run at once); one root session asked 1,000
+  ``/delegate explorer: go`` lines: its model call answers with 1,000
+  delegate calls, each runs an ``explorer`` child through the agent loop
+  (the child's own model call, its events and messages persisted), and the
+  parent's second model call answers. Each child writes its
+  ``session:start``, ``prompt:submit``, user message, ``provider:request``,
+  ``provider:response``, assistant message, ``prompt:complete``,
+  ``session:end`` and its metadata; the parent its ``tool:pre``,
+  ``delegate:start``, ``delegate:end``, ``tool:post`` and tool result for
+  each. Timed: the ``ask``. Reported: children/s, and records/s, counting
+  the event and transcript lines on disk afterwards (metadata versions are
+  not counted).
 - ``events``: the baseline, ``benchmarks/persistence.py``'s own workload in
   the same run: 100 sessions each emitting 100 events, every one
   acknowledged before the next, under ``fsync``.
@@ -22,7 +26,8 @@ Target: fan-out records/s >= 0.5x the baseline's events/s (same backend):
 a child costs no more than its records.
 
 Every run checks what it produced: one folder per child with its two
-messages and a completed ``session:end``, each listed by the parent.
+messages and a completed ``session:end``, each listed by the parent, and
+one completed delegation per child in the parent's tool results.
 
 Only the public API is used.
 
@@ -53,7 +58,6 @@ import anyio
 import orjson
 
 import amplifier
-from amplifier.runtime.lowlevel import open_local_runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import persistence
@@ -80,65 +84,56 @@ class FanOut:
         return self.records / self.seconds
 
 
-class FanOutHandler:
-    """The root's turn delegates to ``children`` at once; each child records one answer."""
-
-    def __init__(self, children: int) -> None:
-        self.children = children
-        self.seconds = 0.0
-        self.results: list[amplifier.DelegationResult] = []
-
-    def prepare_session(
-        self, agent: str | None, *, profile: str | None = None
-    ) -> amplifier.SessionSetup:
-        return amplifier.SessionSetup(agent=agent or "default")
-
-    async def on_resume(self, session: amplifier.SessionContext) -> None:
-        return None
-
-    async def run_turn(self, turn: amplifier.Turn) -> str:
-        if turn.session.depth >= 1:
-            await turn.record({"role": "assistant", "content": "done"})
-            return "done"
-        requests = [amplifier.Delegation(agent="explorer", instruction="go")] * self.children
-        start = time.perf_counter()
-        self.results = await turn.delegate_all(requests)
-        self.seconds = time.perf_counter() - start
-        return f"{len(self.results)} children"
+PROFILE = f"""\
+description: fan-out benchmark
+extends: base
+max_children: {AT_A_TIME}
+tool_concurrency: {AT_A_TIME}
+"""
 
 
 async def run_fan_out(directory: Path, children: int) -> FanOut:
-    handler = FanOutHandler(children)
     home = directory / "home"
-    async with open_local_runtime(
-        home=home, cwd=directory, handler=handler, max_children=AT_A_TIME
+    (home / "profiles").mkdir(parents=True)
+    (home / "profiles" / "fanout.yaml").write_text(PROFILE)
+    prompt = "\n".join(["/delegate explorer: go"] * children)
+    async with amplifier.open_runtime(
+        home=home, cwd=directory, profile="fanout", durability="fsync"
     ) as rt:
         async with rt.open_session() as session:
-            await session.ask("fan out")
+            start = time.perf_counter()
+            await session.ask(prompt)
+            seconds = time.perf_counter() - start
             root = session.id
-    failed = [r for r in handler.results if not r.ok or r.response != "done"]
-    if len(handler.results) != children or failed:
-        raise AssertionError(f"{len(failed)} of {len(handler.results)} children failed")
-    return FanOut(children, verify(home, root, handler.results), handler.seconds)
+    return FanOut(children, verify(home, root, children), seconds)
 
 
-def verify(home: Path, root: str, results: Sequence[amplifier.DelegationResult]) -> int:
+def verify(home: Path, root: str, children: int) -> int:
     """Every child complete on disk and listed by the parent; the lines written in all."""
     folders = {p.name: p for p in home.glob("projects/*/sessions/*")}
-    listed = set(orjson.loads((folders[root] / "metadata.json").read_bytes())["children"])
+    listed = orjson.loads((folders[root] / "metadata.json").read_bytes())["children"]
+    if len(listed) != children:
+        raise AssertionError(f"the parent lists {len(listed)} children of {children}")
     records = 0
-    for result in results:
-        folder = folders.get(result.session_id)
-        if folder is None or result.session_id not in listed:
-            raise AssertionError(f"{result.session_id}: not on disk or not listed")
+    for child in listed:
+        folder = folders.get(child)
+        if folder is None:
+            raise AssertionError(f"{child}: listed, not on disk")
         events = (folder / "events.jsonl").read_bytes().splitlines()
         messages = (folder / "transcript.jsonl").read_bytes().splitlines()
         last = orjson.loads(events[-1])
         if len(messages) != 2 or last["event"] != "session:end":
-            raise AssertionError(f"{result.session_id}: {len(messages)} messages, ends {last}")
+            raise AssertionError(f"{child}: {len(messages)} messages, ends {last}")
+        if last["data"]["status"] != "completed":
+            raise AssertionError(f"{child}: ended {last['data']['status']}")
         records += len(events) + len(messages)
-    parent = (folders[root] / "events.jsonl").read_bytes().count(b'"event":"delegate:')
-    return records + parent
+    parent_events = (folders[root] / "events.jsonl").read_bytes().splitlines()
+    parent_messages = (folders[root] / "transcript.jsonl").read_bytes().splitlines()
+    ended = [orjson.loads(line) for line in parent_events if b'"delegate:end"' in line]
+    failed = [e for e in ended if e["data"]["status"] != "completed"]
+    if len(ended) != children or failed:
+        raise AssertionError(f"{len(failed)} of {len(ended)} delegations did not complete")
+    return records + len(parent_events) + len(parent_messages)
 
 
 async def run_events(directory: Path, size: int) -> float:
@@ -186,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = (args.dir or Path(tempfile.gettempdir())).resolve()
     root = Path(tempfile.mkdtemp(prefix="amplifier-fanout-", dir=base))
     print(
-        f"fan-out benchmark: one parent, {args.children} children through delegate_all, "
+        f"fan-out benchmark: one parent, {args.children} offline agent children, "
         f"{AT_A_TIME} at a time, durability fsync; median of {args.repeat}"
     )
     print(

@@ -62,7 +62,7 @@ def main() -> int:
             f"{name:<12} {line.strip()}"
             for line in done.stdout.splitlines()
             if not line.startswith("|")
-            and (" met:" in line or "NOT met" in line or "not measured" in line)
+            and (" met:" in line or "NOT met" in line or "not measured" in line.lower())
         ]
     print("\n===== targets\n")
     print("\n".join(verdicts))

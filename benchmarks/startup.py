@@ -9,8 +9,9 @@ moment of the machine weighs on all of them alike):
   nothing done with them). Target: at most 1.5x.
 - an offline ``amplifier run "hello"`` (a new session, one turn answered by
   the offline provider, everything made durable under the default ``fsync``
-  durability, in a fresh ``AMPLIFIER_HOME``) against the same bare imports.
-  Target: at most 2x.
+  durability, in a fresh ``AMPLIFIER_HOME``) against the durable floor below
+  (a typer command that runs an anyio loop and appends one fsynced line).
+  Target: at most 1.5x.
 
 For reference, three more rows: the same bare imports plus one pydantic
 model built (what any process of this stack pays once it validates
@@ -54,7 +55,8 @@ AMPLIFIER = Path(sys.executable).parent / "amplifier"
 FLOOR = Path(__file__).resolve().parent / "startup_floor.py"
 BARE = "import typer, rich, pydantic, anyio, orjson"
 ONE_MODEL = f"{BARE}; pydantic.create_model('M', x=(int, ...))(x=1)"
-TARGETS = {"help": 1.5, "run": 2.0}
+TARGETS = {"help": (1.5, "bare"), "run": (1.5, "store")}
+"""Each command's target: at most so many times the run of its baseline."""
 
 
 def commands() -> dict[str, list[str]]:
@@ -136,10 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = "" if name == "bare" else f"{medians[name] / bare:.2f}x"
         print(f"| {label:<50} | {medians[name] * 1000:6.0f} | {ratio:>14} |")
     print()
-    for name, target in TARGETS.items():
-        ratio = medians[name] / bare
+    baselines = {"bare": "bare imports", "store": "the durable floor"}
+    for name, (target, baseline) in TARGETS.items():
+        ratio = medians[name] / medians[baseline]
         verdict = "met" if ratio <= target else "NOT met"
-        print(f"{labels[name]:<39} <= {target:g}x bare imports  {verdict}: {ratio:.2f}x")
+        print(
+            f"{labels[name]:<39} <= {target:g}x {baselines[baseline]:<17} {verdict}: {ratio:.2f}x"
+        )
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
     print(f"\nmachine: {machine}")
     print(f"reproduce: .venv/bin/python benchmarks/startup.py{' --quick' if args.quick else ''}")

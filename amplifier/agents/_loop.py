@@ -168,6 +168,7 @@ class AgentTurnHandler:
                     stacklevel=3,
                 )
         self._toolboxes: dict[str, ToolBox] = {}
+        self._kits: dict[tuple[str, str], tuple[AgentSpec, Profile, ToolBox, int]] = {}
         self._projects: dict[str, Path] = {self._root.as_posix(): self._root}
         self._redactors: dict[str, Redactor | None] = {}
         self._permissions = permissions or Permissions()
@@ -205,7 +206,7 @@ class AgentTurnHandler:
         """
         spec = self._spec(session.agent)
         profile = self._profile_of(session)
-        window = self._window(self._budget(spec, self._tools_for(spec, profile), profile))
+        window = self._window(self._kit(spec, profile)[1])
         await session.history_tail(max_bytes=window)
         tail = await session.history_tail(max_bytes=REPAIR_WINDOW)
         history, unreadable = parse_history(tail.messages, parsed=_parsed(session))
@@ -244,9 +245,8 @@ class AgentTurnHandler:
         profile = self._profile_of(turn.session)
         chosen = turn.session.attributes.get("model")
         provider = self._provider(spec, profile, model=chosen)
-        tools = self._tools_for(spec, profile, await self._mcp_tools(spec, profile))
+        tools, budget = self._kit(spec, profile, await self._mcp_tools(spec, profile))
         root = self._project_dir(turn.session)
-        budget = self._budget(spec, tools, profile)
         history, partial = await self._history(turn, budget)
         if turn.prompt.startswith(COMPACT_REQUEST):
             return await self._compact(turn, provider, spec, history, budget, profile)
@@ -460,10 +460,15 @@ class AgentTurnHandler:
         root: Path,
         profile: Profile,
     ) -> list[ToolResultMessage]:
-        """Run the calls concurrently; record their results in call order as they complete."""
+        """Run the calls concurrently; record their results in call order as they complete.
+
+        A single call (the usual answer) runs in the turn's own task: a task
+        group, a limiter and their scheduling are for calls side by side.
+        """
         results: list[ToolResultMessage | None] = [None] * len(calls)
         recorded = 0
-        recording = anyio.Lock()
+        # Uncontended (the usual case), taken without yielding to the event loop.
+        recording = anyio.Lock(fast_acquire=True)
         limiter = anyio.CapacityLimiter(profile.tool_concurrency)
 
         async def record_ready() -> None:
@@ -480,9 +485,13 @@ class AgentTurnHandler:
 
         cancelled = False
         try:
-            async with anyio.create_task_group() as tg:
-                for index, call in enumerate(calls):
-                    tg.start_soon(run, index, call)
+            if len(calls) == 1:
+                results[0] = await self._run_tool(turn, spec, tools, calls[0], root, profile)
+                await record_ready()
+            else:
+                async with anyio.create_task_group() as tg:
+                    for index, call in enumerate(calls):
+                        tg.start_soon(run, index, call)
         except BaseException as exc:
             cancelled = is_cancellation(exc)
             raise
@@ -753,6 +762,24 @@ class AgentTurnHandler:
         if resolved is None:  # resolved once per Runtime: a project does not move under it
             resolved = self._projects[recorded] = Path(recorded).resolve()
         return resolved
+
+    def _kit(
+        self, spec: AgentSpec, profile: Profile, mcp: Sequence[Tool] = ()
+    ) -> tuple[ToolBox, int]:
+        """The tools of ``spec`` under ``profile`` and the history's token budget with them.
+
+        Made once per agent and profile (their schemas are measured to fit
+        the window): the same for every turn, unless MCP tools join.
+        """
+        if mcp:
+            tools = self._tools_for(spec, profile, mcp)
+            return tools, self._budget(spec, tools, profile)
+        key = (spec.name, profile.name)
+        kit = self._kits.get(key)
+        if kit is None or kit[0] is not spec or kit[1] is not profile:
+            tools = self._tools_for(spec, profile)
+            kit = self._kits[key] = (spec, profile, tools, self._budget(spec, tools, profile))
+        return kit[2], kit[3]
 
     def _tools_for(self, spec: AgentSpec, profile: Profile, mcp: Sequence[Tool] = ()) -> ToolBox:
         chosen = self.toolbox(profile).with_tools(mcp).only(spec.tools)

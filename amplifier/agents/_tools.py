@@ -157,10 +157,12 @@ def clip(text: str, limit: int = MAX_TOOL_OUTPUT) -> str:
 
 
 class ToolBox:
-    """The tools an agent may use, by name."""
+    """The tools an agent may use, by name. Immutable: its names and specs are kept."""
 
     def __init__(self, tools: Iterable[Tool]) -> None:
         self._tools = {tool.name: tool for tool in tools}
+        self._names: tuple[str, ...] | None = None
+        self._specs: tuple[ToolSpec, ...] | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
@@ -170,10 +172,15 @@ class ToolBox:
 
     @property
     def names(self) -> list[str]:
-        return sorted(self._tools)
+        if self._names is None:
+            self._names = tuple(sorted(self._tools))
+        return list(self._names)
 
     def specs(self) -> tuple[ToolSpec, ...]:
-        return tuple(spec_of(self._tools[name]) for name in self.names)
+        """Every tool as a model sees it, by name (made once: every model call sends them)."""
+        if self._specs is None:
+            self._specs = tuple(spec_of(self._tools[name]) for name in self.names)
+        return self._specs
 
     def only(self, patterns: Iterable[str]) -> ToolBox:
         """The tools named by ``patterns`` (a name, or a glob such as ``mcp_git_*``)."""

@@ -505,7 +505,10 @@ class SessionActor:
         )
         with receive:
             try:
-                await self._send.send(prompt)
+                try:
+                    self._send.send_nowait(prompt)  # room in the mailbox: no yield to the loop
+                except anyio.WouldBlock:
+                    await self._send.send(prompt)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 send.close()
                 raise SessionClosed(self.id) from None
@@ -703,8 +706,15 @@ class SessionActor:
         """Run ``request`` in a child session; never raises for the child's failure."""
         if self._children is None:
             self._children = anyio.CapacityLimiter(self._max_children())
-        async with self._children:
+        limiter = self._children
+        try:
+            limiter.acquire_nowait()  # a free place is taken without yielding to the loop
+        except anyio.WouldBlock:
+            await limiter.acquire()
+        try:
             return await self._run_child(request)
+        finally:
+            limiter.release()
 
     async def _run_child(self, request: Delegation) -> DelegationResult:
         meta = self._require_meta()
