@@ -402,9 +402,12 @@ class PersistenceActor:
         try:
             if self.durability == "flush":
                 async with self._files_lock:
-                    released = await anyio.to_thread.run_sync(
-                        self._materialiser.write_now, batch.backlog
-                    )
+                    try:
+                        released = await anyio.to_thread.run_sync(
+                            self._materialiser.write_now, batch.backlog
+                        )
+                    finally:
+                        self._schedule()  # closes the files it keeps open, once writing stops
                     self._releasing += released
                     if released:
                         await anyio.to_thread.run_sync(self._release_closed)
@@ -778,7 +781,7 @@ class PersistenceActor:
         writes again.
         """
         try:
-            while self._backlog or self._releasing:
+            while self._backlog or self._releasing or self._materialiser.holding_files:
                 due = self._backlog_since + WRITE_BEHIND_DELAY - anyio.current_time()
                 if due > 0:
                     await anyio.sleep(due)

@@ -43,8 +43,9 @@ from ._upkeep import IndexUpkeep
 _TRANSCRIPT = "/transcript.jsonl"
 STAGING = ".staging"
 """Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
-OPEN_FILE_LIMIT = 16
-"""Session files kept open within one round of writing; all are closed after it."""
+OPEN_FILE_LIMIT = 256
+"""Session files kept open at most: within one round of writing, or between the batches
+of durability ``flush``, which close them when writing stops (``Materialiser.close_files``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,11 @@ class Backlog:
         self.through = seq
 
     def document(self, path: str, data: bytes, seq: int) -> None:
-        self._current().documents[path] = data
+        documents = self._current().documents
+        replaced = documents.get(path)
+        if replaced is not None:
+            self.size -= len(replaced)
+        documents[path] = data
         self.size += len(data)
         self.through = seq
 
@@ -113,11 +118,37 @@ class Backlog:
         self.through = max(self.through, seq)
 
     def extend(self, other: Backlog) -> None:
-        """Add ``other``'s segments after this backlog's (``other`` must not be used again)."""
+        """Add ``other``'s segments after this backlog's (``other`` must not be used again).
+
+        Its first segment joins this backlog's open one: between barriers the
+        order of different files is free (Rule 1), so a file gets one write
+        per round however many batches fed it, and a session's metadata only
+        its newest version.
+        """
         if not other.segments:
             return
-        self.segments.extend(other.segments)
-        self._open = other._open
+        segments = other.segments
+        joined = self._open
+        if joined is not None:
+            first = segments[0]
+            lines = joined.lines
+            for path, more in first.lines.items():
+                held = lines.get(path)
+                if held is None:
+                    lines[path] = more
+                else:
+                    held.extend(more)
+            for path, document in first.documents.items():
+                replaced = joined.documents.pop(path, None)
+                if replaced is not None:
+                    self.size -= len(replaced)  # never written: a newer one follows
+                joined.documents[path] = document
+            joined.barrier = first.barrier
+            segments = segments[1:]
+            self._open = joined if joined.barrier is None and not segments else None
+        self.segments.extend(segments)
+        if segments:
+            self._open = other._open
         self.size += other.size
         self.through = max(self.through, other.through)
 
@@ -197,6 +228,9 @@ class _OpenFiles:
         else:
             os.truncate(path, length)
 
+    def __bool__(self) -> bool:
+        return bool(self._fds)
+
     def close_all(self) -> None:
         while self._fds:
             _, (fd, _) = self._fds.popitem()
@@ -222,12 +256,13 @@ class Materialiser:
         self._swept: set[str] = set()
         """Staging folders already cleared of crash leftovers by this materialiser."""
 
-    def apply(self, backlog: Backlog) -> list[SessionLocation]:
+    def apply(self, backlog: Backlog, *, keep_open: bool = False) -> list[SessionLocation]:
         """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed.
 
         On ``OSError`` the backlog holds exactly what is still to be written
         (Rule 4) and the error is raised. Descriptors are closed before
-        returning, so an idle Runtime holds none.
+        returning, so an idle Runtime holds none; with ``keep_open``, the
+        caller closes them (``close_files``) once writing stops.
         """
         released: list[SessionLocation] = []
         # Rule 3, in one transaction: the rows of every session this round builds.
@@ -252,13 +287,17 @@ class Materialiser:
                 backlog.segments.pop(0)
             backlog.size = 0
         finally:
-            self._files.close_all()
+            if not keep_open:
+                self._files.close_all()
             self.upkeep.note_paths(documents)
             self.upkeep.note_lines(messages)  # what landed, for search
         return released
 
     def write_now(self, backlog: Backlog) -> list[SessionLocation]:
-        """Durability flush: write a batch's records or none of them (lines cut back on failure)."""
+        """Durability flush: write a batch's records or none of them (lines cut back on failure).
+
+        The files stay open for the next batch: the caller closes them when writing stops.
+        """
         written: list[tuple[str, int]] = []
         try:
             for segment in backlog.segments:
@@ -267,12 +306,20 @@ class Materialiser:
         except OSError:
             written = []
         try:
-            return self.apply(backlog)
+            return self.apply(backlog, keep_open=True)
         except OSError:
             for path, length in written:
                 with contextlib.suppress(OSError):
                     self._files.truncate(path, length)
             raise
+
+    @property
+    def holding_files(self) -> bool:
+        """Descriptors are open (``write_now`` keeps them for the next batch)."""
+        return bool(self._files)
+
+    def close_files(self) -> None:
+        self._files.close_all()
 
     def sync(self) -> None:
         """Make every file and folder written since the last sync durable, and the index."""
