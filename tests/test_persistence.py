@@ -511,6 +511,40 @@ async def test_write_behind_writes_each_file_once_however_many_batches_fed_it(
             await writer.close()
 
 
+async def test_new_session_folder_appears_with_its_first_records(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session created and written to within one round of writing behind appears with its
+    lines and newest metadata already in its folder: no append, no metadata replace."""
+    monkeypatch.setattr(actor_module, "WRITE_BEHIND_DELAY", 3600)  # only the flush writes
+    written: list[str] = []
+    real_append = materialise_module._OpenFiles.write
+    real_replace = materialise_module.atomic_replace
+
+    def counting_append(files: object, path: str, data: bytes) -> None:
+        written.append(path)
+        real_append(files, path, data)  # type: ignore[arg-type]
+
+    def counting_replace(path: str | Path, data: bytes, *, sync: bool) -> None:
+        written.append(str(path))
+        real_replace(path, data, sync=sync)
+
+    monkeypatch.setattr(materialise_module._OpenFiles, "write", counting_append)
+    monkeypatch.setattr(materialise_module, "atomic_replace", counting_replace)
+    async with open_store(home, durability="none") as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"), wait=False)
+        await writer.append_event("e", {"i": 0}, parent_id=None)
+        await writer.append_message({"role": "user", "content": "hi"})
+        await writer.write_metadata(_meta("s1", name="newest"))
+        await store.flush()
+        assert written == []
+        await writer.close()
+    location = _where(home, "s1")
+    assert [e["data"] for e in lines(location.events)] == [{"i": 0}]
+    assert [m["content"] for m in lines(location.transcript)] == ["hi"]
+    assert read_metadata(location).name == "newest"
+
+
 async def test_flush_durability_holds_no_session_file_open_once_writing_stops(
     home: Path,
 ) -> None:

@@ -14,7 +14,11 @@ Rule 1: writes follow ``seq`` order at every barrier. Between barriers the
         after the child's ``session:end``.
 Rule 2: a session folder appears complete or not at all: it is built in
         the project's ``.staging`` folder (claim and ``metadata.json``
-        first) and renamed into ``sessions/``.
+        first) and renamed into ``sessions/``. What the session wrote
+        before the next barrier (its first lines, its newest metadata) is
+        built in with it: those files may be written in any order
+        relative to others between the two barriers (Rule 1), so they can
+        appear with the folder, in one rename, rather than after it.
 Rule 3: a session's index row is written before its folder appears, so a
         crash leaves a row without a folder (which readers skip), never a
         session the index lacks.
@@ -37,7 +41,7 @@ from pathlib import Path
 from ._exceptions import CorruptSession
 from ._files import atomic_replace, sync_all, write_all
 from ._ownership import Owner, runtime_alive
-from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir
+from ._paths import EVENTS, LOCK, METADATA, TRANSCRIPT, SessionLocation, ensure_private_dir
 from ._upkeep import IndexUpkeep
 
 _TRANSCRIPT = "/transcript.jsonl"
@@ -279,8 +283,8 @@ class Materialiser:
                 self._write_segment(segment, documents, messages)
                 barrier = segment.barrier
                 if isinstance(barrier, Create):
-                    self._build(barrier)
-                    backlog.size -= len(barrier.document)
+                    following = backlog.segments[1] if len(backlog.segments) > 1 else None
+                    backlog.size -= self._build(barrier, following, documents, messages)
                 elif isinstance(barrier, Release):
                     released.append(barrier.location)
                 segment.barrier = None
@@ -353,8 +357,19 @@ class Materialiser:
             if self._track:
                 self.dirty.add(path)
 
-    def _build(self, create: Create) -> None:
-        """Build a new session's folder in ``.staging`` and rename it in (Rules 2 and 3)."""
+    def _build(
+        self,
+        create: Create,
+        following: Segment | None,
+        written: dict[str, bytes],
+        messages: dict[str, list[bytes]],
+    ) -> int:
+        """Build a new session's folder in ``.staging`` and rename it in (Rules 2 and 3).
+
+        The session's lines and newest metadata in ``following`` (the segment
+        after its creation) are built in and taken out of it once the folder
+        is in place. Returns the bytes of the backlog this wrote.
+        """
         location = create.location
         project = f"{self.home}/projects/{location.project}"
         sessions = f"{project}/sessions"
@@ -372,24 +387,52 @@ class Materialiser:
             sweep_staging(Path(staging), dead=self._replaying)
             self._swept.add(staging)
         if os.path.exists(directory):
-            return  # built before a crash, and the journal replays its creation: keep it
+            return len(create.document)  # built before a crash, and replayed: keep it
         # A replay builds under the dead runtime's name: while its journal's lock is
         # held, others take the folder for work in progress; after, for a leftover.
         owner = create.owner.runtime if create.owner is not None else self._replaying or "recovered"
         hidden = f"{staging}/{location.session_id}~{owner}~{secrets.token_hex(3)}"
+        metadata = f"{directory}/{METADATA}"
+        document = create.document
+        files: dict[str, bytes] = {}
+        if following is not None:
+            newer = following.documents.get(metadata)
+            if newer is not None:
+                document = newer
+            for name in (EVENTS, TRANSCRIPT):
+                lines = following.lines.get(f"{directory}/{name}")
+                if lines is not None:
+                    files[name] = b"".join(lines)
         os.mkdir(hidden, 0o700)
         try:
             claim = create.owner.document() if create.owner is not None else b""
             _new_file(f"{hidden}/{LOCK}", claim)
-            _new_file(f"{hidden}/{METADATA}", create.document)
+            _new_file(f"{hidden}/{METADATA}", document)
+            for name, data in files.items():
+                _new_file(f"{hidden}/{name}", data)
             os.rename(hidden, directory)
         except BaseException:
             shutil.rmtree(hidden, ignore_errors=True)
             raise
+        size = len(create.document)
+        if document is not create.document:
+            assert following is not None
+            del following.documents[metadata]
+            written[metadata] = document
+            size += len(document)
+        for name, data in files.items():
+            assert following is not None
+            path = f"{directory}/{name}"
+            lines = following.lines.pop(path)
+            if name == TRANSCRIPT:
+                messages.setdefault(path, []).extend(lines)
+            size += len(data)
         if self._track:
-            self.dirty.add(f"{directory}/{METADATA}")
+            self.dirty.add(metadata)
+            self.dirty.update(f"{directory}/{name}" for name in files)
             self.dirty_folders.add(directory)
             self.dirty_folders.add(sessions)
+        return size
 
 
 def _new_file(path: str, data: bytes) -> None:
