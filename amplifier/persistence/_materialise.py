@@ -259,6 +259,8 @@ class Materialiser:
         self.dirty_folders: set[str] = set()
         self._swept: set[str] = set()
         """Staging folders already cleared of crash leftovers by this materialiser."""
+        self._recent = False
+        """``write_now`` wrote since the last ``close_files``."""
 
     def apply(self, backlog: Backlog, *, keep_open: bool = False) -> list[SessionLocation]:
         """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed.
@@ -310,6 +312,7 @@ class Materialiser:
         except OSError:
             written = []
         try:
+            self._recent = True
             return self.apply(backlog, keep_open=True)
         except OSError:
             for path, length in written:
@@ -323,7 +326,15 @@ class Materialiser:
         return bool(self._files)
 
     def close_files(self) -> None:
-        self._files.close_all()
+        """Close what ``write_now`` keeps open, unless it wrote since the last call.
+
+        Called every round of writing behind: files in use stay open (a
+        batch that reopened them all would wait for it), idle ones close.
+        """
+        if self._recent:
+            self._recent = False
+        else:
+            self._files.close_all()
 
     def sync(self) -> None:
         """Make every file and folder written since the last sync durable, and the index."""
