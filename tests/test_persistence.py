@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -15,6 +16,7 @@ import anyio
 import orjson
 import pytest
 
+import amplifier.persistence._actor as actor_module
 import amplifier.persistence._journal as journal_module
 import amplifier.persistence._materialise as materialise_module
 import amplifier.persistence._paths as paths_module
@@ -469,6 +471,106 @@ async def test_each_new_folder_is_synced_into_its_parent_once(
         writer = await store.create(_where(home, "s2"), _meta("s2"))
         await writer.close()
     assert synced == []
+
+
+async def test_write_behind_writes_each_file_once_however_many_batches_fed_it(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records acknowledged in many batches reach each session file in one write, and only
+    the newest metadata is written: writing behind costs per file, not per record."""
+    monkeypatch.setattr(actor_module, "WRITE_BEHIND_DELAY", 3600)  # only the flush writes
+    appended: list[int] = []
+    replaced: list[str] = []
+    real_write, real_replace = materialise_module.write_all, materialise_module.atomic_replace
+
+    def counting_write(fd: int, data: bytes) -> None:
+        appended.append(fd)
+        real_write(fd, data)
+
+    def counting_replace(path: str | Path, data: bytes, *, sync: bool) -> None:
+        replaced.append(str(path))
+        real_replace(path, data, sync=sync)
+
+    monkeypatch.setattr(materialise_module, "write_all", counting_write)
+    monkeypatch.setattr(materialise_module, "atomic_replace", counting_replace)
+    async with open_store(home, durability="none") as store:
+        writers = [await store.create(_where(home, f"s{i}"), _meta(f"s{i}")) for i in range(2)]
+        await store.flush()  # the folders are built; from here on only records are behind
+        appended.clear()
+        for i in range(20):
+            for writer in writers:
+                await writer.append_event("e", {"i": i}, parent_id=None)  # a batch each
+                await writer.write_metadata(_meta(writer.session_id, name=f"v{i}"))
+        await store.flush()
+        assert len(appended) == 2, f"{len(appended)} writes for 2 files"
+        assert sorted(replaced) == sorted(str(_where(home, f"s{i}").metadata) for i in range(2))
+        for writer in writers:
+            stored = [e["data"]["i"] for e in lines(_where(home, writer.session_id).events)]
+            assert stored == list(range(20))
+            assert read_metadata(_where(home, writer.session_id)).name == "v19"
+            await writer.close()
+
+
+async def test_new_session_folder_appears_with_its_first_records(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session created and written to within one round of writing behind appears with its
+    lines and newest metadata already in its folder: no append, no metadata replace."""
+    monkeypatch.setattr(actor_module, "WRITE_BEHIND_DELAY", 3600)  # only the flush writes
+    written: list[str] = []
+    real_append = materialise_module._OpenFiles.write
+    real_replace = materialise_module.atomic_replace
+
+    def counting_append(files: object, path: str, data: bytes) -> None:
+        written.append(path)
+        real_append(files, path, data)  # type: ignore[arg-type]
+
+    def counting_replace(path: str | Path, data: bytes, *, sync: bool) -> None:
+        written.append(str(path))
+        real_replace(path, data, sync=sync)
+
+    monkeypatch.setattr(materialise_module._OpenFiles, "write", counting_append)
+    monkeypatch.setattr(materialise_module, "atomic_replace", counting_replace)
+    async with open_store(home, durability="none") as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"), wait=False)
+        await writer.append_event("e", {"i": 0}, parent_id=None)
+        await writer.append_message({"role": "user", "content": "hi"})
+        await writer.write_metadata(_meta("s1", name="newest"))
+        await store.flush()
+        assert written == []
+        await writer.close()
+    location = _where(home, "s1")
+    assert [e["data"] for e in lines(location.events)] == [{"i": 0}]
+    assert [m["content"] for m in lines(location.transcript)] == ["hi"]
+    assert read_metadata(location).name == "newest"
+
+
+async def test_flush_durability_holds_no_session_file_open_once_writing_stops(
+    home: Path,
+) -> None:
+    """Under durability flush, an idle Runtime soon holds no descriptor of a session file."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc/self/fd to count descriptors with")
+
+    def session_files_open() -> list[str]:
+        found = []
+        for name in os.listdir(fds):
+            with contextlib.suppress(OSError):
+                target = os.readlink(fds / name)
+                if target.startswith(str(home / "projects")):
+                    found.append(target)
+        return found
+
+    async with open_store(home, durability="flush") as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"))
+        for i in range(5):
+            await writer.append_event("e", {"i": i}, parent_id=None)
+        with anyio.fail_after(5):
+            while session_files_open():  # noqa: ASYNC110 - the worker thread closes them
+                await anyio.sleep(0.01)
+        assert len(lines(_where(home, "s1").events)) == 5
+        await writer.close()
 
 
 WRITE_THEN_DIE = """

@@ -402,9 +402,12 @@ class PersistenceActor:
         try:
             if self.durability == "flush":
                 async with self._files_lock:
-                    released = await anyio.to_thread.run_sync(
-                        self._materialiser.write_now, batch.backlog
-                    )
+                    try:
+                        released = await anyio.to_thread.run_sync(
+                            self._materialiser.write_now, batch.backlog
+                        )
+                    finally:
+                        self._schedule()  # closes the files it keeps open, once writing stops
                     self._releasing += released
                     if released:
                         await anyio.to_thread.run_sync(self._release_closed)
@@ -742,7 +745,9 @@ class PersistenceActor:
         """Blocking, under the files lock: write everything behind now (no sync)."""
         chunk = self._backlog.take()
         try:
-            self._releasing += self._materialiser.apply(chunk)
+            # Under flush, the files stay open for the next batch (``_write_round`` closes them).
+            keep = self.durability == "flush"
+            self._releasing += self._materialiser.apply(chunk, keep_open=keep)
         except OSError:
             self._backlog.put_back(chunk)
             raise
@@ -778,7 +783,9 @@ class PersistenceActor:
         writes again.
         """
         try:
-            while self._backlog or self._releasing:
+            while self._backlog or self._releasing or self._materialiser.holding_files:
+                if self._backlog_since == math.inf:  # only descriptors to close, in a while
+                    self._backlog_since = anyio.current_time()
                 due = self._backlog_since + WRITE_BEHIND_DELAY - anyio.current_time()
                 if due > 0:
                     await anyio.sleep(due)
@@ -808,6 +815,8 @@ class PersistenceActor:
         """
         through = self._backlog.through
         self._catch_up()
+        if self.durability == "flush":
+            self._materialiser.close_files()
         journal = self._journal
         if journal is None or self.durability != "fsync":
             return

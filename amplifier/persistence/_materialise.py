@@ -14,7 +14,11 @@ Rule 1: writes follow ``seq`` order at every barrier. Between barriers the
         after the child's ``session:end``.
 Rule 2: a session folder appears complete or not at all: it is built in
         the project's ``.staging`` folder (claim and ``metadata.json``
-        first) and renamed into ``sessions/``.
+        first) and renamed into ``sessions/``. What the session wrote
+        before the next barrier (its first lines, its newest metadata) is
+        built in with it: those files may be written in any order
+        relative to others between the two barriers (Rule 1), so they can
+        appear with the folder, in one rename, rather than after it.
 Rule 3: a session's index row is written before its folder appears, so a
         crash leaves a row without a folder (which readers skip), never a
         session the index lacks.
@@ -37,14 +41,15 @@ from pathlib import Path
 from ._exceptions import CorruptSession
 from ._files import atomic_replace, sync_all, write_all
 from ._ownership import Owner, runtime_alive
-from ._paths import LOCK, METADATA, SessionLocation, ensure_private_dir
+from ._paths import EVENTS, LOCK, METADATA, TRANSCRIPT, SessionLocation, ensure_private_dir
 from ._upkeep import IndexUpkeep
 
 _TRANSCRIPT = "/transcript.jsonl"
 STAGING = ".staging"
 """Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
-OPEN_FILE_LIMIT = 16
-"""Session files kept open within one round of writing; all are closed after it."""
+OPEN_FILE_LIMIT = 256
+"""Session files kept open at most: within one round of writing, or between the batches
+of durability ``flush``, which close them when writing stops (``Materialiser.close_files``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,11 @@ class Backlog:
         self.through = seq
 
     def document(self, path: str, data: bytes, seq: int) -> None:
-        self._current().documents[path] = data
+        documents = self._current().documents
+        replaced = documents.get(path)
+        if replaced is not None:
+            self.size -= len(replaced)
+        documents[path] = data
         self.size += len(data)
         self.through = seq
 
@@ -113,11 +122,37 @@ class Backlog:
         self.through = max(self.through, seq)
 
     def extend(self, other: Backlog) -> None:
-        """Add ``other``'s segments after this backlog's (``other`` must not be used again)."""
+        """Add ``other``'s segments after this backlog's (``other`` must not be used again).
+
+        Its first segment joins this backlog's open one: between barriers the
+        order of different files is free (Rule 1), so a file gets one write
+        per round however many batches fed it, and a session's metadata only
+        its newest version.
+        """
         if not other.segments:
             return
-        self.segments.extend(other.segments)
-        self._open = other._open
+        segments = other.segments
+        joined = self._open
+        if joined is not None:
+            first = segments[0]
+            lines = joined.lines
+            for path, more in first.lines.items():
+                held = lines.get(path)
+                if held is None:
+                    lines[path] = more
+                else:
+                    held.extend(more)
+            for path, document in first.documents.items():
+                replaced = joined.documents.pop(path, None)
+                if replaced is not None:
+                    self.size -= len(replaced)  # never written: a newer one follows
+                joined.documents[path] = document
+            joined.barrier = first.barrier
+            segments = segments[1:]
+            self._open = joined if joined.barrier is None and not segments else None
+        self.segments.extend(segments)
+        if segments:
+            self._open = other._open
         self.size += other.size
         self.through = max(self.through, other.through)
 
@@ -197,6 +232,9 @@ class _OpenFiles:
         else:
             os.truncate(path, length)
 
+    def __bool__(self) -> bool:
+        return bool(self._fds)
+
     def close_all(self) -> None:
         while self._fds:
             _, (fd, _) = self._fds.popitem()
@@ -221,13 +259,16 @@ class Materialiser:
         self.dirty_folders: set[str] = set()
         self._swept: set[str] = set()
         """Staging folders already cleared of crash leftovers by this materialiser."""
+        self._recent = False
+        """``write_now`` wrote since the last ``close_files``."""
 
-    def apply(self, backlog: Backlog) -> list[SessionLocation]:
+    def apply(self, backlog: Backlog, *, keep_open: bool = False) -> list[SessionLocation]:
         """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed.
 
         On ``OSError`` the backlog holds exactly what is still to be written
         (Rule 4) and the error is raised. Descriptors are closed before
-        returning, so an idle Runtime holds none.
+        returning, so an idle Runtime holds none; with ``keep_open``, the
+        caller closes them (``close_files``) once writing stops.
         """
         released: list[SessionLocation] = []
         # Rule 3, in one transaction: the rows of every session this round builds.
@@ -244,21 +285,25 @@ class Materialiser:
                 self._write_segment(segment, documents, messages)
                 barrier = segment.barrier
                 if isinstance(barrier, Create):
-                    self._build(barrier)
-                    backlog.size -= len(barrier.document)
+                    following = backlog.segments[1] if len(backlog.segments) > 1 else None
+                    backlog.size -= self._build(barrier, following, documents, messages)
                 elif isinstance(barrier, Release):
                     released.append(barrier.location)
                 segment.barrier = None
                 backlog.segments.pop(0)
             backlog.size = 0
         finally:
-            self._files.close_all()
+            if not keep_open:
+                self._files.close_all()
             self.upkeep.note_paths(documents)
             self.upkeep.note_lines(messages)  # what landed, for search
         return released
 
     def write_now(self, backlog: Backlog) -> list[SessionLocation]:
-        """Durability flush: write a batch's records or none of them (lines cut back on failure)."""
+        """Durability flush: write a batch's records or none of them (lines cut back on failure).
+
+        The files stay open for the next batch: the caller closes them when writing stops.
+        """
         written: list[tuple[str, int]] = []
         try:
             for segment in backlog.segments:
@@ -267,12 +312,29 @@ class Materialiser:
         except OSError:
             written = []
         try:
-            return self.apply(backlog)
+            self._recent = True
+            return self.apply(backlog, keep_open=True)
         except OSError:
             for path, length in written:
                 with contextlib.suppress(OSError):
                     self._files.truncate(path, length)
             raise
+
+    @property
+    def holding_files(self) -> bool:
+        """Descriptors are open (``write_now`` keeps them for the next batch)."""
+        return bool(self._files)
+
+    def close_files(self) -> None:
+        """Close what ``write_now`` keeps open, unless it wrote since the last call.
+
+        Called every round of writing behind: files in use stay open (a
+        batch that reopened them all would wait for it), idle ones close.
+        """
+        if self._recent:
+            self._recent = False
+        else:
+            self._files.close_all()
 
     def sync(self) -> None:
         """Make every file and folder written since the last sync durable, and the index."""
@@ -306,8 +368,19 @@ class Materialiser:
             if self._track:
                 self.dirty.add(path)
 
-    def _build(self, create: Create) -> None:
-        """Build a new session's folder in ``.staging`` and rename it in (Rules 2 and 3)."""
+    def _build(
+        self,
+        create: Create,
+        following: Segment | None,
+        written: dict[str, bytes],
+        messages: dict[str, list[bytes]],
+    ) -> int:
+        """Build a new session's folder in ``.staging`` and rename it in (Rules 2 and 3).
+
+        The session's lines and newest metadata in ``following`` (the segment
+        after its creation) are built in and taken out of it once the folder
+        is in place. Returns the bytes of the backlog this wrote.
+        """
         location = create.location
         project = f"{self.home}/projects/{location.project}"
         sessions = f"{project}/sessions"
@@ -325,24 +398,52 @@ class Materialiser:
             sweep_staging(Path(staging), dead=self._replaying)
             self._swept.add(staging)
         if os.path.exists(directory):
-            return  # built before a crash, and the journal replays its creation: keep it
+            return len(create.document)  # built before a crash, and replayed: keep it
         # A replay builds under the dead runtime's name: while its journal's lock is
         # held, others take the folder for work in progress; after, for a leftover.
         owner = create.owner.runtime if create.owner is not None else self._replaying or "recovered"
         hidden = f"{staging}/{location.session_id}~{owner}~{secrets.token_hex(3)}"
+        metadata = f"{directory}/{METADATA}"
+        document = create.document
+        files: dict[str, bytes] = {}
+        if following is not None:
+            newer = following.documents.get(metadata)
+            if newer is not None:
+                document = newer
+            for name in (EVENTS, TRANSCRIPT):
+                lines = following.lines.get(f"{directory}/{name}")
+                if lines is not None:
+                    files[name] = b"".join(lines)
         os.mkdir(hidden, 0o700)
         try:
             claim = create.owner.document() if create.owner is not None else b""
             _new_file(f"{hidden}/{LOCK}", claim)
-            _new_file(f"{hidden}/{METADATA}", create.document)
+            _new_file(f"{hidden}/{METADATA}", document)
+            for name, data in files.items():
+                _new_file(f"{hidden}/{name}", data)
             os.rename(hidden, directory)
         except BaseException:
             shutil.rmtree(hidden, ignore_errors=True)
             raise
+        size = len(create.document)
+        if document is not create.document:
+            assert following is not None
+            del following.documents[metadata]
+            written[metadata] = document
+            size += len(document)
+        for name, data in files.items():
+            assert following is not None
+            path = f"{directory}/{name}"
+            lines = following.lines.pop(path)
+            if name == TRANSCRIPT:
+                messages.setdefault(path, []).extend(lines)
+            size += len(data)
         if self._track:
-            self.dirty.add(f"{directory}/{METADATA}")
+            self.dirty.add(metadata)
+            self.dirty.update(f"{directory}/{name}" for name in files)
             self.dirty_folders.add(directory)
             self.dirty_folders.add(sessions)
+        return size
 
 
 def _new_file(path: str, data: bytes) -> None:
