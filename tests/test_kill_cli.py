@@ -599,7 +599,36 @@ def check_readers(home: Path, slug: str, sessions: Sessions) -> list[str]:
 
 def check_journal_gone(home: Path) -> list[str]:
     left = sorted(journal_names(home))
-    return [problem(JOURNAL_LEFT, f"after recovery: {left}")] if left else []
+    if not left:
+        return []
+    holders = [lock_holders(home / "journal" / name) for name in left]
+    return [problem(JOURNAL_LEFT, f"after recovery: {left}, locked by {holders}")]
+
+
+def lock_holders(path: Path) -> list[str]:
+    """Who holds a lock on ``path`` now, from ``/proc/locks``: pid and command line."""
+    try:
+        inode = path.stat().st_ino
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    holders = []
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pid = fields[4]
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                command = b"(gone)"
+            holders.append(f"{fields[1]} {fields[3]} pid {pid}: {command[:160].decode()}")
+    for entry in Path("/proc").glob("[0-9]*/fd/*"):  # who has it open (a lock may be inherited)
+        try:
+            if entry.readlink() == path:
+                holders.append(f"open in pid {entry.parts[2]}")
+        except OSError:
+            continue
+    return holders
 
 
 # -- recovery and the command line ------------------------------------------------------------
