@@ -388,6 +388,61 @@ anyio.run(main)
 """
 
 
+def _copy_of_its_lock_for_a_moment(journal: Path, seconds: float) -> None:
+    """What a process forked an instant before the journal's runtime died holds: a copy of
+    its lock, until that process starts its program (here: released after ``seconds``)."""
+    import fcntl
+    import threading
+
+    copy = os.open(journal, os.O_RDONLY | os.O_CLOEXEC)
+    fcntl.flock(copy, fcntl.LOCK_EX)  # the runtime's own lock, as the copy holds it
+    threading.Timer(seconds, os.close, [copy]).start()
+
+
+def test_a_dead_runtime_is_not_taken_for_alive_by_a_forked_copy_of_its_lock(
+    home: Path, tmp_path: Path
+) -> None:
+    """A runtime killed as it started a command: its sessions are free once the command starts."""
+    from amplifier.persistence._ownership import runtime_alive
+
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(
+        [sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    (journal,) = (home / "journal").glob("*.journal")
+    _copy_of_its_lock_for_a_moment(journal, 0.03)
+    assert not runtime_alive(home, journal.stem)
+
+
+def test_recovery_replays_a_journal_a_forked_copy_of_its_lock_holds_for_a_moment(
+    home: Path, tmp_path: Path
+) -> None:
+    """Recovery does not leave a dead runtime's journal behind for a lock copy that soon goes."""
+    from amplifier.persistence.lowlevel import recover_dead_journals
+
+    project = tmp_path / "project"
+    project.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    session_id = done.stdout.split()[0]
+    (journal,) = (home / "journal").glob("*.journal")
+    _copy_of_its_lock_for_a_moment(journal, 0.03)
+    with pytest.warns(RecoveryWarning, match="restored"):
+        report = recover_dead_journals(home)
+    assert report.journals == 1
+    assert session_id in report.sessions
+    assert not journal.exists()
+
+
 def test_a_session_created_just_before_a_crash_comes_back_whole(
     home: Path, tmp_path: Path
 ) -> None:

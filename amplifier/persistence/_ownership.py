@@ -105,7 +105,14 @@ def parse_claim(data: bytes) -> Owner | None:
 
 
 def runtime_alive(home: Path, runtime: str) -> bool:
-    """True if the runtime named ``runtime`` is running now (its journal is locked)."""
+    """True if the runtime named ``runtime`` is running now (its journal is locked).
+
+    A lock is a runtime's only while its process lives: a process forked an
+    instant before (a command starting, in that runtime or in a program
+    probing it) holds a copy of every lock until it starts its program. So a
+    journal locked while the process its name gives is gone is tried again
+    for a little while before it counts as alive (see ``held_by_runtime``).
+    """
     if not runtime or "/" in runtime or runtime.startswith("."):
         return False
     try:
@@ -116,12 +123,50 @@ def runtime_alive(home: Path, runtime: str) -> bool:
     except OSError:
         return False  # removed: it shut down, or its journal was replayed
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return held_by_runtime(fd, runtime, fcntl.LOCK_SH)
     finally:
         os.close(fd)
-    return False
+
+
+def held_by_runtime(fd: int, name: str, mode: int, *, patient: bool = False) -> bool:
+    """Try to lock the journal open at ``fd`` (``mode``); True if its runtime holds it.
+
+    Taken, the lock stays with ``fd``. Refused, it is tried again for a
+    little while when the process that ``name`` (``<time>-<pid>-<random>``)
+    gives is gone, or always if ``patient``: a copy of a lock held by a
+    process forked an instant before its owner's death lasts only until
+    that process starts its program. Still refused then, it counts as held.
+    """
+    for attempt in range(_ATTEMPTS):
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            if attempt == _ATTEMPTS - 1 or (not patient and process_alive(journal_pid(name))):
+                return True
+            time.sleep(_PAUSE)
+    return True
+
+
+def journal_pid(name: str) -> int | None:
+    """The process id in a journal's name (``<time>-<pid>-<random>``), if it has one."""
+    try:
+        return int(name.split("-")[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int | None) -> bool:
+    """True if process ``pid`` runs on this machine (None: unknown, counted as alive)."""
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def read_claim(location: SessionLocation) -> Owner | None:

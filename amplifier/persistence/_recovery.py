@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,14 @@ from ._exceptions import InvalidSessionId, RecoveryWarning
 from ._files import fsync_dir, metadata_seq, read_file, set_aside_torn_tail
 from ._journal import MAGIC, Frame, FrameKind, decode_frames, read_checkpoint
 from ._materialise import STAGING, Backlog, Create, Materialiser, sweep_staging
-from ._ownership import JOURNAL_SUFFIX, read_claim, runtime_alive
+from ._ownership import (
+    JOURNAL_SUFFIX,
+    held_by_runtime,
+    journal_pid,
+    process_alive,
+    read_claim,
+    runtime_alive,
+)
 from ._paths import SessionLocation, is_safe_slug, journal_root
 from ._repair import Tail, needs_repair, read_tail, repair
 from ._upkeep import IndexUpkeep
@@ -41,8 +47,6 @@ from ._upkeep import IndexUpkeep
 _CREATING = ".creating"
 _OLDER_MAGIC = b"AMPLIFIER-JOURNAL 2\n"
 """Journals of the previous layout (no checkpoint) are still replayed."""
-_LOCK_ATTEMPTS = 25
-_LOCK_PAUSE = 0.004
 
 
 @dataclass(slots=True)
@@ -125,17 +129,8 @@ def _creator_alive(path: Path) -> bool:
     Such a file is created before it is locked; only its creator's death
     makes it a leftover. Names are ``<time>-<pid>-<random>.creating``.
     """
-    try:
-        pid = int(path.stem.split("-")[1])
-    except (IndexError, ValueError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
+    pid = journal_pid(path.stem)
+    return pid is not None and process_alive(pid)
 
 
 def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: bool) -> bool:
@@ -145,14 +140,8 @@ def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: boo
     except FileNotFoundError:
         return True  # replayed and removed by a process that held the guard before us
     try:
-        for attempt in range(_LOCK_ATTEMPTS if patient else 1):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not patient or attempt == _LOCK_ATTEMPTS - 1:
-                    return False  # its Runtime is alive
-                time.sleep(_LOCK_PAUSE)
+        if held_by_runtime(fd, path.stem, fcntl.LOCK_EX, patient=patient):
+            return False  # its Runtime is alive
         if path.suffix == JOURNAL_SUFFIX:
             runtime = path.name.removesuffix(JOURNAL_SUFFIX)
             data = path.read_bytes()
