@@ -27,7 +27,7 @@ replayed; the test decodes the journal itself (the layout documented in
 ``amplifier/persistence/_journal.py``) before anything replays it.
 
 A SIGKILL lands inside a write(2) too rarely to rely on, so in one trial in
-three that leaves a journal, the last line of a session file that the
+two that leaves a journal, the last line of a session file that the
 journal also holds is cut off mid-line, as a kill mid-write would leave it:
 recovery must set the fragment aside and restore the record.
 
@@ -132,7 +132,7 @@ REUSE_FRACTION = 1 / 4
 """Trials that run the command a second time in the same home."""
 RESUME_FRACTION = 1 / 2
 """Second runs that continue the first run's session (``run --resume``) rather than start one."""
-TEAR_FRACTION = 1 / 3
+TEAR_FRACTION = 1 / 2
 """Trials leaving a journal that also get a line cut off (see the module docstring)."""
 STARTUP_KILL_FRACTION = 0.05
 """Runs killed before their journal appears; ``RECOVERY_KILL_FRACTION`` if a dead one waits."""
