@@ -388,6 +388,20 @@ anyio.run(main)
 """
 
 
+def _die_with_a_session_in_the_journal(home: Path, tmp_path: Path) -> str:
+    """Run a Runtime in a process that dies with a new session in its journal only; its id."""
+    project = tmp_path / "project"
+    project.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.split()[0]
+
+
 def _copy_of_its_lock_for_a_moment(journal: Path, seconds: float) -> None:
     """What a process forked an instant before the journal's runtime died holds: a copy of
     its lock, until that process starts its program (here: released after ``seconds``)."""
@@ -405,14 +419,7 @@ def test_a_dead_runtime_is_not_taken_for_alive_by_a_forked_copy_of_its_lock(
     """A runtime killed as it started a command: its sessions are free once the command starts."""
     from amplifier.persistence._ownership import runtime_alive
 
-    project = tmp_path / "project"
-    project.mkdir()
-    subprocess.run(
-        [sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
+    _die_with_a_session_in_the_journal(home, tmp_path)
     (journal,) = (home / "journal").glob("*.journal")
     _copy_of_its_lock_for_a_moment(journal, 0.03)
     assert not runtime_alive(home, journal.stem)
@@ -424,16 +431,7 @@ def test_recovery_replays_a_journal_a_forked_copy_of_its_lock_holds_for_a_moment
     """Recovery does not leave a dead runtime's journal behind for a lock copy that soon goes."""
     from amplifier.persistence.lowlevel import recover_dead_journals
 
-    project = tmp_path / "project"
-    project.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    session_id = done.stdout.split()[0]
+    session_id = _die_with_a_session_in_the_journal(home, tmp_path)
     (journal,) = (home / "journal").glob("*.journal")
     _copy_of_its_lock_for_a_moment(journal, 0.03)
     with pytest.warns(RecoveryWarning, match="restored"):
