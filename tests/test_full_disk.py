@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from amplifier import StoreWarning, TurnFailed
+from amplifier import PersistenceError, StoreWarning, TurnFailed
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import session_dirs
@@ -115,6 +115,9 @@ async def test_full_disk_behind_the_journal_warns_and_loses_nothing(
                     reply = await session.ask(f"while full {n}")
                     acknowledged.append(reply.text)
                 await session.close()
+                # The files follow the close at once, behind; they cannot while it is full.
+                with pytest.raises(PersistenceError, match="the disk is full"):
+                    await rt.flush()
     told = [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
     assert any("the disk is full" in text for text in told)
     assert any("next runtime" in text or "safe in the journal" in text for text in told)

@@ -232,23 +232,86 @@ async def test_closed_session_can_be_opened_elsewhere_at_once(project: Path) -> 
             assert (await again.ask("there")).turn == 2
 
 
-async def test_close_hands_over_without_waiting_for_the_files_sync(
+async def _resume_once_waiting(
+    other: Any, session_id: str, waiting: threading.Event, gate: threading.Event
+) -> int:
+    """Resume ``session_id`` in ``other``; let the handover finish only once it waits for it."""
+    turns: list[int] = []
+
+    async def resume() -> None:
+        async with other.resume(session_id) as again:
+            turns.append((await again.ask("there")).turn)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(resume)
+        await anyio.to_thread.run_sync(waiting.wait, 10)
+        assert waiting.is_set()
+        assert not turns  # waiting: neither refused nor answered
+        gate.set()
+    return turns[0]
+
+
+async def test_close_answers_before_the_folder_is_built_and_a_resume_waits_for_it(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """close returns before the files are synced; a runtime that resumes the session
-    during that handover waits for the release instead of being refused."""
+    """close returns once the records are durable; a runtime that resumes the session
+    before its folder is built waits for it instead of being told it does not exist."""
     from amplifier.persistence import _actor, _ownership
 
-    monkeypatch.setattr(_actor, "WRITE_BEHIND_DELAY", 0.5)  # a long handover to land in
+    gate, waiting = threading.Event(), threading.Event()
+    write_round, handed_over = _actor.PersistenceActor._write_round, _ownership.handed_over
+
+    def held_back(self: Any, **options: Any) -> None:
+        gate.wait(10)
+        write_round(self, **options)
+
+    def watched(home: Path, id_or_prefix: str) -> list[Any]:
+        found = handed_over(home, id_or_prefix)
+        if found and not found[0].directory.exists():
+            waiting.set()
+        return found
+
+    monkeypatch.setattr(_actor.PersistenceActor, "_write_round", held_back)
+    monkeypatch.setattr(_ownership, "handed_over", watched)
     async with open_runtime(cwd=project) as rt, open_runtime(cwd=project) as other:
         session = await rt.open_session()
         await session.ask("hello")
         await session.close()
+        assert not session.location.directory.exists()
+        assert await _resume_once_waiting(other, session.id, waiting, gate) == 2
+
+
+async def test_close_answers_before_the_claim_is_released_and_a_resume_waits_for_it(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime that resumes a closed session whose files are still being synced waits
+    for the release instead of being refused as if the session were in use."""
+    from amplifier.persistence import _materialise, _ownership
+
+    gate, built, waiting = threading.Event(), threading.Event(), threading.Event()
+    sync, handing_over = _materialise.Materialiser.sync, _ownership.handing_over
+
+    def held_back(self: Any) -> None:
+        built.set()
+        gate.wait(10)
+        sync(self)
+
+    def watched(home: Path, runtime: str, session_id: str) -> bool:
+        listed = handing_over(home, runtime, session_id)
+        if listed:
+            waiting.set()
+        return listed
+
+    monkeypatch.setattr(_materialise.Materialiser, "sync", held_back)
+    monkeypatch.setattr(_ownership, "handing_over", watched)
+    async with open_runtime(cwd=project) as rt, open_runtime(cwd=project) as other:
+        session = await rt.open_session()
+        await session.ask("hello")
+        await session.close()
+        await anyio.to_thread.run_sync(built.wait, 10)
         claim = _ownership.read_claim(session.location)
-        assert claim is not None
-        assert claim.releasing  # closed, its files written, its claim not yet cleared
-        async with other.resume(session.id) as again:
-            assert (await again.ask("there")).turn == 2
+        assert claim is not None  # built, still claimed
+        assert await _resume_once_waiting(other, session.id, waiting, gate) == 2
 
 
 async def test_failed_turn_is_reported_and_the_session_goes_on(home: Path, project: Path) -> None:

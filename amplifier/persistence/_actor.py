@@ -67,7 +67,7 @@ from ._file_history import FILE_HISTORY, keep_content
 from ._files import fsync_dir, last_seq, metadata_seq, set_aside_torn_tail, sweep_temp_files
 from ._journal import FrameKind, Journal, encode_batch, encode_entry
 from ._materialise import Backlog, Create, Materialiser, Release, remove_session_folder
-from ._ownership import Owner, claim, mark_releasing, read_claim, release, runtime_alive
+from ._ownership import Handovers, Owner, claim, read_claim, release, runtime_alive
 from ._paths import (
     EVENTS,
     METADATA,
@@ -238,6 +238,8 @@ class PersistenceActor:
         self._journal: Journal | None = None
         """Created at the first write; its lock is the Runtime's (``_ownership``)."""
         self._owner: Owner | None = None
+        self._handovers: Handovers | None = None
+        """Closed sessions not yet released, listed for other processes at a root's close."""
         self._upkeep = IndexUpkeep(home)
         self._materialiser = Materialiser(home, self._upkeep, track_dirty=durability == "fsync")
         self._backlog = Backlog()
@@ -292,6 +294,7 @@ class PersistenceActor:
         journal = Journal.create(self.home, preallocate=self.durability == "fsync")
         self._journal = journal
         self._owner = Owner.current(journal.name)
+        self._handovers = Handovers(self.home, journal.name)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until every sender is closed, then make everything durable.
@@ -334,6 +337,8 @@ class PersistenceActor:
             self._releasing += [held.location for held in self._held.values() if held.built]
             self._claimed.clear()
             self._release_closed()
+            if self._handovers is not None:
+                self._handovers.remove()
             if journal is not None:
                 journal.remove(sync=self.durability == "fsync")
                 self._journal = None
@@ -412,21 +417,36 @@ class PersistenceActor:
                     if released:
                         await anyio.to_thread.run_sync(self._release_closed)
             else:
+                handing_over = any(isinstance(r, CloseSession) and r.hand_over for r in requests)
                 if self._journal is not None and self.durability == "fsync" and batch.entries:
                     body = b"".join(batch.entries)
                     await anyio.to_thread.run_sync(
-                        self._journal.append, encode_batch(batch.first_seq, body), batch.last_seq
+                        self._journal_append,
+                        encode_batch(batch.first_seq, body),
+                        batch.last_seq,
+                        handing_over,
                     )
+                elif handing_over and self._handovers is not None:
+                    await anyio.to_thread.run_sync(self._handovers.list_closed)
                 self._defer(batch.backlog)
+                if handing_over:
+                    # The files, their sync and the release follow at once, behind.
+                    self._backlog_since = -math.inf
+                    self._schedule()
         except OSError as exc:
             self._fail(requests, write_failed(exc), batch)
             return
-        if any(isinstance(r, CloseSession) and r.release_now for r in requests):
-            await self._hand_over(requests)
         for listener in self.listeners:
             listener(batch.events)
         for request in requests:
             request.receipt.done = True
+
+    def _journal_append(self, batch: bytes, last_seq: int, handing_over: bool) -> None:
+        """Blocking: make a group durable; list the sessions a root's close hands over."""
+        assert self._journal is not None
+        self._journal.append(batch, last_seq)
+        if handing_over and self._handovers is not None:
+            self._handovers.list_closed()
 
     def _stamp(self, requests: list[RecordRequest]) -> _Batch:
         """Give every record its seq and its line; nothing is written yet."""
@@ -489,6 +509,8 @@ class PersistenceActor:
                     self._forget_handle(request.handle)
                     if held.built:
                         backlog.barrier(Release(held.location), seq)
+                        if self._handovers is not None:
+                            self._handovers.closed(held.location)
                 case _:
                     assert_never(request)
             request.receipt.value = Stamp(seq, ts)
@@ -503,7 +525,11 @@ class PersistenceActor:
         if isinstance(request, CreateSession):
             location = request.location
             held = self._held[request.handle] = _Held.of(location)
-            if location.session_id in self._claimed or os.path.exists(held.directory):
+            if (
+                location.session_id in self._claimed
+                or (self._handovers is not None and location.session_id in self._handovers)
+                or os.path.exists(held.directory)
+            ):
                 # Ids are random: only a caller choosing its own can collide.
                 exists = FileExistsError(errno.EEXIST, "session exists", str(location.directory))
                 held.built = False
@@ -623,6 +649,8 @@ class PersistenceActor:
         # Before claiming: a dead runtime's records must be in the files first.
         self.recovered.add(recover_dead_journals(self.home, own=self._own_name()))
         self._claim(location)
+        if self._handovers is not None:
+            self._handovers.settle((location,))  # this runtime's again, not handed over
         try:
             sweep_temp_files(location.directory)
             if (location.directory / FILE_HISTORY).is_dir():
@@ -825,36 +853,6 @@ class PersistenceActor:
             journal.mark_checkpoint(through)
             self._release_closed()
 
-    async def _hand_over(self, requests: list[RecordRequest]) -> None:
-        """Write closed sessions' files and mark their claims releasing before answering.
-
-        Their records are durable already (the journal); syncing the files and
-        clearing the claims follow behind, promptly, in bulk. Another process
-        that claims such a session meanwhile waits for it (``_ownership``
-        Rule 4); one that looks for it finds its folder.
-        """
-        try:
-            async with self._files_lock:
-                await anyio.to_thread.run_sync(self._hand_over_blocking)
-        except OSError as exc:
-            failure = write_failed(exc)
-            if self.durability == "fsync" and self._journal is not None:
-                self._warn_behind(failure)  # the records are safe; only the files lag
-            for request in requests:
-                if isinstance(request, CloseSession) and request.release_now:
-                    request.receipt.error = request.receipt.error or failure
-        if self._releasing:
-            self._schedule()  # tried again behind
-
-    def _hand_over_blocking(self) -> None:
-        self._catch_up()  # without a journal, this releases them too
-        owner = self._owner
-        if owner is None or self.durability != "fsync":
-            return
-        for location in self._releasing:
-            if location.session_id not in self._claimed:
-                mark_releasing(location, owner)
-
     def _release_closed(self) -> None:
         """Blocking: clear the claims of closed sessions (those not opened again since)."""
         owner = self._owner
@@ -864,6 +862,8 @@ class PersistenceActor:
         for location in releasing:
             if location.session_id not in self._claimed:
                 release(location, owner)
+        if self._handovers is not None:
+            self._handovers.settle(releasing)
 
     async def _empty_journal(self, journal: Journal) -> None:
         """Sync the files and empty the journal; commits wait meanwhile (every 16 MiB)."""

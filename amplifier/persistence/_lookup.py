@@ -21,6 +21,7 @@ from ._index import refresh as refresh_index
 from ._index import with_name as index_name
 from ._index import with_prefix as index_prefix
 from ._listing import all_projects, project_ids
+from ._ownership import await_handover
 from ._paths import (
     SessionLocation,
     validate_session_id,
@@ -29,7 +30,12 @@ from ._reader import read_metadata
 
 
 def find_session(
-    home: Path, id_or_prefix: str, *, project: str | None, cwd: str | None = None
+    home: Path,
+    id_or_prefix: str,
+    *,
+    project: str | None,
+    cwd: str | None = None,
+    handover: bool = True,
 ) -> SessionLocation:
     """The one session whose id is ``id_or_prefix``, whose name it is, or whose id starts with it.
 
@@ -38,7 +44,9 @@ def find_session(
     those: a session of another project is found when none here matches
     (its location says which). With ``cwd``, a session of this project's
     slug that recorded another working directory (``/a/b`` beside
-    ``/a-b``) counts as another project's. Raises ``InvalidSessionId``
+    ``/a-b``) counts as another project's. A session closed a moment ago
+    whose runtime is still building its folder is waited for (``_ownership``
+    Rule 4). Raises ``InvalidSessionId``
     (neither an id nor a name), ``SessionNotFound`` or
     ``AmbiguousSessionId`` (listing the matches).
     """
@@ -78,6 +86,8 @@ def find_session(
     named = _named(home, id_or_prefix, project=project, scan=True)
     if named is not None:
         return named
+    if handover and await_handover(home, id_or_prefix):
+        return find_session(home, id_or_prefix, project=project, cwd=cwd, handover=False)
     raise SessionNotFound(id_or_prefix, hint="see 'amplifier session list --all'")
 
 

@@ -12,11 +12,13 @@ Rule 3: a claim changes only under a short ``flock`` on ``.lock`` (claim,
         release, delete). Two processes claiming one session serialise
         there: the second finds the first's live runtime and is refused,
         so exactly one wins.
-Rule 4: a closed session is handed over: its claim is marked ``releasing``
-        when its close is committed and its files written, and cleared once
-        its files are synced. Whoever claims a session whose live holder is
-        releasing it waits for the release (``HANDOVER_WAIT`` at most)
-        rather than being refused: the holder is done with it.
+Rule 4: a closed session is handed over: once its close is committed (its
+        records durable), its runtime lists it in ``journal/<runtime>.handover``
+        until its files are written and synced and its claim cleared, which
+        the write-behind does at once. Whoever looks for such a session, or
+        claims it, waits for its runtime to finish (``HANDOVER_WAIT`` at most)
+        rather than being told it is not there or in use: the holder is done
+        with it.
 
 The standard library's ``fcntl.flock`` is the OS primitive itself; the
 lock packages of the ecosystem wrap the same call without a way to say who
@@ -30,14 +32,15 @@ import errno
 import fcntl
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from ._exceptions import SessionLocked
+from ._exceptions import InvalidSessionId, SessionLocked
 from ._paths import LOCK, SessionLocation, journal_root
 
 JOURNAL_SUFFIX = ".journal"
@@ -50,7 +53,8 @@ file is never truncated (on ext4, cutting a file to zero costs a journal commit)
 _ATTEMPTS = 50
 _PAUSE = 0.002
 HANDOVER_WAIT = 5.0
-"""Seconds a claim waits for a live holder that is releasing the session (Rule 4)."""
+"""Seconds a look-up or a claim waits for a live runtime handing a session over (Rule 4)."""
+HANDOVER_SUFFIX = ".handover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +67,6 @@ class Owner:
     host: str
     since: float
     """When the runtime started (seconds since the epoch)."""
-    releasing: bool = False
-    """The runtime has closed the session and clears its claim soon (Rule 4)."""
 
     @classmethod
     def current(cls, runtime: str) -> Owner:
@@ -72,11 +74,7 @@ class Owner:
 
     def document(self) -> bytes:
         """The claim as written into ``.lock`` (padded with blanks, see ``CLAIM_SIZE``)."""
-        fields: dict[str, object] = {
-            "runtime": self.runtime, "pid": self.pid, "host": self.host, "since": self.since
-        }
-        if self.releasing:
-            fields["releasing"] = True
+        fields = {"runtime": self.runtime, "pid": self.pid, "host": self.host, "since": self.since}
         return orjson.dumps(fields).ljust(CLAIM_SIZE)
 
     def describe(self) -> str:
@@ -98,7 +96,6 @@ def parse_claim(data: bytes) -> Owner | None:
             int(info["pid"]),
             str(info["host"]),
             float(info["since"]),
-            releasing=info.get("releasing") is True,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
@@ -218,8 +215,8 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
     """Make ``owner`` the session's owner, or raise ``SessionLocked`` naming the live holder.
 
     A claim by ``owner``'s own runtime is taken over (the runtime re-opens
-    what it had); one that a live holder is releasing is waited for (Rule
-    4). ``FileNotFoundError`` if the folder (or, without ``create``, its
+    what it had); one that a live holder is handing over is waited for
+    (Rule 4). ``FileNotFoundError`` if the folder (or, without ``create``, its
     ``.lock``) is gone. Blocking; worker thread.
     """
     deadline = time.monotonic() + HANDOVER_WAIT
@@ -234,7 +231,9 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
                 ):
                     _overwrite(fd, owner.document())
                     return
-                if not current.releasing or time.monotonic() > deadline:
+                if time.monotonic() > deadline or not handing_over(
+                    location.home, current.runtime, location.session_id
+                ):
                     raise SessionLocked(location.session_id, current.describe())
         except BlockingIOError:
             raise SessionLocked(
@@ -245,16 +244,6 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
                 errno.ENOENT, "no session folder", str(location.lock)
             ) from None
         time.sleep(_PAUSE * 5)  # the holder is done with it: its release comes soon
-
-
-def mark_releasing(location: SessionLocation, owner: Owner) -> None:
-    """Say in the claim that ``owner`` has closed the session and releases it soon (Rule 4)."""
-    lock = f"{location.home}/{location.relative}/{LOCK}"
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError, BlockingIOError):
-        with _guarded(lock, create=False) as fd:
-            current = parse_claim(os.pread(fd, 4096, 0))
-            if current is not None and current.runtime == owner.runtime:
-                _overwrite(fd, replace(current, releasing=True).document())
 
 
 def release(location: SessionLocation, owner: Owner) -> None:
@@ -271,3 +260,134 @@ def _overwrite(fd: int, claim: bytes) -> None:
     """Replace the claim in ``fd`` with ``claim``, blanking whatever was longer."""
     size = os.fstat(fd).st_size
     os.pwrite(fd, claim.ljust(size), 0)
+
+
+class Handovers:
+    """The sessions a runtime has closed and not yet released, and its ``.handover`` listing them.
+
+    The file has one line per session handed over: its folder relative to
+    the home (Rule 4). It is a courtesy to other processes, not a record: a
+    runtime that dies takes its meaning with it (its journal is replayed,
+    its claims are free), and a line that could not be written costs
+    another process a refusal, never a session. Thread-safe: the actor
+    notes closes on the event loop, lists them from a commit's worker
+    thread and settles them from the write-behind's.
+    """
+
+    def __init__(self, home: Path, runtime: str) -> None:
+        self.path = journal_root(home) / f"{runtime}{HANDOVER_SUFFIX}"
+        self._closed: dict[str, str] = {}
+        """Session id -> folder, of every session closed and not yet released."""
+        self._listed: set[str] = set()
+        """The ids of those the file lists."""
+        self._size = 0
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def closed(self, location: SessionLocation) -> None:
+        """Note that ``location``'s close is committed; no I/O."""
+        with self._lock:
+            self._closed[location.session_id] = location.relative
+
+    def __contains__(self, session_id: object) -> bool:
+        """Whether the session is closed and not yet released (its folder may still be coming)."""
+        return session_id in self._closed
+
+    def list_closed(self) -> None:
+        """List every closed session not yet released (before a root's close is answered)."""
+        with self._lock:
+            new = [sid for sid in self._closed if sid not in self._listed]
+            if not new:
+                return
+            self._listed.update(new)
+            lines = "".join(f"{self._closed[sid]}\n" for sid in new).encode()
+            with contextlib.suppress(OSError):
+                if self._fd is None:
+                    self._fd = os.open(
+                        self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                    )
+                os.pwrite(self._fd, lines, self._size)
+                self._size += len(lines)
+
+    def settle(self, locations: Iterable[SessionLocation]) -> None:
+        """Forget ``locations``: released, or opened again by this runtime. Blocking."""
+        with self._lock:
+            struck = False
+            for location in locations:
+                self._closed.pop(location.session_id, None)
+                if location.session_id in self._listed:
+                    self._listed.discard(location.session_id)
+                    struck = True
+            if not struck or self._fd is None:
+                return
+            rest = "".join(f"{self._closed[sid]}\n" for sid in self._listed).encode()
+            with contextlib.suppress(OSError):
+                # What is left first, then the end cut: a reader meanwhile sees every
+                # session still handed over (and some already done, which costs nothing).
+                os.pwrite(self._fd, rest, 0)
+                os.ftruncate(self._fd, len(rest))
+                self._size = len(rest)
+
+    def remove(self) -> None:
+        """The runtime is shutting down: everything is released. Blocking."""
+        with self._lock:
+            self._closed.clear()
+            self._listed.clear()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+def _handed_over_folders(path: Path) -> list[str]:
+    try:
+        return path.read_bytes().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def handing_over(home: Path, runtime: str, session_id: str) -> bool:
+    """True if ``runtime`` lists the session as closed and not yet released (Rule 4)."""
+    if not runtime or "/" in runtime or runtime.startswith("."):
+        return False
+    listed = _handed_over_folders(journal_root(home) / f"{runtime}{HANDOVER_SUFFIX}")
+    return any(folder.rpartition("/")[2] == session_id for folder in listed)
+
+
+def handed_over(home: Path, id_or_prefix: str) -> list[SessionLocation]:
+    """Sessions whose id starts with ``id_or_prefix`` that a live runtime is handing over."""
+    found: list[SessionLocation] = []
+    try:
+        paths = [p for p in journal_root(home).iterdir() if p.suffix == HANDOVER_SUFFIX]
+    except OSError:
+        return found
+    for path in paths:
+        for folder in _handed_over_folders(path):
+            parts = folder.split("/")
+            if len(parts) != 4 or parts[0] != "projects" or parts[2] != "sessions":
+                continue
+            if not parts[3].startswith(id_or_prefix) or not runtime_alive(home, path.stem):
+                continue
+            with contextlib.suppress(InvalidSessionId):  # not a folder a runtime makes
+                found.append(SessionLocation(home, parts[1], parts[3]))
+    return found
+
+
+def await_handover(home: Path, id_or_prefix: str) -> bool:
+    """Wait until every session matching ``id_or_prefix`` being handed over has its folder.
+
+    True if there was one (look again), False at once if there is none.
+    Blocking; at most ``HANDOVER_WAIT``.
+    """
+    deadline = time.monotonic() + HANDOVER_WAIT
+    listed = handed_over(home, id_or_prefix)
+    pending = [location for location in listed if not location.directory.is_dir()]
+    while pending and time.monotonic() < deadline:
+        time.sleep(_PAUSE * 2)
+        pending = [
+            location
+            for location in handed_over(home, id_or_prefix)
+            if not location.directory.is_dir()
+        ]
+    return bool(listed)

@@ -33,6 +33,7 @@ from ._files import fsync_dir, metadata_seq, read_file, set_aside_torn_tail
 from ._journal import MAGIC, Frame, FrameKind, decode_frames, read_checkpoint
 from ._materialise import STAGING, Backlog, Create, Materialiser, sweep_staging
 from ._ownership import (
+    HANDOVER_SUFFIX,
     JOURNAL_SUFFIX,
     held_by_runtime,
     journal_pid,
@@ -157,6 +158,8 @@ def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: boo
                 sweep_staging(home / "projects" / slug / STAGING, dead=runtime)
         path.unlink()
         fsync_dir(path.parent)
+        with contextlib.suppress(FileNotFoundError):  # what it was handing over is its journal's
+            (path.parent / f"{path.stem}{HANDOVER_SUFFIX}").unlink()
     finally:
         os.close(fd)
     return True

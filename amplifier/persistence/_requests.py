@@ -154,10 +154,11 @@ class CloseSession(_Record):
     """The session is done: its claim is released once its files are durable."""
 
     kind: ClassVar[str] = "close"
-    release_now: bool = False
-    """Answer only once the session's files are written and its claim marked releasing
-    (another process that opens it then waits for the release, which follows the files'
-    sync behind); otherwise release it behind, unmarked."""
+    hand_over: bool = False
+    """Hand the session over at once (a root's close): list it, and every session closed
+    and not yet released, for other processes to wait for (``_ownership`` Rule 4), and
+    write, sync and release them behind without delay; otherwise release it with the
+    write-behind's next round."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

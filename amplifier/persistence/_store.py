@@ -313,17 +313,17 @@ class SessionWriter:
     async def close(self, *, wait: bool = True) -> None:
         """Close the session: its claim goes once its files are durable. Idempotent.
 
-        With ``wait``, returns once the session's records are durable, its
-        files written and its claim marked releasing, so any process may
-        open it at once (it waits for the release, which follows the files'
-        sync within the write-behind delay), raising what failed since the
-        last wait; without, the claim goes behind too, and ``last`` is the
-        close's receipt.
+        With ``wait``, returns once the session's records are durable,
+        raising what failed since the last wait: its files, their sync and
+        the release of its claim follow at once, behind, and any process
+        may open it meanwhile (it waits for the handover, ``_ownership``
+        Rule 4). Without, all of that follows with the write-behind's next
+        round, and ``last`` is the close's receipt.
         """
         if self._closed:
             return
         request = CloseSession(
-            handle=self.handle, epoch=self._epoch, release_now=wait, receipt=Receipt()
+            handle=self.handle, epoch=self._epoch, hand_over=wait, receipt=Receipt()
         )
         try:
             await self._submit(request)
