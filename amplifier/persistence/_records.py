@@ -110,8 +110,8 @@ class TranscriptRecord(BaseModel):
 class SessionMetadata(BaseModel):
     """``metadata.json``: the session's summary, replaced atomically.
 
-    Written before the session's first model call (identity first), so a
-    session killed at any moment is still listed and resumable.
+    Sent before anything else of the session (identity first), so a session
+    stored at all is listed and resumable.
     """
 
     model_config = ConfigDict(extra="allow")

@@ -269,8 +269,6 @@ class SessionActor:
             self._recorded = True
             # Nothing to read back: its history is what it records from now on.
             self.history = HistoryCopy.empty(FRESH_WINDOW)
-            if meta.parent_id is None:
-                await self._writer.sync()  # identity first: durable before the caller has it
             return
         # Read before claiming: a session that cannot be loaded is left exactly
         # as found. Read again once claimed: a dead owner's journal may have

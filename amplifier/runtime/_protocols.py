@@ -184,8 +184,9 @@ class Runtime(Protocol):
 
         ``await`` it for a ``Session`` (closed when the runtime closes), or use
         ``async with`` to close it at the end of the block.
-        ``metadata.json`` (identity first) and ``session:start`` are durable
-        before this returns. ``name`` and ``tags`` label it as ``rename`` and
+        ``metadata.json`` (identity first) and ``session:start`` are sent
+        before this returns, and durable with the first group the store
+        commits, at the latest with the first answer or the close. ``name`` and ``tags`` label it as ``rename`` and
         ``tag`` do (``UsageError`` if they are not valid).
         """
         ...
