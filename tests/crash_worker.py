@@ -60,7 +60,7 @@ class CrashHandler:
         session_id = turn.session.id
         kind = turn.prompt.split(" ", 1)[0]
         seq = await turn.emit("note", {"phase": "begin", "kind": kind, "turn": turn.number})
-        # A child's creation rides on the records that follow it: durable with this one.
+        # A session's creation rides on the records that follow it: durable with this one.
         report("session", session_id)
         report("ack", session_id, seq)
         seq = await turn.record({"role": "assistant", "content": f"working on {turn.prompt}"})
@@ -97,7 +97,7 @@ async def root_loop(runtime: amplifier.Runtime, name: int) -> None:
     number = 0
     while True:
         async with runtime.open_session(agent="default") as session:
-            report("session", session.id)
+            # Its creation rides on its first turn's records (reported there).
             for _ in range(TURNS_PER_SESSION):
                 number += 1
                 await session.ask(f"fan loop {name} prompt {number}")

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import traceback
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,6 +55,48 @@ def _meta(session_id: str, **extra: object) -> SessionMetadata:
 
 def _where(home: Path, session_id: str) -> SessionLocation:
     return SessionLocation(home, "-p", session_id)
+
+
+async def test_records_nobody_waits_for_share_the_journal_sync_of_the_next_wait(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posted records ride with the next answer: one fdatasync for the lot, not one each."""
+    syncs: list[int] = []
+    append = journal_module.Journal.append
+
+    def counted(self: journal_module.Journal, batch: bytes, last_seq: int) -> None:
+        syncs.append(last_seq)
+        append(self, batch, last_seq)
+
+    monkeypatch.setattr(journal_module.Journal, "append", counted)
+    async with open_store(home) as store:
+        writer = await store.create(_where(home, "s1"), _meta("s1"), wait=False)
+        for n in range(5):
+            await writer.post_event("note", {"n": n}, parent_id=None)
+            await anyio.lowlevel.checkpoint()  # the actor picks each one up as it comes
+        stamp = await writer.append_event("answer", {}, parent_id=None)
+        assert syncs == [stamp.seq]  # the create, five notes and the answer: one group
+        await writer.close()
+
+
+async def test_records_nobody_waits_for_are_still_committed_promptly(home: Path) -> None:
+    """Without any waiter, posted records are committed (and seen by listeners) on their own."""
+    committed = anyio.Event()
+    seen: list[str] = []
+
+    def listener(records: Sequence[dict[str, object]]) -> None:
+        seen.extend(str(r["event"]) for r in records)
+        if "note" in seen:
+            committed.set()
+
+    async with open_store(home) as store:
+        store.add_listener(listener)
+        writer = await store.create(_where(home, "s1"), _meta("s1"), wait=False)
+        await writer.post_event("note", {}, parent_id=None)
+        with anyio.fail_after(5):
+            await committed.wait()
+        await writer.close()
+    assert seen == ["note"]
 
 
 async def test_seq_is_strictly_increasing_across_sessions(home: Path) -> None:

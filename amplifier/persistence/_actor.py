@@ -112,6 +112,10 @@ CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Journal size past which the files are synced and the journal emptied."""
 WRITE_BEHIND_BYTES = 1024 * 1024
 WRITE_BEHIND_DELAY = 0.05
+GATHER_DELAY = 0.005
+"""Seconds (at most) a group nobody waits for is held for more (durability fsync): a session
+that posts and goes on costs one fdatasync with its next answer, not one per group."""
+
 """Seconds (at most) between a record's acknowledgement and its line in the session file;
 also how soon another process sees a new session, or a closed one released."""
 
@@ -321,7 +325,25 @@ class PersistenceActor:
 
     async def _serve(self) -> None:
         while requests := await receive_group(self._receive):
+            if self.durability == "fsync" and not self.acks.demand.is_set():
+                await self._gather(requests)
             await self._commit(requests)
+
+    async def _gather(self, requests: list[Request]) -> None:
+        """Hold a group nobody waits for, adding what comes, until somebody waits.
+
+        Every fdatasync of the journal answers one group; records that only
+        ride (a turn's events before its answer, a child's before its end)
+        need none of their own. At most ``GATHER_DELAY``: what nobody waits
+        for is still durable promptly, and subscribers see it.
+        """
+        with anyio.move_on_after(GATHER_DELAY):
+            await self.acks.demand.wait()
+        while True:
+            try:
+                requests.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
 
     def _shutdown(self) -> str | None:
         """Blocking: write what is behind, make it durable, release every claim.
@@ -366,6 +388,7 @@ class PersistenceActor:
         promises (everything sent before it is written) still holds. The
         flushes of a batch share one catch-up.
         """
+        self.acks.demand = anyio.Event()  # whoever still waits after this commit says so again
         records: list[RecordRequest] = []
         controls: list[ControlRequest] = []
         flushes: list[Flush] = []

@@ -46,16 +46,22 @@ class Acks:
     together; instead every sender waits on the current commit's event and
     looks at its own ``Receipt`` when it fires. A request answered by this
     commit is done; one that arrived too late for it waits for the next.
+    A waiter also says that it waits (``demand``): a group nobody waits for
+    may be held back for more (``PersistenceActor``), one somebody waits
+    for is committed at once.
     """
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "demand")
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self.demand = anyio.Event()
+        """Set while some sender waits for an answer; the actor renews it as it commits."""
 
     async def wait(self, receipt: Receipt) -> Any:
         """Wait for ``receipt``'s answer. Checkpoint; cancelling does not undo the request."""
         while not receipt.done:
+            self.demand.set()
             await self._event.wait()
         if receipt.error is not None:
             raise own_copy(receipt.error) from receipt.error

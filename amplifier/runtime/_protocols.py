@@ -186,8 +186,9 @@ class Runtime(Protocol):
         ``async with`` to close it at the end of the block.
         ``metadata.json`` (identity first) and ``session:start`` are sent
         before this returns, and durable with the first group the store
-        commits, at the latest with the first answer or the close. ``name`` and ``tags`` label it as ``rename`` and
-        ``tag`` do (``UsageError`` if they are not valid).
+        commits, at the latest with the first answer or the close. ``name``
+        and ``tags`` label it as ``rename`` and ``tag`` do (``UsageError``
+        if they are not valid).
         """
         ...
 

@@ -19,7 +19,10 @@ After every call that acknowledges something it appends one JSON line to
 ACKS, with ``os.write`` (one system call, so the trace shows where in the
 sequence of file operations the acknowledgement came):
 
-    {"ack": "open", "session": ID}                    open_session / resume returned
+    {"ack": "open", "session": ID}                    resume returned (open_session
+                                                      acknowledges nothing: a new
+                                                      session is durable with its
+                                                      first answer)
     {"ack": "ask", "session": ID, "turn": N, "prompt": P, "response": R}
     {"ack": "close", "session": ID}
     {"ack": "label", "session": ID, "name": NAME, "tags": [...]}
@@ -84,7 +87,6 @@ async def first_session(work: Workload) -> None:
     async with work.runtime(work.alpha) as rt:
         session = await rt.open_session()
         work.first = session.id
-        work.ack("open", session=session.id)
         await work.ask(
             session,
             f"/delegate explorer: /tool list_dir {{}} {WORDS[0]}\n"
@@ -102,7 +104,6 @@ async def resume_and_second_session(work: Workload) -> None:
         work.ack("open", session=resumed.id)
         await work.ask(resumed, f"/delegate reviewer: check the {WORDS[3]}")
         second = await rt.open_session(name="second", tags=["draft"])
-        work.ack("open", session=second.id)
         await work.ask(
             second, f'/delegate explorer: /tool read_file {{"path": "notes.txt"}} {WORDS[4]}'
         )
@@ -116,7 +117,6 @@ async def resume_and_second_session(work: Workload) -> None:
 async def second_project(work: Workload) -> None:
     async with work.runtime(work.beta) as rt:
         session = await rt.open_session()
-        work.ack("open", session=session.id)
         await work.ask(session, f"a question about the {WORDS[5]}")
         await session.close()
         work.ack("close", session=session.id)
