@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def worktree(rev: str) -> Iterator[Path]:
         subprocess.run(
             ["git", "-C", str(TREE), "worktree", "remove", "--force", str(target)], check=False
         )
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def compare(name: str, rev: str, other: Path, *, rounds: int, passed: Sequence[str]) -> None:

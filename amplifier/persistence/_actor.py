@@ -147,11 +147,17 @@ class OpenedSession:
 class _Held:
     """A session this Runtime writes (created or opened, not yet closed).
 
-    Its paths are made when a record needs them: an open session waits far
-    more than it writes, and idle sessions add up.
+    Its paths are strings made once, not Paths: a record's way to its file
+    is on the hot path.
     """
 
     location: SessionLocation
+    folder: bytes
+    """The folder relative to the home, as the journal names it."""
+    directory: str
+    events: str
+    transcript: str
+    metadata: str
     built: bool = True
     """Its folder exists or will (False: its creation failed)."""
     failed_epoch: int = -1
@@ -159,29 +165,16 @@ class _Held:
 
     @classmethod
     def of(cls, location: SessionLocation) -> _Held:
-        return cls(location)
-
-    @property
-    def folder(self) -> bytes:
-        """The folder relative to the home, as the journal names it."""
-        return self.location.relative.encode()
-
-    @property
-    def directory(self) -> str:
-        # Strings, not Paths: a record's way to its file is on the hot path.
-        return f"{self.location.home}/{self.location.relative}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.directory}/{EVENTS}"
-
-    @property
-    def transcript(self) -> str:
-        return f"{self.directory}/{TRANSCRIPT}"
-
-    @property
-    def metadata(self) -> str:
-        return f"{self.directory}/{METADATA}"
+        relative = location.relative
+        directory = f"{location.home}/{relative}"
+        return cls(
+            location,
+            relative.encode(),
+            directory,
+            f"{directory}/{EVENTS}",
+            f"{directory}/{TRANSCRIPT}",
+            f"{directory}/{METADATA}",
+        )
 
 
 @dataclass(slots=True)

@@ -52,6 +52,10 @@ file is never truncated (on ext4, cutting a file to zero costs a journal commit)
 # one tries again for a little while before deciding anything.
 _ATTEMPTS = 50
 _PAUSE = 0.002
+FORKED_COPY_WAIT = 1.0
+"""Seconds a journal locked while the process its name gives is gone is tried again: a
+process forked an instant before that one died holds a copy of the lock until it starts its
+program, which on a loaded machine takes far longer than the microseconds it usually does."""
 HANDOVER_WAIT = 5.0
 """Seconds a look-up or a claim waits for a live runtime handing a session over (Rule 4)."""
 HANDOVER_SUFFIX = ".handover"
@@ -128,21 +132,24 @@ def runtime_alive(home: Path, runtime: str) -> bool:
 def held_by_runtime(fd: int, name: str, mode: int, *, patient: bool = False) -> bool:
     """Try to lock the journal open at ``fd`` (``mode``); True if its runtime holds it.
 
-    Taken, the lock stays with ``fd``. Refused, it is tried again for a
-    little while when the process that ``name`` (``<time>-<pid>-<random>``)
-    gives is gone, or always if ``patient``: a copy of a lock held by a
+    Taken, the lock stays with ``fd``. Refused, it is tried again for up to
+    ``FORKED_COPY_WAIT`` when the process that ``name``
+    (``<time>-<pid>-<random>``) gives is gone (a copy of a lock held by a
     process forked an instant before its owner's death lasts only until
-    that process starts its program. Still refused then, it counts as held.
+    that process starts its program), and for a moment if ``patient``.
+    Still refused then, it counts as held.
     """
-    for attempt in range(_ATTEMPTS):
+    started = time.monotonic()
+    while True:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return False
         except BlockingIOError:
-            if attempt == _ATTEMPTS - 1 or (not patient and process_alive(journal_pid(name))):
+            gone = not process_alive(journal_pid(name))
+            wait = FORKED_COPY_WAIT if gone else (_ATTEMPTS * _PAUSE if patient else 0.0)
+            if time.monotonic() - started >= wait:
                 return True
             time.sleep(_PAUSE)
-    return True
 
 
 def journal_pid(name: str) -> int | None:
