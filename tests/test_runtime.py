@@ -8,6 +8,7 @@ import os
 import threading
 import traceback
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -232,22 +233,31 @@ async def test_closed_session_can_be_opened_elsewhere_at_once(project: Path) -> 
             assert (await again.ask("there")).turn == 2
 
 
-async def _resume_once_waiting(
-    other: Any, session_id: str, waiting: threading.Event, gate: threading.Event
+async def _closed_then_resumed_elsewhere(
+    project: Path,
+    waiting: threading.Event,
+    gate: threading.Event,
+    closed: Callable[[Any], Awaitable[None]],
 ) -> int:
-    """Resume ``session_id`` in ``other``; let the handover finish only once it waits for it."""
+    """Ask and close a session; once ``closed`` has looked at it, resume it in another
+    runtime and let the handover finish (``gate``) only once that one waits (``waiting``)."""
     turns: list[int] = []
+    async with open_runtime(cwd=project) as rt, open_runtime(cwd=project) as other:
+        session = await rt.open_session()
+        await session.ask("hello")
+        await session.close()
+        await closed(session)
 
-    async def resume() -> None:
-        async with other.resume(session_id) as again:
-            turns.append((await again.ask("there")).turn)
+        async def resume() -> None:
+            async with other.resume(session.id) as again:
+                turns.append((await again.ask("there")).turn)
 
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(resume)
-        await anyio.to_thread.run_sync(waiting.wait, 10)
-        assert waiting.is_set()
-        assert not turns  # waiting: neither refused nor answered
-        gate.set()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(resume)
+            await anyio.to_thread.run_sync(waiting.wait, 10)
+            assert waiting.is_set()
+            assert not turns  # waiting: neither refused nor answered
+            gate.set()
     return turns[0]
 
 
@@ -271,14 +281,12 @@ async def test_close_answers_before_the_folder_is_built_and_a_resume_waits_for_i
             waiting.set()
         return found
 
+    async def not_built(session: Any) -> None:
+        assert not session.location.directory.exists()
+
     monkeypatch.setattr(_actor.PersistenceActor, "_write_round", held_back)
     monkeypatch.setattr(_ownership, "handed_over", watched)
-    async with open_runtime(cwd=project) as rt, open_runtime(cwd=project) as other:
-        session = await rt.open_session()
-        await session.ask("hello")
-        await session.close()
-        assert not session.location.directory.exists()
-        assert await _resume_once_waiting(other, session.id, waiting, gate) == 2
+    assert await _closed_then_resumed_elsewhere(project, waiting, gate, not_built) == 2
 
 
 async def test_close_answers_before_the_claim_is_released_and_a_resume_waits_for_it(
@@ -302,16 +310,13 @@ async def test_close_answers_before_the_claim_is_released_and_a_resume_waits_for
             waiting.set()
         return listed
 
+    async def built_and_claimed(session: Any) -> None:
+        await anyio.to_thread.run_sync(built.wait, 10)
+        assert _ownership.read_claim(session.location) is not None
+
     monkeypatch.setattr(_materialise.Materialiser, "sync", held_back)
     monkeypatch.setattr(_ownership, "handing_over", watched)
-    async with open_runtime(cwd=project) as rt, open_runtime(cwd=project) as other:
-        session = await rt.open_session()
-        await session.ask("hello")
-        await session.close()
-        await anyio.to_thread.run_sync(built.wait, 10)
-        claim = _ownership.read_claim(session.location)
-        assert claim is not None  # built, still claimed
-        assert await _resume_once_waiting(other, session.id, waiting, gate) == 2
+    assert await _closed_then_resumed_elsewhere(project, waiting, gate, built_and_claimed) == 2
 
 
 async def test_failed_turn_is_reported_and_the_session_goes_on(home: Path, project: Path) -> None:
