@@ -568,7 +568,13 @@ class SessionActor:
         # The record is serialised before the call returns, so the caller's
         # dict is not kept: no copy needed (unless it is scrubbed).
         scrub = self._scrub()
-        return _scrubbed(dict(data), scrub) if scrub is not None else data
+        if scrub is None:
+            return data
+        screen = self._setup.screen if self._setup is not None else None
+        if screen is not None and self._services.scrub is None and not screen(data):
+            return data  # the usual event: one look at all of it, nothing to change
+        scrubbed: dict[str, Any] = _scrubbed(dict(data), scrub)
+        return scrubbed
 
     def _scrub(self) -> Callable[[str], str] | None:
         """The Runtime's scrub, then the session's own (``SessionSetup.scrub``)."""
