@@ -17,8 +17,9 @@ call of a turn; once the tools have answered, the next call summarises them.
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import secrets
 from collections.abc import Sequence
 
 import anyio
@@ -36,6 +37,9 @@ MAX_SLEEP = 3600.0
 """The longest ``/sleep`` (an hour): a slow answer to interrupt, not a hang."""
 NOTICE = "[offline provider: not a language model]"
 _EXCERPT = 240
+_ids = random.Random()
+"""Call ids: unique, not secret (no system call per id, as ``secrets`` makes)."""
+os.register_at_fork(after_in_child=_ids.seed)
 
 
 class OfflineProvider:
@@ -58,7 +62,7 @@ class OfflineProvider:
             if delay:
                 await anyio.sleep(delay)
             # Ids unique across turns, as real providers make them.
-            calls = _commands(prompt, prefix=f"call_{secrets.token_hex(4)}")
+            calls = _commands(prompt, prefix=f"call_{_ids.getrandbits(32):08x}")
             if calls:
                 return _respond(
                     AssistantMessage(content="", tool_calls=tuple(calls), **_me()), prompt
