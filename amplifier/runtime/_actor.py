@@ -420,6 +420,9 @@ class SessionActor:
     async def _complete_turn(self, number: int, outcome: Outcome, *, durable: bool) -> Outcome:
         """Record how the turn ended; with ``durable``, wait until the whole turn is committed.
 
+        Without, the metadata is left for what comes next to write (a child's
+        close, which its parent sends at once; or the next turn's start).
+
         An answer whose records could not be stored is not returned as an
         answer: the caller is told the turn failed.
         """
@@ -431,9 +434,13 @@ class SessionActor:
             )
         try:
             await self._post(completed)
-            await self._write_metadata()
             if durable:
+                await self._write_metadata()
                 await self._require_writer().sync()
+            else:
+                # A child's parent closes it at once, and its end writes the metadata:
+                # one document where there were two, in the same group or the next.
+                self._require_meta().updated = self._services.clock()
         except PersistenceError as exc:
             if isinstance(outcome, Answered):
                 log_failure(f"turn {number} of session {self.id} could not be stored", exc)
