@@ -37,6 +37,7 @@ MAX_SLEEP = 3600.0
 """The longest ``/sleep`` (an hour): a slow answer to interrupt, not a hang."""
 NOTICE = "[offline provider: not a language model]"
 _EXCERPT = 240
+_WORDS_PER_PIECE = 4
 _ids = random.Random()
 """Call ids: unique, not secret (no system call per id, as ``secrets`` makes)."""
 os.register_at_fork(after_in_child=_ids.seed)
@@ -69,8 +70,11 @@ class OfflineProvider:
                 )
         text = _answer(prompt, messages, start)
         if on_text is not None:
-            for piece in re.split(r"(?<=\s)", text):
-                await on_text(piece)
+            # A few words a piece, as a model's stream comes: a piece a word cost each
+            # turn dozens of calls through the loop and the session for nothing.
+            words = re.split(r"(?<=\s)", text)
+            for start in range(0, len(words), _WORDS_PER_PIECE):
+                await on_text("".join(words[start : start + _WORDS_PER_PIECE]))
         return _respond(AssistantMessage(content=text, **_me()), prompt)
 
     async def aclose(self) -> None:
