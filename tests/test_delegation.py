@@ -103,6 +103,24 @@ async def test_child_metadata_names_its_parent_root_and_depth(home: Path, projec
     assert metadata(home, s.id)["children"] == [child_id]
 
 
+async def test_child_metadata_counts_its_answered_turn(home: Path, project: Path) -> None:
+    """A finished sub-session lists its turn, both messages and its prompt, as a root does."""
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            return (await turn.delegate("explorer", "look around")).session_id
+        await turn.record({"role": "assistant", "content": "looked"})
+        return "looked"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        child_id = (await s.ask("go")).text
+    stored = metadata(home, child_id)
+    spoken = [m for m in transcript(home, child_id) if m["role"] in ("user", "assistant")]
+    counts = (stored["turns"], stored["message_count"], stored["last_prompt"], stored["status"])
+    assert counts == (1, len(spoken), "look around", "completed")
+    assert stored["updated"] > stored["created"]
+
+
 async def test_failing_child_returns_a_failed_result_and_the_parent_goes_on(
     home: Path, project: Path
 ) -> None:

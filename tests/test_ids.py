@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -109,3 +110,11 @@ def test_any_accepted_id_stays_inside_the_sessions_folder(text: str) -> None:
     location = SessionLocation(__import__("pathlib").Path("/home/u/.amplifier"), "-p", text)
     resolved = os.path.normpath(location.directory)
     assert os.path.dirname(resolved) == "/home/u/.amplifier/projects/-p/sessions"
+
+
+def test_root_ids_differ_when_a_program_seeds_random() -> None:
+    """A program that seeds ``random`` the same way twice still gets two sessions, not one id."""
+    random.seed(7)
+    first = new_root_id(T0)
+    random.seed(7)
+    assert new_root_id(T0) != first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -126,6 +127,37 @@ async def test_a_key_typed_in_a_prompt_stays_out_of_events_and_metadata(
     assert KEY.encode() not in (folder / "events.jsonl").read_bytes()
     assert KEY.encode() not in (folder / "metadata.json").read_bytes()
     assert KEY.encode() in (folder / "transcript.jsonl").read_bytes()
+
+
+# One of each format redaction knows, each beside what makes it look harder (a
+# neighbour beyond ASCII, a character JSON escapes) or alone.
+KEYS = (
+    "sk-ant-AbCdEfGhIjKlMnOpQrStUv",
+    "AKIAABCDEFGHIJKLMNOP",
+    "ghp_" + "a1B2" * 9,
+    "github_pat_" + "x9_Y" * 10,
+    "xoxb-1234567890-abc",
+    "AIza" + "Q" * 35,
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+)
+NEIGHBOURS = ("", "caf\u00e9 ", "tab\t")
+
+
+async def test_keys_of_every_format_stay_out_of_event_data(home: Path, project: Path) -> None:
+    """A key of any known format, anywhere in a tool call's arguments, is redacted in events."""
+    values = [f"{near}{key}" for key in KEYS for near in NEIGHBOURS]
+    values += ["Bearer abcdefghijklmnopqrstuvwxyz", "API-Key: hunter2hunter2"]
+    values += ["password=s3cr3tpass"]
+    calls = [
+        f"/tool no_such_tool {json.dumps({'nested': {'list': ['plain', value]}})}"
+        for value in values
+    ]
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask("\n".join(calls))
+    events = (session_dirs(home)[session.id] / "events.jsonl").read_bytes()
+    assert events.count(b'"event":"tool:pre"') == len(values)
+    for secret in [*KEYS, "abcdefghijklmnopqrstuvwxyz", "hunter2hunter2", "s3cr3tpass"]:
+        assert json.dumps(secret)[1:-1].encode() not in events
 
 
 async def test_redaction_can_be_turned_off_or_extended(home: Path, project: Path) -> None:

@@ -189,12 +189,14 @@ class AgentTurnHandler:
         spec = self._spec(agent or settings.agent, announce=True)
         provider = self._provider(spec, settings)
         self.toolbox(settings)  # a Python tool that cannot be loaded fails here, before writing
+        redactor = self.redactor(settings)
         return SessionSetup(
             agent=spec.name,
             attributes={"provider": provider.name, "model": provider.model},
             max_depth=settings.max_depth,
             max_children=settings.max_children,
-            scrub=self.redactor(settings),
+            scrub=redactor,
+            screen=redactor.screen if redactor is not None else None,
         )
 
     async def on_resume(self, session: SessionContext) -> None:

@@ -17,8 +17,9 @@ call of a turn; once the tools have answered, the next call summarises them.
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import secrets
 from collections.abc import Sequence
 
 import anyio
@@ -36,6 +37,10 @@ MAX_SLEEP = 3600.0
 """The longest ``/sleep`` (an hour): a slow answer to interrupt, not a hang."""
 NOTICE = "[offline provider: not a language model]"
 _EXCERPT = 240
+_WORDS_PER_PIECE = 4
+_ids = random.Random()
+"""Call ids: unique, not secret (no system call per id, as ``secrets`` makes)."""
+os.register_at_fork(after_in_child=_ids.seed)
 
 
 class OfflineProvider:
@@ -58,15 +63,18 @@ class OfflineProvider:
             if delay:
                 await anyio.sleep(delay)
             # Ids unique across turns, as real providers make them.
-            calls = _commands(prompt, prefix=f"call_{secrets.token_hex(4)}")
+            calls = _commands(prompt, prefix=f"call_{_ids.getrandbits(32):08x}")
             if calls:
                 return _respond(
                     AssistantMessage(content="", tool_calls=tuple(calls), **_me()), prompt
                 )
         text = _answer(prompt, messages, start)
         if on_text is not None:
-            for piece in re.split(r"(?<=\s)", text):
-                await on_text(piece)
+            # A few words a piece, as a model's stream comes: a piece a word cost each
+            # turn dozens of calls through the loop and the session for nothing.
+            words = re.split(r"(?<=\s)", text)
+            for start in range(0, len(words), _WORDS_PER_PIECE):
+                await on_text("".join(words[start : start + _WORDS_PER_PIECE]))
         return _respond(AssistantMessage(content=text, **_me()), prompt)
 
     async def aclose(self) -> None:

@@ -16,23 +16,43 @@ key formats. A profile turns it off (``redact: false``) or adds patterns
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
 
 MARK = "[REDACTED]"
 
-COMMON_PATTERNS: tuple[str, ...] = (
-    r"sk-(?:ant-|proj-|svcacct-)?[A-Za-z0-9_\-]{20,}",  # OpenAI, Anthropic
-    r"AKIA[0-9A-Z]{16}",  # AWS access key id
-    r"gh[pousr]_[A-Za-z0-9]{36,}",  # GitHub tokens
-    r"github_pat_[A-Za-z0-9_]{40,}",
-    r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack
-    r"AIza[0-9A-Za-z_\-]{35}",  # Google API key
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
-    r"((?i:\bbearer)\s+)[A-Za-z0-9._~+/\-]{20,}=*",
+_COMMON: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # Each pattern with the text (lower-cased) that any match of it holds: an ASCII text
+    # holding none of them holds no match, which a few ``in`` tests tell at once.
+    (r"sk-(?:ant-|proj-|svcacct-)?[A-Za-z0-9_\-]{20,}", ("sk-",)),  # OpenAI, Anthropic
+    (r"AKIA[0-9A-Z]{16}", ("akia",)),  # AWS access key id
+    (r"gh[pousr]_[A-Za-z0-9]{36,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),  # GitHub
+    (r"github_pat_[A-Za-z0-9_]{40,}", ("github_pat_",)),
+    (r"xox[abposr]-[A-Za-z0-9\-]{10,}", ("xox",)),  # Slack
+    (r"AIza[0-9A-Za-z_\-]{35}", ("aiza",)),  # Google API key
+    (
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+        ("-----begin ",),
+    ),
+    (r"((?i:\bbearer)\s+)[A-Za-z0-9._~+/\-]{20,}=*", ("bearer",)),
     # name = value assignments of secrets (.env files, configs): the name stays
-    r"((?i:\b(?:api[_-]?key|secret[_-]?key|access[_-]?token|auth[_-]?token|password)\b)"
-    r"\s*[:=]\s*['\"]?)[^\s'\"]{8,}",
+    (
+        r"((?i:\b(?:api[_-]?key|secret[_-]?key|access[_-]?token|auth[_-]?token|password)\b)"
+        r"\s*[:=]\s*['\"]?)[^\s'\"]{8,}",
+        (
+            *(
+                f"{name}{joint}{part}"
+                for name in ("api", "secret", "access", "auth")
+                for part in (("key",) if name in ("api", "secret") else ("token",))
+                for joint in ("", "_", "-")
+            ),
+            "password",
+        ),
+    ),
 )
+COMMON_PATTERNS: tuple[str, ...] = tuple(pattern for pattern, _ in _COMMON)
 
 
 class Redactor:
@@ -40,13 +60,46 @@ class Redactor:
 
     def __init__(self, *, secrets: Iterable[str] = (), patterns: Iterable[str] = COMMON_PATTERNS):
         literal = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
-        parts = [re.escape(s) for s in literal] + list(dict.fromkeys(patterns))
+        chosen = list(dict.fromkeys(patterns))
+        parts = [re.escape(s) for s in literal] + chosen
         self._pattern = re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
+        self._literal = tuple(s.encode() for s in literal)
+        self._needles: re.Pattern[bytes] | None = None
+        """What ``screen`` looks for (None: a profile's own patterns, which may hold no
+        fixed text: every string of every event then goes through the pattern)."""
+        if set(chosen) <= set(COMMON_PATTERNS):
+            self._needles = re.compile(
+                b"|".join(
+                    re.escape(needle.encode())
+                    for pattern, needles in _COMMON
+                    if pattern in chosen
+                    for needle in needles
+                )
+            )
 
     def __call__(self, text: str) -> str:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(_replace, text)
+
+    def screen(self, data: Mapping[str, Any]) -> bool:
+        """True if a secret may be in a string of ``data`` (JSON values); False only if
+        none of them would change, told much more cheaply than by the pattern."""
+        if self._pattern is None:
+            return False
+        if self._needles is None:
+            return True
+        try:
+            text = orjson.dumps(data)
+        except (TypeError, orjson.JSONEncodeError):
+            return True  # not JSON: what stores it says what is wrong
+        if not text.isascii() or b"\\" in text:
+            return True  # escaped or beyond ASCII: a string may not stand as it is
+        # Every string of ``data`` stands in ``text`` as it is, and lower() is exactly
+        # what the patterns' (?i) ignore: no key and no needle there, no match anywhere.
+        if any(secret in text for secret in self._literal):
+            return True
+        return self._needles.search(text.lower()) is not None
 
 
 def _replace(match: re.Match[str]) -> str:

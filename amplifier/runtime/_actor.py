@@ -418,6 +418,9 @@ class SessionActor:
     async def _complete_turn(self, number: int, outcome: Outcome, *, durable: bool) -> Outcome:
         """Record how the turn ended; with ``durable``, wait until the whole turn is committed.
 
+        Without, the metadata is left for what comes next to write (a child's
+        close, which its parent sends at once; or the next turn's start).
+
         An answer whose records could not be stored is not returned as an
         answer: the caller is told the turn failed.
         """
@@ -429,9 +432,13 @@ class SessionActor:
             )
         try:
             await self._post(completed)
-            await self._write_metadata()
             if durable:
+                await self._write_metadata()
                 await self._require_writer().sync()
+            else:
+                # A child's parent closes it at once, and its end writes the metadata:
+                # one document where there were two, in the same group or the next.
+                self._require_meta().updated = self._services.clock()
         except PersistenceError as exc:
             if isinstance(outcome, Answered):
                 log_failure(f"turn {number} of session {self.id} could not be stored", exc)
@@ -566,7 +573,13 @@ class SessionActor:
         # The record is serialised before the call returns, so the caller's
         # dict is not kept: no copy needed (unless it is scrubbed).
         scrub = self._scrub()
-        return _scrubbed(dict(data), scrub) if scrub is not None else data
+        if scrub is None:
+            return data
+        screen = self._setup.screen if self._setup is not None else None
+        if screen is not None and self._services.scrub is None and not screen(data):
+            return data  # the usual event: one look at all of it, nothing to change
+        scrubbed: dict[str, Any] = _scrubbed(dict(data), scrub)
+        return scrubbed
 
     def _scrub(self) -> Callable[[str], str] | None:
         """The Runtime's scrub, then the session's own (``SessionSetup.scrub``)."""

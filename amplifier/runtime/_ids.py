@@ -11,8 +11,9 @@ and is safe as a file name; a sub-session id stays bounded at any depth
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import secrets
 from datetime import UTC, datetime
 
 from amplifier.persistence import validate_session_id
@@ -27,8 +28,17 @@ CHILD_ID = re.compile(
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
+_spans = random.Random()
+"""Seeded from the OS once (and again in a forked child), apart from the ``random``
+module's own generator, which a program may seed: its ids stay its own."""
+os.register_at_fork(after_in_child=_spans.seed)
+
+
 def new_span() -> str:
-    return secrets.token_hex(SPAN_LENGTH // 2)
+    # Random, not secret: an id names a session and guards nothing. ``secrets`` would
+    # make a system call for each, which hands the interpreter to the write-behind
+    # thread and leaves the event loop waiting to get it back.
+    return f"{_spans.getrandbits(SPAN_LENGTH * 4):0{SPAN_LENGTH}x}"
 
 
 def new_root_id(now: datetime) -> str:
@@ -48,7 +58,7 @@ def span_of(session_id: str) -> str:
     if match := ROOT_ID.fullmatch(session_id) or CHILD_ID.fullmatch(session_id):
         return match["span"]
     # Sessions named by other tools still get well-formed children.
-    return secrets.token_hex(SPAN_LENGTH // 2)
+    return new_span()
 
 
 def new_child_id(parent_id: str, agent: str) -> str:
