@@ -58,6 +58,7 @@ from ._running import (
     Leave,
     execute,
     fail,
+    pause_collector,
     say,
     until_opened,
 )
@@ -1091,6 +1092,8 @@ def cleanup(
 def main() -> None:
     """The ``amplifier`` command.
 
+    The process is the command's own: it starts with the cyclic garbage
+    collector paused until the API is loaded (``_running.pause_collector``).
     At exit the interpreter runs one last garbage collection over every
     object of the modules a turn loads (about 400): a tenth of an offline
     ``run``, spent freeing memory the system takes back anyway. Frozen
@@ -1102,6 +1105,7 @@ def main() -> None:
     ``--debug`` may come anywhere before a ``--`` (``amplifier run --debug
     "..."``), as the run flags may come before or after the command.
     """
+    pause_collector()
     atexit.register(gc.freeze)
     sys.argv[1:] = debug_first(sys.argv[1:])
     app()
