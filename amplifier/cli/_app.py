@@ -28,9 +28,8 @@ from contextlib import (
     AbstractAsyncContextManager,
     nullcontext,
 )
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import anyio
 import typer
@@ -337,8 +336,7 @@ def _read_prompt(prompt: str | None) -> str | None:
     return read_stdin().rstrip("\r\n")
 
 
-@dataclass(frozen=True, slots=True)
-class _Before:
+class _Before(NamedTuple):
     """The run flags given before the command: ``amplifier --profile dev run x``.
 
     They apply to the commands that run a turn (``run``, ``continue``,
@@ -363,8 +361,7 @@ class _Before:
         return named + (self.access.given() if self.access is not None else [])
 
 
-@dataclass(frozen=True, slots=True)
-class _Access:
+class _Access(NamedTuple):
     """What ``--allow``, ``--deny`` and ``--yes`` say of the tool calls a command runs."""
 
     allow: tuple[str, ...] = ()

@@ -56,9 +56,9 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from ._files import fsync_dir, write_all
 from ._ownership import JOURNAL_SUFFIX
@@ -101,8 +101,10 @@ def header(checkpoint: int = 0) -> bytes:
     return MAGIC + CHECKPOINT.pack(checkpoint)
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
+    """One record of a journal batch (a named tuple: cheaper to define at import than a
+    frozen dataclass, which every process that writes pays)."""
+
     seq: int
     kind: FrameKind
     folder: str
