@@ -15,7 +15,8 @@ must not import the top-level package, can read it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from importlib import import_module
 from types import FunctionType
 
 EXPORTS: dict[str, tuple[str, ...]] = {
@@ -158,6 +159,34 @@ def name_as_public(
             # A class's source is looked up in the file of the module its
             # ``__module__`` names, which is now the public package's.
             value.__wrapped__ = _SourceOf(value, defined_in)  # type: ignore[attr-defined]
+
+
+def imported_on_first_use(
+    namespace: MutableMapping[str, object], modules: Mapping[str, tuple[str, ...]], package: str
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a package whose ``modules`` load on first use (PEP 562).
+
+    ``modules`` maps a module of ``package`` (``"._usage"``) to the public
+    names it defines. The first of its names asked for imports it and puts
+    all of them in the package, named as public (Rule), as an eager import
+    would have: what a command never uses costs it no start-up time.
+    """
+    home = {name: module for module, names in modules.items() for name in names}
+
+    def __getattr__(name: str) -> object:
+        module = home.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        loaded = import_module(module, package)
+        for each in modules[module]:
+            namespace[each] = getattr(loaded, each)
+        name_as_public(namespace, modules[module], package)
+        return namespace[name]
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *home})
+
+    return __getattr__, __dir__
 
 
 def describe(alias: object, doc: str) -> None:

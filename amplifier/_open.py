@@ -18,7 +18,6 @@ from amplifier.agents import (
     check_options,
 )
 from amplifier.agents._runtime import open_agent_runtime
-from amplifier.cluster._exceptions import ClusterUnavailable
 from amplifier.persistence import Clock, Durability, utc_now
 from amplifier.runtime import Approver, Runtime, TurnHandler
 
@@ -103,6 +102,8 @@ async def open_runtime(
         ) as runtime:
             yield runtime
         return
+    from amplifier.cluster._exceptions import ClusterUnavailable  # no Ray: plain errors
+
     if tools or agents:
         raise ClusterUnavailable(
             "a cluster's hosts load tools and agents from files and profiles, not from this program"

@@ -228,6 +228,22 @@ def test_help_imports_only_the_command_line(home: Path, project: Path) -> None:
     } & imported
 
 
+def test_offline_run_imports_only_what_a_turn_needs(home: Path, project: Path) -> None:
+    """An offline `run` starts without the Ray backend, usage reports, file history or scripts."""
+    imported = _imported_by("run", "hi", cwd=project, home=home)
+    assert "amplifier.agents._loop" in imported  # what was measured is a turn
+    assert not {
+        "amplifier.cluster",
+        "amplifier.agents._usage",
+        "amplifier.agents._file_history",
+        "amplifier.agents._scripted",
+        "amplifier.agents._function_tools",
+        "docstring_parser",
+        "openai",
+        "anthropic",
+    } & imported
+
+
 def _run_bytes(*args: bytes, cwd: Path, home: Path, stdin: bytes = b"") -> tuple[int, str, str]:
     """The command with raw bytes as arguments and stdin, as a shell passes them."""
     env = {**os.environ, "AMPLIFIER_HOME": str(home)}

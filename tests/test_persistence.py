@@ -33,7 +33,15 @@ from amplifier.persistence import (
     project_slug,
     read_metadata,
 )
-from amplifier.persistence._journal import FrameKind, encode_batch, encode_entry, header
+from amplifier.persistence._journal import (
+    FIRST_CHUNK,
+    FrameKind,
+    Journal,
+    decode_frames,
+    encode_batch,
+    encode_entry,
+    header,
+)
 
 from .helpers import lines, session_dirs
 
@@ -264,6 +272,18 @@ async def test_journal_of_dead_runtime_is_replayed(home: Path) -> None:
     assert [e.data["n"] for e in iter_events(location)] == [0, 1, 101, 102]
     assert [m.message()["content"] for m in load_transcript(location)] == ["hi"]
     assert not journal.exists()
+
+
+def test_journal_grown_past_its_first_chunk_keeps_every_batch(home: Path) -> None:
+    """A runtime that writes far more than its journal first held loses no record in a crash."""
+    journal = Journal.create(home)
+    payload = b"x" * 10_000
+    for seq in range(1, 41):  # 400 KB: the zeroed chunks double several times
+        journal.append(encode_batch(seq, encode_entry(seq, FrameKind.EVENT, b"p/s", payload)), seq)
+    journal.abandon()  # the process died: the file is what a replay reads
+    data = journal.path.read_bytes()
+    assert [frame.seq for frame in decode_frames(data)] == list(range(1, 41))
+    assert len(data) > 6 * FIRST_CHUNK
 
 
 async def test_journal_of_live_runtime_is_left_alone(home: Path) -> None:

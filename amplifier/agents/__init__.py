@@ -2,9 +2,13 @@
 
 The SDK-backed providers (``openai``, ``anthropic``) are chosen by name in a
 profile or with ``open_runtime(provider=...)``; their modules are imported
-only when used.
+only when used. So are those of ``_LATER``, which a turn does not need (usage
+reports, file history, the scripted provider, tools from Python functions).
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from amplifier._exports import imported_on_first_use as _imported_on_first_use
 from amplifier._exports import name_as_public as _name_as_public
 
 from ._bash import Bash
@@ -43,17 +47,7 @@ from ._exceptions import (
     UnknownAgent,
     UnknownProfile,
 )
-from ._file_history import (
-    DiffReport,
-    FileDiff,
-    FileRewind,
-    RewindRefused,
-    RewindReport,
-    session_diff,
-    session_rewind,
-)
 from ._file_tools import file_tools
-from ._function_tools import FunctionTool, import_tool, tool
 from ._loop import COMPACT_REQUEST, AgentTurnHandler, compact_session
 from ._mcp_config import McpServerConfig
 from ._mcp_servers import (
@@ -84,11 +78,39 @@ from ._provider import Provider, ProviderRequest, ProviderResponse, TextSink, To
 from ._provider_config import ProviderConfig, ProviderKind
 from ._providers import make_provider
 from ._runtime import load_profile
-from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
 from ._specs import AgentCatalog, AgentSpec, parse_spec
 from ._tools import Tool, ToolBox, ToolContext, confine
-from ._usage import SessionUsage, Tokens, TurnUsage, UsageReport, session_usage, usage_of
 from ._write_tools import MAX_FILE_BYTES, EditFile, WriteFile, write_tools
+
+if _TYPE_CHECKING:
+    from ._file_history import (
+        DiffReport,
+        FileDiff,
+        FileRewind,
+        RewindRefused,
+        RewindReport,
+        session_diff,
+        session_rewind,
+    )
+    from ._function_tools import FunctionTool, import_tool, tool
+    from ._scripted import ScriptedCall, ScriptedProvider, ScriptedTurn
+    from ._usage import SessionUsage, Tokens, TurnUsage, UsageReport, session_usage, usage_of
+
+_LATER = {
+    "._file_history": (
+        "DiffReport",
+        "FileDiff",
+        "FileRewind",
+        "RewindRefused",
+        "RewindReport",
+        "session_diff",
+        "session_rewind",
+    ),
+    "._function_tools": ("FunctionTool", "import_tool", "tool"),
+    "._scripted": ("ScriptedCall", "ScriptedProvider", "ScriptedTurn"),
+    "._usage": ("SessionUsage", "Tokens", "TurnUsage", "UsageReport", "session_usage", "usage_of"),
+}
+"""Modules imported on first use of one of their names."""
 
 __all__ = [
     "COMPACT_REQUEST",
@@ -196,4 +218,6 @@ __all__ = [
     "write_tools",
 ]
 
-_name_as_public(globals(), __all__, "amplifier.agents")
+_later = {name for names in _LATER.values() for name in names}
+_name_as_public(globals(), [n for n in __all__ if n not in _later], "amplifier.agents")
+__getattr__, __dir__ = _imported_on_first_use(globals(), _LATER, "amplifier.agents")

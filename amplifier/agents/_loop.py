@@ -79,9 +79,7 @@ from ._events import (
     TurnLimited,
 )
 from ._exceptions import AgentWarning, ConfigError, ProviderError, ToolFailed, UnknownProfile
-from ._file_history import changed_since
 from ._file_tools import file_tools
-from ._function_tools import import_tool
 from ._messages import (
     AssistantMessage,
     CutOff,
@@ -230,6 +228,8 @@ class AgentTurnHandler:
         meta = session.metadata
         if not meta.files_changed and not meta.children:
             return  # nothing of its own, nor below it, to look at
+        from ._file_history import changed_since  # only here: a turn seldom needs it
+
         project = self._project_dir(session)
         changed = await anyio.to_thread.run_sync(changed_since, session.location, project)
         if not changed:
@@ -804,6 +804,8 @@ class AgentTurnHandler:
         if toolbox is None:
             imported = []
             for path in profile.tools.python:
+                from ._function_tools import import_tool  # only here: few profiles name any
+
                 try:
                     found = import_tool(path)
                     found.check()

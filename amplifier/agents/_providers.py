@@ -6,7 +6,6 @@ from ._exceptions import ConfigError
 from ._offline import OfflineProvider
 from ._provider import Provider
 from ._provider_config import ProviderConfig
-from ._scripted import ScriptedProvider
 
 
 def make_provider(config: ProviderConfig) -> Provider:
@@ -19,6 +18,8 @@ def make_provider(config: ProviderConfig) -> Provider:
                 raise ConfigError(
                     "the scripted provider needs 'script': the file of turns to replay"
                 )
+            from . import ScriptedProvider  # through the package: it names itself public
+
             return ScriptedProvider.from_file(config.script, model=config.model or "scripted")
         case "openai":
             from ._openai import OpenAIProvider

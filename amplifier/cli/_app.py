@@ -28,9 +28,8 @@ from contextlib import (
     AbstractAsyncContextManager,
     nullcontext,
 )
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import anyio
 import typer
@@ -58,6 +57,7 @@ from ._running import (
     Leave,
     execute,
     fail,
+    pause_collector,
     say,
     until_opened,
 )
@@ -336,8 +336,7 @@ def _read_prompt(prompt: str | None) -> str | None:
     return read_stdin().rstrip("\r\n")
 
 
-@dataclass(frozen=True, slots=True)
-class _Before:
+class _Before(NamedTuple):
     """The run flags given before the command: ``amplifier --profile dev run x``.
 
     They apply to the commands that run a turn (``run``, ``continue``,
@@ -362,8 +361,7 @@ class _Before:
         return named + (self.access.given() if self.access is not None else [])
 
 
-@dataclass(frozen=True, slots=True)
-class _Access:
+class _Access(NamedTuple):
     """What ``--allow``, ``--deny`` and ``--yes`` say of the tool calls a command runs."""
 
     allow: tuple[str, ...] = ()
@@ -1091,6 +1089,8 @@ def cleanup(
 def main() -> None:
     """The ``amplifier`` command.
 
+    The process is the command's own: it starts with the cyclic garbage
+    collector paused until the API is loaded (``_running.pause_collector``).
     At exit the interpreter runs one last garbage collection over every
     object of the modules a turn loads (about 400): a tenth of an offline
     ``run``, spent freeing memory the system takes back anyway. Frozen
@@ -1102,6 +1102,7 @@ def main() -> None:
     ``--debug`` may come anywhere before a ``--`` (``amplifier run --debug
     "..."``), as the run flags may come before or after the command.
     """
+    pause_collector()
     atexit.register(gc.freeze)
     sys.argv[1:] = debug_first(sys.argv[1:])
     app()

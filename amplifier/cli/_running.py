@@ -14,6 +14,7 @@ the API is imported when a command runs.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -70,6 +71,41 @@ def debug_log() -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+class Collector:
+    """Whether ``pause_collector`` turned the cyclic garbage collector off for start-up."""
+
+    paused = False
+
+
+def pause_collector() -> None:
+    """No cyclic garbage collection while the command starts, until ``load_api``.
+
+    Loading the command line and the API builds objects (modules, classes,
+    pydantic validators) that live as long as the process; each collection on
+    the way walks all of them again and frees none: about a twentieth of an
+    offline ``run``. Only for a process that the command owns (``main``): a
+    program that runs the application in-process keeps its collector as it is.
+    """
+    if gc.isenabled():
+        gc.disable()
+        Collector.paused = True
+
+
+def load_api() -> None:
+    """Import the API that every command's runtime needs; then collect again.
+
+    What start-up built is frozen first: later collections leave it out (it
+    is still freed by reference counting), so they walk only what the
+    command allocates from then on.
+    """
+    import amplifier._open  # noqa: F401  (persistence, runtime, agents)
+
+    if Collector.paused:
+        Collector.paused = False
+        gc.freeze()
+        gc.enable()
 
 
 def say(message: str) -> None:
@@ -129,6 +165,7 @@ def _run_guarded(
     as_json: bool,
     signals: tuple[signal.Signals, ...],
 ) -> None:
+    load_api()
     from amplifier import AmbiguousSessionId, AmplifierError, UsageError
 
     async def guarded() -> int | None:
