@@ -120,6 +120,9 @@ class ClusterSession(Session):
         try:
             outcome, count, meta = await unwrapped(link.actor.ask.remote(self.id, prompt, ticket))
         except RayActorError as exc:
+            # Dead for everyone from now on, not only once its pump notices: a resume
+            # that follows this failure waits for the host's fence (``_pool`` Rule 2).
+            link.alive = False
             raise TurnFailed(self.id, _host_died(self.id)) from exc
         finally:
             pool.unstream(ticket)
