@@ -543,7 +543,7 @@ class PersistenceActor:
             if (
                 location.session_id in self._claimed
                 or (self._handovers is not None and location.session_id in self._handovers)
-                or os.path.exists(held.directory)
+                or (not request.fresh and os.path.exists(held.directory))
             ):
                 # Ids are random: only a caller choosing its own can collide.
                 exists = FileExistsError(errno.EEXIST, "session exists", str(location.directory))
