@@ -112,12 +112,11 @@ CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Journal size past which the files are synced and the journal emptied."""
 WRITE_BEHIND_BYTES = 1024 * 1024
 WRITE_BEHIND_DELAY = 0.05
+"""Seconds (at most) between a record's acknowledgement and its line in the session file;
+also how soon another process sees a new session, or a closed one released."""
 GATHER_DELAY = 0.005
 """Seconds (at most) a group nobody waits for is held for more (durability fsync): a session
 that posts and goes on costs one fdatasync with its next answer, not one per group."""
-
-"""Seconds (at most) between a record's acknowledgement and its line in the session file;
-also how soon another process sees a new session, or a closed one released."""
 
 CommitListener = Callable[[Sequence[dict[str, Any]]], None]
 """Called on the event loop after each commit with the committed event records, in seq order.
@@ -544,7 +543,7 @@ class PersistenceActor:
             if (
                 location.session_id in self._claimed
                 or (self._handovers is not None and location.session_id in self._handovers)
-                or os.path.exists(held.directory)
+                or (not request.fresh and os.path.exists(held.directory))
             ):
                 # Ids are random: only a caller choosing its own can collide.
                 exists = FileExistsError(errno.EEXIST, "session exists", str(location.directory))

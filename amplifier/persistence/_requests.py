@@ -114,6 +114,8 @@ class CreateSession(_Record):
     location: SessionLocation
     document: bytes
     """``metadata.json`` as written, without its ``seq`` (the actor stamps it)."""
+    fresh: bool = False
+    """Its id was just drawn at random: no folder is looked for (a stat on the event loop)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -108,16 +108,28 @@ class Store:
         self._actor.listeners.append(listener)
 
     async def create(
-        self, location: SessionLocation, metadata: SessionMetadata, *, wait: bool = True
+        self,
+        location: SessionLocation,
+        metadata: SessionMetadata,
+        *,
+        wait: bool = True,
+        fresh: bool = False,
     ) -> SessionWriter:
         """A new session: its metadata, then its folder (behind the journal).
 
         With ``wait`` it is committed (durable, under ``fsync``) when this
         returns; without, a failure shows at the writer's next wait.
+        ``fresh``: its id was just drawn at random (a runtime's ids are), so
+        no folder on disk can hold it and none is looked for; a session of
+        this runtime with that id is still refused.
         """
         writer = self._writer(location)
         request = CreateSession(
-            handle=writer.handle, location=location, document=_document(metadata), receipt=Receipt()
+            handle=writer.handle,
+            location=location,
+            document=_document(metadata),
+            fresh=fresh,
+            receipt=Receipt(),
         )
         try:
             await writer._submit(request)

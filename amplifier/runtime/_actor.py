@@ -251,7 +251,8 @@ class SessionActor:
     async def _begin(self) -> None:
         store = self._services.store
         if self._create is not None:
-            self._writer = await store.create(self.location, self._create, wait=False)
+            # The runtime draws every new id at random: nothing on disk can hold it.
+            self._writer = await store.create(self.location, self._create, wait=False, fresh=True)
             self._services.bus.register(self.id, self._create.parent_id)
             meta = self._create
             await self._post(
