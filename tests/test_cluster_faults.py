@@ -76,7 +76,8 @@ async def test_cluster_host_killed_mid_turn_fails_the_turn_and_resumes_elsewhere
             reply = await resumed.ask("again")
         assert reply.text == "answered after the resume"
     events = [record["event"] for record in stored_events(home)[session.id]]
-    assert events[:2] == ["session:start", "prompt:submit"]
+    # The killed turn's prompt:submit was never acknowledged: it may or may not be there.
+    assert events[0] == "session:start"
     assert "session:resume" in events
     assert_one_total_order(home)
 

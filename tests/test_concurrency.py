@@ -638,7 +638,8 @@ def test_index_after_a_killed_run_lists_exactly_the_sessions_on_disk(
         shutil.copy2(path, snapshot / path.name)
     before = set(session_dirs(home))
 
-    work = "\n".join([NESTED] * 12)
+    # Long enough that four folders built behind are well before its end.
+    work = "\n".join([NESTED] * 40)
     crashed = spawn("run", "--json", work, home=home, cwd=project)
     deadline = time.monotonic() + TIMEOUT
     while not journals(home) or len(set(session_dirs(home)) - before) < 4:

@@ -23,6 +23,7 @@ Rule 3: errors cross the boundary as values (``Outcome``, a failed turn's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,11 +196,20 @@ class SessionHost:
         tags: Sequence[str],
     ) -> SessionMetadata:
         """Start a new root session here; its metadata (durable when this returns)."""
+        runtime = self._require()
         try:
-            session = await self._require().open_session(
+            session = await runtime.open_session(
                 agent, profile=profile, attributes=attributes, name=name, tags=tags
             )
         except Exception as exc:
+            raise portable(exc) from None
+        try:
+            # Its id goes to another process, which may resume it anywhere: the
+            # persistence service must hold it first (a local open does not wait).
+            await runtime.flush()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await session.close()
             raise portable(exc) from None
         self._sessions[session.id] = session
         return session.metadata
