@@ -45,7 +45,6 @@ from amplifier.persistence import (
     SessionLocation,
     SessionLocked,
     SessionMetadata,
-    SessionNotFound,
     SessionSort,
     SessionSummary,
     SessionWriter,
@@ -197,12 +196,10 @@ class LocalRuntime(Runtime):
         def look() -> SessionLocation:
             return find_session(self.home, id_or_prefix, project=self.project, cwd=str(self.cwd))
 
-        try:
-            return await anyio.to_thread.run_sync(look)
-        except SessionNotFound:
-            # Created by this runtime a moment ago, its folder not yet built.
-            await self._store.flush()
-            return await anyio.to_thread.run_sync(look)
+        # What this runtime created or closed a moment ago may not be in the files
+        # yet: a reader in this runtime sees it all the same (a prefix too).
+        await self._store.flush()
+        return await anyio.to_thread.run_sync(look)
 
     async def flush(self) -> None:
         await self._store.flush(release=True)
