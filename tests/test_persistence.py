@@ -508,16 +508,7 @@ def test_a_session_created_just_before_a_crash_comes_back_whole(
     home: Path, tmp_path: Path
 ) -> None:
     """A session is durable once created: killed before its folder exists, it comes back."""
-    project = tmp_path / "project"
-    project.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-c", CREATE_THEN_DIE, str(home), str(project)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    session_id = done.stdout.split()[0]
+    session_id = _die_with_a_session_in_the_journal(home, tmp_path)
     assert not list(home.glob(f"projects/*/sessions/{session_id}")), "written before the crash"
     rows = list_sessions(home, None)  # a reader: replays nothing by itself
     assert session_id not in [row.session_id for row in rows]
