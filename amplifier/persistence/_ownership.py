@@ -114,19 +114,24 @@ def runtime_alive(home: Path, runtime: str) -> bool:
     journal locked while the process its name gives is gone is tried again
     for a little while before it counts as alive (see ``held_by_runtime``).
     """
-    if not runtime or "/" in runtime or runtime.startswith("."):
+    path = _runtime_file(home, runtime, JOURNAL_SUFFIX)
+    if path is None:
         return False
     try:
-        fd = os.open(
-            journal_root(home) / f"{runtime}{JOURNAL_SUFFIX}",
-            os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
-        )
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False  # removed: it shut down, or its journal was replayed
     try:
         return held_by_runtime(fd, runtime, fcntl.LOCK_SH)
     finally:
         os.close(fd)
+
+
+def _runtime_file(home: Path, runtime: str, suffix: str) -> Path | None:
+    """``journal/<runtime><suffix>``; None if ``runtime`` cannot be a runtime's name."""
+    if not runtime or "/" in runtime or runtime.startswith("."):
+        return None
+    return journal_root(home) / f"{runtime}{suffix}"
 
 
 def held_by_runtime(fd: int, name: str, mode: int, *, patient: bool = False) -> bool:
@@ -356,9 +361,10 @@ def _handed_over_folders(path: Path) -> list[str]:
 
 def handing_over(home: Path, runtime: str, session_id: str) -> bool:
     """True if ``runtime`` lists the session as closed and not yet released (Rule 4)."""
-    if not runtime or "/" in runtime or runtime.startswith("."):
+    path = _runtime_file(home, runtime, HANDOVER_SUFFIX)
+    if path is None:
         return False
-    listed = _handed_over_folders(journal_root(home) / f"{runtime}{HANDOVER_SUFFIX}")
+    listed = _handed_over_folders(path)
     return any(folder.rpartition("/")[2] == session_id for folder in listed)
 
 
@@ -370,14 +376,16 @@ def handed_over(home: Path, id_or_prefix: str) -> list[SessionLocation]:
     except OSError:
         return found
     for path in paths:
+        matching: list[SessionLocation] = []
         for folder in _handed_over_folders(path):
             parts = folder.split("/")
             if len(parts) != 4 or parts[0] != "projects" or parts[2] != "sessions":
                 continue
-            if not parts[3].startswith(id_or_prefix) or not runtime_alive(home, path.stem):
-                continue
-            with contextlib.suppress(InvalidSessionId):  # not a folder a runtime makes
-                found.append(SessionLocation(home, parts[1], parts[3]))
+            if parts[3].startswith(id_or_prefix):
+                with contextlib.suppress(InvalidSessionId):  # not a folder a runtime makes
+                    matching.append(SessionLocation(home, parts[1], parts[3]))
+        if matching and runtime_alive(home, path.stem):  # one probe of its lock per file
+            found += matching
     return found
 
 
@@ -388,13 +396,12 @@ def await_handover(home: Path, id_or_prefix: str) -> bool:
     Blocking; at most ``HANDOVER_WAIT``.
     """
     deadline = time.monotonic() + HANDOVER_WAIT
-    listed = handed_over(home, id_or_prefix)
-    pending = [location for location in listed if not location.directory.is_dir()]
-    while pending and time.monotonic() < deadline:
+    found = False
+    while listed := handed_over(home, id_or_prefix):
+        found = True
+        if all(location.directory.is_dir() for location in listed):
+            break
+        if time.monotonic() > deadline:
+            break
         time.sleep(_PAUSE * 2)
-        pending = [
-            location
-            for location in handed_over(home, id_or_prefix)
-            if not location.directory.is_dir()
-        ]
-    return bool(listed)
+    return found
