@@ -445,8 +445,8 @@ class PersistenceActor:
                     await anyio.to_thread.run_sync(self._handovers.list_closed)
                 self._defer(batch.backlog)
                 if handing_over:
-                    # The files, their sync and the release follow at once, behind.
-                    self._backlog_since = -math.inf
+                    # The files, their sync and the release follow behind, with the round
+                    # that writes what other sessions left (one sync for many handovers).
                     self._schedule()
         except OSError as exc:
             self._fail(requests, write_failed(exc), batch)

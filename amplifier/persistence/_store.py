@@ -327,10 +327,11 @@ class SessionWriter:
 
         With ``wait``, returns once the session's records are durable,
         raising what failed since the last wait: its files, their sync and
-        the release of its claim follow at once, behind, and any process
-        may open it meanwhile (it waits for the handover, ``_ownership``
-        Rule 4). Without, all of that follows with the write-behind's next
-        round, and ``last`` is the close's receipt.
+        the release of its claim follow with the write-behind's next round
+        (within ``WRITE_BEHIND_DELAY``), and any process may open it
+        meanwhile (it waits for the handover, ``_ownership`` Rule 4).
+        Without, all of that follows too, unlisted, and ``last`` is the
+        close's receipt.
         """
         if self._closed:
             return
