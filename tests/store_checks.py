@@ -307,9 +307,11 @@ def check_side_files(before: Sessions, after: Sessions) -> list[str]:
 
 def leftovers(home: Path) -> list[Path]:
     """What a crash left that recovery should have cleared: half-built or half-deleted
-    session folders in a project's ``.staging``, temporary files in session folders."""
+    session folders in a project's ``.staging``, temporary files in session folders, the
+    list of sessions a dead runtime was handing over."""
     found = sorted(home.glob("projects/*/.staging/*"))
     found += sorted(home.glob("projects/*/sessions/*/.*.tmp"))
+    found += sorted(home.glob("journal/*.handover"))
     return found
 
 

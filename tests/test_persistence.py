@@ -274,6 +274,17 @@ async def test_journal_of_dead_runtime_is_replayed(home: Path) -> None:
     assert not journal.exists()
 
 
+async def test_handover_list_left_without_its_journal_is_removed_at_start_up(home: Path) -> None:
+    """A crash between removing a journal and its handover list leaves no file for good."""
+    location = await _session_with_events(home, 1)
+    left = home / "journal" / "20261124T000000Z-1-dead.handover"
+    left.write_bytes(f"{location.relative}\n".encode())
+    async with open_store(home):
+        pass
+    assert not left.exists()
+    assert not list((home / "journal").glob("*.handover"))
+
+
 def test_journal_grown_past_its_first_chunk_keeps_every_batch(home: Path) -> None:
     """A runtime that writes far more than its journal first held loses no record in a crash."""
     journal = Journal.create(home)

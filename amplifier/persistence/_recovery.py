@@ -81,9 +81,10 @@ def recover_dead_journals(home: Path, *, own: str | None = None) -> RecoveryRepo
     folder = journal_root(home)
     if not folder.is_dir():
         return report
+    names = list(folder.iterdir())
     candidates = sorted(
         p
-        for p in folder.iterdir()
+        for p in names
         if (p.suffix == JOURNAL_SUFFIX and p.stem != own)
         or (p.suffix == _CREATING and not _creator_alive(p))
     )
@@ -91,8 +92,23 @@ def recover_dead_journals(home: Path, *, own: str | None = None) -> RecoveryRepo
         with _taking_turns(folder):
             for path in candidates:
                 _recover_one(home, path, report, patient=False)
+    _sweep_handovers(names)
     _warn(report)
     return report
+
+
+def _sweep_handovers(names: list[Path]) -> None:
+    """Remove the handover lists whose journal is gone (``_ownership`` Rule 4).
+
+    A runtime lists its handovers only while its journal exists, and removes
+    the list before the journal; recovery removes both. So a list without a
+    journal was left by a crash between two unlinks: nobody is handing over.
+    """
+    journals = {p.stem for p in names if p.suffix == JOURNAL_SUFFIX}
+    for path in names:
+        if path.suffix == HANDOVER_SUFFIX and path.stem not in journals:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def recover_journal(home: Path, runtime: str) -> bool:
@@ -157,9 +173,9 @@ def _recover_one(home: Path, path: Path, report: RecoveryReport, *, patient: boo
             for slug in _project_slugs(home):
                 sweep_staging(home / "projects" / slug / STAGING, dead=runtime)
         path.unlink()
-        fsync_dir(path.parent)
         with contextlib.suppress(FileNotFoundError):  # what it was handing over is its journal's
             (path.parent / f"{path.stem}{HANDOVER_SUFFIX}").unlink()
+        fsync_dir(path.parent)  # both names gone together
     finally:
         os.close(fd)
     return True
