@@ -380,7 +380,7 @@ class PersistenceActor:
         promises (everything sent before it is written) still holds. The
         flushes of a batch share one catch-up.
         """
-        self.acks.demand = anyio.Event()  # whoever still waits after this commit says so again
+        self.acks.renew_demand()
         records: list[RecordRequest] = []
         controls: list[ControlRequest] = []
         flushes: list[Flush] = []

@@ -54,7 +54,8 @@ class Acks:
     __slots__ = ("_event", "demand")
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None
+        """What the waiters of the next commit wait on; made by the first of them."""
         self.demand = anyio.Event()
         """Set while some sender waits for an answer; the actor renews it as it commits."""
 
@@ -62,6 +63,8 @@ class Acks:
         """Wait for ``receipt``'s answer. Checkpoint; cancelling does not undo the request."""
         while not receipt.done:
             self.demand.set()
+            if self._event is None:
+                self._event = anyio.Event()
             await self._event.wait()
         if receipt.error is not None:
             raise own_copy(receipt.error) from receipt.error
@@ -69,8 +72,14 @@ class Acks:
 
     def announce(self) -> None:
         """Wake every waiter; called after a commit filled its replies."""
-        event, self._event = self._event, anyio.Event()
-        event.set()
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    def renew_demand(self) -> None:
+        """A commit is under way: whoever still waits after it says so again."""
+        if self.demand.is_set():
+            self.demand = anyio.Event()
 
 
 def own_copy(error: BaseException) -> BaseException:
