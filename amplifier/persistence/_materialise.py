@@ -261,14 +261,23 @@ class Materialiser:
         """Staging folders already cleared of crash leftovers by this materialiser."""
         self._recent = False
         """``write_now`` wrote since the last ``close_files``."""
+        self._unindexed: dict[str, bytes] = {}
+        """Metadata documents written and not yet in the index (``write_now`` leaves them)."""
+        self._unsearched: dict[str, list[bytes]] = {}
+        """Transcript lines written and not yet indexed for search (likewise)."""
 
-    def apply(self, backlog: Backlog, *, keep_open: bool = False) -> list[SessionLocation]:
+    def apply(
+        self, backlog: Backlog, *, keep_open: bool = False, index_later: bool = False
+    ) -> list[SessionLocation]:
         """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed.
 
         On ``OSError`` the backlog holds exactly what is still to be written
         (Rule 4) and the error is raised. Descriptors are closed before
         returning, so an idle Runtime holds none; with ``keep_open``, the
-        caller closes them (``close_files``) once writing stops.
+        caller closes them (``close_files``) once writing stops. The index
+        is brought up to date with what was written, and with what earlier
+        calls left; with ``index_later``, that is left to the next call
+        without (the rows of new sessions are written at once: Rule 3).
         """
         released: list[SessionLocation] = []
         # Rule 3, in one transaction: the rows of every session this round builds.
@@ -295,14 +304,26 @@ class Materialiser:
         finally:
             if not keep_open:
                 self._files.close_all()
-            self.upkeep.note_paths(documents)
-            self.upkeep.note_lines(messages)  # what landed, for search
+            self._unindexed.update(documents)
+            for path, lines in messages.items():
+                self._unsearched.setdefault(path, []).extend(lines)
+            if not index_later:
+                self._index_written()
         return released
+
+    def _index_written(self) -> None:
+        """Bring the index up to date with the documents and lines written (in order)."""
+        documents, self._unindexed = self._unindexed, {}
+        lines, self._unsearched = self._unsearched, {}
+        self.upkeep.note_paths(documents)
+        self.upkeep.note_lines(lines)  # what landed, for search
 
     def write_now(self, backlog: Backlog) -> list[SessionLocation]:
         """Durability flush: write a batch's records or none of them (lines cut back on failure).
 
         The files stay open for the next batch: the caller closes them when writing stops.
+        The index follows with the next ``apply``, the write-behind's round: a batch waits
+        for its files, not for a cache (the rows of new sessions are written at once).
         """
         written: list[tuple[str, int]] = []
         try:
@@ -313,7 +334,7 @@ class Materialiser:
             written = []
         try:
             self._recent = True
-            return self.apply(backlog, keep_open=True)
+            return self.apply(backlog, keep_open=True, index_later=True)
         except OSError:
             for path, length in written:
                 with contextlib.suppress(OSError):
