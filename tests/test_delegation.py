@@ -212,6 +212,25 @@ async def test_child_exceeding_its_timeout_is_cancelled_and_reported(
 
 
 @pytest.mark.virtual_time
+async def test_timed_out_child_metadata_still_counts_its_turn(home: Path, project: Path) -> None:
+    """A sub-session cut off at its timeout lists its turn and prompt, ended as cancelled."""
+    children: list[str] = []
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            children.append((await turn.delegate("explorer", "hang", timeout=30)).session_id)
+            return "parent finished"
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with open_runtime(cwd=project, handler=FnHandler(work), durability="none") as rt:
+        async with rt.open_session() as s:
+            await s.ask("go")
+    stored = metadata(home, children[0])
+    assert (stored["turns"], stored["last_prompt"], stored["status"]) == (1, "hang", "cancelled")
+
+
+@pytest.mark.virtual_time
 async def test_children_beyond_the_limit_wait_their_turn(project: Path) -> None:
     """max_children bounds how many children of one session run at once: six children of a
     minute each, two at a time, take three minutes."""

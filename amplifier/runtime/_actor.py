@@ -397,7 +397,12 @@ class SessionActor:
                     await self._post_message({"role": "user", "content": prompt.text})
                     scrub = self._scrub()
                     meta.last_prompt = scrub(prompt.text) if scrub else prompt.text
-                    await self._write_metadata()
+                    if prompt.durable:
+                        await self._write_metadata()
+                    else:
+                        # A child's turn: its parent closes it once it answers, and the
+                        # close writes the metadata (one document per turn, not three).
+                        meta.updated = self._services.clock()
                     turn = Turn(self.context, prompt.text, number, on_text=prompt.on_text)
                     text = await self._services.handler.run_turn(turn)
                     answer = Reply(session_id=self.id, text=text, turn=number, cut_off=turn.cut_off)
