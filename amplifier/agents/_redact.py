@@ -71,8 +71,8 @@ class Redactor:
         fixed text: every string of every event then goes through the pattern)."""
         if set(chosen) <= set(COMMON_PATTERNS):
             self._needles = re.compile(
-                b"|".join(
-                    re.escape(needle.encode())
+                _alternation(
+                    needle.encode()
                     for pattern, needles in _COMMON
                     if pattern in chosen
                     for needle in needles
@@ -110,6 +110,27 @@ class Redactor:
             return True
         # lower() is exactly what the patterns' (?i) ignore in ASCII text.
         return self._needles.search(text.lower()) is not None
+
+
+def _alternation(words: Iterable[bytes]) -> bytes:
+    """A pattern matching any of ``words``, written as the tree of their beginnings:
+    the regex engine tries a few branches at each position, not one per word."""
+    tree: dict[bytes, Any] = {}
+    for word in words:
+        node = tree
+        for byte in word:
+            node = node.setdefault(bytes([byte]), {})
+        node[b""] = {}  # a word ends here
+
+    def pattern(node: dict[bytes, Any]) -> bytes:
+        branches = [re.escape(key) + pattern(rest) for key, rest in sorted(node.items()) if key]
+        if not branches:
+            return b""
+        if b"" in node:  # a word ends here: what longer ones add need not match
+            return b"(?:" + b"|".join(branches) + b")?"
+        return branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+
+    return pattern(tree)
 
 
 def _replace(match: re.Match[str]) -> str:
