@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 import traceback
 from collections.abc import Sequence
@@ -119,6 +120,32 @@ async def test_child_metadata_counts_its_answered_turn(home: Path, project: Path
     counts = (stored["turns"], stored["message_count"], stored["last_prompt"], stored["status"])
     assert counts == (1, len(spoken), "look around", "completed")
     assert stored["updated"] > stored["created"]
+
+
+async def test_finished_sessions_are_freed_without_the_cycle_collector(project: Path) -> None:
+    """A closed session and its sub-session free their memory at once, not at a later GC."""
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            return (await turn.delegate("explorer", "look around")).status
+        return "looked"
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        async with open_runtime(cwd=project, handler=FnHandler(work)) as rt:
+            for _ in range(2):
+                async with rt.open_session() as s:
+                    assert (await s.ask("go")).text == "completed"
+            del s
+            gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if type(o).__name__ == "SessionActor"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
 
 
 async def test_failing_child_returns_a_failed_result_and_the_parent_goes_on(

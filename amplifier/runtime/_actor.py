@@ -244,6 +244,9 @@ class SessionActor:
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                 await self._end(status, error, trace, keep_previous=keep_previous)
             self._services.bus.unregister(self.id)
+            # The context points back at this actor: dropped, the two are freed as
+            # soon as the last reference goes, not by a garbage collection later.
+            self._context = None
             self._ended = True
             if self._ended_event is not None:
                 self._ended_event.set()
