@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 import traceback
 from collections.abc import Sequence
@@ -121,6 +122,32 @@ async def test_child_metadata_counts_its_answered_turn(home: Path, project: Path
     assert stored["updated"] > stored["created"]
 
 
+async def test_finished_sessions_are_freed_without_the_cycle_collector(project: Path) -> None:
+    """A closed session and its sub-session free their memory at once, not at a later GC."""
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            return (await turn.delegate("explorer", "look around")).status
+        return "looked"
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        async with open_runtime(cwd=project, handler=FnHandler(work)) as rt:
+            for _ in range(2):
+                async with rt.open_session() as s:
+                    assert (await s.ask("go")).text == "completed"
+            del s
+            gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if type(o).__name__ == "SessionActor"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
+
+
 async def test_failing_child_returns_a_failed_result_and_the_parent_goes_on(
     home: Path, project: Path
 ) -> None:
@@ -209,6 +236,25 @@ async def test_child_exceeding_its_timeout_is_cancelled_and_reported(
     assert first(child, "prompt:complete")["data"]["status"] == "cancelled"
     assert child[-1]["event"] == "session:end"
     assert child[-1]["data"]["status"] == "cancelled"
+
+
+@pytest.mark.virtual_time
+async def test_timed_out_child_metadata_still_counts_its_turn(home: Path, project: Path) -> None:
+    """A sub-session cut off at its timeout lists its turn and prompt, ended as cancelled."""
+    children: list[str] = []
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            children.append((await turn.delegate("explorer", "hang", timeout=30)).session_id)
+            return "parent finished"
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with open_runtime(cwd=project, handler=FnHandler(work), durability="none") as rt:
+        async with rt.open_session() as s:
+            await s.ask("go")
+    stored = metadata(home, children[0])
+    assert (stored["turns"], stored["last_prompt"], stored["status"]) == (1, "hang", "cancelled")
 
 
 @pytest.mark.virtual_time

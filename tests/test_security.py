@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import amplifier
 from amplifier import ConfigError, CorruptSession
 from amplifier.agents import load_profile
+from amplifier.agents._redact import _COMMON, Redactor
 from amplifier.cli import app
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
@@ -158,6 +159,23 @@ async def test_keys_of_every_format_stay_out_of_event_data(home: Path, project: 
     assert events.count(b'"event":"tool:pre"') == len(values)
     for secret in [*KEYS, "abcdefghijklmnopqrstuvwxyz", "hunter2hunter2", "s3cr3tpass"]:
         assert json.dumps(secret)[1:-1].encode() not in events
+
+
+def test_a_configured_key_that_json_escapes_stays_out_of_event_data() -> None:
+    """A provider key holding a quote or a backslash is still found in events and text."""
+    key = 'k3y"with\\odd-chars'
+    redactor = Redactor(secrets=[key])
+    data = {"result": f"line one\nthe key is {key}", "tool": "read_file"}
+    assert redactor.screen(data)
+    assert key not in redactor(data["result"])
+    assert not redactor.screen({"result": "line one\nnothing to hide", "tool": "read_file"})
+
+
+def test_every_key_format_is_screened_in_its_json_form() -> None:
+    """The fixed text each key format holds reads the same inside JSON, so no key slips by."""
+    for _, needles in _COMMON:
+        for needle in needles:
+            assert json.dumps(needle)[1:-1] == needle, needle
 
 
 async def test_redaction_can_be_turned_off_or_extended(home: Path, project: Path) -> None:

@@ -149,6 +149,8 @@ class AgentTurnHandler:
         self._root = root.resolve()
         self._fixed = provider
         self._providers: dict[ProviderConfig, Provider] = {}
+        self._chosen: dict[tuple[str, str, str | None], tuple[AgentSpec, Profile, Provider]] = {}
+        """The provider of an agent, profile and model, as ``_provider`` found it last."""
         self._load_profile = profiles
         self._profiles: dict[str, Profile] = {profile.name: profile}
         delegate = DelegateTool(
@@ -348,6 +350,7 @@ class AgentTurnHandler:
     async def aclose(self) -> None:
         """Close every provider this handler opened."""
         providers, self._providers = list(self._providers.values()), {}
+        self._chosen = {}
         for provider in providers:
             await provider.aclose()
 
@@ -844,10 +847,17 @@ class AgentTurnHandler:
         (its ``model`` attribute, ``Session.set_attributes``), which wins over both."""
         if self._fixed is not None:
             return self._fixed
+        # Every turn asks: the configuration is made and looked up once per agent,
+        # profile and model (a profile read again is a new object, and is looked up).
+        key = (spec.name, profile.name, model)
+        chosen = self._chosen.get(key)
+        if chosen is not None and chosen[0] is spec and chosen[1] is profile:
+            return chosen[2]
         config = self._config(spec, profile, model)
         provider = self._providers.get(config)
         if provider is None:
             provider = self._providers[config] = make_provider(config)
+        self._chosen[key] = (spec, profile, provider)
         return provider
 
 

@@ -72,9 +72,10 @@ class OfflineProvider:
         if on_text is not None:
             # A few words a piece, as a model's stream comes: a piece a word cost each
             # turn dozens of calls through the loop and the session for nothing.
-            words = re.split(r"(?<=\s)", text)
+            words = text.split(" ")
             for start in range(0, len(words), _WORDS_PER_PIECE):
-                await on_text("".join(words[start : start + _WORDS_PER_PIECE]))
+                end = start + _WORDS_PER_PIECE
+                await on_text(" ".join(words[start:end]) + (" " if end < len(words) else ""))
         return _respond(AssistantMessage(content=text, **_me()), prompt)
 
     async def aclose(self) -> None:

@@ -64,13 +64,15 @@ class Redactor:
         parts = [re.escape(s) for s in literal] + chosen
         self._pattern = re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
         self._literal = tuple(s.encode() for s in literal)
+        self._escaped = tuple(orjson.dumps(s)[1:-1] for s in literal)
+        """The secrets as they stand inside a JSON string (JSON escapes character by character)."""
         self._needles: re.Pattern[bytes] | None = None
         """What ``screen`` looks for (None: a profile's own patterns, which may hold no
         fixed text: every string of every event then goes through the pattern)."""
         if set(chosen) <= set(COMMON_PATTERNS):
             self._needles = re.compile(
-                b"|".join(
-                    re.escape(needle.encode())
+                _alternation(
+                    needle.encode()
                     for pattern, needles in _COMMON
                     if pattern in chosen
                     for needle in needles
@@ -80,6 +82,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if self._pattern is None or not text:
             return text
+        if text.isascii() and not self._may_hold(text.encode(), self._literal):
+            return text  # the usual text: a few quick looks instead of the whole pattern
         return self._pattern.sub(_replace, text)
 
     def screen(self, data: Mapping[str, Any]) -> bool:
@@ -93,13 +97,40 @@ class Redactor:
             text = orjson.dumps(data)
         except (TypeError, orjson.JSONEncodeError):
             return True  # not JSON: what stores it says what is wrong
-        if not text.isascii() or b"\\" in text:
-            return True  # escaped or beyond ASCII: a string may not stand as it is
-        # Every string of ``data`` stands in ``text`` as it is, and lower() is exactly
-        # what the patterns' (?i) ignore: no key and no needle there, no match anywhere.
-        if any(secret in text for secret in self._literal):
+        # JSON escapes a string character by character, and no needle holds a
+        # character it escapes: a needle or secret in a string stands in ``text``.
+        return not text.isascii() or self._may_hold(text, self._escaped)
+
+    def _may_hold(self, text: bytes, secrets: tuple[bytes, ...]) -> bool:
+        """False only if no match can be in ASCII ``text``: it holds none of ``secrets``
+        and none of the fixed text every key pattern's matches hold."""
+        if self._needles is None:
             return True
+        if any(secret in text for secret in secrets):
+            return True
+        # lower() is exactly what the patterns' (?i) ignore in ASCII text.
         return self._needles.search(text.lower()) is not None
+
+
+def _alternation(words: Iterable[bytes]) -> bytes:
+    """A pattern matching any of ``words``, written as the tree of their beginnings:
+    the regex engine tries a few branches at each position, not one per word."""
+    tree: dict[bytes, Any] = {}
+    for word in words:
+        node = tree
+        for byte in word:
+            node = node.setdefault(bytes([byte]), {})
+        node[b""] = {}  # a word ends here
+
+    def pattern(node: dict[bytes, Any]) -> bytes:
+        branches = [re.escape(key) + pattern(rest) for key, rest in sorted(node.items()) if key]
+        if not branches:
+            return b""
+        if b"" in node:  # a word ends here: what longer ones add need not match
+            return b"(?:" + b"|".join(branches) + b")?"
+        return branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+
+    return pattern(tree)
 
 
 def _replace(match: re.Match[str]) -> str:

@@ -244,6 +244,9 @@ class SessionActor:
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                 await self._end(status, error, trace, keep_previous=keep_previous)
             self._services.bus.unregister(self.id)
+            # The context points back at this actor: dropped, the two are freed as
+            # soon as the last reference goes, not by a garbage collection later.
+            self._context = None
             self._ended = True
             if self._ended_event is not None:
                 self._ended_event.set()
@@ -397,7 +400,12 @@ class SessionActor:
                     await self._post_message({"role": "user", "content": prompt.text})
                     scrub = self._scrub()
                     meta.last_prompt = scrub(prompt.text) if scrub else prompt.text
-                    await self._write_metadata()
+                    if prompt.durable:
+                        await self._write_metadata()
+                    else:
+                        # A child's turn: its parent closes it once it answers, and the
+                        # close writes the metadata (one document per turn, not three).
+                        meta.updated = self._services.clock()
                     turn = Turn(self.context, prompt.text, number, on_text=prompt.on_text)
                     text = await self._services.handler.run_turn(turn)
                     answer = Reply(session_id=self.id, text=text, turn=number, cut_off=turn.cut_off)
