@@ -15,10 +15,10 @@ Rule 3: a claim changes only under a short ``flock`` on ``.lock`` (claim,
 Rule 4: a closed session is handed over: once its close is committed (its
         records durable), its runtime lists it in ``journal/<runtime>.handover``
         until its files are written and synced and its claim cleared, which
-        the write-behind does at once. Whoever looks for such a session, or
-        claims it, waits for its runtime to finish (``HANDOVER_WAIT`` at most)
-        rather than being told it is not there or in use: the holder is done
-        with it.
+        the write-behind's next round does (within ``WRITE_BEHIND_DELAY``).
+        Whoever looks for such a session, or claims it, waits for its runtime
+        to finish (``HANDOVER_WAIT`` at most) rather than being told it is not
+        there or in use: the holder is done with it.
 
 The standard library's ``fcntl.flock`` is the OS primitive itself; the
 lock packages of the ecosystem wrap the same call without a way to say who

@@ -172,10 +172,10 @@ class CloseSession(_Record):
 
     kind: ClassVar[str] = "close"
     hand_over: bool = False
-    """Hand the session over at once (a root's close): list it, and every session closed
-    and not yet released, for other processes to wait for (``_ownership`` Rule 4), and
-    write, sync and release them behind without delay; otherwise release it with the
-    write-behind's next round."""
+    """Hand the session over (a root's close): list it, and every session closed and not
+    yet released, for other processes to wait for (``_ownership`` Rule 4), before the
+    close is answered; otherwise it is released unlisted. Either way its files, their sync
+    and the release follow with the write-behind's next round."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
