@@ -834,7 +834,7 @@ def summarize(count: int, first: int, elapsed: float, timing: Timing, done: list
         f"normal run: journal after {timing.startup * 1000:.0f} ms, then "
         f"{timing.work * 1000:.0f} ms of work (median of the last {TIMING_WINDOW} of "
         f"{timing.samples} let finish); "
-        f"{totals['stray files']} stray files (temporary, or in .staging).\n"
+        f"{totals['stray files']} stray files (temporary, in .staging, or handover lists).\n"
         f"Trials failed: {sum(bool(t.problems) for t in done)}"
         + "".join(f"\n  {n:4d} {kind}" for kind, n in failures.most_common())
     )
