@@ -73,9 +73,9 @@ class OfflineProvider:
             # A few words a piece, as a model's stream comes: a piece a word cost each
             # turn dozens of calls through the loop and the session for nothing.
             words = text.split(" ")
-            for start in range(0, len(words), _WORDS_PER_PIECE):
-                end = start + _WORDS_PER_PIECE
-                await on_text(" ".join(words[start:end]) + (" " if end < len(words) else ""))
+            for first in range(0, len(words), _WORDS_PER_PIECE):
+                end = first + _WORDS_PER_PIECE
+                await on_text(" ".join(words[first:end]) + (" " if end < len(words) else ""))
         return _respond(AssistantMessage(content=text, **_me()), prompt)
 
     async def aclose(self) -> None:
