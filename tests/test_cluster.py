@@ -223,6 +223,22 @@ async def test_cluster_new_roots_go_to_the_least_loaded_host(
         assert [host.roots for host in rt.hosts] == [1, 1]
 
 
+async def test_cluster_streamed_text_reaches_a_slow_reader_whole(
+    ray_cluster: str, home: Path, project: Path
+) -> None:
+    """A caller slow to take each streamed piece still gets the whole answer, in order."""
+    streamed: list[str] = []
+
+    async def show(piece: str) -> None:
+        await anyio.sleep(0.02)  # the host's answer comes back before the pieces are taken
+        streamed.append(piece)
+
+    async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=1) as rt:
+        async with rt.open_session() as session:
+            reply = await session.ask(DELEGATING, on_text=show)
+    assert "".join(streamed) == reply.text
+
+
 async def test_cluster_subscribers_see_events_and_streamed_text(
     ray_cluster: str, home: Path, project: Path
 ) -> None:

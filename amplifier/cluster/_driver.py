@@ -119,6 +119,9 @@ class ClusterSession(Session):
         self._state = SessionState.RUNNING
         try:
             outcome, count, meta = await unwrapped(link.actor.ask.remote(self.id, prompt, ticket))
+            # What the host sent before its answer (its events, the turn's streamed
+            # text) is delivered first, while the ticket still names ``on_text``.
+            await link.caught_up(count)
         except RayActorError as exc:
             # Dead for everyone from now on, not only once its pump notices: a resume
             # that follows this failure waits for the host's fence (``_pool`` Rule 2).
@@ -127,7 +130,6 @@ class ClusterSession(Session):
         finally:
             pool.unstream(ticket)
             self._state = SessionState.IDLE
-        await link.caught_up(count)
         self._meta = meta
         return _reply(self.id, outcome)
 
