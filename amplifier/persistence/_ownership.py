@@ -282,8 +282,8 @@ class Handovers:
     runtime that dies takes its meaning with it (its journal is replayed,
     its claims are free), and a line that could not be written costs
     another process a refusal, never a session. Thread-safe: the actor
-    notes closes on the event loop, lists them from a commit's worker
-    thread and settles them from the write-behind's.
+    notes closes on the event loop, lists them there or from the worker
+    thread that syncs the journal, and settles them from the write-behind's.
     """
 
     def __init__(self, home: Path, runtime: str) -> None:
@@ -306,7 +306,10 @@ class Handovers:
         return session_id in self._closed
 
     def list_closed(self) -> None:
-        """List every closed session not yet released (before a root's close is answered)."""
+        """List every closed session not yet released (before a root's close is answered).
+
+        One short write into a file held open, never synced: cheap enough for the event loop.
+        """
         with self._lock:
             new = [sid for sid in self._closed if sid not in self._listed]
             if not new:
