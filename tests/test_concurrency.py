@@ -639,7 +639,7 @@ def test_index_after_a_killed_run_lists_exactly_the_sessions_on_disk(
     before = set(session_dirs(home))
 
     # Long enough that four folders built behind are well before its end.
-    work = "\n".join([NESTED] * 40)
+    work = "\n".join([NESTED] * 400)
     crashed = spawn("run", "--json", work, home=home, cwd=project)
     deadline = time.monotonic() + TIMEOUT
     while not journals(home) or len(set(session_dirs(home)) - before) < 4:

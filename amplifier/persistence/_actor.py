@@ -115,8 +115,9 @@ WRITE_BEHIND_DELAY = 0.05
 """Seconds (at most) between a record's acknowledgement and its line in the session file;
 also how soon another process sees a new session, or a closed one released."""
 GATHER_DELAY = 0.005
-"""Seconds (at most) a group nobody waits for is held for more (durability fsync): a session
-that posts and goes on costs one fdatasync with its next answer, not one per group."""
+"""Seconds (at most) a group nobody waits for is held for more: a session that posts and
+goes on costs one commit with its next answer (one fdatasync under fsync, one write under
+flush), not one per group."""
 
 CommitListener = Callable[[Sequence[dict[str, Any]]], None]
 """Called on the event loop after each commit with the committed event records, in seq order.
@@ -324,17 +325,19 @@ class PersistenceActor:
 
     async def _serve(self) -> None:
         while requests := await receive_group(self._receive):
-            if self.durability == "fsync" and not self.acks.demand.is_set():
+            if not self.acks.demand.is_set():
                 await self._gather(requests)
             await self._commit(requests)
 
     async def _gather(self, requests: list[Request]) -> None:
         """Hold a group nobody waits for, adding what comes, until somebody waits.
 
-        Every fdatasync of the journal answers one group; records that only
-        ride (a turn's events before its answer, a child's before its end)
-        need none of their own. At most ``GATHER_DELAY``: what nobody waits
-        for is still durable promptly, and subscribers see it.
+        Every commit answers one group (under fsync, one fdatasync of the
+        journal); records that only ride (a turn's events before its answer,
+        a child's before its end) need none of their own: an agent task
+        with a sub-agent is two commits (its answer, its close), in every
+        durability. At most ``GATHER_DELAY``: what nobody waits for is still
+        durable promptly, and subscribers see it.
         """
         with anyio.move_on_after(GATHER_DELAY):
             await self.acks.demand.wait()
