@@ -443,6 +443,37 @@ async def test_subscriber_sees_events_as_they_are_persisted(project: Path) -> No
     assert [e for e in got if e != "session:start"] == ["prompt:submit", "prompt:complete"]
 
 
+@pytest.mark.parametrize("durability", ["fsync", "flush", "none"])
+async def test_an_event_posted_mid_turn_reaches_subscribers_while_the_turn_runs(
+    project: Path, durability: str
+) -> None:
+    """What a turn sends without waiting (``post``) is committed within a few
+    milliseconds, not held back until the turn answers: a subscriber sees it while
+    the turn still runs, in every durability (the turn goes on only once it has)."""
+    seen = anyio.Event()
+
+    async def waits_for_its_audience(turn: Turn) -> str:
+        await turn.post("progress", {"step": 1})
+        with anyio.fail_after(5):
+            await seen.wait()
+        return "done"
+
+    handler = FnHandler(waits_for_its_audience)
+    async with open_runtime(cwd=project, handler=handler, durability=durability) as rt:
+        async with rt.open_session() as session, session.subscribe() as stream:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(session.ask, "go")
+                with anyio.fail_after(5):
+                    async for event in stream:
+                        if event.event == "progress":
+                            seen.set()
+                            break
+    assert [e["event"] for e in events(rt.home, session.id)][-2:] == [
+        "prompt:complete",
+        "session:end",
+    ]
+
+
 async def test_slow_subscriber_is_cut_off_not_waited_for(project: Path) -> None:
     """A subscriber that never reads does not hold sessions back; it learns it fell behind."""
     from amplifier import SubscriberTooSlow
