@@ -286,8 +286,8 @@ class Materialiser:
             for segment in backlog.segments
             if isinstance(segment.barrier, Create)
         )
-        documents: dict[str, bytes] = {}
-        messages: dict[str, list[bytes]] = {}
+        # What lands is noted for the index as it lands, after what earlier calls left.
+        documents, messages = self._unindexed, self._unsearched
         try:
             while backlog.segments:
                 segment = backlog.segments[0]
@@ -304,9 +304,6 @@ class Materialiser:
         finally:
             if not keep_open:
                 self._files.close_all()
-            self._unindexed.update(documents)
-            for path, lines in messages.items():
-                self._unsearched.setdefault(path, []).extend(lines)
             if not index_later:
                 self._index_written()
         return released
