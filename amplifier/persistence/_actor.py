@@ -97,6 +97,7 @@ from ._requests import (
     WriteMetadata,
 )
 from ._upkeep import IndexUpkeep
+from ._writer import FilesWriter
 
 
 class Clock(Protocol):
@@ -246,6 +247,7 @@ class PersistenceActor:
         """Closed sessions not yet released, listed for other processes at a root's close."""
         self._upkeep = IndexUpkeep(home)
         self._materialiser = Materialiser(home, self._upkeep, track_dirty=durability == "fsync")
+        self._files = FilesWriter(self._materialiser, durability)
         self._backlog = Backlog()
         """Acknowledged, not yet in the session files (durability fsync or none)."""
         self._backlog_since = math.inf
@@ -299,6 +301,7 @@ class PersistenceActor:
         self._journal = journal
         self._owner = Owner.current(journal.name)
         self._handovers = Handovers(self.home, journal.name)
+        self._files.writing_as(journal.fileno())
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until every sender is closed, then make everything durable.
@@ -355,9 +358,10 @@ class PersistenceActor:
         left = None
         journal = self._journal
         try:
-            self._releasing += self._materialiser.apply(self._backlog)
+            self._releasing += self._files.apply(self._backlog)
             if journal is not None and self.durability == "fsync":
-                self._materialiser.sync()
+                self._files.sync()
+            self._files.close()  # before the journal goes: the writer holds its lock
             self._releasing += [held.location for held in self._held.values() if held.built]
             self._claimed.clear()
             self._release_closed()
@@ -376,6 +380,7 @@ class PersistenceActor:
                 journal.abandon()
                 self._journal = None
         finally:
+            self._files.close()
             self._held.clear()
             self._claimed.clear()
             self._upkeep.close()
@@ -743,7 +748,7 @@ class PersistenceActor:
         self._catch_up()
         if self._journal is not None and self.durability == "fsync":
             # Nothing of a deleted session may come back from this journal.
-            self._materialiser.sync()
+            self._files.sync()
             self._journal.mark_checkpoint(self._backlog.through)
         # A dead runtime's journal could otherwise bring a deleted session back.
         self.recovered.add(recover_dead_journals(self.home, own=self._own_name()))
@@ -803,7 +808,7 @@ class PersistenceActor:
         try:
             # Under flush, the files stay open for the next batch (``_write_round`` closes them).
             keep = self.durability == "flush"
-            self._releasing += self._materialiser.apply(chunk, keep_open=keep)
+            self._releasing += self._files.apply(chunk, keep_open=keep)
         except OSError:
             self._backlog.put_back(chunk)
             raise
@@ -877,7 +882,7 @@ class PersistenceActor:
         if journal is None or self.durability != "fsync":
             return
         if self._releasing or checkpoint:
-            self._materialiser.sync()
+            self._files.sync()
             journal.mark_checkpoint(through)
             self._release_closed()
 

@@ -176,6 +176,10 @@ class Journal:
         """The last seq of the last batch written."""
         self._allocated = allocated
 
+    def fileno(self) -> int:
+        """The descriptor holding the lock (a writer process inherits it: ``_writer``)."""
+        return self._fd
+
     @classmethod
     def create(cls, home: Path, *, preallocate: bool = True) -> Journal:
         """Create and lock a fresh journal under ``$HOME/journal`` (zero-filled if ``preallocate``).

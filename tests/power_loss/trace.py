@@ -49,7 +49,7 @@ PAGE = 4096
 TRACED = (
     "openat,open,creat,write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,syncfs,sync,"
     "rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,rmdir,ftruncate,truncate,"
-    "close,dup,dup2,dup3,fcntl,lseek,link,linkat,symlink,symlinkat,fallocate"
+    "close,dup,dup2,dup3,fcntl,lseek,link,linkat,symlink,symlinkat,fallocate,execve"
 )
 
 O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o1, 0o2, 0o100, 0o200, 0o1000, 0o2000
@@ -211,7 +211,13 @@ class _Parser:
     def __init__(self, base: Path, acks: Path, initial: dict[int, Node], paths: dict[int, str]):
         self.fs = _Volatile(base, initial, paths)
         self.acks_path = str(acks)
-        self.fds: dict[int, _Fd] = {}
+        self.tables: dict[bytes, dict[int, _Fd]] = {}
+        """The descriptors of each process that started a program of its own (by thread id):
+        the Runtime's writer has its own numbers. Every other thread is the workload's."""
+        self.workload: dict[int, _Fd] = {}
+        self.fds = self.workload
+        self.tid = b""
+        self.first_tid: bytes | None = None
         self.ops: list[Op] = []
         self.acks: list[Ack] = []
         self.pending: dict[bytes, tuple[bytes, bytes, int, bytes | None]] = {}
@@ -227,6 +233,10 @@ class _Parser:
         if match is None:
             return
         tid, resumed, name, rest = match.groups()
+        self.tid = tid
+        if self.first_tid is None:
+            self.first_tid = tid
+        self.fds = self.tables.get(tid, self.workload)
         if resumed is not None:
             started = self.pending.pop(tid, None)
             if started is None:
@@ -256,6 +266,10 @@ class _Parser:
         handler = getattr(self, f"_{name}", None)
         if handler is not None:
             handler(args, value, covers)
+
+    def _execve(self, args: list[bytes], value: int, covers: int) -> None:
+        if self.tid != self.first_tid:  # a process of the workload's, starting its program
+            self.tables[self.tid] = self.fds = {}
 
     def _open(self, args: list[bytes], value: int, covers: int) -> None:
         self._openat([b"-100<>", *args], value, covers)

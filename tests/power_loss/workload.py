@@ -13,7 +13,10 @@ which the test makes first. Through the public API, with durability
    session (named and tagged) that delegates, lists the sessions (the index
    refreshes), and closes both;
 3. ``beta`` (a second project): a session of one turn;
-4. ``alpha``: renames and tags the first session (metadata through the journal).
+4. ``beta``: a session whose files the Runtime's writer process writes: the
+   Runtime starts it at once, and the session's turn waits until it has
+   written (so its system calls are in the trace, in a process of their own);
+5. ``alpha``: renames and tags the first session (metadata through the journal).
 
 After every call that acknowledges something it appends one JSON line to
 ACKS, with ``os.write`` (one system call, so the trace shows where in the
@@ -41,6 +44,7 @@ test writes only ``HOME`` into each state's folder today).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -51,6 +55,7 @@ import anyio
 import orjson
 
 import amplifier
+from amplifier.persistence import _writer
 
 WORDS = ("quokka", "narwhal", "axolotl", "pangolin", "okapi", "tapir", "dugong")
 """One unusual word per prompt: each must be found by search exactly where it is stored."""
@@ -122,6 +127,35 @@ async def second_project(work: Workload) -> None:
         work.ack("close", session=session.id)
 
 
+def _writer_has_written() -> bool:
+    """A writer process of this one holds the session index open: it has written a round."""
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if any(
+                    os.readlink(fd).endswith("index.sqlite3")
+                    for fd in Path(f"/proc/{child}/fd").iterdir()
+                ):
+                    return True
+    return False
+
+
+async def through_the_writer(work: Workload) -> None:
+    """A Runtime whose session files its writer process writes (``persistence/_writer.py``):
+    it starts one after a few rounds of writing behind; here from the first, and the turn
+    that is recorded waits until the writer has written."""
+    _writer.START_AFTER = 1
+    async with work.runtime(work.beta) as rt:
+        session = await rt.open_session(name="written behind")
+        with anyio.fail_after(60):
+            while not _writer_has_written():
+                await rt.tag(session.id, add=["waiting"])  # a record: a round to write
+                await anyio.sleep(0.05)
+        await work.ask(session, "/delegate explorer: look again")
+        await session.close()
+        work.ack("close", session=session.id)
+
+
 async def relabel(work: Workload) -> None:
     async with work.runtime(work.alpha) as rt:
         meta = await rt.rename(work.first, f"the {WORDS[6]} session")
@@ -133,6 +167,7 @@ STEPS: tuple[Callable[[Workload], Awaitable[None]], ...] = (
     first_session,
     resume_and_second_session,
     second_project,
+    through_the_writer,
     relabel,
 )
 

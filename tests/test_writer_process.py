@@ -1,0 +1,201 @@
+"""The write-behind's own process: it writes while the Runtime works, dies with it, and a
+writer that dies alone costs nothing acknowledged.
+
+A Runtime that keeps writing starts a writer process for its session files
+(``amplifier/persistence/_writer.py``); these tests find it as a child process of the
+test (Linux's ``/proc``) and judge it by what a user sees: sessions listed, shown and
+resumed, warnings, and processes left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import anyio
+import pytest
+
+import amplifier
+from amplifier import StoreWarning
+from amplifier.persistence import _writer
+
+from .helpers import session_dirs
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="finds the writer through Linux's /proc"
+)
+
+INDEX = "index.sqlite3"
+
+
+def writer_pids(pid: int) -> list[int]:
+    """The writer processes among the children of process ``pid``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"amplifier.persistence._writer" in command:
+                found.append(int(child))
+    return found
+
+
+def has_written(pid: int) -> bool:
+    """The process holds the session index open: it has written a round of session files."""
+    try:
+        return any(os.readlink(fd).endswith(INDEX) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def task(rt: amplifier.Runtime) -> str:
+    async with rt.open_session() as session:
+        await session.ask("/delegate explorer: go")
+        return session.id
+
+
+async def until_the_writer_writes(rt: amplifier.Runtime, done: list[str]) -> int:
+    """Run agent tasks until the writer process has written a round; its pid."""
+    with anyio.fail_after(30):
+        while True:
+            done.append(await task(rt))
+            pids = writer_pids(os.getpid())
+            if pids and has_written(pids[0]):
+                return pids[0]
+
+
+async def all_there(home: Path, project: Path, done: list[str], *, replayed: bool = False) -> None:
+    """Every task's session and its child are listed with their turn and their transcript
+    (``replayed``: once the next Runtime has written them from a journal, saying so)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if replayed:
+            stack.enter_context(pytest.warns(amplifier.RecoveryWarning, match="restored"))
+        reader = await stack.enter_async_context(amplifier.open_runtime(home=home, cwd=project))
+        listed = {s.session_id: s for s in await reader.sessions()}
+        for session_id in done:
+            summary = listed[session_id]
+            assert summary.metadata is not None
+            assert summary.metadata.turns == 1, session_id
+            transcript = await reader.transcript(session_id)
+            assert [r.role for r in transcript][-1] == "assistant", session_id
+        assert len(listed) == 2 * len(done)
+
+
+@pytest.fixture
+def starts_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer from the first round (a Runtime starts one after a few)."""
+    monkeypatch.setattr(_writer, "START_AFTER", 1)
+
+
+@pytest.mark.parametrize("durability", ["fsync", "none"])
+async def test_the_writer_writes_what_a_runtime_stores_and_goes_with_it(
+    tmp_path: Path, project: Path, durability: str, starts_at_once: None
+) -> None:
+    """Sessions written by the writer list and resume like any; the terminal's signals do not
+    stop it (the Runtime does), and no process is left once the Runtime closes."""
+    home = tmp_path / "home"
+    done: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        async with amplifier.open_runtime(home=home, cwd=project, durability=durability) as rt:
+            writer = await until_the_writer_writes(rt, done)
+            for sent in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                os.kill(writer, sent)  # Ctrl-C, a hang-up: the whole process group gets them
+            for _ in range(20):
+                done.append(await task(rt))
+            assert alive(writer)
+            # Another Runtime sees them while this one runs: written behind, by the writer.
+            with anyio.fail_after(10):
+                while len(session_dirs(home)) < 2 * len(done):  # noqa: ASYNC110 - another process
+                    await anyio.sleep(0.02)
+        assert not alive(writer)
+        assert writer_pids(os.getpid()) == []
+    await all_there(home, project, done)
+
+
+async def test_a_writer_that_dies_alone_loses_nothing_acknowledged(
+    tmp_path: Path, project: Path, starts_at_once: None
+) -> None:
+    """SIGKILL the writer: the Runtime says the files lag, every task still answers, and the
+    next Runtime writes everything from the journal."""
+    home = tmp_path / "home"
+    done: list[str] = []
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always", StoreWarning)
+        async with amplifier.open_runtime(home=home, cwd=project, durability="fsync") as rt:
+            writer = await until_the_writer_writes(rt, done)
+            os.kill(writer, signal.SIGKILL)
+            for _ in range(20):
+                done.append(await task(rt))
+    messages = [str(w.message) for w in told if issubclass(w.category, StoreWarning)]
+    assert any("writing the session files died" in m for m in messages), messages
+    assert any("next runtime" in m for m in messages), messages
+    assert writer_pids(os.getpid()) == []
+    await all_there(home, project, done, replayed=True)
+
+
+SCRIPT = """
+import os, sys, anyio, amplifier
+from amplifier.persistence import _writer
+_writer.START_AFTER = 1
+
+async def main():
+    async with amplifier.open_runtime(home=sys.argv[1], cwd=sys.argv[2], durability="fsync") as rt:
+        while True:
+            async with rt.open_session() as session:
+                await session.ask("/delegate explorer: go")
+            print(session.id, flush=True)
+
+anyio.run(main)
+"""
+
+
+def test_the_writer_exits_when_its_runtime_is_killed(tmp_path: Path, project: Path) -> None:
+    """SIGKILL the Runtime's process mid-work: its writer goes too, and what it acknowledged is
+    all there for the next Runtime."""
+    home = tmp_path / "home"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(home), str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    done: list[str] = []
+    deadline = time.monotonic() + 30
+    writer = None
+    while writer is None or not has_written(writer) or len(done) < 50:
+        assert time.monotonic() < deadline, "the writer never wrote"
+        done.append(process.stdout.readline().strip())
+        pids = writer_pids(process.pid)
+        writer = pids[0] if pids else writer
+    process.kill()
+    process.wait()
+    process.stdout.close()
+    deadline = time.monotonic() + 10
+    while alive(writer):
+        assert time.monotonic() < deadline, "the writer outlived its Runtime"
+        time.sleep(0.02)
+
+    anyio.run(functools.partial(all_there, home, project, done, replayed=True))
