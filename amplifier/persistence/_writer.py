@@ -23,177 +23,20 @@ Rule 4: a writer that dies leaves its request's files in an unknown state:
 
 from __future__ import annotations
 
-import io
-import os
-import pickle
-import select
-import struct
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ._files import write_all
 from ._materialise import Backlog, Materialiser
 from ._paths import SessionLocation
-from ._upkeep import IndexUpkeep
+
+if TYPE_CHECKING:
+    from ._writer_process import WriterProcess
 
 START_AFTER = 3
 """Rounds of writing behind a Runtime does in its own thread before it starts a writer."""
 
-_HEADER = struct.Struct("<Q")
-_READY = b"ready"
-
-# The writer imports the persistence modules it needs without ``amplifier``'s
-# package initialisers (the runtime, the agents): bare packages stand in for them.
-_BOOT = """\
-import signal, sys, types
-for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
-    signal.signal(s, signal.SIG_IGN)
-root, home, durability = sys.argv[1:4]
-for name, path in (("amplifier", root), ("amplifier.persistence", root + "/persistence")):
-    module = types.ModuleType(name)
-    module.__path__ = [path]
-    sys.modules[name] = module
-from amplifier.persistence._writer import serve
-serve(home, durability)
-"""
-
 
 class WriterGone(OSError):
     """The writer process died, or its pipe broke, while it held a request."""
-
-
-def _send(fd: int, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    write_all(fd, _HEADER.pack(len(data)) + data)
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    chunks = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-class _Unpickler(pickle.Unpickler):
-    """Finds a class that names itself by its public package (``amplifier.SessionLocation``)
-    in the persistence module that defines it: a writer has no ``amplifier`` package proper."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except AttributeError:
-            for loaded in list(sys.modules.values()):
-                if loaded is not None and loaded.__name__.startswith("amplifier.persistence."):
-                    found = getattr(loaded, name, None)
-                    if isinstance(found, type) and found.__qualname__ == name:
-                        return found
-            raise
-
-
-def _receive(fd: int) -> Any:
-    """The next message on ``fd``; None at end of file."""
-    header = _read_exactly(fd, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    data = _read_exactly(fd, size)
-    if data is None:
-        return None
-    return _Unpickler(io.BytesIO(data)).load()
-
-
-def serve(home: str, durability: str) -> None:
-    """The writer's side: answer requests on stdin until it closes."""
-    upkeep = IndexUpkeep(Path(home))
-    materialiser = Materialiser(Path(home), upkeep, track_dirty=durability == "fsync")
-    _send(1, _READY)
-    while (request := _receive(0)) is not None:
-        operation, backlog = request
-        released: list[SessionLocation] = []
-        try:
-            if operation == "apply":
-                released = materialiser.apply(backlog)
-            else:
-                materialiser.sync()
-        except Exception as exc:  # the parent raises it, as the thread would have
-            _send(1, (released, exc, backlog))
-        else:
-            _send(1, (released, None, None))
-    upkeep.close()
-
-
-class WriterProcess:
-    """The parent's side: a writer started, then used once it has said it is ready."""
-
-    def __init__(self, home: Path, durability: str, lock_fd: int) -> None:
-        root = Path(__file__).resolve().parent.parent
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(root), str(home), durability],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(lock_fd,),
-        )
-        assert self._process.stdin is not None
-        assert self._process.stdout is not None
-        self._to = self._process.stdin.fileno()
-        self._from = self._process.stdout.fileno()
-        self.pid = self._process.pid
-        self.ready = False
-        self.gone = False
-        """It died, or stopped answering (it never starts again)."""
-
-    def poll_ready(self) -> bool:
-        """True once the writer has said it is ready (never blocks)."""
-        if not self.ready and not self.gone:
-            readable, _, _ = select.select([self._from], [], [], 0)
-            if readable:
-                if _receive(self._from) == _READY:
-                    self.ready = True
-                else:
-                    self.gone = True
-        return self.ready
-
-    def apply(self, backlog: Backlog) -> list[SessionLocation]:
-        """``Materialiser.apply`` in the writer; on failure ``backlog`` holds the rest."""
-        return self._call("apply", backlog)
-
-    def sync(self) -> None:
-        self._call("sync", None)
-
-    def _call(self, operation: str, backlog: Backlog | None) -> list[SessionLocation]:
-        cause: OSError | None = None
-        try:
-            _send(self._to, (operation, backlog))
-            reply = _receive(self._from)
-        except OSError as exc:
-            reply, cause = None, exc
-        if reply is None:
-            self.gone = True
-            raise WriterGone("the process writing the session files died") from cause
-        released: list[SessionLocation]
-        released, failure, rest = reply
-        if failure is not None:
-            if backlog is not None and rest is not None:
-                backlog.segments, backlog.size = rest.segments, rest.size
-            raise failure
-        return released
-
-    def close(self) -> None:
-        """Stop the writer (at once unless it is ready and idle) and wait for it."""
-        process = self._process
-        if not self.ready or self.gone:
-            process.kill()
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                stream.close()  # a ready writer exits at the end of its input
-        process.wait()
 
 
 class FilesWriter:
@@ -212,11 +55,6 @@ class FilesWriter:
         self._lock_fd: int | None = None
         self._lost: WriterGone | None = None
         """The writer died holding a request: its files are in an unknown state (Rule 4)."""
-
-    @property
-    def writer_pid(self) -> int | None:
-        """The writer process, once started (None while rounds are written in the thread)."""
-        return self._process.pid if self._process is not None else None
 
     def writing_as(self, lock_fd: int) -> None:
         """The Runtime's journal is open at ``lock_fd``: a writer may start (Rule 2)."""
@@ -258,6 +96,8 @@ class FilesWriter:
             self._rounds += 1
             if self._rounds < START_AFTER:
                 return None
+            from ._writer_process import WriterProcess  # only when one starts: see there
+
             try:
                 process = self._process = WriterProcess(
                     self.local.home, self._durability, self._lock_fd
