@@ -54,6 +54,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._documents import format_ts
 from ._exceptions import (
     CorruptSession,
     PersistenceError,
@@ -77,7 +78,7 @@ from ._paths import (
     refuse_links_out,
 )
 from ._reader import read_metadata
-from ._records import SCHEMA_VERSION, Durability, format_ts
+from ._records import SCHEMA_VERSION, Durability
 from ._recovery import RecoveryReport, recover_dead_journals, recover_journal
 from ._requests import (
     CONTROLS,

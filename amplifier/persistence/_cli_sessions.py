@@ -20,10 +20,11 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from ._documents import cli_parent, is_cli_document
 from ._exceptions import CorruptSession
 from ._files import read_file
 from ._paths import SessionLocation, project_slugs
-from ._records import SessionMetadata, cli_parent, is_cli_document
+from ._records import SessionMetadata
 
 
 def json_object(data: bytes) -> dict[str, Any] | None:

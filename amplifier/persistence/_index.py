@@ -50,9 +50,9 @@ import orjson
 
 from amplifier._exports import describe
 
+from ._documents import cli_created, cli_parent, format_ts, is_cli_document, lineage_parent
 from ._files import read_file
 from ._paths import SessionLocation, sessions_root, validate_session_id
-from ._records import cli_created, cli_parent, format_ts, is_cli_document, lineage_parent
 from ._search import create_search_schema, forget_search, rebuild_search
 
 INDEX = "index.sqlite3"

@@ -26,6 +26,7 @@ import orjson
 from pydantic import ValidationError
 
 from ._cli_sessions import cli_backup, from_cli, json_object, note_cli_turns
+from ._documents import is_cli_document
 from ._exceptions import (
     CorruptSession,
     RecoveryWarning,
@@ -36,12 +37,7 @@ from ._paths import (
     SessionLocation,
     refuse_links_out,
 )
-from ._records import (
-    EventRecord,
-    SessionMetadata,
-    TranscriptRecord,
-    is_cli_document,
-)
+from ._records import EventRecord, SessionMetadata, TranscriptRecord
 
 _R = TypeVar("_R", EventRecord, TranscriptRecord)
 

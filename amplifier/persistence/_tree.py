@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 
 from ._cli_sessions import json_object
+from ._documents import lineage_parent
 from ._exceptions import (
     CorruptSession,
     SessionNotFound,
@@ -27,7 +28,6 @@ from ._paths import (
     project_slugs,
 )
 from ._reader import read_metadata
-from ._records import lineage_parent
 
 
 def session_tree(location: SessionLocation) -> list[SessionLocation]:

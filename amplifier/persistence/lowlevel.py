@@ -7,12 +7,13 @@ and ``amplifier`` what programs use. These names may change more freely.
 from amplifier._exports import name_as_public as _name_as_public
 
 from ._actor import CommitListener, OpenedSession, Stamp, receive_group
+from ._documents import format_ts
 from ._exceptions import StoreClosed
 from ._file_history import FILE_HISTORY, content_digest
 from ._ownership import Owner, holder
 from ._paths import MAX_ID_LENGTH, default_home
 from ._reader import TranscriptTail, load_transcript_tail
-from ._records import SCHEMA_VERSION, format_ts
+from ._records import SCHEMA_VERSION
 from ._recovery import recover_dead_journals
 from ._requests import (
     Acks,
