@@ -10,6 +10,7 @@ own child, reading only from the pipe its parent made.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import select
@@ -30,11 +31,13 @@ _READY = b"ready"
 
 # The writer imports the persistence modules it needs without ``amplifier``'s
 # package initialisers (the runtime, the agents): bare packages stand in for them.
+# It looks for modules where the Runtime's process does (a program may have added paths).
 _BOOT = """\
-import signal, sys, types
+import json, signal, sys, types
 for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
     signal.signal(s, signal.SIG_IGN)
-root, home, durability = sys.argv[1:4]
+root, home, durability, path = sys.argv[1:5]
+sys.path[:] = json.loads(path)
 for name, path in (("amplifier", root), ("amplifier.persistence", root + "/persistence")):
     module = types.ModuleType(name)
     module.__path__ = [path]
@@ -114,7 +117,7 @@ class WriterProcess:
     def __init__(self, home: Path, durability: str, lock_fd: int) -> None:
         root = Path(__file__).resolve().parent.parent
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(root), str(home), durability],
+            [sys.executable, "-c", _BOOT, str(root), str(home), durability, json.dumps(sys.path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
