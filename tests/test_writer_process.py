@@ -170,6 +170,33 @@ async def test_a_writer_that_dies_alone_loses_nothing_acknowledged(
     await all_there(home, project, done, left="a journal")
 
 
+async def tasks_until_one_fails(rt: amplifier.Runtime) -> None:
+    """Tasks until one raises (those already written behind, before the death, answer)."""
+    with anyio.fail_after(10):
+        while True:
+            await task(rt)
+            await anyio.sleep(0.01)
+
+
+async def test_without_a_journal_a_dead_writer_fails_the_next_turn_saying_so(
+    tmp_path: Path, project: Path, starts_at_once: None
+) -> None:
+    """Durability none keeps no journal to write from: once the writer is gone, a turn that
+    would be stored fails with one clear error, and closing says what was lost."""
+    home = tmp_path / "home"
+    done: list[str] = []
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always", StoreWarning)
+        async with amplifier.open_runtime(home=home, cwd=project, durability="none") as rt:
+            writer = await until_the_writer_writes(rt, done)
+            os.kill(writer, signal.SIGKILL)
+            with pytest.raises(amplifier.TurnFailed, match="writing the session files died"):
+                await tasks_until_one_fails(rt)
+    messages = [str(w.message) for w in told if issubclass(w.category, StoreWarning)]
+    assert any("no journal" in m and "is lost" in m for m in messages), messages
+    assert writer_pids(os.getpid()) == []
+
+
 SCRIPT = """
 import os, sys, anyio, amplifier
 from amplifier.persistence import _writer
