@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -84,6 +85,21 @@ async def until_the_writer_writes(rt: amplifier.Runtime, done: list[str]) -> int
             pids = writer_pids(os.getpid())
             if pids and has_written(pids[0]):
                 return pids[0]
+
+
+async def kill_the_writer(rt: amplifier.Runtime, done: list[str]) -> None:
+    """SIGKILL the writer once it has written a round (tasks run meanwhile go to ``done``)."""
+    os.kill(await until_the_writer_writes(rt, done), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def store_warnings() -> Iterator[list[str]]:
+    """The messages of the ``StoreWarning``s given inside, every one, once it is left."""
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreWarning)
+        yield messages
+    messages += [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
 
 
 async def all_there(
@@ -156,14 +172,11 @@ async def test_a_writer_that_dies_alone_loses_nothing_acknowledged(
     next Runtime writes everything from the journal."""
     home = tmp_path / "home"
     done: list[str] = []
-    with warnings.catch_warnings(record=True) as told:
-        warnings.simplefilter("always", StoreWarning)
+    with store_warnings() as messages:
         async with amplifier.open_runtime(home=home, cwd=project, durability="fsync") as rt:
-            writer = await until_the_writer_writes(rt, done)
-            os.kill(writer, signal.SIGKILL)
+            await kill_the_writer(rt, done)
             for _ in range(20):
                 done.append(await task(rt))
-    messages = [str(w.message) for w in told if issubclass(w.category, StoreWarning)]
     assert any("writing the session files died" in m for m in messages), messages
     assert any("next runtime" in m for m in messages), messages
     assert writer_pids(os.getpid()) == []
@@ -183,16 +196,13 @@ async def test_without_a_journal_a_dead_writer_fails_the_next_turn_saying_so(
 ) -> None:
     """Durability none keeps no journal to write from: once the writer is gone, a turn that
     would be stored fails with one clear error, and closing says what was lost."""
-    home = tmp_path / "home"
-    done: list[str] = []
-    with warnings.catch_warnings(record=True) as told:
-        warnings.simplefilter("always", StoreWarning)
-        async with amplifier.open_runtime(home=home, cwd=project, durability="none") as rt:
-            writer = await until_the_writer_writes(rt, done)
-            os.kill(writer, signal.SIGKILL)
+    with store_warnings() as messages:
+        async with amplifier.open_runtime(
+            home=tmp_path / "home", cwd=project, durability="none"
+        ) as rt:
+            await kill_the_writer(rt, [])
             with pytest.raises(amplifier.TurnFailed, match="writing the session files died"):
                 await tasks_until_one_fails(rt)
-    messages = [str(w.message) for w in told if issubclass(w.category, StoreWarning)]
     assert any("no journal" in m and "is lost" in m for m in messages), messages
     assert writer_pids(os.getpid()) == []
 

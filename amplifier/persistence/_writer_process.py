@@ -127,7 +127,6 @@ class WriterProcess:
         assert self._process.stdout is not None
         self._to = self._process.stdin.fileno()
         self._from = self._process.stdout.fileno()
-        self.pid = self._process.pid
         self.ready = False
         self.gone = False
         """It died, or stopped answering (it never starts again)."""
