@@ -33,6 +33,7 @@ _READY = b"ready"
 # package initialisers (the runtime, the agents): bare packages stand in for them.
 # It looks for modules where the Runtime's process does (a program may have added paths).
 _BOOT = """\
+# amplifier: the writer of a Runtime's session files (amplifier/persistence/_writer.py)
 import json, signal, sys, types
 for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
     signal.signal(s, signal.SIG_IGN)
