@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -87,9 +87,46 @@ async def until_the_writer_writes(rt: amplifier.Runtime, done: list[str]) -> int
                 return pids[0]
 
 
-async def kill_the_writer(rt: amplifier.Runtime, done: list[str]) -> None:
-    """SIGKILL the writer once it has written a round (tasks run meanwhile go to ``done``)."""
-    os.kill(await until_the_writer_writes(rt, done), signal.SIGKILL)
+def reading_a_pipe(pid: int, thread: int | None = None) -> bool:
+    """The process (or one of its threads) waits in the kernel to read from a pipe."""
+    where = f"/proc/{pid}" if thread is None else f"/proc/{pid}/task/{thread}"
+    try:
+        return Path(f"{where}/wchan").read_text().endswith("pipe_read")
+    except OSError:
+        return False
+
+
+def waiting_for_the_writer() -> bool:
+    """A thread of this process waits for the writer's answer (it has sent it a round)."""
+    return any(reading_a_pipe(os.getpid(), int(t.name)) for t in Path("/proc/self/task").iterdir())
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 - another process's state, or a thread's
+            await anyio.sleep(0.01)
+
+
+async def until_idle(writer: int) -> None:
+    """Until the writer has waited for its next round for 0.3 s: the Runtime has nothing more
+    behind (its rounds follow each other 50 ms apart while there is)."""
+    with anyio.fail_after(10):
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 0.3:
+            if not reading_a_pipe(writer):
+                idle_since = time.monotonic()
+            await anyio.sleep(0.005)
+
+
+async def kill_the_writer_holding_a_round(rt: amplifier.Runtime, done: list[str]) -> None:
+    """SIGKILL the writer between taking a round and answering it: stopped once it has
+    written (tasks run meanwhile go to ``done``), sent a round, then killed."""
+    writer = await until_the_writer_writes(rt, done)
+    os.kill(writer, signal.SIGSTOP)
+    for _ in range(2):
+        done.append(await task(rt))
+    await until(waiting_for_the_writer)
+    os.kill(writer, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -165,16 +202,37 @@ async def test_the_writer_writes_what_a_runtime_stores_and_goes_with_it(
     await all_there(home, project, done)
 
 
-async def test_a_writer_that_dies_alone_loses_nothing_acknowledged(
+@pytest.mark.parametrize("durability", ["fsync", "none"])
+async def test_a_writer_killed_between_rounds_is_replaced_by_the_runtimes_thread(
+    tmp_path: Path, project: Path, durability: str, starts_at_once: None
+) -> None:
+    """SIGKILL the writer while it waits for its next round: it had written all it was asked,
+    so the Runtime's own thread writes on, without a warning, and nothing is left to replay."""
+    home = tmp_path / "home"
+    done: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        async with amplifier.open_runtime(home=home, cwd=project, durability=durability) as rt:
+            writer = await until_the_writer_writes(rt, done)
+            await until_idle(writer)
+            os.kill(writer, signal.SIGKILL)
+            for _ in range(20):
+                done.append(await task(rt))
+    assert writer_pids(os.getpid()) == []
+    await all_there(home, project, done)
+
+
+async def test_a_writer_that_dies_holding_a_round_loses_nothing_acknowledged(
     tmp_path: Path, project: Path, starts_at_once: None
 ) -> None:
-    """SIGKILL the writer: the Runtime says the files lag, every task still answers, and the
-    next Runtime writes everything from the journal."""
+    """SIGKILL the writer while it holds a round: its files are in an unknown state, so the
+    Runtime warns, writes nothing more behind, and the next Runtime writes everything from the
+    journal."""
     home = tmp_path / "home"
     done: list[str] = []
     with store_warnings() as messages:
         async with amplifier.open_runtime(home=home, cwd=project, durability="fsync") as rt:
-            await kill_the_writer(rt, done)
+            await kill_the_writer_holding_a_round(rt, done)
             for _ in range(20):
                 done.append(await task(rt))
     assert any("writing the session files died" in m for m in messages), messages
@@ -184,23 +242,23 @@ async def test_a_writer_that_dies_alone_loses_nothing_acknowledged(
 
 
 async def tasks_until_one_fails(rt: amplifier.Runtime) -> None:
-    """Tasks until one raises (those already written behind, before the death, answer)."""
+    """Tasks until one raises (one whose records were taken before the death answers)."""
     with anyio.fail_after(10):
         while True:
             await task(rt)
             await anyio.sleep(0.01)
 
 
-async def test_without_a_journal_a_dead_writer_fails_the_next_turn_saying_so(
+async def test_without_a_journal_a_writer_dying_with_a_round_fails_the_next_turn_saying_so(
     tmp_path: Path, project: Path, starts_at_once: None
 ) -> None:
-    """Durability none keeps no journal to write from: once the writer is gone, a turn that
-    would be stored fails with one clear error, and closing says what was lost."""
+    """Durability none keeps no journal to write from: once the writer died holding a round, a
+    turn that would be stored fails with one clear error, and closing says what was lost."""
     with store_warnings() as messages:
         async with amplifier.open_runtime(
             home=tmp_path / "home", cwd=project, durability="none"
         ) as rt:
-            await kill_the_writer(rt, [])
+            await kill_the_writer_holding_a_round(rt, [])
             with pytest.raises(amplifier.TurnFailed, match="writing the session files died"):
                 await tasks_until_one_fails(rt)
     assert any("no journal" in m and "is lost" in m for m in messages), messages

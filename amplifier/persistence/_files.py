@@ -372,20 +372,26 @@ def sync_all(files: Collection[str], folders: Collection[str]) -> None:
         return
     if _syncfs is not None and len(files) + len(folders) >= _SYNCFS_FROM:
         anchor = next(iter(folders)) if folders else os.path.dirname(next(iter(files)))
-        try:
-            fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = -1
-        if fd >= 0:
-            try:
-                if _syncfs(fd) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), anchor)
-            finally:
-                os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            sync_file_system(anchor)
             return
     for path in files:
         fsync_path(path)
     for folder in folders:
         with contextlib.suppress(FileNotFoundError):
             fsync_dir(folder)
+
+
+def sync_file_system(folder: str | Path) -> None:
+    """Make everything written on ``folder``'s file system durable (``syncfs``; where there is
+    none, ``sync``: every file system). Raises the ``OSError`` of a sync that fails."""
+    if _syncfs is None:
+        os.sync()
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(folder))
+    finally:
+        os.close(fd)

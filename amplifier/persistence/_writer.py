@@ -16,15 +16,20 @@ Rule 2: it holds the Runtime's journal lock (an inherited descriptor of the
 Rule 3: it never outlives the Runtime: it ignores the terminal's signals
         (the Runtime decides when to stop) and exits when its pipe closes,
         which the kernel does when the Runtime's process dies.
-Rule 4: a writer that dies leaves its request's files in an unknown state:
-        nothing more is written behind, and the journal, kept at shutdown,
-        is replayed by the next Runtime (as after a crash).
+Rule 4: a writer that dies holding a request leaves that request's files in
+        an unknown state: nothing more is written behind, and the journal,
+        kept at shutdown, is replayed by the next Runtime (as after a crash).
+        One that dies between requests (it reads a request whole before it
+        writes) has written all it was asked: the Runtime's thread goes on
+        writing, and the next sync is of the home's whole file system,
+        since only the writer knew which of its files await one.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._files import sync_file_system
 from ._materialise import Backlog, Materialiser
 from ._paths import SessionLocation
 
@@ -36,7 +41,12 @@ START_AFTER = 3
 
 
 class WriterGone(OSError):
-    """The writer process died, or its pipe broke, while it held a request."""
+    """The writer process died, or its pipe broke."""
+
+    def __init__(self, message: str, *, untouched: bool) -> None:
+        super().__init__(message)
+        self.untouched = untouched
+        """It died before it had the request whole: nothing of it was written (Rule 4)."""
 
 
 class FilesWriter:
@@ -55,6 +65,8 @@ class FilesWriter:
         self._lock_fd: int | None = None
         self._lost: WriterGone | None = None
         """The writer died holding a request: its files are in an unknown state (Rule 4)."""
+        self._unsynced = False
+        """A writer died between requests: what it wrote may await a sync (Rule 4)."""
 
     def writing_as(self, lock_fd: int) -> None:
         """The Runtime's journal is open at ``lock_fd``: a writer may start (Rule 2)."""
@@ -62,13 +74,12 @@ class FilesWriter:
 
     def apply(self, backlog: Backlog, *, keep_open: bool = False) -> list[SessionLocation]:
         process = self._writer()
-        if process is None:
-            return self.local.apply(backlog, keep_open=keep_open)
-        try:
-            return process.apply(backlog)
-        except WriterGone as exc:
-            self._lost = exc
-            raise
+        if process is not None:
+            try:
+                return process.apply(backlog)
+            except WriterGone as exc:
+                self._gone(exc)
+        return self.local.apply(backlog, keep_open=keep_open)
 
     def sync(self) -> None:
         self.local.sync()
@@ -76,19 +87,31 @@ class FilesWriter:
         if process is not None:
             try:
                 process.sync()
+                return
             except WriterGone as exc:
-                self._lost = exc
-                raise
+                self._gone(exc)
+        if self._unsynced:
+            sync_file_system(self.local.home)
+            self._unsynced = False
 
     def close(self) -> None:
         process, self._process = self._process, None
         if process is not None:
             process.close()
 
+    def _gone(self, failure: WriterGone) -> None:
+        """The writer died: raise if it held a request, else write in this thread (Rule 4)."""
+        if not failure.untouched:
+            self._lost = failure
+            raise failure
+        self.close()
+        self._lock_fd = None  # no other writer: this Runtime's thread writes from now on
+        self._unsynced = True
+
     def _writer(self, *, starting: bool = True) -> WriterProcess | None:
         """The writer, if it is ready; None: write in this thread. Raises after Rule 4."""
         if self._lost is not None:
-            raise WriterGone(str(self._lost))
+            raise WriterGone(str(self._lost), untouched=False)
         process = self._process
         if process is None:
             if not starting or self._durability == "flush" or self._lock_fd is None:

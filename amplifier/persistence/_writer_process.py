@@ -28,6 +28,7 @@ from ._writer import WriterGone
 
 _HEADER = struct.Struct("<Q")
 _READY = b"ready"
+_DIED = "the process writing the session files died"
 
 # The writer imports the persistence modules it needs without ``amplifier``'s
 # package initialisers (the runtime, the agents): bare packages stand in for them.
@@ -151,15 +152,20 @@ class WriterProcess:
         self._call("sync", None)
 
     def _call(self, operation: str, backlog: Backlog | None) -> list[SessionLocation]:
-        cause: OSError | None = None
         try:
             _send(self._to, (operation, backlog))
+        except OSError as exc:
+            # It reads a request whole before it writes anything: this one it never saw.
+            self.gone = True
+            raise WriterGone(_DIED, untouched=True) from exc
+        cause: OSError | None = None
+        try:
             reply = _receive(self._from)
         except OSError as exc:
             reply, cause = None, exc
         if reply is None:
             self.gone = True
-            raise WriterGone("the process writing the session files died") from cause
+            raise WriterGone(_DIED, untouched=False) from cause
         released: list[SessionLocation]
         released, failure, rest = reply
         if failure is not None:
