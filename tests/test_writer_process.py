@@ -9,12 +9,15 @@ resumed, warnings, and processes left behind.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import functools
 import os
 import signal
 import subprocess
 import sys
+import termios
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -87,18 +90,24 @@ async def until_the_writer_writes(rt: amplifier.Runtime, done: list[str]) -> int
                 return pids[0]
 
 
-def reading_a_pipe(pid: int, thread: int | None = None) -> bool:
-    """The process (or one of its threads) waits in the kernel to read from a pipe."""
-    where = f"/proc/{pid}" if thread is None else f"/proc/{pid}/task/{thread}"
+def reading_a_pipe(pid: int) -> bool:
+    """The process waits in the kernel to read from a pipe."""
     try:
-        return Path(f"{where}/wchan").read_text().endswith("pipe_read")
+        return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_read")
     except OSError:
         return False
 
 
-def waiting_for_the_writer() -> bool:
-    """A thread of this process waits for the writer's answer (it has sent it a round)."""
-    return any(reading_a_pipe(os.getpid(), int(t.name)) for t in Path("/proc/self/task").iterdir())
+def sent_to(writer: int) -> int:
+    """Bytes this process sent the writer that it has not read (what its input pipe holds)."""
+    pipe = os.readlink(f"/proc/{writer}/fd/0")
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == pipe:
+                unread = array.array("i", [0])
+                fcntl.ioctl(int(fd.name), termios.FIONREAD, unread)
+                return unread[0]
+    return 0
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -120,12 +129,13 @@ async def until_idle(writer: int) -> None:
 
 async def kill_the_writer_holding_a_round(rt: amplifier.Runtime, done: list[str]) -> None:
     """SIGKILL the writer between taking a round and answering it: stopped once it has
-    written (tasks run meanwhile go to ``done``), sent a round, then killed."""
+    written and waits for its next round (tasks run meanwhile go to ``done``), sent a round
+    (one task's: it fits in the pipe whole), then killed."""
     writer = await until_the_writer_writes(rt, done)
+    await until_idle(writer)
     os.kill(writer, signal.SIGSTOP)
-    for _ in range(2):
-        done.append(await task(rt))
-    await until(waiting_for_the_writer)
+    done.append(await task(rt))
+    await until(lambda: sent_to(writer) > 0)  # a round, whole: smaller than the pipe holds
     os.kill(writer, signal.SIGKILL)
 
 

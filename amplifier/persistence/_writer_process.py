@@ -29,6 +29,8 @@ from ._writer import WriterGone
 _HEADER = struct.Struct("<Q")
 _READY = b"ready"
 _DIED = "the process writing the session files died"
+_EXIT_WAIT = 2.0
+"""Seconds a writer told to stop has to exit before it is killed."""
 
 # The writer imports the persistence modules it needs without ``amplifier``'s
 # package initialisers (the runtime, the agents): bare packages stand in for them.
@@ -175,11 +177,19 @@ class WriterProcess:
         return released
 
     def close(self) -> None:
-        """Stop the writer (at once unless it is ready and idle) and wait for it."""
+        """Stop the writer and wait for it (called with no request outstanding).
+
+        A ready writer exits at the end of its input; one that does not within
+        ``_EXIT_WAIT`` (stopped, or stuck) is killed, which loses nothing now.
+        """
         process = self._process
         if not self.ready or self.gone:
             process.kill()
         for stream in (process.stdin, process.stdout):
             if stream is not None:
-                stream.close()  # a ready writer exits at the end of its input
-        process.wait()
+                stream.close()
+        try:
+            process.wait(_EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
