@@ -456,8 +456,7 @@ def run_trial(root: Path, number: int, seed: int, timing: Timing) -> Trial:
             roots = [s for s in read_raw(trial.home) if "_" not in s]  # child ids have _agent
             # A root the first run created and was killed before writing its folder is in
             # its dead journal: resumable too (the second run replays the journal first).
-            frames = read_journals(trial.home).values()
-            created = {f.folder.rsplit("/", 1)[-1] for f in frames if f.kind == 4}  # CREATE
+            created = created_in(read_journals(trial.home))
             roots += sorted(r for r in created - set(roots) if "_" not in r)
             waiting = bool(journal_names(trial.home))
             startup = RECOVERY_KILL_FRACTION if waiting else STARTUP_KILL_FRACTION
@@ -500,6 +499,11 @@ def check_run_ended(run: Run) -> list[str]:
     if run.finished and ("Traceback" in run.stderr or "internal error" in run.stderr):
         return [problem(RUN_FAILED, f"run {run.number} exit 0 but said: {run.stderr}")]
     return []
+
+
+def created_in(frames: Frames) -> set[str]:
+    """The sessions these journal records create (their ``CREATE``)."""
+    return {f.folder.rsplit("/", 1)[-1] for f in frames.values() if f.kind == 4}
 
 
 def read_journals(home: Path) -> Frames:
@@ -747,7 +751,7 @@ def verify(trial: Trial, *, sample_cli: bool) -> None:
 
     after = read_raw(trial.home)
     # A session whose folder the crash kept from being built comes back from its CREATE.
-    created = {f.folder.rsplit("/", 1)[-1] for f in trial.frames.values() if f.kind == 4}
+    created = created_in(trial.frames)
     if set(before) - set(after) or set(after) - set(before) - created:
         trial.problems.append(
             problem(HARNESS, f"sessions changed: {sorted(before)} -> {sorted(after)}")

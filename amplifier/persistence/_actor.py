@@ -372,18 +372,17 @@ class PersistenceActor:
                 journal.remove(sync=self.durability == "fsync")
                 self._journal = None
         except OSError as exc:
-            # The journal still holds what the files lack; the next Runtime replays it.
-            if journal is not None and self.durability == "none":
-                left = (
-                    f"{write_failed(exc)}; with durability none there is no journal: what "
-                    "was not written to the session files is lost"
-                )
-            elif journal is not None:
-                left = (
-                    f"{write_failed(exc)}; what is missing stays in {journal.path} and "
-                    "is written to the session files by the next runtime that starts"
-                )
             if journal is not None:
+                if self.durability == "none":  # its journal holds only the lock
+                    left = (
+                        f"{write_failed(exc)}; with durability none there is no journal: "
+                        "what was not written to the session files is lost"
+                    )
+                else:  # the journal holds what the files lack; the next Runtime replays it
+                    left = (
+                        f"{write_failed(exc)}; what is missing stays in {journal.path} and "
+                        "is written to the session files by the next runtime that starts"
+                    )
                 journal.abandon()
                 self._journal = None
         finally:
