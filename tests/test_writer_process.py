@@ -295,15 +295,27 @@ anyio.run(main)
 """
 
 
-def test_the_writer_exits_when_its_runtime_is_killed(tmp_path: Path, project: Path) -> None:
-    """SIGKILL the Runtime's process mid-work: its writer goes too, and what it acknowledged is
-    all there for the next Runtime."""
+@pytest.mark.parametrize(
+    ("sent", "to_the_group"),
+    [
+        pytest.param(signal.SIGKILL, False, id="SIGKILL"),
+        pytest.param(signal.SIGKILL, True, id="SIGKILL-group"),
+        pytest.param(signal.SIGTERM, True, id="SIGTERM-group"),
+        pytest.param(signal.SIGINT, True, id="Ctrl-C"),
+    ],
+)
+def test_the_writer_exits_when_its_runtime_is_killed(
+    tmp_path: Path, project: Path, sent: signal.Signals, to_the_group: bool
+) -> None:
+    """Kill the Runtime's process mid-work (alone, or with its process group as a terminal
+    does): its writer goes too, and what it acknowledged is all there for the next Runtime."""
     home = tmp_path / "home"
     process = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, str(home), str(project)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,
     )
     assert process.stdout is not None
     done: list[str] = []
@@ -314,8 +326,13 @@ def test_the_writer_exits_when_its_runtime_is_killed(tmp_path: Path, project: Pa
         done.append(process.stdout.readline().strip())
         pids = writer_pids(process.pid)
         writer = pids[0] if pids else writer
-    process.kill()
-    process.wait()
+    if to_the_group:
+        os.killpg(process.pid, sent)
+    else:
+        os.kill(process.pid, sent)
+    process.wait(timeout=30)
+    # A task the signal interrupted may still have answered: it is acknowledged too.
+    done += [line.strip() for line in process.stdout if line.strip()]
     process.stdout.close()
     deadline = time.monotonic() + 10
     while alive(writer):
