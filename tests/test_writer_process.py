@@ -280,7 +280,8 @@ async def test_without_a_journal_a_writer_dying_with_a_round_fails_the_next_turn
 
 
 SCRIPT = """
-import os, sys, anyio, amplifier
+import faulthandler, os, signal, sys, anyio, amplifier
+faulthandler.register(signal.SIGUSR1)  # where it is, should it not end
 from amplifier.persistence import _writer
 _writer.START_AFTER = 1
 
@@ -310,13 +311,14 @@ def test_the_writer_exits_when_its_runtime_is_killed(
     """Kill the Runtime's process mid-work (alone, or with its process group as a terminal
     does): its writer goes too, and what it acknowledged is all there for the next Runtime."""
     home = tmp_path / "home"
-    process = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(home), str(project)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    with (tmp_path / "stderr").open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, str(home), str(project)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
     assert process.stdout is not None
     done: list[str] = []
     deadline = time.monotonic() + 30
@@ -330,7 +332,14 @@ def test_the_writer_exits_when_its_runtime_is_killed(
         os.killpg(process.pid, sent)
     else:
         os.kill(process.pid, sent)
-    process.wait(timeout=30)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGUSR1)
+        time.sleep(1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"the Runtime did not end: {(tmp_path / 'stderr').read_text()[-6000:]}")
     # A task the signal interrupted may still have answered: it is acknowledged too.
     done += [line.strip() for line in process.stdout if line.strip()]
     process.stdout.close()
