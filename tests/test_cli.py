@@ -760,3 +760,50 @@ def test_events_of_a_cli_run_record_provider_and_usage(home: Path) -> None:
     response = next(e for e in events(home, session_id) if e["event"] == "provider:response")
     assert response["data"]["provider"] == "offline"
     assert response["data"]["usage"]["output_tokens"] > 0
+
+
+# -- one command built, not every one ---------------------------------------------------
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand, as a user types its name."""
+    import typer.main
+
+    whole = typer.main.get_command(app)
+    paths: list[list[str]] = []
+    for name, command in whole.commands.items():  # type: ignore[attr-defined]
+        paths.append([name])
+        paths.extend([name, sub] for sub in getattr(command, "commands", {}))
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=" ".join)
+def test_a_command_built_alone_helps_and_refuses_as_in_the_whole_app(path: list[str]) -> None:
+    """A command line that names its command builds only that one (start-up time), and says
+    exactly what the whole app says: its help, and its error for a flag it does not have."""
+    from amplifier.cli._app import app_for
+
+    alone = app_for([*path, "--help"])
+    assert alone is not app
+    for args in ([*path, "--help"], [*path, "--no-such-flag"], ["--debug", *path, "--help"]):
+        whole, lean = runner.invoke(app, args), runner.invoke(alone, args)
+        assert (lean.exit_code, lean.stdout, lean.stderr) == (
+            whole.exit_code,
+            whole.stdout,
+            whole.stderr,
+        ), args
+
+
+def test_only_the_named_command_is_built_and_anything_else_gets_the_whole_app() -> None:
+    import typer.main
+
+    from amplifier.cli._app import app_for
+
+    assert set(typer.main.get_command(app_for(["run", "hi"])).commands) == {"run"}  # type: ignore[attr-defined]
+    session = typer.main.get_command(app_for(["session", "list"])).commands["session"]  # type: ignore[attr-defined]
+    assert set(session.commands) == {"list"}
+    for args in ([], ["--profile", "work", "run", "hi"], ["sesion"], ["--help"]):
+        assert app_for(args) is app, args
+    result = runner.invoke(app_for(["session", "lst"]), ["session", "lst"])
+    assert result.exit_code == 2
+    assert "Did you mean 'list'?" in result.stderr
