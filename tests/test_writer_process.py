@@ -29,9 +29,9 @@ import pytest
 
 import amplifier
 from amplifier import StoreWarning
-from amplifier.persistence import _writer
+from amplifier.persistence import _actor, _materialise, _writer
 
-from .helpers import session_dirs
+from .helpers import events, session_dirs
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="finds the writer through Linux's /proc"
@@ -352,3 +352,58 @@ def test_the_writer_exits_when_its_runtime_is_killed(
         time.sleep(0.02)
 
     anyio.run(functools.partial(all_there, home, project, done, left="a killed runtime"))
+
+
+@pytest.mark.parametrize("durability", ["fsync", "none"])
+async def test_a_thread_that_writes_slowly_hands_the_rounds_to_a_writer_at_once(
+    tmp_path: Path,
+    project: Path,
+    durability: Literal["fsync", "none"],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beside a loop that never idles (turns back to back on the offline provider), the
+    Runtime's thread waits for the interpreter's lock after each system call: here each of
+    its segments takes 5 ms. Its round stops in time and the writer starts at once, where
+    it used to wait for three rounds, each longer than the last (a round takes what came
+    during the one before): the files followed the journal by seconds, then by more, and
+    what waited for them grew in memory."""
+    slow = _materialise.Materialiser._write_segment
+
+    def starved(self: _materialise.Materialiser, *args: object) -> None:
+        time.sleep(0.005)
+        slow(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_materialise.Materialiser, "_write_segment", starved)
+    home = tmp_path / "home"
+    done: list[str] = []
+    async with amplifier.open_runtime(home=home, cwd=project, durability=durability) as rt:
+        with anyio.fail_after(60):
+            while not (pids := writer_pids(os.getpid())) or not has_written(pids[0]):
+                assert len(done) < 600, "no writer has taken over the rounds"
+                done.append(await task(rt))
+    await all_there(home, project, done)
+
+
+@pytest.mark.parametrize("durability", ["fsync", "none"])
+async def test_rounds_that_run_out_of_time_leave_the_rest_to_the_next(
+    tmp_path: Path,
+    project: Path,
+    durability: Literal["fsync", "none"],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every round written in the Runtime's thread stops at its first barrier (its time is
+    up at once), and so starts a writer: every session is there all the same, listed (the
+    index rows the thread left reach the writer), and every record once, in order."""
+    monkeypatch.setattr(_actor, "WRITE_ROUND_SECONDS", 0.0)
+    home = tmp_path / "home"
+    done: list[str] = []
+    async with amplifier.open_runtime(home=home, cwd=project, durability=durability) as rt:
+        with anyio.fail_after(60):
+            while not writer_pids(os.getpid()):
+                done.append(await task(rt))
+        for _ in range(20):
+            done.append(await task(rt))
+    await all_there(home, project, done)
+    for session_id in session_dirs(home):
+        seqs = [record["seq"] for record in events(home, session_id)]
+        assert seqs == sorted(set(seqs)), session_id

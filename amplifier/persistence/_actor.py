@@ -43,6 +43,7 @@ import errno
 import math
 import os
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,6 +117,11 @@ WRITE_BEHIND_BYTES = 1024 * 1024
 WRITE_BEHIND_DELAY = 0.05
 """Seconds (at most) between a record's acknowledgement and its line in the session file;
 also how soon another process sees a new session, or a closed one released."""
+WRITE_ROUND_SECONDS = 0.05
+"""Seconds a round of writing behind spends in the Runtime's own thread before it stops
+and leaves the rest to the next round: a loop that never idles holds the interpreter's lock,
+and that thread, waiting for it after every system call, would write one round for as long
+as the loop stays busy. Three rounds on, the next goes to a writer process (``_writer``)."""
 GATHER_DELAY = 0.005
 """Seconds (at most) a group nobody waits for is held for more: a session that posts and
 goes on costs one commit with its next answer (one fdatasync under fsync, one write under
@@ -359,7 +365,7 @@ class PersistenceActor:
         left = None
         journal = self._journal
         try:
-            self._releasing += self._files.apply(self._backlog)
+            self._releasing += self._files.apply(self._backlog, last=True)
             if journal is not None and self.durability == "fsync":
                 self._files.sync()
             self._files.close()  # before the journal goes: the writer holds its lock
@@ -808,18 +814,22 @@ class PersistenceActor:
 
     # -- writing behind -----------------------------------------------------------------
 
-    def _catch_up(self) -> None:
-        """Blocking, under the files lock: write everything behind now (no sync)."""
+    def _catch_up(self, until: float | None = None) -> bool:
+        """Blocking, under the files lock: write what is behind now (no sync); False if
+        ``until`` (a ``time.monotonic()`` deadline) came first and some is left for later."""
         chunk = self._backlog.take()
         try:
             # Under flush, the files stay open for the next batch (``_write_round`` closes them).
             keep = self.durability == "flush"
-            self._releasing += self._files.apply(chunk, keep_open=keep)
+            self._releasing += self._files.apply(chunk, keep_open=keep, until=until)
         except OSError:
             self._backlog.put_back(chunk)
             raise
+        if chunk:  # the round's time ran out: the rest goes first in the next
+            self._backlog.put_back(chunk)
         if self.durability != "fsync":
             self._release_closed()
+        return not chunk
 
     def _defer(self, backlog: Backlog) -> None:
         """Keep acknowledged records for the session files; a background task writes them."""
@@ -858,8 +868,9 @@ class PersistenceActor:
                     await anyio.sleep(due)
                 async with self._files_lock:
                     self._backlog_since = math.inf
+                    started = time.monotonic()
                     try:
-                        await anyio.to_thread.run_sync(self._write_round)
+                        finished = await anyio.to_thread.run_sync(self._write_round)
                     except OSError as exc:
                         if self.durability == "none":
                             self._broken = write_failed(exc)
@@ -869,28 +880,37 @@ class PersistenceActor:
                     else:
                         self._broken = None
                         self._behind_failing = False
+                        if not finished:
+                            self._backlog_since = -math.inf  # the rest is overdue
+                        if time.monotonic() - started > WRITE_ROUND_SECONDS:
+                            self._files.hurry()
         finally:
             self._writing = False
 
-    def _write_round(self, *, checkpoint: bool = False) -> None:
-        """Blocking, under the files lock: write everything behind; sync where a claim waits.
+    def _write_round(self, *, checkpoint: bool = False) -> bool:
+        """Blocking, under the files lock: write what is behind; sync where a claim waits.
 
         With a journal, the files of closed sessions are synced and the
         checkpoint moved past their records before their claims go: from
         then on no replay of this journal touches them, whoever writes
-        there next.
+        there next. A round that ran out of time (``WRITE_ROUND_SECONDS``;
+        never one for a ``checkpoint``) returns False and leaves the rest,
+        the sync, the checkpoint and the claims to the next.
         """
         through = self._backlog.through
-        self._catch_up()
+        until = None if checkpoint else time.monotonic() + WRITE_ROUND_SECONDS
+        if not self._catch_up(until):
+            return False
         if self.durability == "flush":
             self._materialiser.close_files()
         journal = self._journal
         if journal is None or self.durability != "fsync":
-            return
+            return True
         if self._releasing or checkpoint:
             self._files.sync()
             journal.mark_checkpoint(through)
             self._release_closed()
+        return True
 
     def _release_closed(self) -> None:
         """Blocking: clear the claims of closed sessions (those not opened again since)."""

@@ -25,6 +25,12 @@ Rule 3: a session's index row is written before its folder appears, so a
 Rule 4: on failure, what was not written stays in the backlog, in order,
         and a file written part-way is cut back: the next attempt resumes
         exactly where this one stopped.
+Rule 5: a call given a deadline stops at the first barrier past it, and
+        what it did not reach stays in the backlog, as after a failure: a
+        thread that shares the interpreter's lock with a loop that never
+        idles waits for the lock after every system call, and a backlog
+        that grows faster than it is written must not keep it writing
+        forever (its caller hands the rest to a writer of its own).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import errno
 import os
 import secrets
 import shutil
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +54,8 @@ from ._upkeep import IndexUpkeep
 _TRANSCRIPT = "/transcript.jsonl"
 STAGING = ".staging"
 """Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
+NOTE_AHEAD = 16
+"""Index rows of new sessions written in one transaction by a round with a deadline."""
 OPEN_FILE_LIMIT = 256
 """Session files kept open at most: within one round of writing, or between the batches
 of durability ``flush``, which close them when writing stops (``Materialiser.close_files``)."""
@@ -163,6 +172,16 @@ class Backlog:
         self.segments, self._open, self.size = [], None, 0
         return taken
 
+    def recount(self) -> None:
+        """Measure ``size`` again from what is held (after a write stopped part-way)."""
+        size = 0
+        for segment in self.segments:
+            size += sum(len(line) for lines in segment.lines.values() for line in lines)
+            size += sum(len(document) for document in segment.documents.values())
+            if isinstance(segment.barrier, Create):
+                size += len(segment.barrier.document)
+        self.size = size
+
     def put_back(self, rest: Backlog) -> None:
         """Return what could not be written, in front of what came since (Rule 4)."""
         if not rest:
@@ -265,9 +284,16 @@ class Materialiser:
         """Metadata documents written and not yet in the index (``write_now`` leaves them)."""
         self._unsearched: dict[str, list[bytes]] = {}
         """Transcript lines written and not yet indexed for search (likewise)."""
+        self._noted: set[Create] = set()
+        """New sessions whose index rows are written and folders not yet built (Rule 3)."""
 
     def apply(
-        self, backlog: Backlog, *, keep_open: bool = False, index_later: bool = False
+        self,
+        backlog: Backlog,
+        *,
+        keep_open: bool = False,
+        index_later: bool = False,
+        until: float | None = None,
     ) -> list[SessionLocation]:
         """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed.
 
@@ -278,35 +304,69 @@ class Materialiser:
         is brought up to date with what was written, and with what earlier
         calls left; with ``index_later``, that is left to the next call
         without (the rows of new sessions are written at once: Rule 3).
+        With ``until`` (a ``time.monotonic()`` deadline), it stops at the
+        first barrier past it and the backlog keeps the rest (Rule 5).
         """
         released: list[SessionLocation] = []
-        # Rule 3, in one transaction: the rows of every session this round builds.
-        self.upkeep.note(
-            (segment.barrier.location, segment.barrier.document)
-            for segment in backlog.segments
-            if isinstance(segment.barrier, Create)
-        )
+        noted = self._noted
         # What lands is noted for the index as it lands, after what earlier calls left.
         documents, messages = self._unindexed, self._unsearched
         try:
             while backlog.segments:
                 segment = backlog.segments[0]
-                self._write_segment(segment, documents, messages)
                 barrier = segment.barrier
+                if isinstance(barrier, Create) and barrier not in noted:
+                    # Rule 3, in one transaction for the sessions ahead (with a deadline,
+                    # a few at a time: each row is a wait for the interpreter's lock).
+                    self._note_ahead(backlog, None if until is None else NOTE_AHEAD)
+                self._write_segment(segment, documents, messages)
                 if isinstance(barrier, Create):
                     following = backlog.segments[1] if len(backlog.segments) > 1 else None
                     backlog.size -= self._build(barrier, following, documents, messages)
+                    noted.discard(barrier)
                 elif isinstance(barrier, Release):
                     released.append(barrier.location)
                 segment.barrier = None
                 backlog.segments.pop(0)
-            backlog.size = 0
+                if until is not None and backlog.segments and time.monotonic() >= until:
+                    backlog.recount()  # Rule 5
+                    break
+            else:
+                backlog.size = 0
         finally:
             if not keep_open:
                 self._files.close_all()
-            if not index_later:
+            # Past a deadline the index waits for the next call, or for the writer that
+            # takes over (``take_unindexed``): it is a cache of what the files hold.
+            if not index_later and (until is None or time.monotonic() < until):
                 self._index_written()
         return released
+
+    def take_unindexed(self) -> tuple[dict[str, bytes], dict[str, list[bytes]]]:
+        """What was written and is not yet in the index (documents, transcript lines),
+        for another materialiser to index (``adopt_unindexed``); this one forgets it."""
+        taken = self._unindexed, self._unsearched
+        self._unindexed, self._unsearched = {}, {}
+        return taken
+
+    def adopt_unindexed(self, taken: tuple[dict[str, bytes], dict[str, list[bytes]]]) -> None:
+        """Index with the next call what another materialiser wrote (before what comes)."""
+        documents, lines = taken
+        self._unindexed = {**documents, **self._unindexed}
+        for path, more in lines.items():
+            self._unsearched[path] = more + self._unsearched.get(path, [])
+
+    def _note_ahead(self, backlog: Backlog, limit: int | None) -> None:
+        """Write the index rows of the next sessions ``backlog`` builds (at most ``limit``)."""
+        ahead: list[Create] = []
+        for segment in backlog.segments:
+            barrier = segment.barrier
+            if isinstance(barrier, Create) and barrier not in self._noted:
+                ahead.append(barrier)
+                if len(ahead) == limit:
+                    break
+        self.upkeep.note((barrier.location, barrier.document) for barrier in ahead)
+        self._noted.update(ahead)
 
     def _index_written(self) -> None:
         """Bring the index up to date with the documents and lines written (in order)."""

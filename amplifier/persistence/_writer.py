@@ -9,8 +9,11 @@ the parent sends a backlog, the writer writes it (the same code, the same
 rules) and answers with the sessions whose close it passed.
 
 Rule 1: the writer starts only when a Runtime keeps writing (``START_AFTER``
-        rounds): a command that writes once pays no interpreter start.
-        Until it answers, rounds are written in the parent's thread.
+        rounds, or sooner when a round written in the thread runs past its
+        time: a loop that never idles starves that thread), never to write
+        the last backlog at shutdown: a command that writes once pays no
+        interpreter start. Until it answers, rounds are written in the
+        parent's thread.
 Rule 2: it holds the Runtime's journal lock (an inherited descriptor of the
         journal): while it may still write, nobody replays that journal.
 Rule 3: it never outlives the Runtime: it ignores the terminal's signals
@@ -72,14 +75,27 @@ class FilesWriter:
         """The Runtime's journal is open at ``lock_fd``: a writer may start (Rule 2)."""
         self._lock_fd = lock_fd
 
-    def apply(self, backlog: Backlog, *, keep_open: bool = False) -> list[SessionLocation]:
-        process = self._writer()
+    def apply(
+        self,
+        backlog: Backlog,
+        *,
+        keep_open: bool = False,
+        until: float | None = None,
+        last: bool = False,
+    ) -> list[SessionLocation]:
+        """Write ``backlog``; written here, stop at the first barrier past ``until`` and
+        leave the rest in it (``Materialiser.apply``'s Rule 5). A writer takes it all.
+        The ``last`` one (at shutdown) starts no writer."""
+        process = self._writer(starting=not last)
         if process is not None:
+            unindexed = self.local.take_unindexed()
             try:
-                return process.apply(backlog)
+                return process.apply(backlog, unindexed if any(unindexed) else None)
             except WriterGone as exc:
+                if exc.untouched:
+                    self.local.adopt_unindexed(unindexed)
                 self._gone(exc)
-        return self.local.apply(backlog, keep_open=keep_open)
+        return self.local.apply(backlog, keep_open=keep_open, until=until)
 
     def sync(self) -> None:
         self.local.sync()
@@ -93,6 +109,11 @@ class FilesWriter:
         if self._unsynced:
             sync_file_system(self.local.home)
             self._unsynced = False
+
+    def hurry(self) -> None:
+        """Writing in this thread falls behind (a round ran past its time): the next round
+        starts a writer (Rule 1)."""
+        self._rounds = max(self._rounds, START_AFTER - 1)
 
     def close(self) -> None:
         process, self._process = self._process, None

@@ -9,6 +9,8 @@ own child, reading only from the pipe its parent made.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -31,6 +33,10 @@ _READY = b"ready"
 _DIED = "the process writing the session files died"
 _EXIT_WAIT = 2.0
 """Seconds a writer told to stop has to exit before it is killed."""
+PIPE_BYTES = 1 << 20
+"""The pipe to the writer holds this much (Linux's default limit for a process): the thread
+that sends a round takes the interpreter's lock back after each write, which costs a wait
+while the loop runs."""
 
 # The writer imports the persistence modules it needs without ``amplifier``'s
 # package initialisers (the runtime, the agents): bare packages stand in for them.
@@ -101,10 +107,12 @@ def serve(home: str, durability: str) -> None:
     materialiser = Materialiser(Path(home), upkeep, track_dirty=durability == "fsync")
     _send(1, _READY)
     while (request := _receive(0)) is not None:
-        operation, backlog = request
+        operation, backlog, unindexed = request
         released: list[SessionLocation] = []
         try:
             if operation == "apply":
+                if unindexed is not None:
+                    materialiser.adopt_unindexed(unindexed)
                 released = materialiser.apply(backlog)
             else:
                 materialiser.sync()
@@ -131,6 +139,8 @@ class WriterProcess:
         assert self._process.stdout is not None
         self._to = self._process.stdin.fileno()
         self._from = self._process.stdout.fileno()
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a round in fewer writes
+            fcntl.fcntl(self._to, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.ready = False
         self.gone = False
         """It died, or stopped answering (it never starts again)."""
@@ -146,16 +156,22 @@ class WriterProcess:
                     self.gone = True
         return self.ready
 
-    def apply(self, backlog: Backlog) -> list[SessionLocation]:
-        """``Materialiser.apply`` in the writer; on failure ``backlog`` holds the rest."""
-        return self._call("apply", backlog)
+    def apply(self, backlog: Backlog, unindexed: Any = None) -> list[SessionLocation]:
+        """``Materialiser.apply`` in the writer: ``backlog`` is left empty, or on failure
+        holds the rest. ``unindexed``: what the Runtime's thread wrote and left for the
+        index (``Materialiser.take_unindexed``), indexed first."""
+        released = self._call("apply", backlog, unindexed)
+        backlog.take()
+        return released
 
     def sync(self) -> None:
         self._call("sync", None)
 
-    def _call(self, operation: str, backlog: Backlog | None) -> list[SessionLocation]:
+    def _call(
+        self, operation: str, backlog: Backlog | None, unindexed: Any = None
+    ) -> list[SessionLocation]:
         try:
-            _send(self._to, (operation, backlog))
+            _send(self._to, (operation, backlog, unindexed))
         except OSError as exc:
             # It reads a request whole before it writes anything: this one it never saw.
             self.gone = True
