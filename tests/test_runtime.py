@@ -271,9 +271,9 @@ async def test_close_answers_before_the_folder_is_built_and_a_resume_waits_for_i
     gate, waiting = threading.Event(), threading.Event()
     write_round, handed_over = _actor.PersistenceActor._write_round, _ownership.handed_over
 
-    def held_back(self: Any, **options: Any) -> None:
+    def held_back(self: Any, **options: Any) -> bool:
         gate.wait(10)
-        write_round(self, **options)
+        return write_round(self, **options)
 
     def watched(home: Path, id_or_prefix: str) -> list[Any]:
         found = handed_over(home, id_or_prefix)

@@ -292,6 +292,8 @@ class Handovers:
         """Session id -> folder, of every session closed and not yet released."""
         self._listed: set[str] = set()
         """The ids of those the file lists."""
+        self._unlisted: dict[str, str] = {}
+        """Session id -> folder, of those closed and not yet in the file."""
         self._size = 0
         self._fd: int | None = None
         self._lock = threading.Lock()
@@ -300,6 +302,8 @@ class Handovers:
         """Note that ``location``'s close is committed; no I/O."""
         with self._lock:
             self._closed[location.session_id] = location.relative
+            if location.session_id not in self._listed:
+                self._unlisted[location.session_id] = location.relative
 
     def __contains__(self, session_id: object) -> bool:
         """Whether the session is closed and not yet released (its folder may still be coming)."""
@@ -311,11 +315,11 @@ class Handovers:
         One short write into a file held open, never synced: cheap enough for the event loop.
         """
         with self._lock:
-            new = [sid for sid in self._closed if sid not in self._listed]
+            new, self._unlisted = self._unlisted, {}
             if not new:
                 return
             self._listed.update(new)
-            lines = "".join(f"{self._closed[sid]}\n" for sid in new).encode()
+            lines = "".join(f"{folder}\n" for folder in new.values()).encode()
             with contextlib.suppress(OSError):
                 if self._fd is None:
                     self._fd = os.open(
@@ -330,6 +334,7 @@ class Handovers:
             struck = False
             for location in locations:
                 self._closed.pop(location.session_id, None)
+                self._unlisted.pop(location.session_id, None)
                 if location.session_id in self._listed:
                     self._listed.discard(location.session_id)
                     struck = True
@@ -348,6 +353,7 @@ class Handovers:
         with self._lock:
             self._closed.clear()
             self._listed.clear()
+            self._unlisted.clear()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
