@@ -85,7 +85,7 @@ def summary_json(row: SessionSummary) -> dict[str, Any]:
         "path": str(row.location.directory),
     }
     if row.metadata is not None:
-        data["metadata"] = row.metadata.model_dump(mode="json")
+        data["metadata"] = row.metadata.document(with_seq=True)
     else:
         data["problem"] = row.problem
     return data

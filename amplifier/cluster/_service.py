@@ -209,7 +209,7 @@ class PersistenceService:
             "event": "session:end",
             "data": data,
         }
-        document = meta.model_dump(mode="json", exclude={"seq"})
+        document = meta.document()
         return [
             AppendEvent(
                 handle=handle,

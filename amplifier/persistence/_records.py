@@ -30,9 +30,6 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    model_serializer,
     model_validator,
 )
 
@@ -164,11 +161,15 @@ class SessionMetadata(BaseModel):
             return {key: value for key, value in data.items() if key not in _CLI_KEYS}
         return data
 
-    @model_serializer(mode="wrap")
-    def _serialise(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        document: dict[str, Any] = handler(self)
+    def document(self, *, with_seq: bool = False) -> dict[str, Any]:
+        """The session's ``metadata.json`` as JSON values, without ``seq`` unless asked (the
+        store adds the one it is written under): fields left at their empty default are left
+        out, and the Amplifier CLI's keys are added (``cli_keys``). A wrapping serializer
+        would cost every dump of the model twice what the dump costs (seven a task with a
+        sub-agent)."""
+        document: dict[str, Any] = self.model_dump(mode="json")
+        if not with_seq:
+            del document["seq"]
         if document.get("name", "") is None:
             del document["name"]
         if document.get("granted") == []:

@@ -385,8 +385,7 @@ def _serialised(record: Mapping[str, Any]) -> bytes:
 
 def _document(metadata: SessionMetadata) -> bytes:
     """``metadata.json`` without its ``seq`` (the actor adds the one it is written under)."""
-    fields = metadata.model_dump(mode="json", exclude={"seq"})
-    return orjson.dumps(fields, option=orjson.OPT_INDENT_2)
+    return orjson.dumps(metadata.document(), option=orjson.OPT_INDENT_2)
 
 
 DURABILITIES: tuple[Durability, ...] = get_args(Durability)
