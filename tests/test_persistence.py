@@ -9,9 +9,10 @@ import stat
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import orjson
@@ -425,6 +426,44 @@ async def test_full_disk_behind_the_journal_loses_nothing_acknowledged(
     assert [(r["event"], r["seq"]) for r in written[2:]] == [("safe", stamp.seq)]
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 - the write-behind thread's work, on disk
+            await anyio.sleep(0.01)
+
+
+async def test_a_close_written_before_a_round_failed_still_releases_its_session(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durability fsync, a round of writing behind fails after it wrote one session's close
+    (the next session's folder cannot be built: the disk is full): once the round is
+    retried, that session is released all the same, so another process may open it
+    (its claim used to stay until the runtime ended)."""
+    from amplifier.persistence._ownership import read_claim
+
+    build = materialise_module.Materialiser._build
+    failures: list[str] = []
+
+    def full_once(self: materialise_module.Materialiser, create: Any, *args: Any) -> int:
+        if create.location.session_id == "s2" and not failures:
+            failures.append("s2")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return build(self, create, *args)
+
+    monkeypatch.setattr(materialise_module.Materialiser, "_build", full_once)
+    async with open_store(home) as store:
+        first = await store.create(_where(home, "s1"), _meta("s1"))
+        await first.append_event("note", {}, parent_id=None)
+        await first.close()
+        # In the same round as that close: the round fails building it, and is retried.
+        second = await store.create(_where(home, "s2"), _meta("s2"))
+        with pytest.warns(StoreWarning, match="safe in the journal"):
+            await _until(lambda: _where(home, "s2").directory.exists())
+        assert failures == ["s2"]
+        await _until(lambda: read_claim(_where(home, "s1")) is None)
+        await second.close()
+
+
 async def test_listing_marks_damaged_metadata_and_shows_the_rest(home: Path) -> None:
     """One session with broken metadata does not hide the others."""
     await _session_with_events(home, 1, "good")
@@ -515,9 +554,7 @@ def test_recovery_replays_a_journal_a_forked_copy_of_its_lock_holds_for_a_moment
     assert not journal.exists()
 
 
-def test_a_session_created_just_before_a_crash_comes_back_whole(
-    home: Path, tmp_path: Path
-) -> None:
+def test_a_session_created_just_before_a_crash_comes_back_whole(home: Path, tmp_path: Path) -> None:
     """A session is durable once created: killed before its folder exists, it comes back."""
     session_id = _die_with_a_session_in_the_journal(home, tmp_path)
     assert not list(home.glob(f"projects/*/sessions/{session_id}")), "written before the crash"

@@ -198,7 +198,6 @@ class _Batch:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-
 async def receive_group(
     receive: MemoryObjectReceiveStream[Request], limit: int | None = None
 ) -> list[Request]:
@@ -818,13 +817,16 @@ class PersistenceActor:
         """Blocking, under the files lock: write what is behind now (no sync); False if
         ``until`` (a ``time.monotonic()`` deadline) came first and some is left for later."""
         chunk = self._backlog.take()
+        released: list[SessionLocation] = []
         try:
             # Under flush, the files stay open for the next batch (``_write_round`` closes them).
             keep = self.durability == "flush"
-            self._releasing += self._files.apply(chunk, keep_open=keep, until=until)
+            self._files.apply(chunk, keep_open=keep, until=until, released=released)
         except OSError:
             self._backlog.put_back(chunk)
             raise
+        finally:
+            self._releasing += released  # those it passed before it failed too
         if chunk:  # the round's time ran out: the rest goes first in the next
             self._backlog.put_back(chunk)
         if self.durability != "fsync":

@@ -294,8 +294,10 @@ class Materialiser:
         keep_open: bool = False,
         index_later: bool = False,
         until: float | None = None,
+        released: list[SessionLocation] | None = None,
     ) -> list[SessionLocation]:
-        """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed.
+        """Write ``backlog`` (emptying it as it goes); the sessions whose close it passed
+        (added to ``released`` as they pass, so that a caller whose call failed has them).
 
         On ``OSError`` the backlog holds exactly what is still to be written
         (Rule 4) and the error is raised. Descriptors are closed before
@@ -307,7 +309,8 @@ class Materialiser:
         With ``until`` (a ``time.monotonic()`` deadline), it stops at the
         first barrier past it and the backlog keeps the rest (Rule 5).
         """
-        released: list[SessionLocation] = []
+        if released is None:
+            released = []
         noted = self._noted
         # What lands is noted for the index as it lands, after what earlier calls left.
         documents, messages = self._unindexed, self._unsearched

@@ -82,20 +82,24 @@ class FilesWriter:
         keep_open: bool = False,
         until: float | None = None,
         last: bool = False,
+        released: list[SessionLocation] | None = None,
     ) -> list[SessionLocation]:
         """Write ``backlog``; written here, stop at the first barrier past ``until`` and
         leave the rest in it (``Materialiser.apply``'s Rule 5). A writer takes it all.
-        The ``last`` one (at shutdown) starts no writer."""
+        The ``last`` one (at shutdown) starts no writer. The sessions whose close it
+        passed are returned, and added to ``released`` even if it fails."""
+        if released is None:
+            released = []
         process = self._writer(starting=not last)
         if process is not None:
             unindexed = self.local.take_unindexed()
             try:
-                return process.apply(backlog, unindexed if any(unindexed) else None)
+                return process.apply(backlog, unindexed if any(unindexed) else None, released)
             except WriterGone as exc:
                 if exc.untouched:
                     self.local.adopt_unindexed(unindexed)
                 self._gone(exc)
-        return self.local.apply(backlog, keep_open=keep_open, until=until)
+        return self.local.apply(backlog, keep_open=keep_open, until=until, released=released)
 
     def sync(self) -> None:
         self.local.sync()

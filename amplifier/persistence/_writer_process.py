@@ -113,7 +113,7 @@ def serve(home: str, durability: str) -> None:
             if operation == "apply":
                 if unindexed is not None:
                     materialiser.adopt_unindexed(unindexed)
-                released = materialiser.apply(backlog)
+                materialiser.apply(backlog, released=released)
             else:
                 materialiser.sync()
         except Exception as exc:  # the parent raises it, as the thread would have
@@ -156,11 +156,19 @@ class WriterProcess:
                     self.gone = True
         return self.ready
 
-    def apply(self, backlog: Backlog, unindexed: Any = None) -> list[SessionLocation]:
+    def apply(
+        self,
+        backlog: Backlog,
+        unindexed: Any = None,
+        released: list[SessionLocation] | None = None,
+    ) -> list[SessionLocation]:
         """``Materialiser.apply`` in the writer: ``backlog`` is left empty, or on failure
-        holds the rest. ``unindexed``: what the Runtime's thread wrote and left for the
-        index (``Materialiser.take_unindexed``), indexed first."""
-        released = self._call("apply", backlog, unindexed)
+        holds the rest; the sessions whose close it passed go to ``released`` (on failure
+        too) and are returned. ``unindexed``: what the Runtime's thread wrote and left for
+        the index (``Materialiser.take_unindexed``), indexed first."""
+        if released is None:
+            released = []
+        self._call("apply", backlog, unindexed, released)
         backlog.take()
         return released
 
@@ -168,8 +176,12 @@ class WriterProcess:
         self._call("sync", None)
 
     def _call(
-        self, operation: str, backlog: Backlog | None, unindexed: Any = None
-    ) -> list[SessionLocation]:
+        self,
+        operation: str,
+        backlog: Backlog | None,
+        unindexed: Any = None,
+        released: list[SessionLocation] | None = None,
+    ) -> None:
         try:
             _send(self._to, (operation, backlog, unindexed))
         except OSError as exc:
@@ -184,13 +196,13 @@ class WriterProcess:
         if reply is None:
             self.gone = True
             raise WriterGone(_DIED, untouched=False) from cause
-        released: list[SessionLocation]
-        released, failure, rest = reply
+        passed, failure, rest = reply
+        if released is not None:
+            released += passed
         if failure is not None:
             if backlog is not None and rest is not None:
                 backlog.segments, backlog.size = rest.segments, rest.size
             raise failure
-        return released
 
     def close(self) -> None:
         """Stop the writer and wait for it (called with no request outstanding).
