@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 
 import amplifier
+import amplifier.agents._context as context_module
+import amplifier.agents._messages as messages_module
 import amplifier.persistence._reader as reader_module
 from amplifier import ScriptedProvider
 from amplifier.agents import (
@@ -21,8 +25,10 @@ from amplifier.agents import (
     UserMessage,
     fit,
     normalize,
+    read_messages,
 )
-from amplifier.agents._context import estimate_tokens
+from amplifier.agents._context import Prepared, estimate_tokens
+from amplifier.agents._messages import Parsed
 from amplifier.runtime.lowlevel import open_local_runtime
 
 from .helpers import FnHandler, events, first, session_dirs
@@ -258,3 +264,125 @@ async def test_every_turn_sees_its_history_exactly_as_stored(tmp_path: Path) -> 
         assert sum(len(orjson.dumps(m)) + 60 for m in short.messages) >= 600 or short.complete
         if not short.complete:
             assert short.first == stored[0]
+
+
+# -- a long session prepares each call in the time of what it added ---------------------
+
+
+def _random_messages(rng: random.Random, calls: list[str]) -> list[Message]:
+    """A few messages of any kind: prompts, answers, tool calls and results (some orphans,
+    some calls left without one)."""
+    out: list[Message] = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.random()
+        if kind < 0.25:
+            out.append(UserMessage(content=f"prompt {rng.random()}"))
+        elif kind < 0.45:
+            out.append(AssistantMessage(content="x" * rng.randint(0, 400)))
+        elif kind < 0.75:
+            ids = [f"c{rng.randint(0, 30)}" for _ in range(rng.randint(1, 3))]
+            calls.extend(ids)
+            out.append(
+                AssistantMessage(
+                    tool_calls=tuple(ToolCall(id=i, name="t", arguments={}) for i in ids)
+                )
+            )
+        else:
+            out.append(_result(rng.choice(calls) if calls else "orphan", "o" * rng.randint(0, 300)))
+    return out
+
+
+def test_a_history_prepared_call_by_call_is_the_history_normalized_at_once() -> None:
+    """Whether the history grew by a turn or a tool round, got a notice before its prompt,
+    or was replaced by its end (a summary, a window), each call sees it normalized and
+    measured exactly as if all of it were done again."""
+    rng = random.Random(20261207)
+    for _ in range(150):
+        prepared, history, calls = Prepared(), list[Message](), list[str]()
+        for _ in range(25):
+            change = rng.random()
+            if change < 0.1 and history:
+                history = history[rng.randrange(len(history)) :]
+            elif change < 0.15 and history:
+                history.insert(len(history) - 1, UserMessage(content="notice"))
+            else:
+                history.extend(_random_messages(rng, calls))
+            got, tokens = prepared.normalized(list(history))
+            want = normalize(history)
+            assert got == want
+            assert tokens == sum(estimate_tokens(m) for m in want)
+
+
+def _cli_records(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """Transcript records as ours and as the Amplifier CLI writes them (a tool result
+    without its tool's name, which the call before it gives; content as blocks)."""
+    records: list[dict[str, Any]] = []
+    for index in range(n):
+        kind = rng.random()
+        if kind < 0.3:
+            records.append({"role": "user", "content": [{"type": "text", "text": f"p{index}"}]})
+        elif kind < 0.6:
+            call = {"id": f"t{index}", "name": f"tool{index % 3}", "arguments": {}}
+            records.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            records.append({"role": "tool", "tool_call_id": f"t{index}", "content": {"ok": 1}})
+        elif kind < 0.9:
+            records.append({"role": "assistant", "content": f"a{index}"})
+        else:
+            records.append({"role": "system", "content": "not a message"})
+    return records
+
+
+def test_history_read_turn_after_turn_reads_as_the_whole_history_read_at_once() -> None:
+    """Records read turn after turn (more each time, a window that moved on, equal copies)
+    read as they do in the whole history read at once: a CLI tool result is named by its
+    call even once the window has left the call behind."""
+    rng = random.Random(7)
+    for _ in range(60):
+        parsed, whole, start = Parsed(), _cli_records(rng, 5), 0
+        read_messages(whole, parsed=parsed)  # a window leaves behind only what was read
+        for _ in range(12):
+            change = rng.random()
+            if change < 0.15:
+                start = rng.randrange(start, len(whole))
+            elif change < 0.2:
+                whole = [dict(r) for r in whole]  # equal, not the same objects
+            else:
+                whole = whole + _cli_records(rng, rng.randint(1, 5))
+            assert read_messages(whole[start:], parsed=parsed) == read_messages(whole)[start:]
+
+
+def test_a_turn_of_a_long_session_prepares_only_what_the_turn_before_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turn 60 of a session normalizes and reads as many messages as turn 10: those the
+    turn before added, not the whole history again (a long session's turns cost the same)."""
+    seen = 0
+    normalize_pieces, read_records = context_module.normalize, messages_module._read
+
+    def normalized(history: Any) -> Any:
+        nonlocal seen
+        seen += len(history)
+        return normalize_pieces(history)
+
+    def read(records: Any, *args: Any) -> Any:
+        nonlocal seen
+        seen += len(records)
+        return read_records(records, *args)
+
+    monkeypatch.setattr(context_module, "normalize", normalized)
+    monkeypatch.setattr(messages_module, "_read", read)
+    per_turn: list[int] = []
+
+    async def main() -> None:
+        nonlocal seen
+        project = tmp_path / "p"
+        project.mkdir()
+        async with amplifier.open_runtime(cwd=project, durability="none") as rt:
+            async with rt.open_session() as session:
+                for _ in range(60):
+                    seen = 0
+                    await session.ask("/delegate explorer: look")
+                    per_turn.append(seen)
+
+    anyio.run(main)
+    assert len(set(per_turn[10:])) == 1, per_turn

@@ -14,6 +14,12 @@ transcript itself is never rewritten):
 
 Sizes are estimated at four characters a token: close enough to keep well
 inside a window, cheap enough for histories of many thousands of messages.
+
+``Prepared`` keeps what a session's last call normalized: a history only
+grows between calls, and ``normalize`` of pieces cut before prompts is the
+normalized whole (a prompt ends every call's pairing), so each call
+normalizes and measures only what was added since, whatever the length of
+the session.
 """
 
 from __future__ import annotations
@@ -83,6 +89,38 @@ def normalize(history: Sequence[Message]) -> list[Message]:
     return out
 
 
+class Prepared:
+    """One session's history as its last model call saw it, normalized and measured."""
+
+    __slots__ = ("_history", "_normalized", "_tokens")
+
+    def __init__(self) -> None:
+        self._history: list[Message] = []
+        """A prefix of the last history, ending before a prompt."""
+        self._normalized: list[Message] = []
+        """``normalize(self._history)``."""
+        self._tokens = 0
+        """Its estimated tokens."""
+
+    def normalized(self, history: list[Message]) -> tuple[list[Message], int]:
+        """``normalize(history)`` and its estimated tokens, doing only what ``history``
+        adds to the one before (all of it if it is not that one continued)."""
+        done = len(self._history)
+        if not done or history[:done] != self._history:  # equal items: identical, mostly
+            done, self._history, self._normalized, self._tokens = 0, [], [], 0
+        cut = next(
+            (i for i in range(len(history) - 1, done, -1) if isinstance(history[i], UserMessage)),
+            done,
+        )
+        if cut > done:
+            piece = normalize(history[done:cut])
+            self._history = history[:cut]
+            self._normalized = self._normalized + piece
+            self._tokens += sum(estimate_tokens(m) for m in piece)
+        rest = normalize(history[cut:])
+        return self._normalized + rest, self._tokens + sum(estimate_tokens(m) for m in rest)
+
+
 @dataclass(frozen=True, slots=True)
 class Compaction:
     """What ``fit`` did, for the ``context:compact`` event."""
@@ -107,9 +145,13 @@ class Compaction:
         }
 
 
-def fit(history: Sequence[Message], budget: int) -> tuple[list[Message], Compaction | None]:
-    """``history`` (already normalized) within ``budget`` tokens, and what was done to it."""
-    before = sum(estimate_tokens(m) for m in history)
+def fit(
+    history: Sequence[Message], budget: int, *, tokens: int | None = None
+) -> tuple[list[Message], Compaction | None]:
+    """``history`` (already normalized) within ``budget`` tokens, and what was done to it.
+
+    ``tokens``: the history's estimate, if the caller has it (``Prepared``)."""
+    before = tokens if tokens is not None else sum(estimate_tokens(m) for m in history)
     if before <= budget:
         return list(history), None
     turns = _turns(history)

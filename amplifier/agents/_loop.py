@@ -63,7 +63,14 @@ from amplifier.runtime import (
 )
 
 from ._bash import Bash
-from ._context import CHARS_PER_TOKEN, INTERRUPTED, fit, missing_results, normalize
+from ._context import (
+    CHARS_PER_TOKEN,
+    INTERRUPTED,
+    Prepared,
+    fit,
+    missing_results,
+    normalize,
+)
 from ._delegate_tool import DelegateTool, cancelled_result
 from ._events import (
     ApprovalDecided,
@@ -106,9 +113,11 @@ if TYPE_CHECKING:
 
 FINAL_RECORDS_TIMEOUT = 5.0
 REPAIR_WINDOW = 256 * 1024
+"""Bytes at the end of a transcript searched for a turn a crash cut off."""
 _PARSED = "agents.parsed"
 """Where a session keeps the messages it already read (``read_messages``'s ``parsed``)."""
-"""Bytes at the end of a transcript searched for a turn a crash cut off."""
+_PREPARED = "agents.prepared"
+"""Where a session keeps its history as its last model call saw it (``Prepared``)."""
 _EXCERPT = 300
 _SHOWN = 4000
 """Characters of a command or diff kept in ``approval:request``."""
@@ -263,8 +272,10 @@ class AgentTurnHandler:
                 "before you change them.]"
             )
             history.insert(len(history) - 1, notice)
+        prepared = _prepared(turn.session)
         for round_ in range(1, profile.max_rounds + 1):
-            messages, compaction = fit(normalize(history), budget)
+            normalized, tokens = prepared.normalized(history)
+            messages, compaction = fit(normalized, budget, tokens=tokens)
             if compaction is not None or partial:
                 shortened = compaction.as_event() if compaction is not None else {}
                 await turn.post(
@@ -362,8 +373,9 @@ class AgentTurnHandler:
         hundred messages or of a hundred thousand. True if part was not read.
         """
         tail = await turn.session.history_tail(max_bytes=self._window(budget))
-        history, _ = parse_history(tail.messages, parsed=_parsed(turn.session))
-        summed = _after_summary(history)
+        parsed = _parsed(turn.session)
+        history, _ = parse_history(tail.messages, parsed=parsed)
+        summed = _after_summary(history) if parsed.summarised else None
         if summed is not None:
             return summed, False  # what came before is in the summary (Rule 8)
         if tail.complete:
@@ -384,7 +396,10 @@ class AgentTurnHandler:
         round_: int,
         profile: Profile,
     ) -> AssistantMessage:
-        request = ProviderRequest(
+        # Built from values already validated (messages, specs, the profile's limit): checking
+        # each message again against the union of message kinds costs about 1 us a message,
+        # every call, in a session of thousands.
+        request = ProviderRequest.model_construct(
             model=provider.model,
             instructions=spec.instructions,
             messages=tuple(messages),
@@ -942,11 +957,19 @@ def _refusal(tool: str, decision: ApprovalDecision) -> str:
             return f"not run: this {tool} call was not approved{reason}"
 
 
+def _prepared(session: SessionContext) -> Prepared:
+    """What this session's last model call was shown, normalized (kept while it is open)."""
+    prepared = session.state.get(_PREPARED)
+    if prepared is None:
+        prepared = session.state[_PREPARED] = Prepared()
+    return cast(Prepared, prepared)
+
+
 def _parsed(session: SessionContext) -> Parsed:
     """The messages this session has read already (kept while it is open)."""
     parsed = session.state.get(_PARSED)
     if parsed is None:
-        parsed = session.state[_PARSED] = {}
+        parsed = session.state[_PARSED] = Parsed()
     return cast(Parsed, parsed)
 
 

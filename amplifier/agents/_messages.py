@@ -19,7 +19,7 @@ Rule: the Amplifier CLI shares the store and reads our lines as its own
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -151,8 +151,22 @@ def parse_history(
     return messages, len(read) - len(messages)
 
 
-Parsed = MutableMapping[int, tuple[Mapping[str, Any], "Message | None"]]
-"""Records already read (by ``id``, with the record itself, so a reused id never matches)."""
+class Parsed:
+    """The records a session read last and what each read as (``read_messages``).
+
+    A session reads the same end of its history turn after turn, longer by
+    what the turn before added: only that is read again.
+    """
+
+    __slots__ = ("names", "read", "records", "summarised")
+
+    def __init__(self) -> None:
+        self.records: list[Mapping[str, Any]] = []
+        self.read: list[UserMessage | AssistantMessage | ToolResultMessage | None] = []
+        self.names: dict[str, str] = {}
+        """Tool call id -> tool name, of every call in ``read``."""
+        self.summarised = False
+        """``read`` holds a summary (an assistant message marked ``summary``)."""
 
 
 def read_messages(
@@ -161,32 +175,55 @@ def read_messages(
     """One message per record, in order; None for a record that is not a message.
 
     Records the Amplifier CLI wrote are read as ours (the module's Rule).
-    ``parsed`` remembers records read before (a session reads the same end
-    of its history turn after turn); it is left holding exactly ``records``.
+    ``parsed`` remembers the records read before: those that the new ones
+    continue are not read again, and any other already read is found by
+    identity; it is left holding exactly ``records``.
     """
+    records = list(records)
+    if parsed is None:
+        return _read(records, {}, {})
+    done = len(parsed.records)
+    if done and records[:done] == parsed.records:  # equal items: identical, mostly
+        names = dict(parsed.names)
+        new = _read(records[done:], names, {})
+        read, summarised = parsed.read + new, parsed.summarised or _summarised(new)
+    else:
+        known = {id(r): (r, m) for r, m in zip(parsed.records, parsed.read, strict=True)}
+        names = {}
+        read = _read(records, names, known)
+        summarised = _summarised(read)
+    parsed.records, parsed.read, parsed.names = records, read, names
+    parsed.summarised = summarised
+    return list(read)
+
+
+def _summarised(read: Iterable[Message | None]) -> bool:
+    return any(isinstance(m, AssistantMessage) and m.summary for m in read)
+
+
+def _read(
+    records: Iterable[Mapping[str, Any]],
+    names: dict[str, str],
+    known: Mapping[int, tuple[Mapping[str, Any], Message | None]],
+) -> list[UserMessage | AssistantMessage | ToolResultMessage | None]:
+    """``read_messages`` of ``records``: ``names`` gets their calls' tool names, and a record
+    in ``known`` (by identity) reads as it did."""
     read: list[UserMessage | AssistantMessage | ToolResultMessage | None] = []
-    names: dict[str, str] = {}
-    seen: dict[int, tuple[Mapping[str, Any], Message | None]] = {}
     for record in records:
-        known = parsed.get(id(record)) if parsed is not None else None
-        if known is not None and known[0] is record:
-            message = known[1]
+        was = known.get(id(record))
+        if was is not None and was[0] is record:
+            message = was[1]
         else:
             try:
                 message = MESSAGE.validate_python(_as_ours(record, names))
             except ValidationError:
                 message = None
-        if parsed is not None:
-            seen[id(record)] = (record, message)
         if message is None:
             read.append(None)
             continue
         if isinstance(message, AssistantMessage):
             names.update((call.id, call.name) for call in message.tool_calls)
         read.append(message)
-    if parsed is not None:
-        parsed.clear()
-        parsed.update(seen)
     return read
 
 

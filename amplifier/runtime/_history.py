@@ -10,6 +10,7 @@ Rule 2: the copy is bounded by the widest window asked for (plus a quarter);
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -39,13 +40,13 @@ class HistoryTail:
 class HistoryCopy:
     """The end of one session's transcript, kept in step with what it records (Rule 1)."""
 
-    __slots__ = ("_complete", "_first", "_messages", "_total", "_window")
+    __slots__ = ("_complete", "_first", "_messages", "_sizes", "_total", "_window")
 
     def __init__(self, tail: MessageTail, window: int) -> None:
         self._first = tail.first
-        self._messages: deque[tuple[dict[str, Any], int]] = deque(
-            zip(tail.messages, tail.sizes, strict=True)
-        )
+        self._messages: deque[dict[str, Any]] = deque(tail.messages)
+        self._sizes: deque[int] = deque(tail.sizes)
+        """Each message's bytes, about as its line in the file takes."""
         self._total = sum(tail.sizes)
         self._complete = tail.complete
         self._window = window
@@ -62,24 +63,27 @@ class HistoryCopy:
     def add(self, message: dict[str, Any]) -> None:
         """A message the session just recorded."""
         size = len(orjson.dumps(message)) + _STAMP_BYTES
-        self._messages.append((message, size))
+        self._messages.append(message)
+        self._sizes.append(size)
         self._total += size
         limit = self._window + self._window // 4
         while self._total > limit and len(self._messages) > 1:
-            dropped, dropped_size = self._messages.popleft()
+            dropped = self._messages.popleft()
             if self._complete:
                 self._first, self._complete = dropped, False
-            self._total -= dropped_size
+            self._total -= self._sizes.popleft()
 
     def tail(self, max_bytes: int) -> HistoryTail:
         """The last ``max_bytes`` or so, as a read of the file would give them."""
-        taken = 0
-        start = len(self._messages)
-        while start > 0 and taken < max_bytes:
-            start -= 1
-            taken += self._messages[start][1]
-        messages = [message for index, (message, _) in enumerate(self._messages) if index >= start]
+        start = 0
+        if self._total > max_bytes:  # else all of it: a turn of a short session reads no sizes
+            taken = 0
+            start = len(self._sizes)
+            while start > 0 and taken < max_bytes:
+                start -= 1
+                taken += self._sizes[start]
+        messages = list(itertools.islice(self._messages, start, None))
         if start == 0:
             return HistoryTail(None if self._complete else self._first, messages, self._complete)
-        first = self._messages[0][0] if self._complete else self._first
+        first = self._messages[0] if self._complete else self._first
         return HistoryTail(first, messages, False)
