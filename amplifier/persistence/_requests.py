@@ -6,6 +6,11 @@ its own JSON, and a value JSON cannot hold is the sender's error, raised
 where it called. The actor adds only the stamp (``version``, ``seq``,
 ``ts``) in front.
 
+Requests are not frozen, and nothing changes one once it is sent: a frozen
+dataclass is built through ``object.__setattr__``, field by field, which
+made a request three times as dear to build (1.6 against 0.45 us), and an
+agent task with a sub-agent sends about 33.
+
 Each request carries a ``Receipt``; the actor fills it and announces the
 commit through ``Acks``. A sender that does not wait (``wait=False``)
 still gets its receipt filled, and looks at its last one when it does wait:
@@ -99,14 +104,14 @@ def own_copy(error: BaseException) -> BaseException:
     return fresh
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _Request:
     kind: ClassVar[str]
     """Names the request on the wire (``amplifier.cluster``)."""
     receipt: Receipt
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _Record(_Request):
     """A record of an open session."""
 
@@ -115,7 +120,7 @@ class _Record(_Request):
     """The writer's failure count when it sent this: a failure refuses the rest of its epoch."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class CreateSession(_Record):
     """A new session: its first metadata, journalled; its folder is built behind."""
 
@@ -127,7 +132,7 @@ class CreateSession(_Record):
     """Its id was just drawn at random: no folder is looked for (a stat on the event loop)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OpenSession(_Record):
     """Claim an existing session, set torn tails aside, report its last seq."""
 
@@ -135,7 +140,7 @@ class OpenSession(_Record):
     location: SessionLocation
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AppendEvent(_Record):
     """One event for ``events.jsonl``: ``body`` is the line without its stamp."""
 
@@ -150,7 +155,7 @@ class AppendEvent(_Record):
     """Another writer's request this event depends on: refused if that one failed."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AppendMessage(_Record):
     """One message for ``transcript.jsonl``: ``body`` is the line without its stamp."""
 
@@ -158,7 +163,7 @@ class AppendMessage(_Record):
     body: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WriteMetadata(_Record):
     """A new ``metadata.json`` (replaced atomically, behind the journal)."""
 
@@ -166,7 +171,7 @@ class WriteMetadata(_Record):
     document: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class CloseSession(_Record):
     """The session is done: its claim is released once its files are durable."""
 
@@ -178,7 +183,7 @@ class CloseSession(_Record):
     and the release follow with the write-behind's next round."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Flush(_Request):
     """Barrier: answered once everything sent before it is in the session files."""
 
@@ -187,14 +192,14 @@ class Flush(_Request):
     """Also sync the files of closed sessions and release their claims first."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Reindex(_Request):
     """Rebuild the session index from every session's metadata file."""
 
     kind: ClassVar[str] = "reindex"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class DeleteSessions(_Request):
     """Remove sessions' folders: all of them, or none if any is in use."""
 
@@ -203,7 +208,7 @@ class DeleteSessions(_Request):
     untouched_since: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class KeepFile(_Request):
     """Keep a file's content in a session's file history; answered with its digest once durable."""
 
