@@ -55,7 +55,7 @@ import anyio
 import orjson
 
 import amplifier
-from amplifier.persistence import _writer
+from amplifier.persistence import _actor, _writer
 
 WORDS = ("quokka", "narwhal", "axolotl", "pangolin", "okapi", "tapir", "dugong")
 """One unusual word per prompt: each must be found by search exactly where it is stored."""
@@ -127,6 +127,23 @@ async def second_project(work: Workload) -> None:
         work.ack("close", session=session.id)
 
 
+async def rounds_cut_short(work: Workload) -> None:
+    """Rounds of writing behind that stop at their first barrier (their time is up at once,
+    as beside a loop that never idles): the rest of each goes first in the next, none of
+    them moves the journal's checkpoint, and the writer they start takes over."""
+    saved = _actor.WRITE_ROUND_SECONDS
+    _actor.WRITE_ROUND_SECONDS = 0.0
+    try:
+        async with work.runtime(work.beta) as rt:
+            session = await rt.open_session(name="cut short")
+            await work.ask(session, "/delegate explorer: one\n/delegate reviewer: two")
+            await work.ask(session, "/delegate explorer: three")
+            await session.close()
+            work.ack("close", session=session.id)
+    finally:
+        _actor.WRITE_ROUND_SECONDS = saved
+
+
 def _writer_has_written() -> bool:
     """A writer process of this one holds the session index open: it has written a round."""
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
@@ -167,6 +184,7 @@ STEPS: tuple[Callable[[Workload], Awaitable[None]], ...] = (
     first_session,
     resume_and_second_session,
     second_project,
+    rounds_cut_short,
     through_the_writer,
     relabel,
 )
