@@ -339,9 +339,9 @@ class Materialiser:
         finally:
             if not keep_open:
                 self._files.close_all()
-            # Past a deadline the index waits for the next call, or for the writer that
-            # takes over (``take_unindexed``): it is a cache of what the files hold.
-            if not index_later and (until is None or time.monotonic() < until):
+            # Stopped at its deadline, the index waits for the next call, due at once, or
+            # for the writer that takes over (``take_unindexed``): a cache of the files.
+            if not index_later and (until is None or not backlog.segments):
                 self._index_written()
         return released
 
