@@ -54,7 +54,15 @@ from ._requests import (
     WriteMetadata,
 )
 
-MAILBOX_SIZE = 4096
+MAILBOX_SIZE = 32768
+"""Requests sent and not yet taken by the persistence actor, at most; a sender waits for
+room beyond. While the actor commits a group, sessions that do not wait for it (a fan-out's
+children) go on sending, and the next group takes all they sent: beside a loop that never
+idles a commit costs far more than its disk time (its worker thread waits for the
+interpreter's lock at every step back), so large groups are what keeps the actor up with
+them. At 4,096, 1,000 agent children from one parent filled it at every commit and the loop
+sat idle for a third of the fan-out. A request is its record's bytes and a few objects:
+about 1 KB, so this bounds what waits to some 30 MB."""
 SHUTDOWN_GRACE = 10.0
 """How long closing the store waits for outstanding writers before it stops the actor."""
 
