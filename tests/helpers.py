@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 
 from amplifier import SessionContext, SessionSetup, Turn
@@ -69,3 +70,11 @@ def first(records: list[dict[str, Any]], event: str, **data: Any) -> dict[str, A
         if record["event"] == event and all(record["data"].get(k) == v for k, v in data.items()):
             return record
     raise AssertionError(f"no {event} with {data} in {names(records)}")
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (10 s at most) until ``condition`` holds: state another thread or process
+    changes, which no event of this loop announces."""
+    with anyio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 - another process's state, or a thread's
+            await anyio.sleep(0.01)

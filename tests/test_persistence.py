@@ -9,7 +9,7 @@ import stat
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from amplifier.persistence._journal import (
     header,
 )
 
-from .helpers import lines, session_dirs
+from .helpers import lines, session_dirs, until
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
@@ -426,12 +426,6 @@ async def test_full_disk_behind_the_journal_loses_nothing_acknowledged(
     assert [(r["event"], r["seq"]) for r in written[2:]] == [("safe", stamp.seq)]
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(10):
-        while not condition():  # noqa: ASYNC110 - the write-behind thread's work, on disk
-            await anyio.sleep(0.01)
-
-
 async def test_a_close_written_before_a_round_failed_still_releases_its_session(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -458,9 +452,9 @@ async def test_a_close_written_before_a_round_failed_still_releases_its_session(
         # In the same round as that close: the round fails building it, and is retried.
         second = await store.create(_where(home, "s2"), _meta("s2"))
         with pytest.warns(StoreWarning, match="safe in the journal"):
-            await _until(lambda: _where(home, "s2").directory.exists())
+            await until(lambda: _where(home, "s2").directory.exists())
         assert failures == ["s2"]
-        await _until(lambda: read_claim(_where(home, "s1")) is None)
+        await until(lambda: read_claim(_where(home, "s1")) is None)
         await second.close()
 
 

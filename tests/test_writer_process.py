@@ -20,7 +20,7 @@ import sys
 import termios
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,7 @@ import amplifier
 from amplifier import StoreWarning
 from amplifier.persistence import _actor, _materialise, _writer
 
-from .helpers import events, session_dirs
+from .helpers import events, session_dirs, until
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="finds the writer through Linux's /proc"
@@ -120,12 +120,6 @@ def sent_to(writer: int) -> int:
                 fcntl.ioctl(int(fd.name), termios.FIONREAD, unread)
                 return unread[0]
     return 0
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(10):
-        while not condition():  # noqa: ASYNC110 - another process's state, or a thread's
-            await anyio.sleep(0.01)
 
 
 async def until_idle(writer: int) -> None:
