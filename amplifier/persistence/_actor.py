@@ -121,7 +121,8 @@ WRITE_ROUND_SECONDS = 0.05
 """Seconds a round of writing behind spends in the Runtime's own thread before it stops
 and leaves the rest to the next round: a loop that never idles holds the interpreter's lock,
 and that thread, waiting for it after every system call, would write one round for as long
-as the loop stays busy. Three rounds on, the next goes to a writer process (``_writer``)."""
+as the loop stays busy. A round that ran longer has the next start the writer process
+(``FilesWriter.hurry``), which then takes every round."""
 GATHER_DELAY = 0.005
 """Seconds (at most) a group nobody waits for is held for more: a session that posts and
 goes on costs one commit with its next answer (one fdatasync under fsync, one write under
@@ -822,16 +823,15 @@ class PersistenceActor:
             # Under flush, the files stay open for the next batch (``_write_round`` closes them).
             keep = self.durability == "flush"
             self._files.apply(chunk, keep_open=keep, until=until, released=released)
-        except OSError:
-            self._backlog.put_back(chunk)
-            raise
         finally:
-            self._releasing += released  # those it passed before it failed too
-        if chunk:  # the round's time ran out: the rest goes first in the next
+            # What it did not reach (its time ran out, or it failed) goes first in the next;
+            # the closes it passed are released either way.
+            finished = not chunk
             self._backlog.put_back(chunk)
+            self._releasing += released
         if self.durability != "fsync":
             self._release_closed()
-        return not chunk
+        return finished
 
     def _defer(self, backlog: Backlog) -> None:
         """Keep acknowledged records for the session files; a background task writes them."""
