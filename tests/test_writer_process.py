@@ -392,9 +392,7 @@ async def test_rounds_that_run_out_of_time_leave_the_rest_to_the_next(
     home = tmp_path / "home"
     done: list[str] = []
     async with amplifier.open_runtime(home=home, cwd=project, durability=durability) as rt:
-        with anyio.fail_after(60):
-            while not writer_pids(os.getpid()):
-                done.append(await task(rt))
+        await until_the_writer_writes(rt, done)
         for _ in range(20):
             done.append(await task(rt))
     await all_there(home, project, done)
