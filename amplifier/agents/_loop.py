@@ -46,7 +46,7 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import orjson
@@ -220,7 +220,7 @@ class AgentTurnHandler:
         window = self._window(self._kit(spec, profile)[1])
         await session.history_tail(max_bytes=window)
         tail = await session.history_tail(max_bytes=REPAIR_WINDOW)
-        history, unreadable = parse_history(tail.messages, parsed=_parsed(session))
+        history, unreadable = parse_history(tail.messages, parsed=_kept(session, _PARSED, Parsed))
         missing = missing_results(history)
         for call_id, name in missing:
             result = ToolResultMessage(
@@ -272,7 +272,7 @@ class AgentTurnHandler:
                 "before you change them.]"
             )
             history.insert(len(history) - 1, notice)
-        prepared = _prepared(turn.session)
+        prepared = _kept(turn.session, _PREPARED, Prepared)
         for round_ in range(1, profile.max_rounds + 1):
             normalized, tokens = prepared.normalized(history)
             messages, compaction = fit(normalized, budget, tokens=tokens)
@@ -373,7 +373,7 @@ class AgentTurnHandler:
         hundred messages or of a hundred thousand. True if part was not read.
         """
         tail = await turn.session.history_tail(max_bytes=self._window(budget))
-        parsed = _parsed(turn.session)
+        parsed = _kept(turn.session, _PARSED, Parsed)
         history, _ = parse_history(tail.messages, parsed=parsed)
         summed = _after_summary(history) if parsed.summarised else None
         if summed is not None:
@@ -646,7 +646,7 @@ class AgentTurnHandler:
         verdict = judged()
         if verdict.outcome == "ask":
             # One question at a time per session: an answer "always" may settle the next.
-            async with _asking(turn.session):
+            async with _kept(turn.session, _ASKING, anyio.Lock):
                 verdict = judged()
                 if verdict.outcome == "ask":
                     await self._ask(turn, tool, arguments, call, context, verdict, subject)
@@ -935,14 +935,8 @@ def _after_summary(history: list[Message]) -> list[Message] | None:
 
 
 _ASKING = "agents.asking"
-
-
-def _asking(session: SessionContext) -> anyio.Lock:
-    """The lock a session's calls take to ask, one at a time."""
-    lock = session.state.get(_ASKING)
-    if not isinstance(lock, anyio.Lock):
-        lock = session.state[_ASKING] = anyio.Lock()
-    return lock
+"""Where a session keeps the lock its calls take to ask, one at a time."""
+_Kept = TypeVar("_Kept")
 
 
 def _refusal(tool: str, decision: ApprovalDecision) -> str:
@@ -957,20 +951,13 @@ def _refusal(tool: str, decision: ApprovalDecision) -> str:
             return f"not run: this {tool} call was not approved{reason}"
 
 
-def _prepared(session: SessionContext) -> Prepared:
-    """What this session's last model call was shown, normalized (kept while it is open)."""
-    prepared = session.state.get(_PREPARED)
-    if prepared is None:
-        prepared = session.state[_PREPARED] = Prepared()
-    return cast(Prepared, prepared)
-
-
-def _parsed(session: SessionContext) -> Parsed:
-    """The messages this session has read already (kept while it is open)."""
-    parsed = session.state.get(_PARSED)
-    if parsed is None:
-        parsed = session.state[_PARSED] = Parsed()
-    return cast(Parsed, parsed)
+def _kept(session: SessionContext, key: str, kind: type[_Kept]) -> _Kept:
+    """What ``session`` keeps under ``key`` while it is open: a ``kind`` made on first use
+    (the lock its calls take to ask, one at a time; the history it read and prepared last)."""
+    kept = session.state.get(key)
+    if not isinstance(kept, kind):
+        kept = session.state[key] = kind()
+    return kept
 
 
 async def compact_session(
