@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 import pytest
 
@@ -351,7 +350,7 @@ def test_history_read_turn_after_turn_reads_as_the_whole_history_read_at_once() 
             assert read_messages(whole[start:], parsed=parsed) == read_messages(whole)[start:]
 
 
-def test_a_turn_of_a_long_session_prepares_only_what_the_turn_before_added(
+async def test_a_turn_of_a_long_session_prepares_only_what_the_turn_before_added(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Turn 60 of a session normalizes and reads as many messages as turn 10: those the
@@ -372,17 +371,12 @@ def test_a_turn_of_a_long_session_prepares_only_what_the_turn_before_added(
     monkeypatch.setattr(context_module, "normalize", normalized)
     monkeypatch.setattr(messages_module, "_read", read)
     per_turn: list[int] = []
-
-    async def main() -> None:
-        nonlocal seen
-        project = tmp_path / "p"
-        project.mkdir()
-        async with amplifier.open_runtime(cwd=project, durability="none") as rt:
-            async with rt.open_session() as session:
-                for _ in range(60):
-                    seen = 0
-                    await session.ask("/delegate explorer: look")
-                    per_turn.append(seen)
-
-    anyio.run(main)
+    project = tmp_path / "p"
+    project.mkdir()
+    async with amplifier.open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            for _ in range(60):
+                seen = 0
+                await session.ask("/delegate explorer: look")
+                per_turn.append(seen)
     assert len(set(per_turn[10:])) == 1, per_turn
