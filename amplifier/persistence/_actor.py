@@ -432,8 +432,15 @@ class PersistenceActor:
                     flush.receipt.done = True
         self.acks.announce()
         journal = self._journal
-        if journal is not None and journal.size > CHECKPOINT_BYTES:
+        if journal is None or self.durability != "fsync":
+            return
+        if journal.size > CHECKPOINT_BYTES:
             await self._empty_journal(journal)
+        elif journal.short_of_room():
+            # While the sessions just answered prepare their next records; the requests
+            # that come meanwhile wait in the mailbox for the next commit.
+            with contextlib.suppress(OSError):  # a batch that needs the room grows it itself
+                await anyio.to_thread.run_sync(journal.make_room)
 
     async def _commit_records(self, requests: list[RecordRequest]) -> None:
         failure: BaseException | None = self._broken

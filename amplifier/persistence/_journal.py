@@ -21,7 +21,15 @@ skip the file-size and extent updates an append needs; on ext4 that makes
 each batch's sync about twice as cheap. The file grows in zeroed chunks:
 the first is small (a ``run`` of one turn writes a few KiB, and a zeroed
 MiB costs a new journal about 2 ms more to sync), then the file doubles,
-by at most ``ZERO_CHUNK`` at a time.
+by at most ``ZERO_CHUNK`` at a time. It grows ahead of the batches: once
+less than half a chunk of zeroes is left, the actor zeroes and syncs the
+next chunk after it has answered a batch (``make_room``; sooner if the
+batches are large), while the
+sessions it woke prepare their next records; a batch grows the file
+itself only if it outruns that. Growing costs a sync that changes the
+file's size (an ext4 journal commit of everything else pending): 0.3 to
+5 ms each, seven times in a run of 10,000 events, all of which used to
+wait on the acknowledgements of whichever batch crossed the end.
 
 Recovery: a journal whose owner died (its flock is free) is replayed by the
 next Runtime that starts or opens a session: every record above the
@@ -175,6 +183,7 @@ class Journal:
         self.last_seq = 0
         """The last seq of the last batch written."""
         self._allocated = allocated
+        self._last_batch = 0
 
     def fileno(self) -> int:
         """The descriptor holding the lock (a writer process inherits it: ``_writer``)."""
@@ -221,10 +230,7 @@ class Journal:
         """
         end = self.size + len(batch)
         if end > self._allocated:
-            step = min(ZERO_CHUNK, max(FIRST_CHUNK, self._allocated))
-            grow = max(step, end - self._allocated)
-            os.pwrite(self._fd, bytes(grow), self._allocated)
-            self._allocated += grow
+            self._grow(end - self._allocated)
         view = memoryview(batch)
         position = self.size
         while view:
@@ -234,6 +240,26 @@ class Journal:
         os.fdatasync(self._fd)
         self.size = end
         self.last_seq = last_seq
+        self._last_batch = len(batch)
+
+    def short_of_room(self) -> bool:
+        """Less than half a chunk of zeroes is left past the end, or less than two batches
+        like the last: time to ``make_room``."""
+        return self._allocated - self.size < max(self._step() // 2, 2 * self._last_batch)
+
+    def make_room(self) -> None:
+        """Zero the next chunk past the end and make it durable, so that batches to come
+        overwrite zeroes (``append`` syncs no size change). Never beside an ``append``."""
+        self._grow(0)
+        os.fdatasync(self._fd)
+
+    def _step(self) -> int:
+        return min(ZERO_CHUNK, max(FIRST_CHUNK, self._allocated))
+
+    def _grow(self, needed: int) -> None:
+        grow = max(self._step(), needed)
+        os.pwrite(self._fd, bytes(grow), self._allocated)
+        self._allocated += grow
 
     def mark_checkpoint(self, seq: int) -> None:
         """Record that every record up to ``seq`` is durable in the session files.
