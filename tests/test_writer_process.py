@@ -349,6 +349,34 @@ def test_the_writer_exits_when_its_runtime_is_killed(
 
 
 @pytest.mark.parametrize("durability", ["fsync", "none"])
+async def test_a_runtime_used_at_a_persons_pace_starts_no_writer(
+    tmp_path: Path,
+    project: Path,
+    durability: Literal["fsync", "none"],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 1: turns far apart leave nothing behind once written, so their rounds never come
+    back to back and no writer process starts, however many turns there are. A writer used
+    to start at the third round of a Runtime's life: an interactive session had a second
+    interpreter from its third turn on, for rounds its own thread wrote in milliseconds.
+    (A round that runs past its time is the other way a writer starts: on a disk slowed by
+    other work, one can, so none is given a deadline here.)"""
+    deadline = _actor.WRITE_ROUND_SECONDS
+    monkeypatch.setattr(_actor, "WRITE_ROUND_SECONDS", 3600.0)
+    home = tmp_path / "home"
+    async with amplifier.open_runtime(home=home, cwd=project, durability=durability) as rt:
+        actor = rt._store._actor  # type: ignore[attr-defined]
+        async with rt.open_session() as session:
+            await until(lambda: not actor._writing)  # its folder is built
+            for n in range(6):
+                await session.ask(f"question {n}")
+                await until(lambda: not actor._writing)  # the files hold it all
+        assert writer_pids(os.getpid()) == []
+        monkeypatch.setattr(_actor, "WRITE_ROUND_SECONDS", deadline)
+        await until_the_writer_writes(rt, [])  # tasks back to back still start one
+
+
+@pytest.mark.parametrize("durability", ["fsync", "none"])
 async def test_a_thread_that_writes_slowly_hands_the_rounds_to_a_writer_at_once(
     tmp_path: Path,
     project: Path,

@@ -893,6 +893,7 @@ class PersistenceActor:
                             self._backlog_since = -math.inf  # the rest is overdue
                         if time.monotonic() - started > WRITE_ROUND_SECONDS:
                             self._files.hurry()
+            self._files.idle()  # nothing behind: the next round is not back to back
         finally:
             self._writing = False
 

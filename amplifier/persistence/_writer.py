@@ -9,9 +9,11 @@ the parent sends a backlog, the writer writes it (the same code, the same
 rules) and answers with the sessions whose close it passed.
 
 Rule 1: the writer starts only when a Runtime keeps writing (``START_AFTER``
-        rounds, or sooner when a round written in the thread runs past its
-        time: a loop that never idles starves that thread), never to write
-        the last backlog at shutdown: a command that writes once pays no
+        rounds back to back: one after which nothing was left behind
+        starts the count again; or sooner when a round written in the
+        thread runs past its time: a loop that never idles starves that
+        thread), never to write the last backlog at shutdown: a command
+        that writes once, or a session at a person's pace, pays no
         interpreter start. Until it answers, rounds are written in the
         parent's thread.
 Rule 2: it holds the Runtime's journal lock (an inherited descriptor of the
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
     from ._writer_process import WriterProcess
 
 START_AFTER = 3
-"""Rounds of writing behind a Runtime does in its own thread before it starts a writer."""
+"""Rounds of writing behind, back to back, a Runtime does in its own thread before it starts
+a writer."""
 
 
 class WriterGone(OSError):
@@ -90,7 +93,7 @@ class FilesWriter:
         passed are returned, and added to ``released`` even if it fails."""
         if released is None:
             released = []
-        process = self._writer(starting=not last)
+        process = self._writer(starting=not last and bool(backlog))
         if process is not None:
             unindexed = self.local.take_unindexed()
             try:
@@ -113,6 +116,10 @@ class FilesWriter:
         if self._unsynced:
             sync_file_system(self.local.home)
             self._unsynced = False
+
+    def idle(self) -> None:
+        """Nothing is left behind: the rounds that may start a writer are counted anew."""
+        self._rounds = 0
 
     def hurry(self) -> None:
         """Writing in this thread falls behind (a round ran past its time): the next round
