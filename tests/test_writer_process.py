@@ -293,6 +293,96 @@ anyio.run(main)
 """
 
 
+FORKING = """
+import os, sys, time, anyio, amplifier
+from pathlib import Path
+from amplifier.persistence import _writer
+_writer.START_AFTER = int(sys.argv[3])
+
+def has_a_child():
+    tasks = Path("/proc/self/task").iterdir()
+    return any((task / "children").read_text().split() for task in tasks)
+
+async def main():
+    forked = None
+    async with amplifier.open_runtime(home=sys.argv[1], cwd=sys.argv[2], durability="fsync") as rt:
+        for n in range(10**9):
+            async with rt.open_session() as session:
+                await session.ask("/delegate explorer: go")
+            print(session.id, flush=True)
+            if n >= 20 and forked is None and (has_a_child() or _writer.START_AFTER > 1):
+                # a program's own worker, forked as multiprocessing does on Linux
+                child = os.fork()
+                if child == 0:  # not holding the test's pipe either
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                    time.sleep(60)
+                    os._exit(0)
+                print("forked", child, flush=True)
+                forked = child
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("with_writer", [True, False], ids=["writer", "no-writer"])
+def test_a_child_forked_by_the_program_keeps_neither_the_writer_nor_the_lock(
+    tmp_path: Path, project: Path, with_writer: bool
+) -> None:
+    """A program that forks (multiprocessing's workers, on Linux) hands each child copies of
+    its descriptors: the writer's pipe and the journal, whose lock is the Runtime's. Killed,
+    the Runtime's process must take both with it while the child lives on: the writer exits,
+    and the next Runtime replays the journal. (With the copies, the writer ran on and the
+    journal stayed locked, its records out of every other Runtime's reach, for as long as
+    the child lived.)"""
+    home = tmp_path / "home"
+    process = subprocess.Popen(
+        [sys.executable, "-c", FORKING, str(home), str(project), "1" if with_writer else "1000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    done: list[str] = []
+    forked = writer = None
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            forked is None
+            or len(done) < 30
+            or (with_writer and (writer is None or not has_written(writer)))
+        ):
+            assert time.monotonic() < deadline, (
+                "the Runtime never forked, or its writer never wrote"
+            )
+            line = process.stdout.readline().strip()
+            if line.startswith("forked "):
+                forked = int(line.split()[1])
+            else:
+                done.append(line)
+            pids = writer_pids(process.pid)
+            writer = pids[0] if pids else writer
+        process.kill()
+        process.wait()
+        done += [line.strip() for line in process.stdout if line.strip()]
+        process.stdout.close()
+        deadline = time.monotonic() + 10
+        while writer is not None and alive(writer):
+            assert time.monotonic() < deadline, "the writer outlived its Runtime"
+            time.sleep(0.02)
+        (journal,) = (home / "journal").glob("*.journal")
+        with journal.open("rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the dead Runtime's lock is free
+        assert alive(forked)
+        anyio.run(functools.partial(all_there, home, project, done, left="a killed runtime"))
+        assert alive(forked)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if forked is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(forked, signal.SIGKILL)
+
+
 @pytest.mark.parametrize(
     ("sent", "to_the_group"),
     [

@@ -359,6 +359,43 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 _syncfs = _load_syncfs()
 
+_HELD_FROM_FORKS: set[int] = set()
+"""Descriptors a child forked without ``exec`` must not keep (``kept_from_forks``)."""
+
+
+def kept_from_forks(fd: int) -> None:
+    """Make ``fd`` refer to ``/dev/null`` in any child this process forks without ``exec``.
+
+    A program that forks (``multiprocessing``'s default on Linux) hands each
+    child a copy of every descriptor. A copy of the journal's keeps the
+    Runtime's lock held while the child lives, after the Runtime's process
+    has died (nobody replays its journal); a copy of a writer's pipe keeps
+    that writer running. The child gets ``/dev/null`` in their place, so its
+    own later closing (a finaliser) closes nothing else. Call
+    ``released_from_forks`` before closing ``fd``.
+    """
+    _HELD_FROM_FORKS.add(fd)
+
+
+def released_from_forks(fd: int) -> None:
+    _HELD_FROM_FORKS.discard(fd)
+
+
+def _blank_out_in_child() -> None:
+    if not _HELD_FROM_FORKS:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in _HELD_FROM_FORKS:
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+    _HELD_FROM_FORKS.clear()
+
+
+os.register_at_fork(after_in_child=_blank_out_in_child)
+
 
 def sync_all(files: Collection[str], folders: Collection[str]) -> None:
     """Make ``files`` and the entries of ``folders`` durable, with as few syncs as it can.

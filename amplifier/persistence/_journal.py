@@ -68,7 +68,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from ._files import fsync_dir, write_all
+from ._files import fsync_dir, kept_from_forks, released_from_forks, write_all
 from ._ownership import JOURNAL_SUFFIX
 from ._paths import ensure_private_dir, journal_root
 
@@ -220,6 +220,7 @@ class Journal:
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
+        kept_from_forks(fd)  # the lock lives as long as this process, not its forks
         return cls(path, fd, HEADER_SIZE + (FIRST_CHUNK if preallocate else 0))
 
     def append(self, batch: bytes, last_seq: int) -> None:
@@ -290,8 +291,10 @@ class Journal:
         if sync:
             with contextlib.suppress(OSError):
                 fsync_dir(self.path.parent)
+        released_from_forks(self._fd)
         os.close(self._fd)
 
     def abandon(self) -> None:
         """Close without removing: the session files are not all durable, a replay must run."""
+        released_from_forks(self._fd)
         os.close(self._fd)

@@ -20,7 +20,9 @@ Rule 2: it holds the Runtime's journal lock (an inherited descriptor of the
         journal): while it may still write, nobody replays that journal.
 Rule 3: it never outlives the Runtime: it ignores the terminal's signals
         (the Runtime decides when to stop) and exits when its pipe closes,
-        which the kernel does when the Runtime's process dies.
+        which the kernel does when the Runtime's process dies (a child that
+        process forks without exec holds ``/dev/null`` in the pipe's place:
+        ``_files.kept_from_forks``).
 Rule 4: a writer that dies holding a request leaves that request's files in
         an unknown state: nothing more is written behind, and the journal,
         kept at shutdown, is replayed by the next Runtime (as after a crash).

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._files import write_all
+from ._files import kept_from_forks, released_from_forks, write_all
 from ._materialise import Backlog, Materialiser
 from ._paths import SessionLocation
 from ._upkeep import IndexUpkeep
@@ -139,6 +139,10 @@ class WriterProcess:
         assert self._process.stdout is not None
         self._to = self._process.stdin.fileno()
         self._from = self._process.stdout.fileno()
+        # A child forked without exec holding the pipe would keep the writer past this
+        # process's death (Rule 3).
+        kept_from_forks(self._to)
+        kept_from_forks(self._from)
         with contextlib.suppress(AttributeError, OSError):  # Linux: a round in fewer writes
             fcntl.fcntl(self._to, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.ready = False
@@ -213,6 +217,8 @@ class WriterProcess:
         process = self._process
         if not self.ready or self.gone:
             process.kill()
+        released_from_forks(self._to)
+        released_from_forks(self._from)
         for stream in (process.stdin, process.stdout):
             if stream is not None:
                 stream.close()
