@@ -22,14 +22,14 @@ each batch's sync about twice as cheap. The file grows in zeroed chunks:
 the first is small (a ``run`` of one turn writes a few KiB, and a zeroed
 MiB costs a new journal about 2 ms more to sync), then the file doubles,
 by at most ``ZERO_CHUNK`` at a time. It grows ahead of the batches: once
-less than half a chunk of zeroes is left, the actor zeroes and syncs the
-next chunk after it has answered a batch (``make_room``; sooner if the
-batches are large), while the
-sessions it woke prepare their next records; a batch grows the file
-itself only if it outruns that. Growing costs a sync that changes the
-file's size (an ext4 journal commit of everything else pending): 0.3 to
-5 ms each, seven times in a run of 10,000 events, all of which used to
-wait on the acknowledgements of whichever batch crossed the end.
+less than half a chunk of zeroes is left (or less than two batches like
+the last), the actor zeroes and syncs the next chunk after it has
+answered a batch (``make_room``), while the sessions it woke prepare
+their next records; a batch grows the file itself only if it outruns
+that. Growing costs a sync that changes the file's size (an ext4 journal
+commit of everything else pending): 0.3 to 5 ms each, seven times in a
+run of 10,000 events, all of which used to wait on the acknowledgements
+of whichever batch crossed the end.
 
 Recovery: a journal whose owner died (its flock is free) is replayed by the
 next Runtime that starts or opens a session: every record above the
