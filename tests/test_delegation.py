@@ -19,7 +19,7 @@ from amplifier import (
     Turn,
     TurnCancelled,
 )
-from amplifier.persistence import open_store
+from amplifier.persistence import _store, open_store
 from amplifier.runtime import Runtime
 from amplifier.runtime.lowlevel import ChildOutcome, ChildRun, Launch, is_child_id, run_child
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
@@ -82,6 +82,50 @@ async def test_three_concurrent_children_share_one_causal_seq_order(
         assert first(child_events, "session:end")["seq"] < ended
         tool_results = [m for m in transcript(home, s.id) if m["role"] == "tool"]
         assert all(ended < m["seq"] for m in tool_results)
+
+
+async def test_children_started_together_are_listed_by_one_document_before_each_exists(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every child is listed by its parent before it exists, and children started together
+    share the document that lists them: a parent delegating to 40 children at once used to
+    send 40 documents of up to 40 entries (51 MB of JSON for a fan-out of 1,000)."""
+    sent: list[tuple[str, str, list[str]]] = []
+    post_metadata = _store.SessionWriter.post_metadata
+    create = _store.Store.create
+
+    async def listed(self: Any, meta: Any) -> Any:
+        sent.append(("metadata", meta.session_id, list(meta.children)))
+        return await post_metadata(self, meta)
+
+    async def created(self: Any, location: Any, meta: Any, **options: Any) -> Any:
+        sent.append(("create", location.session_id, []))
+        return await create(self, location, meta, **options)
+
+    monkeypatch.setattr(_store.SessionWriter, "post_metadata", listed)
+    monkeypatch.setattr(_store.Store, "create", created)
+
+    async def work(turn: Turn) -> str:
+        if turn.session.depth == 0:
+            many = [Delegation(agent="explorer", instruction=str(n)) for n in range(40)]
+            results = await turn.delegate_all(many)
+            return ",".join(r.status for r in results)
+        return turn.prompt
+
+    async with open_runtime(cwd=project, handler=FnHandler(work), max_children=40) as rt:
+        async with rt.open_session() as s:
+            assert (await s.ask("go")).text == ",".join(["completed"] * 40)
+    children = metadata(home, s.id)["children"]
+    assert len(children) == 40
+    assert set(children) <= set(session_dirs(home))
+    for child in children:
+        created_at = sent.index(("create", child, []))
+        assert any(
+            kind == "metadata" and sid == s.id and child in listing
+            for kind, sid, listing in sent[:created_at]
+        ), f"{child} was created before its parent listed it"
+    listings = [listing for kind, sid, listing in sent if kind == "metadata" and sid == s.id]
+    assert sum(1 for listing in listings if listing) <= 3, [len(x) for x in listings]
 
 
 async def test_child_metadata_names_its_parent_root_and_depth(home: Path, project: Path) -> None:

@@ -136,6 +136,7 @@ class SessionActor:
         "_services",
         "_setup",
         "_turn_scope",
+        "_unlisted",
         "_writer",
         "history",
         "id",
@@ -184,6 +185,8 @@ class SessionActor:
         """Made only if someone waits for the end: idle sessions add up."""
         self._recorded = False
         """session:start or session:resume is on disk; only then does the end get written."""
+        self._unlisted = False
+        """A child was added to the metadata's ``children`` and no document lists it yet."""
         self._before: tuple[SessionStatus, str | None] | None = None
         """A resumed session's status and error before it was resumed."""
         self.history: HistoryCopy | None = None
@@ -652,6 +655,30 @@ class SessionActor:
             self.history.add(dict(message))
         return message
 
+    async def _list_children(self) -> None:
+        """Write the metadata that lists the children just added, once for all of them.
+
+        Children started together (the delegate calls of one answer, the slots
+        a wave of finished children frees) each add themselves, then let the
+        others run: the first to go on writes one document listing them all,
+        and the rest, finding it written, create their child at once. Each
+        document lists every child so far, so a parent delegating to n
+        children wrote n documents of up to n entries each: quadratic in its
+        children, 51 MB of JSON for a fan-out of 1,000.
+        """
+        self._unlisted = True
+        # Not a cancellation point: a child listed is then created, or ends as cancelled.
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+        if self._unlisted:
+            # Cleared first: a child added while this one is sent (a full mailbox) is listed
+            # by a document of its own. Sent, in mailbox order, before any of their creates.
+            self._unlisted = False
+            try:
+                await self._write_metadata()
+            except BaseException:
+                self._unlisted = True
+                raise
+
     async def _write_metadata(self) -> None:
         meta = self._require_meta()
         meta.updated = self._services.clock()
@@ -755,7 +782,7 @@ class SessionActor:
         if not resuming:
             # Written before the child exists: every child on disk is listed by its parent.
             meta.children.append(child_id)
-            await self._write_metadata()
+            await self._list_children()
         create = None if resuming else self._child_metadata(child_id, request.agent)
         run = ChildRun(location, create, request)
         launcher = self._services.children
