@@ -21,6 +21,7 @@ the worker's progress still varies from run to run). More trials:
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
@@ -137,6 +138,11 @@ async def run_trial(root: Path, backend: str, seed: int) -> Trial:
                 os.kill(process.pid, signal.SIGKILL)
                 with anyio.CancelScope(shield=True):
                     await process.wait()
+    # A writer process of the worker finishes the round it holds after the worker died,
+    # and keeps the journal locked meanwhile: the files are what the crash left once it
+    # is done (read before, they may be caught mid-round, one file older than another),
+    # and a line cut off mid-write is the last one written.
+    await until_nothing_writes(home)
     torn = await anyio.to_thread.run_sync(tear_a_file, home, rng) if tear else None
     text = output.decode()
     # Only complete lines were reported; a line cut off by the kill says nothing.
@@ -152,6 +158,21 @@ async def run_trial(root: Path, backend: str, seed: int) -> Trial:
         returncode=process.returncode,
         stderr=stderr_path.read_text(errors="replace"),
     )
+
+
+async def until_nothing_writes(home: Path) -> None:
+    """Wait until no process holds the lock of any journal in ``home`` (10 s at most)."""
+    with anyio.fail_after(10):
+        for journal in sorted(home.glob("journal/*.journal")):
+            with journal.open("rb") as held:
+                while True:
+                    try:
+                        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        await anyio.sleep(0.01)
+                    else:
+                        fcntl.flock(held, fcntl.LOCK_UN)
+                        break
 
 
 def tear_a_file(home: Path, rng: random.Random) -> Path | None:
