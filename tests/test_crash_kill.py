@@ -21,7 +21,6 @@ the worker's progress still varies from run to run). More trials:
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import os
 import random
@@ -45,7 +44,9 @@ from amplifier.persistence import (
     project_slug,
     read_metadata,
 )
+from amplifier.persistence._ownership import JOURNAL_SUFFIX, runtime_alive
 
+from .helpers import until
 from .raw_store import StoredSession, read_raw
 from .store_checks import check_leftovers
 
@@ -162,17 +163,8 @@ async def run_trial(root: Path, backend: str, seed: int) -> Trial:
 
 async def until_nothing_writes(home: Path) -> None:
     """Wait until no process holds the lock of any journal in ``home`` (10 s at most)."""
-    with anyio.fail_after(10):
-        for journal in sorted(home.glob("journal/*.journal")):
-            with journal.open("rb") as held:
-                while True:
-                    try:
-                        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        await anyio.sleep(0.01)
-                    else:
-                        fcntl.flock(held, fcntl.LOCK_UN)
-                        break
+    names = [path.name.removesuffix(JOURNAL_SUFFIX) for path in home.glob("journal/*.journal")]
+    await until(lambda: not any(runtime_alive(home, name) for name in names))
 
 
 def tear_a_file(home: Path, rng: random.Random) -> Path | None:
