@@ -11,6 +11,7 @@ import ctypes
 import os
 import re
 import secrets
+import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterator
@@ -361,6 +362,17 @@ _syncfs = _load_syncfs()
 
 _HELD_FROM_FORKS: set[int] = set()
 """Descriptors a child forked without ``exec`` must not keep (``kept_from_forks``)."""
+_NO_FORK = threading.Lock()
+"""Held while such a descriptor is opened and noted (``no_fork_meanwhile``); a fork waits."""
+
+
+@contextlib.contextmanager
+def no_fork_meanwhile() -> Iterator[None]:
+    """No other thread of this process forks while the block runs: a descriptor opened in
+    it is handed to ``kept_from_forks`` before any child can copy it. Nothing in the block
+    may fork without ``exec`` itself (``subprocess`` without ``preexec_fn`` does not)."""
+    with _NO_FORK:
+        yield
 
 
 def kept_from_forks(fd: int) -> None:
@@ -371,8 +383,9 @@ def kept_from_forks(fd: int) -> None:
     Runtime's lock held while the child lives, after the Runtime's process
     has died (nobody replays its journal); a copy of a writer's pipe keeps
     that writer running. The child gets ``/dev/null`` in their place, so its
-    own later closing (a finaliser) closes nothing else. Call
-    ``released_from_forks`` before closing ``fd``.
+    own later closing (a finaliser) closes nothing else. Open ``fd`` and call
+    this within ``no_fork_meanwhile``; call ``released_from_forks`` before
+    closing ``fd``.
     """
     _HELD_FROM_FORKS.add(fd)
 
@@ -382,6 +395,7 @@ def released_from_forks(fd: int) -> None:
 
 
 def _blank_out_in_child() -> None:
+    _NO_FORK.release()  # taken by the thread that forked, before it forked
     if not _HELD_FROM_FORKS:
         return
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -394,7 +408,11 @@ def _blank_out_in_child() -> None:
     _HELD_FROM_FORKS.clear()
 
 
-os.register_at_fork(after_in_child=_blank_out_in_child)
+os.register_at_fork(
+    before=_NO_FORK.acquire,
+    after_in_parent=_NO_FORK.release,
+    after_in_child=_blank_out_in_child,
+)
 
 
 def sync_all(files: Collection[str], folders: Collection[str]) -> None:

@@ -68,7 +68,13 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from ._files import fsync_dir, kept_from_forks, released_from_forks, write_all
+from ._files import (
+    fsync_dir,
+    kept_from_forks,
+    no_fork_meanwhile,
+    released_from_forks,
+    write_all,
+)
 from ._ownership import JOURNAL_SUFFIX
 from ._paths import ensure_private_dir, journal_root
 
@@ -202,7 +208,10 @@ class Journal:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}"
         temp = folder / f"{name}.creating"
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        with no_fork_meanwhile():
+            fd = os.open(temp, flags, 0o600)
+            kept_from_forks(fd)  # the lock lives as long as this process, not its forks
         try:
             # Recovery leaves the ``.creating`` files of live processes alone,
             # so nothing else locks or removes this one.
@@ -216,11 +225,11 @@ class Journal:
             else:  # only the runtime's lock: a crash ends the runtime anyway
                 os.rename(temp, path)
         except BaseException:
+            released_from_forks(fd)
             os.close(fd)
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
-        kept_from_forks(fd)  # the lock lives as long as this process, not its forks
         return cls(path, fd, HEADER_SIZE + (FIRST_CHUNK if preallocate else 0))
 
     def append(self, batch: bytes, last_seq: int) -> None:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._files import kept_from_forks, released_from_forks, write_all
+from ._files import kept_from_forks, no_fork_meanwhile, released_from_forks, write_all
 from ._materialise import Backlog, Materialiser
 from ._paths import SessionLocation
 from ._upkeep import IndexUpkeep
@@ -128,21 +128,23 @@ class WriterProcess:
 
     def __init__(self, home: Path, durability: str, lock_fd: int) -> None:
         root = Path(__file__).resolve().parent.parent
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(root), str(home), durability, json.dumps(sys.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(lock_fd,),
-        )
-        assert self._process.stdin is not None
-        assert self._process.stdout is not None
-        self._to = self._process.stdin.fileno()
-        self._from = self._process.stdout.fileno()
+        command = [sys.executable, "-c", _BOOT, str(root), str(home), durability]
         # A child forked without exec holding the pipe would keep the writer past this
-        # process's death (Rule 3).
-        kept_from_forks(self._to)
-        kept_from_forks(self._from)
+        # process's death (Rule 3): no thread forks between the pipe's making and its noting.
+        with no_fork_meanwhile():
+            self._process = subprocess.Popen(
+                [*command, json.dumps(sys.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(lock_fd,),
+            )
+            assert self._process.stdin is not None
+            assert self._process.stdout is not None
+            self._to = self._process.stdin.fileno()
+            self._from = self._process.stdout.fileno()
+            kept_from_forks(self._to)
+            kept_from_forks(self._from)
         with contextlib.suppress(AttributeError, OSError):  # Linux: a round in fewer writes
             fcntl.fcntl(self._to, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.ready = False
