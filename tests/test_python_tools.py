@@ -12,13 +12,15 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated
 
+import anyio
+import anyio.lowlevel
 import pytest
 from pydantic import Field
 
 import amplifier
 from amplifier import AgentSpec, AgentWarning, ConfigError, Runtime, ToolContext, ToolFailed
 
-from .helpers import events, first
+from .helpers import events, first, transcript
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 
@@ -156,6 +158,45 @@ async def test_a_sync_tool_runs_off_the_event_loop(home: Path, project: Path) ->
             await session.ask(run_tool("blocking"))
     assert threads
     assert threads[0] is not loop_thread
+
+
+async def test_an_answer_of_many_calls_holds_a_task_per_slot_not_per_call(
+    home: Path, project: Path
+) -> None:
+    """40 calls with ``tool_concurrency: 3``: at most 3 run at once, their results come back
+    in call order, and the turn holds no more tasks for them than for an answer of 3."""
+    running = 0
+    most_running = 0
+    tasks: list[int] = []
+
+    @amplifier.tool
+    async def step(n: int) -> str:
+        """Takes a few turns of the event loop."""
+        nonlocal running, most_running
+        running += 1
+        most_running = max(most_running, running)
+        tasks.append(len(anyio.get_running_tasks()))
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        running -= 1
+        return f"step {n} done"
+
+    (home / "profiles").mkdir(parents=True, exist_ok=True)
+    (home / "profiles" / "three.yaml").write_text("extends: base\ntool_concurrency: 3\n")
+    most_tasks: dict[int, int] = {}
+    async with opened(home, project, tools=[step], profile="three") as rt:
+        for calls in (3, 40):
+            tasks.clear()
+            async with rt.open_session() as session:
+                prompt = "\n".join(run_tool("step", n=n) for n in range(calls))
+                reply = await session.ask(prompt)
+            most_tasks[calls] = max(tasks)
+            results = [m for m in transcript(home, session.id) if m["role"] == "tool"]
+            assert [r["content"] for r in results] == [f"step {n} done" for n in range(calls)]
+            assert f"step {calls - 1} done" in reply.text
+    assert most_running == 3
+    # The Runtime's own tasks (its write-behind's) come and go: a task or two either way.
+    assert most_tasks[40] <= most_tasks[3] + 2, most_tasks
 
 
 async def test_a_tool_with_side_effects_asks_first(home: Path, project: Path) -> None:

@@ -482,26 +482,38 @@ class AgentTurnHandler:
     ) -> list[ToolResultMessage]:
         """Run the calls concurrently; record their results in call order as they complete.
 
-        A single call (the usual answer) runs in the turn's own task: a task
-        group, a limiter and their scheduling are for calls side by side.
+        ``tool_concurrency`` workers take the calls in order, each the next
+        one not yet taken: an answer of a thousand calls holds as many tasks
+        as may run at once, not a thousand waiting for a slot. A single call
+        (the usual answer) runs in the turn's own task: a task group and its
+        scheduling are for calls side by side.
         """
         results: list[ToolResultMessage | None] = [None] * len(calls)
         recorded = 0
+        taken = 0
         # Uncontended (the usual case), taken without yielding to the event loop.
         recording = anyio.Lock(fast_acquire=True)
-        limiter = anyio.CapacityLimiter(profile.tool_concurrency)
 
         async def record_ready() -> None:
             nonlocal recorded
+            if recording.locked():
+                # Its holder is between two records: it records what is ready, ours too,
+                # before it lets go. Meanwhile this worker takes its next call.
+                return
             async with recording:
                 while recorded < len(calls) and (ready := results[recorded]) is not None:
                     await turn.post_record(to_record(ready))
                     recorded += 1
 
-        async def run(index: int, call: ToolCall) -> None:
-            async with limiter:
-                results[index] = await self._run_tool(turn, spec, tools, call, root, profile)
-            await record_ready()
+        async def work() -> None:
+            nonlocal taken
+            while taken < len(calls):
+                index = taken
+                taken += 1
+                results[index] = await self._run_tool(
+                    turn, spec, tools, calls[index], root, profile
+                )
+                await record_ready()
 
         cancelled = False
         try:
@@ -510,8 +522,8 @@ class AgentTurnHandler:
                 await record_ready()
             else:
                 async with anyio.create_task_group() as tg:
-                    for index, call in enumerate(calls):
-                        tg.start_soon(run, index, call)
+                    for _ in range(min(len(calls), profile.tool_concurrency)):
+                        tg.start_soon(work)
         except BaseException as exc:
             cancelled = is_cancellation(exc)
             raise
