@@ -443,6 +443,37 @@ async def test_subscriber_sees_events_as_they_are_persisted(project: Path) -> No
     assert [e for e in got if e != "session:start"] == ["prompt:submit", "prompt:complete"]
 
 
+async def test_a_subscriber_sees_each_event_as_its_line_in_the_file(project: Path) -> None:
+    """Every field a subscriber receives is the stored line's: seq, ts and data as JSON
+    holds them (a tuple the handler sent arrives as the list the file has)."""
+
+    async def notes(turn: Turn) -> str:
+        await turn.emit("note", {"pair": (1, "two"), "nested": {"n": [3]}})
+        await turn.post("note", {"pair": (4, "five")})
+        return "done"
+
+    got: list[dict[str, Any]] = []
+    async with open_runtime(cwd=project, handler=FnHandler(notes)) as rt:
+        async with rt.open_session() as session:
+            async with session.subscribe() as stream:
+                await session.ask("go")
+                with anyio.fail_after(5):
+                    async for event in stream:
+                        got.append(event.model_dump(mode="python"))
+                        if event.event == "prompt:complete":
+                            break
+    stored = {e["seq"]: e for e in events(rt.home, session.id)}
+    assert [e["event"] for e in got if e["event"] == "note"] == ["note", "note"]
+    for event in got:
+        line = stored[event["seq"]]
+        assert (event["ts"], event["event"], event["data"]) == (
+            datetime.fromisoformat(line["ts"]),
+            line["event"],
+            line["data"],
+        )
+    assert [e["data"]["pair"] for e in got if e["event"] == "note"] == [[1, "two"], [4, "five"]]
+
+
 @pytest.mark.parametrize("durability", ["fsync", "flush", "none"])
 async def test_an_event_posted_mid_turn_reaches_subscribers_while_the_turn_runs(
     project: Path, durability: str

@@ -34,7 +34,6 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -50,17 +49,18 @@ from amplifier.persistence import (
     Store,
 )
 from amplifier.persistence.lowlevel import (
-    SCHEMA_VERSION,
     Acks,
     AppendEvent,
     CloseSession,
     CommitListener,
+    CommittedEvents,
     CreateSession,
     OpenedSession,
     OpenSession,
     Request,
     Stamp,
     receive_group,
+    stamped_line,
 )
 
 from ._exceptions import PersistenceRestarted
@@ -125,7 +125,7 @@ class Forwarder:
     async def _forward(self, requests: list[Request]) -> None:
         answers = await self._send(requests)
         answers = await self._end_orphans(requests, answers)
-        events: list[dict[str, Any]] = []
+        events: list[bytes] = []
         for request, answer in zip(requests, answers, strict=True):
             self._track(request, answer)
             receipt = request.receipt
@@ -133,20 +133,11 @@ class Forwarder:
             receipt.done = True
             if answer.error is None and isinstance(request, AppendEvent):
                 stamp: Stamp = answer.value
-                events.append(
-                    {
-                        "version": SCHEMA_VERSION,
-                        "seq": stamp.seq,
-                        "ts": stamp.ts,
-                        "session_id": request.session_id,
-                        "parent_id": request.parent_id,
-                        "event": request.event,
-                        "data": request.data,
-                    }
-                )
+                events.append(stamped_line(stamp, request.body))
         if events:
+            committed = CommittedEvents(events)
             for listener in self.listeners:
-                listener(events)
+                listener(committed)
         self.acks.announce()
 
     def _track(self, request: Request, answer: Answer) -> None:

@@ -218,7 +218,6 @@ class PersistenceService:
                 session_id=meta.session_id,
                 parent_id=meta.parent_id,
                 event="session:end",
-                data=data,
                 receipt=Receipt(),
             ),
             WriteMetadata(
@@ -243,4 +242,3 @@ class PersistenceService:
         if self._store is None:
             raise PersistenceError("the persistence service has stopped")
         return self._store
-

@@ -45,13 +45,14 @@ import os
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, assert_never
+from typing import Any, Protocol, assert_never, overload
 
 import anyio
+import orjson
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -135,6 +136,49 @@ Must not block; the runtime uses it to feed in-process subscribers.
 """
 
 
+def stamp_prefix(ts: str) -> bytes:
+    """How every line stamped at ``ts`` begins, with ``%d`` for its seq; the body a
+    session serialised (without its opening brace) follows."""
+    return f'{{"version":{SCHEMA_VERSION},"seq":%d,"ts":"{ts}",'.encode()
+
+
+def stamped_line(stamp: Stamp, body: bytes) -> bytes:
+    """A record's line as written under ``stamp``."""
+    return (stamp_prefix(stamp.ts) % stamp.seq) + body[1:]
+
+
+class CommittedEvents(Sequence[dict[str, Any]]):
+    """The event records of one commit, each decoded from its line when it is read.
+
+    What a listener sees is what was written, and a listener with nobody to
+    tell (a Runtime without subscribers) reads none: the records are not
+    kept as objects beside their lines until the commit is answered.
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: Sequence[bytes]) -> None:
+        self._lines = lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [orjson.loads(line) for line in self._lines[index]]
+        record: dict[str, Any] = orjson.loads(self._lines[index])
+        return record
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (orjson.loads(line) for line in self._lines)
+
+
 @dataclass(frozen=True, slots=True)
 class Stamp:
     """Where an acknowledged record landed in the Runtime's total order."""
@@ -196,7 +240,8 @@ class _Batch:
     """The records as journal entries (durability fsync), in seq order."""
     first_seq: int = 0
     last_seq: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[bytes] = field(default_factory=list)
+    """The event lines, for the commit listeners."""
 
 
 async def receive_group(
@@ -488,8 +533,10 @@ class PersistenceActor:
         except OSError as exc:
             self._fail(requests, write_failed(exc), batch)
             return
-        for listener in self.listeners:
-            listener(batch.events)
+        if batch.events:
+            events = CommittedEvents(batch.events)
+            for listener in self.listeners:
+                listener(events)
         for request in requests:
             request.receipt.done = True
 
@@ -504,7 +551,7 @@ class PersistenceActor:
         """Give every record its seq and its line; nothing is written yet."""
         batch = _Batch(requests)
         ts = format_ts(self._clock())
-        stamp = f'{{"version":{SCHEMA_VERSION},"seq":%d,"ts":"{ts}",'.encode()
+        stamp = stamp_prefix(ts)
         journaling = self.durability == "fsync"
         backlog = batch.backlog
         entries = batch.entries
@@ -525,17 +572,7 @@ class PersistenceActor:
                     backlog.line(held.events, line, seq)
                     if journaling:
                         entries.append(encode_entry(seq, FrameKind.EVENT, held.folder, line))
-                    batch.events.append(
-                        {
-                            "version": SCHEMA_VERSION,
-                            "seq": seq,
-                            "ts": ts,
-                            "session_id": request.session_id,
-                            "parent_id": request.parent_id,
-                            "event": request.event,
-                            "data": request.data,
-                        }
-                    )
+                    batch.events.append(line)
                 case AppendMessage():
                     line = (stamp % seq) + request.body[1:]
                     backlog.line(held.transcript, line, seq)

@@ -149,8 +149,6 @@ class AppendEvent(_Record):
     session_id: str
     parent_id: str | None
     event: str
-    data: dict[str, Any]
-    """For in-process subscribers (the line itself is ``body``)."""
     after: Receipt | None = None
     """Another writer's request this event depends on: refused if that one failed."""
 

@@ -288,7 +288,6 @@ class SessionWriter:
             session_id=self.session_id,
             parent_id=parent_id,
             event=event,
-            data=dict(data),
             after=after,
             receipt=Receipt(),
         )

@@ -6,7 +6,14 @@ and ``amplifier`` what programs use. These names may change more freely.
 
 from amplifier._exports import name_as_public as _name_as_public
 
-from ._actor import CommitListener, OpenedSession, Stamp, receive_group
+from ._actor import (
+    CommitListener,
+    CommittedEvents,
+    OpenedSession,
+    Stamp,
+    receive_group,
+    stamped_line,
+)
 from ._documents import format_ts
 from ._exceptions import StoreClosed
 from ._file_history import FILE_HISTORY, content_digest
@@ -40,6 +47,7 @@ __all__ = [
     "AppendMessage",
     "CloseSession",
     "CommitListener",
+    "CommittedEvents",
     "Committer",
     "CreateSession",
     "DeleteSessions",
@@ -61,6 +69,7 @@ __all__ = [
     "load_transcript_tail",
     "receive_group",
     "recover_dead_journals",
+    "stamped_line",
 ]
 
 _name_as_public(globals(), __all__, "amplifier.persistence.lowlevel")
