@@ -169,6 +169,10 @@ def test_a_configured_key_that_json_escapes_stays_out_of_event_data() -> None:
     assert redactor.screen(data)
     assert key not in redactor(data["result"])
     assert not redactor.screen({"result": "line one\nnothing to hide", "tool": "read_file"})
+    mixed = Redactor(secrets=["MiXeD-Case-KEY-0042"])
+    assert mixed.screen({"result": "the key MiXeD-Case-KEY-0042 here"})
+    assert mixed("the key MiXeD-Case-KEY-0042 here") == "the key [REDACTED] here"
+    assert mixed("the key mixed-case-key-0042 here") == "the key mixed-case-key-0042 here"
 
 
 def test_every_key_format_is_screened_in_its_json_form() -> None:

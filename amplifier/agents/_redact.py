@@ -63,27 +63,30 @@ class Redactor:
         chosen = list(dict.fromkeys(patterns))
         parts = [re.escape(s) for s in literal] + chosen
         self._pattern = re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
-        self._literal = tuple(s.encode() for s in literal)
-        self._escaped = tuple(orjson.dumps(s)[1:-1] for s in literal)
-        """The secrets as they stand inside a JSON string (JSON escapes character by character)."""
-        self._needles: re.Pattern[bytes] | None = None
-        """What ``screen`` looks for (None: a profile's own patterns, which may hold no
-        fixed text: every string of every event then goes through the pattern)."""
+        self._in_text: re.Pattern[bytes] | None = None
+        """What ``__call__`` looks for in ASCII text before it runs the pattern: the fixed
+        text every key pattern's matches hold, and the secrets, all lower-cased (None: a
+        profile's own patterns, which may hold no fixed text, run on every text)."""
+        self._in_json: re.Pattern[bytes] | None = None
+        """The same for ``screen``, with the secrets as they stand inside a JSON string
+        (JSON escapes character by character; no needle holds a character it escapes)."""
         if set(chosen) <= set(COMMON_PATTERNS):
-            self._needles = re.compile(
-                _alternation(
-                    needle.encode()
-                    for pattern, needles in _COMMON
-                    if pattern in chosen
-                    for needle in needles
-                )
-            )
+            needles = [
+                needle.encode()
+                for pattern, needles in _COMMON
+                if pattern in chosen
+                for needle in needles
+            ]
+            raw = [secret.encode().lower() for secret in literal]
+            escaped = [orjson.dumps(secret)[1:-1].lower() for secret in literal]
+            self._in_text = re.compile(_alternation([*needles, *raw]))
+            self._in_json = re.compile(_alternation([*needles, *escaped]))
 
     def __call__(self, text: str) -> str:
         if self._pattern is None or not text:
             return text
-        if text.isascii() and not self._may_hold(text.encode(), self._literal):
-            return text  # the usual text: a few quick looks instead of the whole pattern
+        if text.isascii() and not _may_hold(text.encode(), self._in_text):
+            return text  # the usual text: one quick look instead of the whole pattern
         return self._pattern.sub(_replace, text)
 
     def screen(self, data: Mapping[str, Any]) -> bool:
@@ -91,25 +94,22 @@ class Redactor:
         none of them would change, told much more cheaply than by the pattern."""
         if self._pattern is None:
             return False
-        if self._needles is None:
+        if self._in_json is None:
             return True
         try:
             text = orjson.dumps(data)
         except (TypeError, orjson.JSONEncodeError):
             return True  # not JSON: what stores it says what is wrong
-        # JSON escapes a string character by character, and no needle holds a
-        # character it escapes: a needle or secret in a string stands in ``text``.
-        return not text.isascii() or self._may_hold(text, self._escaped)
+        return not text.isascii() or _may_hold(text, self._in_json)
 
-    def _may_hold(self, text: bytes, secrets: tuple[bytes, ...]) -> bool:
-        """False only if no match can be in ASCII ``text``: it holds none of ``secrets``
-        and none of the fixed text every key pattern's matches hold."""
-        if self._needles is None:
-            return True
-        if any(secret in text for secret in secrets):
-            return True
-        # lower() is exactly what the patterns' (?i) ignore in ASCII text.
-        return self._needles.search(text.lower()) is not None
+
+def _may_hold(text: bytes, needles: re.Pattern[bytes] | None) -> bool:
+    """False only if no match can be in ASCII ``text``: it holds none of ``needles``.
+
+    Lower-cased, a text holds every needle it held (the secrets too), and
+    lower() is exactly what the patterns' (?i) ignore in ASCII text.
+    """
+    return needles is None or needles.search(text.lower()) is not None
 
 
 def _alternation(words: Iterable[bytes]) -> bytes:
