@@ -7,6 +7,7 @@ cancelled first. A failure keeps its cause (STYLE rule 16).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, assert_never
 
 import anyio
@@ -52,15 +53,17 @@ async def _supervise(
     response = error = trace = None
     cause: BaseException | None = None
     end: EndStatus = "cancelled"
+    # A child without a timeout (the usual one) needs no cancel scope of its own.
+    timer = anyio.move_on_after(request.timeout) if request.timeout else None
     try:
-        with anyio.move_on_after(request.timeout if request.timeout else float("inf")) as timer:
+        with timer or contextlib.nullcontext():
             try:
                 outcome: Outcome = await child.ask(
                     request.instruction, request.context, durable=False
                 )
             except (RuntimeClosed, SessionClosed) as exc:
                 outcome = Failed(reason=str(exc), error=exc)
-        if timer.cancelled_caught:
+        if timer is not None and timer.cancelled_caught:
             status, error = "timed_out", f"no answer within {request.timeout:g} s"
         else:
             match outcome:
