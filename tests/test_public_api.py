@@ -212,6 +212,7 @@ EXPORTED = {
         "AppendMessage",
         "CloseSession",
         "CommitListener",
+        "CommittedEvents",
         "Committer",
         "CreateSession",
         "DeleteSessions",
@@ -233,6 +234,7 @@ EXPORTED = {
         "load_transcript_tail",
         "receive_group",
         "recover_dead_journals",
+        "stamped_line",
     ],
     "amplifier.runtime.lowlevel": [
         "ALLOWED",
