@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -464,6 +464,35 @@ async def test_a_runtime_used_at_a_persons_pace_starts_no_writer(
         assert writer_pids(os.getpid()) == []
         monkeypatch.setattr(_actor, "WRITE_ROUND_SECONDS", deadline)
         await until_the_writer_writes(rt, [])  # tasks back to back still start one
+
+
+async def test_a_frozen_application_starts_no_copy_of_itself_to_write(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 1: in an application frozen by PyInstaller or cx_Freeze (``sys.frozen``) the
+    executable is the application, not an interpreter: starting a writer would start the
+    application again, with the writer's arguments. Its rounds, which start a writer
+    anywhere else, are written by the Runtime's thread, every one of them."""
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(_writer, "START_AFTER", 1)  # any round would start one elsewhere
+    started: list[object] = []
+    popen = subprocess.Popen
+
+    def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(args[0])
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    home = tmp_path / "home"
+    done: list[str] = []
+    async with amplifier.open_runtime(home=home, cwd=project) as rt:
+        actor = rt._store._actor  # type: ignore[attr-defined]
+        for _ in range(3):
+            done += [await task(rt), await task(rt)]
+            await until(lambda: not actor._writing)  # a round has written them
+        assert writer_pids(os.getpid()) == []
+    assert started == []
+    await all_there(home, project, done)
 
 
 @pytest.mark.parametrize("durability", ["fsync", "none"])

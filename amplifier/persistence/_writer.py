@@ -15,7 +15,10 @@ Rule 1: the writer starts only when a Runtime keeps writing (``START_AFTER``
         thread), never to write the last backlog at shutdown: a command
         that writes once, or a session at a person's pace, pays no
         interpreter start. Until it answers, rounds are written in the
-        parent's thread.
+        parent's thread. Nor in a frozen application (``sys.frozen``,
+        PyInstaller's and cx_Freeze's mark): its executable is the
+        application itself, which would start again with the writer's
+        arguments; its rounds stay in the thread.
 Rule 2: it holds the Runtime's journal lock (an inherited descriptor of the
         journal): while it may still write, nobody replays that journal.
 Rule 3: it never outlives the Runtime: it ignores the terminal's signals
@@ -34,6 +37,7 @@ Rule 4: a writer that dies holding a request leaves that request's files in
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from ._files import sync_file_system
@@ -150,6 +154,8 @@ class FilesWriter:
         if process is None:
             if not starting or self._durability == "flush" or self._lock_fd is None:
                 return None
+            if getattr(sys, "frozen", False):
+                return None  # no interpreter to start (Rule 1)
             self._rounds += 1
             if self._rounds < START_AFTER:
                 return None
