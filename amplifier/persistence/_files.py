@@ -394,6 +394,13 @@ def released_from_forks(fd: int) -> None:
     _HELD_FROM_FORKS.discard(fd)
 
 
+def close_kept(fd: int) -> None:
+    """Close a descriptor ``kept_from_forks`` noted (released first: its number may be
+    reused by anything this process opens next)."""
+    released_from_forks(fd)
+    os.close(fd)
+
+
 def _blank_out_in_child() -> None:
     _NO_FORK.release()  # taken by the thread that forked, before it forked
     if not _HELD_FROM_FORKS:

@@ -68,13 +68,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from ._files import (
-    fsync_dir,
-    kept_from_forks,
-    no_fork_meanwhile,
-    released_from_forks,
-    write_all,
-)
+from ._files import close_kept, fsync_dir, kept_from_forks, no_fork_meanwhile, write_all
 from ._ownership import JOURNAL_SUFFIX
 from ._paths import ensure_private_dir, journal_root
 
@@ -225,8 +219,7 @@ class Journal:
             else:  # only the runtime's lock: a crash ends the runtime anyway
                 os.rename(temp, path)
         except BaseException:
-            released_from_forks(fd)
-            os.close(fd)
+            close_kept(fd)
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
@@ -300,10 +293,8 @@ class Journal:
         if sync:
             with contextlib.suppress(OSError):
                 fsync_dir(self.path.parent)
-        released_from_forks(self._fd)
-        os.close(self._fd)
+        close_kept(self._fd)
 
     def abandon(self) -> None:
         """Close without removing: the session files are not all durable, a replay must run."""
-        released_from_forks(self._fd)
-        os.close(self._fd)
+        close_kept(self._fd)

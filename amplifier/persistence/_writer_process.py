@@ -128,12 +128,20 @@ class WriterProcess:
 
     def __init__(self, home: Path, durability: str, lock_fd: int) -> None:
         root = Path(__file__).resolve().parent.parent
-        command = [sys.executable, "-c", _BOOT, str(root), str(home), durability]
+        command = [
+            sys.executable,
+            "-c",
+            _BOOT,
+            str(root),
+            str(home),
+            durability,
+            json.dumps(sys.path),
+        ]
         # A child forked without exec holding the pipe would keep the writer past this
         # process's death (Rule 3): no thread forks between the pipe's making and its noting.
         with no_fork_meanwhile():
             self._process = subprocess.Popen(
-                [*command, json.dumps(sys.path)],
+                command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
