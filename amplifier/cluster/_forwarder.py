@@ -43,7 +43,6 @@ from amplifier._errors import unwrap_single_error
 from amplifier.persistence import (
     Durability,
     PersistenceError,
-    Receipt,
     RecoveryReport,
     SessionLocation,
     Store,
@@ -51,6 +50,7 @@ from amplifier.persistence import (
 from amplifier.persistence.lowlevel import (
     Acks,
     AppendEvent,
+    AppendMessage,
     CloseSession,
     CommitListener,
     CommittedEvents,
@@ -59,6 +59,7 @@ from amplifier.persistence.lowlevel import (
     OpenSession,
     Request,
     Stamp,
+    WriteMetadata,
     receive_group,
     stamped_line,
 )
@@ -69,6 +70,8 @@ from ._wire import Answer, Item, to_item
 MAILBOX_SIZE = 4096
 MAX_BATCH = 2048
 """Requests per call at most: a bound on one message's size, far above a normal batch."""
+_STAMPED = (CreateSession, AppendEvent, AppendMessage, WriteMetadata)
+"""The requests answered with their ``(seq, ts)``."""
 SHUTDOWN_GRACE = 10.0
 
 Commit = Callable[[int, list[Item]], Awaitable[list[Answer]]]
@@ -115,7 +118,7 @@ class Forwarder:
 
     async def _send(self, requests: list[Request]) -> list[Answer]:
         """One batch: its answers, in order (each the batch's failure if none came)."""
-        position = {id(request.receipt): index for index, request in enumerate(requests)}
+        position = {id(request): index for index, request in enumerate(requests)}
         items = [to_item(request, position) for request in requests]
         try:
             return await self._commit(next(self._numbers), items)
@@ -128,12 +131,10 @@ class Forwarder:
         events: list[bytes] = []
         for request, answer in zip(requests, answers, strict=True):
             self._track(request, answer)
-            receipt = request.receipt
-            receipt.value, receipt.error = answer.value, answer.error
-            receipt.done = True
+            request.value, request.error = answer.value, answer.error
+            request.done = True
             if answer.error is None and isinstance(request, AppendEvent):
-                stamp: Stamp = answer.value
-                events.append(stamped_line(stamp, request.body))
+                events.append(stamped_line(Stamp(*answer.value), request.body))
         if events:
             committed = CommittedEvents(events)
             for listener in self.listeners:
@@ -149,9 +150,10 @@ class Forwarder:
             self._open[handle] = (request.location, 0)
         if isinstance(request, CloseSession):
             self._open.pop(handle, None)
-        elif isinstance(answer.value, Stamp) and handle in self._open:
+        elif answer.error is None and isinstance(request, _STAMPED) and handle in self._open:
+            seq, _ = answer.value
             location, acked = self._open[handle]
-            self._open[handle] = (location, max(acked, answer.value.seq))
+            self._open[handle] = (location, max(acked, seq))
 
     async def _end_orphans(self, requests: list[Request], answers: list[Answer]) -> list[Answer]:
         """Send again the ends the restarted service refused, once their sessions are open
@@ -168,8 +170,7 @@ class Forwarder:
         if not resend:
             return answers
         opens: list[Request] = [
-            OpenSession(handle=handle, location=self._open[handle][0], receipt=Receipt())
-            for handle in resend
+            OpenSession(handle=handle, location=self._open[handle][0]) for handle in resend
         ]
         again: list[int] = []
         closes: list[Request] = []
@@ -182,7 +183,7 @@ class Forwarder:
                 continue
             self.unended.add(location.session_id)
             if opened is not None:  # written meanwhile by another: let it go again
-                closes.append(CloseSession(handle=handle, epoch=-2, receipt=Receipt()))
+                closes.append(CloseSession(handle=handle, epoch=-2))
         answers = list(answers)
         resent = [requests[index] for index in again]
         if resent or closes:

@@ -132,7 +132,7 @@ class PersistenceService:
             answers = []
             for request in requests:
                 try:
-                    answers.append(Answer(value=await store.wait(request.receipt)))
+                    answers.append(Answer(value=await store.wait(request)))
                 except Exception as exc:
                     answers.append(Answer(error=portable(exc)))
             state.number, state.answers = number, answers
@@ -159,10 +159,10 @@ class PersistenceService:
                 fields["handle"] = mapped or 0
             request = from_item(item, fields, receipts)
             if not known:  # opened before a restart (Rule 4)
-                request.receipt.error, request.receipt.done = PersistenceRestarted(), True
+                request.error, request.done = PersistenceRestarted(), True
             requests.append(request)
             forward.append(known)
-            receipts.append(request.receipt)
+            receipts.append(request)
         return requests, forward
 
     async def fence(self, writer: str) -> int:
@@ -182,13 +182,13 @@ class PersistenceService:
             for handle, location in held.items():
                 requests += await self._ending(handle, location)
                 # Any epoch but a failed one: the close goes through and releases the claim.
-                requests.append(CloseSession(handle=handle, epoch=FENCE_EPOCH, receipt=Receipt()))
+                requests.append(CloseSession(handle=handle, epoch=FENCE_EPOCH))
             for request in requests:
                 await store.forward(request)
             for request in requests:
                 # A close that reports an earlier failure still released the session.
                 with contextlib.suppress(Exception):
-                    await store.wait(request.receipt)
+                    await store.wait(request)
         finally:
             state.fence.set()
         return len(held)
@@ -218,13 +218,11 @@ class PersistenceService:
                 session_id=meta.session_id,
                 parent_id=meta.parent_id,
                 event="session:end",
-                receipt=Receipt(),
             ),
             WriteMetadata(
                 handle=handle,
                 epoch=FENCE_EPOCH,
                 document=orjson.dumps(document, option=orjson.OPT_INDENT_2),
-                receipt=Receipt(),
             ),
         ]
 

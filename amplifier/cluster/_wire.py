@@ -46,7 +46,7 @@ KINDS: dict[str, type[Request]] = {
     )
 }
 """Every request type by its ``kind``."""
-_LOCAL = frozenset({"receipt", "after"})
+_LOCAL = frozenset({"done", "value", "error", "after"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ def to_item(request: Request, position: dict[int, int]) -> Item:
 def from_item(item: Item, fields: dict[str, Any], receipts: list[Receipt]) -> Request:
     """The request again, with a fresh receipt; ``receipts`` are the batch's so far."""
     kind = KINDS[item.kind]
-    extra: dict[str, Any] = {"receipt": Receipt()}
+    extra: dict[str, Any] = {}
     if item.after is not None:
         extra["after"] = receipts[item.after]
     elif item.after_error is not None:

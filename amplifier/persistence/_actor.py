@@ -473,8 +473,8 @@ class PersistenceActor:
             await self._control(leading)
             for flush in flushes:
                 if flush is not leading:
-                    flush.receipt.error = leading.receipt.error
-                    flush.receipt.done = True
+                    flush.error = leading.error
+                    flush.done = True
         self.acks.announce()
         journal = self._journal
         if journal is None or self.durability != "fsync":
@@ -538,7 +538,7 @@ class PersistenceActor:
             for listener in self.listeners:
                 listener(events)
         for request in requests:
-            request.receipt.done = True
+            request.done = True
 
     def _journal_append(self, batch: bytes, last_seq: int, handing_over: bool) -> None:
         """Blocking: make a group durable; list the sessions a root's close hands over."""
@@ -602,7 +602,7 @@ class PersistenceActor:
                             self._handovers.closed(held.location)
                 case _:
                     assert_never(request)
-            request.receipt.value = Stamp(seq, ts)
+            request.value = (seq, ts)  # a plain tuple: see ``Receipt.value``
             if not batch.first_seq:
                 batch.first_seq = seq
             batch.last_seq = seq
@@ -610,7 +610,7 @@ class PersistenceActor:
 
     def _admit(self, request: RecordRequest) -> _Held | None:
         """The session a record is for; None if the record is refused (its receipt says why)."""
-        receipt = request.receipt
+        receipt = request
         if isinstance(request, CreateSession):
             location = request.location
             held = self._held[request.handle] = _Held.of(location)
@@ -649,8 +649,8 @@ class PersistenceActor:
     ) -> None:
         """Rule 4: the whole phase fails; each writer's epoch is poisoned from here on."""
         for request in requests:
-            request.receipt.error = failure
-            request.receipt.done = True
+            request.error = failure
+            request.done = True
             held: _Held | None
             if isinstance(request, CreateSession):
                 held = self._held.setdefault(request.handle, _Held.of(request.location))
@@ -680,7 +680,7 @@ class PersistenceActor:
     # -- controls: open, delete, reindex, flush -----------------------------------------
 
     async def _control(self, request: ControlRequest) -> None:
-        receipt = request.receipt
+        receipt = request
         try:
             match request:
                 case OpenSession():

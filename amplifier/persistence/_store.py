@@ -137,7 +137,6 @@ class Store:
             location=location,
             document=_document(metadata),
             fresh=fresh,
-            receipt=Receipt(),
         )
         try:
             await writer._submit(request)
@@ -151,11 +150,10 @@ class Store:
     async def open(self, location: SessionLocation) -> tuple[SessionWriter, OpenedSession]:
         """Claim an existing session for writing (``SessionLocked`` if someone else has it)."""
         writer = self._writer(location)
-        receipt = Receipt()
-        request = OpenSession(handle=writer.handle, location=location, receipt=receipt)
+        request = OpenSession(handle=writer.handle, location=location)
         await _send(self._send, request)
         try:
-            opened: OpenedSession = await self._acks.wait(receipt)
+            opened: OpenedSession = await self._acks.wait(request)
         except BaseException:
             writer._abandon()
             raise
@@ -171,19 +169,16 @@ class Store:
         nothing (and returns ``[]``) if any was updated at or after it.
         Sessions already gone (another process removed them) are skipped.
         """
-        receipt = Receipt()
-        request = DeleteSessions(
-            locations=tuple(locations), untouched_since=untouched_since, receipt=receipt
-        )
+        request = DeleteSessions(locations=tuple(locations), untouched_since=untouched_since)
         await _send(self._send, request)
-        removed: list[str] = await self._acks.wait(receipt)
+        removed: list[str] = await self._acks.wait(request)
         return removed
 
     async def reindex(self) -> int:
         """Rebuild the session index from the metadata files; how many sessions it holds."""
-        receipt = Receipt()
-        await _send(self._send, Reindex(receipt=receipt))
-        total: int = await self._acks.wait(receipt)
+        request = Reindex()
+        await _send(self._send, request)
+        total: int = await self._acks.wait(request)
         return total
 
     async def flush(self, *, release: bool = False) -> None:
@@ -192,9 +187,9 @@ class Store:
         With ``release``, also until the sessions closed so far are free for
         other processes (their files synced, their claims cleared).
         """
-        receipt = Receipt()
-        await _send(self._send, Flush(release=release, receipt=receipt))
-        await self._acks.wait(receipt)
+        request = Flush(release=release)
+        await _send(self._send, request)
+        await self._acks.wait(request)
 
     async def keep(self, location: SessionLocation, content: bytes) -> str:
         """Keep ``content`` in the session's file history (once); its digest, once durable.
@@ -202,9 +197,9 @@ class Store:
         Sent in mailbox order, so it follows the session's creation; under
         ``fsync`` the content is on stable storage when this returns.
         """
-        receipt = Receipt()
-        await _send(self._send, KeepFile(location=location, content=content, receipt=receipt))
-        digest: str = await self._acks.wait(receipt)
+        request = KeepFile(location=location, content=content)
+        await _send(self._send, request)
+        digest: str = await self._acks.wait(request)
         return digest
 
     async def forward(self, request: Request) -> None:
@@ -258,8 +253,7 @@ class SessionWriter:
     ) -> Stamp:
         """Append one event; returns its stamp once committed."""
         receipt = await self.post_event(event, data, parent_id=parent_id, after=after)
-        stamp: Stamp = await self._wait(receipt)
-        return stamp
+        return Stamp(*await self._wait(receipt))
 
     async def post_event(
         self,
@@ -289,37 +283,30 @@ class SessionWriter:
             parent_id=parent_id,
             event=event,
             after=after,
-            receipt=Receipt(),
         )
         await self._submit(request)
-        return request.receipt
+        return request
 
     async def append_message(self, message: Mapping[str, Any]) -> Stamp:
         """Append one message (a mapping with at least ``role``) to ``transcript.jsonl``."""
-        stamp: Stamp = await self._wait(await self.post_message(message))
-        return stamp
+        return Stamp(*await self._wait(await self.post_message(message)))
 
     async def post_message(self, message: Mapping[str, Any]) -> Receipt:
         """Send one message without waiting for its commit."""
         if not _STAMP_KEYS.isdisjoint(message):
             message = {k: v for k, v in message.items() if k not in _STAMP_KEYS}
-        request = AppendMessage(
-            handle=self.handle, epoch=self._epoch, body=_serialised(message), receipt=Receipt()
-        )
+        request = AppendMessage(handle=self.handle, epoch=self._epoch, body=_serialised(message))
         await self._submit(request)
-        return request.receipt
+        return request
 
     async def write_metadata(self, metadata: SessionMetadata) -> Stamp:
-        stamp: Stamp = await self._wait(await self.post_metadata(metadata))
-        return stamp
+        return Stamp(*await self._wait(await self.post_metadata(metadata)))
 
     async def post_metadata(self, metadata: SessionMetadata) -> Receipt:
         """Send a new ``metadata.json`` without waiting for its commit."""
-        request = WriteMetadata(
-            handle=self.handle, epoch=self._epoch, document=_document(metadata), receipt=Receipt()
-        )
+        request = WriteMetadata(handle=self.handle, epoch=self._epoch, document=_document(metadata))
         await self._submit(request)
-        return request.receipt
+        return request
 
     async def sync(self) -> None:
         """Wait until everything this writer sent is committed; raise the first failure.
@@ -342,15 +329,13 @@ class SessionWriter:
         """
         if self._closed:
             return
-        request = CloseSession(
-            handle=self.handle, epoch=self._epoch, hand_over=wait, receipt=Receipt()
-        )
+        request = CloseSession(handle=self.handle, epoch=self._epoch, hand_over=wait)
         try:
             await self._submit(request)
         finally:
             self._abandon()
         if wait:
-            await self._wait(request.receipt)
+            await self._wait(request)
 
     async def _wait(self, receipt: Receipt) -> Any:
         try:
@@ -363,7 +348,7 @@ class SessionWriter:
         if self._closed:
             raise StoreClosed(f"session {self.session_id} is closed for writing")
         await _send(self._send, request)
-        self._last = request.receipt
+        self._last = request
 
     def _abandon(self) -> None:
         self._closed = True
