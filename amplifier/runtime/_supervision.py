@@ -79,8 +79,6 @@ async def _supervise(
                     assert_never(outcome)
     finally:
         child.close_mailbox(end, error)
-    with anyio.move_on_after(CHILD_CLOSE_GRACE):
-        await child.wait_ended()
-    if not child.has_ended:
-        tg.cancel_scope.cancel()
+    # The task group's end waits for the child's; past the grace, its deadline cancels it.
+    tg.cancel_scope.deadline = anyio.current_time() + CHILD_CLOSE_GRACE
     return ChildOutcome(status, response, error, trace=trace, cause=cause)
