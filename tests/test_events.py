@@ -5,12 +5,24 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
+import orjson
 import pytest
 
 import amplifier
-from amplifier.agents import EVENTS, ForeignEvent, ProviderResponded, ToolFinished, read_event
+from amplifier.agents import (
+    EVENTS,
+    FileChange,
+    ForeignEvent,
+    ProviderResponded,
+    ToolFinished,
+    read_event,
+)
 from amplifier.persistence import EventRecord
+from amplifier.runtime import Event
+from amplifier.runtime._events import encode
 
 
 async def test_every_event_written_reads_back_as_its_model_unchanged(
@@ -80,3 +92,55 @@ def test_an_older_writers_event_reads_with_the_fields_it_lacked_defaulted() -> N
     event = read_event(record)
     assert isinstance(event, ProviderResponded)
     assert (event.stop_reason, event.usage["input_tokens"]) == (None, 5)
+
+
+def _sample(annotation: Any) -> Any:
+    """A value of ``annotation`` holding what JSON needs converting (for its dict fields)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is str:
+        return 'é "quoted"\n\x00'
+    if annotation is int:
+        return 7
+    if annotation is float:
+        return 2.5
+    if annotation is bool:
+        return True
+    if annotation is FileChange:
+        return FileChange(path="a.txt", before="1" * 64)
+    if origin is Literal:
+        return args[-1]
+    if origin in (UnionType, Union):
+        return _sample(next(arg for arg in args if arg is not type(None)))
+    if origin is list:
+        return [_sample(args[0]), _sample(args[0])]
+    if origin is tuple:
+        return (_sample(args[0]),)
+    if origin is dict:
+        return {
+            "when": datetime(2026, 12, 7, 14, 0, 0, 123456, tzinfo=UTC),
+            "naive": datetime(2026, 12, 7, 14, 0),
+            "path": Path("src") / "a.py",
+            "pair": (1, "two"),
+            "once": {3},
+            "raw": b"bytes",
+            "nothing": None,
+            "deep": {"x": [1.0, float("nan"), float("inf")], 5: "int key"},
+            "change": FileChange(path="b.txt", after="2" * 64),
+        }
+    raise AssertionError(f"no sample for {annotation!r}")
+
+
+@pytest.mark.parametrize("model", EVENTS, ids=lambda model: model.name)
+def test_each_event_is_encoded_exactly_as_its_stored_payload(model: type[Event]) -> None:
+    """An event's JSON, encoded straight from its fields, is byte for byte the JSON of its
+    payload as stored (``data()``): with every field given, with the optional ones left
+    out, and with values JSON cannot hold as they are (times, paths, tuples, sets, bytes,
+    non-finite numbers, non-string keys, nested models)."""
+    full = {name: _sample(info.annotation) for name, info in model.model_fields.items()}
+    required = {
+        name: value for name, value in full.items() if model.model_fields[name].is_required()
+    }
+    extra = {"labels": {"team": "core"}} if model.model_config.get("extra") == "allow" else {}
+    for fields in (full, required, {**required, **extra}):
+        event = model(**fields)
+        assert encode(event) == orjson.dumps(event.data()), fields

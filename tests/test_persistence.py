@@ -22,7 +22,7 @@ import amplifier.persistence._actor as actor_module
 import amplifier.persistence._journal as journal_module
 import amplifier.persistence._materialise as materialise_module
 import amplifier.persistence._paths as paths_module
-from amplifier import RecoveryWarning, SessionLocked, StoreWarning, WriteFailed
+from amplifier import RecoveryWarning, SessionLocked, StoreWarning, UsageError, WriteFailed
 from amplifier.persistence import (
     SessionLocation,
     SessionMetadata,
@@ -43,6 +43,7 @@ from amplifier.persistence._journal import (
     encode_entry,
     header,
 )
+from amplifier.persistence.lowlevel import encode_data
 
 from .helpers import lines, session_dirs, until
 
@@ -788,3 +789,24 @@ async def test_replay_fills_a_hole_a_power_cut_left_in_a_file(home: Path, tmp_pa
     assert events.read_bytes() == whole
     (side,) = folder.glob("events.jsonl.damaged-*")
     assert side.read_bytes() == bytes(first) + whole[first:second]
+
+
+async def test_only_data_encoded_by_the_store_goes_into_a_line_as_it_is(home: Path) -> None:
+    """Data a sender encoded with ``encode_data`` is stored byte for byte; bytes from
+    anywhere else are refused, so no line can be spliced from something that is not JSON."""
+    where = _where(home, "s1")
+    async with open_store(home) as store:
+        writer = await store.create(where, _meta("s1"))
+        encoded = encode_data({"text": "é\n", "n": [1, 2.5, None]})
+        await writer.append_event("note", encoded, parent_id="p1")
+        unfinished = b'{"text": "unfinished'
+        with pytest.raises(UsageError, match="JSON values only"):
+            await writer.append_event("note", unfinished, parent_id="p1")  # type: ignore[arg-type]
+        await writer.append_event("after", {"fine": True}, parent_id="p1")
+        await writer.close()
+    lines = (where.directory / "events.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line)["event"] for line in lines] == ["note", "after"]
+    assert lines[0].endswith(
+        b',"session_id":"s1","parent_id":"p1","event":"note",'
+        b'"data":{"text":"\xc3\xa9\\n","n":[1,2.5,null]}}'
+    )

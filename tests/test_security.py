@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -166,11 +167,11 @@ def test_a_configured_key_that_json_escapes_stays_out_of_event_data() -> None:
     key = 'k3y"with\\odd-chars'
     redactor = Redactor(secrets=[key])
     data = {"result": f"line one\nthe key is {key}", "tool": "read_file"}
-    assert redactor.screen(data)
+    assert redactor.screen(orjson.dumps(data))
     assert key not in redactor(data["result"])
-    assert not redactor.screen({"result": "line one\nnothing to hide", "tool": "read_file"})
+    assert not redactor.screen(orjson.dumps({"result": "line one\nnothing to hide"}))
     mixed = Redactor(secrets=["MiXeD-Case-KEY-0042"])
-    assert mixed.screen({"result": "the key MiXeD-Case-KEY-0042 here"})
+    assert mixed.screen(orjson.dumps({"result": "the key MiXeD-Case-KEY-0042 here"}))
     assert mixed("the key MiXeD-Case-KEY-0042 here") == "the key [REDACTED] here"
     assert mixed("the key mixed-case-key-0042 here") == "the key mixed-case-key-0042 here"
 

@@ -16,7 +16,7 @@ key formats. A profile turns it off (``redact: false``) or adds patterns
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -89,18 +89,14 @@ class Redactor:
             return text  # the usual text: one quick look instead of the whole pattern
         return self._pattern.sub(_replace, text)
 
-    def screen(self, data: Mapping[str, Any]) -> bool:
-        """True if a secret may be in a string of ``data`` (JSON values); False only if
-        none of them would change, told much more cheaply than by the pattern."""
+    def screen(self, data: bytes) -> bool:
+        """True if a secret may be in a string of ``data`` (JSON); False only if none of
+        them would change, told much more cheaply than by the pattern."""
         if self._pattern is None:
             return False
         if self._in_json is None:
             return True
-        try:
-            text = orjson.dumps(data)
-        except (TypeError, orjson.JSONEncodeError):
-            return True  # not JSON: what stores it says what is wrong
-        return not text.isascii() or _may_hold(text, self._in_json)
+        return not data.isascii() or _may_hold(data, self._in_json)
 
 
 def _may_hold(text: bytes, needles: re.Pattern[bytes] | None) -> bool:

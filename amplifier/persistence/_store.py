@@ -15,7 +15,7 @@ leaves the Runtime (an answer returned, a session opened for a caller).
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -67,6 +67,8 @@ SHUTDOWN_GRACE = 10.0
 """How long closing the store waits for outstanding writers before it stops the actor."""
 
 _LINE = orjson.OPT_APPEND_NEWLINE
+_HEADS_KEPT = 32
+"""Beginnings of event lines a writer keeps (a session sends a dozen kinds of event)."""
 _STAMP_KEYS = frozenset({"version", "seq", "ts"})
 
 
@@ -220,7 +222,17 @@ class Store:
 class SessionWriter:
     """One session's way into the persistence actor; owned by that session's task."""
 
-    __slots__ = ("_acks", "_closed", "_epoch", "_last", "_send", "handle", "location", "session_id")
+    __slots__ = (
+        "_acks",
+        "_closed",
+        "_epoch",
+        "_heads",
+        "_last",
+        "_send",
+        "handle",
+        "location",
+        "session_id",
+    )
 
     def __init__(
         self,
@@ -237,6 +249,8 @@ class SessionWriter:
         self._closed = False
         self._epoch = 0
         self._last: Receipt | None = None
+        self._heads: dict[tuple[str | None, str], bytes] = {}
+        """How an event's line begins, up to its data, by parent and event name."""
 
     @property
     def last(self) -> Receipt | None:
@@ -246,39 +260,43 @@ class SessionWriter:
     async def append_event(
         self,
         event: str,
-        data: Mapping[str, Any],
+        data: Mapping[str, Any] | EncodedData,
         *,
         parent_id: str | None,
         after: Receipt | None = None,
     ) -> Stamp:
-        """Append one event; returns its stamp once committed."""
+        """Append one event; returns its stamp once committed (``data`` as for ``post_event``)."""
         receipt = await self.post_event(event, data, parent_id=parent_id, after=after)
         return Stamp(*await self._wait(receipt))
 
     async def post_event(
         self,
         event: str,
-        data: Mapping[str, Any],
+        data: Mapping[str, Any] | EncodedData,
         *,
         parent_id: str | None,
         after: Receipt | None = None,
     ) -> Receipt:
         """Send one event without waiting for its commit.
 
+        ``data``: JSON values, or their JSON as ``encode_data`` made it (a sender
+        that had to encode it anyway, to look for secrets, pays once).
         ``after``: another writer's request this event depends on (a child's
         last); the event is refused if that one failed.
         """
-        record: dict[str, Any] = {
-            "session_id": self.session_id,
-            "parent_id": parent_id,
-            "event": event,
-            "data": data,
-        }
-        body = _serialised(record)
+        encoded = data if isinstance(data, EncodedData) else encode_data(data)
+        head = self._heads.get((parent_id, event))
+        if head is None:
+            head = orjson.dumps(
+                {"session_id": self.session_id, "parent_id": parent_id, "event": event}
+            )
+            head = head[:-1] + b',"data":'
+            if len(self._heads) < _HEADS_KEPT:
+                self._heads[parent_id, event] = head
         request = AppendEvent(
             handle=self.handle,
             epoch=self._epoch,
-            body=body,
+            body=head + encoded + b"}\n",
             session_id=self.session_id,
             parent_id=parent_id,
             event=event,
@@ -365,6 +383,24 @@ async def _send(stream: MemoryObjectSendStream[Request], request: Request) -> No
             raise StoreClosed("the persistence actor has stopped") from None
     except (anyio.ClosedResourceError, anyio.BrokenResourceError):
         raise StoreClosed("the persistence actor has stopped") from None
+
+
+class EncodedData(bytes):
+    """An event's data as the JSON object stored, made by ``encode_data`` alone: a writer
+    puts it into the event's line as it is, which it would never do with other bytes."""
+
+    __slots__ = ()
+
+
+def encode_data(
+    data: Mapping[str, Any], *, default: Callable[[Any], Any] | None = None, option: int = 0
+) -> EncodedData:
+    """An event's data as JSON, or the caller's mistake as a ``UsageError`` (``default``
+    and ``option`` as ``orjson.dumps`` takes them)."""
+    try:
+        return EncodedData(orjson.dumps(data, default=default, option=option))
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise UsageError(f"a record must hold JSON values only: {exc}") from exc
 
 
 def _serialised(record: Mapping[str, Any]) -> bytes:

@@ -36,7 +36,7 @@ from ._requests import (
     Request,
     WriteMetadata,
 )
-from ._store import Committer
+from ._store import Committer, EncodedData, encode_data
 
 __all__ = [
     "FILE_HISTORY",
@@ -51,6 +51,7 @@ __all__ = [
     "Committer",
     "CreateSession",
     "DeleteSessions",
+    "EncodedData",
     "Flush",
     "KeepFile",
     "OpenSession",
@@ -64,6 +65,7 @@ __all__ = [
     "WriteMetadata",
     "content_digest",
     "default_home",
+    "encode_data",
     "format_ts",
     "holder",
     "load_transcript_tail",

@@ -53,6 +53,7 @@ from amplifier.persistence import (
     read_or_rebuild_metadata,
     validate_session_id,
 )
+from amplifier.persistence.lowlevel import EncodedData, encode_data
 
 from ._approval import ApprovalDecision, ApprovalRequest, Approver, decide
 from ._bus import EventBus, Subscription
@@ -67,6 +68,7 @@ from ._events import (
     SessionEnded,
     SessionResumed,
     SessionStarted,
+    encode,
 )
 from ._exceptions import RuntimeClosed, SessionClosed, describe_error
 from ._handle import LocalSession
@@ -558,18 +560,19 @@ class SessionActor:
 
     # -- records ----------------------------------------------------------------------
 
-    async def emit(self, event: str, data: Mapping[str, Any]) -> int:
-        """Persist an event and wait until it is committed; its ``seq``."""
+    async def emit(self, event: str | Event, data: Mapping[str, Any] | None = None) -> int:
+        """Persist an event (typed, or a name and its data) and wait until it is committed;
+        its ``seq``."""
+        name, encoded = self._encoded(event, data)
         stamp = await self._require_writer().append_event(
-            event, self._payload(data), parent_id=self._parent_id()
+            name, encoded, parent_id=self._parent_id()
         )
         return stamp.seq
 
-    async def post(self, event: str, data: Mapping[str, Any]) -> None:
+    async def post(self, event: str | Event, data: Mapping[str, Any] | None = None) -> None:
         """Send an event of the turn handler's; committed in order, durable at the next wait."""
-        await self._require_writer().post_event(
-            event, self._payload(data), parent_id=self._parent_id()
-        )
+        name, encoded = self._encoded(event, data)
+        await self._require_writer().post_event(name, encoded, parent_id=self._parent_id())
 
     async def sync(self) -> None:
         """Wait until everything this session sent is committed; raise the first failure."""
@@ -577,21 +580,28 @@ class SessionActor:
 
     async def _post(self, event: Event, *, after: Receipt | None = None) -> None:
         """Send an event of the session's own bookkeeping (committed in order; see Rule 3)."""
+        name, encoded = self._encoded(event)
         await self._require_writer().post_event(
-            event.name, self._payload(event.data()), parent_id=self._parent_id(), after=after
+            name, encoded, parent_id=self._parent_id(), after=after
         )
 
-    def _payload(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
-        # The record is serialised before the call returns, so the caller's
-        # dict is not kept: no copy needed (unless it is scrubbed).
+    def _encoded(
+        self, event: str | Event, data: Mapping[str, Any] | None = None
+    ) -> tuple[str, EncodedData]:
+        """The event's name and its data as stored, encoded once: the screen for secrets
+        looks at that JSON, and the record is made of it."""
+        if isinstance(event, Event):
+            name, encoded = event.name, encode(event)
+        else:
+            name, encoded = event, encode_data(data or {})
         scrub = self._scrub()
         if scrub is None:
-            return data
+            return name, encoded
         screen = self._setup.screen if self._setup is not None else None
-        if screen is not None and self._services.scrub is None and not screen(data):
-            return data  # the usual event: one look at all of it, nothing to change
-        scrubbed: dict[str, Any] = _scrubbed(dict(data), scrub)
-        return scrubbed
+        if screen is not None and self._services.scrub is None and not screen(encoded):
+            return name, encoded  # the usual event: one look at all of it, nothing to change
+        plain = event.data() if isinstance(event, Event) else data or {}
+        return name, encode_data(_scrubbed(dict(plain), scrub))
 
     def _scrub(self) -> Callable[[str], str] | None:
         """The Runtime's scrub, then the session's own (``SessionSetup.scrub``)."""

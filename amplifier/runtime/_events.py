@@ -16,11 +16,26 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
+
+from amplifier.persistence.lowlevel import EncodedData, encode_data
 
 
 def _none(value: object) -> bool:
     return value is None
+
+
+_AS_PYDANTIC_WRITES = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_NON_STR_KEYS
+)
+"""What orjson writes otherwise than pydantic's JSON mode (times, dataclasses, subclasses
+of the JSON types) goes to pydantic's conversion; keys that are not strings become
+strings, as pydantic makes them."""
 
 
 def optional() -> Any:
@@ -40,6 +55,27 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     name: ClassVar[str]
+    _left_out_when_none: ClassVar[frozenset[str]] = frozenset()
+    """The ``optional()`` fields."""
+    _plain: ClassVar[bool] = True
+    """No field renamed, hidden or serialised by code of its own: ``encode`` may read
+    the fields as they stand."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        fields = cls.model_fields
+        cls._left_out_when_none = frozenset(
+            name for name, info in fields.items() if info.exclude_if is _none
+        )
+        decorators = cls.__pydantic_decorators__
+        cls._plain = not (decorators.field_serializers or decorators.model_serializers) and all(
+            not info.exclude
+            and info.exclude_if in (None, _none)
+            and info.alias is None
+            and info.serialization_alias is None
+            for info in fields.values()
+        )
 
     def data(self) -> dict[str, Any]:
         """The payload as stored."""
@@ -49,6 +85,28 @@ class Event(BaseModel):
     def parse(cls, data: Any) -> Any:
         """The event again from a stored payload; ``ValidationError`` if it is not one."""
         return cls.model_validate(data)
+
+
+def encode(event: Event) -> EncodedData:
+    """``event``'s payload as JSON, byte for byte ``orjson.dumps(event.data())``.
+
+    Made from the fields as they stand: what JSON cannot hold as it is (a
+    time, a path, a set, a nested model) goes through pydantic's own
+    conversion, and nothing else does. Every event a turn sends is encoded
+    so, once; building ``data()`` first cost more than the encoding. A value
+    JSON cannot hold at all (a string with a lone surrogate) is a
+    ``UsageError``.
+    """
+    if not event._plain:
+        return encode_data(event.data())
+    values: dict[str, Any] = event.__dict__
+    left_out = event._left_out_when_none
+    if left_out:
+        values = {k: v for k, v in values.items() if v is not None or k not in left_out}
+    extra = event.__pydantic_extra__
+    if extra:
+        values = {**values, **extra}
+    return encode_data(values, default=to_jsonable_python, option=_AS_PYDANTIC_WRITES)
 
 
 class SessionStarted(Event):

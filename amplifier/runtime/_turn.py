@@ -90,9 +90,7 @@ class SessionContext:
 
         ``event`` is a typed ``Event``, or a name with its ``data`` (JSON values).
         """
-        if isinstance(event, Event):
-            return await self._actor.emit(event.name, event.data())
-        return await self._actor.emit(event, data or {})
+        return await self._actor.emit(event, data)
 
     async def record(self, message: Mapping[str, object]) -> int:
         """Append a message (a mapping with ``role``) to the transcript; returns its ``seq``."""
@@ -105,10 +103,7 @@ class SessionContext:
         session waits for next: the answer of its turn, a ``sync``, its end.
         A failure to store it shows there.
         """
-        if isinstance(event, Event):
-            await self._actor.post(event.name, event.data())
-        else:
-            await self._actor.post(event, data or {})
+        await self._actor.post(event, data)
 
     async def post_record(self, message: Mapping[str, object]) -> None:
         """Send a message for the transcript without waiting for it (``record`` waits)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._turn import SessionContext, Turn
@@ -36,10 +36,10 @@ class SessionSetup:
     scrub: Callable[[str], str] | None = None
     """Applied to every string of the session's events and to its last prompt, after
     the Runtime's own ``scrub`` (e.g. a redactor of the secrets of the session's profile)."""
-    screen: Callable[[Mapping[str, Any]], bool] | None = None
-    """A quick look at one event's data: False only when ``scrub`` would change none of
-    its strings, and the event is then stored as it is, uncopied (None: every string
-    goes through ``scrub``). Most events hold no secret."""
+    screen: Callable[[bytes], bool] | None = None
+    """A quick look at one event's data, as the JSON it is stored as: False only when
+    ``scrub`` would change none of its strings, and the event is then stored as it is,
+    uncopied (None: every string goes through ``scrub``). Most events hold no secret."""
 
 
 class TurnHandler(Protocol):
