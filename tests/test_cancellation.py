@@ -10,7 +10,7 @@ import pytest
 from amplifier import Delegation, Turn, TurnCancelled
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
-from .helpers import FnHandler, events, first, metadata, transcript
+from .helpers import FnHandler, events, first, metadata, transcript, until
 
 
 class Hang:
@@ -124,6 +124,39 @@ async def test_giving_up_on_an_ask_cancels_only_that_turn(home: Path, project: P
         assert (await s.ask("next")).text == "quick"
     completed = [e["data"]["status"] for e in events(home, s.id) if e["event"] == "prompt:complete"]
     assert completed == ["cancelled", "completed"]
+
+
+async def test_a_prompt_given_up_while_it_waits_its_turn_is_never_run(
+    home: Path, project: Path
+) -> None:
+    """A caller that stops waiting before the session reaches its prompt costs no turn:
+    the prompt is dropped, and the prompts around it are answered in order."""
+    release = anyio.Event()
+    seen: list[str] = []
+
+    async def work(turn: Turn) -> str:
+        seen.append(turn.prompt)
+        if turn.prompt == "first":
+            await release.wait()
+        return f"answer to {turn.prompt}"
+
+    async with open_runtime(cwd=project, handler=FnHandler(work)) as rt, rt.open_session() as s:
+        answers: list[str] = []
+        async with anyio.create_task_group() as tg:
+
+            async def ask(text: str) -> None:
+                answers.append((await s.ask(text)).text)
+
+            tg.start_soon(ask, "first")
+            await until(lambda: seen == ["first"])
+            with anyio.move_on_after(0.05):  # gives up while "first" still runs
+                await s.ask("second")
+            release.set()
+        assert (await s.ask("third")).text == "answer to third"
+    assert seen == ["first", "third"]
+    assert answers == ["answer to first"]
+    prompts = [e["data"]["prompt"] for e in events(home, s.id) if e["event"] == "prompt:submit"]
+    assert prompts == ["first", "third"]
 
 
 async def test_session_cancel_interrupts_the_turn_and_keeps_the_session(

@@ -81,6 +81,7 @@ from ._messages import (
     Close,
     Failed,
     Outcome,
+    Pending,
     Prompt,
     Relabel,
     Reply,
@@ -387,7 +388,7 @@ class SessionActor:
 
     async def _answer(self, prompt: Prompt) -> None:
         reply = prompt.reply
-        if reply.statistics().open_receive_streams == 0:
+        if reply.abandoned:
             reply.close()  # whoever asked has given up waiting
             return
         meta = self._require_meta()
@@ -424,9 +425,7 @@ class SessionActor:
                 outcome = await self._complete_turn(number, outcome, durable=prompt.durable)
             if not isinstance(outcome, Answered):
                 self.history = None  # it may hold what the file never got: read it again
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                reply.send_nowait(outcome)  # refused only if nobody is waiting any more
-            reply.close()
+            reply.put(outcome)  # read only if somebody still waits
         self._life.move(SessionState.IDLE)
 
     async def _complete_turn(self, number: int, outcome: Outcome, *, durable: bool) -> Outcome:
@@ -471,9 +470,7 @@ class SessionActor:
             result = meta.model_copy(deep=True)
         except Exception as exc:  # handed to the caller, who raises it
             result = exc
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            message.reply.send_nowait(result)
-        message.reply.close()
+        message.reply.put(result)
 
     async def relabel(self, change: Callable[[SessionMetadata], None]) -> SessionMetadata:
         """Change and write the metadata, after the turn that runs (if any); it as written.
@@ -483,17 +480,14 @@ class SessionActor:
         """
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
-        send, receive = anyio.create_memory_object_stream[SessionMetadata | Exception](1)
-        with receive:
-            try:
-                await self._send.send(Relabel(change=change, reply=send))
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                send.close()
-                raise SessionClosed(self.id) from None
-            try:
-                result = await receive.receive()
-            except anyio.EndOfStream:
-                raise SessionClosed(self.id) from None
+        reply: Pending[SessionMetadata | Exception] = Pending()
+        try:
+            await self._send.send(Relabel(change=change, reply=reply))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionClosed(self.id) from None
+        result = await reply.wait()
+        if result is None:
+            raise SessionClosed(self.id)
         if isinstance(result, Exception):
             raise result
         return result
@@ -514,30 +508,31 @@ class SessionActor:
         """Send a prompt and wait for its outcome. Cancelling the wait cancels the turn."""
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
-        send, receive = anyio.create_memory_object_stream[Outcome](1)
+        reply: Pending[Outcome] = Pending()
         prompt = Prompt(
             text=text,
             context=tuple(dict(m) for m in context),
-            reply=send,
+            reply=reply,
             on_text=on_text,
             durable=durable,
         )
-        with receive:
+        try:
             try:
-                try:
-                    self._send.send_nowait(prompt)  # room in the mailbox: no yield to the loop
-                except anyio.WouldBlock:
-                    await self._send.send(prompt)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                send.close()
-                raise SessionClosed(self.id) from None
-            try:
-                return await receive.receive()
-            except anyio.EndOfStream:
-                raise RuntimeClosed(self.id, f"session {self.id} ended before answering") from None
-            except anyio.get_cancelled_exc_class():
-                self.cancel_turn(prompt)
-                raise
+                self._send.send_nowait(prompt)  # room in the mailbox: no yield to the loop
+            except anyio.WouldBlock:
+                await self._send.send(prompt)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionClosed(self.id) from None
+        try:
+            outcome = await reply.wait()
+        except anyio.get_cancelled_exc_class():
+            self.cancel_turn(prompt)
+            raise
+        finally:
+            reply.abandoned = True  # read once: whatever comes later has no reader
+        if outcome is None:
+            raise RuntimeClosed(self.id, f"session {self.id} ended before answering")
+        return outcome
 
     def close_mailbox(
         self,

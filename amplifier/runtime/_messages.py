@@ -4,16 +4,17 @@ Commands are verbs (``Prompt``, ``Close``, ``Relabel``); outcomes are facts in t
 tense (``Answered``, ``Failed``, ``Cancelled``). They never leave the
 process and are built only by the runtime: plain dataclasses, without
 validation. ``Reply`` is handed to callers: a pydantic model, like every
-public record.
+public record. A message that is answered carries the ``Pending`` its
+answer is put in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from anyio.streams.memory import MemoryObjectSendStream
+import anyio
 from pydantic import BaseModel, ConfigDict
 
 from amplifier._errors import UsageError
@@ -55,6 +56,40 @@ class Cancelled:
 
 Outcome = Answered | Failed | Cancelled
 
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
+    """The one answer to a message: put once by the session, waited for by whoever asked.
+
+    An event and a slot. A memory stream of one item did the same with three
+    objects, and its ``receive`` takes two scheduler steps where it has to
+    wait (a checkpoint, then the wait): this waits in one.
+    """
+
+    __slots__ = ("_done", "abandoned", "value")
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self.value: T | None = None
+        self.abandoned = False
+        """Whoever asked stopped waiting (cancelled): no answer will be read."""
+
+    def put(self, value: T) -> None:
+        """Answer; an answer put after the first, or after ``close``, is dropped."""
+        if not self._done.is_set():
+            self.value = value
+            self._done.set()
+
+    def close(self) -> None:
+        """Stop without an answer (if none was put): whoever waits is told there is none."""
+        self._done.set()
+
+    async def wait(self) -> T | None:
+        """The answer, or None if it was closed without one. Checkpoint."""
+        await self._done.wait()
+        return self.value
+
 
 def check_prompt(prompt: object) -> str:
     """``prompt`` if it can be asked: ``TypeError`` if it is not a string, ``UsageError`` if
@@ -72,7 +107,7 @@ class Prompt:
 
     text: str
     context: tuple[dict[str, Any], ...] = ()
-    reply: MemoryObjectSendStream[Outcome]
+    reply: Pending[Outcome]
     on_text: Callable[[str], Awaitable[None]] | None = None
     """Receives the answer's text as it streams in (not persisted: the final message is)."""
     durable: bool = True
@@ -95,7 +130,7 @@ class Relabel:
     """Apply ``change`` to the session's metadata (name, tags, attributes) and write it."""
 
     change: Callable[[SessionMetadata], None]
-    reply: MemoryObjectSendStream[SessionMetadata | Exception]
+    reply: Pending[SessionMetadata | Exception]
     """The metadata as written, or the failure that kept it from being written."""
 
 
