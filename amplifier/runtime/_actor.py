@@ -481,16 +481,24 @@ class SessionActor:
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
         reply: Pending[SessionMetadata | Exception] = Pending()
-        try:
-            await self._send.send(Relabel(change=change, reply=reply))
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise SessionClosed(self.id) from None
+        await self._deliver(Relabel(change=change, reply=reply))
         result = await reply.wait()
         if result is None:
             raise SessionClosed(self.id)
         if isinstance(result, Exception):
             raise result
         return result
+
+    async def _deliver(self, message: Prompt | Relabel) -> None:
+        """Into the mailbox (no yield to the loop while it has room); ``SessionClosed``
+        once the session stopped taking messages."""
+        try:
+            try:
+                self._send.send_nowait(message)
+            except anyio.WouldBlock:
+                await self._send.send(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionClosed(self.id) from None
 
     def cancel_turn(self, prompt: Prompt | None = None) -> None:
         """Cancel the running turn (only if it answers ``prompt``, when given)."""
@@ -517,19 +525,15 @@ class SessionActor:
             durable=durable,
         )
         try:
+            await self._deliver(prompt)
             try:
-                self._send.send_nowait(prompt)  # room in the mailbox: no yield to the loop
-            except anyio.WouldBlock:
-                await self._send.send(prompt)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise SessionClosed(self.id) from None
-        try:
-            outcome = await reply.wait()
-        except anyio.get_cancelled_exc_class():
-            self.cancel_turn(prompt)
-            raise
+                outcome = await reply.wait()
+            except anyio.get_cancelled_exc_class():
+                self.cancel_turn(prompt)
+                raise
         finally:
-            reply.abandoned = True  # read once: whatever comes later has no reader
+            # Read at most once; a prompt sent as its sender was cancelled is never run.
+            reply.abandoned = True
         if outcome is None:
             raise RuntimeClosed(self.id, f"session {self.id} ended before answering")
         return outcome
