@@ -222,6 +222,7 @@ EXPORTED = {
         "OpenSession",
         "OpenedSession",
         "Owner",
+        "RecordRequest",
         "Reindex",
         "Request",
         "Stamp",

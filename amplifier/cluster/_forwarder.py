@@ -50,16 +50,15 @@ from amplifier.persistence import (
 from amplifier.persistence.lowlevel import (
     Acks,
     AppendEvent,
-    AppendMessage,
     CloseSession,
     CommitListener,
     CommittedEvents,
     CreateSession,
     OpenedSession,
     OpenSession,
+    RecordRequest,
     Request,
     Stamp,
-    WriteMetadata,
     receive_group,
     stamped_line,
 )
@@ -70,8 +69,6 @@ from ._wire import Answer, Item, to_item
 MAILBOX_SIZE = 4096
 MAX_BATCH = 2048
 """Requests per call at most: a bound on one message's size, far above a normal batch."""
-_STAMPED = (CreateSession, AppendEvent, AppendMessage, WriteMetadata)
-"""The requests answered with their ``(seq, ts)``."""
 SHUTDOWN_GRACE = 10.0
 
 Commit = Callable[[int, list[Item]], Awaitable[list[Answer]]]
@@ -150,7 +147,7 @@ class Forwarder:
             self._open[handle] = (request.location, 0)
         if isinstance(request, CloseSession):
             self._open.pop(handle, None)
-        elif answer.error is None and isinstance(request, _STAMPED) and handle in self._open:
+        elif answer.error is None and isinstance(request, RecordRequest) and handle in self._open:
             seq, _ = answer.value
             location, acked = self._open[handle]
             self._open[handle] = (location, max(acked, seq))

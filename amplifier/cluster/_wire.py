@@ -46,7 +46,8 @@ KINDS: dict[str, type[Request]] = {
     )
 }
 """Every request type by its ``kind``."""
-_LOCAL = frozenset({"done", "value", "error", "after"})
+_LOCAL = frozenset({field.name for field in dataclasses.fields(Receipt)} | {"after"})
+"""A request's fields that stay in its process: its answer, and what it depends on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ def to_item(request: Request, position: dict[int, int]) -> Item:
 
 
 def from_item(item: Item, fields: dict[str, Any], receipts: list[Receipt]) -> Request:
-    """The request again, with a fresh receipt; ``receipts`` are the batch's so far."""
+    """The request again, unanswered; ``receipts`` are the batch's requests so far."""
     kind = KINDS[item.kind]
     extra: dict[str, Any] = {}
     if item.after is not None:

@@ -609,8 +609,7 @@ class PersistenceActor:
         return batch
 
     def _admit(self, request: RecordRequest) -> _Held | None:
-        """The session a record is for; None if the record is refused (its receipt says why)."""
-        receipt = request
+        """The session a record is for; None if the record is refused (its answer says why)."""
         if isinstance(request, CreateSession):
             location = request.location
             held = self._held[request.handle] = _Held.of(location)
@@ -623,24 +622,24 @@ class PersistenceActor:
                 exists = FileExistsError(errno.EEXIST, "session exists", str(location.directory))
                 held.built = False
                 self._poison(held, request.epoch, exists)
-                receipt.error = exists
+                request.error = exists
                 return None
             self._claimed[location.session_id] = request.handle
             return held
         found = self._held.get(request.handle)
         if found is None:
-            receipt.error = _not_open()
+            request.error = _not_open()
             return None
         held = found
         if request.epoch == held.failed_epoch:
-            receipt.error = held.failure
+            request.error = held.failure
             # A close still closes (and releases); its receipt says what failed before it.
             return held if isinstance(request, CloseSession) else None
         if isinstance(request, AppendEvent):
             after = request.after
             if after is not None and after.error is not None:
                 self._poison(held, request.epoch, after.error)
-                receipt.error = after.error
+                request.error = after.error
                 return None
         return held
 
@@ -680,17 +679,16 @@ class PersistenceActor:
     # -- controls: open, delete, reindex, flush -----------------------------------------
 
     async def _control(self, request: ControlRequest) -> None:
-        receipt = request
         try:
             match request:
                 case OpenSession():
-                    receipt.value = await self._open(request)
+                    request.value = await self._open(request)
                 case DeleteSessions():
-                    receipt.value = await self._delete(request)
+                    request.value = await self._delete(request)
                 case Reindex():
-                    receipt.value = await self._locked(self._reindex_blocking)
+                    request.value = await self._locked(self._reindex_blocking)
                 case KeepFile():
-                    receipt.value = await self._locked(lambda: self._keep_blocking(request))
+                    request.value = await self._locked(lambda: self._keep_blocking(request))
                 case Flush(release=True):
                     await self._locked(lambda: self._write_round(checkpoint=True))
                 case Flush():
@@ -699,16 +697,16 @@ class PersistenceActor:
                     assert_never(request)
         except OSError as exc:
             failure = write_failed(exc)
-            receipt.error = failure
+            request.error = failure
             if self.durability == "fsync" and self._journal is not None:
                 self._warn_behind(failure)
         except PersistenceError as exc:
-            receipt.error = exc
+            request.error = exc
         else:
             if not self._backlog:
                 self._broken = None
                 self._behind_failing = False
-        receipt.done = True
+        request.done = True
         if self._releasing:
             self._schedule()
 

@@ -365,11 +365,6 @@ class SessionActor:
             self._context = SessionContext(self)
         return self._context
 
-    @property
-    def has_ended(self) -> bool:
-        """The session's task is over (its final records sent)."""
-        return self._ended
-
     async def wait_ended(self) -> None:
         """Wait until the session's task is over. Checkpoint."""
         if self._ended:
@@ -389,8 +384,7 @@ class SessionActor:
     async def _answer(self, prompt: Prompt) -> None:
         reply = prompt.reply
         if reply.abandoned:
-            reply.close()  # whoever asked has given up waiting
-            return
+            return  # whoever asked has given up waiting
         meta = self._require_meta()
         self._life.move(SessionState.RUNNING)
         meta.turns += 1
