@@ -166,6 +166,25 @@ async def test_creating_an_existing_session_fails_and_keeps_it(home: Path) -> No
     assert read_metadata(_where(home, "s1")).last_prompt == "first"
 
 
+async def test_a_folder_made_before_its_session_is_built_is_not_replaced(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process makes a session's folder after the create was admitted and before the
+    write-behind builds it: that folder stays (the build's rename fails and is taken as done),
+    the session's records still reach it, and nothing is left in ``.staging``."""
+    monkeypatch.setattr(actor_module, "WRITE_BEHIND_DELAY", 0.5)
+    where = _where(home, "s1")
+    async with open_store(home) as store:
+        writer = await store.create(where, _meta("s1"))
+        where.directory.mkdir(mode=0o700, parents=True)
+        (where.directory / "theirs.txt").write_text("made by another process")
+        await writer.append_message({"role": "user", "content": "ours"})
+        await writer.close()
+    assert (where.directory / "theirs.txt").read_text() == "made by another process"
+    assert [m["content"] for m in lines(where.transcript)] == ["ours"]
+    assert list((home / "projects" / "-p" / ".staging").iterdir()) == []
+
+
 async def test_metadata_is_replaced_whole(home: Path) -> None:
     """Each metadata write replaces the file atomically; no temporary files are left."""
     async with open_store(home) as store:

@@ -52,6 +52,8 @@ from ._paths import EVENTS, LOCK, METADATA, TRANSCRIPT, SessionLocation, ensure_
 from ._upkeep import IndexUpkeep
 
 _TRANSCRIPT = "/transcript.jsonl"
+_TAKEN = (errno.EEXIST, errno.ENOTEMPTY)
+"""What renaming a folder onto a session folder that is there already raises."""
 STAGING = ".staging"
 """Beside ``sessions/``: where a new session's folder is built before it is renamed in."""
 NOTE_AHEAD = 16
@@ -478,8 +480,11 @@ class Materialiser:
                 )
             sweep_staging(Path(staging), dead=self._replaying)
             self._swept.add(staging)
-        if os.path.exists(directory):
-            return len(create.document)  # built before a crash, and replayed: keep it
+        # A replay finds the folders built before the crash: it keeps them. A folder
+        # this runtime creates is new (its id drawn at random, or found free when the
+        # create was admitted); one that appeared since fails the rename, and is kept.
+        if self._replaying is not None and os.path.exists(directory):
+            return len(create.document)
         # A replay builds under the dead runtime's name: while its journal's lock is
         # held, others take the folder for work in progress; after, for a leftover.
         owner = create.owner.runtime if create.owner is not None else self._replaying or "recovered"
@@ -503,8 +508,10 @@ class Materialiser:
             for name, data in files.items():
                 _new_file(f"{hidden}/{name}", data)
             os.rename(hidden, directory)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(hidden, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in _TAKEN and os.path.isdir(directory):
+                return len(create.document)
             raise
         size = len(create.document)
         if document is not create.document:

@@ -199,8 +199,9 @@ def holder(location: SessionLocation) -> Owner | None:
 
 
 @contextlib.contextmanager
-def _guarded(path: str | Path, *, create: bool) -> Iterator[int]:
-    """``path`` open and flock'ed for a claim's read-modify-write (Rule 3).
+def _guarded(path: str | Path, *, create: bool) -> Iterator[tuple[int, int]]:
+    """``path`` open and flock'ed for a claim's read-modify-write (Rule 3): its descriptor
+    and its size (which only a holder of the flock changes).
 
     Raises ``FileNotFoundError`` if the file is not there, or was removed
     (its session deleted) while we waited for it. Blocking; worker thread.
@@ -216,9 +217,10 @@ def _guarded(path: str | Path, *, create: bool) -> Iterator[int]:
                 if attempt == _ATTEMPTS - 1:
                     raise
                 time.sleep(_PAUSE)
-        if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+        held = os.fstat(fd)
+        if os.stat(path, follow_symlinks=False).st_ino != held.st_ino:
             raise FileNotFoundError(errno.ENOENT, "removed while being claimed", str(path))
-        yield fd
+        yield fd, held.st_size
     finally:
         os.close(fd)  # closing drops the flock
 
@@ -234,14 +236,14 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
     deadline = time.monotonic() + HANDOVER_WAIT
     while True:
         try:
-            with _guarded(location.lock, create=create) as fd:
+            with _guarded(location.lock, create=create) as (fd, size):
                 current = parse_claim(os.pread(fd, 4096, 0))
                 if (
                     current is None
                     or current.runtime == owner.runtime
                     or not runtime_alive(location.home, current.runtime)
                 ):
-                    _overwrite(fd, owner.document())
+                    _overwrite(fd, size, owner.document())
                     return
                 if time.monotonic() > deadline or not handing_over(
                     location.home, current.runtime, location.session_id
@@ -262,15 +264,14 @@ def release(location: SessionLocation, owner: Owner) -> None:
     """Clear the session's claim if it still names ``owner`` (gone folders are fine)."""
     lock = f"{location.home}/{location.relative}/{LOCK}"
     with contextlib.suppress(FileNotFoundError, NotADirectoryError, BlockingIOError):
-        with _guarded(lock, create=False) as fd:
+        with _guarded(lock, create=False) as (fd, size):
             current = parse_claim(os.pread(fd, 4096, 0))
             if current is not None and current.runtime == owner.runtime:
-                _overwrite(fd, b"")
+                _overwrite(fd, size, b"")
 
 
-def _overwrite(fd: int, claim: bytes) -> None:
-    """Replace the claim in ``fd`` with ``claim``, blanking whatever was longer."""
-    size = os.fstat(fd).st_size
+def _overwrite(fd: int, size: int, claim: bytes) -> None:
+    """Replace the claim in ``fd`` (``size`` bytes) with ``claim``, blanking what was longer."""
     os.pwrite(fd, claim.ljust(size), 0)
 
 
