@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +47,20 @@ def test_every_benchmark_runs_and_checks_what_it_measured(tmp_path: Path) -> Non
     # The peers are installed here (the bench extra): every target is measured.
     unmeasured = [line for line in summary.splitlines() if "not measured" in line.lower()]
     assert not unmeasured, unmeasured
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_are_counted_per_unit_on_the_loop_thread() -> None:
+    """benchmarks/instructions.py counts the loop thread's instructions under callgrind: a run
+    of more units counts more, and their difference per unit is the same for two sizes."""
+    spec = importlib.util.spec_from_file_location("instructions", BENCHMARKS / "instructions.py")
+    assert spec is not None
+    assert spec.loader is not None
+    instructions = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = instructions  # its dataclasses look their module up
+    spec.loader.exec_module(instructions)
+    counts = [instructions.loop_instructions("anyio", "asyncio", n) for n in (10, 60, 110)]
+    assert counts[0] < counts[1] < counts[2]
+    first, second = (counts[1] - counts[0]) / 50, (counts[2] - counts[1]) / 50
+    assert 100_000 < first < 5_000_000  # a task and a stream's round trip, not a whole run
+    assert abs(first - second) / first < 0.1, (first, second)
