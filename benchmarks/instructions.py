@@ -2,7 +2,10 @@
 
 The other benchmarks time their work, and on a shared VM a run moves by
 up to 1.5x within minutes: a change worth 5% cannot be told from the noise
-there. Counted instructions do not move. This runs each workload under
+there. Counted instructions do not move with the machine; they move only
+with where the cyclic collector's collections land, which any change to
+what is allocated shifts (about 2% either way for the echo child), so a
+change under about 3% is not resolved by one count. This runs each workload under
 ``valgrind --tool=callgrind`` twice, with a small and a large number of
 units, and divides the difference of the event loop thread's instructions
 by the difference of units: what start-up, imports and warm-up cost falls
