@@ -4,8 +4,11 @@ The other benchmarks time their work, and on a shared VM a run moves by
 up to 1.5x within minutes: a change worth 5% cannot be told from the noise
 there. Counted instructions do not move with the machine; they move only
 with where the cyclic collector's collections land, which any change to
-what is allocated shifts (about 2% either way for the echo child), so a
-change under about 3% is not resolved by one count. This runs each workload under
+what is allocated shifts (the echo child: about 2% either way over 50 to
+250 round trips, 10% over 10 to 30), so one count does not resolve a small
+change; ``--offsets 5`` keeps the median of five, each with the heap
+shifted first (medians of five over 10 to 30 round trips: within 1.5%).
+This runs each workload under
 ``valgrind --tool=callgrind`` twice, with a small and a large number of
 units, and divides the difference of the event loop thread's instructions
 by the difference of units: what start-up, imports and warm-up cost falls
@@ -38,7 +41,7 @@ Reproduce::
 
     .venv/bin/python benchmarks/instructions.py                # asyncio and trio
     .venv/bin/python benchmarks/instructions.py --quick        # small counts, one backend
-    .venv/bin/python benchmarks/compare.py HEAD~1 instructions --rounds 1 -- --quick
+    .venv/bin/python benchmarks/compare.py HEAD~1 instructions --rounds 1 -- --quick --offsets 5
 """
 
 from __future__ import annotations
@@ -59,13 +62,15 @@ COMMAND = ".venv/bin/python benchmarks/instructions.py"
 _TOTAL = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 
 # Run by ``python -c`` under valgrind: argv is the benchmarks folder, the
-# workload, the backend, the units and a scratch folder.
+# workload, the backend, the units, a scratch folder and how many objects
+# to hold before the workload starts (a heap offset: see ``per_unit``).
 WORKLOAD = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 import anyio
 kind, backend, units, scratch = sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
+held = [[] for _ in range(int(sys.argv[6]))]
 if kind == "echo":
     import delegation
     job = lambda: delegation.run_ours_echo(scratch, units, "none", verify=False)
@@ -110,8 +115,13 @@ UNITS = {"echo": (50, 250), "task": (20, 80)}
 QUICK_UNITS = {"echo": (10, 30), "task": (5, 15)}
 
 
-def loop_instructions(kind: str, backend: str, units: int) -> int:
-    """Instructions of the main thread (the event loop's) of one run of ``kind``."""
+SHIFT = 2500
+"""Objects held before a workload, per heap offset (``per_unit``)."""
+
+
+def loop_instructions(kind: str, backend: str, units: int, offset: int = 0) -> int:
+    """Instructions of the main thread (the event loop's) of one run of ``kind``, with
+    ``offset`` more objects on the heap before it starts."""
     scratch = Path(tempfile.mkdtemp(prefix=f"amplifier-instructions-{kind}-"))
     try:
         out = scratch / "callgrind.out"
@@ -129,6 +139,7 @@ def loop_instructions(kind: str, backend: str, units: int) -> int:
                 backend,
                 str(units),
                 str(scratch / "work"),
+                str(offset),
             ],
             capture_output=True,
             check=False,
@@ -146,18 +157,37 @@ def loop_instructions(kind: str, backend: str, units: int) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def per_unit(kind: str, backend: str, small: int, large: int) -> float:
-    """Instructions per unit: the difference of a large and a small run, over their units."""
-    return (loop_instructions(kind, backend, large) - loop_instructions(kind, backend, small)) / (
-        large - small
+def per_unit(kind: str, backend: str, small: int, large: int, offsets: int = 1) -> float:
+    """Instructions per unit: the difference of a large and a small run, over their units;
+    the median of that at ``offsets`` heap offsets.
+
+    Where the cyclic collector's collections land moves a count by about 2% either way,
+    and what a workload allocates before (any change to the code) moves them: counted
+    with the heap shifted by ``SHIFT`` objects at a time, the median is the code's."""
+    counts = sorted(
+        (
+            loop_instructions(kind, backend, large, offset * SHIFT)
+            - loop_instructions(kind, backend, small, offset * SHIFT)
+        )
+        / (large - small)
+        for offset in range(offsets)
     )
+    return counts[len(counts) // 2]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, asyncio only")
     parser.add_argument("--backend", choices=["asyncio", "trio"], action="append")
+    parser.add_argument(
+        "--offsets",
+        type=int,
+        default=1,
+        help="heap offsets to count each workload at, median kept (1; 5 for differences of 2%%)",
+    )
     args = parser.parse_args(argv)
+    if args.offsets < 1:
+        parser.error("--offsets must be at least 1")
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: nothing measured", file=sys.stderr)
         return 2
@@ -171,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         small, large = units[workload.peer_of or workload.kind]
         for backend in ["asyncio"] if workload.asyncio_only else backends:
-            count = counts[workload.kind, backend] = per_unit(workload.kind, backend, small, large)
+            count = per_unit(workload.kind, backend, small, large, args.offsets)
+            counts[workload.kind, backend] = count
             print(f"  {workload.label:26} {backend:7} {count / 1e6:7.3f} M a {workload.unit}")
     print("\n| workload | backend | M instructions per unit | ours vs it |")
     print("|---|---|---:|---:|")
@@ -190,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\nours vs it: the peer's instructions over ours on the same backend (ours as fast at "
         "equal instructions per cycle); units per run: "
         + ", ".join(f"{kind} {small} and {large}" for kind, (small, large) in units.items())
+        + f"; the median of {args.offsets} heap offset(s) of {SHIFT} objects"
     )
     shown_args = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"reproduce: {COMMAND} {shown_args}".rstrip())
