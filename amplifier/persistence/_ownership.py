@@ -48,6 +48,8 @@ CLAIM_SIZE = 256
 """A claim is written padded to this size and cleared by overwriting it with blanks: the
 file is never truncated (on ext4, cutting a file to zero costs a journal commit)."""
 
+_CLAIM_READ = 4096
+"""Bytes of ``.lock`` read for its claim (written padded to ``CLAIM_SIZE``)."""
 # A claim or a liveness probe holds a lock for microseconds; whoever meets
 # one tries again for a little while before deciding anything.
 _ATTEMPTS = 50
@@ -185,7 +187,7 @@ def read_claim(location: SessionLocation) -> Owner | None:
     except OSError:
         return None
     try:
-        return parse_claim(os.pread(fd, 4096, 0))
+        return parse_claim(os.pread(fd, _CLAIM_READ, 0))
     finally:
         os.close(fd)
 
@@ -199,12 +201,10 @@ def holder(location: SessionLocation) -> Owner | None:
 
 
 @contextlib.contextmanager
-def _guarded(path: str | Path, *, create: bool) -> Iterator[tuple[int, int]]:
-    """``path`` open and flock'ed for a claim's read-modify-write (Rule 3): its descriptor
-    and its size (which only a holder of the flock changes).
+def _flocked(path: str | Path, *, create: bool) -> Iterator[int]:
+    """``path`` open and flock'ed for a claim's read-modify-write (Rule 3).
 
-    Raises ``FileNotFoundError`` if the file is not there, or was removed
-    (its session deleted) while we waited for it. Blocking; worker thread.
+    Raises ``FileNotFoundError`` if the file is not there. Blocking; worker thread.
     """
     flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
     fd = os.open(path, flags, 0o600)
@@ -217,12 +217,24 @@ def _guarded(path: str | Path, *, create: bool) -> Iterator[tuple[int, int]]:
                 if attempt == _ATTEMPTS - 1:
                     raise
                 time.sleep(_PAUSE)
+        yield fd
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+@contextlib.contextmanager
+def _guarded(path: str | Path, *, create: bool) -> Iterator[tuple[int, int]]:
+    """``path`` flock'ed (``_flocked``) and still the file at its path: its descriptor and
+    its size (which only a holder of the flock changes).
+
+    Raises ``FileNotFoundError`` if the file is not there, or was removed
+    (its session deleted) while we waited for it. Blocking; worker thread.
+    """
+    with _flocked(path, create=create) as fd:
         held = os.fstat(fd)
         if os.stat(path, follow_symlinks=False).st_ino != held.st_ino:
             raise FileNotFoundError(errno.ENOENT, "removed while being claimed", str(path))
         yield fd, held.st_size
-    finally:
-        os.close(fd)  # closing drops the flock
 
 
 def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> None:
@@ -237,7 +249,7 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
     while True:
         try:
             with _guarded(location.lock, create=create) as (fd, size):
-                current = parse_claim(os.pread(fd, 4096, 0))
+                current = parse_claim(os.pread(fd, _CLAIM_READ, 0))
                 if (
                     current is None
                     or current.runtime == owner.runtime
@@ -261,13 +273,19 @@ def claim(location: SessionLocation, owner: Owner, *, create: bool = True) -> No
 
 
 def release(location: SessionLocation, owner: Owner) -> None:
-    """Clear the session's claim if it still names ``owner`` (gone folders are fine)."""
+    """Clear the session's claim if it still names ``owner`` (gone folders are fine).
+
+    Unlike a claim, a release need not know that the file it locked is still the one at
+    its path: if the session was deleted meanwhile, the blanks go to the removed file.
+    The claim read is the whole file (``CLAIM_SIZE`` bytes), so its length is the file's.
+    """
     lock = f"{location.home}/{location.relative}/{LOCK}"
     with contextlib.suppress(FileNotFoundError, NotADirectoryError, BlockingIOError):
-        with _guarded(lock, create=False) as (fd, size):
-            current = parse_claim(os.pread(fd, 4096, 0))
+        with _flocked(lock, create=False) as fd:
+            held = os.pread(fd, _CLAIM_READ, 0)
+            current = parse_claim(held)
             if current is not None and current.runtime == owner.runtime:
-                _overwrite(fd, size, b"")
+                _overwrite(fd, len(held), b"")
 
 
 def _overwrite(fd: int, size: int, claim: bytes) -> None:
