@@ -397,16 +397,19 @@ def encode_data(
 ) -> EncodedData:
     """An event's data as JSON, or the caller's mistake as a ``UsageError`` (``default``
     and ``option`` as ``orjson.dumps`` takes them)."""
-    try:
-        return EncodedData(orjson.dumps(data, default=default, option=option))
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise UsageError(f"a record must hold JSON values only: {exc}") from exc
+    return EncodedData(_serialised(data, default=default, option=option))
 
 
-def _serialised(record: Mapping[str, Any]) -> bytes:
-    """The record's line without its stamp, or the caller's mistake as a ``UsageError``."""
+def _serialised(
+    record: Mapping[str, Any],
+    *,
+    default: Callable[[Any], Any] | None = None,
+    option: int = _LINE,
+) -> bytes:
+    """The record as JSON (by default its line without its stamp), or the caller's mistake
+    as a ``UsageError``."""
     try:
-        return orjson.dumps(record, option=_LINE)
+        return orjson.dumps(record, default=default, option=option)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise UsageError(f"a record must hold JSON values only: {exc}") from exc
 
