@@ -21,14 +21,17 @@ import pytest
 from amplifier import (
     AmbiguousSessionId,
     InvalidSessionId,
+    RuntimeClosed,
     Session,
     SessionClosed,
     SessionLocked,
     SessionNotFound,
     Turn,
+    TurnCancelled,
     TurnFailed,
     UsageError,
 )
+from amplifier.persistence import SessionWriter
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import FnHandler, events, metadata, names, session_dirs, transcript
@@ -129,6 +132,106 @@ async def test_sessions_left_open_end_with_the_runtime(home: Path, project: Path
         session = await rt.open_session()
         await session.ask("hi")
     assert metadata(home, session.id)["status"] == "completed"
+
+
+async def test_who_waits_behind_a_cancelled_session_is_told_it_ended(
+    home: Path, project: Path
+) -> None:
+    """A Runtime cancelled while one turn runs and a prompt and a change wait in the
+    session's mailbox: the turn is cancelled, and the prompt and the change behind it are
+    answered that the session ended, not left waiting for ever (they are asked from
+    outside the Runtime's tasks, as a server's request handlers would)."""
+    started = anyio.Event()
+
+    async def forever(turn: Turn) -> str:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("never answers")
+
+    opened: list[Session] = []
+    ready = anyio.Event()
+    host_scope = anyio.CancelScope()
+    results: dict[str, object] = {}
+
+    async def host() -> None:
+        with host_scope:
+            async with open_runtime(cwd=project, handler=FnHandler(forever)) as rt:
+                opened.append(await rt.open_session())
+                ready.set()
+                await anyio.sleep_forever()
+
+    async def call(key: str, fn: Callable[[], Awaitable[object]]) -> None:
+        try:
+            results[key] = await fn()
+        except Exception as exc:
+            results[key] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(host)
+            await ready.wait()
+            session = opened[0]
+            tg.start_soon(call, "running", partial(session.ask, "one"))
+            await started.wait()
+            tg.start_soon(call, "queued", partial(session.ask, "two"))
+            tg.start_soon(call, "change", partial(session.set_attributes, {"k": "v"}))
+            await anyio.wait_all_tasks_blocked()
+            host_scope.cancel()
+    assert isinstance(results["running"], TurnCancelled)
+    assert isinstance(results["queued"], RuntimeClosed)
+    assert isinstance(results["change"], SessionClosed)
+    stored = metadata(home, session.id)
+    assert (stored["status"], stored["turns"]) == ("cancelled", 1)
+    assert "k" not in stored["attributes"]
+    assert [m["content"] for m in transcript(home, session.id)] == ["one"]
+
+
+async def test_a_change_being_stored_when_its_session_is_cancelled_is_told_it_ended(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Runtime cancelled while a session's change waits to be durable: the change's
+    caller (outside the Runtime's tasks) is answered that the session ended."""
+    storing = anyio.Event()
+    hold = True
+    sync = SessionWriter.sync
+
+    async def held_sync(writer: SessionWriter) -> None:
+        nonlocal hold
+        if hold:
+            hold = False
+            storing.set()
+            await anyio.sleep_forever()
+        await sync(writer)
+
+    monkeypatch.setattr(SessionWriter, "sync", held_sync)
+    opened: list[Session] = []
+    ready = anyio.Event()
+    host_scope = anyio.CancelScope()
+    results: list[object] = []
+
+    async def host() -> None:
+        with host_scope:
+            async with open_runtime(cwd=project) as rt:
+                opened.append(await rt.open_session())
+                ready.set()
+                await anyio.sleep_forever()
+
+    async def change() -> None:
+        try:
+            results.append(await opened[0].set_attributes({"k": "v"}))
+        except Exception as exc:
+            results.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(host)
+            await ready.wait()
+            tg.start_soon(change)
+            await storing.wait()
+            host_scope.cancel()
+    assert len(results) == 1
+    assert isinstance(results[0], SessionClosed)
+    assert metadata(home, opened[0].id)["status"] == "cancelled"
 
 
 async def test_resume_keeps_history_and_id(home: Path, project: Path) -> None:

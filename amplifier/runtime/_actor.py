@@ -24,6 +24,9 @@ Rule 6: a failure keeps its cause: the exception that failed a turn travels
         in ``Failed`` and is raised again ``from`` it to the caller; it is
         logged with its traceback (``amplifier._log``), and the formatted
         traceback is recorded in the event that reports the failure.
+Rule 7: everyone who asks is answered: a prompt or a change still in the
+        mailbox (or being stored) when its session ends is answered that
+        the session ended, once the session's final records are written.
 """
 
 from __future__ import annotations
@@ -215,24 +218,23 @@ class SessionActor:
             self._life.move(SessionState.IDLE)
             task_status.started(LocalSession(self))
             started = True
-            async with self._mailbox:
-                async for message in self._mailbox:
-                    match message:
-                        case Prompt():
-                            await self._answer(message)
-                        case Relabel():
-                            await self._relabel(message)
-                        case Close():
-                            status, error = message.status, message.error
-                            keep_previous = message.keep_previous
-                            break
-                        case _:
-                            assert_never(message)
-                else:
-                    closing = self._closing
-                    if closing is not None:  # asked while the mailbox was full
-                        status, error = closing.status, closing.error
-                        keep_previous = closing.keep_previous
+            async for message in self._mailbox:
+                match message:
+                    case Prompt():
+                        await self._answer(message)
+                    case Relabel():
+                        await self._relabel(message)
+                    case Close():
+                        status, error = message.status, message.error
+                        keep_previous = message.keep_previous
+                        break
+                    case _:
+                        assert_never(message)
+            else:
+                closing = self._closing
+                if closing is not None:  # asked while the mailbox was full
+                    status, error = closing.status, closing.error
+                    keep_previous = closing.keep_previous
         except anyio.get_cancelled_exc_class():
             status = "cancelled"
             raise
@@ -246,9 +248,12 @@ class SessionActor:
             trace = log_failure(f"session {self.id} failed", exc)
         finally:
             self._send.close()
+            unanswered = self._left_in_mailbox()
             self._mailbox.close()
             with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
                 await self._end(status, error, trace, keep_previous=keep_previous)
+            for reply in unanswered:
+                reply.close()  # its asker is told the session ended without answering
             self._services.bus.unregister(self.id)
             # The context points back at this actor: dropped, the two are freed as
             # soon as the last reference goes, not by a garbage collection later.
@@ -256,6 +261,21 @@ class SessionActor:
             self._ended = True
             if self._ended_event is not None:
                 self._ended_event.set()
+
+    def _left_in_mailbox(self) -> list[Pending[Any]]:
+        """The replies of the prompts and changes still queued, taken out of the mailbox.
+
+        A session ended by a cancellation or a failure leaves them unserved; a
+        close leaves none (it comes after everything queued before it).
+        """
+        replies: list[Pending[Any]] = []
+        while True:
+            try:
+                message = self._mailbox.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return replies
+            if not isinstance(message, Close):
+                replies.append(message.reply)
 
     async def _begin(self) -> None:
         store = self._services.store
@@ -456,15 +476,18 @@ class SessionActor:
         """Change the metadata between turns; ``updated`` stays (a label is not a use)."""
         result: SessionMetadata | Exception
         try:
-            meta = self._require_meta()
-            message.change(meta)
-            writer = self._require_writer()
-            await writer.post_metadata(meta)
-            await writer.sync()
-            result = meta.model_copy(deep=True)
-        except Exception as exc:  # handed to the caller, who raises it
-            result = exc
-        message.reply.put(result)
+            try:
+                meta = self._require_meta()
+                message.change(meta)
+                writer = self._require_writer()
+                await writer.post_metadata(meta)
+                await writer.sync()
+                result = meta.model_copy(deep=True)
+            except Exception as exc:  # handed to the caller, who raises it
+                result = exc
+            message.reply.put(result)
+        finally:
+            message.reply.close()  # cancelled while storing: the caller is told it ended
 
     async def relabel(self, change: Callable[[SessionMetadata], None]) -> SessionMetadata:
         """Change and write the metadata, after the turn that runs (if any); it as written.
