@@ -280,6 +280,8 @@ class SessionActor:
     async def _begin(self) -> None:
         store = self._services.store
         if self._create is not None:
+            if self._parent is not None:
+                await self._parent._list_children()  # its parent lists it before it exists
             # The runtime draws every new id at random: nothing on disk can hold it.
             self._writer = await store.create(self.location, self._create, wait=False, fresh=True)
             self._services.bus.register(self.id, self._create.parent_id)
@@ -682,19 +684,17 @@ class SessionActor:
         return message
 
     async def _list_children(self) -> None:
-        """Write the metadata that lists the children just added, once for all of them.
+        """Send the metadata that lists the children added since it was last sent, if any.
 
-        Children started together (the delegate calls of one answer, the slots
-        a wave of finished children frees) each add themselves, then let the
-        others run: the first to go on writes one document listing them all,
-        and the rest, finding it written, create their child at once. Each
-        document lists every child so far, so a parent delegating to n
-        children wrote n documents of up to n entries each: quadratic in its
-        children, 51 MB of JSON for a fan-out of 1,000.
+        A new child calls it on its parent just before it is created (a child
+        placed elsewhere, its parent before placing it). Children started
+        together (the delegate calls of one answer, the slots a wave of
+        finished children frees) each add themselves and start their task, so
+        the first of them to run sends one document listing them all, and the
+        rest find it sent. Each document lists every child so far: a parent
+        that sent one per child, delegating to n children at once, sent n
+        documents of up to n entries (51 MB of JSON for a fan-out of 1,000).
         """
-        self._unlisted = True
-        # Not a cancellation point: a child listed is then created, or ends as cancelled.
-        await anyio.lowlevel.cancel_shielded_checkpoint()
         if self._unlisted:
             # Cleared first: a child added while this one is sent (a full mailbox) is listed
             # by a document of its own. Sent, in mailbox order, before any of their creates.
@@ -806,9 +806,10 @@ class SessionActor:
             )
         )
         if not resuming:
-            # Written before the child exists: every child on disk is listed by its parent.
+            # Listed before the child exists (every child on disk is listed by its parent):
+            # by the document the child sends just before its own (``_list_children``).
             meta.children.append(child_id)
-            await self._list_children()
+            self._unlisted = True
         create = None if resuming else self._child_metadata(child_id, request.agent)
         run = ChildRun(location, create, request)
         launcher = self._services.children
@@ -851,6 +852,7 @@ class SessionActor:
     async def _launch(self, child_id: str, launch: Launch) -> ChildOutcome:
         """Run a child placed elsewhere, once what refers to it is durable (``_children``)."""
         try:
+            await self._list_children()
             await self._require_writer().sync()
         except PersistenceError as exc:
             return ChildOutcome(
