@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from amplifier import Delegation, Turn, TurnCancelled
+from amplifier.persistence import SessionWriter
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import FnHandler, events, first, metadata, transcript, until
@@ -70,10 +71,15 @@ async def test_cancelled_session_resumes_with_its_history(home: Path, project: P
     assert resumed["data"]["previous_status"] == "cancelled"
 
 
+@pytest.mark.parametrize("room", [True, False], ids=["mailbox-with-room", "mailbox-full"])
 async def test_cancelled_runtime_with_children_keeps_the_causal_order(
-    home: Path, project: Path
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch, room: bool
 ) -> None:
-    """Cancelling a parent with running children ends the children first, all as cancelled."""
+    """Cancelling a parent with running children ends the children first, all as cancelled,
+    with their turns' ends: sent at once where the persistence mailbox has room for them,
+    in a shielded scope where sending them could wait."""
+    if not room:
+        monkeypatch.setattr(SessionWriter, "has_room", lambda self, requests: False)
     ready = anyio.Event()
     started = 0
 
@@ -103,6 +109,8 @@ async def test_cancelled_runtime_with_children_keeps_the_causal_order(
     for child in children:
         end = events(home, child)[-1]
         assert (end["event"], end["data"]["status"]) == ("session:end", "cancelled")
+        turn_end = first(events(home, child), "prompt:complete")
+        assert turn_end["data"]["status"] == "cancelled"
         assert metadata(home, child)["status"] == "cancelled"
         assert end["seq"] < first(parent, "delegate:end", child_id=child)["seq"]
     assert parent[-1]["data"]["status"] == "cancelled"

@@ -362,6 +362,12 @@ class SessionWriter:
             self._epoch += 1  # observed: what comes next is accepted again
             raise
 
+    def has_room(self, requests: int) -> bool:
+        """``requests`` more sent now go straight into the persistence actor's mailbox:
+        sending them does not wait (nor yield to the loop), so no cancellation can stop them."""
+        stats = self._send.statistics()
+        return stats.max_buffer_size - stats.current_buffer_used >= requests
+
     async def _submit(self, request: Request) -> None:
         if self._closed:
             raise StoreClosed(f"session {self.session_id} is closed for writing")

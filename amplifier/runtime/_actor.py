@@ -17,7 +17,9 @@ Rule 3: records are sent in the order they happen and committed in that
         ``record``) is durable when the call returns, as documented.
 Rule 4: a session's final records (``prompt:complete``, ``session:end``,
         metadata) are written in a shielded, time-bounded scope, also when
-        the session is cancelled, so it stays resumable with an honest status.
+        the session is cancelled, so it stays resumable with an honest status;
+        records sent without a wait into a mailbox with room for them need no
+        scope (``_final_records``): nothing yields, so nothing can cancel them.
 Rule 5: an exception in one session never crashes the Runtime: it ends that
         session with status ``failed``. Only cancellation propagates.
 Rule 6: a failure keeps its cause: the exception that failed a turn travels
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, assert_never
@@ -96,6 +99,9 @@ from ._turns import SessionSetup, TurnHandler
 
 FINAL_RECORDS_TIMEOUT = 5.0
 """Seconds a cancelled session may spend writing its final records."""
+
+_SENT_AT_ONCE = contextlib.nullcontext()
+"""The scope of final records that go into the persistence mailbox without waiting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,17 +256,19 @@ class SessionActor:
             self._send.close()
             unanswered = self._left_in_mailbox()
             self._mailbox.close()
-            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
-                await self._end(status, error, trace, keep_previous=keep_previous)
-            for reply in unanswered:
-                reply.close()  # its asker is told the session ended without answering
-            self._services.bus.unregister(self.id)
-            # The context points back at this actor: dropped, the two are freed as
-            # soon as the last reference goes, not by a garbage collection later.
-            self._context = None
-            self._ended = True
-            if self._ended_event is not None:
-                self._ended_event.set()
+            try:
+                with self._final_records(requests=3, waits=not self._ends_unwaited):
+                    await self._end(status, error, trace, keep_previous=keep_previous)
+            finally:
+                for reply in unanswered:
+                    reply.close()  # its asker is told the session ended without answering
+                self._services.bus.unregister(self.id)
+                # The context points back at this actor: dropped, the two are freed as
+                # soon as the last reference goes, not by a garbage collection later.
+                self._context = None
+                self._ended = True
+                if self._ended_event is not None:
+                    self._ended_event.set()
 
     def _left_in_mailbox(self) -> list[Pending[Any]]:
         """The replies of the prompts and changes still queued, taken out of the mailbox.
@@ -377,8 +385,29 @@ class SessionActor:
                 # A child's parent orders its delegate:end after this (``final``);
                 # a root's caller is told the session ended once it is durable.
                 with contextlib.suppress(PersistenceError):
-                    await writer.close(wait=self._meta is None or self._meta.parent_id is None)
+                    await writer.close(wait=not self._ends_unwaited)
         self._life.move(SessionState.ENDED)
+
+    @property
+    def _ends_unwaited(self) -> bool:
+        """A child that recorded anything: its end is sent, not waited for (its parent's
+        ``delegate:end`` is committed after it)."""
+        meta = self._meta
+        return self._recorded and meta is not None and meta.parent_id is not None
+
+    def _final_records(self, *, requests: int, waits: bool = False) -> AbstractContextManager[Any]:
+        """The scope a session's final records are sent in (Rule 4): shielded from
+        cancellation, for at most ``FINAL_RECORDS_TIMEOUT``.
+
+        ``requests`` sent without waiting for their commit need none where the
+        persistence actor's mailbox has room for them all: sending them then
+        never yields to the loop, so no cancellation can reach them (and the
+        scope's timer is saved, a child's three times).
+        """
+        writer = self._writer
+        if waits or writer is None or not writer.has_room(requests):
+            return anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True)
+        return _SENT_AT_ONCE
 
     @property
     def context(self) -> SessionContext:
@@ -437,7 +466,7 @@ class SessionActor:
                     outcome = Failed(reason=describe_error(exc), error=exc)
         finally:
             self._turn_scope = self._current = None
-            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+            with self._final_records(requests=1, waits=prompt.durable):
                 outcome = await self._complete_turn(number, outcome, durable=prompt.durable)
             if not isinstance(outcome, Answered):
                 self.history = None  # it may hold what the file never got: read it again
@@ -828,7 +857,7 @@ class SessionActor:
                 outcome = await self._launch(child_id, launch)
         finally:
             after = child.final if child is not None else _failed(outcome.final_error)
-            with anyio.move_on_after(FINAL_RECORDS_TIMEOUT, shield=True):
+            with self._final_records(requests=1):
                 ended = DelegateEnded(
                     child_id=child_id,
                     agent=request.agent,
