@@ -79,6 +79,9 @@ async def _supervise(
                     assert_never(outcome)
     finally:
         child.close_mailbox(end, error)
-    # The task group's end waits for the child's; past the grace, its deadline cancels it.
-    tg.cancel_scope.deadline = anyio.current_time() + CHILD_CLOSE_GRACE
+    if timer is not None and timer.cancelled_caught:
+        # The child may still be in its turn. The task group's end waits for the child's;
+        # past the grace, its deadline cancels it. A child that gave an outcome has left
+        # its turn, and its end is time-bounded already (``_actor`` Rule 4): no deadline.
+        tg.cancel_scope.deadline = anyio.current_time() + CHILD_CLOSE_GRACE
     return ChildOutcome(status, response, error, trace=trace, cause=cause)
