@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from amplifier import Delegation, Turn, TurnCancelled
-from amplifier.persistence import SessionWriter
+from amplifier import Delegation, Session, Turn, TurnCancelled
+from amplifier.persistence import SessionWriter, _actor, _store
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import FnHandler, events, first, metadata, transcript, until
@@ -184,3 +186,73 @@ async def test_session_cancel_interrupts_the_turn_and_keeps_the_session(
                 await s.ask("hang")
         assert (await s.ask("next")).text == "quick"
     assert metadata(home, s.id)["status"] == "completed"
+
+
+async def test_children_cancelled_behind_a_full_persistence_mailbox_still_end_recorded(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The persistence actor stuck on a slow disk, its mailbox full, and the Runtime
+    cancelled: each child's final records wait, shielded, for room and are written once the
+    disk answers, so every child still ends cancelled on disk, before its delegate:end."""
+    monkeypatch.setattr(_store, "MAILBOX_SIZE", 4)
+    disk = anyio.Event()
+    holding = anyio.Event()
+    hold = False
+    commit = _actor.PersistenceActor._commit
+
+    async def slow_disk(self: _actor.PersistenceActor, requests: list[Any]) -> None:
+        if hold and not disk.is_set():
+            holding.set()
+            with anyio.CancelScope(shield=True):  # a disk does not stop when cancelled
+                await disk.wait()
+        await commit(self, requests)
+
+    monkeypatch.setattr(_actor.PersistenceActor, "_commit", slow_disk)
+
+    async def work(turn: Turn) -> str:
+        nonlocal hold
+        if turn.session.depth == 0:
+            await turn.delegate_all([Delegation(agent="explorer", instruction=n) for n in "ab"])
+            return "unreachable"
+        if turn.prompt == "a":
+            hold = True
+            await turn.emit("working", {})  # held: the disk is slow
+        else:
+            await holding.wait()
+            for n in range(50):  # fills the mailbox, then waits for room
+                await turn.post("filler", {"n": n})
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    ids: list[str] = []
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as outside:
+            with anyio.CancelScope() as scope:
+                async with open_runtime(cwd=project, handler=FnHandler(work)) as rt:
+                    session = await rt.open_session()
+                    ids.append(session.id)
+                    outside.start_soon(_ask_cancelled, session, "fan out")
+                    await holding.wait()
+                    await anyio.wait_all_tasks_blocked()  # the mailbox is full
+                    scope.cancel()
+                    outside.start_soon(_answer_later, disk)
+    parent = events(home, ids[0])
+    children = metadata(home, ids[0])["children"]
+    assert len(children) == 2
+    for child in children:
+        log = events(home, child)
+        assert first(log, "prompt:complete")["data"]["status"] == "cancelled"
+        assert (log[-1]["event"], log[-1]["data"]["status"]) == ("session:end", "cancelled")
+        assert metadata(home, child)["status"] == "cancelled"
+        assert log[-1]["seq"] < first(parent, "delegate:end", child_id=child)["seq"]
+
+
+async def _ask_cancelled(session: Session, prompt: str) -> None:
+    with contextlib.suppress(TurnCancelled):
+        await session.ask(prompt)
+
+
+async def _answer_later(disk: anyio.Event) -> None:
+    """The slow disk answers once everything cancelled has reached where it waits."""
+    await anyio.wait_all_tasks_blocked()
+    disk.set()
