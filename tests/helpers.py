@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,11 @@ async def until(condition: Callable[[], bool]) -> None:
     with anyio.fail_after(10):
         while not condition():  # noqa: ASYNC110 - another process's state, or a thread's
             await anyio.sleep(0.01)
+
+
+def hangups_at_default() -> None:
+    """In a started process, before it runs: SIGHUP at its default, as a terminal's
+    hang-up finds a program. Under ``nohup`` the suite ignores SIGHUP, and a process it
+    starts would inherit that (the command line keeps a signal it was started ignoring
+    ignored), so a test of what SIGHUP does would not test it."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)

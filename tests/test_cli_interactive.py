@@ -27,6 +27,7 @@ import pexpect
 import pytest
 
 from .fake_llm_server import BrokenStream, FakeLLMServer, Stall, Text
+from .helpers import hangups_at_default
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 PROMPT = re.compile(r"\n(?:\x1b\[[0-9;?]*[A-Za-z])*>(?: |\x08|\x1b)")
@@ -72,6 +73,7 @@ class Terminal:
             encoding="utf-8",
             timeout=20,
             dimensions=(40, 200),
+            preexec_fn=hangups_at_default,
         )
         self.child.delayafterclose = 0  # leave() waits for the exit itself
         self.child.logfile_read = self.shown

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from .fake_llm_server import FakeLLMServer, Text
-from .helpers import events, metadata, session_dirs, transcript
+from .helpers import events, hangups_at_default, metadata, session_dirs, transcript
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 GRACE = 0.5
@@ -61,6 +61,7 @@ def start(*args: str, cwd: Path, home: Path, backend: str) -> subprocess.Popen[s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=hangups_at_default,
     )
 
 
