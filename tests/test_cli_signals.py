@@ -50,7 +50,10 @@ def llm(project: Path) -> Iterator[FakeLLMServer]:
         yield server
 
 
-def start(*args: str, cwd: Path, home: Path, backend: str) -> subprocess.Popen[str]:
+def start(
+    *args: str, cwd: Path, home: Path, backend: str, nohup: bool = False
+) -> subprocess.Popen[str]:
+    """``amplifier ARGS``; with ``nohup``, started ignoring SIGHUP as ``nohup`` starts it."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     env.update(AMPLIFIER_HOME=str(home), NO_COLOR="1", AMPLIFIER_ASYNC_BACKEND=backend)
     return subprocess.Popen(
@@ -61,8 +64,12 @@ def start(*args: str, cwd: Path, home: Path, backend: str) -> subprocess.Popen[s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=hangups_at_default,
+        preexec_fn=_ignoring_hangups if nohup else hangups_at_default,
     )
+
+
+def _ignoring_hangups() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def interrupt_mid_answer(
@@ -113,6 +120,25 @@ def interrupted_run(
         if any(m["role"] == "assistant" for m in transcript(home, session_id)):
             return Interrupted(code, stdout, stderr, home, session_id)
     pytest.fail(f"in {ATTEMPTS} attempts the signal always came before the first piece")
+
+
+def test_run_started_by_nohup_keeps_ignoring_sighup(
+    tmp_path: Path, project: Path, llm: FakeLLMServer, backend: str
+) -> None:
+    """`nohup amplifier run`: a hang-up mid-answer does not end it (it was started with
+    SIGHUP ignored); a SIGTERM after it ends it as SIGTERM does, exit 143."""
+    llm.stalled.clear()
+    llm.plan(Text(pieces=("Partial ", "answer"), stall=30))
+    home = tmp_path / "home"
+    process = start(
+        "run", "--profile", "slow", "question", cwd=project, home=home, backend=backend, nohup=True
+    )
+    assert llm.stalled.wait(20), "the model was never asked"
+    process.send_signal(signal.SIGHUP)
+    code, _, stderr = interrupt_mid_answer(llm, process, signal.SIGTERM)
+    assert code == 143, stderr
+    (session_id,) = session_dirs(home)
+    assert metadata(home, session_id)["status"] == "cancelled"
 
 
 def ends(home: Path, session_id: str) -> list[tuple[str, Any]]:
