@@ -186,6 +186,28 @@ async def test_who_waits_behind_a_cancelled_session_is_told_it_ended(
     assert [m["content"] for m in transcript(home, session.id)] == ["one"]
 
 
+async def test_a_turn_is_durable_while_the_shared_worker_threads_are_all_busy(
+    home: Path, project: Path
+) -> None:
+    """A program's own blocking calls (or its tools') hold every token of anyio's shared
+    thread limiter: a session's turn still becomes durable and answers; the store's
+    journal does not queue behind them."""
+    release = threading.Event()
+    busy = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+    async with open_runtime(cwd=project) as rt, rt.open_session() as session:
+        async with anyio.create_task_group() as tg:
+            for _ in range(busy):
+                tg.start_soon(partial(anyio.to_thread.run_sync, release.wait))
+            await anyio.wait_all_tasks_blocked()
+            try:
+                with anyio.fail_after(10):
+                    reply = await session.ask("hello")
+            finally:
+                release.set()
+    assert reply.text == "echo: hello"
+    assert [m["content"] for m in transcript(home, session.id)] == ["hello", "echo: hello"]
+
+
 async def test_a_change_being_stored_when_its_session_is_cancelled_is_told_it_ended(
     home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, assert_never, overload
+from typing import Any, Protocol, TypeVar, assert_never, overload
 
 import anyio
 import orjson
@@ -128,6 +128,11 @@ GATHER_DELAY = 0.005
 """Seconds (at most) a group nobody waits for is held for more: a session that posts and
 goes on costs one commit with its next answer (one fdatasync under fsync, one write under
 flush), not one per group."""
+THREADS = 4
+"""The actor's worker threads at most: its calls that run at once are a commit's, a round
+of writing behind's and one under the session files' lock (and its shutdown's, alone)."""
+
+T = TypeVar("T")
 
 CommitListener = Callable[[Sequence[dict[str, Any]]], None]
 """Called on the event loop after each commit with the committed event records, in seq order.
@@ -309,6 +314,8 @@ class PersistenceActor:
         """A write-behind task is running (at most one at a time)."""
         self._files_lock = anyio.Lock()
         """Held around every worker-thread call that touches the session files."""
+        self._threads = anyio.CapacityLimiter(THREADS)
+        """The actor's own worker threads (``in_thread``)."""
         self._tasks: TaskGroup | None = None
         self._broken: BaseException | None = None
         self._behind_failing = False
@@ -318,6 +325,13 @@ class PersistenceActor:
         self.recovered = RecoveryReport()
         self.scope = anyio.CancelScope(shield=True)
         self.stopped = anyio.Event()
+
+    async def in_thread(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in one of the actor's own worker threads (DESIGN: its blocking
+        file work runs in worker threads it owns). anyio's shared limiter would do it with
+        whatever tokens the program's own blocking calls, or its tools', leave free: with
+        all of them held, every session's turn waited for its commit."""
+        return await anyio.to_thread.run_sync(work, *args, limiter=self._threads)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -373,7 +387,7 @@ class PersistenceActor:
                     tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                left = await anyio.to_thread.run_sync(self._shutdown)
+                left = await self.in_thread(self._shutdown)
                 if left:
                     warnings.warn(left, StoreWarning, stacklevel=1)
             self.stopped.set()
@@ -485,13 +499,13 @@ class PersistenceActor:
             # While the sessions just answered prepare their next records; the requests
             # that come meanwhile wait in the mailbox for the next commit.
             with contextlib.suppress(OSError):  # a batch that needs the room grows it itself
-                await anyio.to_thread.run_sync(journal.make_room)
+                await self.in_thread(journal.make_room)
 
     async def _commit_records(self, requests: list[RecordRequest]) -> None:
         failure: BaseException | None = self._broken
         if failure is None and self._journal is None:
             try:
-                await anyio.to_thread.run_sync(self._start_writing)
+                await self.in_thread(self._start_writing)
             except OSError as exc:
                 failure = write_failed(exc)
         if failure is not None:
@@ -502,19 +516,19 @@ class PersistenceActor:
             if self.durability == "flush":
                 async with self._files_lock:
                     try:
-                        released = await anyio.to_thread.run_sync(
+                        released = await self.in_thread(
                             self._materialiser.write_now, batch.backlog
                         )
                     finally:
                         self._schedule()  # closes the files it keeps open, once writing stops
                     self._releasing += released
                     if released:
-                        await anyio.to_thread.run_sync(self._release_closed)
+                        await self.in_thread(self._release_closed)
             else:
                 handing_over = any(isinstance(r, CloseSession) and r.hand_over for r in requests)
                 if self._journal is not None and self.durability == "fsync" and batch.entries:
                     body = b"".join(batch.entries)
-                    await anyio.to_thread.run_sync(
+                    await self.in_thread(
                         self._journal_append,
                         encode_batch(batch.first_seq, body),
                         batch.last_seq,
@@ -713,14 +727,14 @@ class PersistenceActor:
     async def _locked(self, work: Callable[[], Any]) -> Any:
         """Run blocking ``work`` in the worker thread, once everything behind is written."""
         async with self._files_lock:
-            return await anyio.to_thread.run_sync(work)
+            return await self.in_thread(work)
 
     async def _open(self, request: OpenSession) -> OpenedSession:
         location = request.location
         if location.session_id in self._claimed:
             raise SessionLocked(location.session_id, "another session of this runtime")
         if self._journal is None:
-            await anyio.to_thread.run_sync(self._start_writing)
+            await self.in_thread(self._start_writing)
         opened: OpenedSession = await self._locked(lambda: self._open_blocking(location))
         self._seq = max(self._seq, opened.last_seq)
         self._held[request.handle] = _Held.of(location)
@@ -781,7 +795,7 @@ class PersistenceActor:
             if location.session_id in self._claimed:
                 raise SessionLocked(location.session_id, "a session open in this runtime")
         if self._journal is None:
-            await anyio.to_thread.run_sync(self._start_writing)
+            await self.in_thread(self._start_writing)
         removed: list[str] = await self._locked(
             lambda: self._delete_blocking(request.locations, request.untouched_since)
         )
@@ -914,7 +928,7 @@ class PersistenceActor:
                     self._backlog_since = math.inf
                     started = time.monotonic()
                     try:
-                        finished = await anyio.to_thread.run_sync(self._write_round)
+                        finished = await self.in_thread(self._write_round)
                     except OSError as exc:
                         if self.durability == "none":
                             self._broken = write_failed(exc)
@@ -974,7 +988,7 @@ class PersistenceActor:
         if journal.checkpoint < journal.last_seq:
             with contextlib.suppress(OSError):  # the files are retried; so is this
                 async with self._files_lock:
-                    await anyio.to_thread.run_sync(lambda: self._write_round(checkpoint=True))
+                    await self.in_thread(lambda: self._write_round(checkpoint=True))
         journal.reset()
 
     def _warn_behind(self, failure: WriteFailed) -> None:

@@ -455,7 +455,7 @@ async def open_store(
     send, receive = anyio.create_memory_object_stream[Request](MAILBOX_SIZE)
     actor = PersistenceActor(home, durability, clock, receive)
     try:
-        await anyio.to_thread.run_sync(actor.prepare)
+        await actor.in_thread(actor.prepare)
     except OSError as exc:
         raise write_failed(exc) from None
     if continue_seq:
