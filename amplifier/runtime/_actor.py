@@ -280,7 +280,7 @@ class SessionActor:
         while True:
             try:
                 message = self._mailbox.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            except (anyio.WouldBlock, anyio.EndOfStream):
                 return replies
             if not isinstance(message, Close):
                 replies.append(message.reply)
@@ -507,18 +507,18 @@ class SessionActor:
         """Change the metadata between turns; ``updated`` stays (a label is not a use)."""
         result: SessionMetadata | Exception
         try:
-            try:
-                meta = self._require_meta()
-                message.change(meta)
-                writer = self._require_writer()
-                await writer.post_metadata(meta)
-                await writer.sync()
-                result = meta.model_copy(deep=True)
-            except Exception as exc:  # handed to the caller, who raises it
-                result = exc
-            message.reply.put(result)
-        finally:
+            meta = self._require_meta()
+            message.change(meta)
+            writer = self._require_writer()
+            await writer.post_metadata(meta)
+            await writer.sync()
+            result = meta.model_copy(deep=True)
+        except Exception as exc:  # handed to the caller, who raises it
+            result = exc
+        except BaseException:
             message.reply.close()  # cancelled while storing: the caller is told it ended
+            raise
+        message.reply.put(result)
 
     async def relabel(self, change: Callable[[SessionMetadata], None]) -> SessionMetadata:
         """Change and write the metadata, after the turn that runs (if any); it as written.
