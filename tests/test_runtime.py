@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from anyio.abc import TaskStatus
 
 from amplifier import (
     AmbiguousSessionId,
@@ -148,33 +149,16 @@ async def test_who_waits_behind_a_cancelled_session_is_told_it_ended(
         await anyio.sleep_forever()
         raise AssertionError("never answers")
 
-    opened: list[Session] = []
-    ready = anyio.Event()
     host_scope = anyio.CancelScope()
     results: dict[str, object] = {}
-
-    async def host() -> None:
-        with host_scope:
-            async with open_runtime(cwd=project, handler=FnHandler(forever)) as rt:
-                opened.append(await rt.open_session())
-                ready.set()
-                await anyio.sleep_forever()
-
-    async def call(key: str, fn: Callable[[], Awaitable[object]]) -> None:
-        try:
-            results[key] = await fn()
-        except Exception as exc:
-            results[key] = exc
-
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(host)
-            await ready.wait()
-            session = opened[0]
-            tg.start_soon(call, "running", partial(session.ask, "one"))
+            session = await tg.start(hosted_session, host_scope, project, FnHandler(forever))
+            tg.start_soon(outcome, results, "running", partial(session.ask, "one"))
             await started.wait()
-            tg.start_soon(call, "queued", partial(session.ask, "two"))
-            tg.start_soon(call, "change", partial(session.set_attributes, {"k": "v"}))
+            tg.start_soon(outcome, results, "queued", partial(session.ask, "two"))
+            change = partial(session.set_attributes, {"k": "v"})
+            tg.start_soon(outcome, results, "change", change)
             await anyio.wait_all_tasks_blocked()
             host_scope.cancel()
     assert isinstance(results["running"], TurnCancelled)
@@ -226,34 +210,44 @@ async def test_a_change_being_stored_when_its_session_is_cancelled_is_told_it_en
         await sync(writer)
 
     monkeypatch.setattr(SessionWriter, "sync", held_sync)
-    opened: list[Session] = []
-    ready = anyio.Event()
     host_scope = anyio.CancelScope()
-    results: list[object] = []
-
-    async def host() -> None:
-        with host_scope:
-            async with open_runtime(cwd=project) as rt:
-                opened.append(await rt.open_session())
-                ready.set()
-                await anyio.sleep_forever()
-
-    async def change() -> None:
-        try:
-            results.append(await opened[0].set_attributes({"k": "v"}))
-        except Exception as exc:
-            results.append(exc)
-
+    results: dict[str, object] = {}
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(host)
-            await ready.wait()
-            tg.start_soon(change)
+            session = await tg.start(hosted_session, host_scope, project, FnHandler())
+            change = partial(session.set_attributes, {"k": "v"})
+            tg.start_soon(outcome, results, "change", change)
             await storing.wait()
             host_scope.cancel()
     assert len(results) == 1
-    assert isinstance(results[0], SessionClosed)
-    assert metadata(home, opened[0].id)["status"] == "cancelled"
+    assert isinstance(results["change"], SessionClosed)
+    assert metadata(home, session.id)["status"] == "cancelled"
+
+
+async def hosted_session(
+    scope: anyio.CancelScope,
+    project: Path,
+    handler: FnHandler,
+    *,
+    task_status: TaskStatus[Session] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """A Runtime with one open session, served until ``scope`` is cancelled; the session is
+    handed to the caller, who asks it from outside the Runtime's tasks (as a server's
+    request handlers would)."""
+    with scope:
+        async with open_runtime(cwd=project, handler=handler) as rt:
+            task_status.started(await rt.open_session())
+            await anyio.sleep_forever()
+
+
+async def outcome(
+    results: dict[str, object], key: str, call: Callable[[], Awaitable[object]]
+) -> None:
+    """What ``call`` returned, or the exception it raised, kept in ``results`` under ``key``."""
+    try:
+        results[key] = await call()
+    except Exception as exc:
+        results[key] = exc
 
 
 async def test_resume_keeps_history_and_id(home: Path, project: Path) -> None:
