@@ -207,8 +207,10 @@ def test_sigkill_mid_command_leaves_no_process_and_resume_repairs_the_call(
     process.wait()
     for name in ("bg.pid", "sh.pid"):
         assert wait_gone(int((project / name).read_text())), f"{name} survived"
-    (session_dir,) = (home / "projects").glob("*/sessions/*")
+    # The killed run's folder may not be built yet (its records are in its journal, and
+    # the files follow within the write-behind's delay): continuing replays the journal.
     amplifier("continue", "what happened?", cwd=project, home=home, backend=backend)
+    (session_dir,) = (home / "projects").glob("*/sessions/*")
     log = events(home, session_dir.name)
     called = next(e for e in log if e["event"] == "tool:pre")["data"]["call_id"]
     decisions = [e for e in log if e["event"] == "approval:decision"]
