@@ -192,6 +192,42 @@ async def test_a_turn_is_durable_while_the_shared_worker_threads_are_all_busy(
     assert [m["content"] for m in transcript(home, session.id)] == ["hello", "echo: hello"]
 
 
+async def test_sessions_are_read_while_the_shared_worker_threads_are_all_busy(
+    home: Path, project: Path
+) -> None:
+    """With every token of anyio's shared thread limiter held by the program's blocking
+    calls, the Runtime still resumes, lists, searches and reads its sessions: its reads of
+    the session files run in threads of its own."""
+    async with open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("hello")
+    release = threading.Event()
+    busy = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+    async with open_runtime(cwd=project) as rt:
+        async with anyio.create_task_group() as tg:
+            for _ in range(busy):
+                tg.start_soon(partial(anyio.to_thread.run_sync, release.wait))
+            await anyio.wait_all_tasks_blocked()
+            try:
+                with anyio.fail_after(10):
+                    listed = [row.session_id for row in await rt.sessions()]
+                    found = [hit.session_id for hit in await rt.search("hello")]
+                    stored = [
+                        record.message()["content"] for record in await rt.transcript(session.id)
+                    ]
+                    kinds = [event.event async for event in rt.events(session.id)]
+                    async with await rt.resume(session.id) as resumed:
+                        reply = await resumed.ask("again")
+            finally:
+                release.set()
+    assert listed == [session.id]
+    assert set(found) == {session.id}
+    assert stored == ["hello", "echo: hello"]
+    assert "prompt:complete" in kinds
+    assert reply.text == "echo: again"
+    assert [m["content"] for m in transcript(home, session.id)][-2:] == ["again", "echo: again"]
+
+
 async def test_a_change_being_stored_when_its_session_is_cancelled_is_told_it_ended(
     home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -516,9 +552,7 @@ async def test_events_are_read_back_in_seq_order(project: Path) -> None:
     assert read[-1].event == "session:end"
 
 
-async def test_events_of_a_long_log_are_read_in_bounded_memory(
-    home: Path, project: Path
-) -> None:
+async def test_events_of_a_long_log_are_read_in_bounded_memory(home: Path, project: Path) -> None:
     """Reading a long event log through Runtime.events costs memory for a few events at a
     time, not for the whole log, and still yields every event in seq order."""
     async with open_runtime(cwd=project, durability="none") as rt:

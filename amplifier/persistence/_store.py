@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, get_args
+from typing import Any, Protocol, TypeVar, get_args
 
 import anyio
 import orjson
@@ -63,8 +63,13 @@ interpreter's lock at every step back), so large groups are what keeps the actor
 them. At 4,096, 1,000 agent children from one parent filled it at every commit and the loop
 sat idle for a third of the fan-out. A request is its record's bytes and a few objects:
 about 1 KB, so this bounds what waits to some 30 MB."""
+READ_THREADS = 8
+"""Blocking reads of the session files (a resume's, a listing's, a search's) that run at once,
+at most, in the store's own worker threads (``Store.read``)."""
 SHUTDOWN_GRACE = 10.0
 """How long closing the store waits for outstanding writers before it stops the actor."""
+
+T = TypeVar("T")
 
 _LINE = orjson.OPT_APPEND_NEWLINE
 _HEADS_KEPT = 32
@@ -100,6 +105,7 @@ class Store:
         self._send = send
         self._acks = actor.acks
         self._handles = itertools.count(1)
+        self._readers = anyio.CapacityLimiter(READ_THREADS)
 
     @property
     def home(self) -> Path:
@@ -113,6 +119,15 @@ class Store:
     def recovered(self) -> RecoveryReport:
         """What recovery restored from journals of runtimes that died."""
         return self._actor.recovered
+
+    async def read(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)``, a blocking read of the session files, in one of the store's own
+        worker threads. anyio's shared limiter would run it with whatever tokens the
+        program's own blocking calls, or its tools', leave free: with all of them held
+        (or held by calls that wait for this Runtime), no session could be resumed, listed
+        or searched. Separate from the persistence actor's: a long search never holds up
+        a commit."""
+        return await anyio.to_thread.run_sync(work, *args, limiter=self._readers)
 
     def add_listener(self, listener: CommitListener) -> None:
         self._actor.listeners.append(listener)

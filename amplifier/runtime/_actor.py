@@ -313,11 +313,11 @@ class SessionActor:
         # Read before claiming: a session that cannot be loaded is left exactly
         # as found. Read again once claimed: a dead owner's journal may have
         # been replayed into it meanwhile.
-        await anyio.to_thread.run_sync(read_or_rebuild_metadata, self.location)
+        await store.read(read_or_rebuild_metadata, self.location)
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
-        meta, repaired = await anyio.to_thread.run_sync(read_or_rebuild_metadata, self.location)
-        _, dropped = await anyio.to_thread.run_sync(existing_children, self.location, meta.children)
+        meta, repaired = await store.read(read_or_rebuild_metadata, self.location)
+        _, dropped = await store.read(existing_children, self.location, meta.children)
         meta.children = [child for child in meta.children if child not in dropped]
         # The session's own profile, configuration taken as it is NOW: an
         # agent or profile that no longer exists fails the resume here,
@@ -677,7 +677,7 @@ class SessionActor:
     async def read_history(self) -> list[dict[str, Any]]:
         """All of the session's stored messages, oldest first, once what was sent is written."""
         await self._services.store.flush()
-        records = await anyio.to_thread.run_sync(load_transcript, self.location)
+        records = await self._services.store.read(load_transcript, self.location)
         return [record.message() for record in records]
 
     async def history_tail(self, max_bytes: int) -> HistoryTail:
@@ -686,7 +686,7 @@ class SessionActor:
         if self.history is None or not self.history.covers(max_bytes):
             await self._services.store.flush()
             location = self.location
-            tail = await anyio.to_thread.run_sync(
+            tail = await self._services.store.read(
                 lambda: load_message_tail(location, max_bytes=max_bytes)
             )
             self.history = HistoryCopy(tail, max_bytes)

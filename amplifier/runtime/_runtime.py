@@ -199,7 +199,7 @@ class LocalRuntime(Runtime):
         # What this runtime created or closed a moment ago may not be in the files
         # yet: a reader in this runtime sees it all the same (a prefix too).
         await self._store.flush()
-        return await anyio.to_thread.run_sync(look)
+        return await self._store.read(look)
 
     async def flush(self) -> None:
         await self._store.flush(release=True)
@@ -249,14 +249,14 @@ class LocalRuntime(Runtime):
             )
 
         await self._store.flush()
-        return await anyio.to_thread.run_sync(listing)
+        return await self._store.read(listing)
 
     async def search(
         self, text: str, *, all_projects: bool = False, limit: int = 20
     ) -> list[SearchHit]:
         project = None if all_projects else self.project
         await self._store.flush()
-        return await anyio.to_thread.run_sync(
+        return await self._store.read(
             lambda: search_sessions(self.home, text, project=project, limit=limit)
         )
 
@@ -291,7 +291,7 @@ class LocalRuntime(Runtime):
                 return await actor.relabel(change)
         writer, _ = await self._store.open(location)
         try:
-            meta = await anyio.to_thread.run_sync(read_metadata, location)
+            meta = await self._store.read(read_metadata, location)
             change(meta)
             await writer.write_metadata(meta)
         finally:
@@ -302,13 +302,13 @@ class LocalRuntime(Runtime):
     @asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[HeldSession]:
         location = await self.find(session_id)
-        tree = await anyio.to_thread.run_sync(session_tree, location)
+        tree = await self._store.read(session_tree, location)
         writers: list[SessionWriter] = []
         try:
             for node in tree:
                 writer, _ = await self._store.open(node)
                 writers.append(writer)
-            meta = await anyio.to_thread.run_sync(read_metadata, location)
+            meta = await self._store.read(read_metadata, location)
             yield HeldSession(self._store, writers[0], meta)
         finally:
             with anyio.CancelScope(shield=True):
@@ -330,7 +330,7 @@ class LocalRuntime(Runtime):
                 records = merge_events(session_tree(location)) if tree else iter_events(location)
             return list(islice(records, EVENTS_PER_READ))
 
-        while batch := await anyio.to_thread.run_sync(read):
+        while batch := await self._store.read(read):
             for record in batch:
                 yield record
             del batch  # not kept while the next one is read
@@ -357,7 +357,7 @@ class LocalRuntime(Runtime):
                 and (when := last_write(row.location)) is not None
             ]
 
-        damaged = await anyio.to_thread.run_sync(damaged_roots)
+        damaged = await self._store.read(damaged_roots)
         if damaged:
             when, row = max(damaged, key=lambda pair: pair[0])
             if healthy is None or healthy.metadata is None or when > healthy.metadata.updated:
@@ -367,18 +367,18 @@ class LocalRuntime(Runtime):
     async def transcript(self, session_id: str) -> list[TranscriptRecord]:
         location = await self.find(session_id)
         await self._store.flush()
-        return await anyio.to_thread.run_sync(load_transcript, location)
+        return await self._store.read(load_transcript, location)
 
     async def tree(self, session_id: str) -> list[SessionSummary]:
         location = await self.find(session_id)
         await self._store.flush()
-        return await anyio.to_thread.run_sync(
+        return await self._store.read(
             lambda: [summarize(node) for node in session_tree(location)]
         )
 
     async def delete(self, session_id: str) -> list[str]:
         location = await self.find(session_id)
-        tree = await anyio.to_thread.run_sync(session_tree, location)
+        tree = await self._store.read(session_tree, location)
         return await self._store.delete(tree)
 
     async def cleanup(
@@ -387,7 +387,7 @@ class LocalRuntime(Runtime):
         cutoff = self._services.clock() - timedelta(days=days)
         rows = await self.sessions(all_projects=all_projects)
         # A session with damaged metadata is dated by its folder: a stat, so in the thread.
-        plan = await anyio.to_thread.run_sync(plan_cleanup, rows, cutoff)
+        plan = await self._store.read(plan_cleanup, rows, cutoff)
         if dry_run:
             return plan
         removed: list[SessionSummary] = []
