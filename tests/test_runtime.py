@@ -8,7 +8,7 @@ import os
 import threading
 import traceback
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -170,24 +170,32 @@ async def test_who_waits_behind_a_cancelled_session_is_told_it_ended(
     assert [m["content"] for m in transcript(home, session.id)] == ["one"]
 
 
+@contextlib.asynccontextmanager
+async def shared_worker_threads_all_busy() -> AsyncIterator[None]:
+    """Every token of anyio's shared thread limiter held by a blocking call (as a program's
+    own calls, or its tools', may hold them) for as long as the block runs, at most 10 s."""
+    release = threading.Event()
+    busy = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+    async with anyio.create_task_group() as tg:
+        for _ in range(busy):
+            tg.start_soon(partial(anyio.to_thread.run_sync, release.wait))
+        await anyio.wait_all_tasks_blocked()
+        try:
+            with anyio.fail_after(10):
+                yield
+        finally:
+            release.set()
+
+
 async def test_a_turn_is_durable_while_the_shared_worker_threads_are_all_busy(
     home: Path, project: Path
 ) -> None:
     """A program's own blocking calls (or its tools') hold every token of anyio's shared
     thread limiter: a session's turn still becomes durable and answers; the store's
     journal does not queue behind them."""
-    release = threading.Event()
-    busy = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
     async with open_runtime(cwd=project) as rt, rt.open_session() as session:
-        async with anyio.create_task_group() as tg:
-            for _ in range(busy):
-                tg.start_soon(partial(anyio.to_thread.run_sync, release.wait))
-            await anyio.wait_all_tasks_blocked()
-            try:
-                with anyio.fail_after(10):
-                    reply = await session.ask("hello")
-            finally:
-                release.set()
+        async with shared_worker_threads_all_busy():
+            reply = await session.ask("hello")
     assert reply.text == "echo: hello"
     assert [m["content"] for m in transcript(home, session.id)] == ["hello", "echo: hello"]
 
@@ -201,25 +209,14 @@ async def test_sessions_are_read_while_the_shared_worker_threads_are_all_busy(
     async with open_runtime(cwd=project) as rt:
         async with rt.open_session() as session:
             await session.ask("hello")
-    release = threading.Event()
-    busy = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
     async with open_runtime(cwd=project) as rt:
-        async with anyio.create_task_group() as tg:
-            for _ in range(busy):
-                tg.start_soon(partial(anyio.to_thread.run_sync, release.wait))
-            await anyio.wait_all_tasks_blocked()
-            try:
-                with anyio.fail_after(10):
-                    listed = [row.session_id for row in await rt.sessions()]
-                    found = [hit.session_id for hit in await rt.search("hello")]
-                    stored = [
-                        record.message()["content"] for record in await rt.transcript(session.id)
-                    ]
-                    kinds = [event.event async for event in rt.events(session.id)]
-                    async with await rt.resume(session.id) as resumed:
-                        reply = await resumed.ask("again")
-            finally:
-                release.set()
+        async with shared_worker_threads_all_busy():
+            listed = [row.session_id for row in await rt.sessions()]
+            found = [hit.session_id for hit in await rt.search("hello")]
+            stored = [record.message()["content"] for record in await rt.transcript(session.id)]
+            kinds = [event.event async for event in rt.events(session.id)]
+            async with await rt.resume(session.id) as resumed:
+                reply = await resumed.ask("again")
     assert listed == [session.id]
     assert set(found) == {session.id}
     assert stored == ["hello", "echo: hello"]
