@@ -131,6 +131,24 @@ async def test_a_key_typed_in_a_prompt_stays_out_of_events_and_metadata(
     assert KEY.encode() in (folder / "transcript.jsonl").read_bytes()
 
 
+async def test_a_key_in_a_close_error_or_an_argument_name_stays_out_of_events_and_metadata(
+    home: Path, project: Path
+) -> None:
+    """A key in the error a program closes its session with, or used as the name of a tool
+    argument, is redacted in the metadata and the events like any other."""
+    async with amplifier.open_runtime(cwd=project) as rt:
+        session = await rt.open_session()
+        await session.ask('/tool echo {"%s": "v"}' % KEY)
+        await session.close(status="failed", error=f"auth failed for {KEY}")
+    folder = session_dirs(home)[session.id]
+    meta = json.loads((folder / "metadata.json").read_bytes())
+    assert meta["status"] == "failed"
+    assert meta["error"] == "auth failed for [REDACTED]"
+    events = (folder / "events.jsonl").read_bytes()
+    assert KEY.encode() not in events
+    assert b'"[REDACTED]":"v"' in events
+
+
 # One of each format redaction knows, each beside what makes it look harder (a
 # neighbour beyond ASCII, a character JSON escapes) or alone.
 KEYS = (

@@ -376,8 +376,9 @@ class SessionActor:
                 if stored != "active":  # one left active (interrupted) never ended
                     await self._post(SessionEnded(status=stored, error=error, traceback=trace))
                 if self._meta is not None:
+                    scrub = self._scrub()
                     self._meta.status = stored
-                    self._meta.error = error
+                    self._meta.error = scrub(error) if scrub is not None and error else error
                     await self._write_metadata()
             except PersistenceError:
                 pass  # the disk refused; closing still releases the session
@@ -506,14 +507,16 @@ class SessionActor:
     async def _relabel(self, message: Relabel) -> None:
         """Change the metadata between turns; ``updated`` stays (a label is not a use)."""
         result: SessionMetadata | Exception
+        meta = self._require_meta()
+        before = meta.model_copy(deep=True)
         try:
-            meta = self._require_meta()
             message.change(meta)
             writer = self._require_writer()
             await writer.post_metadata(meta)
             await writer.sync()
             result = meta.model_copy(deep=True)
         except Exception as exc:  # handed to the caller, who raises it
+            vars(meta).update(vars(before))  # not stored: the session keeps what it had
             result = exc
         except BaseException:
             message.reply.close()  # cancelled while storing: the caller is told it ended
@@ -943,7 +946,10 @@ def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, dict):
-        return {key: _scrubbed(item, scrub) for key, item in value.items()}
+        return {
+            scrub(key) if isinstance(key, str) else key: _scrubbed(item, scrub)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_scrubbed(item, scrub) for item in value]
     return value

@@ -8,7 +8,7 @@ one lower-case word (``security``, ``needs-review``) to filter listings by.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from amplifier._errors import UsageError
 
@@ -18,9 +18,42 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TAG = re.compile(r"[a-z0-9][a-z0-9._:/-]*")
 
 
+def text(value: object, what: str) -> str:
+    """``value`` if it is text that UTF-8 can hold (what a record can store); else
+    ``UsageError`` naming ``what`` (a lone surrogate, as ``os.listdir`` makes of a file
+    name that is not UTF-8, cannot be stored)."""
+    if not isinstance(value, str):
+        raise UsageError(f"{what} must be text, not {type(value).__name__}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} holds text that UTF-8 cannot hold: {value!r}") from None
+    return value
+
+
+def clean_attributes(values: Mapping[str, object]) -> dict[str, str]:
+    """A session's attributes as given, checked: text keys and text values; ``UsageError``
+    before anything changes."""
+    return {
+        text(key, "an attribute's name"): text(value, f"attribute {key!r}")
+        for key, value in values.items()
+    }
+
+
+def attribute_changes(values: Mapping[str, object]) -> dict[str, str | None]:
+    """Changes to a session's attributes, checked as ``clean_attributes`` does, except
+    that a None value (which removes its attribute) is allowed."""
+    return {
+        text(key, "an attribute's name"): None
+        if value is None
+        else text(value, f"attribute {key!r}")
+        for key, value in values.items()
+    }
+
+
 def clean_name(name: str) -> str:
     """``name`` with its spaces tidied; ``UsageError`` if empty, too long or unprintable."""
-    cleaned = " ".join(name.split())
+    cleaned = " ".join(text(name, "a session name").split())
     if not cleaned:
         raise UsageError("a session name cannot be empty")
     if len(cleaned) > MAX_NAME:

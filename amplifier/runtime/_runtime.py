@@ -76,7 +76,7 @@ from ._children import ChildLauncher, ChildOutcome, ChildRun
 from ._exceptions import RuntimeClosed
 from ._handle import LocalSession
 from ._ids import is_child_id, new_root_id
-from ._labels import clean_name, clean_tag, retag
+from ._labels import clean_attributes, clean_name, clean_tag, retag
 from ._protocols import Runtime, Session, SessionOpening
 from ._supervision import drive_child
 from ._turns import EchoTurnHandler, TurnHandler
@@ -138,6 +138,7 @@ class LocalRuntime(Runtime):
     ) -> SessionOpening:
         label = clean_name(name) if name is not None else None
         labels = retag([], add=tags, remove=())
+        given = clean_attributes(attributes or {})
 
         chosen = profile if profile is not None else self.profile
 
@@ -154,7 +155,7 @@ class LocalRuntime(Runtime):
                 agent=setup.agent,
                 profile=chosen,
                 root_id=session_id,
-                attributes={**setup.attributes, **(attributes or {})},
+                attributes={**setup.attributes, **given},
                 name=label,
                 tags=labels,
             )
