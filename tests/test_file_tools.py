@@ -14,6 +14,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import pytest
 
+import amplifier
 from amplifier.agents import _file_tools
 from amplifier.agents._exceptions import ToolFailed
 from amplifier.agents._file_tools import (
@@ -35,6 +36,8 @@ from amplifier.agents._tools import (
     parse_arguments,
     spec_of,
 )
+
+from .helpers import events, transcript
 
 if TYPE_CHECKING:
     from amplifier.runtime import Turn
@@ -575,3 +578,25 @@ async def test_grep_stops_walking_when_cancelled(
             scope.cancel()
             resume.set()
     assert len(searched) == 1
+
+
+@pytest.mark.parametrize("tool", ["list_dir", "glob"])
+async def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_the_turn_goes_on(
+    home: Path, project: Path, tool: str
+) -> None:
+    """A project holding a file whose name is not UTF-8 (Latin-1, say): listing it shows
+    the name's odd bytes escaped, as `ls -b` does, and the turn completes and is stored."""
+    with open(bytes(project) + b"/caf\xe9.txt", "wb") as named_in_latin_1:
+        named_in_latin_1.write(b"x")
+    arguments = '{"path": "."}' if tool == "list_dir" else '{"pattern": "*.txt"}'
+    async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
+        await session.ask(f"/tool {tool} {arguments}")
+    results = [m for m in transcript(home, session.id) if m["role"] == "tool"]
+    assert len(results) == 1
+    assert not results[0].get("is_error")
+    assert "caf\\xe9.txt" in results[0]["content"]
+    finished = [e for e in events(home, session.id) if e["event"] == "tool:post"]
+    assert [e["data"]["is_error"] for e in finished] == [False]
+    assert [
+        e["data"]["status"] for e in events(home, session.id) if e["event"] == "prompt:complete"
+    ] == ["completed"]

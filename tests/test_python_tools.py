@@ -26,9 +26,7 @@ AMPLIFIER = Path(sys.executable).parent / "amplifier"
 
 
 @amplifier.tool
-def lookup(
-    ctx: ToolContext, number: Annotated[int, Field(description="The issue number.")]
-) -> str:
+def lookup(ctx: ToolContext, number: Annotated[int, Field(description="The issue number.")]) -> str:
     """Look up an issue of the tracker.
 
     It answers with the issue's title.
@@ -140,6 +138,32 @@ async def test_a_python_tools_failure_reaches_the_model_with_its_traceback_kept(
     broke = next(p for p in posts if p["tool"] == "breaks")
     assert "ZeroDivisionError" in broke["traceback"]
     assert "return str(1 / 0)" in broke["traceback"]
+
+
+async def test_a_python_tool_speaking_of_a_file_name_that_is_not_utf8_is_stored(
+    home: Path, project: Path
+) -> None:
+    """A tool's answer or failure holding a name as ``os.listdir`` gives one that is not
+    UTF-8 (a lone surrogate) reaches the model with the odd byte escaped, and the turn
+    completes: it neither fails nor loses the call's record."""
+
+    @amplifier.tool
+    def names() -> str:
+        """Lists a name."""
+        return "caf\udce9.txt"
+
+    @amplifier.tool
+    def missing() -> str:
+        """Fails on a name."""
+        raise ToolFailed("no caf\udce9.txt here")
+
+    async with opened(home, project, tools=[names, missing]) as rt:
+        async with rt.open_session() as session:
+            reply = await session.ask(run_tool("names") + "\n" + run_tool("missing"))
+    assert "names (ok): caf\\xe9.txt" in reply.text
+    assert "missing (failed): no caf\\xe9.txt here" in reply.text
+    posts = [e["data"] for e in events(home, session.id) if e["event"] == "tool:post"]
+    assert sorted(p["tool"] for p in posts) == ["missing", "names"]
 
 
 async def test_a_sync_tool_runs_off_the_event_loop(home: Path, project: Path) -> None:
@@ -288,13 +312,23 @@ def test_a_profile_names_python_tools_by_import_path(home: Path, project: Path) 
     env = {"AMPLIFIER_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(project)}
     done = subprocess.run(
         [str(AMPLIFIER), "run", "--profile", "team", run_tool("shout", text="hi")],
-        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "shout (ok): HI!" in done.stdout
     broken = subprocess.run(
         [str(AMPLIFIER), "run", "--profile", "broken", "hi"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert broken.returncode == 2
     assert broken.stderr.strip() == (
@@ -310,7 +344,12 @@ def test_the_readme_example_runs(home: Path, tmp_path: Path) -> None:
     env = {"AMPLIFIER_HOME": str(home), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "example.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "asked by lead > triager: close_issue {'number': '102', 'comment': 'fixed'}" in (

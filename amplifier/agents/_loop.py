@@ -105,7 +105,16 @@ from ._provider_config import ProviderConfig
 from ._providers import make_provider
 from ._redact import COMMON_PATTERNS, Redactor
 from ._specs import AgentCatalog, AgentSpec
-from ._tools import Previewing, Tool, ToolBox, ToolContext, clip, labels_of, parse_arguments
+from ._tools import (
+    Previewing,
+    Tool,
+    ToolBox,
+    ToolContext,
+    clip,
+    labels_of,
+    parse_arguments,
+    storable,
+)
 from ._write_tools import write_tools
 
 if TYPE_CHECKING:
@@ -602,15 +611,17 @@ class AgentTurnHandler:
                         )
                     )
             raise
-        output = clip(output)
+        output = clip(storable(output))  # what a tool says of a file name not in UTF-8 too
         redact = self.redactor(profile)
         if redact is not None:
             output = redact(output)  # tool output is stored: no secrets in it
         changed = context.changes[-1] if context is not None and context.changes else None
         if changed is not None:
             await self._record_changes(turn, cast(ToolContext, context))
-        if trace is not None and redact is not None:
-            trace = redact(trace)
+        if trace is not None:
+            trace = storable(trace)
+            if redact is not None:
+                trace = redact(trace)
         await turn.post(
             ToolFinished(
                 tool=call.name,

@@ -149,6 +149,20 @@ def confine(root: Path, path: str) -> Path:
     return resolved
 
 
+def storable(text: str) -> str:
+    """``text`` as a record can hold it: the bytes of a file name that are not UTF-8 (which
+    ``os.listdir`` and ``os.fsdecode`` give as lone surrogates) written as escapes,
+    ``caf\\xe9.txt``, as ``ls -b`` shows them; any other lone surrogate as its own escape."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        try:
+            return text.encode(errors="surrogateescape").decode(errors="backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode(errors="backslashreplace").decode()
+    return text
+
+
 def clip(text: str, limit: int = MAX_TOOL_OUTPUT) -> str:
     """``text`` cut to ``limit`` characters, saying how much was left out."""
     if len(text) <= limit:
