@@ -6,9 +6,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
-from amplifier import Durability
+from amplifier import Durability, UsageError
 from amplifier.persistence._index import index_path
 from amplifier.persistence._search import index_transcript_lines
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
@@ -97,3 +98,20 @@ async def test_a_line_indexed_twice_is_found_once(home: Path, project: Path) -> 
             db.close()
         hits = await rt.search("okapi")
     assert len(hits) == 2
+
+
+async def test_a_query_is_text_whatever_it_holds(home: Path, project: Path) -> None:
+    """A NUL in a query separates words, as a space does; a word given many times finds
+    what it finds once, as quickly; more words than a search takes is a UsageError."""
+    async with open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            await session.ask("the walrus and the carpenter " + "walrus " * 2_000)
+        with_nul = await rt.search("walrus\x00carpenter")
+        once = await rt.search("walrus carpenter")
+        with anyio.fail_after(5):  # each repeat was a scan of the long message: minutes
+            repeated = await rt.search("walrus " * 5_000 + "carpenter")
+        with pytest.raises(UsageError, match="at most 32 words"):
+            await rt.search(" ".join(f"word{n}" for n in range(33)))
+    assert [hit.session_id for hit in once] == [session.id, session.id]
+    assert [(hit.seq, hit.snippet) for hit in with_nul] == [(hit.seq, hit.snippet) for hit in once]
+    assert [(hit.seq, hit.snippet) for hit in repeated] == [(hit.seq, hit.snippet) for hit in once]

@@ -331,6 +331,9 @@ def _set_state(db: sqlite3.Connection, key: str, value: int) -> None:
 # -- querying ---------------------------------------------------------------------------
 
 _TERM = re.compile(r'"([^"]*)"?|(\S+)')
+MAX_TERMS = 32
+"""Words and phrases a search takes at most: each is a condition every match is checked
+against, and a query that repeats one a thousand times would scan the index as often."""
 
 
 def parse_query(text: str) -> list[tuple[str, bool]]:
@@ -342,8 +345,9 @@ def parse_query(text: str) -> list[tuple[str, bool]]:
     user types is always taken as text, never as syntax. Raises
     ``UsageError`` if nothing is left to search for.
     """
-    terms = []
-    for phrase, word in _TERM.findall(text):
+    terms: list[tuple[str, bool]] = []
+    # A NUL cannot be in an FTS5 string (it would end it): it separates words, as a space.
+    for phrase, word in _TERM.findall(text.replace("\x00", " ")):
         value = phrase if phrase else word
         prefix = not phrase and value.endswith("*")
         value = value.rstrip("*") if prefix else value
@@ -354,6 +358,9 @@ def parse_query(text: str) -> list[tuple[str, bool]]:
         terms.append((value, prefix))
     if not terms:
         raise UsageError(f"nothing to search for in {text!r}: give at least one word")
+    terms = list(dict.fromkeys(terms))  # a word given twice is one condition, not two scans
+    if len(terms) > MAX_TERMS:
+        raise UsageError(f"a search takes at most {MAX_TERMS} words or phrases, not {len(terms)}")
     return terms
 
 
@@ -366,7 +373,6 @@ def _fts_words(terms: list[tuple[str, bool]]) -> str:
 def _fts_query(terms: list[tuple[str, bool]], project: str | None) -> str:
     query = f"{{text}} : ({_fts_words(terms)})"
     return query if project is None else f'{{scope}} : "{scope(project)}" AND {query}'
-
 
 
 def search(
