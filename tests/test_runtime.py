@@ -593,6 +593,32 @@ async def test_subscriber_sees_events_as_they_are_persisted(project: Path) -> No
     assert [e for e in got if e != "session:start"] == ["prompt:submit", "prompt:complete"]
 
 
+async def test_subscriptions_end_with_their_runtime_or_their_session(project: Path) -> None:
+    """A subscription to every session ends once its Runtime has closed, after the last
+    event stored; one taken on a session that has ended, or on a closed Runtime, ends at
+    once: none leaves its reader waiting for ever."""
+    seen: list[str] = []
+
+    async def read_all() -> None:
+        async for event in everything:
+            seen.append(event.event)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            async with open_runtime(cwd=project) as rt:
+                everything = rt.subscribe()
+                tg.start_soon(read_all)
+                session = await rt.open_session()
+                await session.ask("hi")
+                await session.close()
+                late = [event.event async for event in session.subscribe()]
+            after = [event.event async for event in rt.subscribe()]
+    assert seen[-1] == "session:end"
+    assert "prompt:complete" in seen
+    assert late == []
+    assert after == []
+
+
 async def test_a_subscriber_sees_each_event_as_its_line_in_the_file(project: Path) -> None:
     """Every field a subscriber receives is the stored line's: seq, ts and data as JSON
     holds them (a tuple the handler sent arrives as the list the file has)."""

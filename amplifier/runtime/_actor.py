@@ -697,7 +697,8 @@ class SessionActor:
 
     def subscribe(self, *, tree: bool, buffer: int) -> Subscription:
         """Events of this session (and, with ``tree``, its sub-sessions) as they are persisted."""
-        return self._services.bus.subscribe(self.id, tree=tree, buffer=buffer)
+        ended = self._life.state is SessionState.ENDED  # its session:end was delivered
+        return self._services.bus.subscribe(self.id, tree=tree, buffer=buffer, ended=ended)
 
     async def post_message(self, message: Mapping[str, Any]) -> None:
         """Send a message for the transcript; committed in order, durable at the next wait."""

@@ -25,6 +25,7 @@ class EventBus:
     def __init__(self) -> None:
         self._parents: dict[str, str | None] = {}
         self._subscriptions: dict[str | None, list[Subscription]] = {}
+        self._closed = False
 
     def register(self, session_id: str, parent_id: str | None) -> None:
         """Remember a live session's parent, so subtree subscribers see its events."""
@@ -33,10 +34,25 @@ class EventBus:
     def unregister(self, session_id: str) -> None:
         self._parents.pop(session_id, None)
 
-    def subscribe(self, session_id: str | None, *, tree: bool, buffer: int) -> Subscription:
+    def subscribe(
+        self, session_id: str | None, *, tree: bool, buffer: int, ended: bool = False
+    ) -> Subscription:
+        """A subscription to ``session_id`` (None: every session); one that yields nothing
+        if the session has ``ended`` already, or the bus is closed (its Runtime is)."""
         subscription = Subscription(self, session_id, tree=tree, buffer=buffer)
-        self._subscriptions.setdefault(session_id, []).append(subscription)
+        if ended or self._closed:
+            subscription.end()
+        else:
+            self._subscriptions.setdefault(session_id, []).append(subscription)
         return subscription
+
+    def close(self) -> None:
+        """Nothing more will be delivered (the Runtime is closed): every subscription ends
+        after what it holds."""
+        self._closed = True
+        for listed in list(self._subscriptions.values()):
+            for subscription in list(listed):
+                subscription.end()
 
     def remove(self, subscription: Subscription) -> None:
         listed = self._subscriptions.get(subscription.session_id, [])
@@ -81,20 +97,21 @@ class Subscription:
             self._send.send_nowait(record)
         except anyio.WouldBlock:
             self._too_slow = True
-            self._end()
+            self.end()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._end()
+            self.end()
         else:
             if record["event"] == "session:end" and record["session_id"] == self.session_id:
-                self._end()  # the subscribed session is over: iteration ends after this event
+                self.end()  # the subscribed session is over: iteration ends after this event
 
-    def _end(self) -> None:
+    def end(self) -> None:
+        """Nothing more comes: iteration ends after what was delivered. Idempotent."""
         self._send.close()
         self._bus.remove(self)
 
     def close(self) -> None:
         """Stop receiving. Idempotent."""
-        self._end()
+        self.end()
         self._receive.close()
 
     def __aiter__(self) -> Subscription:
@@ -104,6 +121,7 @@ class Subscription:
         try:
             record = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._receive.close()  # read to its end: nothing is left to hold
             if self._too_slow:
                 raise SubscriberTooSlow(
                     self.session_id or "*",

@@ -593,26 +593,30 @@ async def open_local_runtime(
         if store is not None
         else open_store(root, durability=durability, clock=clock)
     )
-    async with opening as store:
-        bus = bus if bus is not None else EventBus()
-        store.add_listener(bus.deliver)
-        services = Services(
-            profile=profile,
-            store=store,
-            handler=handler if handler is not None else EchoTurnHandler(),
-            bus=bus,
-            clock=clock,
-            mailbox_size=mailbox_size,
-            max_depth=max_depth,
-            max_children=max_children,
-            scrub=scrub,
-            children=children,
-            approve=approve,
-        )
-        with unwrap_single_error():
-            async with anyio.create_task_group() as tg:
-                runtime = LocalRuntime(services, tg, cwd=directory, profile=profile)
-                try:
-                    yield runtime
-                finally:
-                    runtime._close()
+    events = bus if bus is not None else EventBus()
+    try:
+        async with opening as store:
+            store.add_listener(events.deliver)
+            services = Services(
+                profile=profile,
+                store=store,
+                handler=handler if handler is not None else EchoTurnHandler(),
+                bus=events,
+                clock=clock,
+                mailbox_size=mailbox_size,
+                max_depth=max_depth,
+                max_children=max_children,
+                scrub=scrub,
+                children=children,
+                approve=approve,
+            )
+            with unwrap_single_error():
+                async with anyio.create_task_group() as tg:
+                    runtime = LocalRuntime(services, tg, cwd=directory, profile=profile)
+                    try:
+                        yield runtime
+                    finally:
+                        runtime._close()
+    finally:
+        if bus is None:  # its own: nothing more comes once its store is closed
+            events.close()
