@@ -333,6 +333,57 @@ def test_list_marks_damaged_metadata_and_shows_the_rest(home: Path) -> None:
     assert "damaged" in out
 
 
+@pytest.mark.filterwarnings("default::amplifier.RecoveryWarning")  # shown, as the CLI does
+@pytest.mark.parametrize("obstacle", ["folder", "fifo"])
+def test_a_session_whose_metadata_is_not_a_file_is_damaged_and_resumed(
+    home: Path, obstacle: str
+) -> None:
+    """A folder or a FIFO where a session's metadata.json should be: the listing shows that
+    session damaged and the rest as usual, without waiting on the FIFO; `continue`
+    rebuilds it, setting what was in the way aside (kept, not deleted)."""
+    good, bad = new_session("good"), new_session("bad")
+    folder = session_dirs(home)[bad]
+    (folder / "metadata.json").unlink()
+    if obstacle == "folder":
+        (folder / "metadata.json").mkdir()
+        (folder / "metadata.json" / "kept.txt").write_text("mine")
+    else:
+        os.mkfifo(folder / "metadata.json")
+    rows = {row["session_id"]: row for row in cli_json("session", "list")}
+    assert rows[good]["status"] == "completed"
+    assert rows[bad]["status"] == "damaged"
+    assert "metadata.json cannot be read" in rows[bad]["problem"]
+    cli("session", "resume", bad, "more")
+    assert metadata(home, bad)["turns"] == 2
+    set_aside = [p.name for p in folder.iterdir() if p.name.startswith("metadata.json.not-a-file")]
+    assert len(set_aside) == (1 if obstacle == "folder" else 0)  # a FIFO is replaced as it is
+    if obstacle == "folder":
+        assert (folder / set_aside[0] / "kept.txt").read_text() == "mine"
+
+
+@pytest.mark.filterwarnings("default::amplifier.RecoveryWarning")  # shown, as the CLI does
+@pytest.mark.parametrize("name", ["events.jsonl", "transcript.jsonl"])
+def test_a_session_file_that_is_a_folder_is_read_as_empty_and_set_aside_on_resume(
+    home: Path, name: str
+) -> None:
+    """A folder in place of a session's log: listing, usage and show still answer (with a
+    warning); resuming sets the folder aside and the log is written anew."""
+    session = new_session("hello")
+    folder = session_dirs(home)[session]
+    (folder / name).unlink()
+    (folder / name).mkdir()
+    listed = cli("session", "list", "--usage")
+    shown = cli("session", "show", session)
+    assert session in listed.stdout
+    assert "hello" in shown.stdout or name == "transcript.jsonl"
+    assert f"{name}: not a file" in listed.stderr + shown.stderr
+    cli("session", "resume", session, "again")
+    assert (folder / name).is_file()
+    assert [p.name.split("-")[0] for p in folder.iterdir() if "not-a-file" in p.name] == [
+        f"{name}.not"
+    ]
+
+
 def test_damaged_session_status_says_why_once(home: Path) -> None:
     """A damaged session's status in list and show is 'damaged: <reason>', said once."""
     bad = new_session("bad")

@@ -11,6 +11,7 @@ import ctypes
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 import warnings
@@ -66,6 +67,9 @@ def iter_jsonl(path: Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
         end, identity = _size_and_identity(path)
     except FileNotFoundError:
         return
+    except NotAFile as exc:
+        _warn_not_a_file(exc)
+        return
     offset = number = 0
     pending = b""
     corrupt: list[int] = []
@@ -113,8 +117,34 @@ def _warn_damaged(name: str, corrupt_lines: list[int]) -> None:
         )
 
 
+class NotAFile(OSError):
+    """A session file's path holds something else: a folder, a FIFO, a device."""
+
+
+def open_to_read(path: str | Path) -> int:
+    """A descriptor of the file at ``path``, for reading: never through a symbolic link
+    (Rule 1 of ``_paths``), and never blocking on, or reading, what is not a regular
+    file (``NotAFile``): a FIFO in a session's folder would hold its reader for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotAFile(f"{path}: not a file")
+    return fd
+
+
+def _warn_not_a_file(exc: NotAFile) -> None:
+    warnings.warn(
+        f"{exc}: read as empty (resuming the session sets it aside)", RecoveryWarning, stacklevel=3
+    )
+
+
 def _size_and_identity(path: Path) -> tuple[int, tuple[int, int]]:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = open_to_read(path)
     try:
         info = os.fstat(fd)
     finally:
@@ -125,7 +155,7 @@ def _size_and_identity(path: Path) -> tuple[int, tuple[int, int]]:
 def _read_at(path: Path, offset: int, size: int, identity: tuple[int, int]) -> bytes:
     """Up to ``size`` bytes at ``offset``; nothing if ``path`` is no longer the file it was."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = open_to_read(path)
     except FileNotFoundError:
         return b""
     try:
@@ -139,7 +169,7 @@ def _read_at(path: Path, offset: int, size: int, identity: tuple[int, int]) -> b
 
 def read_file(path: Path) -> bytes:
     """The bytes of a session file, never through a symbolic link (Rule 1 of ``_paths``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = open_to_read(path)
     try:
         chunks = []
         while chunk := os.read(fd, 1 << 20):
@@ -168,8 +198,15 @@ def set_aside_torn_tail(path: Path) -> Path | None:
     would otherwise be taken for a torn one). Returns the side file, if any.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        set_aside(path)  # its records are written anew from the events' journal
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device
+        os.close(fd)
+        set_aside(path)
         return None
     try:
         size = os.fstat(fd).st_size
@@ -205,8 +242,11 @@ def iter_lines_backwards(path: Path) -> Iterator[bytes]:
 def lines_backwards(path: Path) -> Iterator[tuple[int, bytes]]:
     """``iter_lines_backwards`` with each line's offset in the file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = open_to_read(path)
     except FileNotFoundError:
+        return
+    except NotAFile as exc:
+        _warn_not_a_file(exc)
         return
     try:
         position = _complete_end(fd, os.fstat(fd).st_size)
@@ -233,8 +273,11 @@ def lines_backwards(path: Path) -> Iterator[tuple[int, bytes]]:
 def first_line(path: Path) -> bytes | None:
     """The first complete line of ``path`` (None if it has none)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = open_to_read(path)
     except FileNotFoundError:
+        return None
+    except NotAFile as exc:
+        _warn_not_a_file(exc)
         return None
     with os.fdopen(fd, "rb") as stream:
         line = stream.readline()
@@ -296,13 +339,31 @@ def atomic_replace(path: str | Path, data: bytes, *, sync: bool) -> None:
     temp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write_new_file(temp, data, sync=sync)
-        os.replace(temp, path)
+        try:
+            os.replace(temp, path)
+        except IsADirectoryError:
+            set_aside(path)
+            os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
     if sync:
         fsync_dir(folder)
+
+
+def set_aside(path: str | Path) -> str:
+    """Move what stands where a session file belongs (a folder, say) out of its way, to a
+    name beside it, saying so: it is kept, not deleted, and the file can be written."""
+    aside = f"{path}.not-a-file-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    aside += f"-{secrets.token_hex(3)}"
+    os.rename(path, aside)
+    warnings.warn(
+        f"{path} was not a file; it was moved to {os.path.basename(aside)}",
+        RecoveryWarning,
+        stacklevel=2,
+    )
+    return aside
 
 
 def sweep_temp_files(folder: Path) -> int:

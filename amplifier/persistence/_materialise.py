@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._exceptions import CorruptSession
-from ._files import atomic_replace, sync_all, write_all
+from ._files import atomic_replace, set_aside, sync_all, write_all
 from ._ownership import Owner, runtime_alive
 from ._paths import EVENTS, LOCK, METADATA, TRANSCRIPT, SessionLocation, ensure_private_dir
 from ._upkeep import IndexUpkeep
@@ -215,9 +215,12 @@ class _OpenFiles:
         """Append ``data``; if the write fails part-way, cut the file back first."""
         entry = self._fds.get(path)
         if entry is None:
-            fd = os.open(
-                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-            )
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            try:
+                fd = os.open(path, flags, 0o600)
+            except IsADirectoryError:
+                set_aside(path)
+                fd = os.open(path, flags, 0o600)
             entry = (fd, os.fstat(fd).st_size)
             self._fds[path] = entry
             if len(self._fds) > self._limit:

@@ -59,6 +59,14 @@ def read_metadata(location: SessionLocation) -> SessionMetadata:
         if backup is not None:
             return backup
         raise CorruptSession(location.session_id, "metadata.json is missing") from None
+    except OSError as exc:  # a folder or a FIFO where the file should be, say
+        backup = cli_backup(location)
+        if backup is not None:
+            return backup
+        reason = exc.strerror or str(exc)
+        raise CorruptSession(
+            location.session_id, f"metadata.json cannot be read ({reason})"
+        ) from None
     document = json_object(data)
     if document is not None and is_cli_document(document):
         return from_cli(location, document, location.metadata)

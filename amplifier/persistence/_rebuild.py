@@ -1,8 +1,9 @@
 """A session's metadata, rebuilt from its event log when ``metadata.json`` is damaged.
 
 The log says who the session is (its ``session:start``: agent, profile,
-lineage, project) and which children it made (``delegate:start``); the
-transcript says how many messages it holds. The log is read once.
+lineage, project), its turns and last prompt (``prompt:submit``) and which
+children it made (``delegate:start``); the transcript says how many messages
+it holds. The log is read once.
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
     except CorruptSession as damage:
         start: EventRecord | None = None
         children: list[str] = []
+        turns = 0
+        last_prompt: str | None = None
         for event in iter_events(location):
             # Ours only: another tool's log may hold a session:start of its own (no seq).
             if event.event == "session:start" and event.seq is not None and start is None:
                 start = event
+            elif event.event == "prompt:submit" and event.seq is not None:
+                turns += 1
+                prompt = event.data.get("prompt")
+                last_prompt = prompt if isinstance(prompt, str) else last_prompt
             elif (
                 event.event == "delegate:start"
                 and event.data.get("child_id")
@@ -51,6 +58,8 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
             root_id=str(data.get("root_id") or location.session_id),
             depth=depth if isinstance(depth, int) else 0,
             message_count=messages,
+            turns=turns,
+            last_prompt=last_prompt,
             children=list(dict.fromkeys(children)),
         )
         return rebuilt, True
