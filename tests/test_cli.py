@@ -858,3 +858,19 @@ def test_only_the_named_command_is_built_and_anything_else_gets_the_whole_app() 
     result = runner.invoke(app_for(["session", "lst"]), ["session", "lst"])
     assert result.exit_code == 2
     assert "Did you mean 'list'?" in result.stderr
+
+
+@pytest.mark.parametrize("days", ["1000000", "1e10", "inf"])
+def test_cleanup_further_back_than_any_date_deletes_nothing(home: Path, days: str) -> None:
+    """`cleanup --days` past the earliest date a clock can tell: nothing is that old."""
+    kept = new_session("hello")
+    said = cli("session", "cleanup", "--days", days).stderr
+    assert "No session of this project is older than" in said
+    assert kept in session_dirs(home)
+
+
+def test_search_takes_a_limit_larger_than_the_index_can_count(home: Path) -> None:
+    """`search --limit` beyond a 64-bit integer is no limit at all, not an internal error."""
+    found = new_session("walrus")
+    out = cli("session", "search", "walrus", "--limit", str(1 << 64)).stdout
+    assert found in out

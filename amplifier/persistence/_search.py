@@ -331,6 +331,8 @@ def _set_state(db: sqlite3.Connection, key: str, value: int) -> None:
 # -- querying ---------------------------------------------------------------------------
 
 _TERM = re.compile(r'"([^"]*)"?|(\S+)')
+_MOST_ROWS = 1 << 62
+"""A limit SQLite can take (its integers are 64-bit): any larger one is no limit at all."""
 MAX_TERMS = 32
 """Words and phrases a search takes at most: each is a condition every match is checked
 against, and a query that repeats one a thousand times would scan the index as often."""
@@ -389,6 +391,7 @@ def search(
     query with no word in it.
     """
     terms = parse_query(text)
+    limit = min(limit, _MOST_ROWS)
     hits = _label_hits(db, home, terms, project=project)[:limit]
     where = "search_text MATCH ?"
     args: list[object] = [_fts_query(terms, project)]

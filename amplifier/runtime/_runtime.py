@@ -385,7 +385,11 @@ class LocalRuntime(Runtime):
     async def cleanup(
         self, *, days: float, dry_run: bool = False, all_projects: bool = False
     ) -> Cleanup:
-        cutoff = self._services.clock() - timedelta(days=days)
+        now = self._services.clock()
+        try:
+            cutoff = now - timedelta(days=days)
+        except (OverflowError, ValueError):  # further back than any date: nothing is that old
+            cutoff = datetime.min.replace(tzinfo=now.tzinfo)
         rows = await self.sessions(all_projects=all_projects)
         # A session with damaged metadata is dated by its folder: a stat, so in the thread.
         plan = await self._store.read(plan_cleanup, rows, cutoff)
