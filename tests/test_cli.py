@@ -874,3 +874,20 @@ def test_search_takes_a_limit_larger_than_the_index_can_count(home: Path) -> Non
     found = new_session("walrus")
     out = cli("session", "search", "walrus", "--limit", str(1 << 64)).stdout
     assert found in out
+
+
+@pytest.mark.filterwarnings("default::amplifier.AgentWarning")  # shown, as the CLI shows it
+def test_a_run_that_stores_nothing_offers_no_session_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A home that cannot be written (a file stands there): `run` fails in one error line and
+    names no session, since none was stored to resume."""
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("AMPLIFIER_HOME", str(not_a_folder))
+    result = cli("run", "hi", code=1)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("Error: the turn could not be stored")
+    assert "Resume with" not in result.stderr + result.stdout
+    assert "Session:" not in result.stderr + result.stdout

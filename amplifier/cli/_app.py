@@ -237,7 +237,12 @@ async def _other_project_note(rt: Runtime, session: Session) -> None:
 
 
 async def _one_turn(
-    session: Session, prompt: str, *, interrupts: AsyncIterator[int], as_json: bool
+    session: Session,
+    prompt: str,
+    *,
+    interrupts: AsyncIterator[int],
+    as_json: bool,
+    fresh: bool = False,
 ) -> int:
     """Ask once, streaming on a terminal; a signal cancels the turn (exit 128 + N).
 
@@ -299,7 +304,9 @@ async def _one_turn(
                 sys.stdout.write("\n")  # the error starts a line of its own
                 sys.stdout.flush()
             sys.stderr.write(f"Error: {safe(exc.reason)}\n")
-            if not as_json:  # the document names the session
+            # The document names the session; a new one whose turn could not be
+            # stored has nothing on disk to resume.
+            if not as_json and not (fresh and unstored):
                 say(f"Session: {session.id}")
                 _resume_hint(session.id)
             return 1
@@ -596,7 +603,9 @@ def run(
                     await opening.opened()
                     if not as_json:
                         await _other_project_note(rt, session)
-                    return await _one_turn(session, text, interrupts=interrupts, as_json=as_json)
+                    return await _one_turn(
+                        session, text, interrupts=interrupts, as_json=as_json, fresh=resume is None
+                    )
         return opening.exit_code(as_json)
 
     execute(main, as_json=as_json, signals=TURN_SIGNALS)
