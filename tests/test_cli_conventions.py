@@ -256,7 +256,7 @@ def test_json_run_cancelled_by_ctrl_c_prints_no_resume_hint(home: Path, project:
     assert err == ""
 
 
-@pytest.mark.parametrize("args", [("run", "hi"), ("session", "list")])
+@pytest.mark.parametrize("args", [("run", "hi"), ("session", "list"), ("--help",), ("--version",)])
 def test_a_reader_that_goes_away_is_not_an_error(
     home: Path, project: Path, args: tuple[str, ...]
 ) -> None:
@@ -272,6 +272,34 @@ def test_a_reader_that_goes_away_is_not_an_error(
     assert process.returncode == 0, err
     assert "Broken pipe" not in err
     assert "Exception ignored" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("session", "list", "--json"), ("run", "--json", "hi"), ("--help",), ("--version",)],
+)
+def test_output_that_cannot_be_written_is_one_error_line(
+    home: Path, project: Path, args: tuple[str, ...]
+) -> None:
+    """`amplifier session list --json > /dev/full`: one `Error:` line and exit 1, no
+    traceback, however the output is made (a document, help, the version)."""
+    made(project)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [str(AMPLIFIER), *args],
+            cwd=project,
+            env={**os.environ, "AMPLIFIER_HOME": str(home)},
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == "Error: No space left on device"
+    assert "Traceback" not in done.stderr
+    assert "Exception ignored" not in done.stderr
 
 
 def test_debug_after_the_command_is_taken(home: Path, project: Path) -> None:

@@ -41,6 +41,7 @@ from typer.models import CommandInfo
 from ._complete import complete_agent, complete_profile, complete_session
 from ._continuing import confirm_cleanup, forget_if_empty, latest_here_or_above, resumed
 from ._input import lenient, read_stdin, stdin_is_piped
+from ._output import drop, tolerant_stdout
 from ._render import (
     console,
     cut_off_notice,
@@ -1118,7 +1119,13 @@ def main() -> None:
     pause_collector()
     atexit.register(gc.freeze)
     sys.argv[1:] = debug_first(sys.argv[1:])
-    app_for(sys.argv[1:])()
+    with tolerant_stdout():
+        try:
+            app_for(sys.argv[1:])()
+        except OSError as exc:  # standard output could not be written (a full disk): said once
+            drop(sys.__stdout__ or sys.stdout)  # the last flush at exit goes nowhere
+            sys.stderr.write(f"Error: {exc.strerror or exc}\n")
+            sys.exit(1)
 
 
 def app_for(args: Sequence[str]) -> typer.Typer:

@@ -44,15 +44,21 @@ class ReaderGone:
 
     def _drop(self) -> None:
         self.gone = True
-        try:
-            descriptor = self._stream.fileno()
-        except (OSError, ValueError):  # not a file (a test's capture): nothing to point away
-            return
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, descriptor)
-        finally:
-            os.close(devnull)
+        drop(self._stream)
+
+
+def drop(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at ``/dev/null``: nothing written to it later, nor the
+    interpreter's last flush at exit, fails again."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's capture): nothing to point away
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, NoReturn
 
 import anyio
@@ -116,7 +116,8 @@ def say(message: str) -> None:
 
 def fail(message: str, *, code: int, as_json: bool = False) -> NoReturn:
     if as_json:
-        write_json({"error": message, "exit_code": code})
+        with suppress(OSError):  # what failed may be standard output itself
+            write_json({"error": message, "exit_code": code})
     sys.stderr.write(f"Error: {safe(message)}\n")
     raise typer.Exit(code)
 
