@@ -891,3 +891,40 @@ def test_a_run_that_stores_nothing_offers_no_session_to_resume(
     assert errors[0].startswith("Error: the turn could not be stored")
     assert "Resume with" not in result.stderr + result.stdout
     assert "Session:" not in result.stderr + result.stdout
+
+
+NOT_UTF8 = "caf\udce9"
+"""An argument holding the byte 0xE9 of a Latin-1 terminal, as Python decodes it."""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("session", "show", NOT_UTF8), "invalid session id"),
+        (("run", "--resume", NOT_UTF8, "hi"), "invalid session id"),
+        (("run", "--name", NOT_UTF8, "hi"), "a session name holds text that UTF-8 cannot hold"),
+        (("session", "search", NOT_UTF8), "holds text that UTF-8 cannot hold"),
+    ],
+)
+def test_arguments_that_are_not_utf8_are_usage_errors(
+    home: Path, args: tuple[str, ...], said: str
+) -> None:
+    """Bytes a UTF-8 store cannot hold, given as an id, a name or a query: one line, exit 2."""
+    kept = new_session("hello")
+    result = cli(*args, code=2)
+    assert said in result.stderr
+    assert list(session_dirs(home)) == [kept]
+
+
+def test_a_project_directory_that_is_not_utf8_is_a_usage_error(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`amplifier run` from a folder whose name is Latin-1: one line naming it, exit 2,
+    nothing stored."""
+    latin = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(latin)
+    monkeypatch.chdir(latin)
+    result = cli("run", "hi", code=2)
+    assert "is not a UTF-8 path" in result.stderr
+    assert "caf\\xe9" in result.stderr
+    assert not session_dirs(home)

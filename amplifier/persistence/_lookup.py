@@ -128,8 +128,8 @@ def _named(
     Without a usable index, only with ``scan`` are all metadata files read
     (the last resort of a lookup, not its first step).
     """
-    if not name.strip() or not home.is_dir():
-        return None
+    if not name.strip() or not home.is_dir() or not name.isprintable():
+        return None  # no name holds what is not text (a lone surrogate, a control character)
     candidates = index_query(home, lambda db: index_name(db, home, name))
     if candidates is None:
         if not scan:

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from amplifier._errors import UsageError
+
 from ._exceptions import CorruptSession, InvalidSessionId
 from ._files import fsync_dir
 
@@ -115,7 +117,15 @@ def resolve_home_and_cwd(
 ) -> tuple[Path, Path]:
     """Absolute home (default ``default_home()``) and project directory (default: current)."""
     root = Path(home).expanduser().absolute() if home is not None else default_home()
-    return root, Path(cwd).absolute() if cwd is not None else Path.cwd()
+    directory = Path(cwd).absolute() if cwd is not None else Path.cwd()
+    try:
+        str(directory).encode()
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"the project directory {str(directory).encode(errors='surrogateescape')!r} is not "
+            "a UTF-8 path, which session records cannot hold: run from one that is"
+        ) from None
+    return root, directory
 
 
 def is_safe_slug(slug: str) -> bool:

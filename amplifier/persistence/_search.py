@@ -347,6 +347,12 @@ def parse_query(text: str) -> list[tuple[str, bool]]:
     user types is always taken as text, never as syntax. Raises
     ``UsageError`` if nothing is left to search for.
     """
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{text!r} holds text that UTF-8 cannot hold: nothing stored has it"
+        ) from None
     terms: list[tuple[str, bool]] = []
     # A NUL cannot be in an FTS5 string (it would end it): it separates words, as a space.
     for phrase, word in _TERM.findall(text.replace("\x00", " ")):
