@@ -197,3 +197,38 @@ def test_ctrl_c_in_run_json_reports_cancelled_with_the_partial_answer(
     document = json.loads(run.stdout)
     assert (document["status"], document["response"]) == ("cancelled", "Partial ")
     assert metadata(run.home, document["session_id"])["status"] == "cancelled"
+
+
+LOADING_THEN_CTRL_C = """
+import os, signal, sys, threading, time
+sys.argv = ["amplifier", "run", "hi"]
+
+def ctrl_c_soon():
+    time.sleep(0.02)  # the command line takes far longer than this to load
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=ctrl_c_soon).start()
+from amplifier._command import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_ends_it_quietly(home: Path, project: Path) -> None:
+    """Ctrl-C before `amplifier run` has loaded: exit 130, nothing said, nothing stored (a
+    KeyboardInterrupt raised in a C extension's import could crash the interpreter)."""
+    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", LOADING_THEN_CTRL_C],
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    loaded_after = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert len(loaded_after) > 100  # the signal did come while the command line loaded
+    said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert (done.returncode, said, done.stdout) == (130, [], "")
+    assert not session_dirs(home)

@@ -168,6 +168,10 @@ def _run_guarded(
 ) -> None:
     load_api()
     from amplifier import AmbiguousSessionId, AmplifierError, UsageError
+    from amplifier._command import interrupted
+
+    if interrupted:  # Ctrl-C while the command line loaded: nothing was done yet
+        raise typer.Exit(128 + signal.SIGINT)
 
     async def guarded() -> int | None:
         # Ignored underneath the receiver: a receiver that closes re-delivers
