@@ -11,7 +11,9 @@ exit status 130 and nothing done.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from types import FrameType
 
 interrupted = False
@@ -25,6 +27,24 @@ def _note(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, _note)
+    _standard_streams()
     from amplifier.cli import main as command
 
     command()
+
+
+def _standard_streams() -> None:
+    """A standard stream the command was started without (``amplifier run hi <&-``) is
+    ``/dev/null``: read, it is empty; written, the text goes nowhere, as it would to a
+    reader that went away; and the command runs as it otherwise would."""
+    for descriptor, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        opened = os.open(os.devnull, os.O_RDONLY if descriptor == 0 else os.O_WRONLY)
+        if opened != descriptor:
+            os.dup2(opened, descriptor)
+            os.close(opened)
+        stream = open(  # noqa: SIM115  (the process's own, for as long as it runs)
+            descriptor, "r" if descriptor == 0 else "w", encoding="utf-8", closefd=False
+        )
+        setattr(sys, name, stream)

@@ -302,6 +302,41 @@ def test_output_that_cannot_be_written_is_one_error_line(
     assert "Exception ignored" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("closing", "code", "prompts"),
+    [("<&-", 2, []), ("<&- hi", 0, ["hi"]), (">&- hi", 0, ["hi"]), ("2>&- hi", 0, ["hi"])],
+)
+def test_a_command_started_without_a_standard_stream_runs_as_without_a_reader(
+    home: Path, project: Path, closing: str, code: int, prompts: list[str]
+) -> None:
+    """`amplifier run hi <&-` (or `>&-`, `2>&-`): the missing stream is empty, or its output
+    goes nowhere; the command runs, no traceback, and only what was asked is stored
+    (`run <&-` has no prompt: exit 2, nothing stored)."""
+    redirect, _, prompt = closing.partition(" ")
+    (project / "err").write_text("")
+    errors = "" if redirect.startswith("2") else '2>"$1"'  # stderr closed: nothing to read
+    done = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'"$0" run {prompt} {redirect} {errors}',
+            str(AMPLIFIER),
+            str(project / "err"),
+        ],
+        cwd=project,
+        env={**os.environ, "AMPLIFIER_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    said = (project / "err").read_text()
+    assert done.returncode == code, said
+    assert "Traceback" not in said
+    assert "internal error" not in said
+    stored = [transcript(home, sid)[0]["content"] for sid in session_dirs(home)]
+    assert stored == prompts
+
+
 def test_debug_after_the_command_is_taken(home: Path, project: Path) -> None:
     """`amplifier run --debug "/fail boom"` shows the traceback, as `--debug run` does."""
     done = subprocess.run(
