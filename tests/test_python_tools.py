@@ -10,7 +10,7 @@ import threading
 import warnings
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import anyio.lowlevel
@@ -356,3 +356,36 @@ def test_the_readme_example_runs(home: Path, tmp_path: Path) -> None:
         done.stdout
     )
     assert "find_issue (ok): SQL injection in auth.py" in done.stdout
+
+
+def _plain(x: int) -> str:
+    """Not made a tool."""
+    return "plain"
+
+
+@pytest.mark.parametrize(
+    ("tools", "agents", "refused"),
+    [
+        ([amplifier.tool(name="look up")(_plain)], [], "tool name 'look up'"),
+        ([amplifier.tool(name="x" * 65)(_plain)], [], "1 to 64 letters"),
+        (
+            [amplifier.tool(name="dup")(_plain), amplifier.tool(name="dup")(_plain)],
+            [],
+            "two tools are named 'dup'",
+        ),
+        ([_plain], [], "is not a tool: make one with @amplifier.tool"),
+        ([], [AgentSpec(name="ghosty", tools=("nope_tool",))], "unknown tool 'nope_tool'"),
+        ([], [AgentSpec(name="ghosty", agents=("ghost",))], "unknown agent 'ghost'"),
+    ],
+    ids=["space", "long", "duplicate", "plain-function", "unknown-tool", "unknown-agent"],
+)
+async def test_a_program_tool_or_agent_that_cannot_work_is_one_error_at_open_runtime(
+    home: Path, project: Path, tools: list[Any], agents: list[AgentSpec], refused: str
+) -> None:
+    """A tool no model could call (a name the providers refuse, a name taken twice, a plain
+    function) or an agent naming what does not exist: ConfigError at open_runtime, as an
+    agent file's would be, before anything is stored."""
+    with pytest.raises(ConfigError, match=refused):
+        async with amplifier.open_runtime(cwd=project, tools=tools, agents=agents):
+            pass
+    assert not (home / "projects").exists()

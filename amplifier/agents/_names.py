@@ -14,6 +14,7 @@ one raises ``ConfigError`` when it is loaded.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -54,6 +55,48 @@ def _spec_problem(
                 line=_spec_line(path, ("agents", index)),
             )
     return None
+
+
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a tool may be called: the providers' function names (OpenAI's and Anthropic's)."""
+
+
+def check_given_tools(tools: Iterable[object]) -> None:
+    """Raise ``ConfigError`` for a tool given to ``open_runtime`` that no model could call:
+    not a tool at all, a name the providers refuse, or a name another tool has."""
+    seen: set[str] = set()
+    for given in tools:
+        name = getattr(given, "name", None)
+        if not isinstance(name, str) or not callable(getattr(given, "run", None)):
+            raise ConfigError(
+                f"{given!r} is not a tool: make one with @amplifier.tool (or give a Tool)"
+            )
+        if not TOOL_NAME.fullmatch(name):
+            raise ConfigError(
+                f"tool name {name!r}: 1 to 64 letters, digits, '_' or '-' (what a model may call)"
+            )
+        if name in seen:
+            raise ConfigError(f"two tools are named {name!r}: give each its own name")
+        seen.add(name)
+
+
+def check_given_agents(
+    agents: Iterable[AgentSpec], catalog: AgentCatalog, tools: Collection[str]
+) -> None:
+    """Raise ``ConfigError`` for an agent given to ``open_runtime`` that names a tool or an
+    agent that does not exist: the program's to fix, not a file to set aside."""
+    for spec in agents:
+        for tool in spec.tools:
+            if not _known_tool(tool, tools):
+                raise ConfigError(
+                    f"agent {spec.name!r}: unknown tool {tool!r}; available: {_listed(tools)}"
+                )
+        for agent in spec.agents:
+            if not catalog.known(agent):
+                raise ConfigError(
+                    f"agent {spec.name!r}: unknown agent {agent!r}; "
+                    f"available: {_listed(catalog.names)}"
+                )
 
 
 def check_profile(

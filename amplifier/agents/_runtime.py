@@ -21,7 +21,13 @@ from amplifier.runtime.lowlevel import ChildLauncher, LocalRuntime, open_local_r
 
 from ._loop import AgentTurnHandler
 from ._mcp_servers import McpServers
-from ._names import check_profile, check_specs, warn_unusable
+from ._names import (
+    check_given_agents,
+    check_given_tools,
+    check_profile,
+    check_specs,
+    warn_unusable,
+)
 from ._options import check_options
 from ._permissions import Permissions
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
@@ -124,6 +130,7 @@ async def open_agent_runtime(
 
     loop: AgentTurnHandler | None = None
     settings = configured(profile or DEFAULT_PROFILE)
+    check_given_tools(tools)
     for given in tools:
         check = getattr(given, "check", None)
         if callable(check):
@@ -149,6 +156,7 @@ async def open_agent_runtime(
             mcp=mcp,
         )
         loop.toolbox(settings)  # the profile's Python tools load now, or fail naming it
+        check_given_agents(agents, catalog, loop.tool_names)
         check_specs(catalog, loop.tool_names)
         check_profile(settings, profiles, tools=loop.tool_names, agents=catalog)
     warn_unusable(profiles, loop.catalog if loop else None, configured, in_use=settings.name)
