@@ -389,3 +389,35 @@ async def test_a_program_tool_or_agent_that_cannot_work_is_one_error_at_open_run
         async with amplifier.open_runtime(cwd=project, tools=tools, agents=agents):
             pass
     assert not (home / "projects").exists()
+
+
+async def test_a_session_asked_or_renamed_from_inside_its_own_turn_says_so_at_once(
+    home: Path, project: Path
+) -> None:
+    """A tool that renames the session it runs in, or a streaming callback that asks it
+    again, would wait for the very turn it is part of: a UsageError at once, no hang."""
+    runtimes: list[Runtime] = []
+
+    @amplifier.tool
+    async def label(context: ToolContext, title: str) -> str:
+        """Names the session this tool runs in."""
+        await runtimes[0].rename(context.turn.session.id, title)
+        return "renamed"
+
+    async with opened(home, project, tools=[label]) as rt:
+        runtimes.append(rt)
+        async with rt.open_session() as session:
+            with anyio.fail_after(10):
+                reply = await session.ask(run_tool("label", title="x"))
+
+                async def ask_again(piece: str) -> None:
+                    await session.ask("again")
+
+                with pytest.raises(amplifier.TurnFailed) as failed:
+                    await session.ask("hi", on_text=ask_again)
+            renamed = session.metadata.name
+    assert "label (failed): UsageError: session" in reply.text
+    assert "cannot be changed from inside its own turn" in reply.text
+    assert renamed is None
+    assert isinstance(failed.value.__cause__, amplifier.UsageError)
+    assert "cannot be asked from inside its own turn" in str(failed.value.__cause__)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, assert_never
@@ -43,6 +44,7 @@ from typing import Any, Literal, assert_never
 import anyio
 from anyio.abc import TaskStatus
 
+from amplifier._errors import UsageError
 from amplifier._log import formatted_traceback, log_failure
 from amplifier.persistence import (
     EndStatus,
@@ -99,6 +101,10 @@ from ._turns import SessionSetup, TurnHandler
 
 FINAL_RECORDS_TIMEOUT = 5.0
 """Seconds a cancelled session may spend writing its final records."""
+
+_IN_TURNS: ContextVar[tuple[SessionActor, ...]] = ContextVar("amplifier_in_turns", default=())
+"""The sessions whose turns the running code is part of (a tool's, a sub-session's, a
+streaming callback's): asked again from there, one would wait for its own turn to end."""
 
 _SENT_AT_ONCE = contextlib.nullcontext()
 """The scope of final records that go into the persistence mailbox without waiting."""
@@ -459,7 +465,11 @@ class SessionActor:
                         # close writes the metadata (one document per turn, not three).
                         meta.updated = self._services.clock()
                     turn = Turn(self.context, prompt.text, number, on_text=prompt.on_text)
-                    text = await self._services.handler.run_turn(turn)
+                    inside = _IN_TURNS.set((*_IN_TURNS.get(), self))
+                    try:
+                        text = await self._services.handler.run_turn(turn)
+                    finally:
+                        _IN_TURNS.reset(inside)
                     answer = Reply(session_id=self.id, text=text, turn=number, cut_off=turn.cut_off)
                     outcome = Answered(reply=answer)
                 except Exception as exc:
@@ -531,6 +541,7 @@ class SessionActor:
         """
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
+        self._refuse_from_own_turn("changed")
         reply: Pending[SessionMetadata | Exception] = Pending()
         await self._deliver(Relabel(change=change, reply=reply))
         result = await reply.wait()
@@ -539,6 +550,15 @@ class SessionActor:
         if isinstance(result, Exception):
             raise result
         return result
+
+    def _refuse_from_own_turn(self, done: str) -> None:
+        """``UsageError`` if the caller runs inside this session's turn (or a sub-session's
+        of it): queued behind that turn, the request would wait for it for ever."""
+        if self in _IN_TURNS.get():
+            raise UsageError(
+                f"session {self.id} cannot be {done} from inside its own turn (a tool, a "
+                "sub-session or a streaming callback of it): it would wait for that turn"
+            )
 
     async def _deliver(self, message: Prompt | Relabel) -> None:
         """Into the mailbox (no yield to the loop while it has room); ``SessionClosed``
@@ -567,6 +587,7 @@ class SessionActor:
         """Send a prompt and wait for its outcome. Cancelling the wait cancels the turn."""
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
+        self._refuse_from_own_turn("asked")
         reply: Pending[Outcome] = Pending()
         prompt = Prompt(
             text=text,
