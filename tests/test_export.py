@@ -90,9 +90,7 @@ class _Page(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         for name, value in attrs:
-            if name in ("src", "href", "srcset", "action", "poster") or (
-                value and "url(" in value
-            ):
+            if name in ("src", "href", "srcset", "action", "poster") or (value and "url(" in value):
                 self.loads.append((tag, name, value or ""))
         classes = dict(attrs).get("class") or ""
         if tag == "details":
@@ -179,6 +177,25 @@ def test_export_writes_the_file_given_with_o(
     assert done.stdout == ""
     assert done.stderr.strip() == f"Exported {tree_id} to {target}"
     assert target.read_text().startswith(f"# Session {tree_id}")
+
+
+def test_export_to_a_folder_says_so_and_to_a_dash_prints(
+    tree_id: str, home: Path, project: Path, tmp_path: Path
+) -> None:
+    """-o naming a folder (or "") is a usage error saying it is one, not a hint to --force
+    that fails; -o - prints the export, as most tools read a dash, and writes no file."""
+    to_folder = amp("session", "export", tree_id, "-o", str(tmp_path), cwd=project, home=home)
+    assert to_folder.returncode == 2
+    assert (
+        to_folder.stderr.strip() == f"Error: {tmp_path} is a folder: give a file name to write to"
+    )
+    forced = amp("session", "export", tree_id, "-o", "", "--force", cwd=project, home=home)
+    assert forced.returncode == 2
+    assert "is a folder" in forced.stderr
+    dashed = amp("session", "export", tree_id, "-o", "-", cwd=project, home=home)
+    assert dashed.returncode == 0, dashed.stderr
+    assert dashed.stdout.startswith(f"# Session {tree_id}")
+    assert not (project / "-").exists()
 
 
 async def test_a_child_no_call_names_is_placed_at_its_delegation(project: Path) -> None:

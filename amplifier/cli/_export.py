@@ -77,9 +77,11 @@ def export(
             text = tree_html(tree)
         else:
             text = tree_markdown(tree)
-        if output is None:
+        if output is None or str(output) == "-":  # "-": standard output, as for most tools
             sys.stdout.write(text)
             return
+        if output.is_dir():
+            fail(f"{output} is a folder: give a file name to write to", code=2, as_json=as_json)
         try:
             with output.open("w" if force else "x", encoding="utf-8") as file:
                 file.write(text)
