@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 
 import amplifier
 
-from .helpers import session_dirs
+from .helpers import metadata, session_dirs, transcript
 from .test_cli_process import amp
 
 
@@ -366,3 +367,23 @@ def test_list_usage_adds_tokens_and_cost(home: Path, project: Path) -> None:
     assert f"{all_in:,} in / {all_out:,} out  ${(all_in * 3.0 + all_out * 15.0) / 1e6:.4f}" in row
     other = next(line for line in lines if line.startswith(unpriced))
     assert re.search(r" out +- +", other), other
+
+
+async def test_a_session_cut_off_before_its_metadata_counts_its_files_when_resumed(
+    home: Path, project: Path
+) -> None:
+    """A session killed before its metadata was written (a sub-session writes its own at
+    its close): resumed, it counts its messages and turns from its transcript and log, so
+    the listing and `show` agree."""
+    async with amplifier.open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("first")
+    stale = metadata(home, session.id)
+    stale.update(status="active", message_count=0, turns=0, turn_count=0, last_prompt=None)
+    (session_dirs(home)[session.id] / "metadata.json").write_bytes(orjson.dumps(stale))
+    async with amplifier.open_runtime(cwd=project) as rt:
+        async with await rt.resume(session.id) as resumed:
+            await resumed.ask("second")
+    counted = metadata(home, session.id)
+    assert (counted["message_count"], counted["turns"], counted["last_prompt"]) == (4, 2, "second")
+    assert counted["message_count"] == len(transcript(home, session.id))

@@ -46,7 +46,7 @@ from ._reader import (
     merge_events,
     read_metadata,
 )
-from ._rebuild import read_or_rebuild_metadata
+from ._rebuild import read_or_rebuild_metadata, recount
 from ._records import (
     Durability,
     EndStatus,
@@ -105,6 +105,7 @@ __all__ = [
     "read_kept",
     "read_metadata",
     "read_or_rebuild_metadata",
+    "recount",
     "resolve_home_and_cwd",
     "search_sessions",
     "session_tree",

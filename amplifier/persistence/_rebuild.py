@@ -22,16 +22,10 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
     except CorruptSession as damage:
         start: EventRecord | None = None
         children: list[str] = []
-        turns = 0
-        last_prompt: str | None = None
         for event in iter_events(location):
             # Ours only: another tool's log may hold a session:start of its own (no seq).
             if event.event == "session:start" and event.seq is not None and start is None:
                 start = event
-            elif event.event == "prompt:submit" and event.seq is not None:
-                turns += 1
-                prompt = event.data.get("prompt")
-                last_prompt = prompt if isinstance(prompt, str) else last_prompt
             elif (
                 event.event == "delegate:start"
                 and event.data.get("child_id")
@@ -43,7 +37,7 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
                 location.session_id, f"{damage.reason}; no session:start to rebuild from"
             ) from None
         data = start.data
-        messages = sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
+        messages, turns, last_prompt = recount(location)
         parent_id = data.get("parent_id")
         depth = data.get("depth")
         rebuilt = SessionMetadata(
@@ -63,3 +57,18 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
             children=list(dict.fromkeys(children)),
         )
         return rebuilt, True
+
+
+def recount(location: SessionLocation) -> tuple[int, int, str | None]:
+    """The session's messages (the transcript's), turns and last prompt (its log's
+    ``prompt:submit``), counted from its files: what its metadata says of them when it
+    was cut off before writing them (a sub-session's are written at its close)."""
+    turns = 0
+    last_prompt: str | None = None
+    for event in iter_events(location):
+        if event.event == "prompt:submit" and event.seq is not None:  # ours (seq)
+            turns += 1
+            prompt = event.data.get("prompt")
+            last_prompt = prompt if isinstance(prompt, str) else last_prompt
+    messages = sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
+    return messages, turns, last_prompt

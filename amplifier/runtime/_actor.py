@@ -59,6 +59,7 @@ from amplifier.persistence import (
     load_message_tail,
     load_transcript,
     read_or_rebuild_metadata,
+    recount,
     validate_session_id,
 )
 from amplifier.persistence.lowlevel import EncodedData, encode_data
@@ -323,6 +324,12 @@ class SessionActor:
         # A failure from here on still ends the session through ``_end``.
         self._writer, opened = await store.open(self.location)
         meta, repaired = await store.read(read_or_rebuild_metadata, self.location)
+        if meta.status == "active" and not repaired:
+            # Cut off (a crash, a kill): what it said after its metadata was last written
+            # is in its files, which are counted instead.
+            counted = await store.read(recount, self.location)
+            meta.message_count, meta.turns = counted[0], max(meta.turns, counted[1])
+            meta.last_prompt = counted[2] if counted[2] is not None else meta.last_prompt
         _, dropped = await store.read(existing_children, self.location, meta.children)
         meta.children = [child for child in meta.children if child not in dropped]
         # The session's own profile, configuration taken as it is NOW: an
