@@ -26,7 +26,9 @@ AMPLIFIER = Path(sys.executable).parent / "amplifier"
 
 
 @amplifier.tool
-def lookup(ctx: ToolContext, number: Annotated[int, Field(description="The issue number.")]) -> str:
+def lookup(
+    ctx: ToolContext, number: Annotated[int, Field(description="The issue number.")]
+) -> str:
     """Look up an issue of the tracker.
 
     It answers with the issue's title.
@@ -312,23 +314,13 @@ def test_a_profile_names_python_tools_by_import_path(home: Path, project: Path) 
     env = {"AMPLIFIER_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(project)}
     done = subprocess.run(
         [str(AMPLIFIER), "run", "--profile", "team", run_tool("shout", text="hi")],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "shout (ok): HI!" in done.stdout
     broken = subprocess.run(
         [str(AMPLIFIER), "run", "--profile", "broken", "hi"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert broken.returncode == 2
     assert broken.stderr.strip() == (
