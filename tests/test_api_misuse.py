@@ -86,7 +86,8 @@ async def test_a_change_a_session_cannot_store_is_refused_and_the_session_goes_o
     assert [(row.session_id, row.status, row.problem) for row in rows] == [
         (session.id, "completed", None)
     ]
-    assert rows[0].metadata is not None and rows[0].metadata.turns == 2
+    assert rows[0].metadata is not None
+    assert rows[0].metadata.turns == 2
     assert [event["event"] for event in events(home, session.id)][-1] == "session:end"
 
 

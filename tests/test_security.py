@@ -138,7 +138,7 @@ async def test_a_key_in_a_close_error_or_an_argument_name_stays_out_of_events_an
     argument, is redacted in the metadata and the events like any other."""
     async with amplifier.open_runtime(cwd=project) as rt:
         session = await rt.open_session()
-        await session.ask('/tool echo {"%s": "v"}' % KEY)
+        await session.ask(f'/tool echo {{"{KEY}": "v"}}')
         await session.close(status="failed", error=f"auth failed for {KEY}")
     folder = session_dirs(home)[session.id]
     meta = json.loads((folder / "metadata.json").read_bytes())
