@@ -184,11 +184,12 @@ def test_resume_with_stdin_empty_but_not_piped_is_interactive(home: Path, projec
     assert f"Amplifier: session {session_id}" in done.stderr
 
 
-def _imported_by(*args: str, cwd: Path, home: Path) -> set[str]:
-    """The modules the installed command imports to run ``args`` (``python -X importtime``)."""
+def importing(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """``python -X importtime ARGS`` with stdin empty and the store at ``home``: each
+    module imported is a line of stderr that starts ``import time:``."""
     env = {**os.environ, "AMPLIFIER_HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", str(AMPLIFIER), *args],
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -197,6 +198,11 @@ def _imported_by(*args: str, cwd: Path, home: Path) -> set[str]:
         timeout=60,
         check=False,
     )
+
+
+def _imported_by(*args: str, cwd: Path, home: Path) -> set[str]:
+    """The modules the installed command imports to run ``args``."""
+    done = importing(str(AMPLIFIER), *args, cwd=cwd, home=home)
     assert done.returncode == 0, done.stderr[-2000:]
     return {
         line.rsplit("|", 1)[-1].strip()

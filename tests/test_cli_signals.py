@@ -24,6 +24,7 @@ import pytest
 
 from .fake_llm_server import FakeLLMServer, Text
 from .helpers import events, hangups_at_default, metadata, session_dirs, transcript
+from .test_cli_process import importing
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 GRACE = 0.5
@@ -216,17 +217,7 @@ main()
 def test_ctrl_c_while_the_command_line_loads_ends_it_quietly(home: Path, project: Path) -> None:
     """Ctrl-C before `amplifier run` has loaded: exit 130, nothing said, nothing stored (a
     KeyboardInterrupt raised in a C extension's import could crash the interpreter)."""
-    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", LOADING_THEN_CTRL_C],
-        cwd=project,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = importing("-c", LOADING_THEN_CTRL_C, cwd=project, home=home)
     loaded_after = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
     assert len(loaded_after) > 100  # the signal did come while the command line loaded
     said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]

@@ -336,12 +336,7 @@ def test_the_readme_example_runs(home: Path, tmp_path: Path) -> None:
     env = {"AMPLIFIER_HOME": str(home), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "example.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "asked by lead > triager: close_issue {'number': '102', 'comment': 'fixed'}" in (
