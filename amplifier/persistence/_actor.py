@@ -998,7 +998,7 @@ class PersistenceActor:
         self._behind_failing = True
         warnings.warn(
             f"{failure}; the records are safe in the journal and reach the session files "
-            "once there is room (at the latest, when the next runtime starts)",
+            "once they can be written (at the latest, when the next runtime starts)",
             StoreWarning,
             stacklevel=1,
         )
