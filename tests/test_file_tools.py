@@ -35,6 +35,7 @@ from amplifier.agents._tools import (
     ToolContext,
     parse_arguments,
     spec_of,
+    storable,
 )
 
 from .helpers import events, transcript
@@ -600,3 +601,20 @@ async def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_the_turn_goes_o
     assert [
         e["data"]["status"] for e in events(home, session.id) if e["event"] == "prompt:complete"
     ] == ["completed"]
+
+
+async def test_a_file_shown_with_escaped_bytes_is_read_by_that_name(
+    project: Path, context: ToolContext
+) -> None:
+    """The name `list_dir` shows for a file that is not UTF-8 (`caf\\xe9.txt`) opens that
+    file; a file really named with a backslash is still read by its own name."""
+    with open(bytes(project) + b"/caf\xe9.txt", "wb") as named_in_latin_1:
+        named_in_latin_1.write(b"latin one\n")
+    (project / "lit\\x41.txt").write_text("literal\n")
+    shown = storable(await ListDir().run(ListDir.Arguments(path="."), context))  # as stored
+    name = next(line.strip() for line in shown.splitlines() if "caf" in line)
+    assert name == "caf\\xe9.txt"
+    read = await ReadFile().run(ReadFile.Arguments(path=name), context)
+    assert "latin one" in read
+    literal = await ReadFile().run(ReadFile.Arguments(path="lit\\x41.txt"), context)
+    assert "literal" in literal

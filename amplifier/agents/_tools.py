@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -134,6 +135,26 @@ def parse_arguments(tool: Tool, arguments: Mapping[str, Any]) -> BaseModel:
         raise ToolFailed(f"invalid arguments for {tool.name}: {problems}") from None
 
 
+_BYTE_ESCAPE = re.compile(r"\\x[0-9a-fA-F]{2}")
+
+
+def _named_as_shown(root: Path, path: str) -> str:
+    """``path`` as the file tools show a name that is not UTF-8 (``caf\\xe9.txt``, see
+    ``storable``), turned back into that name, when no file is named the escape itself:
+    a model can open what it was shown."""
+    if not _BYTE_ESCAPE.search(path):
+        return path
+    candidate = Path(path) if os.path.isabs(path) else root / path
+    if os.path.lexists(candidate):
+        return path
+    raw = _BYTE_ESCAPE.sub(lambda m: chr(0xDC00 + int(m.group()[2:], 16)), path)
+    try:
+        named = os.fsencode(raw).decode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return path
+    return named
+
+
 def confine(root: Path, path: str) -> Path:
     """``path`` (relative to the project, or absolute) resolved inside ``root``.
 
@@ -142,6 +163,7 @@ def confine(root: Path, path: str) -> Path:
     """
     if "\x00" in path:
         raise ToolFailed("invalid path")
+    path = _named_as_shown(root, path)
     candidate = Path(path) if os.path.isabs(path) else root / path
     resolved = Path(os.path.realpath(candidate))
     if resolved != root and root not in resolved.parents:
