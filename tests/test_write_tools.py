@@ -100,6 +100,28 @@ async def test_write_file_refuses_paths_outside_the_project(
     assert not Path("/etc/amplifier-test").exists()
 
 
+@pytest.mark.parametrize(
+    "path", [".amplifier/mcp.json", ".amplifier/profiles/base.yaml", "./.amplifier/agents/x.md"]
+)
+async def test_the_write_tools_leave_the_agents_configuration_alone(
+    context: ToolContext, project: Path, path: str
+) -> None:
+    """A grant to write files is not a grant to run commands: the project's `.amplifier/`
+    (MCP servers, profiles and their permissions, agents) is refused to write_file and
+    edit_file alike, and nothing is written there."""
+    with pytest.raises(ToolFailed, match="holds the agents' configuration"):
+        await call(WriteFile(), context, file_path=path, content="{}")
+    config = project / ".amplifier"
+    config.mkdir(exist_ok=True)
+    (config / "mcp.json").write_text("{}\n")
+    with pytest.raises(ToolFailed, match="holds the agents' configuration"):
+        await call(
+            EditFile(), context, file_path=".amplifier/mcp.json", old_string="{}", new_string="[]"
+        )
+    assert [p.name for p in config.rglob("*")] == ["mcp.json"]
+    assert (config / "mcp.json").read_text() == "{}\n"
+
+
 async def test_write_file_refuses_a_symlink_that_leads_out(
     context: ToolContext, project: Path, tmp_path: Path
 ) -> None:
@@ -134,7 +156,7 @@ async def test_edit_file_replaces_a_unique_string_and_shows_the_diff(
     context: ToolContext, project: Path, kept: _Kept
 ) -> None:
     """The edit is made, its result shows a short diff, and the old content is kept."""
-    old = 'q = f"SELECT * FROM users WHERE name = \'{name}\'"\nprint(q)\n'
+    old = "q = f\"SELECT * FROM users WHERE name = '{name}'\"\nprint(q)\n"
     (project / "auth.py").write_text(old)
     result = await call(
         EditFile(),
@@ -144,7 +166,7 @@ async def test_edit_file_replaces_a_unique_string_and_shows_the_diff(
         new_string='("SELECT * FROM users WHERE name = ?", (name,))',
     )
     assert (project / "auth.py").read_text().startswith('q = ("SELECT * FROM users WHERE name = ?"')
-    assert "-q = f\"SELECT" in result
+    assert '-q = f"SELECT' in result
     assert '+q = ("SELECT' in result
     assert kept.contents[sha(old.encode())] == old.encode()
 
@@ -168,7 +190,11 @@ async def test_edit_file_refuses_an_ambiguous_string_unless_replace_all(
     with pytest.raises(ToolFailed, match="occurs 2 times"):
         await call(EditFile(), context, file_path="a.py", old_string="x = 1", new_string="x = 2")
     result = await call(
-        EditFile(), context, file_path="a.py", old_string="x = 1", new_string="x = 2",
+        EditFile(),
+        context,
+        file_path="a.py",
+        old_string="x = 1",
+        new_string="x = 2",
         replace_all=True,
     )
     assert (project / "a.py").read_text() == "x = 2\nx = 2\n"

@@ -162,9 +162,20 @@ async def _change(context: ToolContext, target: _Target, new: bytes) -> None:
             context.changed(change)
 
 
+CONFIGURATION = ".amplifier"
+"""A project's folder of agent configuration (profiles, agents, MCP servers), and the store's
+default home under a home directory: what they say decides what runs, and with which
+permissions, so no write tool changes them (a grant to write files would grant the rest)."""
+
+
 def _target(root: Path, file_path: str, must_exist: bool) -> _Target:
     path = confine(root, file_path)
     shown = project_relative(str(path), root)
+    if shown.split("/", 1)[0] == CONFIGURATION:
+        raise ToolFailed(
+            f"{file_path}: {CONFIGURATION}/ holds the agents' configuration (profiles, agents, "
+            "MCP servers) and sessions; the write tools do not change it: the user does"
+        )
     try:
         info = os.stat(path)
     except FileNotFoundError:
