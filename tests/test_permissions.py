@@ -61,6 +61,24 @@ def test_rules_match_paths_relative_to_the_project(project: Path) -> None:
     assert rules("write_file", outside, side_effects=True).outcome == "ask"
 
 
+def test_rules_match_the_file_a_path_leads_to(project: Path) -> None:
+    """A link to a denied file, or a path through a link, matches as the file it reaches:
+    `e -> .env` is `.env`, and `tests/link/x` with `tests/link -> ..` is `x`, not `tests/**`."""
+    root = project.resolve()
+    (root / ".env").write_text("SECRET=1\n")
+    (root / "e").symlink_to(".env")
+    (root / "tests").mkdir()
+    (root / "tests" / "link").symlink_to("..", target_is_directory=True)
+    rules = judge(allow=["write_file(tests/**)"], deny=["write_file(.env)"])
+    for path in ("e", f"{root}/e", "tests/link/.env"):
+        subject = subject_of("file_path", {"file_path": path}, root)
+        assert subject == ".env", path
+        assert rules("write_file", subject, side_effects=True).outcome == "deny", path
+    through = subject_of("file_path", {"file_path": "tests/link/setup.py"}, root)
+    assert through == "setup.py"
+    assert rules("write_file", through, side_effects=True).outcome == "ask"
+
+
 def test_granted_and_assume_yes_answer_asks_but_never_a_deny() -> None:
     """A rule granted to the session, or --yes, lets an ask run; a deny still refuses."""
     rules = Judge.of(Permissions(deny=["bash(rm *)"]), assume_yes=True)
@@ -310,3 +328,18 @@ async def test_commands_get_no_provider_keys(
         async with rt.open_session() as session:
             reply = await session.ask(f"/tool bash {json.dumps({'command': command})}")
     assert "[][][visible]" in reply.text
+
+
+@pytest.mark.parametrize("kind", ["allow", "ask", "deny"])
+async def test_a_rule_given_to_open_runtime_that_names_no_tool_is_refused(
+    home: Path, project: Path, kind: str
+) -> None:
+    """`--deny 'Bash(rm*)'` (a misspelt tool) would match nothing and protect nothing: like
+    the same rule in a profile, it is a ConfigError naming the tools, before anything runs."""
+    rules = Permissions(**{kind: ["Bash(rm*)"]})
+    with pytest.raises(
+        amplifier.ConfigError, match=r"'Bash\(rm\*\)' names no tool; available: bash"
+    ):
+        async with amplifier.open_runtime(cwd=project, permissions=rules):
+            pass
+    assert not (home / "projects").exists()

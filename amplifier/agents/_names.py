@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from ._exceptions import ConfigError, ConfigWarning
-from ._permissions import Rule
+from ._permissions import Permissions, Rule
 from ._profiles import Profile, ProfileCatalog
 from ._specs import AgentCatalog, AgentSpec
 from ._yaml import line_of
@@ -78,6 +78,17 @@ def check_given_tools(tools: Iterable[object]) -> None:
         if name in seen:
             raise ConfigError(f"two tools are named {name!r}: give each its own name")
         seen.add(name)
+
+
+def check_given_rules(permissions: Permissions, tools: Collection[str]) -> None:
+    """Raise ``ConfigError`` for a rule given to ``open_runtime`` (``--allow``, ``--deny``) that
+    names no tool, as the same rule in a profile does: it would match nothing, and a
+    misspelt deny would protect nothing without a word."""
+    for kind in ("allow", "ask", "deny"):
+        for text in getattr(permissions, kind):
+            name = Rule.parse(text).name
+            if not _known_tool(name, tools):
+                raise ConfigError(f"{kind} {text!r} names no tool; available: {_listed(tools)}")
 
 
 def check_given_agents(

@@ -228,16 +228,16 @@ def subject_of(
 
 
 def project_relative(path: str, root: Path) -> str:
-    """``path`` relative to the project, normalised; an absolute one elsewhere stays absolute."""
-    if os.path.isabs(path):
-        normal = os.path.normpath(path)
-        base = str(root)
-        if normal == base:
-            return "."
-        if normal.startswith(base.rstrip("/") + "/"):
-            return normal[len(base.rstrip("/")) + 1 :]
-        return normal
-    return os.path.normpath(path)
+    """``path`` relative to the project (``root``, resolved), as the file it leads to: links
+    followed, as the file tools follow them (``/proc/self/cwd/.env``, or a link to
+    ``.env``, is ``.env``); a path outside the project stays absolute."""
+    resolved = os.path.realpath(os.path.join(root, path))  # an absolute path stays as given
+    base = str(root).rstrip("/")
+    if resolved == base:
+        return "."
+    if resolved.startswith(base + "/"):
+        return resolved[len(base) + 1 :]
+    return resolved
 
 
 def always_rule(tool: str, subject: str | None) -> str:

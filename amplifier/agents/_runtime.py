@@ -23,6 +23,7 @@ from ._loop import AgentTurnHandler
 from ._mcp_servers import McpServers
 from ._names import (
     check_given_agents,
+    check_given_rules,
     check_given_tools,
     check_profile,
     check_specs,
@@ -157,6 +158,8 @@ async def open_agent_runtime(
         )
         loop.toolbox(settings)  # the profile's Python tools load now, or fail naming it
         check_given_agents(agents, catalog, loop.tool_names)
+        if permissions is not None:
+            check_given_rules(permissions, loop.tool_names)
         check_specs(catalog, loop.tool_names)
         check_profile(settings, profiles, tools=loop.tool_names, agents=catalog)
     warn_unusable(profiles, loop.catalog if loop else None, configured, in_use=settings.name)
