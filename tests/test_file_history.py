@@ -138,6 +138,36 @@ async def test_rewind_refuses_a_file_changed_since_unless_forced(
     assert not (project / "tests/test_auth.py").exists()
 
 
+async def test_rewind_and_diff_never_follow_a_link_made_since_out_of_the_project(
+    home: Path, project: Path, tmp_path: Path
+) -> None:
+    """A folder the tree wrote into, since moved out and replaced by a link to it: rewind
+    refuses naming the file, and even forced writes and removes nothing outside the
+    project; diff shows nothing of what lies there."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (project / "d").mkdir()
+    (project / "d" / "a.txt").write_text("ORIGINAL\n")
+    async with opened(home, project) as rt:
+        async with rt.open_session() as session:
+            await session.ask(write("d/a.txt", "AGENT\n"))
+            await session.ask(write("d/b.txt", "NEW\n"))
+        (project / "d").rename(outside / "d")
+        (project / "d").symlink_to(outside / "d", target_is_directory=True)
+        with pytest.raises(RewindRefused, match="leads outside the project"):
+            await amplifier.session_rewind(rt, session.id)
+        report = await amplifier.session_rewind(rt, session.id, force=True)
+        diffs = await amplifier.session_diff(rt, session.id)
+    assert sorted(report.skipped) == ["d/a.txt", "d/b.txt"]
+    assert (outside / "d" / "a.txt").read_text() == "AGENT\n"
+    assert (outside / "d" / "b.txt").read_text() == "NEW\n"
+    assert [(d.path, d.lines) for d in diffs.files] == [("d/a.txt", ()), ("d/b.txt", ())]
+    assert all(
+        d.problem == "it leads outside the project now (through a link); not followed"
+        for d in diffs.files
+    )
+
+
 async def test_rewind_with_damaged_history_names_what_it_cannot_restore(
     home: Path, project: Path
 ) -> None:

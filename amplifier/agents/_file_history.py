@@ -234,6 +234,9 @@ def _diffs(history: History) -> list[FileDiff]:
     for path, chain in history.by_path().items():
         first = chain[0]
         sessions = tuple(dict.fromkeys(t.session_id for t in chain if not t.by_rewind))
+        if _leads_outside(history.project, path):
+            files.append(FileDiff(path, "modified", sessions, problem=OUTSIDE))
+            continue
         now = _current(history.project, path)
         try:
             before = _kept(first)
@@ -401,6 +404,11 @@ def _plan(history: History, since: int) -> list[tuple[FileRewind, Transition]]:
     for path, chain in history.by_path(since).items():
         first = next(t for t in chain if t.seq >= since)
         target = first.change.before
+        sessions = tuple(dict.fromkeys(t.session_id for t in chain if t.seq >= since))
+        if _leads_outside(history.project, path):
+            file = FileRewind(path, "restore", target, sessions, False, OUTSIDE)
+            plan.append((chain[-1].seq, file, first))
+            continue
         now = _current(history.project, path)
         now_digest = content_digest(now) if now is not None else None
         if now_digest == target:
@@ -415,7 +423,6 @@ def _plan(history: History, since: int) -> list[tuple[FileRewind, Transition]]:
         action: Literal["restore", "remove", "recreate"] = (
             "remove" if target is None else "recreate" if now is None else "restore"
         )
-        sessions = tuple(dict.fromkeys(t.session_id for t in chain if t.seq >= since))
         file = FileRewind(path, action, target, sessions, conflict, problem)
         plan.append((chain[-1].seq, file, first))
     plan.sort(key=lambda item: item[0], reverse=True)
@@ -427,6 +434,17 @@ def _kept(transition: Transition | None) -> bytes | None:
     if transition is None or transition.change.before is None:
         return None
     return read_kept(transition.location, transition.change.before)
+
+
+OUTSIDE = "it leads outside the project now (through a link); not followed"
+
+
+def _leads_outside(project: Path, path: str) -> bool:
+    """The project's ``path`` resolves (through a link made since) outside the project:
+    neither read nor written, as the file tools would refuse it."""
+    root = os.path.realpath(project)
+    resolved = os.path.realpath(os.path.join(root, path))
+    return resolved != root and not resolved.startswith(root.rstrip("/") + "/")
 
 
 def _current(project: Path, path: str) -> bytes | None:
