@@ -98,6 +98,18 @@ async def test_bash_stops_what_the_command_left_running(
     assert wait_gone(int((project / "bg.pid").read_text()))
 
 
+async def test_bash_stops_a_job_the_shell_put_in_a_group_of_its_own(
+    context: ToolContext, project: Path
+) -> None:
+    """`set -m` gives a background job a process group of its own: it is stopped all the
+    same when the shell exits, and the call does not wait for the output it held."""
+    started = time.monotonic()
+    result = await bash(context, "set -m; sleep 60 & echo $! > bg.pid; echo started", timeout=30)
+    assert result == "started\n[exit code 0]"
+    assert time.monotonic() - started < 10
+    assert wait_gone(int((project / "bg.pid").read_text()))
+
+
 async def test_bash_timeout_stops_the_command_and_all_it_started(
     context: ToolContext, project: Path
 ) -> None:

@@ -5,7 +5,8 @@ Rule 1: the command runs as ``/bin/bash -c`` in a process group of its own
         read the user's keyboard), with stdin empty and stdout and stderr
         on one pipe, interleaved as they were written.
 Rule 2: nothing it starts outlives the call. When the shell exits, what it
-        left running in its group is killed; on a timeout or a cancelled
+        left running in its group, or in a group of its own in its session (a
+        job after ``set -m``), is killed; on a timeout or a cancelled
         turn (Ctrl-C, SIGTERM, a cancelled session) the whole group gets
         SIGTERM, then SIGKILL. And nothing outlives this process, even a
         SIGKILL of it: every group holds the read end of a pipe whose only
@@ -47,10 +48,11 @@ TERM_GRACE = 1.0
 _leash: tuple[int, int] | None = None
 
 # $1 is the command. The watcher waits for the leash (fd {fd}) to end, which happens
-# only when this process dies, then kills the group; the command itself runs with
-# the leash closed, as the group's leader.
+# only when this process dies, then kills the session (its jobs in groups of their own,
+# where pkill is installed) and the group; the command itself runs with the leash
+# closed, as the group's leader.
 _WRAPPER = """\
-{{ read -r -u {fd} _; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
+{{ read -r -u {fd} _; pkill -KILL -s $$; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
 exec {fd}<&-
 exec /bin/bash -c "$1"
 """
@@ -155,8 +157,25 @@ async def _stop(process: Process) -> None:
 
 
 def _signal_group(group: int, signum: signal.Signals) -> None:
+    """``signum`` to the command's group, and to every process of its session: a job the
+    shell put in a group of its own (``set -m``) is still in the session (Rule 2)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(group, signum)
+    for pid in _in_session(group):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def _in_session(session: int) -> list[int]:
+    """The processes of ``session`` (Linux's ``/proc``; none found elsewhere)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.getsid(int(entry.name)) == session:
+                        found.append(int(entry.name))
+    return found
 
 
 def _signal_name(number: int) -> str:
