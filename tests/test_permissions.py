@@ -343,3 +343,24 @@ async def test_a_rule_given_to_open_runtime_that_names_no_tool_is_refused(
         async with amplifier.open_runtime(cwd=project, permissions=rules):
             pass
     assert not (home / "projects").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "(rm -rf victim)",
+        "{ rm -rf victim; }",
+        "if true; then rm -rf victim; fi",
+        "for x in 1; do rm -rf victim; done",
+        "! rm -rf victim",
+        "FOO=1 rm -rf victim",
+        "\\rm -rf victim",
+        "time rm -rf victim",
+    ],
+)
+def test_a_deny_rule_sees_the_command_inside_what_wraps_it(command: str) -> None:
+    """`bash(rm -rf*)` denies the command in a subshell, a group, an `if` or a loop, after
+    `!`, an assignment, a backslash or `time`; an allow rule still allows none of them."""
+    assert judge(deny=["bash(rm -rf*)"])("bash", command, side_effects=True).outcome == "deny"
+    allowed = judge(allow=["bash(rm -rf*)"])("bash", command, side_effects=True).outcome
+    assert allowed == "ask"

@@ -18,8 +18,13 @@ Rule 4: a bash rule with a wildcard pattern matches a compound command part
         by part. It allows one only if every part (split at ``;``, ``&&``,
         ``||``, ``|``, ``&`` and line ends) matches and nothing is
         substituted (``$(...)``, backquotes); it denies or asks if any part
-        matches. So ``bash(git status*)`` never allows ``git status; rm -rf
-        ~``. A pattern without wildcards allows exactly that command.
+        matches, as it stands or without what wraps its command (a subshell's
+        parentheses, ``!``, ``then``, ``do``, ``time``, assignments, a leading
+        backslash). So ``bash(git status*)`` never allows ``git status; rm -rf
+        ~``, and ``bash(rm -rf*)`` denies ``(rm -rf x)``. A pattern without
+        wildcards allows exactly that command. A shell can say a command in
+        more ways than any pattern foresees (``eval``, variables, scripts):
+        a deny rule is a guard rail, not a sandbox.
 Rule 5: a path is matched relative to the project, normalised
         (``./src/../a.py`` is ``a.py``); an absolute path inside the
         project is made relative first.
@@ -44,6 +49,13 @@ Outcome = Literal["allow", "ask", "deny"]
 _RULE = re.compile(r"(?P<name>[A-Za-z0-9_.*?\[\]-]+)(?:\((?P<pattern>.*)\))?", re.DOTALL)
 _CONTROL = re.compile(r"&&|\|\||[;|&\n]")
 _SUBSTITUTION = re.compile(r"\$\(|`|<\(|>\(")
+_WRAPPING = re.compile(
+    r"^(?:[({!]\s*|\\(?=\w)"
+    r"|(?:if|then|else|elif|do|while|until|time|exec|command|builtin|nohup)\s+"
+    r"|[A-Za-z_][A-Za-z0-9_]*=(?:'[^']*'|\"[^\"]*\"|\S*)\s+)+"
+)
+"""What may stand before a command in a part without being the command: a subshell's or a
+group's opening, ``!``, a keyword of the shell's, an assignment, a backslash."""
 DEFAULT_RULE = "default"
 
 
@@ -95,8 +107,16 @@ class Rule:
                 return False
             return bool(parts) and all(fnmatchcase(part, self.pattern) for part in parts)
         return fnmatchcase(subject.strip(), self.pattern) or any(
-            fnmatchcase(part, self.pattern) for part in parts
+            fnmatchcase(part, self.pattern) or fnmatchcase(_bare(part), self.pattern)
+            for part in parts
         )
+
+
+def _bare(part: str) -> str:
+    """A part of a command line without what wraps its command: ``(rm -rf x)``,
+    ``then rm -rf x``, ``! rm -rf x``, ``FOO=1 rm -rf x`` and ``\\rm -rf x`` are ``rm -rf
+    x`` to a rule that denies or asks (Rule 4)."""
+    return _WRAPPING.sub("", part).rstrip(" )}")
 
 
 def parse_rules(rules: Iterable[str]) -> tuple[Rule, ...]:
