@@ -12,7 +12,10 @@ Rule 2: nothing it starts outlives the call. When the shell exits, what it
         SIGKILL of it: every group holds the read end of a pipe whose only
         writer is this process (the leash), and a watcher in the group kills
         the group when the pipe ends, which the kernel does when this
-        process dies, however it dies. (The parent-death signal of Linux
+        process dies, however it dies (its group: a job the shell put in a
+        group of its own, after ``set -m``, is stopped when the shell exits
+        or the call is stopped, not when this process is killed). (The
+        parent-death signal of Linux
         would follow the thread that started the command, and trio starts
         commands from worker threads that come and go.) A program that
         leaves its group on purpose (``setsid``) leaves the leash too.
@@ -48,11 +51,11 @@ TERM_GRACE = 1.0
 _leash: tuple[int, int] | None = None
 
 # $1 is the command. The watcher waits for the leash (fd {fd}) to end, which happens
-# only when this process dies, then kills the session (its jobs in groups of their own,
-# where pkill is installed) and the group; the command itself runs with the leash
-# closed, as the group's leader.
+# only when this process dies, then kills the group (at once, itself included: nothing
+# the group forks meanwhile escapes); the command itself runs with the leash closed,
+# as the group's leader.
 _WRAPPER = """\
-{{ read -r -u {fd} _; pkill -KILL -s $$; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
+{{ read -r -u {fd} _; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
 exec {fd}<&-
 exec /bin/bash -c "$1"
 """
