@@ -88,6 +88,9 @@ async def test_cluster_session_answers_like_in_process(
     async with amplifier.open_runtime(home=home, cwd=project, cluster="auto", hosts=2) as rt:
         async with rt.open_session() as remote:
             reply = await remote.ask(DELEGATING)
+            # An end no metadata can hold is refused before the close, on a host as here.
+            with pytest.raises(amplifier.UsageError, match="'bogus' is not one of"):
+                await remote.close(status="bogus")  # type: ignore[arg-type]
         remote_events = await _tree_events(rt, remote)
         listed = {row.session_id for row in await rt.sessions()}
     assert _without_ids(reply.text) == _without_ids(expected)

@@ -250,6 +250,7 @@ EXPORTED = {
         "LocalRuntime",
         "LocalSession",
         "agent_slug",
+        "check_end",
         "check_prompt",
         "is_child_id",
         "is_root_id",

@@ -57,7 +57,13 @@ from amplifier.runtime import (
     TurnCancelled,
     TurnFailed,
 )
-from amplifier.runtime.lowlevel import EventBus, LocalRuntime, check_prompt, open_local_runtime
+from amplifier.runtime.lowlevel import (
+    EventBus,
+    LocalRuntime,
+    check_end,
+    check_prompt,
+    open_local_runtime,
+)
 
 from . import _ray
 from ._bridge import call, unwrapped
@@ -165,6 +171,7 @@ class ClusterSession(Session):
         keep_previous: bool = False,
     ) -> None:
         """End the session and wait until its end is written (see ``Session.close``)."""
+        check_end(status, error)  # before anything: a close is not taken back
         if self._closed:
             return
         self._closed = True

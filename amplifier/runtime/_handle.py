@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, assert_never, get_args
+from typing import TYPE_CHECKING, assert_never
 
 import anyio
 
-from amplifier._errors import UsageError
 from amplifier.persistence import EndStatus, SessionLocation, SessionMetadata
 
 from ._bus import Subscription
 from ._exceptions import TurnCancelled, TurnFailed
-from ._labels import attribute_changes, text
+from ._labels import attribute_changes, check_end
 from ._lifecycle import SessionState
 from ._messages import Answered, Cancelled, Failed, Reply, check_prompt
 from ._protocols import Session
 
 if TYPE_CHECKING:
     from ._actor import SessionActor
-
-END_STATUSES: tuple[str, ...] = get_args(EndStatus)
 
 
 class LocalSession(Session):
@@ -85,12 +82,7 @@ class LocalSession(Session):
         error: str | None = None,
         keep_previous: bool = False,
     ) -> None:
-        if status not in END_STATUSES:
-            raise UsageError(
-                f"status {status!r} is not one of {', '.join(map(repr, END_STATUSES))}"
-            )
-        if error is not None:
-            text(error, "a session's error")
+        check_end(status, error)
         self._actor.close_mailbox(status, error, keep_previous=keep_previous)
         await self._actor.wait_ended()
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import get_args
 
 from amplifier._errors import UsageError
+from amplifier.persistence import EndStatus
 
 MAX_NAME = 120
 MAX_TAG = 40
@@ -29,6 +31,18 @@ def text(value: object, what: str) -> str:
     except UnicodeEncodeError:
         raise UsageError(f"{what} holds text that UTF-8 cannot hold: {value!r}") from None
     return value
+
+
+def check_end(status: object, error: object) -> None:
+    """``UsageError`` unless ``status`` is an end a session can record (``completed``,
+    ``cancelled``, ``failed``) and ``error`` is None or text UTF-8 can hold: checked before
+    a close, which is not taken back once asked."""
+    if status not in get_args(EndStatus):
+        raise UsageError(
+            f"status {status!r} is not one of {', '.join(map(repr, get_args(EndStatus)))}"
+        )
+    if error is not None:
+        text(error, "a session's error")
 
 
 def clean_attributes(values: Mapping[str, object]) -> dict[str, str]:

@@ -10,6 +10,7 @@ from ._bus import EventBus
 from ._children import ChildLauncher, ChildOutcome, ChildRun, Launch
 from ._handle import LocalSession
 from ._ids import agent_slug, is_child_id, is_root_id, new_child_id, new_root_id, span_of
+from ._labels import check_end
 from ._lifecycle import ALLOWED, Lifecycle
 from ._messages import check_prompt
 from ._runtime import LocalRuntime, open_local_runtime, plan_cleanup, run_child
@@ -25,6 +26,7 @@ __all__ = [
     "LocalRuntime",
     "LocalSession",
     "agent_slug",
+    "check_end",
     "check_prompt",
     "is_child_id",
     "is_root_id",
