@@ -928,3 +928,12 @@ def test_a_project_directory_that_is_not_utf8_is_a_usage_error(
     assert "is not a UTF-8 path" in result.stderr
     assert "caf\\xe9" in result.stderr
     assert not session_dirs(home)
+
+
+def test_a_name_with_a_joined_emoji_finds_its_session(home: Path) -> None:
+    """A name holding a character that is text but not "printable" to Python (the joiner
+    of an emoji sequence) still finds its session."""
+    session = new_session("hello")
+    name = "\U0001f469\u200d\U0001f4bb fix"
+    cli("session", "rename", session, name)
+    assert session in cli("session", "show", name).stdout

@@ -128,8 +128,8 @@ def _named(
     Without a usable index, only with ``scan`` are all metadata files read
     (the last resort of a lookup, not its first step).
     """
-    if not name.strip() or not home.is_dir() or not name.isprintable():
-        return None  # no name holds what is not text (a lone surrogate, a control character)
+    if not name.strip() or not home.is_dir() or not _storable(name):
+        return None  # no name holds what UTF-8 cannot (a lone surrogate)
     candidates = index_query(home, lambda db: index_name(db, home, name))
     if candidates is None:
         if not scan:
@@ -152,3 +152,11 @@ def _named(
     if matches:
         raise AmbiguousSessionId(name, sorted(m.session_id for m in (here or matches)))
     return None
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
