@@ -8,6 +8,8 @@ it holds. The log is read once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ._exceptions import CorruptSession
 from ._paths import SessionLocation
 from ._reader import iter_events, load_transcript, read_metadata
@@ -22,10 +24,13 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
     except CorruptSession as damage:
         start: EventRecord | None = None
         children: list[str] = []
+        prompts: list[EventRecord] = []
         for event in iter_events(location):
             # Ours only: another tool's log may hold a session:start of its own (no seq).
             if event.event == "session:start" and event.seq is not None and start is None:
                 start = event
+            elif _our_prompt(event):
+                prompts.append(event)
             elif (
                 event.event == "delegate:start"
                 and event.data.get("child_id")
@@ -37,7 +42,8 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
                 location.session_id, f"{damage.reason}; no session:start to rebuild from"
             ) from None
         data = start.data
-        messages, turns, last_prompt = recount(location)
+        turns, last_prompt = _prompted(prompts)
+        messages = _messages(location)
         parent_id = data.get("parent_id")
         depth = data.get("depth")
         rebuilt = SessionMetadata(
@@ -63,12 +69,24 @@ def recount(location: SessionLocation) -> tuple[int, int, str | None]:
     """The session's messages (the transcript's), turns and last prompt (its log's
     ``prompt:submit``), counted from its files: what its metadata says of them when it
     was cut off before writing them (a sub-session's are written at its close)."""
+    turns, last_prompt = _prompted(e for e in iter_events(location) if _our_prompt(e))
+    return _messages(location), turns, last_prompt
+
+
+def _our_prompt(event: EventRecord) -> bool:
+    return event.event == "prompt:submit" and event.seq is not None  # ours: stamped
+
+
+def _prompted(prompts: Iterable[EventRecord]) -> tuple[int, str | None]:
+    """How many turns these ``prompt:submit`` events began, and the last one's prompt."""
     turns = 0
     last_prompt: str | None = None
-    for event in iter_events(location):
-        if event.event == "prompt:submit" and event.seq is not None:  # ours (seq)
-            turns += 1
-            prompt = event.data.get("prompt")
-            last_prompt = prompt if isinstance(prompt, str) else last_prompt
-    messages = sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
-    return messages, turns, last_prompt
+    for event in prompts:
+        turns += 1
+        prompt = event.data.get("prompt")
+        last_prompt = prompt if isinstance(prompt, str) else last_prompt
+    return turns, last_prompt
+
+
+def _messages(location: SessionLocation) -> int:
+    return sum(1 for m in load_transcript(location) if m.role in ("user", "assistant"))
