@@ -48,7 +48,8 @@ from amplifier.runtime import PromptSubmitted, Runtime
 
 from ._diffs import decode, diff_texts
 from ._events import FileChange, ForeignEvent, SessionRewound, ToolFinished, read_event
-from ._exceptions import AgentError
+from ._exceptions import AgentError, ToolFailed
+from ._tools import confine
 from ._write_tools import replace_file
 
 FileState = Literal["created", "modified", "removed", "unchanged"]
@@ -97,9 +98,7 @@ class History:
         paths: dict[str, list[Transition]] = {}
         for transition in self.transitions:
             paths.setdefault(transition.change.path, []).append(transition)
-        return {
-            path: chain for path, chain in paths.items() if any(t.seq >= since for t in chain)
-        }
+        return {path: chain for path, chain in paths.items() if any(t.seq >= since for t in chain)}
 
     def bash_since(self, since: int) -> int:
         return sum(1 for seq in self.bash_calls if seq >= since)
@@ -441,10 +440,12 @@ OUTSIDE = "it leads outside the project now (through a link); not followed"
 
 def _leads_outside(project: Path, path: str) -> bool:
     """The project's ``path`` resolves (through a link made since) outside the project:
-    neither read nor written, as the file tools would refuse it."""
-    root = os.path.realpath(project)
-    resolved = os.path.realpath(os.path.join(root, path))
-    return resolved != root and not resolved.startswith(root.rstrip("/") + "/")
+    neither read nor written, as the file tools refuse it (``confine``)."""
+    try:
+        confine(Path(os.path.realpath(project)), path)
+    except ToolFailed:
+        return True
+    return False
 
 
 def _current(project: Path, path: str) -> bytes | None:
