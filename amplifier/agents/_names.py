@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 from ._exceptions import ConfigError, ConfigWarning
@@ -40,21 +40,34 @@ def _spec_problem(
     spec: AgentSpec, catalog: AgentCatalog, tools: Collection[str]
 ) -> ConfigError | None:
     path = Path(spec.source)
+    for key, message in _unknown_in_spec(spec, catalog, tools):
+        return ConfigError(message, path=path, line=_spec_line(path, key))
+    return None
+
+
+def _unknown_in_spec(
+    spec: AgentSpec, catalog: AgentCatalog, tools: Collection[str]
+) -> Iterator[tuple[tuple[str, int], str]]:
+    """Each tool or agent ``spec`` names that does not exist: where in the spec, and what."""
     for index, tool in enumerate(spec.tools):
         if not _known_tool(tool, tools):
-            return ConfigError(
-                f"tools: unknown tool {tool!r}; available: {_listed(tools)}",
-                path=path,
-                line=_spec_line(path, ("tools", index)),
-            )
+            yield ("tools", index), f"tools: unknown tool {tool!r}; available: {_listed(tools)}"
     for index, agent in enumerate(spec.agents):
         if not catalog.known(agent):
-            return ConfigError(
+            yield (
+                ("agents", index),
                 f"agents: unknown agent {agent!r}; available: {_listed(catalog.names)}",
-                path=path,
-                line=_spec_line(path, ("agents", index)),
             )
-    return None
+
+
+def _rules_naming_no_tool(
+    permissions: Permissions, tools: Collection[str]
+) -> Iterator[tuple[str, int, str]]:
+    """Each rule of ``permissions`` that names no tool: its kind, its index, its text."""
+    for kind in ("allow", "ask", "deny"):
+        for index, text in enumerate(getattr(permissions, kind)):
+            if not _known_tool(Rule.parse(text).name, tools):
+                yield kind, index, text
 
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -84,11 +97,8 @@ def check_given_rules(permissions: Permissions, tools: Collection[str]) -> None:
     """Raise ``ConfigError`` for a rule given to ``open_runtime`` (``--allow``, ``--deny``) that
     names no tool, as the same rule in a profile does: it would match nothing, and a
     misspelt deny would protect nothing without a word."""
-    for kind in ("allow", "ask", "deny"):
-        for text in getattr(permissions, kind):
-            name = Rule.parse(text).name
-            if not _known_tool(name, tools):
-                raise ConfigError(f"{kind} {text!r} names no tool; available: {_listed(tools)}")
+    for kind, _, text in _rules_naming_no_tool(permissions, tools):
+        raise ConfigError(f"{kind} {text!r} names no tool; available: {_listed(tools)}")
 
 
 def check_given_agents(
@@ -97,17 +107,8 @@ def check_given_agents(
     """Raise ``ConfigError`` for an agent given to ``open_runtime`` that names a tool or an
     agent that does not exist: the program's to fix, not a file to set aside."""
     for spec in agents:
-        for tool in spec.tools:
-            if not _known_tool(tool, tools):
-                raise ConfigError(
-                    f"agent {spec.name!r}: unknown tool {tool!r}; available: {_listed(tools)}"
-                )
-        for agent in spec.agents:
-            if not catalog.known(agent):
-                raise ConfigError(
-                    f"agent {spec.name!r}: unknown agent {agent!r}; "
-                    f"available: {_listed(catalog.names)}"
-                )
+        for _, message in _unknown_in_spec(spec, catalog, tools):
+            raise ConfigError(f"agent {spec.name!r}: {message}")
 
 
 def check_profile(
@@ -123,16 +124,13 @@ def check_profile(
                     ("tools", rule, index),
                     f"tools.{rule}: unknown tool {tool!r}; available: {_listed(tools)}",
                 )
-    for kind in ("allow", "ask", "deny"):
-        for index, text in enumerate(getattr(profile.permissions, kind)):
-            name = Rule.parse(text).name  # parsed when the profile loaded
-            if not _known_tool(name, tools):
-                raise _profile_error(
-                    catalog,
-                    profile,
-                    ("permissions", kind, index),
-                    f"permissions.{kind}: {text!r} names no tool; available: {_listed(tools)}",
-                )
+    for kind, index, text in _rules_naming_no_tool(profile.permissions, tools):
+        raise _profile_error(
+            catalog,
+            profile,
+            ("permissions", kind, index),
+            f"permissions.{kind}: {text!r} names no tool; available: {_listed(tools)}",
+        )
     if not agents.known(profile.agent):
         raise _profile_error(
             catalog,
