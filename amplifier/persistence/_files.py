@@ -121,20 +121,21 @@ class NotAFile(OSError):
     """A session file's path holds something else: a folder, a FIFO, a device."""
 
 
-def open_to_read(path: str | Path) -> int:
-    """A descriptor of the file at ``path``, for reading: never through a symbolic link
-    (Rule 1 of ``_paths``), and never blocking on, or reading, what is not a regular
-    file (``NotAFile``): a FIFO in a session's folder would hold its reader for ever."""
+def open_to_read(path: str | Path) -> tuple[int, os.stat_result]:
+    """A descriptor of the file at ``path``, for reading, and what ``fstat`` says of it:
+    never through a symbolic link (Rule 1 of ``_paths``), and never blocking on, or
+    reading, what is not a regular file (``NotAFile``): a FIFO in a session's folder
+    would hold its reader for ever."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        mode = os.fstat(fd).st_mode
+        info = os.fstat(fd)
     except BaseException:
         os.close(fd)
         raise
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise NotAFile(f"{path}: not a file")
-    return fd
+    return fd, info
 
 
 def _warn_not_a_file(exc: NotAFile) -> None:
@@ -144,22 +145,18 @@ def _warn_not_a_file(exc: NotAFile) -> None:
 
 
 def _size_and_identity(path: Path) -> tuple[int, tuple[int, int]]:
-    fd = open_to_read(path)
-    try:
-        info = os.fstat(fd)
-    finally:
-        os.close(fd)
+    fd, info = open_to_read(path)
+    os.close(fd)
     return info.st_size, (info.st_dev, info.st_ino)
 
 
 def _read_at(path: Path, offset: int, size: int, identity: tuple[int, int]) -> bytes:
     """Up to ``size`` bytes at ``offset``; nothing if ``path`` is no longer the file it was."""
     try:
-        fd = open_to_read(path)
+        fd, info = open_to_read(path)
     except FileNotFoundError:
         return b""
     try:
-        info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != identity:
             return b""
         return os.pread(fd, size, offset)
@@ -169,7 +166,7 @@ def _read_at(path: Path, offset: int, size: int, identity: tuple[int, int]) -> b
 
 def read_file(path: Path) -> bytes:
     """The bytes of a session file, never through a symbolic link (Rule 1 of ``_paths``)."""
-    fd = open_to_read(path)
+    fd, _ = open_to_read(path)
     try:
         chunks = []
         while chunk := os.read(fd, 1 << 20):
@@ -204,12 +201,17 @@ def set_aside_torn_tail(path: Path) -> Path | None:
     except IsADirectoryError:
         set_aside(path)  # its records are written anew from the events' journal
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device
+    try:
+        info = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, a device
         os.close(fd)
         set_aside(path)
         return None
     try:
-        size = os.fstat(fd).st_size
+        size = info.st_size
         keep = _complete_end(fd, size)
         if keep == size:
             return None
@@ -242,14 +244,14 @@ def iter_lines_backwards(path: Path) -> Iterator[bytes]:
 def lines_backwards(path: Path) -> Iterator[tuple[int, bytes]]:
     """``iter_lines_backwards`` with each line's offset in the file."""
     try:
-        fd = open_to_read(path)
+        fd, info = open_to_read(path)
     except FileNotFoundError:
         return
     except NotAFile as exc:
         _warn_not_a_file(exc)
         return
     try:
-        position = _complete_end(fd, os.fstat(fd).st_size)
+        position = _complete_end(fd, info.st_size)
         carry = b""  # the end of a line whose beginning lies further back
         while position > 0:
             start = max(0, position - _TAIL_CHUNK)
@@ -273,7 +275,7 @@ def lines_backwards(path: Path) -> Iterator[tuple[int, bytes]]:
 def first_line(path: Path) -> bytes | None:
     """The first complete line of ``path`` (None if it has none)."""
     try:
-        fd = open_to_read(path)
+        fd, _ = open_to_read(path)
     except FileNotFoundError:
         return None
     except NotAFile as exc:
