@@ -172,8 +172,8 @@ def _signal_group(group: int, signum: signal.Signals) -> None:
 def _in_session(session: int) -> list[int]:
     """The processes of ``session`` (Linux's ``/proc``; none found elsewhere)."""
     found = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
             if entry.name.isdigit():
                 with contextlib.suppress(OSError):
                     if os.getsid(int(entry.name)) == session:
