@@ -187,9 +187,13 @@ def test_ctrl_c_at_a_question_withdraws_it(home: Path, project: Path, backend: s
 def test_sigkill_mid_command_leaves_no_process_and_resume_repairs_the_call(
     home: Path, project: Path, backend: str
 ) -> None:
-    """Killing amplifier with SIGKILL mid-command kills the command and its children; the
-    call was on record before it ran, and resume answers it "interrupted; outcome unknown"."""
-    command = "sleep 300 & echo $! > bg.pid; echo $$ > sh.pid; sleep 300"
+    """Killing amplifier with SIGKILL mid-command kills the command and its children, a job
+    the shell put in a group of its own (``set -m``) too; the call was on record before it
+    ran, and resume answers it "interrupted; outcome unknown"."""
+    command = (
+        "set -m; sleep 300 & echo $! > job.pid; set +m; "
+        "sleep 300 & echo $! > bg.pid; echo $$ > sh.pid; sleep 300"
+    )
     process = subprocess.Popen(
         [str(AMPLIFIER), "run", "--yes", tool("bash", command=command)],
         cwd=project,
@@ -205,7 +209,7 @@ def test_sigkill_mid_command_leaves_no_process_and_resume_repairs_the_call(
     time.sleep(0.1)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    for name in ("bg.pid", "sh.pid"):
+    for name in ("job.pid", "bg.pid", "sh.pid"):
         assert wait_gone(int((project / name).read_text())), f"{name} survived"
     # The killed run's folder may not be built yet (its records are in its journal, and
     # the files follow within the write-behind's delay): continuing replays the journal.

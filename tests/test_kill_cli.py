@@ -186,11 +186,13 @@ PROMPTS = (
             '/tool edit_file {"file_path": "notes.txt", "old_string": "remember", '
             '"new_string": "note"}',
             '/tool bash {"command": "ls src"}',
+            f'/tool bash {{"command": "set -m; {LEFT_RUNNING} & echo started"}}',
         ]
     ),
 )
 """Offline-provider prompts: concurrent delegations, nested ones, tool calls (one refused),
-files written and edited, commands run (one leaves a process running, to be stopped)."""
+files written and edited, commands run (two leave a process running, to be stopped: one in
+the command's process group, one in a group of its own)."""
 
 PROJECT_FILES = {
     "README.md": "# Demo\n\nx marks the spot.\n",

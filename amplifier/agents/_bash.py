@@ -12,9 +12,9 @@ Rule 2: nothing it starts outlives the call. When the shell exits, what it
         SIGKILL of it: every group holds the read end of a pipe whose only
         writer is this process (the leash), and a watcher in the group kills
         the group when the pipe ends, which the kernel does when this
-        process dies, however it dies (its group: a job the shell put in a
-        group of its own, after ``set -m``, is stopped when the shell exits
-        or the call is stopped, not when this process is killed). (The
+        process dies, however it dies; a second watcher, in a group of its
+        own, kills every other group of the command's session (a job the
+        shell put in a group of its own, after ``set -m``). (The
         parent-death signal of Linux
         would follow the thread that started the command, and trio starts
         commands from worker threads that come and go.) A program that
@@ -50,12 +50,30 @@ TERM_GRACE = 1.0
 
 _leash: tuple[int, int] | None = None
 
-# $1 is the command. The watcher waits for the leash (fd {fd}) to end, which happens
-# only when this process dies, then kills the group (at once, itself included: nothing
-# the group forks meanwhile escapes); the command itself runs with the leash closed,
-# as the group's leader.
+# $1 is the command. Two watchers wait for the leash (fd {fd}) to end, which happens only
+# when this process dies. The first, in the command's group, kills that group (at once,
+# itself included: nothing the group forks meanwhile escapes). The second, in a group of
+# its own (set -m), kills every other group of the session ($$: the wrapper leads both),
+# a job after `set -m`, each group at once, until a pass over /proc finds none left
+# (zombies aside; at most 100 passes). The command runs with the leash closed, as the
+# leader of the first group.
 _WRAPPER = """\
 {{ read -r -u {fd} _; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
+set -m
+{{ read -r -u {fd} _
+  for _ in {{1..100}}; do
+    found=
+    for stat in /proc/[0-9]*/stat; do
+      read -r line < "$stat" || continue
+      fields=(${{line##*) }})
+      [[ ${{fields[3]}} == $$ && ${{fields[2]}} != "$BASHPID" && ${{fields[0]}} != [ZX] ]] ||
+        continue
+      kill -KILL -- "-${{fields[2]}}"; found=1
+    done
+    [[ $found ]] || break
+    sleep 0.01
+  done; }} </dev/null >/dev/null 2>&1 &
+set +m
 exec {fd}<&-
 exec /bin/bash -c "$1"
 """
