@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,14 +15,20 @@ from amplifier.persistence._index import index_path
 from amplifier.persistence._search import index_transcript_lines
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
-from .helpers import session_dirs
+from .helpers import session_dirs, until
 
 
 def _generation(home: Path) -> int:
+    return _state(home, "generation")
+
+
+def _state(home: Path, key: str) -> int:
     db = sqlite3.connect(index_path(home))
     try:
-        row = db.execute("SELECT value FROM search_state WHERE key = 'generation'").fetchone()
+        row = db.execute("SELECT value FROM search_state WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 0
+    except sqlite3.OperationalError:  # not created yet
+        return 0
     finally:
         db.close()
 
@@ -115,3 +122,35 @@ async def test_a_query_is_text_whatever_it_holds(home: Path, project: Path) -> N
     assert [hit.session_id for hit in once] == [session.id, session.id]
     assert [(hit.seq, hit.snippet) for hit in with_nul] == [(hit.seq, hit.snippet) for hit in once]
     assert [(hit.seq, hit.snippet) for hit in repeated] == [(hit.seq, hit.snippet) for hit in once]
+
+
+async def test_a_cancelled_search_stops_its_work(home: Path, project: Path) -> None:
+    """The first search of a large store indexes every transcript: cancelled (Ctrl-C, a
+    deadline), it stops part-way instead of running on in its thread to the end, and the
+    next search builds the index whole and finds what is there."""
+    async with open_runtime(cwd=project, durability="none") as rt:
+        async with rt.open_session() as session:
+            await session.ask("the walrus")
+    transcript = session_dirs(home)[session.id] / "transcript.jsonl"
+    line = json.loads(transcript.read_text().splitlines()[0])
+    with transcript.open("a") as file:
+        for n in range(60_000):
+            line["seq"] = 100 + n
+            line["content"] = f"line {n}: the quick brown fox and walrus number {n % 977}"
+            file.write(json.dumps(line) + "\n")
+    index_path(home).unlink()
+    async with open_runtime(cwd=project, durability="none") as rt:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+
+                async def search() -> None:
+                    await rt.search("walrus")
+                    pytest.fail("the search ran to its end")
+
+                tg.start_soon(search)
+                await until(lambda: _generation(home) > 0)  # the rebuild has begun
+                tg.cancel_scope.cancel()
+        assert _state(home, "built") == 0
+        hits = await rt.search("number 976", limit=200)
+    assert len(hits) == 61  # n % 977 == 976 for n below 60,000
+    assert _state(home, "built") > 0

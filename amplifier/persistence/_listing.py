@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from anyio import from_thread
+
 from ._exceptions import (
     CorruptSession,
     PersistenceError,
@@ -39,6 +41,10 @@ from ._reader import read_metadata
 from ._records import SessionMetadata
 from ._search import SearchHit, parse_query, rebuild_search, search_built
 from ._search import search as search_index
+
+_CANCEL_STEPS = 10_000
+"""SQLite virtual-machine steps between two checks of a search's cancellation (about a
+millisecond of work)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +220,7 @@ def search_sessions(
         return []
 
     def searched(db: sqlite3.Connection) -> list[SearchHit]:
+        _stop_when_cancelled(db)
         if not search_built(db):
             rebuild_search(home, db)
         return search_index(db, home, text, project=project, limit=limit)
@@ -236,6 +243,30 @@ def search_sessions(
             return searched(rebuilt)
     except sqlite3.Error as exc:
         raise PersistenceError(f"the session index cannot be searched: {exc}") from exc
+
+
+def _stop_when_cancelled(db: sqlite3.Connection) -> None:
+    """In a worker thread of anyio, let the cancellation of the task waiting for it (Ctrl-C,
+    a deadline, a closing Runtime) interrupt ``db``'s statements: the first search of a
+    large store indexes every transcript, which a thread would otherwise run to its end.
+    SQLite asks every ``_CANCEL_STEPS`` steps; interrupted, a statement raises
+    ``sqlite3.OperationalError`` (what it did is rolled back, and an index rebuild left
+    unfinished is done again by the next search)."""
+    try:
+        from_thread.check_cancelled()
+    except RuntimeError:  # called outside a worker thread: nothing can cancel it
+        return
+    except BaseException:  # cancelled already: the first statement stops
+        pass
+
+    def cancelled() -> bool:
+        try:
+            from_thread.check_cancelled()
+        except BaseException:
+            return True
+        return False
+
+    db.set_progress_handler(cancelled, _CANCEL_STEPS)
 
 
 def _is_session_name(name: str) -> bool:

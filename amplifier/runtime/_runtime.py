@@ -257,9 +257,13 @@ class LocalRuntime(Runtime):
     ) -> list[SearchHit]:
         project = None if all_projects else self.project
         await self._store.flush()
-        return await self._store.read(
-            lambda: search_sessions(self.home, text, project=project, limit=limit)
-        )
+        try:
+            return await self._store.read(
+                lambda: search_sessions(self.home, text, project=project, limit=limit)
+            )
+        except PersistenceError:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # interrupted by its cancellation
+            raise
 
     async def rename(self, session_id: str, name: str | None) -> SessionMetadata:
         label = clean_name(name) if name is not None else None
