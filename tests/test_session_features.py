@@ -387,3 +387,29 @@ async def test_a_session_cut_off_before_its_metadata_counts_its_files_when_resum
     counted = metadata(home, session.id)
     assert (counted["message_count"], counted["turns"], counted["last_prompt"]) == (4, 2, "second")
     assert counted["message_count"] == len(transcript(home, session.id))
+
+
+def test_a_session_cut_off_before_its_metadata_is_listed_and_shown_by_its_files(
+    home: Path, project: Path
+) -> None:
+    """A session killed before its metadata was written, and not resumed since: `list` and
+    `show` count its messages, turns and last prompt from its transcript and log, as a
+    resume would, so the two agree with each other and with the files."""
+    first = amp("run", "first", cwd=project, home=home)
+    assert first.returncode == 0, first.stderr
+    second = amp("continue", "second", cwd=project, home=home)
+    assert second.returncode == 0, second.stderr
+    (session_id,) = session_dirs(home)
+    stale = metadata(home, session_id)
+    stale.update(status="active", message_count=2, turns=1, turn_count=1, last_prompt="first")
+    (session_dirs(home)[session_id] / "metadata.json").write_bytes(orjson.dumps(stale))
+    listed = amp("session", "list", "--json", cwd=project, home=home)
+    (row,) = orjson.loads(listed.stdout)
+    assert row["status"] == "interrupted"
+    counted = row["metadata"]
+    assert (counted["message_count"], counted["turns"], counted["last_prompt"]) == (4, 2, "second")
+    assert counted["message_count"] == len(transcript(home, session_id))
+    shown = amp("session", "show", session_id, cwd=project, home=home).stdout
+    assert "Messages:  4 (prompts and answers)    Turns: 2" in shown
+    table = amp("session", "list", cwd=project, home=home).stdout
+    assert "second" in table

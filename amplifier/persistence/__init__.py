@@ -46,7 +46,7 @@ from ._reader import (
     merge_events,
     read_metadata,
 )
-from ._rebuild import read_or_rebuild_metadata, recount
+from ._rebuild import count_from_files, read_or_rebuild_metadata
 from ._records import (
     Durability,
     EndStatus,
@@ -89,6 +89,7 @@ __all__ = [
     "TranscriptRecord",
     "WriteFailed",
     "all_projects",
+    "count_from_files",
     "directory_names",
     "existing_children",
     "find_session",
@@ -105,7 +106,6 @@ __all__ = [
     "read_kept",
     "read_metadata",
     "read_or_rebuild_metadata",
-    "recount",
     "resolve_home_and_cwd",
     "search_sessions",
     "session_tree",

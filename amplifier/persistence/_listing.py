@@ -38,6 +38,7 @@ from ._paths import (
     validate_session_id,
 )
 from ._reader import read_metadata
+from ._rebuild import count_from_files
 from ._records import SessionMetadata
 from ._search import SearchHit, parse_query, rebuild_search, search_built
 from ._search import search as search_index
@@ -92,8 +93,12 @@ def all_projects(home: Path) -> list[str]:
 
 
 def summarize(location: SessionLocation) -> SessionSummary:
+    """The session's row; one cut off (active, its process gone) counts its files."""
     try:
-        return SessionSummary(location, read_metadata(location))
+        meta = read_metadata(location)
+        if meta.status == "active" and holder(location) is None:
+            count_from_files(meta, location)
+        return SessionSummary(location, meta)
     except CorruptSession as exc:
         return SessionSummary(location, None, problem=exc.reason)
     except SessionNotFound:

@@ -73,6 +73,14 @@ def recount(location: SessionLocation) -> tuple[int, int, str | None]:
     return _messages(location), turns, last_prompt
 
 
+def count_from_files(meta: SessionMetadata, location: SessionLocation) -> None:
+    """Give ``meta`` the messages, turns and last prompt its files hold: a session cut off
+    (a crash, a kill) said more after its metadata was last written than that says."""
+    messages, turns, last_prompt = recount(location)
+    meta.message_count, meta.turns = messages, max(meta.turns, turns)
+    meta.last_prompt = last_prompt if last_prompt is not None else meta.last_prompt
+
+
 def _our_prompt(event: EventRecord) -> bool:
     return event.event == "prompt:submit" and event.seq is not None  # ours: stamped
 

@@ -55,11 +55,11 @@ from amplifier.persistence import (
     SessionStatus,
     SessionWriter,
     Store,
+    count_from_files,
     existing_children,
     load_message_tail,
     load_transcript,
     read_or_rebuild_metadata,
-    recount,
     validate_session_id,
 )
 from amplifier.persistence.lowlevel import EncodedData, encode_data
@@ -327,9 +327,7 @@ class SessionActor:
         if meta.status == "active" and not repaired:
             # Cut off (a crash, a kill): what it said after its metadata was last written
             # is in its files, which are counted instead.
-            counted = await store.read(recount, self.location)
-            meta.message_count, meta.turns = counted[0], max(meta.turns, counted[1])
-            meta.last_prompt = counted[2] if counted[2] is not None else meta.last_prompt
+            await store.read(count_from_files, meta, self.location)
         _, dropped = await store.read(existing_children, self.location, meta.children)
         meta.children = [child for child in meta.children if child not in dropped]
         # The session's own profile, configuration taken as it is NOW: an
