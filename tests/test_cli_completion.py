@@ -16,7 +16,7 @@ import amplifier
 from amplifier.cli import _slash
 from amplifier.cli._complete import complete_agent, complete_profile, complete_session
 from amplifier.cli._interactive import Names
-from amplifier.cli._mentions import MAX_BYTES, attach
+from amplifier.cli._mentions import MAX_BYTES, attach, complete_path
 
 from .test_cli_interactive import AMPLIFIER
 
@@ -223,3 +223,21 @@ def test_mention_of_a_binary_file_is_not_attached(tmp_path: Path) -> None:
     (tmp_path / "image.png").write_bytes(b"\x89PNG\x00\x00")
     result = attach("@image.png", tmp_path)
     assert (result.attached, result.notes) == ([], ["@image.png: not a text file; not attached"])
+
+
+@pytest.mark.timeout(10)
+def test_mention_of_what_no_file_can_be_named_or_a_fifo_is_not_attached(tmp_path: Path) -> None:
+    """A name too long for the file system, or holding a NUL, names nothing: left as typed.
+    A FIFO is not read (that would wait for a writer for ever): not attached, with a note.
+    Completing such a name offers nothing."""
+    os.mkfifo(tmp_path / "pipe")
+    long = "a" * 300
+    result = attach(f"see @{long} and @a\x00b and @pipe", tmp_path)
+    assert result.prompt == f"see @{long} and @a\x00b and @pipe"
+    assert result.notes == [
+        f"@{long}: no such file in the project; left as typed",
+        "@a\x00b: no such file in the project; left as typed",
+        "@pipe: not a regular file; not attached",
+    ]
+    assert complete_path("a\x00b/", tmp_path) == []
+    assert complete_path(long + "/", tmp_path) == []

@@ -10,6 +10,7 @@ tests/test_cli_interactive.py; what the commands do is the same on both
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from collections.abc import Iterator
@@ -485,3 +486,28 @@ def test_one_turn_at_a_terminal_never_loads_the_line_editor(project: Path, home:
     child.close()
     assert "You asked: hi" in out
     assert "prompt_toolkit" not in out
+
+
+def test_what_the_terminal_types_is_a_prompt_whatever_its_bytes(project: Path, home: Path) -> None:
+    """Bytes that are not UTF-8 become U+FFFD and the prompt is answered; a mention of a
+    FIFO is not read (which would wait for ever), and one of a name too long for any file
+    stays as typed: each prompt is answered and the program goes on."""
+    os.mkfifo(project / "pipe")
+    long = "a" * 300
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        session_id = term.session_id()
+        term.prompt()
+        os.write(term.child.child_fd, b"ab\xffcd" + ENTER.encode())
+        term.see("This session has seen 1 prompt(s)")
+        term.prompt()
+        term.send("look at @pipe")
+        term.see("@pipe: not a regular file; not attached")
+        term.see("This session has seen 2 prompt(s)")
+        term.prompt()
+        term.send(f"and @{long}")
+        term.see("no such file in the project; left as typed")
+        term.see("This session has seen 3 prompt(s)")
+        term.prompt()
+        term.send("/exit")
+        assert term.leave() == 0
+    assert prompts(home, session_id) == ["ab\ufffdcd", "look at @pipe", f"and @{long}"]

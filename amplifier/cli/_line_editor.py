@@ -39,6 +39,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from amplifier.agents._redact import COMMON_PATTERNS, Redactor
 
+from ._input import lenient
 from ._interactive import Read
 
 _EXIT_WAIT = 2.0
@@ -132,7 +133,8 @@ class LineEditor:
 
         def read() -> Read:
             try:
-                return ("line", session.prompt(prompt))
+                # The terminal's bytes that are not UTF-8 come as surrogates: U+FFFD.
+                return ("line", lenient(session.prompt(prompt)))
             except KeyboardInterrupt:
                 return ("interrupt", None)
             except (EOFError, OSError):

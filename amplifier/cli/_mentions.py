@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,11 @@ def _find(word: str, top: Path) -> tuple[str, Path | None] | None:
     if stripped and stripped != word:
         candidates.append(stripped)
     for name in candidates:
-        path = (top / os.path.expanduser(name)).resolve()
-        if not path.exists():
+        try:
+            path = (top / os.path.expanduser(name)).resolve()
+            if not path.exists():
+                continue
+        except (OSError, ValueError):  # a name too long, a NUL: no file is named so
             continue
         if path != top and top not in path.parents:
             return name, None
@@ -90,16 +94,23 @@ def _find(word: str, top: Path) -> tuple[str, Path | None] | None:
 
 def _block(shown: str, path: Path) -> tuple[str | None, str | None]:
     """The attachment for ``path`` and a note for the person, if any."""
-    if path.is_dir():
-        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-        listed = entries[:MAX_ENTRIES]
-        left = len(entries) - len(listed)
-        more = f"\n[... {left} more entries]" if left else ""
-        return f'<directory path="{shown}">\n' + "\n".join(listed) + more + "\n</directory>", None
     try:
-        with path.open("rb") as file:
+        if path.is_dir():
+            with os.scandir(path) as found:
+                entries = sorted(e.name + ("/" if e.is_dir() else "") for e in found)
+            listed = entries[:MAX_ENTRIES]
+            left = len(entries) - len(listed)
+            more = f"\n[... {left} more entries]" if left else ""
+            listing = "\n".join(listed) + more
+            return f'<directory path="{shown}">\n{listing}\n</directory>', None
+        # Never blocking: a FIFO would hold the prompt until something wrote to it.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None, f"@{shown}: not a regular file; not attached"
             data = file.read(MAX_BYTES + 1)
-        size = path.stat().st_size
+        size = info.st_size
     except OSError as exc:
         return None, f"@{shown}: cannot be read ({exc.strerror or exc}); not attached"
     if b"\0" in data:
@@ -117,13 +128,14 @@ def complete_path(partial: str, root: Path) -> list[tuple[str, bool]]:
     """Names under ``root`` that complete ``partial`` (a mention without its ``@``), each
     with whether it is a directory; hidden ones only when ``partial`` asks for them."""
     folder, _, prefix = partial.rpartition("/")
-    base = (root / folder).resolve() if folder else root.resolve()
-    top = root.resolve()
-    if base != top and top not in base.parents:
-        return []
     try:
-        entries = sorted(os.scandir(base), key=lambda e: e.name)
-    except OSError:
+        base = (root / folder).resolve() if folder else root.resolve()
+        top = root.resolve()
+        if base != top and top not in base.parents:
+            return []
+        with os.scandir(base) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except (OSError, ValueError):  # unreadable, a name too long, a NUL: nothing to offer
         return []
     found = []
     for entry in entries:
