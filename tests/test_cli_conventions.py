@@ -433,3 +433,47 @@ def test_cleanup_at_a_terminal_asks_first(home: Path, project: Path) -> None:
     child.close()
     assert child.exitstatus == 0
     assert real in session_dirs(home)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_failure_inside_a_task_group_is_one_line_like_any_other(
+    backend: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command whose work fails inside a task group (the interactive mode runs in one)
+    ends with one line and its exit code, as when it fails outside one; several failures
+    at once are one line too, never a traceback."""
+    import typer
+
+    from amplifier.cli._running import execute
+
+    monkeypatch.setenv("AMPLIFIER_ASYNC_BACKEND", backend)
+
+    def failing(*errors: BaseException) -> Any:
+        async def main(interrupts: Any) -> None:
+            async with anyio.create_task_group() as tg:
+                for error in errors:
+
+                    async def fail(error: BaseException = error) -> None:
+                        raise error
+
+                    tg.start_soon(fail)
+
+        return main
+
+    cases: list[tuple[tuple[BaseException, ...], int, str]] = [
+        ((ValueError("bad value"),), 1, "Error: internal error: ValueError: bad value"),
+        ((amplifier.UsageError("no such thing"),), 2, "Error: no such thing"),
+        ((OSError(36, "File name too long", "x"),), 1, "Error: File name too long: x"),
+        (
+            (ValueError("one"), ValueError("one")),
+            1,
+            "Error: internal error: 2 errors at once, the first ValueError: one",
+        ),
+    ]
+    for errors, code, said in cases:
+        with pytest.raises(typer.Exit) as ended:
+            execute(failing(*errors))
+        assert ended.value.exit_code == code
+        err = capsys.readouterr().err
+        assert err.startswith(said), err
+        assert len(err.splitlines()) == 1, err

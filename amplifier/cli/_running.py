@@ -167,7 +167,6 @@ def _run_guarded(
     signals: tuple[signal.Signals, ...],
 ) -> None:
     load_api()
-    from amplifier import AmbiguousSessionId, AmplifierError, UsageError
     from amplifier._command import interrupted
 
     if interrupted:  # Ctrl-C while the command line loaded: nothing was done yet
@@ -189,40 +188,61 @@ def _run_guarded(
     try:
         code = anyio.run(guarded, backend=_backend())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except Leave as leave:
-        raise typer.Exit(leave.code) from None
-    except typer.Exit:
-        raise  # a command already said what went wrong
-    except (UsageError, AmbiguousSessionId) as exc:
+    except BaseException as exc:
+        _report(_unwrapped(exc), as_json=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """What ended the command, out of the groups task groups wrap it in: the lone error
+    inside, or an interruption if all there is was one (trio wraps even a lone
+    ``KeyboardInterrupt``); a group of several errors stays one."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = _leaves(exc)
+    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return leaves[0]
+    return leaves[0] if len(leaves) == 1 else exc
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in ``group`` and the groups inside it, in order (never empty)."""
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
+def _report(exc: BaseException, *, as_json: bool) -> NoReturn:
+    """End the command for ``exc``: its exit, or one line saying what went wrong."""
+    from amplifier import AmbiguousSessionId, AmplifierError, UsageError
+
+    if isinstance(exc, Leave):
+        raise typer.Exit(exc.code) from None
+    if isinstance(exc, typer.Exit):
+        raise exc  # a command already said what went wrong
+    if isinstance(exc, UsageError | AmbiguousSessionId):
         fail(str(exc), code=2, as_json=as_json)
-    except AmplifierError as exc:
+    if isinstance(exc, AmplifierError):
         fail(str(exc), code=1, as_json=as_json)
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         fail("interrupted", code=130, as_json=as_json)
-    except BaseExceptionGroup as group:
-        # trio wraps even a lone KeyboardInterrupt raised in a task group.
-        if (
-            group.subgroup(KeyboardInterrupt) is not None
-            and group.split(KeyboardInterrupt)[1] is None
-        ):
-            fail("interrupted", code=130, as_json=as_json)
-        raise
-    except OSError as exc:
+    if isinstance(exc, OSError):
         fail(
             f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
             code=1,
             as_json=as_json,
         )
-    except Exception as exc:
-        if Debug.on():
-            traceback.print_exc()
-        fail(
-            f"internal error: {type(exc).__name__}: {exc} (--debug shows where)",
-            code=1,
-            as_json=as_json,
-        )
-    if code:
-        raise typer.Exit(code)
+    if not isinstance(exc, Exception):
+        raise exc  # SystemExit and the like: not an error of the command
+    if Debug.on():
+        traceback.print_exception(exc)
+    what = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        what = f"{len(leaves)} errors at once, the first {type(leaves[0]).__name__}: {leaves[0]}"
+    fail(f"internal error: {what} (--debug shows where)", code=1, as_json=as_json)
 
 
 def _show_warning(
