@@ -270,10 +270,12 @@ def test_agent_lists_agents_and_starts_a_session_with_another(project: Path, hom
         term.see("Agent: default. Agents: ")
         term.see("explorer")
         term.prompt()
+        term.ask("a question for the default agent")
         term.send("/agent explorer")
         second = term.session_id()
         term.see(f"the previous one stays resumable: {first}")
         term.prompt()
+        term.ask("a question for the explorer")
         term.send("/exit")
         assert term.leave() == 0
     assert second != first
@@ -333,6 +335,45 @@ def test_clear_starts_a_new_session_and_keeps_the_old(project: Path, home: Path)
     assert prompts(home, first) == ["in the first"]
     assert prompts(home, second) == ["in the second"]
     assert metadata(home, first)["status"] == "completed"
+
+
+def test_sessions_opened_by_clear_or_agent_and_left_unused_are_not_kept(
+    project: Path, home: Path
+) -> None:
+    """`amplifier`, `/clear`, `/agent explorer`, `/clear`, then Ctrl-D: none of the four
+    sessions got a prompt, and none is kept (as `amplifier` then Ctrl-D keeps none), nor
+    is a resume hint given; the one given a prompt, and one resumed, are kept."""
+    earlier = earlier_session("the earlier question", cwd=project, home=home, backend=ASYNCIO)
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        term.session_id()
+        term.prompt()
+        for command in ("/clear", "/agent explorer", "/clear"):
+            term.send(command)
+            term.session_id()
+            term.prompt()
+        assert "stays resumable" not in term.output
+        term.child.sendeof()
+        assert term.leave() == 0
+    assert "Resume with" not in term.output
+    assert list(session_dirs(home)) == [earlier]
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        term.session_id()
+        term.prompt()
+        term.ask("kept")
+        term.send("/clear")
+        term.session_id()
+        term.prompt()
+        term.send(f"/resume {earlier}")
+        term.session_id()
+        term.prompt()
+        term.send("/clear")
+        term.session_id()
+        term.prompt()
+        term.child.sendeof()
+        assert term.leave() == 0
+    assert "Resume with" not in term.output
+    kept = {prompts(home, session_id)[0] for session_id in session_dirs(home)}
+    assert kept == {"the earlier question", "kept"}
 
 
 def test_resume_picks_another_session(project: Path, home: Path) -> None:

@@ -515,11 +515,12 @@ def root(
                 async with rt.open_session(agent=agent) as session:
                     await opening.opened()
                     code, last = await run_interactive(
-                        rt, session, history="none", interrupts=interrupts, say=say
+                        rt, session, history="none", interrupts=interrupts, say=say, fresh=True
                     )
                 if last == session.id and await forget_if_empty(rt, session):
                     return code  # nothing to resume
-            _resume_hint(last)
+            if last is not None:
+                _resume_hint(last)
             return code
         return opening.exit_code(as_json=False)
 
@@ -770,7 +771,8 @@ async def _resume(
             code, last = await run_interactive(
                 rt, session, history=history, interrupts=interrupts, say=say
             )
-    _resume_hint(last)
+    if last is not None:
+        _resume_hint(last)
     return code
 
 

@@ -50,6 +50,7 @@ from amplifier.agents import read_event
 from amplifier.runtime import DelegateEnded, DelegateStarted
 
 from . import _slash
+from ._continuing import forget_if_empty
 from ._input import read_line
 from ._render import cut_off_notice, safe, transcript_lines
 
@@ -169,6 +170,9 @@ class Chat:
         """The session's project directory: where its tools run and ``@path`` looks."""
         self.status = ""
         """The bottom line (read by the line editor's thread: a plain string)."""
+        self.fresh: set[str] = set()
+        """The sessions this interactive run opened new: left without a prompt (nor a name
+        or a tag), they are not kept, as ``amplifier`` then Ctrl-D keeps none."""
 
     async def turn(self, text: str, *, mentions: bool = True) -> bool:
         """One turn of the open session (Ctrl-C cancels it); True if it was answered."""
@@ -189,18 +193,25 @@ class Chat:
             self._live = scope
             await _live_delegations(session, self.say, task_status=task_status)
 
-    async def switch(self, opening: Awaitable[Session], *, history: bool = False) -> None:
-        """Open another session, then close this one (``_slash`` Rule 2)."""
+    async def switch(
+        self, opening: Awaitable[Session], *, history: bool = False, fresh: bool = False
+    ) -> bool:
+        """Open another session (``fresh``: a new one), then close this one (``_slash``
+        Rule 2); whether this one is kept (one opened new and never used is not)."""
         new = await opening
+        if fresh:
+            self.fresh.add(new.id)
         old = self.session
         if self._live is not None:
             self._live.cancel()
         self.session = new
         await old.close()
+        kept = not (old.id in self.fresh and await forget_if_empty(self.rt, old))
         _banner(new, self.say)
         if history:
             await _show_history(self.rt, new.id, full=False)
         await self.start()
+        return kept
 
     async def reopen_after(
         self, work: Callable[[], Awaitable[_T]], *, then: Callable[[_T], None]
@@ -298,15 +309,18 @@ async def run_interactive(
     history: History,
     interrupts: AsyncIterator[int],
     say: Callable[[str], None],
-) -> tuple[int | None, str]:
+    fresh: bool = False,
+) -> tuple[int | None, str | None]:
     """Serve the session until the user leaves. ``say`` prints status lines (stderr).
 
     ``interrupts`` delivers Ctrl-C (and SIGTERM, SIGHUP); the caller opens
     it before anything else and keeps it open until the runtime has closed,
     so no signal ever meets Python's default handler (which would kill the
-    process mid-write). Returns the exit code a signal calls for, if one
-    ended the session, and the id of the session open last (``/clear`` and
-    ``/resume`` open others).
+    process mid-write). ``fresh``: ``session`` was opened new for this run.
+    Returns the exit code a signal calls for, if one ended the session, and
+    the id of the session open last (``/clear`` and ``/resume`` open others),
+    None if that one was opened by a command here and left unused (not kept).
+    The caller closes ``session`` and decides whether it is kept.
     """
     _banner(session, say)
     say("Type /help for help; Ctrl-D to leave.")
@@ -317,6 +331,8 @@ async def run_interactive(
     state = _State()
     async with anyio.create_task_group() as tg, lines:
         chat = Chat(rt, session, say=say, tg=tg, state=state)
+        if fresh:
+            chat.fresh.add(session.id)
         editor = _line_editor(chat)
         state.plain = editor is None
         chat.input = editor if editor is not None else PlainInput(LineReader(send), lines)
@@ -348,10 +364,15 @@ async def run_interactive(
                 continue
             await chat.turn(text)
         tg.cancel_scope.cancel()
-    if state.stopped_by is None:
-        return None, chat.session.id
-    await chat.session.close(status="cancelled")
-    return 128 + state.stopped_by, chat.session.id
+    code = None if state.stopped_by is None else 128 + state.stopped_by
+    last = chat.session
+    if code is not None:
+        await last.close(status="cancelled")
+    if last.id != session.id and last.id in chat.fresh:
+        await last.close()
+        if await forget_if_empty(rt, last):
+            return code, None
+    return code, last.id
 
 
 def _banner(session: Session, say: Callable[[str], None]) -> None:

@@ -188,8 +188,11 @@ async def _agent(chat: Chat, argument: str) -> None:
         chat.say(f"Error: unknown agent {argument!r}; agents: {', '.join(agents)}")
         return
     previous = chat.session.id
-    await chat.switch(chat.rt.open_session(agent=argument, profile=meta.profile))
-    chat.say(f"New session with agent {argument}; the previous one stays resumable: {previous}")
+    opening = chat.rt.open_session(agent=argument, profile=meta.profile)
+    if await chat.switch(opening, fresh=True):
+        chat.say(f"New session with agent {argument}; the previous one stays resumable: {previous}")
+    else:
+        chat.say(f"New session with agent {argument}.")
 
 
 async def _tools(chat: Chat, argument: str) -> None:
@@ -220,8 +223,11 @@ async def _compact(chat: Chat, argument: str) -> None:
 async def _clear(chat: Chat, argument: str) -> None:
     meta = chat.session.metadata
     previous = chat.session.id
-    await chat.switch(chat.rt.open_session(agent=meta.agent, profile=meta.profile))
-    chat.say(f"New session. The previous one stays resumable: /resume {previous}")
+    opening = chat.rt.open_session(agent=meta.agent, profile=meta.profile)
+    if await chat.switch(opening, fresh=True):
+        chat.say(f"New session. The previous one stays resumable: /resume {previous}")
+    else:
+        chat.say("New session.")
 
 
 async def _resume(chat: Chat, argument: str) -> None:
