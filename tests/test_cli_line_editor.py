@@ -167,6 +167,34 @@ def test_history_file_is_owner_only_and_holds_no_key(project: Path, home: Path) 
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
+def test_a_history_file_that_cannot_be_kept_leaves_the_history_in_memory(
+    project: Path, home: Path
+) -> None:
+    """A folder where the history file belongs: one warning line, and the prompts are
+    answered and remembered (Up brings the last one back) for the rest of the run."""
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        term.prompt()
+        term.ask("first")
+        term.send("/exit")
+        assert term.leave() == 0
+    (path,) = (home / "history").iterdir()
+    path.unlink()
+    path.mkdir()
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        session_id = term.session_id()
+        term.see(f"Warning: the prompt history cannot be kept in {path}: Is a directory;")
+        term.prompt()
+        term.ask("second")
+        term.child.send("\x1b[A" + ENTER)  # Up: the prompt typed before
+        term.see("This session has seen 2 prompt(s)")
+        term.prompt()
+        term.send("/exit")
+        assert term.leave() == 0
+    assert term.output.count("Warning: the prompt history") == 1
+    assert prompts(home, session_id) == ["second", "second"]
+    assert path.is_dir()
+
+
 def test_tab_completes_a_slash_command(project: Path, home: Path) -> None:
     """'/cos' and Tab becomes /cost, which shows the session's usage."""
     with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:

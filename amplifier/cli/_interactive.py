@@ -413,6 +413,7 @@ def _line_editor(chat: Chat) -> Input | None:
         history=history_path(chat.rt.home, chat.rt.project),
         complete=lambda text: _slash.completions(text, chat),
         status=lambda: chat.status,
+        warn=chat.say,
     )
 
 

@@ -47,16 +47,50 @@ _EXIT_WAIT = 2.0
 
 
 class RedactedHistory(FileHistory):
-    """A history file that never holds a secret, readable by its owner only (Rule 3)."""
+    """A history file that never holds a secret, readable by its owner only (Rule 3).
+
+    A file that cannot be read or written (a folder in its place, a full disk, another
+    user's file) leaves the history in memory for the rest of the run, and ``trouble``
+    says why, once: the prompt goes on either way."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         self._redact = Redactor(patterns=COMMON_PATTERNS)
+        self.trouble: str | None = None
+        self._kept = True
+        self._path = path
         super().__init__(str(path))
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as exc:
+            self._lost(exc)
+
+    def load_history_strings(self) -> Iterable[str]:
+        if not self._kept:
+            return []
+        try:
+            return list(super().load_history_strings())
+        except OSError as exc:
+            self._lost(exc)
+            return []
 
     def append_string(self, string: str) -> None:
         super().append_string(self._redact(string))
+
+    def store_string(self, string: str) -> None:
+        if not self._kept:
+            return
+        try:
+            super().store_string(string)
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        self._kept = False
+        self.trouble = (
+            f"the prompt history cannot be kept in {self._path}: "
+            f"{exc.strerror or exc}; this run's prompts are remembered until it ends"
+        )
 
 
 def history_path(home: Path, project: str) -> Path:
@@ -101,11 +135,16 @@ class LineEditor:
         history: Path,
         complete: Callable[[str], Iterable[tuple[str, int, str]]],
         status: Callable[[], str],
+        warn: Callable[[str], None],
     ) -> None:
         """``complete``: the completions of the text before the cursor, each as (text,
-        start relative to the cursor, description); ``status``: the bottom line."""
+        start relative to the cursor, description); ``status``: the bottom line;
+        ``warn``: tells the person something went wrong (between prompts)."""
+        self._history = RedactedHistory(history)
+        self._warn = warn
+        self._warned = False
         self._session: PromptSession[str] = PromptSession(
-            history=RedactedHistory(history),
+            history=self._history,
             multiline=True,
             key_bindings=_key_bindings(),
             completer=_Completions(complete),
@@ -128,6 +167,7 @@ class LineEditor:
         return await self._read(self._questions, question)
 
     async def _read(self, session: PromptSession[str], prompt: str) -> Read:
+        self._tell_trouble()
         self._done.clear()
         self._running = session
 
@@ -150,6 +190,13 @@ class LineEditor:
             raise
         finally:
             self._running = None
+            self._tell_trouble()
+
+    def _tell_trouble(self) -> None:
+        """The history's trouble, once, on the loop's side of the prompt."""
+        if self._history.trouble is not None and not self._warned:
+            self._warned = True
+            self._warn(f"Warning: {self._history.trouble}")
 
     async def _stop(self) -> None:
         """Make the running prompt exit, and wait until it gave the terminal back (Rule 2)."""
