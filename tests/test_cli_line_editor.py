@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import sys
 from collections.abc import Iterator
@@ -404,6 +405,25 @@ def test_sessions_opened_by_clear_or_agent_and_left_unused_are_not_kept(
     assert kept == {"the earlier question", "kept"}
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_while_a_command_asks_leaves_without_an_answer(
+    project: Path, home: Path, signum: int
+) -> None:
+    """SIGTERM or SIGHUP while /resume asks which session: the question is dropped, nothing
+    is resumed, and the program leaves as it does at the prompt (128 + the signal)."""
+    earlier_session("the earlier question", cwd=project, home=home, backend=ASYNCIO)
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        session_id = term.session_id()
+        term.prompt()
+        term.ask("mine")
+        term.send("/resume")
+        term.see("Resume which session?")
+        term.child.kill(signum)
+        assert term.leave() == 128 + signum
+    assert metadata(home, session_id)["status"] == "cancelled"
+    assert term.output.count("Amplifier: session") == 1  # nothing resumed
+
+
 def test_resume_picks_another_session(project: Path, home: Path) -> None:
     """/resume lists the recent sessions; typing 1 switches to the one used last."""
     earlier = earlier_session("the earlier question", cwd=project, home=home, backend=ASYNCIO)
@@ -533,6 +553,29 @@ def test_ctrl_c_at_a_half_typed_prompt_drops_it(backend: str, project: Path, hom
         term.send("/exit")
         assert term.leave() == 0
     assert prompts(home, session_id) == []
+
+
+def test_ctrl_c_on_a_new_draft_after_ctrl_c_drops_it_and_stays(project: Path, home: Path) -> None:
+    """Ctrl-C twice in a row leaves, but not a Ctrl-C that drops a draft typed after the
+    first: that one drops it, and the program stays; Ctrl-C on the empty line then leaves."""
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        session_id = term.session_id()
+        term.prompt()
+        term.child.send("first draft")
+        term.child.sendintr()
+        term.see("(Ctrl-C again, or Ctrl-D, to leave)")
+        term.prompt()
+        term.child.send("a second draft")
+        term.child.sendintr()
+        term.see("(Ctrl-C again, or Ctrl-D, to leave)")
+        term.prompt()
+        term.ask("still here")
+        term.child.sendintr()
+        term.see("(Ctrl-C again, or Ctrl-D, to leave)")
+        term.prompt()
+        term.child.sendintr()
+        assert term.leave() == 0
+    assert prompts(home, session_id) == ["still here"]
 
 
 def test_no_history_file_without_a_terminal(project: Path, home: Path) -> None:

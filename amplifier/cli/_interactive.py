@@ -98,7 +98,13 @@ class LineReader:
             self._deliver(("line", text.rstrip("\n")))
 
 
-Read = tuple[Literal["line"], str] | tuple[Literal["eof"], None] | tuple[Literal["interrupt"], None]
+Read = (
+    tuple[Literal["line"], str]
+    | tuple[Literal["eof"], None]
+    | tuple[Literal["interrupt"], str | None]
+)
+"""What a prompt gave: a line, the end of input, or Ctrl-C (with the text it dropped, ""
+if none, where the input can tell)."""
 """What a prompt gives: a line, the end of input (Ctrl-D), or Ctrl-C at the prompt."""
 
 
@@ -192,6 +198,12 @@ class Chat:
         with anyio.CancelScope() as scope:
             self._live = scope
             await _live_delegations(session, self.say, task_status=task_status)
+
+    async def ask(self, question: str) -> Read:
+        """A slash command's question, answered at the prompt; end of input if a signal asks
+        to leave meanwhile (the command then does nothing, and the program leaves)."""
+        read = await _unless_left(self._state, lambda: self.input.ask(question))
+        return read if read is not None else ("eof", None)
 
     async def switch(
         self, opening: Awaitable[Session], *, history: bool = False, fresh: bool = False
@@ -347,7 +359,7 @@ async def run_interactive(
                 sys.stdout.write("\n")
                 break
             if kind == "interrupt":
-                if _interrupted_at_prompt(state, chat.say):
+                if _interrupted_at_prompt(state, chat.say, dropped=bool(text)):
                     break
                 continue
             state.interrupts = 0
@@ -428,9 +440,13 @@ class _State:
         """The signal (SIGTERM, SIGHUP) that ends the session, if one did."""
 
 
-def _interrupted_at_prompt(state: _State, say: Callable[[str], None]) -> bool:
-    """Ctrl-C at the prompt: True the second time in a row (leave), else a warning."""
-    state.interrupts += 1
+def _interrupted_at_prompt(
+    state: _State, say: Callable[[str], None], *, dropped: bool = False
+) -> bool:
+    """Ctrl-C at the prompt: True the second time in a row (leave), else a warning. One
+    that ``dropped`` typed text is a first: a draft typed after a Ctrl-C and dropped by
+    the next is not two in a row."""
+    state.interrupts = 1 if dropped else state.interrupts + 1
     if state.interrupts >= 2:
         return True
     if state.plain:
@@ -441,12 +457,21 @@ def _interrupted_at_prompt(state: _State, say: Callable[[str], None]) -> bool:
 
 async def _next_line(chat: Chat, state: _State) -> Read | None:
     """The next prompt, or None if a signal asked to leave."""
-    result: list[Read] = []
     state.waiting = True
+    try:
+        return await _unless_left(state, chat.input.read)
+    finally:
+        state.waiting = False
+
+
+async def _unless_left(state: _State, reading: Callable[[], Awaitable[Read]]) -> Read | None:
+    """What ``reading`` reads, or None if a signal (SIGTERM, SIGHUP, Ctrl-C twice) asks to
+    leave first: the read is cancelled, which gives the terminal back."""
+    result: list[Read] = []
     async with anyio.create_task_group() as tg:
 
         async def read() -> None:
-            result.append(await chat.input.read())
+            result.append(await reading())
             tg.cancel_scope.cancel()
 
         async def leave() -> None:
@@ -455,7 +480,6 @@ async def _next_line(chat: Chat, state: _State) -> Read | None:
 
         tg.start_soon(read)
         tg.start_soon(leave)
-    state.waiting = False
     return result[0] if result else None
 
 

@@ -110,6 +110,12 @@ def _key_bindings() -> KeyBindings:
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
 
+    # As prompt_toolkit's own, and saying what it dropped: Ctrl-C on a draft is a first.
+    @bindings.add("c-c", filter=~is_searching)
+    def _interrupt(event: KeyPressEvent) -> None:
+        dropped = event.current_buffer.text
+        event.app.exit(exception=KeyboardInterrupt(dropped), style="class:aborting")
+
     return bindings
 
 
@@ -175,8 +181,9 @@ class LineEditor:
             try:
                 # The terminal's bytes that are not UTF-8 come as surrogates: U+FFFD.
                 return ("line", lenient(session.prompt(prompt)))
-            except KeyboardInterrupt:
-                return ("interrupt", None)
+            except KeyboardInterrupt as interrupt:
+                dropped = interrupt.args[0] if interrupt.args else None
+                return ("interrupt", dropped if isinstance(dropped, str) else None)
             except (EOFError, OSError):
                 return ("eof", None)
             finally:

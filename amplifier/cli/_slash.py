@@ -245,7 +245,7 @@ async def _resume(chat: Chat, argument: str) -> None:
         show_choices(rows)
         target = ""
         while not target:
-            kind, text = await chat.input.ask(
+            kind, text = await chat.ask(
                 f"Resume which session? [1-{len(rows)}, Enter: 1, q: none] "
             )
             answer = (text or "").strip().lower() if kind == "line" else "q"
@@ -331,7 +331,7 @@ async def _rewind(chat: Chat, argument: str) -> None:
         chat.say("Not rewound: some files changed since, or cannot be restored (--force).")
         return
     _show_plan(plan.files)
-    kind, text = await chat.input.ask(f"Rewind {len(plan.files)} file(s)? [y/N] ")
+    kind, text = await chat.ask(f"Rewind {len(plan.files)} file(s)? [y/N] ")
     if kind != "line" or (text or "").strip().lower() not in ("y", "yes"):
         chat.say("Nothing rewound.")
         return
