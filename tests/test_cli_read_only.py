@@ -6,6 +6,7 @@ not bind, so there the command runs without the capabilities that bypass them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -136,3 +137,45 @@ def test_read_only_store_refuses_a_turn_in_one_line(
     assert done.stderr.startswith("Error: ")
     assert "Permission denied" in done.stderr
     assert _contents(home) == before
+
+
+@pytest.mark.filterwarnings("default::amplifier.StoreWarning")
+def test_a_session_folder_that_cannot_be_written_fails_only_that_session(
+    home: Path, project: Path, env: dict[str, str]
+) -> None:
+    """A session whose folder cannot be written fails to resume, and the journal of that
+    attempt waits to be replayed: the other sessions of the home are resumed, renamed,
+    tagged and deleted meanwhile (with a warning), and once the folder can be written
+    again the journal is replayed and the session resumes."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permission bits cannot bind")
+    for prompt in ("session B", "session A", "session C"):
+        done = amp("run", prompt, cwd=project, env=env)
+        assert done.returncode == 0, done.stderr
+    by_prompt = {
+        json.loads((folder / "metadata.json").read_text())["last_prompt"]: folder
+        for folder in session_dirs(home).values()
+    }
+    blocked, other, gone = by_prompt["session A"], by_prompt["session B"], by_prompt["session C"]
+    blocked.chmod(0o500)  # its files can be written, but nothing created or replaced in it
+    try:
+        done = amp("session", "resume", blocked.name, "two", cwd=project, env=env)
+        assert done.returncode == 1
+        for args in (
+            ("session", "rename", other.name, "renamed"),
+            ("session", "tag", other.name, "+kept"),
+            ("session", "resume", other.name, "more"),
+            ("session", "delete", gone.name, "--yes"),
+        ):
+            done = amp(*args, cwd=project, env=env)
+            assert done.returncode == 0, (args, done.stderr)
+            assert "were not replayed" in done.stderr
+    finally:
+        blocked.chmod(0o700)
+    assert not gone.exists()
+    meta = json.loads((other / "metadata.json").read_text())
+    assert (meta["name"], meta["tags"], meta["last_prompt"]) == ("renamed", ["kept"], "more")
+    done = amp("session", "resume", blocked.name, "three", cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((blocked / "metadata.json").read_text())["last_prompt"] == "three"
+    assert not list((home / "journal").glob("*.journal"))

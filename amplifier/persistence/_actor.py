@@ -323,6 +323,7 @@ class PersistenceActor:
         self.listeners: list[CommitListener] = []
         self.acks = Acks()
         self.recovered = RecoveryReport()
+        self._replay_warned = False
         self.scope = anyio.CancelScope(shield=True)
         self.stopped = anyio.Event()
 
@@ -343,16 +344,25 @@ class PersistenceActor:
         """
         if not self.home.is_dir():
             return
-        try:
-            self.recovered = recover_dead_journals(self.home)
-        except OSError as exc:
-            warnings.warn(
-                f"{write_failed(exc)}; journals of runtimes that did not shut down were not "
-                "replayed (the next runtime that can write will)",
-                StoreWarning,
-                stacklevel=2,
-            )
+        self._replay_dead_journals()
         self._upkeep.open()
+
+    def _replay_dead_journals(self) -> None:
+        """Replay every journal whose runtime died; one that cannot be replayed (a session
+        folder that cannot be written) is left for later, with a warning, once: it holds
+        only sessions whose claim names its runtime, and opening or deleting one of those
+        replays that journal first (``_claim``), which then fails for that session alone."""
+        try:
+            self.recovered.add(recover_dead_journals(self.home, own=self._own_name()))
+        except OSError as exc:
+            if not self._replay_warned:
+                self._replay_warned = True
+                warnings.warn(
+                    f"{write_failed(exc)}; journals of runtimes that did not shut down were "
+                    "not replayed (the next runtime that can write will)",
+                    StoreWarning,
+                    stacklevel=3,
+                )
 
     def continue_above(self, seq: int) -> None:
         """Stamp every later record above ``seq`` (a restarted actor, over its own journal)."""
@@ -748,7 +758,7 @@ class PersistenceActor:
             raise SessionNotFound(location.session_id)
         refuse_links_out(location)
         # Before claiming: a dead runtime's records must be in the files first.
-        self.recovered.add(recover_dead_journals(self.home, own=self._own_name()))
+        self._replay_dead_journals()
         self._claim(location)
         if self._handovers is not None:
             self._handovers.settle((location,))  # this runtime's again, not handed over
@@ -819,7 +829,7 @@ class PersistenceActor:
             self._files.sync()
             self._journal.mark_checkpoint(self._backlog.through)
         # A dead runtime's journal could otherwise bring a deleted session back.
-        self.recovered.add(recover_dead_journals(self.home, own=self._own_name()))
+        self._replay_dead_journals()
         owner = self._owner
         assert owner is not None
         claimed: list[SessionLocation] = []
