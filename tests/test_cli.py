@@ -361,6 +361,26 @@ def test_a_session_whose_metadata_is_not_a_file_is_damaged_and_resumed(
         assert (folder / set_aside[0] / "kept.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("field", ["turns", "seq", "message_count", "depth"])
+def test_a_number_no_integer_of_64_bits_holds_makes_the_metadata_damaged(
+    home: Path, field: str
+) -> None:
+    """A count beyond 64 bits in a metadata.json (no JSON writer makes one): that session
+    is listed damaged, the others as usual (text and --json), and `continue` rebuilds it."""
+    good, bad = new_session("good"), new_session("bad")
+    path = session_dirs(home)[bad] / "metadata.json"
+    document = json.loads(path.read_text())
+    document[field] = 10**20
+    path.write_text(json.dumps(document))
+    rows = {row["session_id"]: row for row in cli_json("session", "list")}
+    assert rows[good]["status"] == "completed"
+    assert rows[bad]["status"] == "damaged"
+    assert good in cli("session", "list").stdout
+    cli("continue", "more")
+    assert metadata(home, bad)["turns"] == 2
+    assert metadata(home, bad)[field] < 1 << 63
+
+
 @pytest.mark.filterwarnings("default::amplifier.RecoveryWarning")  # shown, as the CLI does
 @pytest.mark.parametrize("name", ["events.jsonl", "transcript.jsonl"])
 def test_a_session_file_that_is_a_folder_is_read_as_empty_and_set_aside_on_resume(

@@ -23,7 +23,7 @@ Rule 2: the Amplifier CLI shares ``~/.amplifier`` and writes the same three
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -38,6 +38,10 @@ from amplifier._exports import describe
 from ._documents import cli_parent, when
 
 SCHEMA_VERSION = 1
+
+Count = Annotated[int, Field(ge=0, lt=1 << 63)]
+"""A count or a ``seq`` in a metadata document: what a 64-bit integer holds, as JSON
+writers do. A document holding more is damaged, not a number to write back."""
 
 Durability = Literal["fsync", "flush", "none"]
 describe(
@@ -108,7 +112,7 @@ class SessionMetadata(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    version: int = SCHEMA_VERSION
+    version: Count = SCHEMA_VERSION
     session_id: str
     created: datetime
     updated: datetime
@@ -119,16 +123,16 @@ class SessionMetadata(BaseModel):
     status: SessionStatus = "active"
     parent_id: str | None = None
     root_id: str
-    depth: int = 0
+    depth: Count = 0
     children: list[str] = []
-    turns: int = 0
+    turns: Count = 0
     """Prompts answered or attempted, across resumes."""
-    message_count: int = 0
+    message_count: Count = 0
     """User and assistant messages in the transcript (tool results are not counted)."""
     last_prompt: str | None = None
     attributes: dict[str, str] = {}
     """Descriptive labels set by the layer above (provider, model, ...)."""
-    seq: int = 0
+    seq: Count = 0
     """The ``seq`` under which this version was written; newer versions have larger ones."""
     error: str | None = None
     name: str | None = None
@@ -139,7 +143,7 @@ class SessionMetadata(BaseModel):
     granted: list[str] = []
     """Permission rules granted to this session when asked ("always for this session");
     kept when it resumes."""
-    files_changed: int = 0
+    files_changed: Count = 0
     """File changes its tools recorded (``file-history``): ``session diff`` and ``rewind``
     read the event logs of the sessions that have some."""
     cwd_source: str | None = Field(default=None, exclude=True)
@@ -258,7 +262,7 @@ class SessionMetadata(BaseModel):
                 "root_id": root_id,
                 "depth": depth,
                 "children": [],
-                "turns": turns if isinstance(turns, int) and turns >= 0 else 0,
+                "turns": turns if isinstance(turns, int) and 0 <= turns < 1 << 63 else 0,
                 "message_count": message_count,
                 "last_prompt": last_prompt,
                 "attributes": attributes,
