@@ -829,3 +829,26 @@ async def test_only_data_encoded_by_the_store_goes_into_a_line_as_it_is(home: Pa
         b',"session_id":"s1","parent_id":"p1","event":"note",'
         b'"data":{"text":"\xc3\xa9\\n","n":[1,2.5,null]}}'
     )
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 16])
+def test_a_log_read_in_chunks_gives_each_line_whole_whatever_its_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Lines shorter and many times longer than a chunk, lines ending on a chunk's edge,
+    blank lines and a torn last line: the complete records, in order, each whole."""
+    import amplifier.persistence._files as files_module
+
+    monkeypatch.setattr(files_module, "STREAM_CHUNK", chunk)
+    records: list[dict[str, Any]] = [
+        {"n": 0},
+        {"n": 1, "text": "x" * 200_000},
+        {"n": 2},
+        {"n": 3, "text": "y" * (3 * chunk)},
+        {"n": 4, "text": "z" * max(chunk - 20, 0)},
+    ]
+    path = tmp_path / "events.jsonl"
+    body = b"".join(orjson.dumps(r) + b"\n" for r in records[:3]) + b"\n"
+    body += b"".join(orjson.dumps(r) + b"\n" for r in records[3:])
+    path.write_bytes(body + b'{"n": 5, "torn": "' + b"w" * (2 * chunk))
+    assert list(files_module.iter_jsonl(path)) == records

@@ -71,17 +71,20 @@ def iter_jsonl(path: Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
         _warn_not_a_file(exc)
         return
     offset = number = 0
-    pending = b""
+    pending: list[bytes] = []  # the line begun and not ended yet, in pieces: never re-copied
     corrupt: list[int] = []
     while offset < end:
         chunk = _read_at(path, offset, min(STREAM_CHUNK, end - offset), identity)
         if not chunk:
             break  # cut short or replaced meanwhile: what was read is all there is
         offset += len(chunk)
-        data = pending + chunk
-        cut = data.rfind(b"\n") + 1
-        pending = data[cut:]
-        for line in data[:cut].splitlines():
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            pending.append(chunk)
+            continue
+        data = b"".join([*pending, chunk[:cut]])
+        pending = [chunk[cut:]]
+        for line in data.splitlines():
             number += 1
             record = _parse_line(line)
             if isinstance(record, dict):
