@@ -361,6 +361,18 @@ def test_a_session_whose_metadata_is_not_a_file_is_damaged_and_resumed(
         assert (folder / set_aside[0] / "kept.txt").read_text() == "mine"
 
 
+def test_a_long_prompt_is_kept_whole_in_the_transcript_and_cut_in_the_metadata(
+    home: Path,
+) -> None:
+    """A prompt of 300,000 characters: the transcript holds it whole; the metadata, which
+    every turn rewrites, keeps its first 2,000 characters, marked as cut."""
+    prompt = "word " * 60_000
+    session = new_session(prompt)
+    stored = metadata(home, session)["last_prompt"]
+    assert stored == prompt[:1_999] + "…"
+    assert transcript(home, session)[0]["content"] == prompt
+
+
 @pytest.mark.parametrize("field", ["turns", "seq", "message_count", "depth"])
 def test_a_number_no_integer_of_64_bits_holds_makes_the_metadata_damaged(
     home: Path, field: str

@@ -30,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    field_serializer,
     model_validator,
 )
 
@@ -38,6 +39,10 @@ from amplifier._exports import describe
 from ._documents import cli_parent, when
 
 SCHEMA_VERSION = 1
+
+LAST_PROMPT_CHARS = 2_000
+"""Characters of ``last_prompt`` a metadata document keeps (the transcript keeps it whole):
+every version of the document, in the journal and on disk, carries it."""
 
 Count = Annotated[int, Field(ge=0, lt=1 << 63)]
 """A count or a ``seq`` in a metadata document: what a 64-bit integer holds, as JSON
@@ -164,6 +169,12 @@ class SessionMetadata(BaseModel):
         if isinstance(data, dict) and not _CLI_KEYS.isdisjoint(data):
             return {key: value for key, value in data.items() if key not in _CLI_KEYS}
         return data
+
+    @field_serializer("last_prompt")
+    def _last_prompt_kept(self, text: str | None) -> str | None:
+        if text is None or len(text) <= LAST_PROMPT_CHARS:
+            return text
+        return text[: LAST_PROMPT_CHARS - 1] + "…"
 
     def document(self, *, with_seq: bool = False) -> dict[str, Any]:
         """The session's ``metadata.json`` as JSON values, without ``seq`` unless asked (the
