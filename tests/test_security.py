@@ -55,6 +55,34 @@ async def test_linked_session_file_is_refused_and_its_target_untouched(
     assert outside.read_bytes() == SECRET
 
 
+@pytest.mark.parametrize("durability", ["fsync", "flush", "none"])
+async def test_a_session_file_hard_linked_to_anothers_is_never_written_through(
+    home: Path, project: Path, durability: amplifier.Durability
+) -> None:
+    """B's logs hard-linked to A's (a copy of a home made with links): resumed, B gets
+    files of its own before it appends, so A's files keep only A's records."""
+    async with open_runtime(cwd=project, durability=durability) as rt:
+        async with rt.open_session() as first:
+            await first.ask("session A")
+        async with rt.open_session() as second:
+            await second.ask("session B")
+    folders = session_dirs(home)
+    names = ("events.jsonl", "transcript.jsonl")
+    for name in names:
+        (folders[second.id] / name).unlink()
+        os.link(folders[first.id] / name, folders[second.id] / name)
+    before = {name: (folders[first.id] / name).read_bytes() for name in names}
+    async with open_runtime(cwd=project, durability=durability) as rt:
+        async with await rt.resume(second.id) as resumed:
+            await resumed.ask("into B")
+    for name in names:
+        assert (folders[first.id] / name).read_bytes() == before[name]
+        assert (folders[first.id] / name).stat().st_nlink == 1
+    async with open_runtime(cwd=project, durability=durability) as rt:
+        prompts = [m.content for m in await rt.transcript(second.id) if m.role == "user"]
+    assert prompts == ["session A", "into B"]
+
+
 def test_linked_session_folder_is_not_read_shown_or_deleted(
     home: Path, project: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._exceptions import CorruptSession
-from ._files import atomic_replace, set_aside, sync_all, write_all
+from ._files import atomic_replace, read_file, set_aside, sync_all, write_all
 from ._ownership import Owner, runtime_alive
 from ._paths import EVENTS, LOCK, METADATA, TRANSCRIPT, SessionLocation, ensure_private_dir
 from ._upkeep import IndexUpkeep
@@ -221,7 +221,16 @@ class _OpenFiles:
             except IsADirectoryError:
                 set_aside(path)
                 fd = os.open(path, flags, 0o600)
-            entry = (fd, os.fstat(fd).st_size)
+            info = os.fstat(fd)
+            if info.st_nlink > 1:
+                # A hard link shares the file with another name (another session's, after
+                # a copy made with links): this one gets a copy of its own, so appending
+                # to it never writes into the other.
+                os.close(fd)
+                atomic_replace(path, read_file(Path(path)), sync=True)
+                fd = os.open(path, flags, 0o600)
+                info = os.fstat(fd)
+            entry = (fd, info.st_size)
             self._fds[path] = entry
             if len(self._fds) > self._limit:
                 _, (old_fd, _) = self._fds.popitem(last=False)
