@@ -225,3 +225,32 @@ async def test_an_index_replaced_under_a_running_runtime_gets_its_later_writes(
             await again.ask("three")
         newest = await rt.sessions(sort="used", limit=1)
     assert [row.session_id for row in newest] == [first.id]
+
+
+async def test_what_the_index_could_not_take_is_found_once_it_can(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the index's write lock while a session is written (a stopped
+    `reindex`, say): the session's turn is stored, and once the lock is gone the listing
+    and search find it; nothing waits longer than the index's busy timeout."""
+    import amplifier.persistence._index as index_module
+
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT", 0.2)
+    async with open_runtime(cwd=project, durability="flush") as rt:
+        async with rt.open_session() as first:
+            await first.ask("the first wombat")
+        assert [hit.session_id for hit in await rt.search("wombat")] == [first.id, first.id]
+    holder = sqlite3.connect(index_path(home), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        async with open_runtime(cwd=project, durability="flush") as rt:
+            async with rt.open_session() as second:
+                await second.ask("a second quokka")
+    finally:
+        holder.rollback()
+        holder.close()
+    async with open_runtime(cwd=project, durability="flush") as rt:
+        hits = await rt.search("quokka")
+        newest = await rt.sessions(sort="used", limit=1)
+    assert {hit.session_id for hit in hits} == {second.id}
+    assert [row.session_id for row in newest] == [second.id]

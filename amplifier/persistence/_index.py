@@ -26,7 +26,11 @@ Rule 1: a cache that lies is worse than none. So, after a crash or a power
         - a damage it has anyway (a disk's fault, a file copied half-way) is
           caught at every use, not only when the file is opened: the reader
           then answers from the folders, and the file is rebuilt
-          (``query``).
+          (``query``);
+        - a write SQLite refuses (another process holds the lock past
+          ``BUSY_TIMEOUT``, a read-only or full index) leaves a mark beside
+          it (``mark_behind``): the next process that opens the index
+          rebuilds its rows, and its search part at the next search.
 
 Sessions another program creates (the Amplifier CLI shares the home) never
 pass through the actor: ``refresh`` finds them. The index remembers each
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -53,9 +58,13 @@ from amplifier._exports import describe
 from ._documents import cli_created, cli_parent, format_ts, is_cli_document, lineage_parent
 from ._files import read_file
 from ._paths import SessionLocation, sessions_root, validate_session_id
-from ._search import create_search_schema, forget_search, rebuild_search
+from ._search import create_search_schema, forget_search, rebuild_search, unbuild_search
 
 INDEX = "index.sqlite3"
+BEHIND = "index.sqlite3.behind"
+"""Beside the index: it missed a write (Rule 1)."""
+BUSY_TIMEOUT = 10.0
+"""Seconds a use of the index waits for another process's write to end."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -115,7 +124,9 @@ def connect(home: Path) -> sqlite3.Connection:
             pass
         except OSError as exc:
             raise sqlite3.OperationalError(f"cannot create {path}: {exc.strerror}") from exc
-    db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # Rule 1: never damaged by a power cut
@@ -187,13 +198,42 @@ def open_built(home: Path, *, damaged: bool = False) -> sqlite3.Connection:
             if not is_damage(exc):
                 raise
             db = recreate(home)
+    behind = _take_behind(home)
     try:
-        if db.execute("PRAGMA user_version").fetchone()[0] < _BUILT:
+        if behind is not None:
+            rebuild(home, db, search=False)
+            unbuild_search(db)  # the next search indexes every transcript again
+        elif db.execute("PRAGMA user_version").fetchone()[0] < _BUILT:
             rebuild(home, db, search=False)  # search builds its part on first use
     except BaseException:
         db.close()
+        if behind is not None:
+            with contextlib.suppress(OSError):
+                os.rename(behind, home / BEHIND)  # still behind: for the next opener
         raise
+    if behind is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(behind)
     return db
+
+
+def mark_behind(home: Path) -> None:
+    """Note that the index missed a write (Rule 1); nothing if even that cannot be done (a
+    read-only home, where nothing is written anyway)."""
+    with contextlib.suppress(OSError):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        os.close(os.open(home / BEHIND, flags, 0o600))
+
+
+def _take_behind(home: Path) -> Path | None:
+    """The mark of a missed write, taken by this opener (renamed to a name of its own, so a
+    write missed while it rebuilds leaves a new mark); None if there is none."""
+    taken = home / f"{BEHIND}.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        os.rename(home / BEHIND, taken)
+    except OSError:
+        return None
+    return taken
 
 
 def built_in_memory(home: Path) -> sqlite3.Connection:

@@ -136,7 +136,8 @@ def _create(db: sqlite3.Connection) -> None:
 def index_transcript_lines(
     connect: Callable[[], sqlite3.Connection], lines: Mapping[str, list[bytes]]
 ) -> None:
-    """Index the transcript lines among ``lines`` (file -> complete lines); never raises.
+    """Index the transcript lines among ``lines`` (file -> complete lines); raises
+    ``sqlite3.Error`` (or ``OSError``) if SQLite refuses them.
 
     The persistence actor calls this once lines are in their session files;
     other files (events) are ignored. ``connect`` gives the index
@@ -149,9 +150,7 @@ def index_transcript_lines(
             continue
         project = os.path.basename(os.path.dirname(os.path.dirname(folder)))
         rows.extend(_rows(os.path.basename(folder), project, batch))
-    if not rows:
-        return
-    with contextlib.suppress(sqlite3.Error, OSError):
+    if rows:
         _insert(connect(), rows)
 
 
@@ -309,6 +308,15 @@ def _transcript_rows(location: SessionLocation) -> list[Line]:
         for record in content.records
         if (row := _row(location.session_id, location.project, record)) is not None
     ]
+
+
+def unbuild_search(db: sqlite3.Connection) -> None:
+    """Mark the search part unbuilt (it missed lines): the next search rebuilds it, and a
+    rebuild running meanwhile does not count as complete (its generation is passed)."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        _set_state(db, "generation", _state(db, "generation") + 1)
+        _set_state(db, "built", 0)
 
 
 def search_built(db: sqlite3.Connection) -> bool:

@@ -19,12 +19,27 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ._index import connect, index_path, is_damage, open_built, rebuild, recreate, remove, upsert
-from ._paths import SessionLocation
+from ._index import (
+    connect,
+    index_path,
+    is_damage,
+    mark_behind,
+    open_built,
+    rebuild,
+    recreate,
+    remove,
+    upsert,
+)
+from ._paths import TRANSCRIPT, SessionLocation
 from ._search import index_transcript_lines
+
+_TRANSCRIPT = "/" + TRANSCRIPT
+REST = 30.0
+"""Seconds the index is left alone after another process's lock held a write up."""
 
 
 class IndexUpkeep:
@@ -38,6 +53,7 @@ class IndexUpkeep:
         """The device and inode of the file ``_db`` has open."""
         self._written = False
         """Written to since the last ``unsynced``."""
+        self._resting_until = 0.0
 
     def open(self) -> None:
         """Open the index, building it first if it never was (a cache: failures are ignored)."""
@@ -63,9 +79,8 @@ class IndexUpkeep:
 
     def note_lines(self, lines: Mapping[str, list[bytes]]) -> None:
         """Index for search the transcript lines among ``lines`` (``_search``); never raises."""
-        if lines:
-            self._written = True
-            index_transcript_lines(self._connection, lines)
+        if any(path.endswith(_TRANSCRIPT) for path in lines):
+            self._write(lambda db: index_transcript_lines(lambda: db, lines))
 
     def forget(self, session_ids: Iterable[str]) -> None:
         """Drop sessions that are gone (or never came) from the index."""
@@ -113,6 +128,12 @@ class IndexUpkeep:
             self._file = None
 
     def _write(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """Do ``work``; what SQLite refuses leaves the index behind (``_index`` Rule 1). After
+        a wait for another process's lock that timed out, writes are not tried for
+        ``REST`` seconds (each would wait as long), only marked as missed."""
+        if time.monotonic() < self._resting_until:
+            mark_behind(self.home)
+            return
         self._written = True
         try:
             work(self._connection())
@@ -122,8 +143,15 @@ class IndexUpkeep:
                 self.close()
                 with contextlib.suppress(sqlite3.Error):
                     recreate(self.home).close()
-        except sqlite3.Error:
-            pass
+            else:
+                self._missed(exc)
+        except (sqlite3.Error, OSError) as exc:
+            self._missed(exc)
+
+    def _missed(self, exc: BaseException) -> None:
+        mark_behind(self.home)
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            self._resting_until = time.monotonic() + REST
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is not None and _identity(index_path(self.home)) != self._file:
