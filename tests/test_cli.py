@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -371,6 +372,27 @@ def test_a_long_prompt_is_kept_whole_in_the_transcript_and_cut_in_the_metadata(
     stored = metadata(home, session)["last_prompt"]
     assert stored == prompt[:1_999] + "…"
     assert transcript(home, session)[0]["content"] == prompt
+
+
+def test_a_session_whose_parent_is_not_stored_is_listed_as_a_root(home: Path) -> None:
+    """A sub-session whose parent's folder was removed by hand, and a session whose metadata
+    names a parent that does not exist (even after it is resumed), are listed among the
+    roots, with and without the index: no stored session is listed nowhere."""
+    delegating = new_session("/delegate explorer: look")
+    (child,) = metadata(home, delegating)["children"]
+    shutil.rmtree(session_dirs(home)[delegating])
+    named = new_session("named")
+    path = session_dirs(home)[named] / "metadata.json"
+    document = json.loads(path.read_text())
+    document["parent_id"] = "20200101T000000Z-0123456789abcdef"
+    path.write_text(json.dumps(document))
+    cli("session", "resume", named, "again")
+    listed = {row["session_id"] for row in cli_json("session", "list")}
+    assert {child, named} <= listed
+    (home / "index.sqlite3").unlink()
+    (home / "index.sqlite3").mkdir()  # no index can be opened: the folders are read
+    listed = {row["session_id"] for row in cli_json("session", "list")}
+    assert {child, named} <= listed
 
 
 @pytest.mark.parametrize("field", ["turns", "seq", "message_count", "depth"])

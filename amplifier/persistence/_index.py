@@ -402,7 +402,8 @@ def _folder_stamp(home: Path, project: str) -> int | None:
 
 
 def refresh(db: sqlite3.Connection, home: Path, projects: Iterable[str]) -> int:
-    """Add the sessions of ``projects`` that reached the disk without the index; how many.
+    """Add the sessions of ``projects`` that reached the disk without the index, and drop
+    those whose folders left it (removed by hand); how many were added.
 
     A project whose ``sessions/`` folder has not changed since it was last
     looked at costs one stat. Rows are only added (never replaced): a
@@ -421,12 +422,23 @@ def refresh(db: sqlite3.Connection, home: Path, projects: Iterable[str]) -> int:
             row[0]
             for row in db.execute("SELECT session_id FROM sessions WHERE project = ?", (project,))
         }
+        present = {location.session_id for location in _project_locations(home, project)}
         rows = [
-            _row_or_damaged(location)
-            for location in _project_locations(home, project, leaving_out=indexed)
+            _row_or_damaged(SessionLocation(home, project, session_id))
+            for session_id in present - indexed
+        ]
+        # Gone, unless it came back since it was listed (a session being deleted is moved
+        # out; one being created is renamed in whole: either way the folder decides).
+        gone = [
+            session_id
+            for session_id in indexed - present
+            if not SessionLocation(home, project, session_id).directory.is_dir()
         ]
         with db:
             db.execute("BEGIN")
+            if gone:
+                db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in gone])
+                forget_search(db, gone)
             if rows:
                 cursor = db.executemany(_INSERT.replace("INSERT", "INSERT OR IGNORE", 1), rows)
                 added += max(cursor.rowcount, 0)
@@ -499,7 +511,10 @@ def page(
         where.append(f"coalesce({_CWD}, '') IN ('', {', '.join('?' * len(names))})")
         args.extend(names)
     if roots_only:
-        where.append("parent_id IS NULL")
+        # A session whose parent is not stored (its folder removed by hand, or a parent id
+        # that names nothing) is a root here: hidden under nothing, it would be listed
+        # nowhere, and only `cleanup` would find it.
+        where.append("(parent_id IS NULL OR parent_id NOT IN (SELECT session_id FROM sessions))")
     if tag is not None:
         where.append("instr(tags, ?) > 0")
         args.append(f" {tag} ")

@@ -182,7 +182,12 @@ def _scan(
         names = {"", *([cwd] if isinstance(cwd, str) else cwd)}
         rows = [r for r in rows if r.metadata is None or r.metadata.cwd in names]
     if roots_only:
-        rows = [r for r in rows if r.metadata is None or r.metadata.parent_id is None]
+        stored = {r.session_id for r in rows}
+        rows = [
+            r
+            for r in rows
+            if r.metadata is None or r.metadata.parent_id not in stored  # None is not stored
+        ]
     if tag is not None:
         rows = [r for r in rows if r.metadata is not None and tag in r.metadata.tags]
     rows.sort(key=_newest_used_first if sort == "used" else _newest_first)
