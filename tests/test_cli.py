@@ -395,6 +395,24 @@ def test_a_session_whose_parent_is_not_stored_is_listed_as_a_root(home: Path) ->
     assert {child, named} <= listed
 
 
+def test_a_session_is_named_by_its_folder_whatever_its_metadata_says(home: Path) -> None:
+    """A metadata.json naming another id (a hand edit, a folder copied under a new name):
+    `show` and `list` give the folder's id, which every command takes, and a resume
+    writes it into the metadata."""
+    session = new_session("mine")
+    path = session_dirs(home)[session] / "metadata.json"
+    document = json.loads(path.read_text())
+    document["session_id"] = "20200101T000000Z-0000000000000000"
+    path.write_text(json.dumps(document))
+    assert cli("session", "show", session).stdout.startswith(f"Session:   {session}\n")
+    assert [row["session_id"] for row in cli_json("session", "list")] == [session]
+    cli("session", "resume", session, "again")
+    assert (metadata(home, session)["session_id"], metadata(home, session)["root_id"]) == (
+        session,
+        session,
+    )
+
+
 @pytest.mark.parametrize("field", ["turns", "seq", "message_count", "depth"])
 def test_a_number_no_integer_of_64_bits_holds_makes_the_metadata_damaged(
     home: Path, field: str

@@ -78,6 +78,12 @@ def read_metadata(location: SessionLocation) -> SessionMetadata:
             return backup
         reason = exc.errors()[0]["msg"] if exc.errors() else "unreadable"
         raise CorruptSession(location.session_id, f"metadata.json is invalid ({reason})") from None
+    if metadata.session_id != location.session_id:
+        # The folder's name is the session's identity: a folder copied under another
+        # name (or a hand edit) keeps its own id, and its root is itself if it was.
+        if metadata.root_id == metadata.session_id:
+            metadata.root_id = location.session_id
+        metadata.session_id = location.session_id
     if document is not None:
         note_cli_turns(location, document, metadata)
     return metadata
