@@ -154,3 +154,32 @@ def test_cli_on_a_full_disk_says_so_in_one_line(small_disk: Path, project: Path)
     assert "Traceback" not in done.stderr
     assert len(session_dirs(home)) == 1  # nothing half-made
     _valid(home)
+
+
+def test_sessions_are_deleted_to_free_a_full_disk(small_disk: Path, project: Path) -> None:
+    """With the disk full to the last byte, `session delete` and `session cleanup` still
+    delete (the way to get space back needs none), and a run then works again."""
+    home = small_disk / "home"
+    env = {**os.environ, "AMPLIFIER_HOME": str(home)}
+    amplifier = Path(sys.executable).parent / "amplifier"
+
+    def amp(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(amplifier), *args], cwd=project, env=env, capture_output=True, text=True
+        )
+
+    for prompt in ("one", "two", "three"):
+        assert amp("run", prompt).returncode == 0
+    first, *_ = sorted(session_dirs(home))
+    filler = small_disk / "filler"
+    with filled(small_disk):
+        deleted = amp("session", "delete", first, "--yes")
+        cleaned = amp("session", "cleanup", "--days", "0", "--yes")
+        assert filler.stat().st_size > 0
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"Deleted {first}" in deleted.stdout + deleted.stderr
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert session_dirs(home) == {}
+    assert not list((home / "journal").glob("*.journal"))
+    assert amp("run", "after").returncode == 0
+    assert len(session_dirs(home)) == 1

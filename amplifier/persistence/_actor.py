@@ -368,12 +368,15 @@ class PersistenceActor:
         """Stamp every later record above ``seq`` (a restarted actor, over its own journal)."""
         self._seq = max(self._seq, seq)
 
-    def _start_writing(self) -> None:
-        """Blocking: the home, this Runtime's journal and lock, before its first write."""
+    def _start_writing(self, *, records: bool = True) -> None:
+        """Blocking: the home, this Runtime's journal and lock, before its first write.
+
+        Without ``records`` (a deletion: claims and renames), the journal gets no room
+        ahead: deleting sessions to free a full disk must not need a block of it."""
         if self._journal is not None:
             return
         ensure_private_dir(self.home / "projects", below=self.home)
-        journal = Journal.create(self.home, preallocate=self.durability == "fsync")
+        journal = Journal.create(self.home, preallocate=records and self.durability == "fsync")
         self._journal = journal
         self._owner = Owner.current(journal.name)
         self._handovers = Handovers(self.home, journal.name)
@@ -805,7 +808,7 @@ class PersistenceActor:
             if location.session_id in self._claimed:
                 raise SessionLocked(location.session_id, "a session open in this runtime")
         if self._journal is None:
-            await self.in_thread(self._start_writing)
+            await self.in_thread(lambda: self._start_writing(records=False))
         removed: list[str] = await self._locked(
             lambda: self._delete_blocking(request.locations, request.untouched_since)
         )

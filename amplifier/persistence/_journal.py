@@ -57,6 +57,7 @@ acknowledged), or an older batch left beyond the end after a reset.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -184,6 +185,8 @@ class Journal:
         """The last seq of the last batch written."""
         self._allocated = allocated
         self._last_batch = 0
+        self._headless = False
+        """Created empty (a full disk): its header is written before anything else."""
 
     def fileno(self) -> int:
         """The descriptor holding the lock (a writer process inherits it: ``_writer``)."""
@@ -210,7 +213,16 @@ class Journal:
             # Recovery leaves the ``.creating`` files of live processes alone,
             # so nothing else locks or removes this one.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            write_all(fd, header() + (_ZEROS if preallocate else b""))
+            headless = False
+            try:
+                write_all(fd, header() + (_ZEROS if preallocate else b""))
+            except OSError as exc:
+                # Only a lock is needed yet (deleting sessions to free a full disk): an
+                # empty journal is one, and replays as one with no records.
+                if preallocate or exc.errno != errno.ENOSPC:
+                    raise
+                os.ftruncate(fd, 0)
+                headless = True
             path = folder / f"{name}{JOURNAL_SUFFIX}"
             if preallocate:  # a journal for records: durable before any record trusts it
                 os.fsync(fd)
@@ -223,7 +235,17 @@ class Journal:
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
-        return cls(path, fd, HEADER_SIZE + (FIRST_CHUNK if preallocate else 0))
+        journal = cls(path, fd, HEADER_SIZE + (FIRST_CHUNK if preallocate else 0))
+        journal._headless = headless
+        return journal
+
+    def _head(self) -> None:
+        """Write the header of a journal created empty, before anything after it."""
+        if self._headless:
+            data = memoryview(header(self.checkpoint))
+            while data:
+                data = data[os.pwrite(self._fd, data, HEADER_SIZE - len(data)) :]
+            self._headless = False
 
     def append(self, batch: bytes, last_seq: int) -> None:
         """Write ``batch`` at the end and make it durable (one ``fdatasync``).
@@ -231,6 +253,7 @@ class Journal:
         On failure nothing of it counts: the next batch overwrites it, and a
         replay stops before it (its crc or seq cannot match).
         """
+        self._head()
         end = self.size + len(batch)
         if end > self._allocated:
             self._grow(end - self._allocated)
@@ -260,6 +283,7 @@ class Journal:
         return min(ZERO_CHUNK, max(FIRST_CHUNK, self._allocated))
 
     def _grow(self, needed: int) -> None:
+        self._head()
         grow = max(self._step(), needed)
         os.pwrite(self._fd, bytes(grow), self._allocated)
         self._allocated += grow
@@ -272,6 +296,7 @@ class Journal:
         """
         if seq <= self.checkpoint:
             return
+        self._head()
         os.pwrite(self._fd, CHECKPOINT.pack(seq), len(MAGIC))
         os.fdatasync(self._fd)
         self.checkpoint = seq
