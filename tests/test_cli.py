@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
