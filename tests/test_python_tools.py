@@ -142,6 +142,53 @@ async def test_a_python_tools_failure_reaches_the_model_with_its_traceback_kept(
     assert "return str(1 / 0)" in broke["traceback"]
 
 
+class _Custom(BaseException):
+    """An exception that is not an ``Exception``, as some libraries define."""
+
+
+async def test_a_python_tool_cannot_end_the_program(home: Path, project: Path) -> None:
+    """A tool calling sys.exit (sync or async), raising KeyboardInterrupt in its thread, or
+    an exception that is not an Exception: each call fails as an error would, the turn is
+    answered, and the session ends completed; the program goes on."""
+
+    @amplifier.tool
+    def exits(code: int) -> str:
+        """Exits as a CLI's main does."""
+        sys.exit(code)
+
+    @amplifier.tool
+    async def exits_async(code: int) -> str:
+        """Exits, from a coroutine."""
+        sys.exit(code)
+
+    @amplifier.tool
+    def interrupts() -> str:
+        """Raises KeyboardInterrupt in its worker thread."""
+        raise KeyboardInterrupt
+
+    @amplifier.tool
+    def custom() -> str:
+        """Raises an exception that is not an Exception."""
+        raise _Custom("mine")
+
+    names = ("exits", "exits_async", "interrupts", "custom")
+    async with opened(home, project, tools=[exits, exits_async, interrupts, custom]) as rt:
+        async with rt.open_session() as session:
+            prompt = "\n".join(
+                run_tool(name, **({"code": 2} if name.startswith("exits") else {}))
+                for name in names
+            )
+            reply = await session.ask(prompt)
+            again = await session.ask("still here")
+    for name in names:
+        assert f"{name} (failed): " in reply.text
+    assert "the tool raised SystemExit(2); a tool cannot end the program" in reply.text
+    assert "the tool raised _Custom(mine)" in reply.text
+    assert "still here" in again.text
+    end = events(home, session.id)[-1]
+    assert (end["event"], end["data"]["status"]) == ("session:end", "completed")
+
+
 async def test_a_python_tool_speaking_of_a_file_name_that_is_not_utf8_is_stored(
     home: Path, project: Path
 ) -> None:

@@ -23,6 +23,11 @@ Rule 4: a signature pydantic cannot describe is found once, when a Runtime
 Rule 5: a sync function runs in a worker thread: it never blocks the
         sessions' event loop. Its return value is the result: text as it
         is, anything else as JSON.
+Rule 6: a function cannot end the program: ``SystemExit`` (a CLI's ``main``
+        calling ``sys.exit``), or any exception that is not an ``Exception``,
+        fails the call as an error would. Only cancellation passes, and a
+        ``KeyboardInterrupt`` on the event loop's thread (Ctrl-C in a program
+        that leaves it to Python); in a worker thread it is the function's own.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, ToolFailed
 from ._tools import ToolContext
 
 
@@ -115,12 +120,26 @@ class FunctionTool:
         values = {name: getattr(arguments, name) for name in type(arguments).model_fields}
         if self._context is not None:
             values[self._context] = context
-        if inspect.iscoroutinefunction(self.function):
-            result = await self.function(**values)
-        else:
-            result = await anyio.to_thread.run_sync(functools.partial(self.function, **values))
-            if inspect.isawaitable(result):
-                result = await result
+        in_thread = not inspect.iscoroutinefunction(self.function)
+        try:
+            if in_thread:
+                call = functools.partial(self.function, **values)
+                result = await anyio.to_thread.run_sync(call)
+                in_thread = False  # what it returned runs on the loop
+                if inspect.isawaitable(result):
+                    result = await result
+            else:
+                result = await self.function(**values)
+        except Exception:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit):
+                raise
+            if isinstance(exc, KeyboardInterrupt) and not in_thread:
+                raise
+            raise ToolFailed(  # Rule 6
+                f"the tool raised {type(exc).__name__}({exc}); a tool cannot end the program"
+            ) from None
         return _as_text(result)
 
 
