@@ -40,6 +40,8 @@ TOOLS = {
     "image": ("Return a small picture.", schema()),
     "meet": ("Answer once two calls of it are running at the same time.", schema()),
     "fail": ("Fail as a tool does: an error result.", schema()),
+    "latin1": ("Answer with bytes that are not UTF-8 (a Latin-1 file name).", schema()),
+    "noise": ("Print a line that is not JSON, then answer.", schema()),
 }
 
 
@@ -85,11 +87,23 @@ def call(name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
             return text("met" if met else "alone")
         case "fail":
             return {"content": [{"type": "text", "text": "it did not work"}], "isError": True}
+        case "noise":
+            with _write:
+                sys.stdout.write("this is not JSON\n")
+                sys.stdout.flush()
+            return text("after the noise")
     return None
 
 
 def answer(message: dict[str, Any]) -> None:
     params = message.get("params") or {}
+    if params.get("name", "").removeprefix(PREFIX) == "latin1":
+        reply = {"jsonrpc": "2.0", "id": message["id"], "result": text("caf@")}
+        line = json.dumps(reply).encode().replace(b"caf@", b"caf\xe9")  # Latin-1's e-acute
+        with _write:
+            sys.stdout.buffer.write(line + b"\n")
+            sys.stdout.flush()
+        return
     result = call(params.get("name", ""), params.get("arguments") or {})
     if result is None:
         send({"jsonrpc": "2.0", "id": message["id"],

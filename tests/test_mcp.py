@@ -168,6 +168,25 @@ async def test_mcp_call_that_hangs_fails_at_its_timeout_and_the_server_goes_on(
     assert echoed["content"] == "still here"
 
 
+async def test_mcp_server_writing_bytes_that_are_not_utf8_or_json_goes_on(
+    home: Path, project: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A server answering with a Latin-1 byte, or printing a line that is not JSON: the
+    byte becomes U+FFFD, the line is left out (never shown on the terminal), and the
+    server answers the calls after it."""
+    configure(project, {"stub": stub(timeout=5)})
+    prompts = [
+        call("mcp_stub_latin1"),
+        call("mcp_stub_noise"),
+        call("mcp_stub_echo", text="still here"),
+    ]
+    latin1, noise, echoed = results(home, await asked(home, project, *prompts))
+    assert latin1["content"] == "caf\ufffd"
+    assert noise["content"] == "after the noise"
+    assert echoed["content"] == "still here"
+    assert "Traceback" not in capfd.readouterr().err
+
+
 async def test_mcp_huge_result_is_cut_like_other_tool_output(home: Path, project: Path) -> None:
     """A result of a million characters is kept to the tool-output cap, saying so."""
     configure(project, {"stub": stub()})

@@ -46,6 +46,18 @@ def test_run_calls_a_tool_of_the_time_server(home: Path, project: Path) -> None:
     assert "starting time:" in log.read_text()
 
 
+def test_a_server_printing_what_is_not_json_shows_nothing_on_the_terminal(
+    home: Path, project: Path
+) -> None:
+    """A line that is not JSON on a server's stdout (a stray print): the call is answered,
+    and the SDK's complaint about it goes nowhere near the terminal."""
+    configure(project, {"stub": stub(timeout=5)})
+    done = amplifier("run", "--yes", tool("mcp_stub_noise"), cwd=project, home=home)
+    assert "mcp_stub_noise (ok): after the noise" in done.stdout
+    assert "not JSON" not in done.stderr
+    assert "Failed to parse" not in done.stderr
+
+
 def mcp_list(project: Path, *args: str, code: int) -> Any:
     """`amplifier mcp list` through typer's test runner, from inside the project."""
     cwd = os.getcwd()

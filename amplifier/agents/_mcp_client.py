@@ -18,6 +18,9 @@ Rule 1: a stdio server's process never outlives this one. On Linux it runs
 Rule 2: the server's stderr, and the log messages it sends, go to its log
         (``logs/mcp/<server>.log``, owner-only), never to the terminal; a
         server that fails to start is described by the last line it logged.
+        The SDK's own complaints (a line on a server's stdout that is not
+        JSON) reach the terminal only through the program's logging, if it
+        set up any: Python's last-resort printing is not for them.
 Rule 3: a connection ends when the server's side goes away (its output ends,
         or its HTTP endpoint fails); ``Connection.ended`` says so and why, and
         the calls in flight then fail with ``ConnectionLost``.
@@ -29,6 +32,7 @@ Rule 4: a result becomes text: text content as it is, structured content as
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import shutil
 import sys
@@ -62,6 +66,8 @@ _TAIL = 4096
 # $1 the pid of this process and $2 the leash's read end in it; then the server's command.
 # The watcher kills the group when the leash ends (this process died); the server runs in
 # the background with the wrapper's stdin, and when it exits the group goes (Rule 1).
+logging.getLogger("mcp").addHandler(logging.NullHandler())  # Rule 2
+
 _LEASH = """\
 exec 3</proc/$1/fd/$2 || exit 125
 shift 2
@@ -228,9 +234,15 @@ def _stdio_parameters(config: McpServerConfig, project: Path) -> StdioServerPara
         found = shutil.which(command, path=environment.get("PATH", os.defpath))
     if found is None:
         raise StartFailed(f"command not found: {command}")
+    # A byte that is not UTF-8 (a Latin-1 file name in an answer) becomes U+FFFD: decoded
+    # strictly, it ends the SDK's reader and every later call waits out its timeout.
     if not sys.platform.startswith("linux"):
         return StdioServerParameters(
-            command=found, args=list(config.args), env=environment, cwd=cwd
+            command=found,
+            args=list(config.args),
+            env=environment,
+            cwd=cwd,
+            encoding_error_handler="replace",
         )
     return StdioServerParameters(
         command="/bin/sh",
@@ -238,6 +250,7 @@ def _stdio_parameters(config: McpServerConfig, project: Path) -> StdioServerPara
               *config.args],
         env=environment,
         cwd=cwd,
+        encoding_error_handler="replace",
     )
 
 
