@@ -85,7 +85,7 @@ def test_mcp_list_shows_each_server_where_it_is_configured_and_whether_it_starts
         f"  log: {home}/logs/mcp/gone.log",
     ]
     assert lines[4:7] == [
-        "stub: starts, 9 tools",
+        "stub: starts, 11 tools",
         f"  stdio: {sys.executable} -I {STUB}",
         f"  configured in {user}",
     ]
