@@ -91,6 +91,18 @@ def test_granted_and_assume_yes_answer_asks_but_never_a_deny() -> None:
     assert plain("bash", "make test *; rm x", side_effects=True, granted=granted).outcome == "ask"
 
 
+def test_a_rule_with_a_pattern_denies_or_asks_a_tool_with_no_subject_and_allows_none() -> None:
+    """An MCP tool, or a Python tool without a subject, gives a pattern nothing to look at:
+    a deny or ask rule with one covers every call (with --yes too), an allow rule none."""
+    denying = Judge.of(Permissions(deny=["mcp_my_srv_echo(*)"]), assume_yes=True)
+    assert denying("mcp_my_srv_echo", None, side_effects=True).outcome == "deny"
+    assert judge(ask=["delete_everything(prod*)"])(
+        "delete_everything", None, side_effects=False
+    ).outcome == "ask"
+    allowing = judge(allow=["mcp_my_srv_echo(*)"])
+    assert allowing("mcp_my_srv_echo", None, side_effects=True).outcome == "ask"
+
+
 @pytest.mark.parametrize("rule", ["", "bash(", "bash()", "(x)", "b a s h"])
 def test_a_rule_that_does_not_parse_is_a_clear_error(rule: str) -> None:
     """A malformed rule is refused with a message that shows what a rule looks like."""

@@ -28,6 +28,9 @@ Rule 4: a bash rule with a wildcard pattern matches a compound command part
 Rule 5: a path is matched relative to the project, normalised
         (``./src/../a.py`` is ``a.py``); an absolute path inside the
         project is made relative first.
+Rule 6: a tool with no subject (an MCP tool, a Python tool without one)
+        gives a pattern nothing to look at: a rule with a pattern then
+        denies or asks for every call of it, and allows none.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class Rule:
         if self.pattern is None:
             return True
         if subject is None:
-            return False
+            return not granting  # Rule 6
         if tool != "bash":
             return fnmatchcase(subject, self.pattern)
         parts = [part.strip() for part in _CONTROL.split(subject) if part.strip()]
