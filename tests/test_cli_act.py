@@ -169,6 +169,20 @@ def test_at_a_terminal_the_user_answers_yes_no_and_always(
     assert (project / "log").read_text() == "1\n1\n"
 
 
+def test_keys_typed_before_a_question_do_not_answer_it(home: Path, project: Path) -> None:
+    """`y` and Enter typed while the command starts (meant for something else) are dropped
+    when the question is shown: only what is typed after it answers."""
+    with interactive(
+        ["run", tool("bash", command="touch ran")], cwd=project, home=home, backend="asyncio"
+    ) as term:
+        term.send("y")  # before the question: the command is still loading
+        term.see("Allow? [y]es")
+        assert not (project / "ran").exists()
+        term.send("n")
+        assert term.leave() == 0
+    assert not (project / "ran").exists()
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_ctrl_c_at_a_question_withdraws_it(home: Path, project: Path, backend: str) -> None:
     """Ctrl-C while asked: the question is withdrawn, nothing runs, the session is resumable."""

@@ -15,12 +15,17 @@ Rule 3: a question whose turn is cancelled (Ctrl-C) is withdrawn at once:
         thread that would go on reading after the question is gone.
 Rule 4: without a terminal nobody can answer: every such call is denied,
         and stderr says so once per command, naming the flags that allow.
+Rule 5: only what is typed after the question is shown answers it: keys
+        typed before (during the turn: a ``y`` and Enter meant for something
+        else) are dropped first, so nothing is approved unseen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import termios
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -139,6 +144,7 @@ def _show(request: ApprovalRequest) -> None:
 async def _answer(request: ApprovalRequest) -> str:
     """``yes``, ``no`` or ``always``, as typed (Enter or Ctrl-D: no)."""
     always = request.always_rule or request.tool
+    _drop_typed_ahead()
     while True:
         sys.stderr.write(f"Allow? [y]es, [n]o, [a]lways for this session ({safe(always)}): ")
         sys.stderr.flush()
@@ -154,6 +160,12 @@ async def _answer(request: ApprovalRequest) -> str:
         if answer in ("a", "always"):
             return "always"
         sys.stderr.write("Type y, n or a.\n")
+
+
+def _drop_typed_ahead() -> None:
+    """Drop what the terminal holds unread (Rule 5)."""
+    with contextlib.suppress(OSError, termios.error):
+        termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)
 
 
 async def _read_line() -> str:
