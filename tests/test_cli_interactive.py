@@ -479,6 +479,37 @@ def test_sigterm_or_sighup_at_the_prompt_ends_the_session_and_exits(
     assert document["status"] == "cancelled"
 
 
+@pytest.mark.parametrize("during", ["a turn", "the prompt"])
+def test_a_terminal_that_goes_away_cancels_the_session_and_exits_129(
+    backend: str, project: Path, home: Path, during: str
+) -> None:
+    """The terminal window closed during a turn, or at the prompt: the hangup ends the
+    session as cancelled and the program exits 129, though nothing can be written to the
+    terminal any more."""
+    term = Terminal([], cwd=project, home=home, backend=backend)
+    try:
+        session_id = term.session_id()
+        term.prompt()
+        term.ask("keep this")
+        if during == "a turn":
+            term.send("/sleep 30")
+            time.sleep(1.0)  # the turn is under way: no event of the program to wait on
+        os.close(term.child.child_fd)  # the terminal goes away: SIGHUP, then EIO on writes
+        term.child.child_fd = -1
+        deadline = time.monotonic() + 30
+        while (status := os.waitpid(term.child.pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "the program did not end"
+            time.sleep(0.05)
+        term.child.terminated = True
+    finally:
+        if term.child.child_fd != -1:
+            term.close()
+    assert os.waitstatus_to_exitcode(status[1]) == 129
+    document = show(session_id, cwd=project, home=home, backend=backend)
+    assert user_prompts(document)[0] == "keep this"
+    assert document["status"] == "cancelled"
+
+
 def test_delete_asks_on_a_terminal_and_no_keeps_the_session(
     backend: str, project: Path, home: Path
 ) -> None:
