@@ -169,6 +169,29 @@ def test_session_commands_go_on_beside_a_broken_spec_with_one_warning(
     assert warning.startswith(f"Warning: {path}:2: invalid front matter")
 
 
+@pytest.mark.parametrize(
+    "name", ["mcp.json", "profiles/team.yaml", "agents/helper.md"], ids=["mcp", "profile", "agent"]
+)
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_configuration_file_that_is_no_file_is_a_warning_not_a_hang(
+    home: Path, project: Path, name: str, kind: str
+) -> None:
+    """A FIFO, or a link to /dev/zero, where a project's configuration file belongs: the
+    command does its work with one warning naming it, without waiting on the FIFO or
+    reading the device for ever."""
+    path = project / ".amplifier" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    done = amp("run", "hello", cwd=project, home=home)
+    assert done.returncode == 0, done.stderr
+    assert "You asked: hello" in done.stdout
+    assert f"{path}" in done.stderr
+    assert "not a regular file" in done.stderr
+
+
 def test_a_broken_profile_leaves_the_others_usable(home: Path, project: Path) -> None:
     """A profile with a YAML error: `run` under base answers, with one warning naming it."""
     path = _profile(project, "odd", "provider: {kind: openai\n")

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._config_text import read_config_text
 from ._exceptions import ConfigError
 
 MCP_FILE = "mcp.json"
@@ -145,7 +146,7 @@ def load_mcp_config(*, home: Path, project: Path) -> McpConfig:
 def _read(path: Path) -> dict[str, McpServerConfig]:
     """The servers one file configures (none if it does not exist); ``ConfigError`` naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amplifier.persistence import Durability
 
+from ._config_text import read_config_text
 from ._exceptions import ConfigError, UnknownProfile
 from ._permissions import Permissions
 from ._provider_config import ProviderConfig
@@ -195,7 +196,7 @@ class ProfileCatalog:
             for path in _profile_files(directory):
                 try:
                     try:
-                        text = path.read_text(encoding="utf-8")
+                        text = read_config_text(path)
                     except (OSError, UnicodeDecodeError) as exc:
                         raise ConfigError(f"cannot read profile: {exc}", path=path) from None
                     raw[path.stem] = (_parse(text, str(path)), str(path))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._config_text import read_config_text
 from ._exceptions import AgentWarning, ConfigError, UnknownAgent
 from ._provider_config import ProviderKind
 from ._yaml import YamlProblem, load_yaml
@@ -199,7 +200,7 @@ def _specs_in(folder: Path) -> list[tuple[Path, AgentSpec | ConfigError]]:
     specs: list[tuple[Path, AgentSpec | ConfigError]] = []
     for path in sorted(folder.glob("*.md")):
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_config_text(path)
         except (OSError, UnicodeDecodeError) as exc:
             specs.append((path, ConfigError(f"cannot read agent spec: {exc}", path=path)))
             continue

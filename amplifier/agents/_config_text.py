@@ -1,0 +1,31 @@
+"""Reading a configuration file a project or the home holds (profiles, agent specs, MCP
+servers): text, whatever the file system holds at its path.
+
+A FIFO there would hold the command for ever (past Ctrl-C: the read blocks a thread),
+and a link to ``/dev/zero`` would fill its memory; neither is a configuration. Links to
+regular files are followed (a home's dotfiles are often links).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest configuration file read (a profile or a spec is a few kilobytes)."""
+
+
+def read_config_text(path: Path) -> str:
+    """The UTF-8 text of the file at ``path``. Raises ``FileNotFoundError`` if there is none,
+    ``OSError`` if it cannot be read or is no regular file or is larger than
+    ``MAX_CONFIG_BYTES``, ``UnicodeDecodeError`` if it is not text."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError("not a regular file")
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(f"larger than {MAX_CONFIG_BYTES:,} bytes")
+    return data.decode("utf-8")
