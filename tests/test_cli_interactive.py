@@ -510,6 +510,25 @@ def test_a_terminal_that_goes_away_cancels_the_session_and_exits_129(
     assert document["status"] == "cancelled"
 
 
+def test_a_home_that_cannot_be_written_offers_nothing_to_resume(
+    project: Path, tmp_path: Path
+) -> None:
+    """AMPLIFIER_HOME is a file: each turn says it could not be stored, and leaving says
+    nothing could be, exits 1 and gives no resume hint for a session that is not there."""
+    home = tmp_path / "not-a-folder"
+    home.write_text("a file\n")
+    with interactive([], cwd=project, home=home, backend="asyncio") as term:
+        term.prompt()
+        term.send("first prompt")
+        term.see("Error: ")
+        term.prompt()
+        term.child.sendeof()
+        assert term.leave() == 1
+    assert "Error: nothing of this session could be stored" in term.output
+    assert "Resume with" not in term.output
+    assert home.read_text() == "a file\n"
+
+
 def test_delete_asks_on_a_terminal_and_no_keeps_the_session(
     backend: str, project: Path, home: Path
 ) -> None:

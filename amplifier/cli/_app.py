@@ -68,6 +68,8 @@ from ._running import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from amplifier import Runtime, Session, SessionSummary
     from amplifier import open_runtime as open_runtime
     from amplifier.agents import ProviderKind
@@ -335,6 +337,18 @@ async def _one_turn(
     return 0
 
 
+def _stored(home: Path, session_id: str) -> bool:
+    """Whether the session is on disk (its runtime closed: every file written)."""
+    from amplifier import AmplifierError
+    from amplifier.persistence import find_session
+
+    try:
+        find_session(home, session_id, project=None)
+    except (AmplifierError, OSError):
+        return False
+    return True
+
+
 def _resume_hint(session_id: str) -> None:
     say(f"Resume with: amplifier session resume {session_id}")
 
@@ -512,6 +526,7 @@ def root(
             ) as rt:
                 if cluster is not None:
                     _cluster_note(rt)
+                home = rt.home
                 async with rt.open_session(agent=agent) as session:
                     await opening.opened()
                     code, last = await run_interactive(
@@ -519,8 +534,12 @@ def root(
                     )
                 if last == session.id and await forget_if_empty(rt, session):
                     return code  # nothing to resume
-            if last is not None:
-                _resume_hint(last)
+            if last is None:
+                return code
+            if not _stored(home, last):  # a home that cannot be written: said at each turn
+                say("Error: nothing of this session could be stored; there is nothing to resume")
+                return code or 1
+            _resume_hint(last)
             return code
         return opening.exit_code(as_json=False)
 
