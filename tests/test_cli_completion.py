@@ -108,10 +108,13 @@ def _chat(root: Path, **names: Any) -> Any:
         "/sleep 5",
         "/etc/hosts: what is this?",
         "hello /cost",
+        "/exit status 137 from my container\nWhat does this mean?",
+        "/help\nplease explain",
     ],
 )
 def test_model_directives_and_paths_are_prompts(text: str) -> None:
-    """The offline provider's directives and a path are sent to the model, not run here."""
+    """The offline provider's directives, a path, and text of several lines (a paste) that
+    starts like a command are sent to the model, not run here."""
     assert _slash.parse(text) is None
 
 

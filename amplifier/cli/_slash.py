@@ -10,6 +10,9 @@ Rule 2: a command that changes which session is open (``/clear``,
         the old one: a failure leaves the old one open, and the old one stays
         resumable.
 Rule 3: the same commands work at a terminal and with piped lines.
+Rule 4: a command is one line. Text of several lines (a paste, Esc-Enter)
+        is a prompt even if it starts like a command: a pasted log that
+        begins ``/exit status 137`` is asked about, never run and cut off.
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ REWIND_FLAGS = ("--turn", "--dry-run", "--undo", "--force")
 def parse(text: str) -> tuple[Command | None, str, str] | None:
     """``(command, its name as typed, argument)`` if ``text`` is a slash command (None
     in the first place: an unknown one); None if ``text`` is a prompt (Rule 1)."""
-    if not text.startswith("/"):
+    if not text.startswith("/") or "\n" in text.strip():  # Rule 4
         return None
-    word, _, rest = text.partition("\n")[0].partition(" ")
+    word, _, rest = text.strip().partition(" ")
     if "/" in word[1:] or word in MODEL_DIRECTIVES or len(word) == 1:
         return None
     name = word[1:].lower()
