@@ -176,6 +176,15 @@ def test_completion_of_a_path_mention(tmp_path: Path) -> None:
     assert [t for t, _, _ in _slash.completions("@.e", chat)] == ["@.env"]
 
 
+def test_completion_offers_no_name_a_mention_cannot_hold(tmp_path: Path) -> None:
+    """A mention ends at a space: 'my notes.txt' is not offered for '@my' (it would attach
+    nothing), 'my_notes.txt' is."""
+    (tmp_path / "my notes.txt").write_text("")
+    (tmp_path / "my_notes.txt").write_text("")
+    chat = _chat(tmp_path)
+    assert [t for t, _, _ in _slash.completions("read @my", chat)] == ["@my_notes.txt"]
+
+
 # -- @path -------------------------------------------------------------------------
 
 

@@ -578,6 +578,20 @@ def test_ctrl_c_on_a_new_draft_after_ctrl_c_drops_it_and_stays(project: Path, ho
     assert prompts(home, session_id) == ["still here"]
 
 
+def test_ctrl_z_at_the_prompt_does_nothing(project: Path, home: Path) -> None:
+    """Ctrl-Z at the prompt neither suspends nor puts a control character in the prompt."""
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        session_id = term.session_id()
+        term.prompt()
+        term.child.sendcontrol("z")
+        term.child.send("hello" + ENTER)
+        term.see("This session has seen 1 prompt(s)")
+        term.prompt()
+        term.send("/exit")
+        assert term.leave() == 0
+    assert prompts(home, session_id) == ["hello"]
+
+
 def test_no_history_file_without_a_terminal(project: Path, home: Path) -> None:
     """Piped lines are not kept in the history: it holds what a person typed."""
     cli([], cwd=project, home=home, backend=ASYNCIO, stdin="a piped prompt\n")

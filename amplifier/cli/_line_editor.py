@@ -110,6 +110,12 @@ def _key_bindings() -> KeyBindings:
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
 
+    # Suspending is off (the terminal belongs to the prompt): Ctrl-Z does nothing, rather
+    # than put a control character in the prompt.
+    @bindings.add("c-z")
+    def _no_suspend(event: KeyPressEvent) -> None:
+        pass
+
     # As prompt_toolkit's own, and saying what it dropped: Ctrl-C on a draft is a first.
     @bindings.add("c-c", filter=~is_searching)
     def _interrupt(event: KeyPressEvent) -> None:

@@ -143,6 +143,8 @@ def complete_path(partial: str, root: Path) -> list[tuple[str, bool]]:
             continue
         if entry.name.startswith(".") and not prefix.startswith("."):
             continue
+        if any(ch.isspace() for ch in entry.name):
+            continue  # a mention ends at a space (Rule 3): such a name cannot be one
         name = f"{folder}/{entry.name}" if folder else entry.name
         found.append((name, entry.is_dir()))
     return found
