@@ -58,6 +58,24 @@ def test_a_server_printing_what_is_not_json_shows_nothing_on_the_terminal(
     assert "Failed to parse" not in done.stderr
 
 
+def test_a_server_that_cannot_be_reached_is_named_without_its_secret(
+    home: Path, project: Path
+) -> None:
+    """An HTTP server whose url carries a token from a variable, unreachable: `mcp list`,
+    its --json and a run's warning name it as written, never with the token."""
+    configure(project, {"web": {"url": "http://127.0.0.1:9/mcp?token=${MCP_TOKEN}"}})
+    env = {**_env(home, "asyncio"), "MCP_TOKEN": "S3CRET-TOKEN-987"}
+    said = []
+    for args in (["mcp", "list"], ["mcp", "list", "--json"], ["run", "--yes", "hello"]):
+        done = subprocess.run(
+            [str(AMPLIFIER), *args], cwd=project, env=env, capture_output=True, text=True,
+            timeout=60,
+        )
+        said.append(done.stdout + done.stderr)
+    assert all("http://127.0.0.1:9/mcp?token=${MCP_TOKEN}" in text for text in said[:2])
+    assert not any("S3CRET" in text for text in said)
+
+
 def mcp_list(project: Path, *args: str, code: int) -> Any:
     """`amplifier mcp list` through typer's test runner, from inside the project."""
     cwd = os.getcwd()

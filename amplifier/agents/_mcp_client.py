@@ -160,7 +160,7 @@ async def connect(
         try:
             read, write = await stack.enter_async_context(transport)
         except OSError as exc:
-            raise StartFailed(f"cannot run {config.command}: {exc.strerror or exc}") from None
+            raise StartFailed(f"cannot run {config.target}: {exc.strerror or exc}") from None
         # The session reads through a pump that notices when the server's output ends.
         pumped_send, pumped = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         stack.callback(pumped.close)

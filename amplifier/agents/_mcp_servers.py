@@ -285,9 +285,13 @@ class McpServer:
         except Exception as exc:
             self._stopping()
             log_failure(f"MCP server {self.name!r} failed", exc)
+            said = client.described(exc)
             if self.config.transport == "http":
-                return f"cannot reach {self.config.url}: {client.described(exc)}"
-            return client.described(exc)
+                # As written: a secret passed in a variable ($TOKEN in the url) is not shown.
+                if self.config.url:
+                    said = said.replace(self.config.url, self.config.target)
+                return f"cannot reach {self.config.target}: {said}"
+            return said
 
     def _stopping(self) -> None:
         if self.state is not ServerState.STOPPING:
