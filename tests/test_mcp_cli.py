@@ -76,6 +76,18 @@ def test_a_server_that_cannot_be_reached_is_named_without_its_secret(
     assert not any("S3CRET" in text for text in said)
 
 
+def test_mcp_list_in_a_new_home_makes_its_folders_owner_only(
+    home: Path, project: Path
+) -> None:
+    """The first command of a home may be `mcp list`: the home and the logs' folders it
+    makes are owner-only, as every folder of the home is."""
+    configure(project, {"stub": stub()})
+    assert not home.exists()
+    mcp_list(project, code=0)
+    for folder in (home, home / "logs", home / "logs" / "mcp"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
 def mcp_list(project: Path, *args: str, code: int) -> Any:
     """`amplifier mcp list` through typer's test runner, from inside the project."""
     cwd = os.getcwd()

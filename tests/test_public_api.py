@@ -232,6 +232,7 @@ EXPORTED = {
         "content_digest",
         "default_home",
         "encode_data",
+        "ensure_private_dir",
         "format_ts",
         "holder",
         "load_transcript_tail",

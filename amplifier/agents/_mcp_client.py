@@ -52,6 +52,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
+from amplifier.persistence.lowlevel import ensure_private_dir
+
 from ._bash import _leash_fd
 from ._exceptions import ToolFailed
 from ._mcp_config import McpServerConfig
@@ -256,7 +258,7 @@ def _stdio_parameters(config: McpServerConfig, project: Path) -> StdioServerPara
 
 def _open_log(log: Path, config: McpServerConfig) -> tuple[int, TextIO]:
     """The server's log, opened to append (Rule 2); where this start's lines begin."""
-    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(log.parent, below=log.parents[2])  # $AMPLIFIER_HOME/logs/mcp
     try:
         if log.stat().st_size > LOG_ROTATE_BYTES:
             log.replace(log.with_name(log.name + ".1"))

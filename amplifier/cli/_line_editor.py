@@ -38,6 +38,7 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from amplifier.agents._redact import COMMON_PATTERNS, Redactor
+from amplifier.persistence.lowlevel import ensure_private_dir
 
 from ._input import lenient
 from ._interactive import Read
@@ -60,7 +61,7 @@ class RedactedHistory(FileHistory):
         self._path = path
         super().__init__(str(path))
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ensure_private_dir(path.parent, below=path.parent.parent)  # $AMPLIFIER_HOME/history
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         except OSError as exc:
             self._lost(exc)

@@ -18,7 +18,7 @@ from ._documents import format_ts
 from ._exceptions import StoreClosed
 from ._file_history import FILE_HISTORY, content_digest
 from ._ownership import Owner, holder
-from ._paths import MAX_ID_LENGTH, default_home
+from ._paths import MAX_ID_LENGTH, default_home, ensure_private_dir
 from ._reader import TranscriptTail, load_transcript_tail
 from ._records import SCHEMA_VERSION
 from ._recovery import recover_dead_journals
@@ -68,6 +68,7 @@ __all__ = [
     "content_digest",
     "default_home",
     "encode_data",
+    "ensure_private_dir",
     "format_ts",
     "holder",
     "load_transcript_tail",
