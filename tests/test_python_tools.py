@@ -397,6 +397,30 @@ def _plain(x: int) -> str:
     return "plain"
 
 
+class _BadArguments:
+    """A hand-made tool whose Arguments is no model of its arguments."""
+
+    name = "bad_arguments"
+    description = "Broken."
+    Arguments = dict
+    side_effects = False
+    subject = None
+
+    async def run(self, arguments: Any, context: ToolContext) -> str:
+        return "never"
+
+
+def test_a_tool_made_of_a_callable_without_a_name_asks_for_one() -> None:
+    """@amplifier.tool on a functools.partial or a callable object: a ConfigError asking for
+    a name; with one given, it is a tool like any other."""
+    import functools
+
+    with pytest.raises(ConfigError, match=r"has no name of its own"):
+        amplifier.tool(functools.partial(_plain, x=1))
+    named = amplifier.tool(name="plain_one")(functools.partial(_plain, x=1))
+    assert named.name == "plain_one"
+
+
 @pytest.mark.parametrize(
     ("tools", "agents", "refused"),
     [
@@ -410,8 +434,17 @@ def _plain(x: int) -> str:
         ([_plain], [], "is not a tool: make one with @amplifier.tool"),
         ([], [AgentSpec(name="ghosty", tools=("nope_tool",))], "unknown tool 'nope_tool'"),
         ([], [AgentSpec(name="ghosty", agents=("ghost",))], "unknown agent 'ghost'"),
+        ([_BadArguments()], [], "tool bad_arguments: it cannot be described to a model"),
     ],
-    ids=["space", "long", "duplicate", "plain-function", "unknown-tool", "unknown-agent"],
+    ids=[
+        "space",
+        "long",
+        "duplicate",
+        "plain-function",
+        "unknown-tool",
+        "unknown-agent",
+        "bad-arguments",
+    ],
 )
 async def test_a_program_tool_or_agent_that_cannot_work_is_one_error_at_open_runtime(
     home: Path, project: Path, tools: list[Any], agents: list[AgentSpec], refused: str

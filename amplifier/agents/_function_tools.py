@@ -62,7 +62,13 @@ class FunctionTool:
         subject: str | None = None,
     ) -> None:
         self.function = function
-        self.name = name or function.__name__
+        named = name or getattr(function, "__name__", None)
+        if not isinstance(named, str):
+            raise ConfigError(
+                f"{function!r} has no name of its own (a functools.partial, a callable "
+                "object): give one, @amplifier.tool(name=...)"
+            )
+        self.name = named
         self.side_effects = side_effects
         """True for a tool that changes something: its calls ask first unless a rule allows
         them (``write_file``, ``bash`` and MCP tools do)."""
@@ -298,7 +304,8 @@ def _description(function: Callable[..., Any]) -> str:
 
 def _where(function: Callable[..., Any]) -> str:
     module = getattr(function, "__module__", None) or "?"
-    return f"{module}.{getattr(function, '__qualname__', function.__name__)}"
+    named = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    return f"{module}.{named}" if isinstance(named, str) else repr(function)
 
 
 def _as_text(result: Any) -> str:

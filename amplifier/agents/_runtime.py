@@ -19,6 +19,7 @@ from amplifier.persistence import Clock, Durability, Store, resolve_home_and_cwd
 from amplifier.runtime import Approver, TurnHandler
 from amplifier.runtime.lowlevel import ChildLauncher, LocalRuntime, open_local_runtime
 
+from ._exceptions import ConfigError
 from ._loop import AgentTurnHandler
 from ._mcp_servers import McpServers
 from ._names import (
@@ -35,7 +36,7 @@ from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._provider import Provider
 from ._provider_config import ProviderKind
 from ._specs import AgentCatalog, AgentSpec
-from ._tools import Tool
+from ._tools import Tool, spec_of
 
 
 def load_profile(
@@ -136,6 +137,15 @@ async def open_agent_runtime(
         check = getattr(given, "check", None)
         if callable(check):
             check()  # a signature that cannot be described: ConfigError naming the function
+        try:
+            spec_of(given)  # what a model is shown of it: found now, not at every turn
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"tool {given.name}: it cannot be described to a model: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
     servers: AbstractAsyncContextManager[object] = nullcontext()
     if handler is None:
         catalog = await anyio.to_thread.run_sync(
