@@ -254,3 +254,32 @@ async def test_what_the_index_could_not_take_is_found_once_it_can(
         newest = await rt.sessions(sort="used", limit=1)
     assert {hit.session_id for hit in hits} == {second.id}
     assert [row.session_id for row in newest] == [second.id]
+
+
+async def test_a_listing_does_not_wait_for_another_process_holding_the_index(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the index's write lock for long (a stopped reindex),
+    listing and finding sessions answer from the folders instead of waiting for it."""
+    import amplifier.persistence._index as index_module
+
+    ids = await _sessions(project, 2)
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT", 120.0)
+    holder = sqlite3.connect(index_path(home), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        source = session_dirs(home)[ids[0]]  # a session the index has not seen yet
+        copy = source.with_name("20200101T000000Z-00000000000000bb")
+        shutil.copytree(source, copy)
+        with anyio.fail_after(30):  # far less than the writers' wait: the folders answered
+            rows = await anyio.to_thread.run_sync(
+                lambda: list_sessions(home, project=str(project).replace("/", "-"))
+            )
+            found = await anyio.to_thread.run_sync(
+                lambda: find_session(home, ids[1][:22], project=None)
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert {row.session_id for row in rows} == {*ids, copy.name}
+    assert found.session_id == ids[1]

@@ -65,6 +65,9 @@ BEHIND = "index.sqlite3.behind"
 """Beside the index: it missed a write (Rule 1)."""
 BUSY_TIMEOUT = 10.0
 """Seconds a use of the index waits for another process's write to end."""
+QUERY_BUSY_TIMEOUT = 1.0
+"""As long, for a listing or a lookup: the folders can answer instead (``query``), so a
+process that holds the index's lock (a stopped ``reindex``) costs a listing a second."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -110,7 +113,7 @@ def index_path(home: Path) -> Path:
     return home / INDEX
 
 
-def connect(home: Path) -> sqlite3.Connection:
+def connect(home: Path, *, busy: float | None = None) -> sqlite3.Connection:
     """A connection to the index (created owner-only if missing).
 
     Raises ``sqlite3.Error`` for every failure, also the operating system's
@@ -125,7 +128,10 @@ def connect(home: Path) -> sqlite3.Connection:
         except OSError as exc:
             raise sqlite3.OperationalError(f"cannot create {path}: {exc.strerror}") from exc
     db = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        path,
+        timeout=BUSY_TIMEOUT if busy is None else busy,
+        isolation_level=None,
+        check_same_thread=False,
     )
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -158,7 +164,8 @@ _DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
 
 
 def query(home: Path, work: Callable[[sqlite3.Connection], _T]) -> _T | None:
-    """``work`` done on the index (built first if it never was); None if the index cannot.
+    """``work`` done on the index (built first if it never was); None if the index cannot
+    (within ``QUERY_BUSY_TIMEOUT`` of another process's lock, say).
 
     The caller then reads the folders instead. Any SQLite failure, during
     the opening or the work itself, means None: a query that failed
@@ -166,7 +173,7 @@ def query(home: Path, work: Callable[[sqlite3.Connection], _T]) -> _T | None:
     is replaced and rebuilt at once, so the next use finds a sound index.
     """
     try:
-        db = open_built(home)
+        db = open_built(home, busy=QUERY_BUSY_TIMEOUT)
     except sqlite3.Error:
         return None
     try:
@@ -181,7 +188,9 @@ def query(home: Path, work: Callable[[sqlite3.Connection], _T]) -> _T | None:
         db.close()
 
 
-def open_built(home: Path, *, damaged: bool = False) -> sqlite3.Connection:
+def open_built(
+    home: Path, *, damaged: bool = False, busy: float | None = None
+) -> sqlite3.Connection:
     """A connection to an index that holds every session of ``home``.
 
     Built from the folders if it never was (first use, a removed index, a
@@ -193,7 +202,7 @@ def open_built(home: Path, *, damaged: bool = False) -> sqlite3.Connection:
         db = recreate(home)
     else:
         try:
-            db = connect(home)
+            db = connect(home, busy=busy)
         except sqlite3.DatabaseError as exc:
             if not is_damage(exc):
                 raise
