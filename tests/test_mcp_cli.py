@@ -88,6 +88,17 @@ def test_mcp_list_in_a_new_home_makes_its_folders_owner_only(
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
+def test_a_server_that_exits_at_start_is_described_in_its_own_words(
+    home: Path, project: Path
+) -> None:
+    """A server that exits while starting: `mcp list` gives its last logged line, as for
+    any other start failure, without the name of an exception class."""
+    configure(project, {"s": {"command": "/bin/sh",
+                              "args": ["-c", "echo fatal: cannot start >&2; exit 1"]}})
+    lines = mcp_list(project, code=1).stdout.splitlines()
+    assert lines[0] == "s: does not start: it exited: fatal: cannot start"
+
+
 def mcp_list(project: Path, *args: str, code: int) -> Any:
     """`amplifier mcp list` through typer's test runner, from inside the project."""
     cwd = os.getcwd()

@@ -284,6 +284,13 @@ class McpServer:
             return str(exc)
         except Exception as exc:
             self._stopping()
+            # Raised inside the SDK's task group, it comes wrapped: the same words, then.
+            failed = exc.split(client.StartFailed)[0] if isinstance(exc, ExceptionGroup) else None
+            if failed is not None:
+                first: BaseException = failed
+                while isinstance(first, BaseExceptionGroup):
+                    first = first.exceptions[0]
+                return str(first)
             log_failure(f"MCP server {self.name!r} failed", exc)
             said = client.described(exc)
             if self.config.transport == "http":
