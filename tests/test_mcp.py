@@ -187,6 +187,34 @@ async def test_mcp_server_writing_bytes_that_are_not_utf8_or_json_goes_on(
     assert "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.filterwarnings("default::amplifier.AgentWarning")
+async def test_a_programs_tool_keeps_its_name_over_a_servers_tool(
+    home: Path, project: Path
+) -> None:
+    """A program gives a tool named as a server's tool would be: the program's runs, and one
+    warning says the server's is left out; the server's other tools are there."""
+
+    @amplifier.tool(name="mcp_stub_echo")
+    def mine(text: str) -> str:
+        """The program's own echo."""
+        return f"mine: {text}"
+
+    configure(project, {"stub": stub()})
+    with pytest.warns(AgentWarning, match="the MCP tool mcp_stub_echo is left out") as said:
+        session_id = await asked(
+            home,
+            project,
+            call("mcp_stub_echo", text="a"),
+            call("mcp_stub_echo", text="b"),
+            call("mcp_stub_add", a=1, b=2),
+            tools=[mine],
+        )
+    first_result, second, added = results(home, session_id)
+    assert (first_result["content"], second["content"]) == ("mine: a", "mine: b")
+    assert not added.get("is_error")
+    assert sum("mcp_stub_echo" in str(w.message) for w in said) == 1
+
+
 async def test_mcp_huge_result_is_cut_like_other_tool_output(home: Path, project: Path) -> None:
     """A result of a million characters is kept to the tool-output cap, saying so."""
     configure(project, {"stub": stub()})

@@ -187,6 +187,8 @@ class AgentTurnHandler:
                 )
         self._toolboxes: dict[str, ToolBox] = {}
         self._kits: dict[tuple[str, str], tuple[AgentSpec, Profile, ToolBox, int]] = {}
+        self._shadowed: set[str] = set()
+        """MCP tools left out for a tool of ours of the same name (warned once each)."""
         self._projects: dict[str, Path] = {self._root.as_posix(): self._root}
         self._redactors: dict[str, Redactor | None] = {}
         self._permissions = permissions or Permissions()
@@ -825,7 +827,22 @@ class AgentTurnHandler:
         return kit[2], kit[3]
 
     def _tools_for(self, spec: AgentSpec, profile: Profile, mcp: Sequence[Tool] = ()) -> ToolBox:
-        chosen = self.toolbox(profile).with_tools(mcp).only(spec.tools)
+        toolbox = self.toolbox(profile)
+        if mcp:
+            # A tool of ours (a built-in, the profile's, the program's) keeps its name: an
+            # MCP server's tool of that name is left out, with a warning, once.
+            ours = set(toolbox.names)
+            taken = [tool.name for tool in mcp if tool.name in ours]
+            for name in taken:
+                if name not in self._shadowed:
+                    self._shadowed.add(name)
+                    warnings.warn(
+                        f"the MCP tool {name} is left out: a tool of this Runtime has its name",
+                        AgentWarning,
+                        stacklevel=2,
+                    )
+            mcp = [tool for tool in mcp if tool.name not in ours]
+        chosen = toolbox.with_tools(mcp).only(spec.tools)
         return chosen.only(name for name in chosen.names if profile.tools.permits(name))
 
     async def _mcp_tools(self, spec: AgentSpec, profile: Profile) -> Sequence[Tool]:
