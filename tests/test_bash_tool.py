@@ -154,3 +154,57 @@ def test_bash_leash_is_not_inherited_by_other_programs() -> None:
 
     leash = _bash._leash_fd()
     assert not os.get_inheritable(leash)
+
+
+_DIES_WHILE_STOPPING = """
+import os, sys, anyio
+from pathlib import Path
+from typing import cast
+from amplifier.agents._bash import Bash
+from amplifier.agents._specs import AgentSpec
+from amplifier.agents._tools import ToolContext, parse_arguments
+
+root, after = Path(sys.argv[1]), int(sys.argv[2])
+calls = 0
+real_kill, real_killpg = os.kill, os.killpg
+
+def counted(real):
+    def signal(*args):
+        global calls
+        real(*args)
+        calls += 1
+        if calls == after:
+            os._exit(9)  # this process dies right after that signal, as a SIGKILL would
+    return signal
+
+async def main():
+    os.kill, os.killpg = counted(real_kill), counted(real_killpg)
+    tool = Bash()
+    context = ToolContext(root=root, turn=cast(object, None), agent=AgentSpec(name="t"),
+                          call_id="c")
+    command = "set -m; sleep 60 & echo $! > job.pid; sleep 60 & echo $! > bg.pid"
+    await tool.run(parse_arguments(tool, {"command": command}), context)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("after", [1, 2, 3])
+def test_this_process_dying_while_it_stops_a_command_leaves_nothing_running(
+    project: Path, after: int
+) -> None:
+    """This process dies right after its first, second or third signal while stopping what
+    a command left running (a job in a group of its own, one in the command's group): the
+    watchers finish the work, and nothing is left."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DIES_WHILE_STOPPING, str(project.resolve()), str(after)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 9, done.stderr
+    for name in ("job.pid", "bg.pid"):
+        assert wait_gone(int((project / name).read_text())), f"{name} survived"

@@ -14,7 +14,9 @@ Rule 2: nothing it starts outlives the call. When the shell exits, what it
         the group when the pipe ends, which the kernel does when this
         process dies, however it dies; a second watcher, in a group of its
         own, kills every other group of the command's session (a job the
-        shell put in a group of its own, after ``set -m``). (The
+        shell put in a group of its own, after ``set -m``). Stopping a
+        command, this process kills that watcher last, once the rest of the
+        session is gone: dying part-way, it leaves the watcher to finish. (The
         parent-death signal of Linux
         would follow the thread that started the command, and trio starts
         commands from worker threads that come and go.) A program that
@@ -53,26 +55,31 @@ _leash: tuple[int, int] | None = None
 # $1 is the command. Two watchers wait for the leash (fd {fd}) to end, which happens only
 # when this process dies. The first, in the command's group, kills that group (at once,
 # itself included: nothing the group forks meanwhile escapes). The second, in a group of
-# its own (set -m), kills every other group of the session ($$: the wrapper leads both),
-# a job after `set -m`, each group at once, until a pass over /proc finds none left
-# (zombies aside; at most 100 passes). The command runs with the leash closed, as the
-# leader of the first group.
+# its own (set -m) and named ``LEASH_NAME`` (so that this process, stopping the command,
+# leaves it for last: ``_signal_group``), kills every other group of the session ($$: the
+# wrapper leads both), a job after `set -m`, each group at once, until a pass over /proc
+# finds none left (zombies aside; at most 100 passes). The command runs with the leash
+# closed, as the leader of the first group.
+LEASH_NAME = "amplifier-leash"
+_WATCH = """\
+read -r -u {fd} _
+for _ in {{1..100}}; do
+  found=
+  for stat in /proc/[0-9]*/stat; do
+    read -r line < "$stat" || continue
+    fields=(${{line##*) }})
+    [[ ${{fields[3]}} == "$1" && ${{fields[2]}} != "$$" && ${{fields[0]}} != [ZX] ]] ||
+      continue
+    kill -KILL -- "-${{fields[2]}}"; found=1
+  done
+  [[ $found ]] || break
+  sleep 0.01
+done
+"""
 _WRAPPER = """\
 {{ read -r -u {fd} _; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
 set -m
-{{ read -r -u {fd} _
-  for _ in {{1..100}}; do
-    found=
-    for stat in /proc/[0-9]*/stat; do
-      read -r line < "$stat" || continue
-      fields=(${{line##*) }})
-      [[ ${{fields[3]}} == $$ && ${{fields[2]}} != "$BASHPID" && ${{fields[0]}} != [ZX] ]] ||
-        continue
-      kill -KILL -- "-${{fields[2]}}"; found=1
-    done
-    [[ $found ]] || break
-    sleep 0.01
-  done; }} </dev/null >/dev/null 2>&1 &
+( exec -a {name} /bin/bash -c '{watch}' {name} "$$" ) </dev/null >/dev/null 2>&1 &
 set +m
 exec {fd}<&-
 exec /bin/bash -c "$1"
@@ -118,7 +125,7 @@ class Bash:
             # Shielded: cancelled half-way, the process would exist with no one to stop it.
             with anyio.CancelScope(shield=True):
                 process = await anyio.open_process(
-                    ["/bin/bash", "-c", _WRAPPER.format(fd=leash), "bash", arguments.command],
+                    ["/bin/bash", "-c", _wrapper(leash), "bash", arguments.command],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
@@ -155,6 +162,12 @@ class Bash:
         return f"{text}\n[{ending}]" if text else f"[no output; {ending}]"
 
 
+def _wrapper(leash: int) -> str:
+    watch = _WATCH.format(fd=leash)
+    assert "'" not in watch  # it is quoted whole
+    return _WRAPPER.format(fd=leash, name=LEASH_NAME, watch=watch)
+
+
 def _leash_fd() -> int:
     """The read end of this process's leash (made once): see Rule 2."""
     global _leash
@@ -178,24 +191,50 @@ async def _stop(process: Process) -> None:
 
 
 def _signal_group(group: int, signum: signal.Signals) -> None:
-    """``signum`` to the command's group, and to every process of its session: a job the
-    shell put in a group of its own (``set -m``) is still in the session (Rule 2)."""
+    """``signum`` to the command's group, and to every other group of its session: a job
+    the shell put in a group of its own (``set -m``) is still in the session (Rule 2).
+
+    The second watcher (``LEASH_NAME``) is killed last, once nothing else of the session
+    is left (and never just asked to end): if this process dies part-way, the watcher
+    finishes the work."""
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(group, signum)
-    for pid in _in_session(group):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)
+    for _ in range(_PASSES):
+        members = _in_session(group)
+        others = [pid for pid, leash in members if not leash]
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(pid), signum)  # its whole group, at once
+        if not others or signum != signal.SIGKILL:
+            break
+    if signum != signal.SIGKILL:
+        return
+    for pid, leash in _in_session(group):
+        if leash:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
 
 
-def _in_session(session: int) -> list[int]:
-    """The processes of ``session`` (Linux's ``/proc``; none found elsewhere)."""
+_PASSES = 100
+"""Passes over the session's processes at most (each kills what the one before saw)."""
+
+
+def _in_session(session: int) -> list[tuple[int, bool]]:
+    """The live processes of ``session`` (Linux's ``/proc``; none found elsewhere), each
+    with whether it is the second watcher; zombies left out."""
     found = []
     with contextlib.suppress(OSError), os.scandir("/proc") as entries:
         for entry in entries:
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if os.getsid(int(entry.name)) == session:
-                        found.append(int(entry.name))
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry.name}/stat", "rb") as file:
+                    fields = file.read().rsplit(b") ", 1)[1].split()
+                if int(fields[3]) != session or fields[0] in (b"Z", b"X"):
+                    continue
+                with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                    leash = file.read(len(LEASH_NAME) + 1) == LEASH_NAME.encode() + b"\0"
+                found.append((int(entry.name), leash))
     return found
 
 
