@@ -500,3 +500,14 @@ def test_a_failure_inside_a_task_group_is_one_line_like_any_other(
         err = capsys.readouterr().err
         assert err.startswith(said), err
         assert len(err.splitlines()) == 1, err
+
+
+def test_an_interruption_among_failures_is_what_ended_the_command() -> None:
+    """Ctrl-C with errors that followed from it, in nested groups: the command was
+    interrupted (exit 130), not failed."""
+    from amplifier.cli._running import _unwrapped
+
+    interrupt = KeyboardInterrupt()
+    inner = BaseExceptionGroup("inner", [interrupt])
+    group = BaseExceptionGroup("outer", [ValueError("after it"), inner])
+    assert _unwrapped(group) is interrupt

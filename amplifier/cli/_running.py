@@ -195,14 +195,16 @@ def _run_guarded(
 
 
 def _unwrapped(exc: BaseException) -> BaseException:
-    """What ended the command, out of the groups task groups wrap it in: the lone error
-    inside, or an interruption if all there is was one (trio wraps even a lone
-    ``KeyboardInterrupt``); a group of several errors stays one."""
+    """What ended the command, out of the groups task groups wrap it in: an interruption
+    if there is one among them (trio wraps even a lone ``KeyboardInterrupt``; what else
+    failed then followed from it), else the lone error inside; a group of several errors
+    stays one."""
     if not isinstance(exc, BaseExceptionGroup):
         return exc
     leaves = _leaves(exc)
-    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
-        return leaves[0]
+    interrupted = [leaf for leaf in leaves if isinstance(leaf, KeyboardInterrupt)]
+    if interrupted:
+        return interrupted[0]
     return leaves[0] if len(leaves) == 1 else exc
 
 
