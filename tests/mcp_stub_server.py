@@ -6,6 +6,7 @@ answers, ``huge`` returns as many characters as asked. Each call runs in
 a thread of its own, so calls are answered concurrently.
 
     python mcp_stub_server.py [--prefix P]   # every tool's name starts with P
+    python mcp_stub_server.py --paging same|counting   # tools/list pages for ever
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 from typing import Any
 
 PREFIX = sys.argv[sys.argv.index("--prefix") + 1] if "--prefix" in sys.argv else ""
+PAGING = sys.argv[sys.argv.index("--paging") + 1] if "--paging" in sys.argv else ""
+"""``same`` or ``counting``: tools/list never ends its pages (the same cursor, or a new one)."""
 _write = threading.Lock()
 _arrived = threading.Condition()
 _waiting = 0
@@ -132,7 +135,11 @@ def main() -> None:
                 {"name": PREFIX + name, "description": description, "inputSchema": input_schema}
                 for name, (description, input_schema) in TOOLS.items()
             ]
-            send({"jsonrpc": "2.0", "id": ident, "result": {"tools": tools}})
+            page: dict[str, Any] = {"tools": tools}
+            if PAGING:  # every page says there is another: the same tools, a new cursor
+                cursor = (message.get("params") or {}).get("cursor") or "0"
+                page["nextCursor"] = str(int(cursor) + 1) if PAGING == "counting" else cursor
+            send({"jsonrpc": "2.0", "id": ident, "result": page})
         elif method == "tools/call":
             threading.Thread(target=answer, args=(message,), daemon=True).start()
         elif method == "ping":

@@ -7,6 +7,7 @@ import json
 import socket
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 import amplifier
 from amplifier import AgentWarning, Permissions, Runtime
-from amplifier.agents import McpServers, Profile
+from amplifier.agents import McpServers, Profile, check_mcp_servers
 from amplifier.agents._mcp_config import load_mcp_config
 from amplifier.agents._tools import MAX_TOOL_OUTPUT, spec_of
 
@@ -213,6 +214,26 @@ async def test_a_programs_tool_keeps_its_name_over_a_servers_tool(
     assert (first_result["content"], second["content"]) == ("mine: a", "mine: b")
     assert not added.get("is_error")
     assert sum("mcp_stub_echo" in str(w.message) for w in said) == 1
+
+
+@pytest.mark.parametrize("paging", ["same", "counting"])
+async def test_a_server_whose_tool_list_never_ends_gives_each_tool_once(
+    home: Path, project: Path, paging: str
+) -> None:
+    """A server whose every page of tools says there is another (the same cursor again, or
+    a new one each time): its tools are listed once each, with no warning of two tools
+    sharing a name, and they are called as usual."""
+    configure(project, {"stub": stub("--paging", paging)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        session_id = await asked(home, project, call("mcp_stub_echo", text="once"))
+    (result,) = results(home, session_id)
+    assert result["content"] == "once"
+    report = await check_mcp_servers(home=home, cwd=project)
+    (server,) = report.servers
+    names = [tool.name for tool in server.tools]
+    assert "mcp_stub_echo" in names
+    assert len(names) == len(set(names))
 
 
 async def test_mcp_huge_result_is_cut_like_other_tool_output(home: Path, project: Path) -> None:

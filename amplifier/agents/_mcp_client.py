@@ -210,16 +210,21 @@ async def _pump(
 
 
 async def _list_tools(session: ClientSession) -> list[types.Tool]:
-    tools: list[types.Tool] = []
+    """The server's tools, page after page: at most ``MAX_PAGES``, and not past a cursor
+    given before (a server that pages for ever); a tool listed again counts once."""
+    tools: dict[str, types.Tool] = {}
     cursor: str | None = None
+    seen: set[str] = set()
     for _ in range(MAX_PAGES):
         params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
         page = await session.list_tools(params=params)
-        tools.extend(page.tools)
+        for tool in page.tools:
+            tools.setdefault(tool.name, tool)
         cursor = page.next_cursor
-        if not cursor:
+        if not cursor or cursor in seen:
             break
-    return tools
+        seen.add(cursor)
+    return list(tools.values())
 
 
 def _stdio_parameters(config: McpServerConfig, project: Path) -> StdioServerParameters:
