@@ -464,6 +464,24 @@ def test_rename_and_tag_label_the_open_session(project: Path, home: Path) -> Non
     assert (meta["name"], meta["tags"]) == ("auth fix", ["security"])
 
 
+def test_rename_clear_takes_the_name_away(project: Path, home: Path) -> None:
+    """/rename --clear takes the session's name away, as `session rename ID --clear` does;
+    it is no name of its own."""
+    with interactive([], cwd=project, home=home, backend=ASYNCIO) as term:
+        session_id = term.session_id()
+        term.prompt()
+        term.ask("keep me")
+        term.send("/rename auth fix")
+        term.see("Named: auth fix")
+        term.prompt()
+        term.send("/rename --clear")
+        term.see("The session has no name now.")
+        term.prompt()
+        term.send("/exit")
+        assert term.leave() == 0
+    assert metadata(home, session_id).get("name") is None
+
+
 def _write(path: str, content: str) -> str:
     return f"/tool write_file {json.dumps({'file_path': path, 'content': content})}"
 

@@ -270,7 +270,12 @@ async def _rename(chat: Chat, argument: str) -> None:
     if not argument:
         name = chat.session.metadata.name
         print(f"Name: {safe(name)}" if name else "This session has no name.")
-        print("/rename NAME names it.")
+        print("/rename NAME names it; /rename --clear takes the name away.")
+        return
+    if argument == "--clear":  # as `session rename ID --clear`
+        await chat.rt.rename(chat.session.id, None)
+        chat.relabelled()
+        chat.say("The session has no name now.")
         return
     meta = await chat.rt.rename(chat.session.id, argument)
     chat.relabelled()
@@ -354,7 +359,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("compact", "[FOCUS]", "summarise; later turns see the summary", None, _compact),
     Command("clear", "", "start a new session (this one stays resumable)", None, _clear),
     Command("resume", "[ID|NAME]", "switch to another session (none: pick)", "sessions", _resume),
-    Command("rename", "NAME", "name this session", None, _rename),
+    Command("rename", "NAME|--clear", "name this session, or take its name away", None, _rename),
     Command("tag", "+x -y", "add and remove tags", "tags", _tag),
     Command("diff", "[--stat]", "the files this session tree changed", None, _diff),
     Command(
