@@ -523,6 +523,21 @@ def test_slash_commands_work_with_piped_lines(project: Path, home: Path) -> None
     assert metadata(home, session_id)["name"] == "piped"
 
 
+def test_a_command_given_what_it_does_not_take_does_nothing_and_says_so(
+    project: Path, home: Path
+) -> None:
+    """`/exit now please` does not leave, `/clear all` opens no session, `/diff foo` shows
+    nothing: each says what it takes, and the session goes on."""
+    stdin = "hi\n/exit now please\n/clear all\n/diff foo\nstill here\n"
+    done = cli([], cwd=project, home=home, backend=ASYNCIO, stdin=stdin)
+    session_id = done.stderr.split("Amplifier: session ")[1].split()[0]
+    assert "Error: /exit takes nothing after it; nothing was done" in done.stderr
+    assert "Error: /clear takes nothing after it; nothing was done" in done.stderr
+    assert "Error: /diff takes --stat or nothing, not 'foo'" in done.stderr
+    assert done.stderr.count("Amplifier: session ") == 1
+    assert prompts(home, session_id) == ["hi", "still here"]
+
+
 def test_bottom_line_shows_the_session_and_its_tokens(project: Path, home: Path) -> None:
     """At a terminal that reports the cursor, the bottom line names the agent and model,
     and counts the tokens after a turn."""

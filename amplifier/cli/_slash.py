@@ -371,7 +371,15 @@ _ALIASES = {"exit": ("quit",)}
 
 
 async def run(chat: Chat, command: Command, argument: str) -> None:
-    """Run one command; a failure is one line, and the session goes on."""
+    """Run one command; a failure is one line, and the session goes on. A command that
+    takes no argument, given one, does nothing and says so (``/exit now`` is no ``/exit``:
+    the text may have been meant for the model)."""
+    if argument and not command.usage:
+        chat.say(f"Error: /{command.name} takes nothing after it; nothing was done")
+        return
+    if command.name == "diff" and argument not in ("", "--stat"):
+        chat.say(f"Error: /diff takes --stat or nothing, not {safe(argument)!r}")
+        return
     try:
         await command.run(chat, argument)
     except SessionClosed as exc:
