@@ -12,7 +12,7 @@ import pytest
 
 from amplifier import Durability, UsageError
 from amplifier.persistence._index import index_path
-from amplifier.persistence._search import index_transcript_lines
+from amplifier.persistence._search import index_rows, transcript_rows
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import session_dirs, until
@@ -100,7 +100,7 @@ async def test_a_line_indexed_twice_is_found_once(home: Path, project: Path) -> 
         path = session_dirs(home)[session.id] / "transcript.jsonl"
         db = sqlite3.connect(index_path(home), isolation_level=None)
         try:
-            index_transcript_lines(lambda: db, {path: path.read_bytes().splitlines()})
+            index_rows(db, transcript_rows({str(path): path.read_bytes().splitlines()}))
         finally:
             db.close()
         hits = await rt.search("okapi")

@@ -199,6 +199,7 @@ def _signal_group(group: int, signum: signal.Signals) -> None:
     finishes the work."""
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(group, signum)
+    members: list[tuple[int, bool]] = []
     for _ in range(_PASSES):
         members = _in_session(group)
         others = [pid for pid, leash in members if not leash]
@@ -209,7 +210,7 @@ def _signal_group(group: int, signum: signal.Signals) -> None:
             break
     if signum != signal.SIGKILL:
         return
-    for pid, leash in _in_session(group):
+    for pid, leash in members:  # the last pass found nothing else (or gave up)
         if leash:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)

@@ -65,11 +65,11 @@ LOG_ROTATE_BYTES = 1024 * 1024
 begun."""
 _TAIL = 4096
 
+logging.getLogger("mcp").addHandler(logging.NullHandler())  # Rule 2
+
 # $1 the pid of this process and $2 the leash's read end in it; then the server's command.
 # The watcher kills the group when the leash ends (this process died); the server runs in
 # the background with the wrapper's stdin, and when it exits the group goes (Rule 1).
-logging.getLogger("mcp").addHandler(logging.NullHandler())  # Rule 2
-
 _LEASH = """\
 exec 3</proc/$1/fd/$2 || exit 125
 shift 2

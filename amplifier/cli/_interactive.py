@@ -103,9 +103,8 @@ Read = (
     | tuple[Literal["eof"], None]
     | tuple[Literal["interrupt"], str | None]
 )
-"""What a prompt gave: a line, the end of input, or Ctrl-C (with the text it dropped, ""
-if none, where the input can tell)."""
-"""What a prompt gives: a line, the end of input (Ctrl-D), or Ctrl-C at the prompt."""
+"""What a prompt gives: a line, the end of input (Ctrl-D), or Ctrl-C at the prompt (with
+the text it dropped, "" if none, where the input can tell)."""
 
 
 class Input(Protocol):

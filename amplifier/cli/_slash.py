@@ -300,8 +300,11 @@ async def _diff(chat: Chat, argument: str) -> None:
 
     from ._file_history import _show_diff
 
+    if argument not in ("", "--stat"):
+        chat.say(f"Error: /diff takes --stat or nothing, not {safe(argument)!r}")
+        return
     report = await session_diff(chat.rt, chat.session.id)
-    _show_diff(report, stat=argument.strip() == "--stat")
+    _show_diff(report, stat=argument == "--stat")
 
 
 async def _rewind(chat: Chat, argument: str) -> None:
@@ -376,9 +379,6 @@ async def run(chat: Chat, command: Command, argument: str) -> None:
     the text may have been meant for the model)."""
     if argument and not command.usage:
         chat.say(f"Error: /{command.name} takes nothing after it; nothing was done")
-        return
-    if command.name == "diff" and argument not in ("", "--stat"):
-        chat.say(f"Error: /diff takes --stat or nothing, not {safe(argument)!r}")
         return
     try:
         await command.run(chat, argument)

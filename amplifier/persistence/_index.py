@@ -467,16 +467,12 @@ def _project_slugs(home: Path) -> list[str]:
         return []
 
 
-def _project_locations(
-    home: Path, slug: str, *, leaving_out: set[str] | frozenset[str] = frozenset()
-) -> Iterator[SessionLocation]:
+def _project_locations(home: Path, slug: str) -> Iterator[SessionLocation]:
     try:
         names = os.listdir(sessions_root(home, slug))
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return
     for name in names:
-        if name in leaving_out:
-            continue
         try:
             validate_session_id(name)
             yield SessionLocation(home, slug, name)

@@ -242,9 +242,7 @@ class Journal:
     def _head(self) -> None:
         """Write the header of a journal created empty, before anything after it."""
         if self._headless:
-            data = memoryview(header(self.checkpoint))
-            while data:
-                data = data[os.pwrite(self._fd, data, HEADER_SIZE - len(data)) :]
+            _pwrite_all(self._fd, header(self.checkpoint), 0)
             self._headless = False
 
     def append(self, batch: bytes, last_seq: int) -> None:
@@ -257,12 +255,7 @@ class Journal:
         end = self.size + len(batch)
         if end > self._allocated:
             self._grow(end - self._allocated)
-        view = memoryview(batch)
-        position = self.size
-        while view:
-            written = os.pwrite(self._fd, view, position)
-            view = view[written:]
-            position += written
+        _pwrite_all(self._fd, batch, self.size)
         os.fdatasync(self._fd)
         self.size = end
         self.last_seq = last_seq
@@ -323,3 +316,12 @@ class Journal:
     def abandon(self) -> None:
         """Close without removing: the session files are not all durable, a replay must run."""
         close_kept(self._fd)
+
+
+def _pwrite_all(fd: int, data: bytes, position: int) -> None:
+    """Write all of ``data`` at ``position`` (``os.pwrite`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, position)
+        view = view[written:]
+        position += written

@@ -65,19 +65,13 @@ def read_or_rebuild_metadata(location: SessionLocation) -> tuple[SessionMetadata
         return rebuilt, True
 
 
-def recount(location: SessionLocation) -> tuple[int, int, str | None]:
-    """The session's messages (the transcript's), turns and last prompt (its log's
-    ``prompt:submit``), counted from its files: what its metadata says of them when it
-    was cut off before writing them (a sub-session's are written at its close)."""
-    turns, last_prompt = _prompted(e for e in iter_events(location) if _our_prompt(e))
-    return _messages(location), turns, last_prompt
-
-
 def count_from_files(meta: SessionMetadata, location: SessionLocation) -> None:
-    """Give ``meta`` the messages, turns and last prompt its files hold: a session cut off
-    (a crash, a kill) said more after its metadata was last written than that says."""
-    messages, turns, last_prompt = recount(location)
-    meta.message_count, meta.turns = messages, max(meta.turns, turns)
+    """Give ``meta`` the messages (the transcript's), turns and last prompt (its log's
+    ``prompt:submit``) its files hold: a session cut off (a crash, a kill) said more after
+    its metadata was last written than that says (a sub-session's is written at its
+    close)."""
+    turns, last_prompt = _prompted(e for e in iter_events(location) if _our_prompt(e))
+    meta.message_count, meta.turns = _messages(location), max(meta.turns, turns)
     meta.last_prompt = last_prompt if last_prompt is not None else meta.last_prompt
 
 

@@ -33,7 +33,7 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -133,16 +133,10 @@ def _create(db: sqlite3.Connection) -> None:
 # -- indexing ---------------------------------------------------------------------------
 
 
-def index_transcript_lines(
-    connect: Callable[[], sqlite3.Connection], lines: Mapping[str, list[bytes]]
-) -> None:
-    """Index the transcript lines among ``lines`` (file -> complete lines); raises
-    ``sqlite3.Error`` (or ``OSError``) if SQLite refuses them.
-
-    The persistence actor calls this once lines are in their session files;
-    other files (events) are ignored. ``connect`` gives the index
-    connection, asked for only if there is something to index.
-    """
+def transcript_rows(lines: Mapping[str, list[bytes]]) -> list[Line]:
+    """The search rows of the transcript lines among ``lines`` (file -> complete lines);
+    other files (events) are ignored. The persistence actor indexes them
+    (``index_rows``) once they are in their session files."""
     rows: list[Line] = []
     for path, batch in lines.items():
         folder, name = os.path.split(path)
@@ -150,8 +144,13 @@ def index_transcript_lines(
             continue
         project = os.path.basename(os.path.dirname(os.path.dirname(folder)))
         rows.extend(_rows(os.path.basename(folder), project, batch))
-    if rows:
-        _insert(connect(), rows)
+    return rows
+
+
+def index_rows(db: sqlite3.Connection, rows: list[Line]) -> None:
+    """Index ``rows`` for search (those indexed already are skipped: Rule 1); raises
+    ``sqlite3.Error`` (or ``OSError``) if SQLite refuses them."""
+    _insert(db, rows)
 
 
 def _rows(session_id: str, project: str, lines: Iterable[bytes]) -> Iterator[Line]:

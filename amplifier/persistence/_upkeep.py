@@ -34,10 +34,9 @@ from ._index import (
     remove,
     upsert,
 )
-from ._paths import TRANSCRIPT, SessionLocation
-from ._search import index_transcript_lines
+from ._paths import SessionLocation
+from ._search import index_rows, transcript_rows
 
-_TRANSCRIPT = "/" + TRANSCRIPT
 REST = 30.0
 """Seconds the index is left alone after another process's lock held a write up."""
 
@@ -79,8 +78,9 @@ class IndexUpkeep:
 
     def note_lines(self, lines: Mapping[str, list[bytes]]) -> None:
         """Index for search the transcript lines among ``lines`` (``_search``); never raises."""
-        if any(path.endswith(_TRANSCRIPT) for path in lines):
-            self._write(lambda db: index_transcript_lines(lambda: db, lines))
+        rows = transcript_rows(lines)
+        if rows:
+            self._write(lambda db: index_rows(db, rows))
 
     def forget(self, session_ids: Iterable[str]) -> None:
         """Drop sessions that are gone (or never came) from the index."""
