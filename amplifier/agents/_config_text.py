@@ -9,8 +9,9 @@ regular files are followed (a home's dotfiles are often links).
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
+
+from amplifier.persistence.lowlevel import NotAFile, open_to_read
 
 MAX_CONFIG_BYTES = 1 << 20
 """The largest configuration file read (a profile or a spec is a few kilobytes)."""
@@ -20,11 +21,11 @@ def read_config_text(path: Path) -> str:
     """The UTF-8 text of the file at ``path``. Raises ``FileNotFoundError`` if there is none,
     ``OSError`` if it cannot be read or is no regular file or is larger than
     ``MAX_CONFIG_BYTES``, ``UnicodeDecodeError`` if it is not text."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        fd, _ = open_to_read(path, follow_links=True)
+    except NotAFile:
+        raise OSError("not a regular file") from None
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError("not a regular file")
         data = file.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
         raise OSError(f"larger than {MAX_CONFIG_BYTES:,} bytes")

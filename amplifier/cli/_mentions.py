@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from amplifier.persistence.lowlevel import NotAFile, open_to_read
 
 MAX_BYTES = 100_000
 """Bytes of a mentioned file attached; the rest is cut, with a note."""
@@ -104,13 +105,12 @@ def _block(shown: str, path: Path) -> tuple[str | None, str | None]:
             listing = "\n".join(listed) + more
             return f'<directory path="{shown}">\n{listing}\n</directory>', None
         # Never blocking: a FIFO would hold the prompt until something wrote to it.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd, info = open_to_read(path)  # resolved already: a link here came meanwhile
         with os.fdopen(fd, "rb") as file:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return None, f"@{shown}: not a regular file; not attached"
             data = file.read(MAX_BYTES + 1)
         size = info.st_size
+    except NotAFile:
+        return None, f"@{shown}: not a regular file; not attached"
     except OSError as exc:
         return None, f"@{shown}: cannot be read ({exc.strerror or exc}); not attached"
     if b"\0" in data:

@@ -32,6 +32,7 @@ from ._lookup import find_session
 from ._paths import (
     SessionLocation,
     directory_names,
+    holds_utf8,
     id_spans,
     project_slug,
     project_slugs,
@@ -93,6 +94,7 @@ __all__ = [
     "directory_names",
     "existing_children",
     "find_session",
+    "holds_utf8",
     "id_spans",
     "iter_events",
     "last_write",

@@ -124,12 +124,18 @@ class NotAFile(OSError):
     """A session file's path holds something else: a folder, a FIFO, a device."""
 
 
-def open_to_read(path: str | Path) -> tuple[int, os.stat_result]:
+def open_to_read(path: str | Path, *, follow_links: bool = False) -> tuple[int, os.stat_result]:
     """A descriptor of the file at ``path``, for reading, and what ``fstat`` says of it:
-    never through a symbolic link (Rule 1 of ``_paths``), and never blocking on, or
-    reading, what is not a regular file (``NotAFile``): a FIFO in a session's folder
-    would hold its reader for ever."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    never through a symbolic link (Rule 1 of ``_paths``; ``follow_links`` for files a
+    person keeps, such as configuration), and never blocking on, or reading, what is
+    not a regular file (``NotAFile``): a FIFO in a session's folder would hold its
+    reader for ever, a link to ``/dev/zero`` fill its memory."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    return _open_regular(path, flags if follow_links else flags | os.O_NOFOLLOW)
+
+
+def _open_regular(path: str | Path, flags: int) -> tuple[int, os.stat_result]:
+    fd = os.open(path, flags)
     try:
         info = os.fstat(fd)
     except BaseException:
@@ -198,20 +204,11 @@ def set_aside_torn_tail(path: Path) -> Path | None:
     would otherwise be taken for a torn one). Returns the side file, if any.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd, info = _open_regular(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
+    except (IsADirectoryError, NotAFile):  # a folder, a FIFO, a device
         set_aside(path)  # its records are written anew from the events' journal
-        return None
-    try:
-        info = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(info.st_mode):  # a FIFO, a device
-        os.close(fd)
-        set_aside(path)
         return None
     try:
         size = info.st_size

@@ -24,6 +24,7 @@ from ._listing import all_projects, project_ids
 from ._ownership import await_handover
 from ._paths import (
     SessionLocation,
+    holds_utf8,
     validate_session_id,
 )
 from ._reader import read_metadata
@@ -128,7 +129,7 @@ def _named(
     Without a usable index, only with ``scan`` are all metadata files read
     (the last resort of a lookup, not its first step).
     """
-    if not name.strip() or not home.is_dir() or not _storable(name):
+    if not name.strip() or not home.is_dir() or not holds_utf8(name):
         return None  # no name holds what UTF-8 cannot (a lone surrogate)
     candidates = index_query(home, lambda db: index_name(db, home, name))
     if candidates is None:
@@ -152,11 +153,3 @@ def _named(
     if matches:
         raise AmbiguousSessionId(name, sorted(m.session_id for m in (here or matches)))
     return None
-
-
-def _storable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -112,19 +112,28 @@ def default_home() -> Path:
     return Path.home() / ".amplifier"
 
 
+def holds_utf8(text: str) -> bool:
+    """Whether UTF-8 can hold ``text``, as every record must: not a lone surrogate, which
+    is what ``os.listdir``, ``sys.argv`` or the working directory make of bytes that are
+    not UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def resolve_home_and_cwd(
     home: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None
 ) -> tuple[Path, Path]:
     """Absolute home (default ``default_home()``) and project directory (default: current)."""
     root = Path(home).expanduser().absolute() if home is not None else default_home()
     directory = Path(cwd).absolute() if cwd is not None else Path.cwd()
-    try:
-        str(directory).encode()
-    except UnicodeEncodeError:
+    if not holds_utf8(str(directory)):
         raise UsageError(
             f"the project directory {str(directory).encode(errors='surrogateescape')!r} is not "
             "a UTF-8 path, which session records cannot hold: run from one that is"
-        ) from None
+        )
     return root, directory
 
 

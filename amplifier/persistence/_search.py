@@ -44,7 +44,7 @@ import orjson
 from amplifier._errors import UsageError
 
 from ._files import parse_jsonl, read_file
-from ._paths import TRANSCRIPT, SessionLocation
+from ._paths import TRANSCRIPT, SessionLocation, holds_utf8
 
 MAX_TEXT = 64 * 1024
 """Characters of one message that are indexed (tool output is clipped to this anyway)."""
@@ -354,12 +354,8 @@ def parse_query(text: str) -> list[tuple[str, bool]]:
     user types is always taken as text, never as syntax. Raises
     ``UsageError`` if nothing is left to search for.
     """
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise UsageError(
-            f"{text!r} holds text that UTF-8 cannot hold: nothing stored has it"
-        ) from None
+    if not holds_utf8(text):
+        raise UsageError(f"{text!r} holds text that UTF-8 cannot hold: nothing stored has it")
     terms: list[tuple[str, bool]] = []
     # A NUL cannot be in an FTS5 string (it would end it): it separates words, as a space.
     for phrase, word in _TERM.findall(text.replace("\x00", " ")):

@@ -17,6 +17,7 @@ from ._actor import (
 from ._documents import format_ts
 from ._exceptions import StoreClosed
 from ._file_history import FILE_HISTORY, content_digest
+from ._files import NotAFile, open_to_read
 from ._ownership import Owner, holder
 from ._paths import MAX_ID_LENGTH, default_home, ensure_private_dir
 from ._reader import TranscriptTail, load_transcript_tail
@@ -55,6 +56,7 @@ __all__ = [
     "EncodedData",
     "Flush",
     "KeepFile",
+    "NotAFile",
     "OpenSession",
     "OpenedSession",
     "Owner",
@@ -72,6 +74,7 @@ __all__ = [
     "format_ts",
     "holder",
     "load_transcript_tail",
+    "open_to_read",
     "receive_group",
     "recover_dead_journals",
     "stamped_line",

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import get_args
 
 from amplifier._errors import UsageError
-from amplifier.persistence import EndStatus
+from amplifier.persistence import EndStatus, holds_utf8
 
 MAX_NAME = 120
 MAX_TAG = 40
@@ -26,10 +26,8 @@ def text(value: object, what: str) -> str:
     name that is not UTF-8, cannot be stored)."""
     if not isinstance(value, str):
         raise UsageError(f"{what} must be text, not {type(value).__name__}")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise UsageError(f"{what} holds text that UTF-8 cannot hold: {value!r}") from None
+    if not holds_utf8(value):
+        raise UsageError(f"{what} holds text that UTF-8 cannot hold: {value!r}")
     return value
 
 
