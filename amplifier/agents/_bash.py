@@ -61,27 +61,43 @@ _leash: tuple[int, int] | None = None
 # finds none left (zombies aside; at most 100 passes). The command runs with the leash
 # closed, as the leader of the first group.
 LEASH_NAME = "amplifier-leash"
-_WATCH = """\
-read -r -u {fd} _
+
+
+def sweep(session: str, *spared: str) -> str:
+    """Bash that kills every group of the session ``session`` but the ``spared`` ones (shell
+    words), each group at once, until a pass over /proc finds none left (zombies aside; at
+    most 100 passes). No single quote: it is quoted whole where it is a watcher's script."""
+    kept = "".join(f' && ${{fields[2]}} != {group}' for group in spared)
+    return f"""\
 for _ in {{1..100}}; do
   found=
   for stat in /proc/[0-9]*/stat; do
     read -r line < "$stat" || continue
     fields=(${{line##*) }})
-    [[ ${{fields[3]}} == "$1" && ${{fields[2]}} != "$$" && ${{fields[0]}} != [ZX] ]] ||
-      continue
+    [[ ${{fields[3]}} == {session}{kept} && ${{fields[0]}} != [ZX] ]] || continue
     kill -KILL -- "-${{fields[2]}}"; found=1
   done
   [[ $found ]] || break
   sleep 0.01
 done
 """
+
+
+def second_watcher(fd: int) -> str:
+    """The shell line that starts the second watcher (``LEASH_NAME``) in a group of its own:
+    when the leash (fd ``fd``) ends, it kills every other group of the session that ``$$``
+    (the line's shell) leads. ``$!`` is its pid after the line."""
+    watch = f"read -r -u {fd} _\n" + sweep('"$1"', '"$$"')
+    assert "'" not in watch  # it is quoted whole
+    return (
+        f"set -m\n( exec -a {LEASH_NAME} /bin/bash -c '{watch}' {LEASH_NAME} \"$$\" ) "
+        "</dev/null >/dev/null 2>&1 &\nset +m\n"
+    )
+
+
 _WRAPPER = """\
 {{ read -r -u {fd} _; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
-set -m
-( exec -a {name} /bin/bash -c '{watch}' {name} "$$" ) </dev/null >/dev/null 2>&1 &
-set +m
-exec {fd}<&-
+{second}exec {fd}<&-
 exec /bin/bash -c "$1"
 """
 
@@ -163,9 +179,7 @@ class Bash:
 
 
 def _wrapper(leash: int) -> str:
-    watch = _WATCH.format(fd=leash)
-    assert "'" not in watch  # it is quoted whole
-    return _WRAPPER.format(fd=leash, name=LEASH_NAME, watch=watch)
+    return _WRAPPER.format(fd=leash, second=second_watcher(leash))
 
 
 def _leash_fd() -> int:

@@ -4,7 +4,7 @@ Imported only when a server starts: the SDK takes most of a second to import,
 and a program with no server configured never pays it.
 
 Rule 1: a stdio server's process never outlives this one. On Linux it runs
-        under a small ``/bin/sh`` wrapper that holds the leash of ``_bash``
+        under a small ``/bin/bash`` wrapper that holds the leash of ``_bash``
         (a pipe whose only writer is this process): the wrapper opens the
         pipe's read end through ``/proc/<pid>/fd/<fd>`` (the SDK's
         ``stdio_client`` passes no file descriptors on), and a watcher in the
@@ -12,9 +12,11 @@ Rule 1: a stdio server's process never outlives this one. On Linux it runs
         kernel does when this process dies, however it dies (SIGKILL too).
         The parent-death signal would follow the thread that started the
         server, and trio starts processes from worker threads that come and
-        go. When the server exits, the wrapper kills what it left in its
-        group, the watcher too. A server that leaves its group on purpose
-        (``setsid``) leaves the leash.
+        go. A second watcher, as ``bash``'s, kills the other groups of the
+        server's session (a job it put in a group of its own). When the server
+        exits, the wrapper kills what it left in its session, the watchers
+        too. A server that leaves its session on purpose (``setsid``) leaves
+        the leash.
 Rule 2: the server's stderr, and the log messages it sends, go to its log
         (``logs/mcp/<server>.log``, owner-only), never to the terminal; a
         server that fails to start is described by the last line it logged.
@@ -54,7 +56,7 @@ from mcp.shared.message import SessionMessage
 
 from amplifier.persistence.lowlevel import ensure_private_dir
 
-from ._bash import _leash_fd
+from ._bash import _leash_fd, second_watcher, sweep
 from ._exceptions import ToolFailed
 from ._mcp_config import McpServerConfig
 
@@ -68,16 +70,25 @@ _TAIL = 4096
 logging.getLogger("mcp").addHandler(logging.NullHandler())  # Rule 2
 
 # $1 the pid of this process and $2 the leash's read end in it; then the server's command.
-# The watcher kills the group when the leash ends (this process died); the server runs in
-# the background with the wrapper's stdin, and when it exits the group goes (Rule 1).
-_LEASH = """\
+# Two watchers wait for the leash to end (this process died), as ``bash``'s do: the first
+# kills the wrapper's group, the second (a group of its own) every other group of the
+# session, a job the server put in a group of its own (``set -m``). The server runs in the
+# background with the wrapper's stdin; when it exits, every other group of the session goes,
+# the second watcher last, then the wrapper's group (Rule 1). A SIGTERM to the group (how the
+# SDK stops a server) ends the server, not the wrapper: its trap only makes ``wait`` return,
+# and the second ``wait`` is for the server's end.
+_LEASH = f"""\
 exec 3</proc/$1/fd/$2 || exit 125
 shift 2
-{ read -r _ <&3; kill -KILL 0; } </dev/null >/dev/null 2>&1 &
+{{ read -r _ <&3; kill -KILL 0; }} </dev/null >/dev/null 2>&1 &
+{second_watcher(3)}watcher=$!
 exec 4<&0
 "$@" <&4 4<&- 3<&- &
+server=$!
 exec 4<&- 3<&-
-wait $!
+trap : TERM
+wait "$server"; wait "$server"
+{sweep('"$$"', '"$$"', '"$watcher"')}kill -KILL "$watcher"
 kill -KILL 0
 """
 
@@ -252,7 +263,7 @@ def _stdio_parameters(config: McpServerConfig, project: Path) -> StdioServerPara
             encoding_error_handler="replace",
         )
     return StdioServerParameters(
-        command="/bin/sh",
+        command="/bin/bash",
         args=["-c", _LEASH, "amplifier-mcp", str(os.getpid()), str(_leash_fd()), found,
               *config.args],
         env=environment,
