@@ -320,6 +320,7 @@ class McpServers:
         self._servers: dict[str, McpServer] = {}
         self._by_profile: dict[str, dict[str, McpServerConfig]] = {}
         self._collisions: set[tuple[str, str]] = set()
+        self._said: set[str] = set()
 
     async def __aenter__(self) -> McpServers:
         group = anyio.create_task_group()
@@ -366,6 +367,10 @@ class McpServers:
             servers = self._by_profile[profile.name] = config.under(
                 profile.name, profile.mcp_servers
             )
+            for said in _overlaps(servers.values()) if warn else ():
+                if said not in self._said:
+                    self._said.add(said)
+                    warnings.warn(said, AgentWarning, stacklevel=2)
         return [servers[name] for name in sorted(servers)]
 
     def server(self, config: McpServerConfig) -> McpServer:
@@ -426,6 +431,24 @@ class McpServers:
                 f"{left_out.tool!r} is left out (rename one of the servers in mcp.json)"
             )
         warnings.warn(said, AgentWarning, stacklevel=3)
+
+
+def _overlaps(servers: Iterable[McpServerConfig]) -> list[str]:
+    """A warning for each two servers whose tools one pattern cannot tell apart: every tool
+    of ``git_evil`` (``mcp_git_evil_*``) is also ``mcp_git_*``, so a rule or an agent's
+    pattern meant for ``git`` covers it too."""
+    enabled = sorted(config.name for config in servers if config.enabled)
+    said = []
+    for short in enabled:
+        prefix = tool_name(short, "")
+        for other in enabled:
+            if other != short and tool_name(other, "").startswith(prefix):
+                said.append(
+                    f"MCP servers {short!r} and {other!r}: a rule or a tool pattern "
+                    f"{prefix}* names the tools of both; rename {other!r} in mcp.json so "
+                    "that its name does not begin with another server's"
+                )
+    return said
 
 
 def _may_name(patterns: Iterable[str], profile: Profile, server: str) -> bool:
