@@ -183,3 +183,31 @@ def test_sessions_are_deleted_to_free_a_full_disk(small_disk: Path, project: Pat
     assert not list((home / "journal").glob("*.journal"))
     assert amp("run", "after").returncode == 0
     assert len(session_dirs(home)) == 1
+
+
+async def test_a_prompt_that_cannot_be_stored_never_reaches_the_model(
+    small_disk: Path, project: Path
+) -> None:
+    """After a turn that could not be stored, the next prompt is stored before the model reads
+    the history back: on a disk still full, that turn fails before the model is asked (it
+    would have read a history without the prompt it answers)."""
+    import amplifier
+
+    home = small_disk / "home"
+    streamed: list[str] = []
+
+    async def shown(text: str) -> None:
+        streamed.append(text)
+
+    async with amplifier.open_runtime(home=home, cwd=project, durability="flush") as rt:
+        async with rt.open_session() as session:
+            await session.ask("before the disk filled")
+            with filled(small_disk):
+                with pytest.raises(TurnFailed, match="the disk is full"):
+                    await session.ask("x" * 50_000)
+                with pytest.raises(TurnFailed, match="the disk is full"):
+                    await session.ask("y" * 50_000, on_text=shown)
+            assert streamed == []
+            reply = await session.ask("after the space came back", on_text=shown)
+    assert "You asked: after the space came back" in reply.text
+    assert "You asked: after the space came back" in "".join(streamed)

@@ -143,6 +143,7 @@ class SessionActor:
         "_context",
         "_create",
         "_current",
+        "_doubt",
         "_ended",
         "_ended_event",
         "_life",
@@ -210,6 +211,9 @@ class SessionActor:
         """A resumed session's status and error before it was resumed."""
         self.history: HistoryCopy | None = None
         """The end of the transcript, once a turn has read it (``_history`` Rule 1)."""
+        self._doubt = False
+        """The last turn failed, perhaps to store: the next prompt is stored before the model
+        reads the history back, so that it never reads one without that prompt."""
 
     # -- the task -------------------------------------------------------------------
 
@@ -461,6 +465,9 @@ class SessionActor:
                         await self._post_message(message)
                     await self._post(PromptSubmitted(prompt=prompt.text, turn=number))
                     await self._post_message({"role": "user", "content": prompt.text})
+                    if self._doubt:
+                        await self._require_writer().sync()
+                        self._doubt = False
                     scrub = self._scrub()
                     meta.last_prompt = scrub(prompt.text) if scrub else prompt.text
                     if prompt.durable:
@@ -486,6 +493,7 @@ class SessionActor:
                 outcome = await self._complete_turn(number, outcome, durable=prompt.durable)
             if not isinstance(outcome, Answered):
                 self.history = None  # it may hold what the file never got: read it again
+                self._doubt = True
             reply.put(outcome)  # read only if somebody still waits
         self._life.move(SessionState.IDLE)
 
