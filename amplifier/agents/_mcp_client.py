@@ -76,7 +76,8 @@ logging.getLogger("mcp").addHandler(logging.NullHandler())  # Rule 2
 # background with the wrapper's stdin; when it exits, every other group of the session goes,
 # the second watcher last, then the wrapper's group (Rule 1). A SIGTERM to the group (how the
 # SDK stops a server) ends the server, not the wrapper: its trap only makes ``wait`` return,
-# and the second ``wait`` is for the server's end.
+# and the second ``wait`` is for the server's end. Nothing after it is the server's to log:
+# the last line of the log says why a server failed.
 _LEASH = f"""\
 exec 3</proc/$1/fd/$2 || exit 125
 shift 2
@@ -88,6 +89,7 @@ server=$!
 exec 4<&- 3<&-
 trap : TERM
 wait "$server"; wait "$server"
+exec 2>/dev/null
 {sweep('"$$"', '"$$"', '"$watcher"')}kill -KILL "$watcher"
 kill -KILL 0
 """
