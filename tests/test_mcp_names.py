@@ -21,14 +21,20 @@ async def test_servers_one_pattern_cannot_tell_apart_are_named_once(
     """``mcp_git_*`` names every tool of ``git_evil`` too: said once, naming both; the
     tools still work."""
     configure(home, {"git": stub(), "git_evil": stub(), "time": stub()})
-    async with amplifier.open_runtime(
-        home=home, cwd=project, durability="none", permissions=ALLOW_MCP
-    ) as rt:
-        with pytest.warns(AgentWarning) as said:
-            async with rt.open_session() as session:
-                reply = await session.ask(tool("mcp_git_echo", text="hi"))
-                await session.ask(tool("mcp_git_evil_echo", text="hi"))
-    assert "hi" in reply.text
+
+    async def both() -> list[str]:
+        async with amplifier.open_runtime(
+            home=home, cwd=project, durability="none", permissions=ALLOW_MCP
+        ) as rt, rt.open_session() as session:
+            return [
+                (await session.ask(tool(f"mcp_{server}_echo", text=server))).text
+                for server in ("git", "git_evil")
+            ]
+
+    with pytest.warns(AgentWarning) as said:
+        replies = await both()
+    assert "(ok): git" in replies[0]
+    assert "(ok): git_evil" in replies[1]
     overlaps = [str(w.message) for w in said if "names the tools of both" in str(w.message)]
     assert overlaps == [
         "MCP servers 'git' and 'git_evil': a rule or a tool pattern mcp_git_* names the tools "
