@@ -42,6 +42,7 @@ async def open_runtime(
     assume_yes: bool = False,
     tools: Sequence[Tool] = (),
     agents: Sequence[AgentSpec] = (),
+    trust_project: bool | None = None,
 ) -> AsyncIterator[Runtime]:
     """A Runtime whose sessions run agents under ``profile`` (default ``base``).
 
@@ -63,6 +64,12 @@ async def open_runtime(
     (built in Python or ``AgentSpec.from_markdown``); each replaces one of
     its name from the files, with a warning. A tool whose signature cannot
     be described is one ``ConfigError`` here, naming its function.
+
+    The project's own ``.amplifier/mcp.json`` and profiles can start
+    programs and grant permissions, so they are used only if trusted:
+    ``trust_project=True`` vouches for the project (``cwd``), ``False``
+    leaves them out, and ``None`` follows what a person trusted
+    (``amplifier trust``), with a ``ConfigWarning`` naming what it leaves out.
 
     ``cluster`` runs the sessions on a Ray cluster (``pip install
     'amplifier[ray]'``): ``"auto"`` joins the running one or starts a local
@@ -99,6 +106,7 @@ async def open_runtime(
             assume_yes=assume_yes,
             tools=tools,
             agents=agents,
+            trust_project=trust_project,
         ) as runtime:
             yield runtime
         return
@@ -139,6 +147,7 @@ async def open_runtime(
         model=model,
         permissions=permissions,
         assume_yes=assume_yes,
+        trust_project=trust_project,
     ) as runtime:
         yield runtime
 

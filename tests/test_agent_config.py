@@ -20,6 +20,8 @@ from amplifier.agents import (
     write_tools,
 )
 
+from .trusted import trusted
+
 SPEC = "---\nname: {name}\ndescription: {description}\ntools: [read_file]\n---\nDo {name} things.\n"
 
 
@@ -111,6 +113,7 @@ def test_user_profile_extends_a_builtin_and_project_wins(tmp_path: Path) -> None
     (project / ".amplifier" / "profiles" / "work.yaml").write_text(
         "extends: dev\nagent: explorer\ncontext_window: 4096\n"
     )
+    trusted(project, home)
     work = ProfileCatalog.load(home=home, project=project).get("work")
     assert (work.agent, work.context_window, work.provider.kind) == ("explorer", 4096, "offline")
     assert work.max_rounds == 48  # from dev
@@ -127,6 +130,7 @@ def test_invalid_profile_names_its_file(tmp_path: Path) -> None:
     (tmp_path / ".amplifier" / "profiles").mkdir(parents=True)
     path = tmp_path / ".amplifier" / "profiles" / "odd.yaml"
     path.write_text("max_rounds: many\n")
+    trusted(tmp_path, tmp_path / "home")
     with pytest.raises(
         ConfigError, match=r"odd\.yaml: max_rounds: Input should be a valid integer"
     ):

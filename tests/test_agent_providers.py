@@ -25,6 +25,7 @@ from .fake_llm_server import (
     ToolUse,
 )
 from .helpers import events, first, metadata, session_dirs, transcript
+from .trusted import trusted
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 
@@ -43,7 +44,7 @@ def project(
         f"timeout: 1.0, max_retries: 1}}\n"
     )
     monkeypatch.setenv("OPENAI_API_KEY" if kind == "openai" else "ANTHROPIC_API_KEY", SECRET)
-    return root
+    return trusted(root)
 
 
 def _path(kind: Kind) -> str:
@@ -123,6 +124,7 @@ async def test_api_key_never_reaches_any_session_file(
         f"provider: {{kind: {kind}, base_url: '{url}', api_key: '{profile_secret}', timeout: 1.0, "
         "max_retries: 0}\n"
     )
+    trusted(project)
     server.plan(
         ToolUse(name="delegate", arguments={"agent": "explorer", "instruction": "read notes.txt"}),
         ToolUse(name="read_file", arguments={"path": "notes.txt"}),
@@ -157,6 +159,7 @@ async def test_key_of_a_resumed_sessions_own_profile_never_reaches_its_files(
         f"provider: {{kind: {kind}, base_url: '{url}', api_key: '{own_key}', timeout: 1.0, "
         "max_retries: 0}\n"
     )
+    trusted(project)
     (project / "deploy.txt").write_text(f"the deploy token is {own_key}\n")
     server.plan(
         Text(pieces=("hello",)),

@@ -16,6 +16,7 @@ from amplifier import ScriptedProvider, TurnFailed, UnknownAgent
 from amplifier.agents import INTERRUPTED, ScriptedCall, ScriptedTurn
 
 from .helpers import events, first, metadata, names, session_dirs, transcript
+from .trusted import trusted
 
 
 @pytest.fixture
@@ -179,6 +180,7 @@ def _shallow_profile(project: Path) -> None:
     (project / ".amplifier" / "profiles" / "shallow.yaml").write_text(
         "extends: base\nmax_depth: 1\n"
     )
+    trusted(project)
 
 
 def _second_level_result(home: Path, session_id: str) -> dict[str, Any]:
@@ -235,6 +237,7 @@ async def test_redaction_follows_the_sessions_profile_not_the_runtimes(
     (project / ".amplifier" / "profiles" / "guarded.yaml").write_text(
         "extends: base\nredact_patterns: ['hunter2-[0-9]+']\n"
     )
+    trusted(project)
     (project / "notes.txt").write_text("the door code is hunter2-9999\n")
     prompts = ('/tool read_file {"path": "notes.txt"}', "remember hunter2-1234")
     async with amplifier.open_runtime(cwd=project, profile="plain") as rt:
@@ -379,6 +382,7 @@ async def test_turn_stops_at_the_profiles_round_limit(home: Path, project: Path)
     """A model that keeps calling tools is stopped after max_rounds with a note."""
     (project / ".amplifier" / "profiles").mkdir(parents=True)
     (project / ".amplifier" / "profiles" / "short.yaml").write_text("max_rounds: 2\n")
+    trusted(project)
     loop = [ScriptedTurn(tool_calls=(ScriptedCall(name="list_dir"),))] * 3
     async with (
         amplifier.open_runtime(cwd=project, profile="short", provider=ScriptedProvider(loop)) as rt,
@@ -406,6 +410,7 @@ async def test_profile_tool_policy_removes_tools(home: Path, project: Path) -> N
     """A tool the profile denies is not offered and a call to it is refused."""
     (project / ".amplifier" / "profiles").mkdir(parents=True)
     (project / ".amplifier" / "profiles" / "nogrep.yaml").write_text("tools: {deny: [grep]}\n")
+    trusted(project)
     async with amplifier.open_runtime(cwd=project, profile="nogrep") as rt, rt.open_session() as s:
         await s.ask('/tool grep {"pattern": "main"}')
     (result,) = _tool_results(home, s.id)
@@ -419,6 +424,7 @@ async def test_resume_runs_the_session_under_its_own_profile(home: Path, project
     """rt.resume(id) keeps the session's profile (nogrep), not the Runtime's (base)."""
     (project / ".amplifier" / "profiles").mkdir(parents=True)
     (project / ".amplifier" / "profiles" / "nogrep.yaml").write_text("tools: {deny: [grep]}\n")
+    trusted(project)
     async with amplifier.open_runtime(cwd=project, profile="nogrep") as rt, rt.open_session() as s:
         pass
     async with amplifier.open_runtime(cwd=project) as rt, rt.resume(s.id) as again:
@@ -435,6 +441,7 @@ async def test_resume_with_a_profile_runs_the_session_under_that_one(
     """rt.resume(id, profile=...) runs the session under the profile asked for."""
     (project / ".amplifier" / "profiles").mkdir(parents=True)
     (project / ".amplifier" / "profiles" / "nogrep.yaml").write_text("tools: {deny: [grep]}\n")
+    trusted(project)
     async with amplifier.open_runtime(cwd=project, profile="nogrep") as rt, rt.open_session() as s:
         pass
     async with (

@@ -20,6 +20,7 @@ from amplifier.cli import app
 
 from .fake_llm_server import FakeLLMServer, Text
 from .helpers import events, metadata, session_dirs, transcript
+from .trusted import trusted
 
 runner = CliRunner()
 
@@ -116,6 +117,7 @@ def test_run_provider_and_model_flags_override_the_profile(
     (project / ".amplifier" / "profiles" / "local.yaml").write_text(
         "provider: {kind: openai, base_url: 'http://127.0.0.1:9/v1', max_retries: 0, timeout: 2}\n"
     )
+    trusted(project)
     dead = cli("run", "hi", "--profile", "local", "--model", "m2", code=1)
     assert "cannot reach http://127.0.0.1:9" in dead.stderr.splitlines()[0]
     (session_id,) = session_dirs(home)
@@ -148,6 +150,7 @@ def test_provider_and_model_before_run_apply_to_it(
     (project / ".amplifier" / "profiles" / "local.yaml").write_text(
         "provider: {kind: openai, base_url: 'http://127.0.0.1:9/v1', max_retries: 0, timeout: 2}\n"
     )
+    trusted(project)
     cli("--profile", "local", "--model", "m2", "run", "hi", code=1)
     (session_id,) = session_dirs(home)
     assert metadata(home, session_id)["attributes"] == {"provider": "openai", "model": "m2"}
@@ -220,6 +223,7 @@ def test_run_says_when_the_answer_stopped_at_the_output_limit(
         f"provider: {{kind: openai, base_url: '{server.openai_base_url}', max_retries: 0}}\n"
         "max_output_tokens: 64\n"
     )
+    trusted(project)
     server.plan(Text(("Once upon",), limit=True), Text(("Once upon",), limit=True))
     result = cli("run", "--profile", "live", "a story")
     assert result.stdout == "Once upon\n"

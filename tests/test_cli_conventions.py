@@ -25,6 +25,7 @@ import amplifier
 
 from .helpers import metadata, session_dirs, transcript
 from .test_cli_process import AMPLIFIER, amp
+from .trusted import trusted
 
 
 def made(project: Path, prompt: str = "real work", **options: Any) -> str:
@@ -154,6 +155,7 @@ def _profile(project: Path, name: str, text: str) -> Path:
     path = project / ".amplifier" / "profiles" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    trusted(project)  # the user's own project: its profiles are used
     return path
 
 

@@ -28,6 +28,7 @@ import pytest
 
 from .fake_llm_server import BrokenStream, FakeLLMServer, Stall, Text
 from .helpers import hangups_at_default
+from .trusted import trusted
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 PROMPT = re.compile(r"\n(?:\x1b\[[0-9;?]*[A-Za-z])*>(?: |\x08|\x1b)")
@@ -373,6 +374,7 @@ def llm(project: Path) -> Iterator[FakeLLMServer]:
             f"provider: {{kind: openai, base_url: '{server.openai_base_url}', model: m, "
             "timeout: 60, max_retries: 0}\n"
         )
+        trusted(project)
         yield server
 
 

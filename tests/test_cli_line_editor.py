@@ -30,6 +30,7 @@ from .test_cli_interactive import (
     forks_with_threads,
     interactive,
 )
+from .trusted import trusted
 
 ENTER = "\r"
 PASTE = "\x1b[200~{}\x1b[201~"
@@ -55,6 +56,7 @@ def llm(project: Path) -> Iterator[FakeLLMServer]:
             f"provider: {{kind: openai, base_url: '{server.openai_base_url}', model: m, "
             "timeout: 60, max_retries: 0}\n"
         )
+        trusted(project)
         yield server
 
 

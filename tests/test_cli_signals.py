@@ -25,6 +25,7 @@ import pytest
 from .fake_llm_server import FakeLLMServer, Text
 from .helpers import events, hangups_at_default, metadata, session_dirs, transcript
 from .test_cli_process import importing
+from .trusted import trusted
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 GRACE = 0.5
@@ -48,6 +49,7 @@ def llm(project: Path) -> Iterator[FakeLLMServer]:
             f"provider: {{kind: openai, base_url: '{server.openai_base_url}', model: m, "
             "timeout: 60, max_retries: 0}\n"
         )
+        trusted(project)
         yield server
 
 
@@ -113,6 +115,7 @@ def interrupted_run(
         llm.stalled.clear()
         llm.plan(Text(pieces=("Partial ", "answer"), stall=30))
         home = homes / f"home-{attempt}"
+        trusted(cwd, home)  # a fresh home: the project is trusted in it too
         process = start(
             "run", "--profile", "slow", *args, "question", cwd=cwd, home=home, backend=backend
         )
@@ -131,6 +134,7 @@ def test_run_started_by_nohup_keeps_ignoring_sighup(
     llm.stalled.clear()
     llm.plan(Text(pieces=("Partial ", "answer"), stall=30))
     home = tmp_path / "home"
+    trusted(project, home)
     process = start(
         "run", "--profile", "slow", "question", cwd=project, home=home, backend=backend, nohup=True
     )

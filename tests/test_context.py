@@ -31,6 +31,7 @@ from amplifier.agents._messages import Parsed
 from amplifier.runtime.lowlevel import open_local_runtime
 
 from .helpers import FnHandler, events, first, session_dirs
+from .trusted import trusted
 
 
 def _call(call_id: str, name: str = "read_file") -> AssistantMessage:
@@ -149,6 +150,7 @@ async def test_resumed_session_with_ten_thousand_messages_completes_a_turn(
     (project / ".amplifier" / "profiles" / "tiny.yaml").write_text(
         "context_window: 6000\nmax_output_tokens: 500\n"
     )
+    trusted(project)
     async with amplifier.open_runtime(cwd=project) as rt, rt.open_session() as session:
         await session.ask("first prompt: remember the goal")
     transcript = session_dirs(home)[session.id] / "transcript.jsonl"

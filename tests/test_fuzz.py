@@ -44,6 +44,7 @@ from amplifier.persistence import validate_session_id
 from amplifier.runtime.lowlevel import open_local_runtime as open_core_runtime
 
 from .helpers import lines, session_dirs
+from .trusted import trusted
 
 runner = CliRunner()
 
@@ -641,6 +642,7 @@ def test_profile_file_loads_or_names_itself(
     """A profile file with any content loads, or the error starts with its path (a ConfigError)."""
     path = project / ".amplifier" / "profiles" / "x.yaml"
     write_config(path, content)
+    trusted(project, home)  # the user's own profile, whatever it says
     try:
         profile = load_profile("x", home=home, cwd=project)
     except Exception as exc:
@@ -665,6 +667,7 @@ def test_run_with_a_fuzzed_profile_or_spec_exits_0_or_2_in_one_line(
     shutil.rmtree(project / ".amplifier", ignore_errors=True)
     path = project / ".amplifier" / ("agents/x.md" if agent else "profiles/x.yaml")
     write_config(path, content)
+    trusted(project, home)
     result = invoke("run", "--profile", "x" if not agent else "base", "hi")
     if result.exit_code == 0:
         assert "You asked: hi" in result.stdout

@@ -23,6 +23,7 @@ from amplifier.agents._mcp_config import load_mcp_config
 from amplifier.agents._tools import MAX_TOOL_OUTPUT, spec_of
 
 from .helpers import events, first, transcript
+from .trusted import trusted
 
 STUB = Path(__file__).with_name("mcp_stub_server.py")
 ALLOW_MCP = Permissions(allow=("mcp_*",))
@@ -34,10 +35,14 @@ def stub(*args: str, **fields: Any) -> dict[str, Any]:
 
 
 def configure(folder: Path, servers: dict[str, Any]) -> Path:
-    """Write ``servers`` as the mcp.json of a project (or, given the home, of the user)."""
-    path = folder / ".amplifier" / "mcp.json" if folder.name == "project" else folder / "mcp.json"
+    """Write ``servers`` as the mcp.json of a project (or, given the home, of the user); the
+    user trusts the project's file as written (in the test's ``$AMPLIFIER_HOME``)."""
+    project = folder.name == "project"
+    path = folder / ".amplifier" / "mcp.json" if project else folder / "mcp.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"mcpServers": servers}))
+    if project:
+        trusted(folder)
     return path
 
 
@@ -284,7 +289,10 @@ async def test_tools_of_two_servers_that_would_share_a_name_keep_the_first_serve
 ) -> None:
     """mcp_a_b_echo of servers 'a' and 'a_b': 'a' keeps the name, a warning says so."""
     configure(project, {"a": stub("--prefix", "b_"), "a_b": stub()})
-    with pytest.warns(AgentWarning, match="MCP servers 'a' and 'a_b' both have a tool named"):
+    with (
+        pytest.warns(AgentWarning, match="MCP servers 'a' and 'a_b': a rule or a tool pattern"),
+        pytest.warns(AgentWarning, match="MCP servers 'a' and 'a_b' both have a tool named"),
+    ):
         session_id = await asked(home, project, call("mcp_a_b_echo", text="who"))
     assert first(events(home, session_id), "tool:post")["data"]["mcp_server"] == "a"
 
@@ -297,6 +305,7 @@ async def test_a_profile_that_switches_a_server_off_never_starts_it(
     profiles = project / ".amplifier" / "profiles"
     profiles.mkdir()
     (profiles / "quiet.yaml").write_text("extends: base\nmcp_servers: {stub: false}\n")
+    trusted(project)
     session_id = await asked(home, project, call("mcp_stub_pid"), profile="quiet")
     (result,) = results(home, session_id)
     assert result["content"].startswith("no tool 'mcp_stub_pid' for agent 'default'")

@@ -23,6 +23,7 @@ from .test_cli_act import amplifier, tool
 from .test_cli_interactive import AMPLIFIER, _env
 from .test_cli_process import _imported_by
 from .test_mcp import STUB, configure, stub
+from .trusted import trusted
 
 TIME_SERVER = {
     "command": str(Path(sys.executable).parent / "mcp-server-time"),
@@ -79,10 +80,12 @@ def test_a_server_that_cannot_be_reached_is_named_without_its_secret(
 def test_mcp_list_in_a_new_home_makes_its_folders_owner_only(
     home: Path, project: Path
 ) -> None:
-    """The first command of a home may be `mcp list`: the home and the logs' folders it
-    makes are owner-only, as every folder of the home is."""
-    configure(project, {"stub": stub()})
+    """The first commands of a home may be trusting the project and `mcp list`: the home
+    the trust record makes and the logs' folders `mcp list` makes are owner-only, as every
+    folder of the home is."""
     assert not home.exists()
+    configure(project, {"stub": stub()})  # trusted: the record is the home's first file
+    assert not (home / "logs").exists()
     mcp_list(project, code=0)
     for folder in (home, home / "logs", home / "logs" / "mcp"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
@@ -156,6 +159,7 @@ def test_mcp_list_of_an_invalid_mcp_json_is_one_line_naming_it(home: Path, proje
     """A broken file is one warning line with the file and the problem, never a traceback."""
     (project / ".amplifier").mkdir()
     (project / ".amplifier" / "mcp.json").write_text('{"mcpServers": []}')
+    trusted(project)
     assert mcp_list(project, code=1).stderr.splitlines()[0] == (
         f'Warning: {project}/.amplifier/mcp.json: "mcpServers" must be an object of servers '
         "by name"

@@ -15,6 +15,7 @@ from amplifier import ApprovalDecision, ApprovalRequest, Permissions
 from amplifier.agents._permissions import Judge, Rule, always_rule, subject_of
 
 from .helpers import events, first, names
+from .trusted import trusted
 
 
 def judge(**rules: Any) -> Judge:
@@ -302,6 +303,7 @@ async def test_profile_permissions_and_runtime_rules_apply(home: Path, project: 
     (folder / "guarded.yaml").write_text(
         "extends: base\npermissions:\n  deny: ['bash(curl *)']\n  allow: [edit_file]\n"
     )
+    trusted(project, home)
     rules = Permissions(allow=["bash(echo *)"])
     async with amplifier.open_runtime(
         home=home, cwd=project, profile="guarded", permissions=rules
@@ -323,6 +325,7 @@ async def test_a_bad_rule_in_a_profile_names_the_file(home: Path, project: Path)
     folder = project / ".amplifier" / "profiles"
     folder.mkdir(parents=True)
     (folder / "broken.yaml").write_text("permissions:\n  allow: ['bash(']\n")
+    trusted(project, home)
     with pytest.raises(amplifier.ConfigError, match=r"broken\.yaml.*permissions\.allow"):
         async with amplifier.open_runtime(home=home, cwd=project, profile="broken"):
             pass

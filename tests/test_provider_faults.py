@@ -30,6 +30,7 @@ from .fake_llm_server import (
     ToolUse,
 )
 from .helpers import events, lines, metadata, session_dirs, transcript
+from .trusted import trusted
 
 TIMEOUT = 0.5
 MAX_RETRIES = 2
@@ -50,7 +51,7 @@ def project(
         f"timeout: {TIMEOUT}, max_retries: {MAX_RETRIES}}}\n"
     )
     monkeypatch.setenv("OPENAI_API_KEY" if kind == "openai" else "ANTHROPIC_API_KEY", "sk-test")
-    return root
+    return trusted(root)
 
 
 async def _failed_turn(project: Path, prompt: str) -> tuple[str, TurnFailed, float]:

@@ -230,6 +230,7 @@ EXPORTED = {
         "StoreClosed",
         "TranscriptTail",
         "WriteMetadata",
+        "atomic_replace",
         "content_digest",
         "default_home",
         "encode_data",

@@ -21,6 +21,7 @@ import amplifier
 from amplifier import AgentSpec, AgentWarning, ConfigError, Runtime, ToolContext, ToolFailed
 
 from .helpers import events, first, transcript
+from .trusted import trusted
 
 AMPLIFIER = Path(sys.executable).parent / "amplifier"
 
@@ -358,6 +359,7 @@ def test_a_profile_names_python_tools_by_import_path(home: Path, project: Path) 
     profiles.mkdir(parents=True)
     (profiles / "team.yaml").write_text("tools: {python: ['mytools:shout']}\n")
     (profiles / "broken.yaml").write_text("tools: {python: ['mytools:whisper']}\n")
+    trusted(project, home)
     env = {"AMPLIFIER_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(project)}
     done = subprocess.run(
         [str(AMPLIFIER), "run", "--profile", "team", run_tool("shout", text="hi")],

@@ -19,6 +19,7 @@ from amplifier.cli import app
 from amplifier.runtime.lowlevel import open_local_runtime as open_runtime
 
 from .helpers import session_dirs
+from .trusted import trusted
 
 SECRET = b"root:x:0:0:secret outside the store\n"
 
@@ -236,6 +237,7 @@ async def test_redaction_can_be_turned_off_or_extended(home: Path, project: Path
     (project / ".amplifier" / "profiles" / "strict.yaml").write_text(
         "redact_patterns: ['INTERNAL-[0-9]{6}']\n"
     )
+    trusted(project)
     (project / "notes.txt").write_text(f"ticket INTERNAL-123456 and {KEY}\n")
     prompt = '/tool read_file {"path": "notes.txt"}'
     async with amplifier.open_runtime(cwd=project, profile="raw") as rt, rt.open_session() as raw:
@@ -254,5 +256,6 @@ def test_invalid_redaction_pattern_is_a_profile_error(tmp_path: Path) -> None:
     """A redaction pattern that is not a regex is reported with its profile file."""
     (tmp_path / ".amplifier" / "profiles").mkdir(parents=True)
     (tmp_path / ".amplifier" / "profiles" / "bad.yaml").write_text("redact_patterns: ['([']\n")
+    trusted(tmp_path, tmp_path / "home")
     with pytest.raises(ConfigError, match=r"bad\.yaml: redact_patterns.*not a regular expression"):
         load_profile("bad", home=tmp_path / "home", cwd=tmp_path)

@@ -14,6 +14,7 @@ import amplifier
 
 from .helpers import metadata, session_dirs, transcript
 from .test_cli_process import amp
+from .trusted import trusted
 
 
 def _run(prompt: str, *, cwd: Path, home: Path, extra: tuple[str, ...] = ()) -> str:
@@ -249,6 +250,7 @@ async def test_set_attributes_changes_the_model_of_the_next_turn(home: Path, pro
         f"provider: {{kind: scripted, model: first, script: {project / 'turns.yaml'}}}\n"
     )
     (project / "turns.yaml").write_text("- text: one\n- text: two\n")
+    trusted(project, home)
     async with amplifier.open_runtime(cwd=project, profile="s") as rt:
         async with rt.open_session() as session:
             await session.ask("a")
@@ -278,6 +280,7 @@ async def test_compacted_session_shows_the_model_the_summary_instead(
     (project / "turns.yaml").write_text(
         "- text: one\n- text: two\n- text: the summary\n- text: ok\n"
     )
+    trusted(project, home)
     async with amplifier.open_runtime(cwd=project, profile="s") as rt:
         async with rt.open_session() as session:
             await session.ask("first")
@@ -315,6 +318,7 @@ def _priced_tree(home: Path, project: Path) -> tuple[str, list[dict[str, object]
     profiles = project / ".amplifier" / "profiles"
     profiles.mkdir(parents=True)
     (profiles / "priced.yaml").write_text(PRICED)
+    trusted(project, home)
     root = _run("/delegate explorer: look around", cwd=project, home=home, extra=("-p", "priced"))
     again = amp("session", "resume", root, "thanks", "--json", cwd=project, home=home)
     assert again.returncode == 0, again.stderr

@@ -10,6 +10,8 @@ import pytest
 from amplifier import ConfigError, EventRecord
 from amplifier.agents import Price, ProfileCatalog, usage_of
 
+from .trusted import trusted
+
 
 def _event(seq: int, session_id: str, event: str, **data: object) -> EventRecord:
     return EventRecord(
@@ -52,6 +54,7 @@ def test_a_negative_price_is_a_config_error_naming_the_profile(tmp_path: Path) -
     folder = tmp_path / "project" / ".amplifier" / "profiles"
     folder.mkdir(parents=True)
     (folder / "cheap.yaml").write_text("prices:\n  gpt: {input: -1, output: 2}\n")
+    trusted(tmp_path / "project", tmp_path / "home")
     catalog = ProfileCatalog.load(home=tmp_path / "home", project=tmp_path / "project")
     with pytest.raises(ConfigError, match=r"cheap\.yaml.*prices\.gpt\.input"):
         catalog.get("cheap")

@@ -84,11 +84,18 @@ class UnknownAgent(ConfigError):
 class UnknownProfile(ConfigError):
     """No profile of that name exists; the available ones are listed."""
 
-    def __init__(self, name: str, available: Sequence[str]) -> None:
+    def __init__(
+        self, name: str, available: Sequence[str], *, untrusted: str | None = None
+    ) -> None:
         self.name = name
         self.available = tuple(available)
+        hint = (
+            f" ({untrusted} is the project's, not trusted: 'amplifier trust' uses it)"
+            if untrusted
+            else ""
+        )
         super().__init__(
-            f"unknown profile {name!r}; available: {', '.join(self.available) or 'none'}"
+            f"unknown profile {name!r}; available: {', '.join(self.available) or 'none'}{hint}"
         )
 
 

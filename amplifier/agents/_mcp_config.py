@@ -12,6 +12,7 @@ Rule 1: servers are found, in rising precedence, in ``$AMPLIFIER_HOME/mcp.json``
         ``<project>/.amplifier/mcp.json`` and the profile's ``mcp_servers``; a
         server of the same name higher up replaces the one below whole. A
         profile may also switch a server off (``false``) or back on (``true``).
+        The project's file counts only if trusted (``_trust``).
 Rule 2: a file that cannot be read or is not such a document is one problem
         naming the file; it adds no server, and the other files' servers stay.
         A server entry that is wrong (neither ``command`` nor ``url``, a
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._config_text import read_config_text
 from ._exceptions import ConfigError
+from ._trust import ProjectTrust
 
 MCP_FILE = "mcp.json"
 DEFAULT_CALL_TIMEOUT = 120.0
@@ -129,13 +131,17 @@ class McpConfig:
         return servers
 
 
-def load_mcp_config(*, home: Path, project: Path) -> McpConfig:
-    """The servers of ``$AMPLIFIER_HOME/mcp.json`` and ``<project>/.amplifier/mcp.json``."""
+def load_mcp_config(
+    *, home: Path, project: Path, trust: ProjectTrust | None = None
+) -> McpConfig:
+    """The servers of ``$AMPLIFIER_HOME/mcp.json`` and ``<project>/.amplifier/mcp.json``, the
+    project's only if ``trust`` admits it (default: the home's record, ``_trust``)."""
+    trust = trust or ProjectTrust.of(project, home=home)
     servers: dict[str, McpServerConfig] = {}
     problems: list[str] = []
     for path in (home / MCP_FILE, project / ".amplifier" / MCP_FILE):
         try:
-            found = _read(path)
+            found = _read(path, trust)
         except ConfigError as exc:
             problems.append(str(exc))
             continue
@@ -143,14 +149,17 @@ def load_mcp_config(*, home: Path, project: Path) -> McpConfig:
     return McpConfig(servers=servers, problems=tuple(problems))
 
 
-def _read(path: Path) -> dict[str, McpServerConfig]:
-    """The servers one file configures (none if it does not exist); ``ConfigError`` naming it."""
+def _read(path: Path, trust: ProjectTrust) -> dict[str, McpServerConfig]:
+    """The servers one file configures (none if it does not exist, or is the project's and
+    not trusted); ``ConfigError`` naming it."""
     try:
         text = read_config_text(path)
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read it: {exc}", path=path) from None
+    if not trust.admits(path, text):
+        return {}  # said once by the Runtime
     if not text.strip():
         return {}
     try:

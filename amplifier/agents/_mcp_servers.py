@@ -51,6 +51,7 @@ from ._exceptions import AgentWarning, ToolFailed
 from ._mcp_config import McpConfig, McpServerConfig, load_mcp_config
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._tools import Tool, ToolContext
+from ._trust import ProjectTrust, untrusted_note
 
 if TYPE_CHECKING:
     from ._mcp_client import Connection
@@ -312,10 +313,11 @@ class McpServer:
 class McpServers:
     """The MCP servers of one Runtime, by profile; their actors run while it is entered."""
 
-    def __init__(self, *, home: Path, project: Path) -> None:
+    def __init__(self, *, home: Path, project: Path, trust: ProjectTrust | None = None) -> None:
         self._group: TaskGroup | None = None
         self._home = home
         self._project = project
+        self._trust = trust
         self._config: McpConfig | None = None
         self._servers: dict[str, McpServer] = {}
         self._by_profile: dict[str, dict[str, McpServerConfig]] = {}
@@ -351,7 +353,7 @@ class McpServers:
         """The ``mcp.json`` files, read once; a file that cannot be used warns once."""
         if self._config is None:
             config = await anyio.to_thread.run_sync(
-                lambda: load_mcp_config(home=self._home, project=self._project)
+                lambda: load_mcp_config(home=self._home, project=self._project, trust=self._trust)
             )
             if self._config is None:
                 self._config = config
@@ -507,6 +509,8 @@ class McpReport:
 
     servers: tuple[McpServerStatus, ...]
     problems: tuple[str, ...]
+    untrusted: str | None = None
+    """What of the project's own configuration is left out, not trusted (``_trust``)."""
 
 
 async def check_mcp_servers(
@@ -514,19 +518,26 @@ async def check_mcp_servers(
     profile: str | None = None,
     home: str | Path | None = None,
     cwd: str | Path | None = None,
+    trust_project: bool | None = None,
 ) -> McpReport:
     """Start every MCP server configured for ``profile`` (at once), list its tools, stop it.
 
     Raises ``UnknownProfile`` or ``ConfigError`` for the profile; a file or a
-    server that is wrong is reported, not raised.
+    server that is wrong is reported, not raised. The project's own files
+    count as ``open_runtime``'s ``trust_project`` says; what they leave out
+    is reported too.
     """
     root, directory = resolve_home_and_cwd(home, cwd)
+    trust = await anyio.to_thread.run_sync(
+        lambda: ProjectTrust.of(directory, home=root, trust=trust_project)
+    )
+    untrusted = await anyio.to_thread.run_sync(untrusted_note, trust)
     catalog = await anyio.to_thread.run_sync(
-        lambda: ProfileCatalog.load(home=root, project=directory)
+        lambda: ProfileCatalog.load(home=root, project=directory, trust=trust)
     )
     settings = catalog.get(profile or DEFAULT_PROFILE)
     statuses: dict[str, McpServerStatus] = {}
-    async with McpServers(home=root, project=directory) as servers:
+    async with McpServers(home=root, project=directory, trust=trust) as servers:
         configs = await servers.configured(settings, warn=False)
 
         async def check(config: McpServerConfig) -> None:
@@ -559,5 +570,7 @@ async def check_mcp_servers(
                 tg.start_soon(check, config)
         problems = (await servers.config(warn=False)).problems
     return McpReport(
-        servers=tuple(statuses[config.name] for config in configs), problems=problems
+        servers=tuple(statuses[config.name] for config in configs),
+        problems=problems,
+        untrusted=untrusted,
     )

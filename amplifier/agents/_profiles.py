@@ -3,9 +3,9 @@
 A profile picks the provider and model, the default agent, the tool policy,
 the context window, the durability and the limits of the agent loop. Found,
 in rising precedence: the built-ins (``base``, ``dev``),
-``$AMPLIFIER_HOME/profiles/*.yaml`` and ``<project>/.amplifier/profiles/*.yaml``.
-A profile may ``extends:`` another; its fields are merged over the other's
-(nested sections field by field).
+``$AMPLIFIER_HOME/profiles/*.yaml`` and ``<project>/.amplifier/profiles/*.yaml``
+(those a person trusted: ``_trust``). A profile may ``extends:`` another; its
+fields are merged over the other's (nested sections field by field).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ._config_text import read_config_text
 from ._exceptions import ConfigError, UnknownProfile
 from ._permissions import Permissions
 from ._provider_config import ProviderConfig
+from ._trust import ProjectTrust
 from ._yaml import YamlProblem, load_yaml
 
 DEFAULT_PROFILE = "base"
@@ -116,8 +117,11 @@ class ProfileCatalog:
         self,
         raw: Mapping[str, tuple[dict[str, Any], str]],
         broken: Mapping[str, ConfigError] | None = None,
+        untrusted: Mapping[str, Path] | None = None,
     ) -> None:
         self._raw = dict(raw)
+        self._untrusted = dict(untrusted or {})
+        """The project's profile files left out, not trusted, by name (for what is asked)."""
         self._broken = {name: e for name, e in (broken or {}).items() if name not in self._raw}
 
     @property
@@ -158,7 +162,8 @@ class ProfileCatalog:
         if name in self._broken:
             raise self._broken[name]
         if name not in self._raw:
-            raise UnknownProfile(name, self.names)
+            left_out = self._untrusted.get(name)
+            raise UnknownProfile(name, self.names, untrusted=str(left_out) if left_out else None)
         fields, source = self._raw[name]
         extends = fields.get("extends")
         own = {k: v for k, v in fields.items() if k != "extends"}
@@ -181,7 +186,12 @@ class ProfileCatalog:
         return _merge(base, own), source
 
     @classmethod
-    def load(cls, *, home: Path, project: Path) -> ProfileCatalog:
+    def load(
+        cls, *, home: Path, project: Path, trust: ProjectTrust | None = None
+    ) -> ProfileCatalog:
+        """Built-ins, then the home's profiles, then the project's that ``trust`` admits
+        (default: the home's record, ``_trust``)."""
+        trust = trust or ProjectTrust.of(project, home=home)
         raw: dict[str, tuple[dict[str, Any], str]] = {}
         folder = resources.files("amplifier.agents") / "builtin" / "profiles"
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
@@ -192,6 +202,7 @@ class ProfileCatalog:
                     "built-in",
                 )
         broken: dict[str, ConfigError] = {}
+        untrusted: dict[str, Path] = {}
         for directory in (home / "profiles", project / ".amplifier" / "profiles"):
             for path in _profile_files(directory):
                 try:
@@ -199,12 +210,15 @@ class ProfileCatalog:
                         text = read_config_text(path)
                     except (OSError, UnicodeDecodeError) as exc:
                         raise ConfigError(f"cannot read profile: {exc}", path=path) from None
+                    if not trust.admits(path, text):
+                        untrusted[path.stem] = path  # said once by the Runtime
+                        continue
                     raw[path.stem] = (_parse(text, str(path)), str(path))
                     broken.pop(path.stem, None)
                 except ConfigError as exc:
                     raw.pop(path.stem, None)
                     broken[path.stem] = exc
-        return cls(raw, broken)
+        return cls(raw, broken, untrusted)
 
 
 def _profile_files(directory: Path) -> Iterable[Path]:

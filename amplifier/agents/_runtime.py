@@ -9,6 +9,7 @@ one store they write through.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -19,7 +20,7 @@ from amplifier.persistence import Clock, Durability, Store, resolve_home_and_cwd
 from amplifier.runtime import Approver, TurnHandler
 from amplifier.runtime.lowlevel import ChildLauncher, LocalRuntime, open_local_runtime
 
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, ConfigWarning
 from ._loop import AgentTurnHandler
 from ._mcp_servers import McpServers
 from ._names import (
@@ -37,6 +38,7 @@ from ._provider import Provider
 from ._provider_config import ProviderKind
 from ._specs import AgentCatalog, AgentSpec
 from ._tools import Tool, spec_of
+from ._trust import ProjectTrust, untrusted_note
 
 
 def load_profile(
@@ -46,9 +48,12 @@ def load_profile(
     cwd: Path,
     provider: ProviderKind | None = None,
     model: str | None = None,
+    trust: ProjectTrust | None = None,
 ) -> Profile:
-    """The profile ``name`` (default ``base``), with ``provider``/``model`` overrides applied."""
-    profile = ProfileCatalog.load(home=home, project=cwd).get(name or DEFAULT_PROFILE)
+    """The profile ``name`` (default ``base``), with ``provider``/``model`` overrides applied;
+    the project's profiles as ``trust`` admits them (default: the home's record)."""
+    catalog = ProfileCatalog.load(home=home, project=cwd, trust=trust)
+    profile = catalog.get(name or DEFAULT_PROFILE)
     return _overridden(profile, provider=provider, model=model)
 
 
@@ -83,6 +88,7 @@ async def open_agent_runtime(
     assume_yes: bool = False,
     tools: Sequence[Tool] = (),
     agents: Sequence[AgentSpec] = (),
+    trust_project: bool | None = None,
 ) -> AsyncIterator[LocalRuntime]:
     """A Runtime whose new sessions run agents under ``profile`` (default ``base``).
 
@@ -110,6 +116,12 @@ async def open_agent_runtime(
     The MCP servers of ``$AMPLIFIER_HOME/mcp.json``, ``<cwd>/.amplifier/mcp.json``
     and the profile's ``mcp_servers`` start when a turn first needs their
     tools, are shared by the Runtime's sessions, and stop with it.
+
+    The project's own ``mcp.json`` and profiles are used only if trusted
+    (``_trust``): ``trust_project`` True vouches for them, False leaves them
+    out, and None (the default) follows the home's record of what a person
+    trusted (``amplifier trust``), with a ``ConfigWarning`` naming the files
+    it leaves out.
     Raises ``UnknownProfile`` or ``ConfigError`` (an unknown provider kind
     or durability, naming the valid ones; a profile that cannot be read or
     names a tool or agent that does not exist; a tool whose signature
@@ -120,8 +132,15 @@ async def open_agent_runtime(
     check_options(provider=provider, durability=durability)
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider if isinstance(provider, str) else None
+    trust = await anyio.to_thread.run_sync(
+        lambda: ProjectTrust.of(directory, home=root, trust=trust_project)
+    )
+    if trust_project is None:
+        note = await anyio.to_thread.run_sync(untrusted_note, trust)
+        if note is not None:
+            warnings.warn(note, ConfigWarning, stacklevel=3)
     profiles = await anyio.to_thread.run_sync(
-        lambda: ProfileCatalog.load(home=root, project=directory)
+        lambda: ProfileCatalog.load(home=root, project=directory, trust=trust)
     )
 
     def configured(name: str) -> Profile:
@@ -154,7 +173,7 @@ async def open_agent_runtime(
         if agents:
             catalog = catalog.with_specs(agents)
         fixed = provider if provider is not None and not isinstance(provider, str) else None
-        servers = mcp = McpServers(home=root, project=directory)
+        servers = mcp = McpServers(home=root, project=directory, trust=trust)
         loop = AgentTurnHandler(
             catalog=catalog,
             profile=settings,

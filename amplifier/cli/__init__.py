@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (they register their commands on the app)
     _labels,
     _mcp,
     _search,
+    _trust,
 )
 from ._app import app, main
 

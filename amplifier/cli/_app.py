@@ -516,6 +516,9 @@ def root(
         from ._interactive import preload, run_interactive
 
         preload()
+        from ._trust import settle_trust
+
+        await settle_trust(interrupts, as_json=False)
         async with until_opened(interrupts) as opening:
             async with open_runtime(
                 profile=profile,
@@ -605,6 +608,9 @@ def run(
     on_cluster = _on(cluster, cluster_timeout)
 
     async def main(interrupts: AsyncIterator[int]) -> int:
+        from ._trust import settle_trust
+
+        await settle_trust(interrupts, as_json=as_json)
         async with until_opened(interrupts) as opening:
             async with open_runtime(
                 profile=profile,
@@ -761,6 +767,7 @@ async def _resume(
     a user sees first.
     """
     from ._interactive import preload, run_interactive
+    from ._trust import settle_trust
 
     if interactive and prompt is not None:
         fail("--interactive takes no prompt", code=2, as_json=as_json)
@@ -768,6 +775,7 @@ async def _resume(
     prompt = _read_prompt(prompt) if piped or prompt is not None else None
     if prompt is None and not as_json:
         preload()
+    await settle_trust(interrupts, as_json=as_json)
     async with open_runtime(
         profile=profile,
         provider=_provider(provider),

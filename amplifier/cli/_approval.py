@@ -144,11 +144,11 @@ def _show(request: ApprovalRequest) -> None:
 async def _answer(request: ApprovalRequest) -> str:
     """``yes``, ``no`` or ``always``, as typed (Enter or Ctrl-D: no)."""
     always = request.always_rule or request.tool
-    _drop_typed_ahead()
+    drop_typed_ahead()
     while True:
         sys.stderr.write(f"Allow? [y]es, [n]o, [a]lways for this session ({safe(always)}): ")
         sys.stderr.flush()
-        line = await _read_line()
+        line = await read_line()
         answer = line.strip().lower()
         if line == "":
             sys.stderr.write("\n")
@@ -162,13 +162,13 @@ async def _answer(request: ApprovalRequest) -> str:
         sys.stderr.write("Type y, n or a.\n")
 
 
-def _drop_typed_ahead() -> None:
+def drop_typed_ahead() -> None:
     """Drop what the terminal holds unread (Rule 5)."""
     with contextlib.suppress(OSError, termios.error):
         termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)
 
 
-async def _read_line() -> str:
+async def read_line() -> str:
     """One line from the terminal, read on the event loop (Rule 3); empty at its end."""
     fd = sys.stdin.fileno()
     data = bytearray()

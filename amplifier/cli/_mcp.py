@@ -41,6 +41,9 @@ def list_(
     async def main(interrupts: AsyncIterator[int]) -> int:
         from amplifier.agents import check_mcp_servers
 
+        from ._trust import settle_trust
+
+        await settle_trust(interrupts, as_json=as_json)
         report = await check_mcp_servers(profile=profile)
         failed = bool(report.problems) or any(s.error is not None for s in report.servers)
         if as_json:
@@ -48,11 +51,14 @@ def list_(
                 {
                     "servers": [status.model_dump(mode="json") for status in report.servers],
                     "problems": list(report.problems),
+                    "untrusted": report.untrusted,
                 }
             )
             return 1 if failed else 0
         for problem in report.problems:
             say(f"Warning: {problem}")
+        if report.untrusted is not None:
+            say(f"Warning: {report.untrusted}")
         if not report.servers:
             say(
                 "No MCP server is configured: add one to ~/.amplifier/mcp.json or to "

@@ -19,6 +19,7 @@ import contextlib
 import os
 import secrets
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -29,7 +30,8 @@ import anyio
 from ray.exceptions import RayActorError
 
 from amplifier._errors import UsageError, unwrap_single_error
-from amplifier.agents import Permissions, ProviderKind, load_profile
+from amplifier.agents import ConfigWarning, Permissions, ProviderKind, load_profile
+from amplifier.agents._trust import ProjectTrust, untrusted_note
 from amplifier.persistence import (
     Durability,
     EndStatus,
@@ -430,6 +432,7 @@ async def open_cluster_runtime(
     model: str | None,
     permissions: Permissions | None = None,
     assume_yes: bool = False,
+    trust_project: bool | None = None,
 ) -> AsyncIterator[ClusterRuntime]:
     """A Runtime whose sessions run on ``hosts`` session hosts of the Ray cluster ``cluster``.
 
@@ -439,15 +442,32 @@ async def open_cluster_runtime(
     """
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider
+    trust = await anyio.to_thread.run_sync(
+        lambda: ProjectTrust.of(directory, home=root, trust=trust_project)
+    )
+    if trust_project is None:
+        note = await anyio.to_thread.run_sync(untrusted_note, trust)
+        if note is not None:
+            warnings.warn(note, ConfigWarning, stacklevel=3)
     settings = await anyio.to_thread.run_sync(
-        lambda: load_profile(profile, home=root, cwd=directory, provider=kind, model=model)
+        lambda: load_profile(
+            profile, home=root, cwd=directory, provider=kind, model=model, trust=trust
+        )
     )
     chosen: Durability = durability or settings.durability
     async with joined(cluster, timeout) as info:
         runtime_id = _runtime_id()
         service = _ray.persistence_actor(f"amplifier-persistence-{runtime_id}", str(root), chosen)
         config = HostConfig(
-            str(root), str(directory), profile, provider, model, chosen, permissions, assume_yes
+            str(root),
+            str(directory),
+            profile,
+            provider,
+            model,
+            chosen,
+            permissions,
+            assume_yes,
+            trust_project,
         )
         # The hosts' processes start beside the service's, not after it (``HostPlan``).
         plan = HostPlan(

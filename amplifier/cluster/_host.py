@@ -70,6 +70,8 @@ class HostConfig:
     permissions: Permissions | None = None
     """Permission rules beside every profile's (``--allow``, ``--deny``)."""
     assume_yes: bool = False
+    trust_project: bool | None = None
+    """The project's own configuration: trusted, not, or as the home's record says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ class SessionHost:
                     children=self._spreader,
                     permissions=config.permissions,
                     assume_yes=config.assume_yes,
+                    trust_project=config.trust_project,
                 ) as runtime:
                     self._runtime = runtime
                     self._ready.set()

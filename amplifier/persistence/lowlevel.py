@@ -17,7 +17,7 @@ from ._actor import (
 from ._documents import format_ts
 from ._exceptions import StoreClosed
 from ._file_history import FILE_HISTORY, content_digest
-from ._files import NotAFile, open_to_read
+from ._files import NotAFile, atomic_replace, open_to_read
 from ._ownership import Owner, holder
 from ._paths import MAX_ID_LENGTH, default_home, ensure_private_dir
 from ._reader import TranscriptTail, load_transcript_tail
@@ -67,6 +67,7 @@ __all__ = [
     "StoreClosed",
     "TranscriptTail",
     "WriteMetadata",
+    "atomic_replace",
     "content_digest",
     "default_home",
     "encode_data",
