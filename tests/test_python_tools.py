@@ -490,3 +490,53 @@ async def test_a_session_asked_or_renamed_from_inside_its_own_turn_says_so_at_on
     assert renamed is None
     assert isinstance(failed.value.__cause__, amplifier.UsageError)
     assert "cannot be asked from inside its own turn" in str(failed.value.__cause__)
+
+
+async def test_a_turn_cancelled_during_a_sync_tool_says_it_waits_for_the_function(
+    home: Path, project: Path
+) -> None:
+    """Python cannot stop the thread: the cancelled turn ends once the function returns, and
+    a warning says so at once, while it still runs."""
+    started, release = threading.Event(), threading.Event()
+
+    @amplifier.tool
+    def slow() -> str:
+        """Takes its time."""
+        started.set()
+        release.wait(30)
+        return "done"
+
+    turn = anyio.CancelScope()
+    async with opened(home, project, tools=[slow]) as rt:
+        async with rt.open_session() as session:
+
+            async def ask() -> None:
+                with turn:
+                    await session.ask(run_tool("slow"))
+
+            said = anyio.Event()
+            caught: list[str] = []
+
+            def show(message: Warning | str, category: type[Warning], *_: object) -> None:
+                if issubclass(category, AgentWarning):
+                    caught.append(str(message))
+                    said.set()
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = show
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(ask)
+                    await anyio.to_thread.run_sync(started.wait)
+                    turn.cancel()
+                    with anyio.fail_after(10):
+                        await said.wait()
+                    assert not release.is_set()  # said while the function still ran
+                    release.set()
+            assert caught == [
+                "tool slow is a Python function, which cannot be interrupted: the turn ends "
+                "when it returns"
+            ]
+            assert turn.cancelled_caught
+            reply = await session.ask("after")
+    assert "after" in reply.text

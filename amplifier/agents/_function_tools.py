@@ -22,7 +22,10 @@ Rule 4: a signature pydantic cannot describe is found once, when a Runtime
         function; a decorated function stays callable as it was.
 Rule 5: a sync function runs in a worker thread: it never blocks the
         sessions' event loop. Its return value is the result: text as it
-        is, anything else as JSON.
+        is, anything else as JSON. Python cannot stop a thread: a turn
+        cancelled meanwhile (Ctrl-C) ends once the function returns, and an
+        ``AgentWarning`` says so when the cancellation comes, so that a person
+        does not wait without knowing why.
 Rule 6: a function cannot end the program: ``SystemExit`` (a CLI's ``main``
         calling ``sys.exit``), or any exception that is not an ``Exception``,
         fails the call as an error would. Only cancellation passes, and a
@@ -36,6 +39,7 @@ import functools
 import importlib
 import inspect
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any, overload
 
@@ -45,7 +49,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from ._exceptions import ConfigError, ToolFailed
+from ._exceptions import AgentWarning, ConfigError, ToolFailed
 from ._tools import ToolContext
 
 
@@ -130,7 +134,7 @@ class FunctionTool:
         try:
             if in_thread:
                 call = functools.partial(self.function, **values)
-                result = await anyio.to_thread.run_sync(call)
+                result = await self._in_thread(call)
                 in_thread = False  # what it returned runs on the loop
                 if inspect.isawaitable(result):
                     result = await result
@@ -147,6 +151,39 @@ class FunctionTool:
                 f"the tool raised {type(exc).__name__}({exc}); a tool cannot end the program"
             ) from None
         return _as_text(result)
+
+    async def _in_thread(self, call: Callable[[], Any]) -> Any:
+        """``call`` in a worker thread; a cancellation while it runs is said (Rule 5)."""
+        returned = False
+
+        async def notice() -> None:
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                if not returned:
+                    warnings.warn(
+                        f"tool {self.name} is a Python function, which cannot be interrupted: "
+                        "the turn ends when it returns",
+                        AgentWarning,
+                        stacklevel=1,
+                    )
+                raise
+
+        result: Any = None
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(notice)
+            try:
+                result = await anyio.to_thread.run_sync(call)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # raised past the group, not inside one
+                failure = exc
+            returned = True
+            tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
 
 
 @overload
