@@ -546,3 +546,20 @@ async def test_rounds_that_run_out_of_time_leave_the_rest_to_the_next(
     for session_id in session_dirs(home):
         seqs = [record["seq"] for record in events(home, session_id)]
         assert seqs == sorted(set(seqs)), session_id
+
+
+async def test_the_writer_imports_nothing_from_the_project(
+    tmp_path: Path, project: Path, starts_at_once: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer runs where the command runs, the project: a json.py there (a cloned
+    repository's) is not what its imports find."""
+    monkeypatch.chdir(project)
+    marker = tmp_path / "imported"
+    (project / "json.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise ImportError('not the json module')\n"
+    )
+    done: list[str] = []
+    async with writing_through_its_writer(tmp_path / "home", project, "none", done):
+        pass
+    assert not marker.exists()
+    await all_there(tmp_path / "home", project, done)

@@ -128,8 +128,11 @@ class WriterProcess:
 
     def __init__(self, home: Path, durability: str, lock_fd: int) -> None:
         root = Path(__file__).resolve().parent.parent
+        # -P: not the current folder first on its path. The writer runs in the project,
+        # whose json.py must not be what its first import finds.
         command = [
             sys.executable,
+            "-P",
             "-c",
             _BOOT,
             str(root),
