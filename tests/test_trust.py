@@ -5,14 +5,22 @@ elsewhere because ``amplifier`` ran in it."""
 from __future__ import annotations
 
 import json
+import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import amplifier
 from amplifier.agents import AgentWarning, ProfileCatalog, check_mcp_servers
-from amplifier.agents._trust import RECORD_FILE, ProjectTrust, revoke_trust, trust_project
+from amplifier.agents._trust import (
+    RECORD_FILE,
+    ProjectTrust,
+    revoke_trust,
+    trust_project,
+    untrusted_note,
+)
 
 from .test_cli_act import amplifier as run_cli
 from .test_cli_act import tool
@@ -123,15 +131,32 @@ def test_the_record_is_owner_only_and_follows_each_files_content(
     assert not revoke_trust(project, home=home)
 
 
-def test_a_damaged_record_trusts_nothing_and_the_next_trust_replaces_it(
+def test_a_damaged_record_trusts_nothing_says_so_and_is_kept_aside(
     home: Path, project: Path
 ) -> None:
     _profile(project, "work", "max_rounds: 3\n")
     home.mkdir(parents=True, exist_ok=True)
-    (home / RECORD_FILE).write_text('{"projects": {"' + str(project) + '": ')
-    assert len(ProjectTrust.of(project, home=home).refused()) == 1
-    trust_project(project, home=home)
+    damaged = '{"projects": {"' + str(project) + '": '
+    (home / RECORD_FILE).write_text(damaged)
+    trust = ProjectTrust.of(project, home=home)
+    assert len(trust.refused()) == 1
+    assert "cannot be read" in (untrusted_note(trust) or "")
+    with pytest.warns(amplifier.ConfigWarning, match="could not be read.*kept as"):
+        trust_project(project, home=home)
     assert ProjectTrust.of(project, home=home).refused() == []
+    (kept,) = home.glob(f"{RECORD_FILE}.*")
+    assert kept.read_text() == damaged
+
+
+def test_trusts_at_once_are_all_kept(home: Path, tmp_path: Path) -> None:
+    """Twenty projects trusted at the same moment (a lock orders the record's rewrites)."""
+    projects = []
+    for n in range(20):
+        projects.append(tmp_path / f"p{n}")
+        _profile(projects[-1], "work", f"max_rounds: {n + 1}\n")
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(lambda project: trust_project(project, home=home), projects))
+    assert all(ProjectTrust.of(project, home=home).refused() == [] for project in projects)
 
 
 def test_a_home_inside_the_project_is_still_the_persons_own(project: Path) -> None:
@@ -171,6 +196,25 @@ def test_without_a_terminal_the_files_are_left_out_with_one_warning(
     }
     again = run_cli("run", "hi", cwd=project, home=home)
     assert "not trusted" in again.stderr
+    # Managing sessions runs no agent: the project's configuration is not its business.
+    listed = run_cli("session", "list", cwd=project, home=home)
+    assert "trust" not in listed.stderr
+
+
+def test_mcp_list_says_what_it_left_out_and_no_more(home: Path, project: Path) -> None:
+    _server(project, "setup", "server-started")
+    done = run_cli("mcp", "list", cwd=project, home=home)
+    assert "left out, not trusted: .amplifier/mcp.json" in done.stderr
+    assert "No MCP server is configured" not in done.stderr
+    assert not (project / "server-started").exists()
+
+
+def test_trust_names_a_file_whose_name_is_not_utf8(home: Path, project: Path) -> None:
+    folder = project / ".amplifier" / "profiles"
+    folder.mkdir(parents=True)
+    (folder / os.fsdecode(b"bad\xff.yaml")).write_text("max_rounds: 3\n")
+    done = run_cli("trust", "--json", cwd=project, home=home)
+    assert json.loads(done.stdout)["files"] == [".amplifier/profiles/bad\\udcff.yaml"]
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -181,9 +225,9 @@ def test_at_a_terminal_the_person_is_asked_once(home: Path, project: Path, backe
     _profile(project, "base", BASH_ALLOWED)
     with interactive(["run", "hi"], cwd=project, home=home, backend=backend) as term:
         term.see("This project has its own Amplifier configuration")
-        term.see("setup: sh -c touch server-started")
-        term.see("profiles/base.yaml")
-        term.see("Trust it?")
+        term.see('"args": ["-c", "touch server-started"]')  # each file whole, as written
+        term.see("| permissions:")
+        term.see("Trust these files as shown?")
         term.send("n")
         term.see("left out, not trusted")
         assert term.leave() == 0
@@ -193,7 +237,7 @@ def test_at_a_terminal_the_person_is_asked_once(home: Path, project: Path, backe
     with interactive(
         ["run", tool("bash", command="touch ran")], cwd=project, home=home, backend=backend
     ) as term:
-        term.see("Trust it?")
+        term.see("Trust these files as shown?")
         term.send("y")
         term.see("Trusted 2 file(s)")
         assert term.leave() == 0
@@ -202,7 +246,7 @@ def test_at_a_terminal_the_person_is_asked_once(home: Path, project: Path, backe
 
     with interactive(["run", "hi"], cwd=project, home=home, backend=backend) as term:
         assert term.leave() == 0
-        assert "Trust it?" not in term.output
+        assert "Trust these files" not in term.output
 
 
 def test_ctrl_c_at_the_question_runs_nothing(home: Path, project: Path) -> None:
@@ -210,7 +254,7 @@ def test_ctrl_c_at_the_question_runs_nothing(home: Path, project: Path) -> None:
     with interactive(
         ["run", tool("bash", command="touch ran")], cwd=project, home=home, backend="trio"
     ) as term:
-        term.see("Trust it?")
+        term.see("Trust these files as shown?")
         term.child.sendintr()
         term.see("nothing ran")
         assert term.leave() == 130
@@ -228,3 +272,23 @@ def test_trust_in_a_home_that_cannot_hold_it_is_one_error(
     done = run_cli("trust", cwd=project, home=blocked / "home", code=1)
     assert done.stderr.startswith("Error: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_question_shows_what_would_hide_and_trusts_only_what_it_showed(
+    home: Path, project: Path
+) -> None:
+    """A profile's line breaks, escape sequences and bidirectional marks are shown escaped,
+    never acted on; a file changed while the question waits is not what the yes trusts."""
+    _profile(project, "shown", "description: 3\r\x1b[2Kmax_rounds: 4 # \u202e\n")
+    _server(project, "setup", "server-started")
+    with interactive(["run", "hi"], cwd=project, home=home, backend="asyncio") as term:
+        term.see("Trust these files as shown?")
+        assert "| description: 3\\x0d\\x1b[2Kmax_rounds: 4 # \\u202e" in term.output
+        assert "\x1b[2K" not in term.output
+        _server(project, "swapped", "swapped-started")  # while the person reads
+        term.send("y")
+        term.see("new or changed since the project was trusted: .amplifier/mcp.json")
+        assert term.leave() == 0
+    assert not (project / "server-started").exists()
+    assert not (project / "swapped-started").exists()
+    assert ProjectTrust.of(project, home=home).refused()[0].name == "mcp.json"

@@ -19,24 +19,38 @@ Rule 2: ``$AMPLIFIER_HOME/trusted-projects.json`` records, for each trusted
         profile, takes that file's trust back until it is given again. A file
         removed since takes nothing with it.
 Rule 3: a project whose ``.amplifier`` is the home itself needs no trust.
-Rule 4: the record is owner-only and replaced whole (atomically). A record
-        that cannot be read trusts nothing, and is replaced by the next trust.
+Rule 4: the record is owner-only, replaced whole (atomically), one process
+        at a time (a lock beside it). A record that cannot be read trusts
+        nothing, and says so; the next trust keeps it aside and begins anew.
+Rule 5: what is trusted is what was read to be shown: the question's files
+        are recorded by the digests of the texts it showed. Trust covers these
+        files, not the programs they name (a server's script that a pull
+        changes is not asked about again).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from amplifier.persistence import utc_now
-from amplifier.persistence.lowlevel import atomic_replace, content_digest, ensure_private_dir
+from amplifier.persistence.lowlevel import (
+    atomic_replace,
+    content_digest,
+    ensure_private_dir,
+)
 
 from ._config_text import read_config_text
+from ._exceptions import ConfigWarning
 
 RECORD_FILE = "trusted-projects.json"
+LOCK_FILE = ".trusted-projects.lock"
 _PROFILE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -51,6 +65,8 @@ class ProjectTrust:
     """The digest each file had when trusted, by its path relative to the project."""
     recorded: bool = False
     """The record names the project (some of its files changed since, if any is refused)."""
+    problem: str | None = None
+    """Why the record could not be read, if it could not (then it trusts nothing)."""
 
     @classmethod
     def of(cls, project: Path, *, home: Path, trust: bool | None = None) -> ProjectTrust:
@@ -59,7 +75,10 @@ class ProjectTrust:
             return cls(project, everything=trust)
         if _same_folder(project / ".amplifier", home):
             return cls(project, everything=True)
-        entry = _read_record(home).get(_key(project))
+        try:
+            entry = _read_record(home).get(_key(project))
+        except DamagedRecord as exc:
+            return cls(project, problem=str(exc))
         if entry is None:
             return cls(project)
         return cls(project, digests=_digests(entry), recorded=True)
@@ -84,10 +103,11 @@ def untrusted_note(trust: ProjectTrust) -> str | None:
         return None
     files = ", ".join(str(path.relative_to(trust.project)) for path in refused)
     why = "new or changed since the project was trusted" if trust.recorded else "not trusted"
+    damaged = f"; the trust record {trust.problem}" if trust.problem else ""
     return (
         f"the project's own configuration is left out, {why}: {files} (it can start "
         f"programs and grant tools permissions; 'amplifier trust' in {trust.project} "
-        "trusts it as it is now)"
+        f"trusts it as it is now{damaged})"
     )
 
 
@@ -108,26 +128,33 @@ def configuration(project: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def trust_project(project: Path, *, home: Path) -> list[Path]:
-    """Record the project's configuration files as they are now (Rule 2); the files trusted."""
-    files = configuration(project)
-    record = _read_record(home)
-    record[_key(project)] = {
-        "files": {
-            str(path.relative_to(project)): content_digest(text.encode()) for path, text in files
-        },
-        "trusted_at": utc_now().isoformat(),
-    }
-    _write_record(home, record)
+def trust_project(
+    project: Path, *, home: Path, files: list[tuple[Path, str]] | None = None
+) -> list[Path]:
+    """Record ``files`` (default: the project's configuration as it reads now) as trusted,
+    each by the digest of the text given: what a person was shown is what is trusted, even
+    if a file changed since (Rule 2). The files trusted."""
+    files = configuration(project) if files is None else files
+    with _locked(home):
+        record = _read_record(home, set_aside_damaged=True)
+        record[_key(project)] = {
+            "files": {
+                str(path.relative_to(project)): content_digest(text.encode())
+                for path, text in files
+            },
+            "trusted_at": utc_now().isoformat(),
+        }
+        _write_record(home, record)
     return [path for path, _ in files]
 
 
 def revoke_trust(project: Path, *, home: Path) -> bool:
     """Forget the project's trust; False if it had none."""
-    record = _read_record(home)
-    if record.pop(_key(project), None) is None:
-        return False
-    _write_record(home, record)
+    with _locked(home):
+        record = _read_record(home, set_aside_damaged=True)
+        if record.pop(_key(project), None) is None:
+            return False
+        _write_record(home, record)
     return True
 
 
@@ -146,13 +173,33 @@ Entry = dict[str, object]
 """A project's record: ``files`` (digests by relative path) and ``trusted_at``."""
 
 
-def _read_record(home: Path) -> dict[str, Entry]:
+class DamagedRecord(Exception):
+    """The record cannot be read; the message says why."""
+
+
+def _read_record(home: Path, *, set_aside_damaged: bool = False) -> dict[str, Entry]:
+    """The record's projects; none if there is no record. A damaged one raises
+    ``DamagedRecord``, or, with ``set_aside_damaged``, is moved aside (kept, with a
+    ``ConfigWarning`` naming where) to be replaced (Rule 4)."""
+    path = home / RECORD_FILE
     try:
-        document = json.loads(read_config_text(home / RECORD_FILE))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}  # none yet, or unreadable: nothing is trusted (Rule 4)
-    projects = document.get("projects") if isinstance(document, dict) else None
-    if not isinstance(projects, dict):
+        document = json.loads(read_config_text(path))
+        projects = document.get("projects") if isinstance(document, dict) else None
+        if not isinstance(projects, dict):
+            raise ValueError('no "projects" object')
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if not set_aside_damaged:
+            raise DamagedRecord(f"{path} cannot be read ({exc}): it trusts nothing") from None
+        aside = path.with_name(f"{path.name}.damaged-{utc_now():%Y%m%dT%H%M%S%fZ}")
+        os.replace(path, aside)
+        warnings.warn(
+            f"the trust record {path} could not be read ({exc}); it is kept as {aside}, and a "
+            "new one begun: projects trusted before must be trusted again",
+            ConfigWarning,
+            stacklevel=3,
+        )
         return {}
     return {
         str(key): entry
@@ -167,8 +214,19 @@ def _digests(entry: Entry) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
-def _write_record(home: Path, record: Mapping[str, Entry]) -> None:
+@contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """The record's read-modify-write, one process at a time (two trusts at once both kept)."""
     ensure_private_dir(home, below=home)
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_record(home: Path, record: Mapping[str, Entry]) -> None:
     document = {"version": 1, "projects": dict(record)}
     data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
     atomic_replace(os.fspath(home / RECORD_FILE), data, sync=True)

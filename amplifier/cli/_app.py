@@ -78,7 +78,11 @@ if TYPE_CHECKING:
 else:
 
     def open_runtime(**options: Any) -> Any:
-        """``amplifier.open_runtime``, imported on first use (see the Rule above)."""
+        """``amplifier.open_runtime``, imported on first use (see the Rule above).
+
+        The commands that manage sessions open it with ``trust_project=False``: they run
+        no agent, so the project's own configuration, trusted or not, has nothing to do
+        with them (and nothing to warn about)."""
         from amplifier import open_runtime as open_api_runtime
 
         return open_api_runtime(**options)
@@ -836,7 +840,7 @@ def list_(
 
         shown: list[tuple[SessionSummary, int]] = []
         tokens: dict[str, Tokens] = {}
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             # One more than asked: says whether there is more than the page.
             page = await rt.sessions(
                 all_projects=all_projects,
@@ -914,7 +918,7 @@ def show(
         from amplifier.agents import session_usage
         from amplifier.persistence import project_slugs
 
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             tree = await rt.tree(session_id)
             head = tree[0]
             records = await rt.transcript(head.session_id)
@@ -1025,7 +1029,7 @@ def delete(
     as_json = _json_mode(json_flag, output_format)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             tree = await rt.tree(session_id)
             target = tree[0].session_id
             if not yes:
@@ -1061,7 +1065,7 @@ def reindex(
     as_json = _json_mode(json_flag, output_format)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             total = await rt.reindex()
         if as_json:
             write_json({"indexed": total})
@@ -1092,7 +1096,7 @@ def cleanup(
     as_json = _json_mode(json_flag, output_format)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             if not (dry_run or yes) and sys.stdin.isatty():
                 plan = await rt.cleanup(days=days, dry_run=True, all_projects=all_projects)
                 confirmed = await confirm_cleanup(plan, interrupts) if plan.trees else True

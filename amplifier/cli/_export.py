@@ -69,7 +69,7 @@ def export(
     from ._export_tree import load_tree
 
     async def main(interrupts: AsyncIterator[int]) -> None:
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             tree = await load_tree(rt, session_id)
         if chosen is ExportFormat.json:
             text = orjson.dumps(tree_json(tree), option=orjson.OPT_INDENT_2).decode() + "\n"

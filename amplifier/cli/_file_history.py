@@ -41,7 +41,7 @@ def diff(
     async def main(interrupts: AsyncIterator[int]) -> None:
         from amplifier import session_diff
 
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             report = await session_diff(rt, session_id)
         if as_json:
             write_json(report.as_json())
@@ -124,7 +124,7 @@ def rewind(
     async def main(interrupts: AsyncIterator[int]) -> int | None:
         from amplifier import session_rewind
 
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             plan = await session_rewind(rt, session_id, turn=turn, undo=undo, dry_run=True)
             if dry_run or not plan.files:
                 _report(plan, as_json=as_json)

@@ -36,7 +36,7 @@ def rename(
         fail("give a new name, or --clear to take the name away", code=2, as_json=as_json)
 
     async def main(interrupts: AsyncIterator[int]) -> None:
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             meta = await rt.rename(session_id, None if clear else name)
         if as_json:
             write_json({"session_id": meta.session_id, "name": meta.name, "tags": meta.tags})
@@ -66,7 +66,7 @@ def tag(
     remove = [change[1:] for change in changes or () if change.startswith("-")]
 
     async def main(interrupts: AsyncIterator[int]) -> None:
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             if add or remove:
                 meta = await rt.tag(session_id, add=add, remove=remove)
             else:

@@ -59,7 +59,7 @@ def list_(
             say(f"Warning: {problem}")
         if report.untrusted is not None:
             say(f"Warning: {report.untrusted}")
-        if not report.servers:
+        if not report.servers and report.untrusted is None:
             say(
                 "No MCP server is configured: add one to ~/.amplifier/mcp.json or to "
                 ".amplifier/mcp.json of the project (mcpServers), or to a profile's mcp_servers."

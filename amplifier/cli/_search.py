@@ -43,7 +43,7 @@ def search(
     async def main(interrupts: AsyncIterator[int]) -> None:
         from amplifier import AmplifierError
 
-        async with open_runtime(durability="none") as rt:
+        async with open_runtime(durability="none", trust_project=False) as rt:
             hits = await rt.search(query, all_projects=all_projects, limit=limit)
             trees: dict[str, list[SessionSummary]] = {}
             for hit in hits:

@@ -3,8 +3,9 @@ the project's own configuration is not trusted (``amplifier.agents._trust``).
 
 Rule 1: the question comes before the Runtime opens, only at a terminal (stdin and
         stderr, no --json), and only if the project has such files the home's
-        record does not trust as they are. It shows each file, and what the
-        project's mcp.json would run. Only ``y`` trusts; Enter, ``n``, Ctrl-D
+        record does not trust as they are. It shows each such file whole (as
+        written, every character that does not print as itself escaped), and
+        what it showed is what is trusted. Only ``y`` trusts; Enter, ``n``, Ctrl-D
         leave the files out this time (the Runtime says so), and ask again the
         next time. Ctrl-C ends the command, as while it opens.
 Rule 2: without a terminal nothing is asked: the files are left out, with one
@@ -13,7 +14,6 @@ Rule 2: without a terminal nothing is asked: the files are left out, with one
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +24,7 @@ import typer
 
 from ._app import JsonFlag, app
 from ._approval import SCREEN, at_a_terminal, drop_typed_ahead, read_line
-from ._render import safe, write_json
+from ._render import write_json
 from ._running import Leave, execute, say
 
 
@@ -52,23 +52,30 @@ async def settle_trust(interrupts: AsyncIterator[int], *, as_json: bool) -> None
 
 
 async def _ask(as_json: bool) -> None:
-    from amplifier.agents._trust import ProjectTrust, trust_project
+    from amplifier.agents._trust import ProjectTrust, configuration, trust_project
     from amplifier.persistence import resolve_home_and_cwd
 
     home, cwd = resolve_home_and_cwd(None, None)
     trust = await anyio.to_thread.run_sync(lambda: ProjectTrust.of(cwd, home=home))
-    refused = await anyio.to_thread.run_sync(trust.refused)
+    files = await anyio.to_thread.run_sync(configuration, cwd)
+    refused = [(path, text) for path, text in files if not trust.admits(path, text)]
     if not refused:
         return
     with SCREEN.paused():
         _show(cwd, refused, changed=trust.recorded)
         if not await _yes():
             return
-    trusted = await anyio.to_thread.run_sync(lambda: trust_project(cwd, home=home))
-    say(f"Trusted {len(trusted)} file(s) of {cwd} ('amplifier trust --revoke' takes it back).")
+    # The texts shown are the ones trusted (``_trust`` Rule 5), with those trusted before.
+    await anyio.to_thread.run_sync(lambda: trust_project(cwd, home=home, files=files))
+    say(f"Trusted {len(refused)} file(s) of {cwd} ('amplifier trust --revoke' takes it back).")
 
 
-def _show(project: Path, files: list[Path], *, changed: bool) -> None:
+SHOWN_LINES = 200
+"""Lines of one file the question shows; it says how many more there are."""
+_WIDTH = 150
+
+
+def _show(project: Path, files: list[tuple[Path, str]], *, changed: bool) -> None:
     head = (
         "This project's own Amplifier configuration changed since you trusted it"
         if changed
@@ -76,38 +83,45 @@ def _show(project: Path, files: list[Path], *, changed: bool) -> None:
     )
     lines = [
         "",
-        f"{head} ({project}).",
+        f"{head} ({exactly(str(project))}).",
         "It can start programs, grant tools permissions and choose where prompts and API "
-        "keys go:",
+        "keys go. Read it before you trust it:",
     ]
-    for path in files:
-        lines.append(f"    {path.relative_to(project)}")
-        lines += [f"        {server}" for server in _servers(path)]
-    sys.stderr.write("\n".join(safe(line) for line in lines) + "\n")
+    for path, text in files:
+        lines.append(f"  {exactly(str(path.relative_to(project)))}")
+        rows = text.removesuffix("\n").split("\n")
+        for row in rows[:SHOWN_LINES]:
+            shown = exactly(row) or " "
+            lines += [f"  | {shown[i : i + _WIDTH]}" for i in range(0, len(shown), _WIDTH)]
+        if len(rows) > SHOWN_LINES:
+            lines.append(f"  [... {len(rows) - SHOWN_LINES} more lines not shown: read the file]")
+    sys.stderr.write("\n".join(lines) + "\n")
     sys.stderr.flush()
 
 
-def _servers(path: Path) -> list[str]:
-    """What an mcp.json's servers run or reach, as written (no variable replaced)."""
-    if path.name != "mcp.json":
-        return []
-    from amplifier.agents._config_text import read_config_text
-    from amplifier.agents._mcp_config import server_config
+def _named(path: Path) -> str:
+    """A path as text that JSON can carry: a name that is not UTF-8 is shown escaped."""
+    from amplifier.persistence import holds_utf8
 
-    try:
-        entries = json.loads(read_config_text(path)).get("mcpServers", {})
-        return [
-            f"{name}: {server_config(name, entry, source=str(path)).target or '(nothing)'}"
-            for name, entry in entries.items()
-        ]
-    except (OSError, ValueError, AttributeError):
-        return []
+    name = str(path)
+    return name if holds_utf8(name) else exactly(name)
+
+
+def exactly(text: str) -> str:
+    """``text`` as one line of what it holds: every character that does not print as itself
+    (line breaks, tabs, escape sequences, bidirectional and zero-width marks) escaped."""
+    return "".join(
+        c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        for c in text
+    )
 
 
 async def _yes() -> bool:
     drop_typed_ahead()
     while True:
-        sys.stderr.write("Trust it? Only if you trust whoever wrote it. [y]es, [n]o: ")
+        sys.stderr.write(
+            "Trust these files as shown? Only if you trust whoever wrote them. [y]es, [n]o: "
+        )
         sys.stderr.flush()
         line = await read_line()
         answer = line.strip().lower()
@@ -143,26 +157,23 @@ def trust(
             files: list[Path] = []
         else:
             files = await anyio.to_thread.run_sync(lambda: trust_project(cwd, home=home))
+        names = [_named(path.relative_to(cwd)) for path in files]
         if json_flag:
-            write_json(
-                {
-                    "project": str(cwd),
-                    "trusted": not revoke,
-                    "files": [str(path.relative_to(cwd)) for path in files],
-                }
-            )
+            write_json({"project": _named(cwd), "trusted": not revoke, "files": names})
         elif revoke:
-            print(safe(f"No longer trusted: {cwd}" if had else f"Was not trusted: {cwd}"))
+            print(
+                f"No longer trusted: {exactly(str(cwd))}"
+                if had
+                else f"Was not trusted: {exactly(str(cwd))}"
+            )
         elif files:
-            print(safe(f"Trusted, as they are now, in {cwd}:"))
-            for path in files:
-                print(safe(f"    {path.relative_to(cwd)}"))
+            print(f"Trusted, as they are now, in {exactly(str(cwd))}:")
+            for name in names:
+                print(f"    {exactly(name)}")
         else:
             print(
-                safe(
-                    f"Trusted {cwd}; it has no .amplifier/mcp.json or profiles yet (files added "
-                    "later are trusted once this is run again)."
-                )
+                f"Trusted {exactly(str(cwd))}; it has no .amplifier/mcp.json or profiles yet "
+                "(files added later are trusted once this is run again)."
             )
 
     execute(main, as_json=json_flag)
