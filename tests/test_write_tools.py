@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import pytest
 
 from amplifier.agents import FileChange
@@ -236,3 +238,33 @@ async def test_edit_file_refuses_a_file_over_the_cap(context: ToolContext, proje
     with pytest.raises(ToolFailed, match="over the 10 MiB"):
         await call(EditFile(), context, file_path="big.log", old_string="a", new_string="b")
     assert os.path.getsize(big) == MAX_FILE_BYTES + 1
+
+
+async def test_changes_to_one_file_at_once_each_see_the_one_before(
+    context: ToolContext, project: Path, kept: _Kept
+) -> None:
+    """The calls of one answer run at once: three edits of one file all land, and three
+    writes keep each content before the next (the history chains)."""
+    (project / "f.txt").write_text("alpha\nbeta\ngamma\n")
+    async with anyio.create_task_group() as tg:
+        for word in ("alpha", "beta", "gamma"):
+            tg.start_soon(
+                functools.partial(
+                    call,
+                    EditFile(),
+                    context,
+                    file_path="f.txt",
+                    old_string=word,
+                    new_string=word.upper(),
+                )
+            )
+    assert (project / "f.txt").read_text() == "ALPHA\nBETA\nGAMMA\n"
+    (project / "a.txt").write_text("0")
+    async with anyio.create_task_group() as tg:
+        for n in (1, 2, 3):
+            tg.start_soon(
+                functools.partial(call, WriteFile(), context, file_path="a.txt", content=str(n))
+            )
+    writes = [c for c in context.changes if c.path == "a.txt"]
+    assert [c.before for c in writes] == [sha(b"0"), *[c.after for c in writes[:-1]]]
+    assert sha((project / "a.txt").read_bytes()) == writes[-1].after

@@ -17,6 +17,9 @@ Rule 3: a file is replaced atomically (a temporary file beside it, then a
 Rule 4: files over ``MAX_FILE_BYTES`` are refused, and ``edit_file``
         refuses binary and non-UTF-8 files: it edits text.
 Rule 5: all blocking file work runs in a worker thread.
+Rule 6: changes to one file run one at a time, in this process (the calls of
+        one answer run at once; so do sessions): each reads what the one
+        before wrote, so no edit is lost and the file history chains.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ import contextlib
 import os
 import secrets
 import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import anyio
 from anyio import to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,11 +106,12 @@ class WriteFile:
         return _diff(target.old, new, target.shown)
 
     async def run(self, arguments: WriteFileArguments, context: ToolContext) -> str:
-        target = await to_thread.run_sync(_target, context.root, arguments.file_path, False)
-        new = _encoded(arguments.content, target.shown)
-        if target.old == new:
-            return f"{target.shown}: unchanged (it already holds this content)"
-        await _change(context, target, new)
+        async with _one_at_a_time(context.root, arguments.file_path):
+            target = await to_thread.run_sync(_target, context.root, arguments.file_path, False)
+            new = _encoded(arguments.content, target.shown)
+            if target.old == new:
+                return f"{target.shown}: unchanged (it already holds this content)"
+            await _change(context, target, new)
         lines = arguments.content.count("\n") + (not arguments.content.endswith("\n"))
         verb = "Created" if target.old is None else "Wrote"
         return f"{verb} {target.shown} ({len(new)} bytes, {lines if new else 0} lines)"
@@ -129,8 +136,9 @@ class EditFile:
         return _diff(target.old, new, target.shown)
 
     async def run(self, arguments: EditFileArguments, context: ToolContext) -> str:
-        target, new, count = await to_thread.run_sync(_edited, context.root, arguments)
-        await _change(context, target, new)
+        async with _one_at_a_time(context.root, arguments.file_path):
+            target, new, count = await to_thread.run_sync(_edited, context.root, arguments)
+            await _change(context, target, new)
         diff = _diff(target.old, new, target.shown)
         return f"Edited {target.shown}: {count} replacement(s)\n{diff}"
 
@@ -141,6 +149,29 @@ def write_tools() -> list[WriteFile | EditFile]:
 
 
 # -- shared ------------------------------------------------------------------------------
+
+_changing: dict[Path, tuple[anyio.Lock, int]] = {}
+"""The files being changed, each with its lock and how many calls hold or wait for it."""
+
+
+@asynccontextmanager
+async def _one_at_a_time(root: Path, file_path: str) -> AsyncIterator[None]:
+    """Hold the file at ``file_path`` (resolved: two names of one file are one) for one
+    change (Rule 6). A path that leads out raises ``ToolFailed`` here, as ``_target``'s."""
+    path = await to_thread.run_sync(confine, root, file_path)
+    lock, users = _changing.get(path, (None, 0))
+    lock = lock or anyio.Lock()
+    _changing[path] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = _changing[path]
+        if users == 1:
+            del _changing[path]
+        else:
+            _changing[path] = (lock, users - 1)
+
 
 
 async def _change(context: ToolContext, target: _Target, new: bytes) -> None:
