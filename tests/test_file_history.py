@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import anyio
 import pytest
 
 import amplifier
@@ -18,6 +20,7 @@ from amplifier.agents import (
     TextSink,
     UserMessage,
 )
+from amplifier.agents._file_history import MAX_COMPARED
 from amplifier.persistence.lowlevel import FILE_HISTORY
 
 from .helpers import events, session_dirs
@@ -244,3 +247,55 @@ async def test_resume_names_files_changed_since_and_tells_the_model(
     assert not any("someone else changed" in text for text in second_turn)
     transcript = (session_dirs(home)[session_id] / "transcript.jsonl").read_text()
     assert "someone else changed" not in transcript
+
+
+async def test_what_cannot_be_compared_is_named_never_waited_for(
+    home: Path, project: Path
+) -> None:
+    """A FIFO where the session wrote a file (an agent's ``mkfifo``), and a file grown past
+    what is compared: diff names why, rewind calls them changed since (forced, it puts the
+    files back), and resuming lists them; nothing waits on the FIFO."""
+    async with opened(home, project) as rt:
+        async with rt.open_session() as session:
+            await session.ask(write("pipe.txt", "one\n") + "\n" + write("big.txt", "two\n"))
+    (project / "pipe.txt").unlink()
+    os.mkfifo(project / "pipe.txt")
+    with open(project / "big.txt", "wb") as file:
+        file.truncate(MAX_COMPARED + 1)
+    with anyio.fail_after(30):
+        async with opened(home, project) as rt:
+            report = await amplifier.session_diff(rt, session.id)
+            problems = {file.path: file.problem for file in report.files}
+            assert problems == {
+                "pipe.txt": "not a regular file now",
+                "big.txt": f"{MAX_COMPARED + 1:,} bytes now, too large to compare",
+            }
+            with pytest.raises(RewindRefused, match="changed since"):
+                await amplifier.session_rewind(rt, session.id)
+            with pytest.warns(AgentWarning, match="pipe.txt, big.txt"):
+                resumed = await rt.resume(session.id)
+            await resumed.close()
+            await amplifier.session_rewind(rt, session.id, force=True)
+    assert not (project / "pipe.txt").exists()
+    assert not (project / "big.txt").exists()
+
+
+async def test_a_kept_content_that_is_no_file_is_a_damaged_one(
+    home: Path, project: Path
+) -> None:
+    """A folder where a kept content belongs: that file has no diff, saying why; the others
+    do."""
+    (project / "a.txt").write_text("before\n")
+    (project / "b.txt").write_text("before\n")
+    async with opened(home, project) as rt:
+        async with rt.open_session() as session:
+            await session.ask(write("a.txt", "after\n") + "\n" + write("b.txt", "later\n"))
+    kept = session_dirs(home)[session.id] / FILE_HISTORY
+    (blob,) = [p for p in kept.iterdir() if p.read_bytes() == b"before\n"][:1]
+    for other in kept.iterdir():
+        other.unlink()
+    os.mkfifo(blob)
+    async with opened(home, project) as rt:
+        report = await amplifier.session_diff(rt, session.id)
+    problems = {file.path: file.problem for file in report.files}
+    assert all("cannot be read" in (problem or "") for problem in problems.values())

@@ -43,7 +43,7 @@ from amplifier.persistence import (
     session_tree,
     summarize,
 )
-from amplifier.persistence.lowlevel import content_digest
+from amplifier.persistence.lowlevel import NotAFile, content_digest, open_to_read
 from amplifier.runtime import PromptSubmitted, Runtime
 
 from ._diffs import decode, diff_texts
@@ -236,7 +236,11 @@ def _diffs(history: History) -> list[FileDiff]:
         if _leads_outside(history.project, path):
             files.append(FileDiff(path, "modified", sessions, problem=OUTSIDE))
             continue
-        now = _current(history.project, path)
+        try:
+            now = _current(history.project, path)
+        except NotComparable as exc:
+            files.append(FileDiff(path, "modified", sessions, problem=str(exc)))
+            continue
         try:
             before = _kept(first)
         except CorruptSession as damage:
@@ -362,7 +366,7 @@ async def session_rewind(
         restored: list[FileChange] = []
         try:
             for file in doing:
-                before = await anyio.to_thread.run_sync(_read, history.project / file.path)
+                before = await anyio.to_thread.run_sync(_keepable, history.project, file.path)
                 kept = await held.keep_file(before) if before is not None else None
                 content = await anyio.to_thread.run_sync(_kept, sources[file.path])
                 await anyio.to_thread.run_sync(_restore, history.project / file.path, content)
@@ -408,8 +412,11 @@ def _plan(history: History, since: int) -> list[tuple[FileRewind, Transition]]:
             file = FileRewind(path, "restore", target, sessions, False, OUTSIDE)
             plan.append((chain[-1].seq, file, first))
             continue
-        now = _current(history.project, path)
-        now_digest = content_digest(now) if now is not None else None
+        try:
+            now: bytes | None = _current(history.project, path)
+            now_digest = content_digest(now) if now is not None else None
+        except NotComparable:
+            now, now_digest = b"", "not comparable"  # changed since: replaced if forced
         if now_digest == target:
             continue  # as it was already
         conflict = now_digest != chain[-1].change.after
@@ -448,15 +455,43 @@ def _leads_outside(project: Path, path: str) -> bool:
     return False
 
 
+MAX_COMPARED = 16 * 1024 * 1024
+"""The largest file compared with what the session wrote (the write tools write 10 MiB at
+most): a larger one has been changed since, and is not read."""
+
+
+class NotComparable(Exception):
+    """What stands at a path the session wrote cannot be read to compare (the message says
+    why): a FIFO, a device, a file grown past ``MAX_COMPARED``, one that cannot be opened."""
+
+
 def _current(project: Path, path: str) -> bytes | None:
-    return _read(project / path)
-
-
-def _read(path: Path) -> bytes | None:
+    """What the file holds now (None: there is none, or a folder); ``NotComparable``."""
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        fd, info = open_to_read(project / path, follow_links=True)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    except NotAFile:
+        if (project / path).is_dir():
+            return None
+        raise NotComparable("not a regular file now") from None
+    except OSError as exc:
+        raise NotComparable(f"cannot be read now: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as file:
+        if info.st_size > MAX_COMPARED:
+            raise NotComparable(f"{info.st_size:,} bytes now, too large to compare")
+        data = file.read(MAX_COMPARED + 1)
+    if len(data) > MAX_COMPARED:
+        raise NotComparable("it grows while it is read")
+    return data
+
+
+def _keepable(project: Path, path: str) -> bytes | None:
+    """What a forced rewind overwrites, to keep for ``--undo``: nothing of a FIFO or of a
+    file too large to compare (``--undo`` then removes what the rewind put there)."""
+    try:
+        return _current(project, path)
+    except NotComparable:
         return None
 
 
@@ -488,7 +523,11 @@ def changed_since(location: SessionLocation, project: Path) -> list[str]:
     history = read_history(nodes[0], sessions, list(merge_events(logs)), project)
     changed = []
     for path, chain in history.by_path().items():
-        now = _current(project, path)
+        try:
+            now = _current(project, path)
+        except NotComparable:
+            changed.append(path)  # a notice, never a reason not to resume
+            continue
         if (content_digest(now) if now is not None else None) != chain[-1].change.after:
             changed.append(path)
     return changed

@@ -73,6 +73,12 @@ def read_kept(location: SessionLocation, digest: str) -> bytes:
         raise CorruptSession(
             location.session_id, f"the file history lacks a kept content ({digest[:12]})"
         ) from None
+    except OSError as exc:  # a folder, a FIFO or a link where the content was kept
+        raise CorruptSession(
+            location.session_id,
+            f"a kept content of the file history cannot be read ({digest[:12]}): "
+            f"{exc.strerror or exc}",
+        ) from None
     if content_digest(data) != digest:
         raise CorruptSession(
             location.session_id, f"a kept content of the file history is damaged ({digest[:12]})"
