@@ -145,6 +145,24 @@ def test_a_renamed_session_resumes_by_its_name(home: Path, project: Path) -> Non
     assert json.loads(done.stdout)["session_id"] == session_id
 
 
+def test_a_name_cannot_pass_for_an_id_or_hide_what_it_says(
+    home: Path, project: Path, tmp_path: Path
+) -> None:
+    """Another project's session id as a name would take its place (``delete`` would delete
+    the named one); bidirectional and zero-width marks would make a name read as another."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = _run("in another project", cwd=elsewhere, home=home)
+    mine = _run("here", cwd=project, home=home)
+    for name in (other, f"{mine.split('-')[1]}-0123456789abcdef_explorer", "fix\u202etxt.exe"):
+        refused = amp("session", "rename", mine, name, cwd=project, home=home)
+        assert refused.returncode == 2, name
+        assert len(refused.stderr.strip().splitlines()) == 1
+    deleted = amp("session", "delete", other, "--yes", cwd=project, home=home)
+    assert deleted.returncode == 0, deleted.stderr
+    assert (amp("session", "show", mine, cwd=project, home=home)).returncode == 0
+
+
 def test_run_name_is_shown_in_list_and_show(home: Path, project: Path) -> None:
     """`run --name` names the new session; list has a Name column and show a Name line."""
     session_id = _run("hello", cwd=project, home=home, extra=("--name", "auth fix"))

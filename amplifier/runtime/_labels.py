@@ -8,11 +8,12 @@ one lower-case word (``security``, ``needs-review``) to filter listings by.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import get_args
 
 from amplifier._errors import UsageError
-from amplifier.persistence import EndStatus, holds_utf8
+from amplifier.persistence import EndStatus, holds_utf8, id_spans
 
 MAX_NAME = 120
 MAX_TAG = 40
@@ -72,6 +73,16 @@ def clean_name(name: str) -> str:
         raise UsageError(f"a session name is at most {MAX_NAME} characters")
     if _CONTROL.search(cleaned):
         raise UsageError("a session name cannot hold control characters")
+    if any(unicodedata.category(c) == "Cf" for c in cleaned):
+        raise UsageError(
+            "a session name cannot hold invisible formatting characters (bidirectional or "
+            "zero-width marks)"
+        )
+    if any(id_spans(cleaned)):
+        raise UsageError(
+            f"{cleaned!r} has the form of a session id: as a name it would stand in for "
+            "another session's id"
+        )
     return cleaned
 
 
