@@ -49,11 +49,15 @@ def test_a_grandchild_counts_towards_every_ancestor_and_the_turn_it_ran_in() -> 
     assert root.tree.priced
 
 
-def test_a_negative_price_is_a_config_error_naming_the_profile(tmp_path: Path) -> None:
-    """A profile whose price is negative is refused with its file named."""
+@pytest.mark.parametrize("price", ["-1", ".inf", ".nan", "1e308"])
+def test_a_price_below_zero_or_not_a_number_is_a_config_error_naming_the_profile(
+    tmp_path: Path, price: str
+) -> None:
+    """A profile whose price is negative, infinite or not a number (which would print
+    'cost $inf') is refused with its file named."""
     folder = tmp_path / "project" / ".amplifier" / "profiles"
     folder.mkdir(parents=True)
-    (folder / "cheap.yaml").write_text("prices:\n  gpt: {input: -1, output: 2}\n")
+    (folder / "cheap.yaml").write_text(f"prices:\n  gpt: {{input: {price}, output: 2}}\n")
     trusted(tmp_path / "project", tmp_path / "home")
     catalog = ProfileCatalog.load(home=tmp_path / "home", project=tmp_path / "project")
     with pytest.raises(ConfigError, match=r"cheap\.yaml.*prices\.gpt\.input"):
