@@ -220,3 +220,25 @@ async def test_a_child_no_call_names_is_placed_at_its_delegation(project: Path) 
         ("sub_session", "helper"),
         ("message", "after"),
     ]
+
+
+def test_export_to_a_terminal_shows_escape_sequences_without_sending_them(
+    home: Path, project: Path
+) -> None:
+    """A command's output that sets the window title and clears the screen: at a terminal
+    the export shows it escaped; into a file it is kept as it was."""
+    from .test_cli_act import amplifier as run_cli
+    from .test_cli_act import tool
+    from .test_cli_interactive import interactive
+
+    command = r"printf '\033]0;TITLE\007\033[2J'"
+    done = run_cli("run", "--yes", tool("bash", command=command), cwd=project, home=home)
+    session_id = done.stderr.split("Session: ")[1].split()[0]
+    with interactive(
+        ["session", "export", session_id], cwd=project, home=home, backend="asyncio"
+    ) as term:
+        assert term.leave() == 0
+    assert "\\x1b]0;TITLE\\x07\\x1b[2J" in term.output
+    assert "\x1b]0;TITLE" not in term.output
+    piped = amp("session", "export", session_id, cwd=project, home=home)
+    assert "\x1b]0;TITLE\x07\x1b[2J" in piped.stdout

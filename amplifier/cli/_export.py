@@ -19,7 +19,7 @@ import typer
 
 from ._app import FormatOption, JsonFlag, OutputFormat, _json_mode, open_runtime, session_app
 from ._complete import complete_session
-from ._render import write_json
+from ._render import safe, write_json
 from ._running import execute, fail, say
 
 
@@ -78,7 +78,9 @@ def export(
         else:
             text = tree_markdown(tree)
         if output is None or str(output) == "-":  # "-": standard output, as for most tools
-            sys.stdout.write(text)
+            # At a terminal, what the session holds (a command's output, a file name) must
+            # not drive it: escape sequences are shown, not sent. A file or a pipe gets it all.
+            sys.stdout.write(safe(text) if sys.stdout.isatty() else text)
             return
         if output.is_dir():
             fail(f"{output} is a folder: give a file name to write to", code=2, as_json=as_json)
