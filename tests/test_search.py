@@ -65,6 +65,22 @@ async def test_reindex_rebuilds_search_from_the_transcripts(home: Path, project:
     assert {hit.session_id for hit in hits} == {session.id, copy.name}
 
 
+async def test_a_damaged_full_text_index_is_rebuilt_by_the_search_that_finds_it(
+    home: Path, project: Path
+) -> None:
+    """SQLite calls a broken full-text table SQLITE_CORRUPT_VTAB: damage like any other, so
+    the search that meets it rebuilds the index and answers, with no reindex by hand."""
+    async with open_runtime(cwd=project) as rt:
+        async with rt.open_session() as session:
+            await session.ask("a numbat digs")
+        assert await rt.search("numbat")
+    with sqlite3.connect(index_path(home)) as db:
+        db.execute("DELETE FROM search_text_docsize")
+    async with open_runtime(cwd=project) as rt:
+        hits = await rt.search("numbat")
+    assert {hit.session_id for hit in hits} == {session.id}
+
+
 async def test_deleted_sessions_are_not_found(home: Path, project: Path) -> None:
     """Deleting a session takes its messages out of search."""
     async with open_runtime(cwd=project) as rt:

@@ -263,8 +263,10 @@ def built_in_memory(home: Path) -> sqlite3.Connection:
 
 
 def is_damage(exc: sqlite3.Error) -> bool:
-    """True if SQLite says the index file is not a database, or a corrupt one."""
-    return getattr(exc, "sqlite_errorname", None) in _DAMAGED
+    """True if SQLite says the index file is not a database, or a corrupt one (a table of
+    it, the full-text index's too: ``SQLITE_CORRUPT_VTAB``, ``SQLITE_CORRUPT_INDEX``...)."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return name in _DAMAGED or name.startswith("SQLITE_CORRUPT_")
 
 
 def recreate(home: Path) -> sqlite3.Connection:
