@@ -8,7 +8,6 @@ one lower-case word (``security``, ``needs-review``) to filter listings by.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import get_args
 
@@ -19,6 +18,8 @@ MAX_NAME = 120
 MAX_TAG = 40
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TAG = re.compile(r"[a-z0-9][a-z0-9._:/-]*")
+_HIDING = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+"""Marks that reorder or hide what a name shows; an emoji's joiner (U+200D) is text."""
 
 
 def text(value: object, what: str) -> str:
@@ -73,10 +74,10 @@ def clean_name(name: str) -> str:
         raise UsageError(f"a session name is at most {MAX_NAME} characters")
     if _CONTROL.search(cleaned):
         raise UsageError("a session name cannot hold control characters")
-    if any(unicodedata.category(c) == "Cf" for c in cleaned):
+    if _HIDING.search(cleaned):
         raise UsageError(
-            "a session name cannot hold invisible formatting characters (bidirectional or "
-            "zero-width marks)"
+            "a session name cannot hold bidirectional controls or zero-width spaces (they make "
+            "it read as another)"
         )
     if any(id_spans(cleaned)):
         raise UsageError(
