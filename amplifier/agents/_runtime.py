@@ -9,7 +9,6 @@ one store they write through.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -20,7 +19,7 @@ from amplifier.persistence import Clock, Durability, Store, resolve_home_and_cwd
 from amplifier.runtime import Approver, TurnHandler
 from amplifier.runtime.lowlevel import ChildLauncher, LocalRuntime, open_local_runtime
 
-from ._exceptions import ConfigError, ConfigWarning
+from ._exceptions import ConfigError
 from ._loop import AgentTurnHandler
 from ._mcp_servers import McpServers
 from ._names import (
@@ -38,7 +37,7 @@ from ._provider import Provider
 from ._provider_config import ProviderKind
 from ._specs import AgentCatalog, AgentSpec
 from ._tools import Tool, spec_of
-from ._trust import ProjectTrust, untrusted_note
+from ._trust import ProjectTrust, settled
 
 
 def load_profile(
@@ -132,13 +131,7 @@ async def open_agent_runtime(
     check_options(provider=provider, durability=durability)
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider if isinstance(provider, str) else None
-    trust = await anyio.to_thread.run_sync(
-        lambda: ProjectTrust.of(directory, home=root, trust=trust_project)
-    )
-    if trust_project is None:
-        note = await anyio.to_thread.run_sync(untrusted_note, trust)
-        if note is not None:
-            warnings.warn(note, ConfigWarning, stacklevel=3)
+    trust = await settled(directory, home=root, trust=trust_project)
     profiles = await anyio.to_thread.run_sync(
         lambda: ProfileCatalog.load(home=root, project=directory, trust=trust)
     )

@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
+
 from amplifier.persistence import utc_now
 from amplifier.persistence.lowlevel import (
     atomic_replace,
@@ -93,6 +95,17 @@ class ProjectTrust:
     def refused(self) -> list[Path]:
         """The project's configuration files this trust leaves out, as they read now."""
         return [path for path, text in configuration(self.project) if not self.admits(path, text)]
+
+
+async def settled(project: Path, *, home: Path, trust: bool | None) -> ProjectTrust:
+    """``ProjectTrust.of``, read in a worker thread; with ``trust`` None (the record decides),
+    one ``ConfigWarning`` naming what it leaves out."""
+    found = await anyio.to_thread.run_sync(lambda: ProjectTrust.of(project, home=home, trust=trust))
+    if trust is None:
+        note = await anyio.to_thread.run_sync(untrusted_note, found)
+        if note is not None:
+            warnings.warn(note, ConfigWarning, stacklevel=3)
+    return found
 
 
 def untrusted_note(trust: ProjectTrust) -> str | None:

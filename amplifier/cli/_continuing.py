@@ -82,6 +82,7 @@ async def confirm_cleanup(plan: Cleanup, interrupts: AsyncIterator[int]) -> bool
     import typer
 
     from ._render import when
+    from ._running import unless_interrupted
 
     trees = plan.trees
     count = sum(len(tree) for tree in trees)
@@ -102,17 +103,8 @@ async def confirm_cleanup(plan: Cleanup, interrupts: AsyncIterator[int]) -> bool
                 lambda: typer.confirm(question, default=False, err=True), abandon_on_cancel=True
             )
 
-    async with anyio.create_task_group() as tg:
-
-        async def stop_on_interrupt() -> None:
-            nonlocal answer
-            async for _ in interrupts:
-                answer = None
-                tg.cancel_scope.cancel()
-
-        tg.start_soon(stop_on_interrupt)
-        await ask()
-        tg.cancel_scope.cancel()
+    if await unless_interrupted(interrupts, ask) is not None:
+        return None
     return answer
 
 

@@ -278,6 +278,27 @@ class Opening:
         return code
 
 
+async def unless_interrupted(
+    interrupts: AsyncIterator[int], work: Callable[[], Awaitable[None]]
+) -> int | None:
+    """Run ``work`` until it returns or a signal comes (Ctrl-C, SIGTERM, SIGHUP; ``work`` is
+    then cancelled); the signal's number, if one came."""
+    signum: int | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal signum
+            async for received in interrupts:
+                signum = received
+                tg.cancel_scope.cancel()
+                return
+
+        tg.start_soon(watch)
+        await work()
+        tg.cancel_scope.cancel()
+    return signum
+
+
 @asynccontextmanager
 async def until_opened(interrupts: AsyncIterator[int]) -> AsyncIterator[Opening]:
     """A block in which a signal (Ctrl-C, SIGTERM, SIGHUP) cancels everything at once,

@@ -25,7 +25,7 @@ import typer
 from ._app import JsonFlag, app
 from ._approval import SCREEN, at_a_terminal, drop_typed_ahead, read_line
 from ._render import write_json
-from ._running import Leave, execute, say
+from ._running import Leave, execute, say, unless_interrupted
 
 
 async def settle_trust(interrupts: AsyncIterator[int], *, as_json: bool) -> None:
@@ -33,25 +33,13 @@ async def settle_trust(interrupts: AsyncIterator[int], *, as_json: bool) -> None
     while it asks ends the command (``Leave``, 128 + its number)."""
     if not at_a_terminal(as_json):
         return
-    signum: int | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            nonlocal signum
-            async for received in interrupts:
-                signum = received
-                tg.cancel_scope.cancel()
-                return
-
-        tg.start_soon(watch)
-        await _ask(as_json)
-        tg.cancel_scope.cancel()
+    signum = await unless_interrupted(interrupts, _ask)
     if signum is not None:
         say("\nInterrupted before the session opened; nothing ran.")
         raise Leave(128 + signum)
 
 
-async def _ask(as_json: bool) -> None:
+async def _ask() -> None:
     from amplifier.agents._trust import ProjectTrust, configuration, trust_project
     from amplifier.persistence import resolve_home_and_cwd
 

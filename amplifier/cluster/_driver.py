@@ -19,7 +19,6 @@ import contextlib
 import os
 import secrets
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -30,8 +29,8 @@ import anyio
 from ray.exceptions import RayActorError
 
 from amplifier._errors import UsageError, unwrap_single_error
-from amplifier.agents import ConfigWarning, Permissions, ProviderKind, load_profile
-from amplifier.agents._trust import ProjectTrust, untrusted_note
+from amplifier.agents import Permissions, ProviderKind, load_profile
+from amplifier.agents._trust import settled
 from amplifier.persistence import (
     Durability,
     EndStatus,
@@ -442,13 +441,7 @@ async def open_cluster_runtime(
     """
     root, directory = resolve_home_and_cwd(home, cwd)
     kind = provider
-    trust = await anyio.to_thread.run_sync(
-        lambda: ProjectTrust.of(directory, home=root, trust=trust_project)
-    )
-    if trust_project is None:
-        note = await anyio.to_thread.run_sync(untrusted_note, trust)
-        if note is not None:
-            warnings.warn(note, ConfigWarning, stacklevel=3)
+    trust = await settled(directory, home=root, trust=trust_project)
     settings = await anyio.to_thread.run_sync(
         lambda: load_profile(
             profile, home=root, cwd=directory, provider=kind, model=model, trust=trust
