@@ -79,7 +79,7 @@ def _show(project: Path, files: list[tuple[Path, str]], *, changed: bool) -> Non
         lines.append(f"  {exactly(str(path.relative_to(project)))}")
         rows = text.removesuffix("\n").split("\n")
         for row in rows[:SHOWN_LINES]:
-            shown = exactly(row) or " "
+            shown = exactly(row.removesuffix("\r")) or " "  # a Windows line end moves nothing
             lines += [f"  | {shown[i : i + _WIDTH]}" for i in range(0, len(shown), _WIDTH)]
         if len(rows) > SHOWN_LINES:
             lines.append(f"  [... {len(rows) - SHOWN_LINES} more lines not shown: read the file]")
