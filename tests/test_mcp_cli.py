@@ -149,9 +149,12 @@ def test_mcp_list_json_is_one_document_of_the_servers(home: Path, project: Path)
         "gone", False, "command not found: no-such-mcp-server"
     )
     assert (started["name"], started["started"], started["error"]) == ("stub", True, None)
-    assert {"name": "mcp_stub_pid", "tool": "pid", "description": "The server's process id."} in (
-        started["tools"]
-    )
+    assert {
+        "name": "mcp_stub_pid",
+        "tool": "pid",
+        "description": "The server's process id.",
+        "taken_by": None,
+    } in started["tools"]
     assert listed["problems"] == []
 
 

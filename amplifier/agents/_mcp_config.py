@@ -46,7 +46,10 @@ DEFAULT_CALL_TIMEOUT = 120.0
 DEFAULT_STARTUP_TIMEOUT = 30.0
 """Seconds a server has to start and list its tools (``startup_timeout``)."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_SERVER_NAME = 48
+"""Characters of a server's name: its tools are ``mcp_<server>_<tool>``, 64 at most, so a
+longer name would leave its tools too little to tell them apart."""
+_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_SERVER_NAME - 1}}}$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Transport = Literal["stdio", "http"]
@@ -187,8 +190,9 @@ def server_config(name: str, entry: object, *, source: str) -> McpServerConfig:
 
     if not _NAME.match(name):
         return wrong(
-            "a server name is letters, digits, '_', '.' and '-' (64 at most), starting with "
-            "a letter or digit"
+            f"a server name is letters, digits, '_', '.' and '-' ({MAX_SERVER_NAME} at most: "
+            "its tools are named mcp_<server>_<tool>, 64 at most), starting with a letter or "
+            "digit"
         )
     if not isinstance(entry, dict):
         return wrong("its entry must be an object (command, args, env, cwd; or url, headers)")

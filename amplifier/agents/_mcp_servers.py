@@ -435,6 +435,21 @@ class McpServers:
         warnings.warn(said, AgentWarning, stacklevel=3)
 
 
+def _taken(statuses: Iterable[McpServerStatus]) -> tuple[McpServerStatus, ...]:
+    """The statuses, each tool whose name sessions give another marked with that one (the
+    order of ``tools_for``: servers by name, each server's tools in its order)."""
+    holders: dict[str, str] = {}
+    marked = []
+    for status in statuses:
+        tools = []
+        for tool in status.tools:
+            holder = holders.setdefault(tool.name, f"{status.name}/{tool.tool}")
+            mine = holder == f"{status.name}/{tool.tool}"
+            tools.append(tool if mine else tool.model_copy(update={"taken_by": holder}))
+        marked.append(status.model_copy(update={"tools": tuple(tools)}))
+    return tuple(marked)
+
+
 def _overlaps(servers: Iterable[McpServerConfig]) -> list[str]:
     """A warning for each two servers whose tools one pattern cannot tell apart: every tool
     of ``git_evil`` (``mcp_git_evil_*``) is also ``mcp_git_*``, so a rule or an agent's
@@ -482,6 +497,9 @@ class McpToolInfo(BaseModel):
     tool: str
     """Its own name on the server."""
     description: str
+    taken_by: str | None = None
+    """The tool (``server/tool``) that sessions give this name to instead, if another has it:
+    the first server by name, then the server's first tool, keeps a name (Rule 3)."""
 
 
 class McpServerStatus(BaseModel):
@@ -570,7 +588,7 @@ async def check_mcp_servers(
                 tg.start_soon(check, config)
         problems = (await servers.config(warn=False)).problems
     return McpReport(
-        servers=tuple(statuses[config.name] for config in configs),
+        servers=_taken(statuses[config.name] for config in configs),
         problems=problems,
         untrusted=untrusted,
     )

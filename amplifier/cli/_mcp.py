@@ -88,5 +88,7 @@ def _lines(status: McpServerStatus) -> list[str]:
     width = max((len(tool.name) for tool in status.tools), default=0)
     for tool in status.tools:
         description = one_line(tool.description, _DESCRIPTION_WIDTH)
+        if tool.taken_by is not None:
+            description = f"(left out: {tool.taken_by} has this name) {description}"
         lines.append(f"  {tool.name.ljust(width)}  {description}".rstrip())
     return [safe(line) for line in lines]
