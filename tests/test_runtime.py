@@ -851,3 +851,57 @@ async def test_dating_a_damaged_session_does_not_block_the_event_loop(
             assert found.session_id == session.id
         monkeypatch.undo()
     assert on_the_loop == []
+
+
+async def test_a_turn_its_asker_gave_up_on_is_recorded_as_the_asker_was_told(
+    home: Path, project: Path
+) -> None:
+    """A turn that finishes anyway after its asker gave up (its last step could not be
+    interrupted) is recorded cancelled, as the asker was told; one whose outcome was already
+    being recorded when a deadline came is given to the asker. Either way the asker and the
+    record agree."""
+    started, release, gave_up = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def stubborn(turn: Turn) -> str:
+        if turn.prompt == "stubborn":
+            started.set()
+            with anyio.CancelScope(shield=True):
+                await release.wait()
+        return f"echo: {turn.prompt}"
+
+    async with open_runtime(
+        home=home, cwd=project, handler=FnHandler(stubborn), durability="fsync"
+    ) as rt:
+        async with rt.open_session() as session:
+            asking = anyio.CancelScope()
+
+            async def ask() -> None:
+                with asking:
+                    await session.ask("stubborn")
+                gave_up.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask)
+                await started.wait()
+                asking.cancel()
+                await gave_up.wait()  # told at once, while the turn still runs
+                release.set()
+            assert asking.cancelled_caught
+            told: dict[str, str] = {}
+            for n in range(40):
+                with anyio.move_on_after(n * 0.00005) as cut:
+                    await session.ask(f"p{n}")
+                told[f"p{n}"] = "cancelled" if cut.cancelled_caught else "completed"
+    submitted = {
+        e["seq"]: e["data"]["prompt"]
+        for e in events(home, session.id)
+        if e["event"] == "prompt:submit"
+    }
+    recorded = {}
+    for e in events(home, session.id):
+        if e["event"] == "prompt:complete":
+            prompt = [p for seq, p in submitted.items() if seq < e["seq"]][-1]
+            recorded[prompt] = e["data"]["status"]
+    assert recorded.pop("stubborn") == "cancelled"
+    assert all(told[prompt] == status for prompt, status in recorded.items())
+    assert {p for p, was in told.items() if was == "completed"} <= set(recorded)

@@ -489,6 +489,11 @@ class SessionActor:
                     outcome = Failed(reason=describe_error(exc), error=exc)
         finally:
             self._turn_scope = self._current = None
+            if reply.abandoned and isinstance(outcome, Answered):
+                # Its asker gave up (and was told it was cancelled) before the turn ended:
+                # recorded as what the asker was told, its answer kept as a cut-off one is.
+                outcome = Cancelled()
+            reply.decided = True  # recorded as it ended, whatever its asker does now
             with self._final_records(requests=1, waits=prompt.durable):
                 outcome = await self._complete_turn(number, outcome, durable=prompt.durable)
             if not isinstance(outcome, Answered):
@@ -597,7 +602,8 @@ class SessionActor:
         *,
         durable: bool = True,
     ) -> Outcome:
-        """Send a prompt and wait for its outcome. Cancelling the wait cancels the turn."""
+        """Send a prompt and wait for its outcome. Cancelling the wait cancels the turn; once
+        the turn has ended and is being recorded, the wait goes on and gives its outcome."""
         if self._life.state in (SessionState.CLOSING, SessionState.ENDED):
             raise SessionClosed(self.id)
         self._refuse_from_own_turn("asked")
@@ -614,8 +620,16 @@ class SessionActor:
             try:
                 outcome = await reply.wait()
             except anyio.get_cancelled_exc_class():
-                self.cancel_turn(prompt)
-                raise
+                if not reply.decided:
+                    self.cancel_turn(prompt)
+                    raise
+                # The turn ended before the cancellation came and is being recorded as it
+                # ended (an answer, say): the asker gets that, not a cancellation that
+                # would have it believe the turn never ran.
+                with anyio.CancelScope(shield=True):
+                    outcome = await reply.wait()
+                if outcome is None or isinstance(outcome, Cancelled):
+                    raise  # cancelled with it (a Runtime cancelled whole): the asker's own
         finally:
             # Read at most once; a prompt sent as its sender was cancelled is never run.
             reply.abandoned = True

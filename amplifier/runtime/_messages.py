@@ -67,13 +67,16 @@ class Pending(Generic[T]):
     wait (a checkpoint, then the wait): this waits in one.
     """
 
-    __slots__ = ("_done", "abandoned", "value")
+    __slots__ = ("_done", "abandoned", "decided", "value")
 
     def __init__(self) -> None:
         self._done = anyio.Event()
         self.value: T | None = None
         self.abandoned = False
         """Whoever asked stopped waiting (cancelled): no answer will be read."""
+        self.decided = False
+        """The answer is settled and being recorded: cancelling the wait no longer changes
+        it (whoever asked waits for it instead)."""
 
     def put(self, value: T) -> None:
         """Answer; an answer put after the first, or after ``close``, is dropped."""
