@@ -299,3 +299,22 @@ async def test_a_kept_content_that_is_no_file_is_a_damaged_one(
         report = await amplifier.session_diff(rt, session.id)
     problems = {file.path: file.problem for file in report.files}
     assert all("cannot be read" in (problem or "") for problem in problems.values())
+
+
+async def test_a_rewind_that_cannot_write_a_file_names_that_file(
+    home: Path, project: Path
+) -> None:
+    """A folder where the session wrote a file: a forced rewind fails naming the file, not
+    the temporary name it writes beside it."""
+    (project / "a.txt").write_text("zero\n")
+    async with opened(home, project) as rt:
+        async with rt.open_session() as session:
+            await session.ask(write("a.txt", "one\n"))
+    (project / "a.txt").unlink()
+    (project / "a.txt").mkdir()
+    (project / "a.txt" / "inside").write_text("kept\n")
+    async with opened(home, project) as rt:
+        with pytest.raises(OSError, match=r"a\.txt") as failed:
+            await amplifier.session_rewind(rt, session.id, force=True)
+    assert failed.value.filename == str(project / "a.txt")
+    assert (project / "a.txt" / "inside").read_text() == "kept\n"

@@ -317,9 +317,12 @@ def replace_file(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if isinstance(exc, OSError) and exc.filename == str(temp):
+            # Said of the file being written, not of the temporary name beside it.
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 
