@@ -51,7 +51,7 @@ from ._exceptions import AgentWarning, ToolFailed
 from ._mcp_config import McpConfig, McpServerConfig, load_mcp_config
 from ._profiles import DEFAULT_PROFILE, Profile, ProfileCatalog
 from ._tools import Tool, ToolContext
-from ._trust import ProjectTrust, untrusted_note
+from ._trust import ProjectTrust, read_trust
 
 if TYPE_CHECKING:
     from ._mcp_client import Connection
@@ -546,10 +546,7 @@ async def check_mcp_servers(
     is reported too.
     """
     root, directory = resolve_home_and_cwd(home, cwd)
-    trust = await anyio.to_thread.run_sync(
-        lambda: ProjectTrust.of(directory, home=root, trust=trust_project)
-    )
-    untrusted = await anyio.to_thread.run_sync(untrusted_note, trust)
+    trust, untrusted = await read_trust(directory, home=root, trust=trust_project)
     catalog = await anyio.to_thread.run_sync(
         lambda: ProfileCatalog.load(home=root, project=directory, trust=trust)
     )

@@ -97,14 +97,25 @@ class ProjectTrust:
         return [path for path, text in configuration(self.project) if not self.admits(path, text)]
 
 
+async def read_trust(
+    project: Path, *, home: Path, trust: bool | None, noted: bool = True
+) -> tuple[ProjectTrust, str | None]:
+    """``ProjectTrust.of`` and (if ``noted``) its ``untrusted_note``, read together in one
+    worker thread."""
+
+    def read() -> tuple[ProjectTrust, str | None]:
+        found = ProjectTrust.of(project, home=home, trust=trust)
+        return found, untrusted_note(found) if noted else None
+
+    return await anyio.to_thread.run_sync(read)
+
+
 async def settled(project: Path, *, home: Path, trust: bool | None) -> ProjectTrust:
-    """``ProjectTrust.of``, read in a worker thread; with ``trust`` None (the record decides),
-    one ``ConfigWarning`` naming what it leaves out."""
-    found = await anyio.to_thread.run_sync(lambda: ProjectTrust.of(project, home=home, trust=trust))
-    if trust is None:
-        note = await anyio.to_thread.run_sync(untrusted_note, found)
-        if note is not None:
-            warnings.warn(note, ConfigWarning, stacklevel=3)
+    """``read_trust``; with ``trust`` None (the record decides), one ``ConfigWarning``
+    naming what it leaves out."""
+    found, note = await read_trust(project, home=home, trust=trust, noted=trust is None)
+    if note is not None:
+        warnings.warn(note, ConfigWarning, stacklevel=3)
     return found
 
 
